@@ -1,0 +1,1 @@
+"""crmhub api package."""
