@@ -1,0 +1,244 @@
+"""crmhub's settings: ``temporal.yaml`` (or the file named by ``CRMHUB_CONFIG``), validated, with
+every value overridable by a ``CRMHUB_*`` environment variable (nested keys joined by ``__``, e.g.
+``CRMHUB_TEMPORAL__ADDRESS``, ``CRMHUB_REGIONS__EU__TASK_QUEUE``; ``CRMHUB_DATABASE_URL``).
+
+Precedence: environment > YAML file > defaults. A bad value fails at start with a
+:class:`~schemas.errors.ConfigError` that names the field, the bad value's problem and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from schemas.errors import ConfigError
+
+__all__ = [
+    "DevServerSettings",
+    "RegionSettings",
+    "SandboxSettings",
+    "ScheduleSettings",
+    "Settings",
+    "TemporalSettings",
+    "WorkerSettings",
+    "config_path",
+    "load_settings",
+]
+
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DevServerSettings(_Model):
+    """The local Temporal dev server started by ``crmhub temporal up`` / ``crmhub demo``."""
+
+    ip: str = "127.0.0.1"
+    port: int = Field(7233, ge=1, le=65535)
+    ui_port: int = Field(8233, ge=1, le=65535)
+    db_filename: str = Field(
+        "temporal.db", description="SQLite file under data_dir; history survives restarts"
+    )
+    log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    ui_codec_endpoint: str | None = Field(None, description="codec server URL the Web UI calls to decode")
+
+
+class TemporalSettings(_Model):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    tls: bool = False
+    tls_client_cert: Path | None = None
+    tls_client_key: Path | None = None
+    api_key_env: str | None = Field(None, description="name of the env var holding a Temporal Cloud API key")
+    dev_server: DevServerSettings = DevServerSettings()
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        m = _HOST_PORT.match(v)
+        if not m or not 0 < int(m.group(2)) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:7233 or my-ns.tmprl.cloud:7233")
+        return v
+
+    @model_validator(mode="after")
+    def _mtls_pair(self) -> TemporalSettings:
+        if (self.tls_client_cert is None) != (self.tls_client_key is None):
+            raise ValueError("tls_client_cert and tls_client_key must be set together (mTLS)")
+        return self
+
+
+class RegionSettings(_Model):
+    """A processing region: the Temporal task queue its workers poll, and its jurisdiction."""
+
+    task_queue: str
+    jurisdiction: Literal["EEA", "US", "UK", "CH", "CA", "OTHER"]
+    description: str = ""
+
+
+class WorkerSettings(_Model):
+    max_concurrent_activities: int = Field(16, ge=1, le=1024)
+    activity_threads: int = Field(
+        16, ge=1, le=1024, description="thread pool for the vendor SDKs' sync calls"
+    )
+    max_concurrent_workflow_tasks: int = Field(32, ge=1, le=1024)
+    pages_per_activity: int = Field(25, ge=1, le=10_000, description="vendor pages one pull activity covers")
+    activity_time_budget_s: float = Field(60.0, gt=0, le=3600)
+    continue_as_new_after_batches: int = Field(200, ge=1, le=5000)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+
+
+class ScheduleSettings(_Model):
+    sync_interval: timedelta = timedelta(hours=1)
+    retention_purge_interval: timedelta = timedelta(days=1)
+    key_rotation_check_interval: timedelta = timedelta(days=1)
+
+    @field_validator("sync_interval", "retention_purge_interval", "key_rotation_check_interval")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v < timedelta(minutes=1):
+            raise ValueError("must be at least 1 minute (ISO 8601 like PT15M or seconds like 900)")
+        return v
+
+
+class SandboxSettings(_Model):
+    host: str = "127.0.0.1"
+    salesforce_port: int = Field(8701, ge=0, le=65535, description="0 picks a free port")
+    hubspot_port: int = Field(8702, ge=0, le=65535, description="0 picks a free port")
+    seed: int = 1
+    contacts: int = Field(10_000, ge=0, le=5_000_000)
+
+
+def _default_regions() -> dict[str, RegionSettings]:
+    return {
+        "eu": RegionSettings(task_queue="crmhub-eu", jurisdiction="EEA", description="EEA processing"),
+        "us": RegionSettings(task_queue="crmhub-us", jurisdiction="US", description="US processing"),
+    }
+
+
+class Settings(BaseSettings):
+    """Everything crmhub reads at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRMHUB_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(
+        Path(".crmhub"), description="state of the embedded default (DB, keys, dev server)"
+    )
+    database_url: str = ""
+    temporal: TemporalSettings = TemporalSettings()
+    regions: dict[str, RegionSettings] = Field(default_factory=_default_regions)
+    default_region: str = "eu"
+    worker: WorkerSettings = WorkerSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        return v
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v: dict[str, RegionSettings]) -> dict[str, RegionSettings]:
+        if not v:
+            raise ValueError("at least one region is required, e.g. eu and us")
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"region name {name!r} must be lowercase letters, digits or '-'")
+        queues = [r.task_queue for r in v.values()]
+        if len(set(queues)) != len(queues):
+            raise ValueError("each region needs its own task_queue (isolation of regional processing)")
+        return v
+
+    @model_validator(mode="after")
+    def _default_region_known(self) -> Settings:
+        if self.default_region not in self.regions:
+            raise ValueError(
+                f"default_region {self.default_region!r} is not one of regions: {sorted(self.regions)}"
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under ``data_dir``."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'crmhub.db').resolve()}"
+
+    def task_queue(self, region: str) -> str:
+        try:
+            return self.regions[region].task_queue
+        except KeyError:
+            raise ConfigError(
+                f"unknown region {region!r}; configured regions are {sorted(self.regions)} "
+                "(temporal.yaml: regions)"
+            ) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+def config_path() -> Path | None:
+    """``$CRMHUB_CONFIG``, else ``./temporal.yaml`` if present, else None (defaults only)."""
+    named = os.environ.get("CRMHUB_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"CRMHUB_CONFIG names {path}, which does not exist; fix the path or unset it")
+        return path
+    local = Path("temporal.yaml")
+    return local if local.is_file() else None
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return "CRMHUB_" + "__".join(str(p).upper() for p in loc)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate settings; any problem becomes one :class:`ConfigError` naming field and fix."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        where = config_path() or "temporal.yaml"
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if p != "__root__")
+            field = ".".join(str(p) for p in loc) or "(settings)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting; remove it or check its spelling against temporal.yaml"
+            problems.append(f"{field}: {msg} (set it in {where} or {_env_name(loc)})")
+        raise ConfigError("invalid crmhub settings: " + "; ".join(problems)) from None
+    except (OSError, ValueError) as exc:  # unreadable or unparsable YAML
+        raise ConfigError(f"cannot read settings file {config_path()}: {exc}; fix the YAML syntax") from None
