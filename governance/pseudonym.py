@@ -1,0 +1,103 @@
+"""Keyed pseudonymization: HMAC-SHA256 under a per-tenant key that is not the data key.
+
+The tenant key comes from a :class:`PseudonymKeySource` (the :class:`~governance.vault.Vault`
+stores it wrapped, kind ``pseudonym``; it is never rotated, so pseudonyms stay stable). Two
+sub-keys are derived from it (HMAC with a label), so field pseudonyms and lineage hashes of the
+same value do not match each other:
+
+* :meth:`Pseudonymizer.pseudonymize` — field values: ``"ps_"`` + 32 lowercase base32 characters
+  (the first 160 bits of the HMAC), 35 characters in all.
+* :meth:`Pseudonymizer.keyed_hash` — record ids in lineage: ``"kh_"`` + 32 base32 characters, 35 in all.
+
+Same tenant + same value → same output (stable joins); different tenants → unrelated outputs
+(unlinkable). Values are typed before hashing (``"1"`` and ``1`` differ); strings are hashed as
+given (normalise case/whitespace before, if the purpose needs it). ``None`` stays ``None``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+from typing import Any, Protocol
+
+from schemas.errors import DataError
+
+__all__ = ["PSEUDONYM_LENGTH", "PseudonymKeySource", "Pseudonymizer", "StaticKeySource"]
+
+PSEUDONYM_LENGTH = 35
+_DIGEST_BYTES = 20  # 160 bits → 32 base32 characters without padding
+
+
+class PseudonymKeySource(Protocol):
+    """Gives the 32-byte pseudonym key of a tenant (created on first use)."""
+
+    def pseudonym_key(self, tenant: str) -> bytes: ...
+
+
+class StaticKeySource:
+    """A fixed mapping tenant → key (tests, offline tools). Unknown tenants are a ``KeyError``."""
+
+    def __init__(self, keys: dict[str, bytes]) -> None:
+        self._keys = dict(keys)
+
+    def pseudonym_key(self, tenant: str) -> bytes:
+        return self._keys[tenant]
+
+
+def _encode(value: Any) -> bytes:
+    """Type-tagged bytes of a scalar value (so ``"1"``, ``1`` and ``True`` differ)."""
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8")
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, int):
+        return b"i" + str(value).encode()
+    if isinstance(value, float):
+        return b"d" + repr(value).encode()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return b"b" + bytes(value)
+    raise DataError(f"cannot pseudonymize a value of type {type(value).__name__}; only scalars are supported")
+
+
+class Pseudonymizer:
+    """Stable, tenant-scoped pseudonyms and keyed hashes. Thread-safe; caches derived keys."""
+
+    def __init__(self, keys: PseudonymKeySource) -> None:
+        self._source = keys
+        self._lock = threading.Lock()
+        self._macs: dict[str, tuple[hmac.HMAC, hmac.HMAC]] = {}
+
+    def _tenant_macs(self, tenant: str) -> tuple[hmac.HMAC, hmac.HMAC]:
+        macs = self._macs.get(tenant)
+        if macs is None:
+            root = self._source.pseudonym_key(tenant)
+            field_key = hmac.new(root, b"crmhub.pseudonym.field.v1", hashlib.sha256).digest()
+            lineage_key = hmac.new(root, b"crmhub.pseudonym.lineage.v1", hashlib.sha256).digest()
+            macs = (
+                hmac.new(field_key, digestmod=hashlib.sha256),
+                hmac.new(lineage_key, digestmod=hashlib.sha256),
+            )
+            with self._lock:
+                self._macs[tenant] = macs
+        return macs
+
+    def forget(self, tenant: str) -> None:
+        """Drop the cached keys of ``tenant`` (after it was shredded)."""
+        with self._lock:
+            self._macs.pop(tenant, None)
+
+    def pseudonymize(self, tenant: str, value: Any) -> str | None:
+        """``ps_`` pseudonym of a field value (35 characters); ``None`` stays ``None``."""
+        if value is None:
+            return None
+        mac = self._tenant_macs(tenant)[0].copy()
+        mac.update(_encode(value))
+        return "ps_" + base64.b32encode(mac.digest()[:_DIGEST_BYTES]).decode().lower()
+
+    def keyed_hash(self, tenant: str, value: Any) -> str:
+        """``kh_`` keyed hash of a record id (35 characters) for lineage; never the raw id."""
+        mac = self._tenant_macs(tenant)[1].copy()
+        mac.update(_encode(value))
+        return "kh_" + base64.b32encode(mac.digest()[:_DIGEST_BYTES]).decode().lower()
