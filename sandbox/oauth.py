@@ -255,6 +255,14 @@ class OAuthServer:
             entry = self._refresh.get(refresh_token)
             return entry if entry is not None and not entry.revoked else None
 
+    def peek_access(self, access_token: str) -> AccessToken | None:
+        """The access-token record whatever its state (expired/revoked included), without counting a call.
+
+        Vendor apps need it to render "expired N seconds ago"-style 401 bodies; None if never issued.
+        """
+        with self._lock:
+            return self._access.get(access_token)
+
     def lookup_access(self, access_token: str) -> AccessToken | None:
         with self._lock:
             tok = self._access.get(access_token)
