@@ -1,0 +1,212 @@
+"""Ledger tables and the small functions that touch them.
+
+``lineage_events`` holds one row per ledger entry: (tenant, idx) is unique and, per tenant, the
+indexes are exactly ``0..size-1`` — :func:`reserve_indexes` hands out contiguous ranges under a
+row lock on the tenant's ``lineage_heads`` row, in the same transaction as the inserts, so a
+failed append leaves neither a gap nor a duplicate. ``event`` is the canonical event bytes (the
+Merkle leaf input) and ``leaf_hash`` its RFC 9162 leaf hash. ``lineage_checkpoints`` keeps every
+signed checkpoint.
+
+Rows are never updated or deleted by crmhub; tampering with them is what verification detects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+__all__ = [
+    "CheckpointRow",
+    "EventRow",
+    "checkpoints",
+    "events",
+    "head_size",
+    "heads",
+    "insert_checkpoint",
+    "insert_events",
+    "list_checkpoints",
+    "read_event_rows",
+    "read_leaf_hashes",
+    "reserve_indexes",
+]
+
+metadata = MetaData()
+
+heads = Table(
+    "lineage_heads",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+)
+
+events = Table(
+    "lineage_events",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("run_id", String(256), nullable=False),
+    Column("event", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+checkpoints = Table(
+    "lineage_checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(128), nullable=False),
+    Column("origin", String(256), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A stored ledger entry, as read back."""
+
+    idx: int
+    leaf_hash: bytes
+    event: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A stored signed checkpoint."""
+
+    origin: str
+    size: int
+    root_hash: bytes
+    key_id: str
+    signature: bytes
+    signed_at: datetime
+
+
+def reserve_indexes(conn: Connection, tenant: str, count: int) -> int:
+    """Reserve ``count`` indexes for ``tenant`` in the caller's transaction; returns the first.
+
+    The ``UPDATE ... RETURNING`` takes the head row's write lock (a row lock on PostgreSQL, the
+    database write lock on SQLite), so concurrent appenders queue here until the holder commits
+    or rolls back. The head row is created on first use.
+    """
+    stmt = (
+        update(heads)
+        .where(heads.c.tenant == tenant)
+        .values(size=heads.c.size + count)
+        .returning(heads.c.size)
+    )
+    new_size = conn.execute(stmt).scalar_one_or_none()
+    if new_size is None:
+        create = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(create(heads).values(tenant=tenant, size=0).on_conflict_do_nothing())
+        new_size = conn.execute(stmt).scalar_one()
+    return int(new_size) - count
+
+
+def insert_events(
+    conn: Connection,
+    tenant: str,
+    first: int,
+    rows: Sequence[tuple[bytes, str, str, bytes]],
+    created_at: datetime,
+) -> None:
+    """Insert ``(leaf_hash, kind, run_id, event_bytes)`` rows at indexes ``first, first+1, ...``."""
+    conn.execute(
+        insert(events),
+        [
+            {
+                "tenant": tenant,
+                "idx": first + offset,
+                "leaf_hash": leaf,
+                "kind": kind,
+                "run_id": run_id,
+                "event": data,
+                "created_at": created_at,
+            }
+            for offset, (leaf, kind, run_id, data) in enumerate(rows)
+        ],
+    )
+
+
+def head_size(conn: Connection, tenant: str) -> int:
+    """Number of committed entries of ``tenant`` (0 for a tenant that never appended)."""
+    size = conn.execute(select(heads.c.size).where(heads.c.tenant == tenant)).scalar_one_or_none()
+    return 0 if size is None else int(size)
+
+
+def read_leaf_hashes(conn: Connection, tenant: str, start: int, stop: int) -> list[bytes]:
+    """Leaf hashes of entries ``start..stop-1`` in index order."""
+    result = conn.execute(
+        select(events.c.leaf_hash)
+        .where(events.c.tenant == tenant, events.c.idx >= start, events.c.idx < stop)
+        .order_by(events.c.idx)
+    )
+    return [bytes(leaf) for leaf in result.scalars()]
+
+
+def read_event_rows(
+    conn: Connection, tenant: str, start: int, stop: int, *, run_id: str | None = None
+) -> list[EventRow]:
+    """Entries ``start..stop-1`` (optionally of one run) in index order."""
+    query = select(events.c.idx, events.c.leaf_hash, events.c.event).where(
+        events.c.tenant == tenant, events.c.idx >= start, events.c.idx < stop
+    )
+    if run_id is not None:
+        query = query.where(events.c.run_id == run_id)
+    result = conn.execute(query.order_by(events.c.idx))
+    return [EventRow(int(r.idx), bytes(r.leaf_hash), bytes(r.event)) for r in result]
+
+
+def insert_checkpoint(conn: Connection, tenant: str, row: CheckpointRow) -> None:
+    conn.execute(
+        insert(checkpoints).values(
+            tenant=tenant,
+            origin=row.origin,
+            size=row.size,
+            root_hash=row.root_hash,
+            key_id=row.key_id,
+            signature=row.signature,
+            signed_at=row.signed_at,
+        )
+    )
+
+
+def list_checkpoints(conn: Connection, tenant: str, *, max_size: int | None = None) -> list[CheckpointRow]:
+    """Checkpoints of ``tenant`` (optionally up to ``max_size``), oldest first."""
+    query = select(checkpoints).where(checkpoints.c.tenant == tenant)
+    if max_size is not None:
+        query = query.where(checkpoints.c.size <= max_size)
+    result = conn.execute(query.order_by(checkpoints.c.size, checkpoints.c.id))
+    return [
+        CheckpointRow(
+            origin=r.origin,
+            size=int(r.size),
+            root_hash=bytes(r.root_hash),
+            key_id=r.key_id,
+            signature=bytes(r.signature),
+            signed_at=r.signed_at,
+        )
+        for r in result
+    ]
