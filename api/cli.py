@@ -161,7 +161,7 @@ def sandbox_cmd(
         seed_counts=counts,
     ) as running:
         _print_sandbox(running.info, counts, time.monotonic() - started, settings.data_dir.resolve())
-        _wait_for_interrupt()
+        wait_for_interrupt()
 
 
 def _print_sandbox(info: Any, counts: dict[str, dict[str, int]], took: float, data_dir: Path) -> None:
@@ -192,7 +192,8 @@ def _fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{v:,} {k}" for k, v in counts.items() if v) or "empty"
 
 
-def _wait_for_interrupt() -> None:
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -200,6 +201,26 @@ def _wait_for_interrupt() -> None:
             pass
     except KeyboardInterrupt:
         pass
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo_cmd(
+    contacts: Annotated[int | None, typer.Option(help="Salesforce contacts to seed")] = None,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="leave everything up")] = False,
+) -> None:
+    """Run the main job on the embedded default: Temporal, sandbox CRMs, (soon) a sync and its lineage."""
+    from api.demo import run_demo
+
+    settings = _settings()
+    run_demo(
+        settings,
+        out,
+        contacts=settings.sandbox.contacts if contacts is None else contacts,
+        keep_running=keep_running,
+    )
 
 
 # -- entry point -------------------------------------------------------------------------------------
