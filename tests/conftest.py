@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Plain asserts in the reusable connector contract suite report like test asserts.
+pytest.register_assert_rewrite("connectors.testing")
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 

@@ -1,0 +1,100 @@
+"""The connector plugin contract (DESIGN.md §3).
+
+A connector is a class registered under the entry-point group ``crmhub.connectors``::
+
+    [project.entry-points."crmhub.connectors"]
+    salesforce = "connectors.salesforce:SalesforceConnector"
+
+It declares ``name``, a pydantic ``config_model`` (secrets as ``SecretStr``) and implements five
+methods. Everything else (retries, dead letters, lineage, encryption) is crmhub's job, not the
+connector's. Errors are raised as the :mod:`schemas.errors` tree, so each carries an ``ErrorKind``:
+map vendor exceptions in the connector's own ``client.py``, the only module that imports the
+vendor SDK.
+
+Promises a connector makes (checked by :mod:`connectors.testing`):
+
+* ``read_page`` returns at most ``page_size`` records (a vendor page may be smaller) and a
+  ``next_state`` from which the read resumes exactly: no record lost or repeated, even when many
+  records share one modification timestamp; ``has_more=False`` only at the end.
+* incremental reads see deletes (``Page.deleted_ids``) and never move the cursor backwards.
+* ``write_batch`` returns exactly one outcome per input record, in input order; upserts by
+  external id are idempotent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from schemas.connector import (
+    CheckResult,
+    Page,
+    Record,
+    SchemaDrift,
+    StreamSchema,
+    StreamSpec,
+    StreamState,
+    WriteMode,
+    WriteResult,
+)
+
+__all__ = ["Connector", "TokenSource", "diff_schema"]
+
+
+class TokenSource(Protocol):
+    """Gives a connector a valid access token; ``refresh`` after a 401 (single-flight, see oauth.py)."""
+
+    def access_token(self) -> str: ...
+
+    def refresh(self, rejected: str) -> str:
+        """Return a new access token; ``rejected`` is the token the vendor refused (so concurrent
+        refreshers can tell whether someone else already refreshed)."""
+        ...
+
+
+class Connector(ABC):
+    """A CRM connection: streams to read and write. Instances are used from one thread at a time."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]]
+    region: str = "unknown"  # where the vendor endpoint processes data (for transfer checks)
+
+    @abstractmethod
+    def check(self) -> CheckResult:
+        """Validate the connection (credentials, reachability, API budget) without side effects."""
+
+    @abstractmethod
+    def streams(self) -> list[StreamSpec]:
+        """The object types this connection offers."""
+
+    @abstractmethod
+    def describe(self, stream: str) -> StreamSchema:
+        """The live schema of ``stream`` (fields from the vendor's describe/properties API)."""
+
+    @abstractmethod
+    def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
+        """Read the next page of ``stream`` after ``state``, only ``fields`` (plus key and cursor)."""
+
+    @abstractmethod
+    def write_batch(
+        self, stream: str, records: Sequence[Record], mode: WriteMode, *, external_id: str
+    ) -> WriteResult:
+        """Write ``records``; one outcome per record, in order. Upserts match on ``external_id``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: release HTTP sessions
+        """Release resources (HTTP sessions). Optional."""
+
+
+def diff_schema(planned: StreamSchema, live: StreamSchema) -> SchemaDrift:
+    """Fields added, removed or retyped between the planned schema and the live one."""
+    old = {f.name: f.type for f in planned.fields}
+    new = {f.name: f.type for f in live.fields}
+    return SchemaDrift(
+        stream=live.stream,
+        added=tuple(sorted(new.keys() - old.keys())),
+        removed=tuple(sorted(old.keys() - new.keys())),
+        retyped=tuple(sorted((n, old[n], new[n]) for n in old.keys() & new.keys() if old[n] != new[n])),
+    )

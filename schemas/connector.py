@@ -1,0 +1,178 @@
+"""Data shapes of the connector plugin contract (DESIGN.md §3), shared by connectors and workflows.
+
+A *stream* is one object type of a CRM (Salesforce ``Contact``, HubSpot ``contacts``). Reading is
+page-bounded and resumable from a small :class:`StreamState`; writing returns one
+:class:`RecordOutcome` per input record, matched to it by position and by ``external_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CheckResult",
+    "FieldSpec",
+    "OutcomeStatus",
+    "Page",
+    "ReadMode",
+    "Record",
+    "RecordOutcome",
+    "SchemaDrift",
+    "StreamSchema",
+    "StreamSpec",
+    "StreamState",
+    "WriteMode",
+    "WriteResult",
+]
+
+Record = dict[str, Any]
+"""One CRM record as flat field → value (vendor field names; ``Id``/``id`` included)."""
+
+
+class ReadMode(StrEnum):
+    FULL = "full"  # every live record (backfill / full refresh)
+    INCREMENTAL = "incremental"  # records modified after the cursor, deletes included
+
+
+class WriteMode(StrEnum):
+    UPSERT = "upsert"  # by external id: idempotent, a retried batch duplicates nothing
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class StreamState(BaseModel):
+    """Where a read stands: small enough to live in workflow state and activity heartbeats.
+
+    ``cursor`` + ``tie_break`` is the keyset position (last modification time seen and the id of
+    the last record with that time), so records sharing one timestamp at a page boundary are
+    neither skipped nor repeated. ``page_token`` is a vendor continuation (Salesforce
+    nextRecordsUrl locator, HubSpot ``after``) valid only within one read session.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: ReadMode = ReadMode.INCREMENTAL
+    cursor: str | None = None
+    tie_break: str | None = None
+    page_token: str | None = None
+    window_end: str | None = None
+    include_deleted: bool = True
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of records and the state to read the next one from.
+
+    ``deleted_ids`` lists records deleted at the source (seen through the recycle bin / archive).
+    ``calls`` counts the vendor API calls this page cost (for budgets and benchmarks).
+    """
+
+    records: list[Record]
+    next_state: StreamState
+    has_more: bool
+    deleted_ids: list[str] = field(default_factory=list)
+    calls: int = 1
+
+
+class OutcomeStatus(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    """What happened to one input record of a write. ``error_code`` is the vendor's code."""
+
+    index: int
+    external_id: str | None
+    status: OutcomeStatus
+    id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retryable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not OutcomeStatus.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    outcomes: list[RecordOutcome]
+    calls: int = 0
+
+    @property
+    def failed(self) -> list[RecordOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {s.value: 0 for s in OutcomeStatus}
+        for o in self.outcomes:
+            out[o.status.value] += 1
+        return out
+
+
+class FieldSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: str
+    label: str = ""
+    nullable: bool = True
+    writable: bool = False
+    unique: bool = False
+    external_id: bool = False
+    compound: str | None = Field(None, description="the compound field this one is a component of")
+    is_compound: bool = False
+
+
+class StreamSchema(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stream: str
+    fields: tuple[FieldSpec, ...]
+
+    def names(self) -> set[str]:
+        return {f.name for f in self.fields}
+
+
+class SchemaDrift(BaseModel):
+    """Differences between the schema a sync was planned with and the live one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stream: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    retyped: tuple[tuple[str, str, str], ...] = ()  # (field, old type, new type)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.retyped)
+
+
+class StreamSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    primary_key: str
+    cursor_field: str | None = None
+    writable: bool = True
+    supports_deletes: bool = True
+    default_external_id: str | None = None
+
+
+class CheckResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    message: str
+    api_usage: str | None = None
