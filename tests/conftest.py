@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-# Plain asserts in the reusable connector contract suite report like test asserts.
-pytest.register_assert_rewrite("connectors.testing")
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from store.engine import make_engine
 from store.migrate import upgrade
+
+# Plain asserts in the reusable connector contract suite report like test asserts. (It is imported
+# only by test modules, after this conftest, so the registration is in time.)
+pytest.register_assert_rewrite("connectors.testing")
 
 TEST_DATABASE_URL = os.environ.get("CRMHUB_TEST_DATABASE_URL", "")
 
