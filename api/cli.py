@@ -39,6 +39,10 @@ config_app = typer.Typer(help="crmhub settings (temporal.yaml + CRMHUB_* environ
 app.add_typer(temporal_app, name="temporal")
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+connectors_app = typer.Typer(
+    help="Installed connector plugins (entry-point group crmhub.connectors).", no_args_is_help=True
+)
+app.add_typer(connectors_app, name="connectors")
 
 out = Console()
 err = Console(stderr=True)
@@ -126,6 +130,40 @@ def _redact_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+# -- connectors ----------------------------------------------------------------------------------
+
+
+@connectors_app.command("list")
+def connectors_list(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+) -> None:
+    """Connectors installed in this environment, and plugins that failed to load (with why)."""
+    from connectors.registry import load_registry
+
+    reg = load_registry()
+    rows = [
+        {"name": name, "class": f"{cls.__module__}.{cls.__qualname__}", "distribution": reg.sources[name]}
+        for name, cls in sorted(reg.connectors.items())
+    ]
+    broken = [
+        {"name": b.name, "target": b.target, "distribution": b.distribution, "reason": b.reason}
+        for b in reg.broken
+    ]
+    if as_json:
+        out.print_json(json.dumps({"connectors": rows, "broken": broken}))
+        return
+    table = Table(title="crmhub connectors")
+    for col in ("name", "class", "distribution"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["class"], r["distribution"])
+    out.print(table)
+    for b in broken:
+        err.print(
+            f"[yellow]skipped broken plugin[/] {b['name']} ({b['target']}): {b['reason']}", soft_wrap=True
+        )
 
 
 # -- sandbox ---------------------------------------------------------------------------------------
