@@ -308,8 +308,10 @@ class Vault:
                         self._create_key(conn, tenant, KeyKind.DATA, refuse_if_destroyed=True)
                         continue
                     aead = self._unwrap_row(tenant, KeyKind.DATA, row.version, row.wrapped_key, row.kek_id)
-            except sqlalchemy.exc.IntegrityError:
-                continue  # a concurrent process created the same version first: reload
+            except sqlalchemy.exc.DBAPIError as exc:
+                if _lost_race(exc):
+                    continue  # a concurrent process created the same version first: reload
+                raise
             self._keys[(tenant, row.version)] = _CachedKey(aead, time.monotonic())
             return _ActiveBlock(row.version, aead, start, min(total, self.rotate_after), time.monotonic())
         raise IntegrityError(
@@ -326,10 +328,12 @@ class Vault:
         key = secrets.token_bytes(AesGcm.KEY_LEN)
         kek_id = self.provider.current_kek_id
         wrapped = self.provider.wrap(kek_id, key, _key_aad(tenant, kind, version))
+        # Retire first: it locks the current active row before the insert, the same order as
+        # reserve_uses, so concurrent rotations serialise on that row instead of deadlocking.
+        keystore.retire_active(conn, tenant, kind, below_version=version)
         keystore.insert_key(
             conn, tenant=tenant, kind=kind, version=version, wrapped_key=wrapped, kek_id=kek_id
         )
-        keystore.retire_active(conn, tenant, kind, below_version=version)
         return version
 
     @staticmethod
@@ -397,8 +401,10 @@ class Vault:
                     if row is None:
                         self._create_key(conn, tenant, KeyKind.PSEUDONYM, refuse_if_destroyed=True)
                         continue
-            except sqlalchemy.exc.IntegrityError:
-                continue
+            except sqlalchemy.exc.DBAPIError as exc:
+                if _lost_race(exc):
+                    continue
+                raise
             if row.wrapped_key is None:  # pragma: no cover - active rows always hold a key
                 raise TenantKeysDestroyed(f"tenant {tenant!r} pseudonym key was destroyed")
             key = self.provider.unwrap(
@@ -492,6 +498,16 @@ class Vault:
         return draft.model_copy(
             update={"digest": DeletionCertificate.compute_digest(draft.model_dump(mode="json"))}
         )
+
+
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+
+
+def _lost_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    """A duplicate key (someone created that version first) or a PostgreSQL conflict: retry."""
+    if isinstance(exc, sqlalchemy.exc.IntegrityError):
+        return True
+    return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
 def _aware(value: datetime) -> datetime:

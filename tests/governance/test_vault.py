@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import base64
 import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -312,3 +314,26 @@ def test_aes_gcm_refuses_wrong_sizes() -> None:
     with pytest.raises(IntegrityError):
         aead.decrypt(b"\x00" * 12, ct[:15], b"aad")
     assert aead.decrypt(b"\x00" * 12, ct, b"aad") == b"x"
+
+
+def test_concurrent_processes_never_exceed_the_use_limit(db_engine, provider) -> None:
+    """Several vault instances (as separate processes would) race on one tenant: every key
+    version is used at most ``rotate_after`` times and every ciphertext opens."""
+    limit, block = 40, 7
+    vaults = [Vault(db_engine, provider, rotate_after=limit, reserve_block=block) for _ in range(6)]
+    results: list[list[bytes]] = [[] for _ in vaults]
+
+    def work(i: int) -> None:
+        for n in range(60):
+            results[i].append(vaults[i].seal("acme", f"{i}:{n}".encode(), **CTX))
+
+    with ThreadPoolExecutor(max_workers=len(vaults)) as pool:
+        list(pool.map(work, range(len(vaults))))
+    per_version = Counter(key_version_of(ct) for cts in results for ct in cts)
+    assert sum(per_version.values()) == 360
+    assert max(per_version.values()) <= limit
+    reader = Vault(db_engine, provider)
+    for i, cts in enumerate(results):
+        assert [reader.open("acme", ct, **CTX) for ct in cts] == [f"{i}:{n}".encode() for n in range(60)]
+    active = [k for k in reader.list_keys("acme") if k.kind == "data" and k.status == "active"]
+    assert len(active) == 1
