@@ -22,7 +22,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -594,8 +594,3 @@ def apply_transforms(records: list[Record], transforms: Sequence[Transform]) -> 
                 )
             rec.update(result)
     return records
-
-
-def utcnow() -> datetime:
-    """Timezone-aware now (UTC); the default clock for plans."""
-    return datetime.now(UTC)
