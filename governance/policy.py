@@ -356,6 +356,8 @@ def check(
     result list the fields that will be withheld."""
     reg = registry or default_registry
     when = at or plan.when
+    if when.tzinfo is None:
+        raise ConfigError("check(at=...) needs a timezone-aware datetime, e.g. datetime.now(UTC)")
     base: dict[str, Any] = {
         "tenant": plan.tenant,
         "purpose": plan.purpose,

@@ -125,6 +125,12 @@ _RECORD = "crmhub.vault.record.v1"
 _BATCH = "crmhub.vault.batch.v1"
 
 
+def _check_tenant(tenant: str) -> None:
+    """Tenant ids are stored as key-row names: 1-255 characters, no control characters."""
+    if not 1 <= len(tenant) <= 255 or not tenant.isprintable():
+        raise ConfigError("tenant id must be 1-255 printable characters (no control characters)")
+
+
 def _key_aad(tenant: str, kind: KeyKind, version: int) -> bytes:
     return _lp("crmhub.vault.key.v1", tenant, kind.value, str(version))
 
@@ -290,6 +296,7 @@ class Vault:
 
     def _reserve(self, tenant: str) -> _ActiveBlock:
         """Reserve the next block of uses of the tenant's active data key (rotating if it is spent)."""
+        _check_tenant(tenant)
         for _ in range(20):
             try:
                 with self.engine.begin() as conn:
@@ -357,6 +364,7 @@ class Vault:
             cached = self._keys.get((tenant, version))
             if cached is not None and now - cached.loaded_at <= self.cache_ttl:
                 return cached.aead
+        _check_tenant(tenant)
         row = None
         if 1 <= version <= _MAX_VERSION:
             with self.engine.connect() as conn:
@@ -394,6 +402,7 @@ class Vault:
             cached = self._pseudonym.get(tenant)
             if cached is not None and now - cached[1] <= self.cache_ttl:
                 return cached[0]
+        _check_tenant(tenant)
         for _ in range(5):
             try:
                 with self.engine.begin() as conn:
@@ -420,6 +429,7 @@ class Vault:
     def rotate(self, tenant: str) -> int:
         """Start a new data-key version for ``tenant`` (new seals use it; old data still opens).
         Returns the new version."""
+        _check_tenant(tenant)
         with self.engine.begin() as conn:
             version = self._create_key(conn, tenant, KeyKind.DATA, refuse_if_destroyed=True)
         with self._lock:
@@ -479,6 +489,7 @@ class Vault:
         Everything sealed for the tenant then fails to open with :class:`TenantKeysDestroyed`;
         other tenants are unaffected. Idempotent: a second call certifies zero new keys.
         """
+        _check_tenant(tenant)
         at = datetime.now(UTC)
         with self.engine.begin() as conn:
             rows = keystore.destroy_tenant_keys(conn, tenant, at=at)

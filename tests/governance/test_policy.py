@@ -368,3 +368,8 @@ def test_timedelta_window_edges(registry: TransformRegistry) -> None:
     check(plan(), ins, at=ins.valid_from, registry=registry)  # inclusive start
     assert ins.valid_to is not None
     check(plan(), ins, at=ins.valid_to - timedelta(microseconds=1), registry=registry)
+
+
+def test_naive_check_time_is_refused(registry: TransformRegistry) -> None:
+    with pytest.raises(ConfigError, match="timezone-aware"):
+        check(plan(), instruction(), at=datetime(2025, 6, 1), registry=registry)

@@ -52,7 +52,7 @@ def test_same_plaintext_gives_different_ciphertexts(vault: Vault) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     plaintext=st.binary(max_size=2048),
-    tenant=st.text(min_size=1, max_size=20),
+    tenant=st.text(min_size=1, max_size=20).filter(str.isprintable),
     dataset=st.text(max_size=20),
     object_id=st.text(max_size=20),
     purpose=st.text(max_size=20),
@@ -292,6 +292,14 @@ def test_errors_do_not_leak_plaintext_or_keys(vault: Vault) -> None:
         vault.open("acme", ct, **{**CTX, "purpose": "other"})
     assert "alice" not in str(info.value)
     assert ct.hex() not in str(info.value)
+
+
+@pytest.mark.parametrize("tenant", ["", "a\x00b", "line\nbreak", "x" * 256])
+def test_bad_tenant_ids_are_refused(vault: Vault, tenant: str) -> None:
+    with pytest.raises(ConfigError, match="tenant id"):
+        vault.seal(tenant, b"x", **CTX)
+    with pytest.raises(ConfigError, match="tenant id"):
+        vault.shred(tenant)
 
 
 def test_config_limits_are_validated(db_engine, provider) -> None:
