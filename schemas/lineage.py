@@ -46,7 +46,8 @@ CANONICAL_SCHEMA: Final = "crmhub.lineage.event/1"
 REPORT_FORMAT: Final = "crmhub.lineage.report/1"
 
 _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
-_HEX_DIGEST = re.compile(r"[0-9a-f]{32,128}")
+# Keyed digests, hex; the pseudonymizer writes them with a "kh_" tag (governance.pseudonym.keyed_hash).
+_HEX_DIGEST = re.compile(r"(?:kh_)?[0-9a-f]{32,128}")
 # Detail values are restricted to types whose JSON form is identical everywhere (no floats).
 DetailValue = str | int | bool | None
 

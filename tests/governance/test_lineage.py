@@ -368,3 +368,16 @@ def test_rewritten_hash_column_is_bounded_by_checkpoints(big, signer) -> None:
     assert not result.ok
     assert result.first_bad_index is None
     assert result.bad_window == (50_000, 60_000)
+
+
+def test_pseudonymizer_keyed_hashes_are_accepted_as_record_id_hashes() -> None:
+    from governance.pseudonym import Pseudonymizer, StaticKeySource
+
+    ps = Pseudonymizer(StaticKeySource({"acme": b"k" * 32}))
+    hashes = tuple(ps.keyed_hash("acme", f"003{i:015d}") for i in range(3))
+    event = LineageEvent(kind=EventKind.PULL, tenant="acme", run_id="r1", record_id_hashes=hashes)
+    assert LineageEvent.from_canonical(event.canonical_bytes()).record_id_hashes == hashes
+    with pytest.raises(ValueError, match="never raw ids"):
+        LineageEvent(
+            kind=EventKind.PULL, tenant="acme", run_id="r1", record_id_hashes=("003000000000000001",)
+        )
