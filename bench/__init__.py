@@ -1,0 +1,1 @@
+"""crmhub benchmarks: ``python -m bench <name>``. Figures go into README with the command."""

@@ -1,0 +1,21 @@
+"""``python -m bench NAME [options]`` runs one benchmark; ``python -m bench`` lists them."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "governance": "bench.governance_core",
+}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        print("usage: python -m bench {" + "|".join(BENCHMARKS) + "} [options]")
+        sys.exit(2)
+    module = importlib.import_module(BENCHMARKS[sys.argv[1]])
+    module.main(sys.argv[2:])
+
+
+main()
