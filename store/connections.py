@@ -1,0 +1,405 @@
+"""CRM connections and pending OAuth authorizations: tables and the small functions that touch them.
+
+``connections`` holds one row per connected CRM org/portal. Tokens are stored only as vault
+ciphertexts (``*_sealed``, see :mod:`connectors.oauth` for their AAD); nothing here ever sees a
+plaintext token. ``status`` moves ``active`` → ``reauthorization_required`` (the refresh token died;
+a human must connect again) or → ``revoked`` (disconnected; tokens deleted).
+
+``refresh_claim_owner``/``refresh_claimed_until`` are the lease a refresher takes on SQLite, where a
+write lock cannot be held across the token call (see :mod:`connectors.oauth`); PostgreSQL uses a row
+lock instead and leaves them empty.
+
+``oauth_states`` holds the authorization requests in flight: only the SHA-256 of the ``state``
+value, the tenant, provider and redirect URI it is bound to, the sealed PKCE verifier, and when it
+expires and was used. A state is consumed by one conditional ``UPDATE`` so it is single use even
+under concurrent callbacks; the verifier is erased when it is consumed.
+
+Every function takes a SQLAlchemy ``Connection`` and leaves the transaction to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+__all__ = [
+    "ConnectionInfo",
+    "ConnectionRow",
+    "ConnectionStatus",
+    "OAuthStateRow",
+    "claim_refresh",
+    "connections",
+    "consume_state",
+    "delete_tokens",
+    "get_connection",
+    "get_state",
+    "insert_connection",
+    "insert_state",
+    "list_connections",
+    "mark_reauthorization_required",
+    "oauth_states",
+    "purge_states",
+    "release_claim",
+    "store_tokens",
+]
+
+metadata = MetaData()
+
+connections = Table(
+    "connections",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(255), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("status_message", String(500), nullable=True),
+    Column("instance_url", String(500), nullable=True),
+    Column("scopes", String(2000), nullable=False, default=""),
+    Column("access_token_sealed", LargeBinary, nullable=True),
+    Column("refresh_token_sealed", LargeBinary, nullable=True),
+    Column("access_expires_at", DateTime(timezone=True), nullable=True),
+    Column("refreshed_at", DateTime(timezone=True), nullable=True),
+    Column("refresh_claim_owner", String(64), nullable=True),
+    Column("refresh_claimed_until", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+oauth_states = Table(
+    "oauth_states",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("tenant", String(255), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("pkce_verifier_sealed", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+)
+
+
+class ConnectionStatus(StrEnum):
+    """Where a connection stands; only ``active`` connections are refreshed or used."""
+
+    ACTIVE = "active"
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"
+    REVOKED = "revoked"
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes for ``DateTime(timezone=True)``; every value we write is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class ConnectionInfo(BaseModel):
+    """What users and ops may see about a connection: never tokens, sealed or not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant: str
+    provider: str
+    status: ConnectionStatus
+    status_message: str | None
+    instance_url: str | None
+    scopes: tuple[str, ...]
+    access_expires_at: datetime | None
+    refreshed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRow:
+    """One ``connections`` row, sealed tokens included (for :mod:`connectors.oauth` only)."""
+
+    id: str
+    tenant: str
+    provider: str
+    status: ConnectionStatus
+    status_message: str | None
+    instance_url: str | None
+    scopes: tuple[str, ...]
+    access_token_sealed: bytes | None
+    refresh_token_sealed: bytes | None
+    access_expires_at: datetime | None
+    refreshed_at: datetime | None
+    refresh_claim_owner: str | None
+    refresh_claimed_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_mapping(cls, m: Any) -> ConnectionRow:
+        created = _aware(m["created_at"])
+        updated = _aware(m["updated_at"])
+        assert created is not None and updated is not None
+        return cls(
+            id=m["id"],
+            tenant=m["tenant"],
+            provider=m["provider"],
+            status=ConnectionStatus(m["status"]),
+            status_message=m["status_message"],
+            instance_url=m["instance_url"],
+            scopes=tuple(m["scopes"].split()) if m["scopes"] else (),
+            access_token_sealed=_bytes(m["access_token_sealed"]),
+            refresh_token_sealed=_bytes(m["refresh_token_sealed"]),
+            access_expires_at=_aware(m["access_expires_at"]),
+            refreshed_at=_aware(m["refreshed_at"]),
+            refresh_claim_owner=m["refresh_claim_owner"],
+            refresh_claimed_until=_aware(m["refresh_claimed_until"]),
+            created_at=created,
+            updated_at=updated,
+        )
+
+    def info(self) -> ConnectionInfo:
+        """The public view of this row (no sealed tokens)."""
+        return ConnectionInfo(
+            id=self.id,
+            tenant=self.tenant,
+            provider=self.provider,
+            status=self.status,
+            status_message=self.status_message,
+            instance_url=self.instance_url,
+            scopes=self.scopes,
+            access_expires_at=self.access_expires_at,
+            refreshed_at=self.refreshed_at,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def insert_connection(
+    conn: Connection,
+    *,
+    id: str,
+    tenant: str,
+    provider: str,
+    instance_url: str | None,
+    scopes: Sequence[str],
+    access_token_sealed: bytes,
+    refresh_token_sealed: bytes,
+    access_expires_at: datetime | None,
+    now: datetime,
+) -> None:
+    """Insert a new ``active`` connection holding sealed tokens."""
+    conn.execute(
+        connections.insert().values(
+            id=id,
+            tenant=tenant,
+            provider=provider,
+            status=ConnectionStatus.ACTIVE.value,
+            status_message=None,
+            instance_url=instance_url,
+            scopes=" ".join(scopes),
+            access_token_sealed=access_token_sealed,
+            refresh_token_sealed=refresh_token_sealed,
+            access_expires_at=access_expires_at,
+            refreshed_at=None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def get_connection(conn: Connection, id: str, *, for_update: bool = False) -> ConnectionRow | None:
+    """The row of connection ``id``, or ``None``. ``for_update`` locks the row until the transaction
+    ends (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite ignores it, callers lock with
+    ``BEGIN IMMEDIATE`` there)."""
+    stmt = select(connections).where(connections.c.id == id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).mappings().one_or_none()
+    return None if row is None else ConnectionRow.from_mapping(row)
+
+
+def list_connections(conn: Connection, *, tenant: str | None = None) -> list[ConnectionRow]:
+    """Connections (of one tenant, or all), oldest first."""
+    stmt = select(connections).order_by(connections.c.created_at, connections.c.id)
+    if tenant is not None:
+        stmt = stmt.where(connections.c.tenant == tenant)
+    return [ConnectionRow.from_mapping(m) for m in conn.execute(stmt).mappings()]
+
+
+def store_tokens(
+    conn: Connection,
+    id: str,
+    *,
+    access_token_sealed: bytes,
+    refresh_token_sealed: bytes | None,
+    access_expires_at: datetime | None,
+    now: datetime,
+) -> None:
+    """Replace the sealed access token (and the refresh token when one is given: rotation) and
+    release any refresh claim."""
+    values: dict[str, Any] = {
+        "access_token_sealed": access_token_sealed,
+        "access_expires_at": access_expires_at,
+        "refreshed_at": now,
+        "updated_at": now,
+        "refresh_claim_owner": None,
+        "refresh_claimed_until": None,
+    }
+    if refresh_token_sealed is not None:
+        values["refresh_token_sealed"] = refresh_token_sealed
+    conn.execute(update(connections).where(connections.c.id == id).values(**values))
+
+
+def mark_reauthorization_required(conn: Connection, id: str, message: str, *, now: datetime) -> None:
+    """Flag the connection as needing a new OAuth connect; its dead tokens are deleted."""
+    conn.execute(
+        update(connections)
+        .where(connections.c.id == id)
+        .values(
+            status=ConnectionStatus.REAUTHORIZATION_REQUIRED.value,
+            status_message=message[:500],
+            access_token_sealed=None,
+            refresh_token_sealed=None,
+            access_expires_at=None,
+            refresh_claim_owner=None,
+            refresh_claimed_until=None,
+            updated_at=now,
+        )
+    )
+
+
+def delete_tokens(conn: Connection, id: str, message: str, *, now: datetime) -> None:
+    """Erase the sealed tokens and mark the connection ``revoked`` (disconnect)."""
+    conn.execute(
+        update(connections)
+        .where(connections.c.id == id)
+        .values(
+            status=ConnectionStatus.REVOKED.value,
+            status_message=message[:500],
+            access_token_sealed=None,
+            refresh_token_sealed=None,
+            access_expires_at=None,
+            refresh_claim_owner=None,
+            refresh_claimed_until=None,
+            updated_at=now,
+        )
+    )
+
+
+def claim_refresh(conn: Connection, id: str, *, owner: str, until: datetime) -> None:
+    """Record that ``owner`` is refreshing the connection until ``until`` (call under a write lock)."""
+    conn.execute(
+        update(connections)
+        .where(connections.c.id == id)
+        .values(refresh_claim_owner=owner, refresh_claimed_until=until)
+    )
+
+
+def release_claim(conn: Connection, id: str, *, owner: str) -> None:
+    """Drop ``owner``'s refresh claim, if it still holds it."""
+    conn.execute(
+        update(connections)
+        .where(connections.c.id == id, connections.c.refresh_claim_owner == owner)
+        .values(refresh_claim_owner=None, refresh_claimed_until=None)
+    )
+
+
+# ---- authorization states ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthStateRow:
+    """One pending (or used) authorization request."""
+
+    state_hash: str
+    tenant: str
+    provider: str
+    redirect_uri: str
+    pkce_verifier_sealed: bytes | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+
+
+def insert_state(
+    conn: Connection,
+    *,
+    state_hash: str,
+    tenant: str,
+    provider: str,
+    redirect_uri: str,
+    pkce_verifier_sealed: bytes,
+    created_at: datetime,
+    expires_at: datetime,
+) -> None:
+    """Record a new authorization request (``state_hash`` is the SHA-256 hex of the state)."""
+    conn.execute(
+        oauth_states.insert().values(
+            state_hash=state_hash,
+            tenant=tenant,
+            provider=provider,
+            redirect_uri=redirect_uri,
+            pkce_verifier_sealed=pkce_verifier_sealed,
+            created_at=created_at,
+            expires_at=expires_at,
+            used_at=None,
+        )
+    )
+
+
+def get_state(conn: Connection, state_hash: str) -> OAuthStateRow | None:
+    """The authorization request with this state hash, used or not; ``None`` if unknown."""
+    m = (
+        conn.execute(select(oauth_states).where(oauth_states.c.state_hash == state_hash))
+        .mappings()
+        .one_or_none()
+    )
+    if m is None:
+        return None
+    created, expires = _aware(m["created_at"]), _aware(m["expires_at"])
+    assert created is not None and expires is not None
+    return OAuthStateRow(
+        state_hash=m["state_hash"],
+        tenant=m["tenant"],
+        provider=m["provider"],
+        redirect_uri=m["redirect_uri"],
+        pkce_verifier_sealed=_bytes(m["pkce_verifier_sealed"]),
+        created_at=created,
+        expires_at=expires,
+        used_at=_aware(m["used_at"]),
+    )
+
+
+def consume_state(conn: Connection, state_hash: str, *, now: datetime) -> bool:
+    """Mark the state used and erase its verifier; True only for the one caller that did it first."""
+    result = conn.execute(
+        update(oauth_states)
+        .where(oauth_states.c.state_hash == state_hash, oauth_states.c.used_at.is_(None))
+        .values(used_at=now, pkce_verifier_sealed=None)
+    )
+    return result.rowcount == 1
+
+
+def purge_states(conn: Connection, *, expired_before: datetime) -> int:
+    """Delete authorization requests that expired before ``expired_before``; returns how many."""
+    result = conn.execute(delete(oauth_states).where(oauth_states.c.expires_at < expired_before))
+    return int(result.rowcount)
