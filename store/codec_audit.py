@@ -7,7 +7,6 @@ payload did not decrypt or the body was malformed). Rows are appended, never upd
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -80,9 +79,7 @@ def list_audit(conn: Connection, *, namespace: str | None = None, limit: int = 1
     query = select(codec_audit).order_by(codec_audit.c.id.desc()).limit(limit)
     if namespace is not None:
         query = query.where(codec_audit.c.namespace == namespace)
-    rows: Sequence[tuple[int, datetime, str, str, str, int, str, str | None]] = (
-        conn.execute(query).tuples().all()
-    )
+    rows = conn.execute(query).all()
     return [
         CodecAuditRow(
             at=at if at.tzinfo else at.replace(tzinfo=UTC),  # SQLite drops the zone; written in UTC

@@ -1,0 +1,323 @@
+"""Codec server: Temporal's remote codec protocol behind bearer tokens, namespace scoping, a CORS
+allowlist, and an audit row for every authenticated request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from google.protobuf import json_format
+from sqlalchemy.engine import Engine
+from temporalio.api.common.v1 import Payload, Payloads
+
+from governance.keys import LocalKeyringProvider
+from governance.vault import Vault
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+from store.codec_audit import list_audit
+from store.engine import make_engine
+from workers.codec_server import (
+    DEFAULT_ALLOWED_ORIGINS,
+    CodecServerSettings,
+    create_codec_app,
+    parse_tokens,
+    serve_codec_server,
+)
+from workers.converter import ENCODING, VaultPayloadCodec, make_data_converter
+
+OPS_TOKEN = "ops-secret-token-0123456789abcdef"
+OTHER_TOKEN = "other-secret-token-fedcba9876543210"
+NS = "crmhub-prod"
+OTHER_NS = "crmhub-staging"
+UI = "http://localhost:8233"
+
+
+@pytest.fixture
+def vault(db_engine: Engine, tmp_path: Path) -> Vault:
+    return Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
+
+
+@pytest.fixture
+def settings() -> CodecServerSettings:
+    return CodecServerSettings(tokens=parse_tokens(f"alice:{OPS_TOKEN}:{NS},bob:{OTHER_TOKEN}:{OTHER_NS}"))
+
+
+@pytest.fixture
+def client(settings: CodecServerSettings, vault: Vault) -> TestClient:
+    return TestClient(create_codec_app(settings, vault))
+
+
+def _encrypted_body(vault: Vault, namespace: str, values: list[object]) -> str:
+    payloads = asyncio.run(make_data_converter(VaultPayloadCodec(vault, namespace)).encode(values))
+    return json_format.MessageToJson(Payloads(payloads=payloads))
+
+
+def _payloads(body: str) -> list[Payload]:
+    return list(json_format.Parse(body, Payloads()).payloads)
+
+
+def _headers(token: str = OPS_TOKEN, namespace: str = NS, **extra: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {token}",
+        "X-Namespace": namespace,
+        "Content-Type": "application/json",
+        **extra,
+    }
+
+
+def _audit(engine: Engine) -> list[tuple[str, str, str, int, str]]:
+    with engine.connect() as conn:
+        return [(r.token_id, r.namespace, r.operation, r.payloads, r.outcome) for r in list_audit(conn)]
+
+
+# ---- settings ----------------------------------------------------------------------------
+
+
+def test_tokens_parse_from_env_and_origins_default_to_the_dev_ui() -> None:
+    s = CodecServerSettings.from_env(
+        {"CRMHUB_CODEC_TOKENS": f" alice:{OPS_TOKEN}:{NS} , bob:{OTHER_TOKEN}:{OTHER_NS}"}
+    )
+    assert [(t.id, t.token.get_secret_value(), t.namespace) for t in s.tokens] == [
+        ("alice", OPS_TOKEN, NS),
+        ("bob", OTHER_TOKEN, OTHER_NS),
+    ]
+    assert s.allowed_origins == DEFAULT_ALLOWED_ORIGINS == ("http://127.0.0.1:8233", "http://localhost:8233")
+    assert OPS_TOKEN not in repr(s)
+    custom = CodecServerSettings.from_env({"CRMHUB_CODEC_ALLOWED_ORIGINS": "https://temporal.example.com"})
+    assert custom.allowed_origins == ("https://temporal.example.com",)
+
+
+def test_a_token_may_contain_colons() -> None:
+    [tok] = parse_tokens("ci:abc:def:ghi:jkl:mnop:qrst:default")
+    assert (tok.id, tok.token.get_secret_value(), tok.namespace) == (
+        "ci",
+        "abc:def:ghi:jkl:mnop:qrst",
+        "default",
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"CRMHUB_CODEC_TOKENS": "alice-no-colons"}, "entry 1 must be id:token:namespace"),
+        ({"CRMHUB_CODEC_TOKENS": "alice:short-secret:ns"}, "entry 1: token: .*at least 16"),
+        ({"CRMHUB_CODEC_TOKENS": f"a b:{OPS_TOKEN}:ns"}, "entry 1: id"),
+        ({"CRMHUB_CODEC_TOKENS": f"alice:{OPS_TOKEN}:ns,alice:{OTHER_TOKEN}:ns"}, "ids must be unique"),
+        ({"CRMHUB_CODEC_TOKENS": f"alice:{OPS_TOKEN}:ns,bob:{OPS_TOKEN}:ns"}, "must be distinct"),
+        ({"CRMHUB_CODEC_ALLOWED_ORIGINS": "*"}, "not an exact origin"),
+        ({"CRMHUB_CODEC_ALLOWED_ORIGINS": "http://localhost:8233/"}, "not an exact origin"),
+    ],
+)
+def test_bad_settings_are_config_errors_that_never_echo_a_secret(env: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        CodecServerSettings.from_env(env)
+    for secret in (OPS_TOKEN, OTHER_TOKEN, "short-secret"):
+        assert secret not in str(info.value)
+
+
+def test_the_server_refuses_to_run_without_tokens(vault: Vault, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CRMHUB_CODEC_TOKENS"):
+        create_codec_app(CodecServerSettings(), vault)
+    with pytest.raises(ConfigError, match="CRMHUB_CODEC_TOKENS"):
+        serve_codec_server(Settings(data_dir=tmp_path), codec_settings=CodecServerSettings())
+
+
+# ---- authentication and scoping ----------------------------------------------------------
+
+
+def test_healthz_needs_no_token(client: TestClient) -> None:
+    resp = client.get("/healthz")
+    assert (resp.status_code, resp.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer wrong-token-0123456789", f"Basic {OPS_TOKEN}", f"Bearer {OPS_TOKEN}x"],
+)
+@pytest.mark.parametrize("path", ["/decode", "/encode"])
+def test_missing_or_wrong_token_is_401_and_decodes_nothing(
+    client: TestClient, vault: Vault, db_engine: Engine, path: str, authorization: str | None
+) -> None:
+    headers = {"X-Namespace": NS, "Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    resp = client.post(path, content=_encrypted_body(vault, NS, ["secret"]), headers=headers)
+    assert resp.status_code == 401
+    assert resp.headers["www-authenticate"] == "Bearer"
+    assert set(resp.json()) == {"detail"}  # an error, never payloads
+    assert _audit(db_engine) == []  # no identity to record; the refusal goes to the log
+
+
+def test_token_for_another_namespace_is_403_and_audited(
+    client: TestClient, vault: Vault, db_engine: Engine
+) -> None:
+    body = _encrypted_body(vault, OTHER_NS, ["staging data", 2])
+    resp = client.post("/decode", content=body, headers=_headers(OPS_TOKEN, OTHER_NS))
+    assert resp.status_code == 403
+    assert set(resp.json()) == {"detail"}  # an error, never payloads
+    resp = client.post("/decode", content=body, headers=_headers(OPS_TOKEN, namespace=""))
+    assert resp.status_code == 403
+    assert _audit(db_engine) == [
+        ("alice", OTHER_NS, "decode", 2, "forbidden"),
+        ("alice", "", "decode", 2, "forbidden"),
+    ]
+
+
+# ---- the protocol ------------------------------------------------------------------------
+
+
+def test_decode_real_payloads_and_audit_who_when_what(
+    client: TestClient, vault: Vault, db_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    values: list[object] = [{"email": "ada@example.invalid"}, "hello", 42, None]
+    body = _encrypted_body(vault, NS, values)
+    assert all(p.metadata["encoding"] == ENCODING for p in json_format.Parse(body, Payloads()).payloads)
+    before = datetime.now(UTC)
+    with caplog.at_level(logging.INFO, logger="crmhub.codec_server.audit"):
+        resp = client.post("/decode", content=body, headers=_headers())
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/json"
+    decoded = _payloads(resp.text)
+    assert [p.metadata["encoding"] for p in decoded] == [
+        b"json/plain",
+        b"json/plain",
+        b"json/plain",
+        b"binary/null",
+    ]
+    assert [json.loads(p.data) for p in decoded[:3]] == values[:3]
+
+    with db_engine.connect() as conn:
+        [row] = list_audit(conn)
+    assert (row.token_id, row.namespace, row.operation, row.payloads, row.outcome) == (
+        "alice",
+        NS,
+        "decode",
+        4,
+        "ok",
+    )
+    assert before - timedelta(seconds=1) <= row.at <= datetime.now(UTC)
+    assert row.client is not None
+    assert "token_id=alice namespace=crmhub-prod payloads=4 outcome=ok" in caplog.text
+    assert OPS_TOKEN not in caplog.text
+
+
+def test_encode_then_decode_through_the_server_and_locally(
+    client: TestClient, vault: Vault, db_engine: Engine
+) -> None:
+    plain = Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b'{"signal": "resume"}')])
+    resp = client.post("/encode", content=json_format.MessageToJson(plain), headers=_headers())
+    assert resp.status_code == 200
+    [sealed] = _payloads(resp.text)
+    assert sealed.metadata["encoding"] == ENCODING
+    assert b"resume" not in sealed.data
+    # a worker of that namespace reads it
+    assert VaultPayloadCodec(vault, NS).decode_sync([sealed]) == list(plain.payloads)
+    assert [r[2:] for r in _audit(db_engine)] == [("encode", 1, "ok")]
+
+
+def test_payloads_of_another_namespace_fail_even_with_a_valid_token(
+    client: TestClient, vault: Vault, db_engine: Engine
+) -> None:
+    body = _encrypted_body(vault, OTHER_NS, ["staging only"])
+    resp = client.post("/decode", content=body, headers=_headers())  # alice, her own namespace
+    assert resp.status_code == 400
+    assert "could not be decoded" in resp.json()["detail"]
+    assert _audit(db_engine) == [("alice", NS, "decode", 1, "failed")]
+
+
+def test_tampered_payload_is_an_error_not_ciphertext(client: TestClient, vault: Vault) -> None:
+    payloads = json_format.Parse(_encrypted_body(vault, NS, ["x"]), Payloads())
+    payloads.payloads[0].data = payloads.payloads[0].data[:-1] + bytes([payloads.payloads[0].data[-1] ^ 1])
+    resp = client.post("/decode", content=json_format.MessageToJson(payloads), headers=_headers())
+    assert resp.status_code == 400
+    assert set(resp.json()) == {"detail"}  # an error, never payloads
+
+
+def test_foreign_payloads_pass_through(client: TestClient) -> None:
+    plain = Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b'"not ours"')])
+    resp = client.post("/decode", content=json_format.MessageToJson(plain), headers=_headers())
+    assert resp.status_code == 200
+    assert _payloads(resp.text) == list(plain.payloads)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", '{"payloads": "nope"}', '{"payloads": [{"data": 5}]}', '{"payloads": [{"metadata": []}]}'],
+)
+def test_malformed_body_is_400(client: TestClient, db_engine: Engine, body: str) -> None:
+    resp = client.post("/decode", content=body, headers=_headers())
+    assert resp.status_code == 400
+    assert _audit(db_engine) == [("alice", NS, "decode", 0, "failed")]
+
+
+def test_oversized_body_is_413(settings: CodecServerSettings, vault: Vault) -> None:
+    small = TestClient(create_codec_app(settings.model_copy(update={"max_body_bytes": 1024}), vault))
+    resp = small.post("/decode", content=_encrypted_body(vault, NS, ["x" * 2000]), headers=_headers())
+    assert resp.status_code == 413
+
+
+def test_no_audit_row_no_decode(settings: CodecServerSettings, vault: Vault, tmp_path: Path) -> None:
+    unmigrated = make_engine(f"sqlite:///{tmp_path / 'no-tables.db'}")
+    try:
+        app = create_codec_app(settings, vault, audit_engine=unmigrated)
+        resp = TestClient(app).post(
+            "/decode", content=_encrypted_body(vault, NS, ["secret"]), headers=_headers()
+        )
+    finally:
+        unmigrated.dispose()
+    assert resp.status_code == 503
+    assert "secret" not in resp.text
+
+
+# ---- CORS ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("origin", DEFAULT_ALLOWED_ORIGINS)
+def test_cors_headers_for_the_ui_origin_only(client: TestClient, vault: Vault, origin: str) -> None:
+    body = _encrypted_body(vault, NS, ["x"])
+    ok = client.post("/decode", content=body, headers=_headers(Origin=origin))
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == origin
+    denied = client.post("/decode", content=body, headers=_headers(Origin="http://evil.example"))
+    assert "access-control-allow-origin" not in denied.headers
+    # errors carry CORS headers too, so the UI can show them
+    unauth = client.post("/decode", content=body, headers={"Origin": origin})
+    assert (unauth.status_code, unauth.headers["access-control-allow-origin"]) == (401, origin)
+
+
+def test_preflight_from_the_ui_is_answered_without_a_token(client: TestClient) -> None:
+    resp = client.options(
+        "/decode",
+        headers={
+            "Origin": UI,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
+        },
+    )
+    assert resp.status_code == 200
+    assert resp.headers["access-control-allow-origin"] == UI
+    assert "POST" in resp.headers["access-control-allow-methods"]
+    allowed = {h.strip().lower() for h in resp.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type", "x-namespace"} <= allowed
+
+
+def test_preflight_from_another_origin_gets_no_allow_origin(client: TestClient) -> None:
+    resp = client.options(
+        "/decode",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert resp.status_code == 400
+    assert "access-control-allow-origin" not in resp.headers
+
+
+def test_configured_origin_replaces_the_defaults(settings: CodecServerSettings, vault: Vault) -> None:
+    ui = "https://temporal.example.com"
+    app = create_codec_app(settings.model_copy(update={"allowed_origins": (ui,)}), vault)
+    c = TestClient(app)
+    assert c.get("/healthz", headers={"Origin": ui}).headers["access-control-allow-origin"] == ui
+    assert "access-control-allow-origin" not in c.get("/healthz", headers={"Origin": UI}).headers
