@@ -367,7 +367,6 @@ def fetch_page(
         cond, extra = _after(compiled, after)
         where = f"({where}) AND {cond}"
         params.extend(extra)
-        offset = 0
     return store.select(
         compiled.sobject, where, params, order_by=compiled.order_sql, limit=limit, offset=offset
     )
