@@ -183,10 +183,7 @@ def create_codec_app(
     Builds (and warms) those codecs now, so it does database I/O: call it at startup. Audit rows
     go to ``audit_engine`` (default: the vault's engine).
     """
-    if not settings.tokens:
-        raise ConfigError(
-            "the codec server needs at least one token: set CRMHUB_CODEC_TOKENS=id:token:namespace"
-        )
+    _require_tokens(settings)
     engine = audit_engine if audit_engine is not None else vault.engine
     codecs = {ns: VaultPayloadCodec(vault, ns) for ns in sorted({t.namespace for t in settings.tokens})}
     tokens = [(t, t.token.get_secret_value().encode()) for t in settings.tokens]
@@ -282,6 +279,13 @@ def create_codec_app(
     return app
 
 
+def _require_tokens(settings: CodecServerSettings) -> None:
+    if not settings.tokens:
+        raise ConfigError(
+            "the codec server needs at least one token: set CRMHUB_CODEC_TOKENS=id:token:namespace"
+        )
+
+
 def _client(request: Request) -> str | None:
     return f"{request.client.host}:{request.client.port}" if request.client else None
 
@@ -321,6 +325,7 @@ def serve_codec_server(
     import uvicorn
 
     codec_settings = codec_settings if codec_settings is not None else CodecServerSettings.from_env()
+    _require_tokens(codec_settings)  # before any file or database is touched
     engine = make_engine(settings.effective_database_url)
     try:
         vault = Vault(engine, LocalKeyringProvider(keyring or settings.data_dir / KEYRING_FILENAME))

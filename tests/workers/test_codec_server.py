@@ -6,9 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from google.protobuf import json_format
@@ -124,7 +130,8 @@ def test_the_server_refuses_to_run_without_tokens(vault: Vault, tmp_path: Path) 
     with pytest.raises(ConfigError, match="CRMHUB_CODEC_TOKENS"):
         create_codec_app(CodecServerSettings(), vault)
     with pytest.raises(ConfigError, match="CRMHUB_CODEC_TOKENS"):
-        serve_codec_server(Settings(data_dir=tmp_path), codec_settings=CodecServerSettings())
+        serve_codec_server(Settings(data_dir=tmp_path / "data"), codec_settings=CodecServerSettings())
+    assert not (tmp_path / "data").exists()  # refused before creating a keyring or database
 
 
 # ---- authentication and scoping ----------------------------------------------------------
@@ -321,3 +328,67 @@ def test_configured_origin_replaces_the_defaults(settings: CodecServerSettings, 
     c = TestClient(app)
     assert c.get("/healthz", headers={"Origin": ui}).headers["access-control-allow-origin"] == ui
     assert "access-control-allow-origin" not in c.get("/healthz", headers={"Origin": UI}).headers
+
+
+# ---- the command, for real -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_RUN_COMMAND = """
+import sys, typer
+from api.cli_codec import register
+app = typer.Typer()
+app.callback()(lambda: None)  # a group, as in api.cli
+register(app)
+app(sys.argv[1:])
+"""
+
+
+@pytest.mark.integration
+def test_codec_server_command_serves_over_http(db_url: str, db_engine: Engine, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    vault = Vault(db_engine, LocalKeyringProvider(data_dir / "keyring.json"))  # the workers' keys
+    body = _encrypted_body(vault, NS, [{"email": "ada@example.invalid"}])
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
+    env.update(
+        CRMHUB_DATA_DIR=str(data_dir),
+        CRMHUB_DATABASE_URL=db_url,
+        CRMHUB_CODEC_TOKENS=f"alice:{OPS_TOKEN}:{NS}",
+        CRMHUB_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUN_COMMAND, "codec-server", "--port", str(port)],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "codec server did not start"
+            time.sleep(0.1)
+        resp = httpx.post(f"{base}/decode", content=body, headers=_headers(Origin=UI))
+        assert resp.status_code == 200
+        assert resp.headers["access-control-allow-origin"] == UI
+        [payload] = _payloads(resp.text)
+        assert json.loads(payload.data) == {"email": "ada@example.invalid"}
+        assert httpx.post(f"{base}/decode", content=body).status_code == 401
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0].decode()
+    assert OPS_TOKEN not in output
+    assert _audit(db_engine) == [("alice", NS, "decode", 1, "ok")]
