@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 from hubspot import HubSpot
+from urllib3.util.retry import Retry
 
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.server import ServerThread
@@ -21,9 +22,15 @@ class Served:
     ca: SandboxCA
     token: str
 
-    def client(self, token: str | None = None) -> HubSpot:
-        """hubspot-api-client over HTTPS, verifying with the sandbox CA (kwargs reach every Configuration)."""
-        return HubSpot(access_token=token or self.token, host=self.srv.url, ssl_ca_cert=str(self.ca.ca_path))
+    def client(self, token: str | None = None, *, retry: Retry | None = None) -> HubSpot:
+        """hubspot-api-client over HTTPS, verifying with the sandbox CA (kwargs reach every Configuration).
+
+        ``retry=Retry(0)`` turns off urllib3's default retries (which re-send GETs answered 429/503
+        with a Retry-After header, sleeping as told).
+        """
+        return HubSpot(
+            access_token=token or self.token, host=self.srv.url, ssl_ca_cert=str(self.ca.ca_path), retry=retry
+        )
 
 
 @pytest.fixture(scope="session")

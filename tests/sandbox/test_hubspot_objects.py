@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hubspot.crm.contacts import (
@@ -27,7 +28,7 @@ served = hubspot_support.served
 FIXTURES = "/work/shared/vendor-fixtures/hubspot"
 
 
-def _all_pages(api, **kw):
+def _all_pages(api: Any, **kw: Any) -> list[Any]:
     out, after = [], None
     while True:
         page = api.get_page(limit=100, after=after, **kw)
@@ -216,7 +217,7 @@ def test_batch_create_update_and_archive(served: Served) -> None:
             BatchInputSimplePublicObjectBatchInputForCreate(
                 inputs=[
                     {"properties": {"email": "fresh@batch.test"}},
-                    {"properties": {"email": served.hs.store.get("contacts", "1").data["email"]}},
+                    {"properties": {"email": served.hs.live_records("contacts")[0]["email"]}},
                 ]
             )
         )

@@ -192,10 +192,10 @@ def test_search_rate_limit_is_five_per_second(served: Served) -> None:
         except ApiException as exc:
             statuses.append(exc.status)
             refused.append(exc)
-    for exc in refused:
-        body = json.loads(exc.body)
+    for err in refused:
+        body = json.loads(err.body)
         assert body["errorType"] == "RATE_LIMIT" and body["policyName"] == "SECONDLY"
-        assert int(exc.headers["Retry-After"]) >= 1
+        assert int(err.headers["Retry-After"]) >= 1
     assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
     # listing is not limited by the search limit
     assert served.client().crm.contacts.basic_api.get_page(limit=1).results
