@@ -5,10 +5,11 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 
 from sandbox.salesforce import SalesforceSandbox
 from sandbox.salesforce.clientsession import sandbox_session
@@ -30,7 +31,7 @@ class Org:
         self._sessions.append(s)
         return s
 
-    def client(self, token: str | None = None) -> Salesforce:
+    def client(self, token: str | None = None) -> Any:
         """simple-salesforce against the sandbox, with a direct session id (the OAuth access token)."""
         return Salesforce(instance_url=self.srv.url, session_id=token or self.token, session=self.session())
 

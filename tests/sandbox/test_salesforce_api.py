@@ -7,10 +7,12 @@ import io
 import json
 import math
 import pathlib
+from typing import Any
 
 import pytest
 import requests
-from simple_salesforce import (
+from simple_salesforce.exceptions import (
+    SalesforceError,
     SalesforceExpiredSession,
     SalesforceMalformedRequest,
     SalesforceRefusedRequest,
@@ -21,7 +23,13 @@ from sandbox.fake import BASE_EPOCH_MS
 from sandbox.faults import FaultPlan, FaultRule
 from sandbox.salesforce.engine import format_datetime
 from sandbox.salesforce.ids import is_valid_id
-from tests.sandbox.salesforce_support import Org, big_org, org, sf_ca  # noqa: F401 - fixtures
+from tests.sandbox import salesforce_support
+from tests.sandbox.salesforce_support import Org
+
+# fixtures shared by the Salesforce test modules
+sf_ca = salesforce_support.sf_ca
+org = salesforce_support.org
+big_org = salesforce_support.big_org
 
 V = "v59.0"
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -29,7 +37,14 @@ FIXTURES = pathlib.Path("/work/shared/vendor-fixtures/salesforce")
 REQUEST_LIMIT_BODY = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
 
 
-def upsert(sf, records, *, all_or_none=False, field="External_Id__c"):
+def content(err: pytest.ExceptionInfo[SalesforceError]) -> Any:
+    """The parsed JSON error body simple-salesforce attached to its exception."""
+    return err.value.content
+
+
+def upsert(
+    sf: Any, records: list[dict[str, Any]], *, all_or_none: bool = False, field: str = "External_Id__c"
+) -> Any:
     body = {"allOrNone": all_or_none, "records": [{"attributes": {"type": "Contact"}, **r} for r in records]}
     return sf.restful(f"composite/sobjects/Contact/{field}", method="PATCH", json=body)
 
@@ -129,7 +144,7 @@ def test_keyset_incremental_sync_with_ties_returns_every_record_once(big_org: Or
     pages = 0
     while True:
         soql = (
-            "SELECT Id, SystemModstamp FROM Contact "
+            "SELECT Id, SystemModstamp FROM Contact "  # noqa: S608 - SOQL, not SQL
             f"WHERE SystemModstamp > {stamp} OR (SystemModstamp = {stamp} AND Id > '{last_id}') "
             "ORDER BY SystemModstamp, Id LIMIT 997"  # not a multiple of the tie group: pages end in ties
         )
@@ -175,7 +190,7 @@ def test_expired_query_locator(big_org: Org) -> None:
             sf.query_more(page["nextRecordsUrl"], identifier_is_url=True)
     finally:
         big_org.sb.cursor_ttl_s = 900.0
-    assert err.value.content[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+    assert content(err)[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
 
 
 # -- describe and drift -------------------------------------------------------------------------
@@ -228,7 +243,7 @@ def test_schema_drift_through_the_python_handle(org: Org) -> None:
     assert sf.query("SELECT Region__c FROM Contact LIMIT 1")["records"][0]["Region__c"] is None
     with pytest.raises(SalesforceMalformedRequest) as err:
         sf.query("SELECT Id, Customer_Tier__c FROM Contact")
-    assert err.value.content[0]["errorCode"] == "INVALID_FIELD"
+    assert content(err)[0]["errorCode"] == "INVALID_FIELD"
 
 
 # -- Bulk API 2.0 -------------------------------------------------------------------------------
@@ -281,7 +296,7 @@ def test_bulk2_results_headers_and_states(big_org: Org) -> None:
     last = s.get(
         f"{base}/{info['id']}/results",
         headers=auth,
-        params={"maxRecords": 6000, "locator": first.headers["Sforce-Locator"]},
+        params={"maxRecords": "6000", "locator": first.headers["Sforce-Locator"]},
     )
     assert (last.headers["Sforce-NumberOfRecords"], last.headers["Sforce-Locator"]) == ("500", "null")
     assert s.delete(f"{base}/{info['id']}", headers=auth).status_code == 204
@@ -291,7 +306,7 @@ def test_bulk2_rejects_compound_fields(org: Org) -> None:
     sf = org.client()
     with pytest.raises(SalesforceMalformedRequest) as err:
         list(sf.bulk2.Contact.query("SELECT Id, MailingAddress FROM Contact", wait=0))
-    assert err.value.content == [
+    assert content(err) == [
         {"message": "Selecting compound data not supported in Bulk Query", "errorCode": "API_ERROR"}
     ]
 
@@ -370,7 +385,8 @@ def test_collections_all_or_none_rolls_back(org: Org) -> None:
         "errors": [
             {
                 "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-                "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
+                "message": "Record rolled back because not all records were valid and the request was using "
+                "AllOrNone header",
                 "fields": [],
             }
         ],
@@ -384,7 +400,7 @@ def test_collections_limit_of_200_records(org: Org) -> None:
     records = [{"External_Id__c": f"L-{i}", "LastName": f"N{i}"} for i in range(201)]
     with pytest.raises(SalesforceMalformedRequest) as err:
         upsert(sf, records)
-    assert err.value.content[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
+    assert content(err)[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
     assert len(upsert(sf, records[:200])) == 200
 
 
@@ -408,7 +424,8 @@ def test_collections_create_update_and_duplicates(org: Org) -> None:
         "errors": [
             {
                 "statusCode": "DUPLICATE_VALUE",
-                "message": f"duplicate value found: External_Id__c duplicates value on record with id: {created[0]['id']}",
+                "message": "duplicate value found: External_Id__c duplicates value on record with id: "
+                f"{created[0]['id']}",
                 "fields": [],
             }
         ],
@@ -455,7 +472,7 @@ def test_sobject_crud_and_upsert_by_external_id(org: Org) -> None:
         sf.Contact.get(new["id"])
     with pytest.raises(SalesforceMalformedRequest) as err:
         sf.Contact.create({"FirstName": "NoLast"})
-    assert err.value.content == [
+    assert content(err) == [
         {
             "message": "Required fields are missing: [LastName]",
             "errorCode": "REQUIRED_FIELD_MISSING",
@@ -473,19 +490,19 @@ def test_invalid_session_raises_expired_session(org: Org) -> None:
     with pytest.raises(SalesforceExpiredSession) as err:
         sf.query("SELECT Id FROM Contact")
     assert err.value.status == 401
-    assert err.value.content == [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+    assert content(err) == [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 
 
 def test_malformed_and_invalid_field_errors(org: Org) -> None:
     sf = org.client()
     with pytest.raises(SalesforceMalformedRequest) as err:
         sf.query("SELECT Id, FROM Contact")
-    assert err.value.content[0]["errorCode"] == "MALFORMED_QUERY"
-    assert err.value.content[0]["message"].endswith("unexpected token: 'FROM'")
+    assert content(err)[0]["errorCode"] == "MALFORMED_QUERY"
+    assert content(err)[0]["message"].endswith("unexpected token: 'FROM'")
     with pytest.raises(SalesforceMalformedRequest) as err2:
         sf.query("SELECT SetupOwnerId FROM Contact")
-    assert err2.value.content[0]["errorCode"] == "INVALID_FIELD"
-    assert "ERROR at Row:1:Column:8" in err2.value.content[0]["message"]
+    assert content(err2)[0]["errorCode"] == "INVALID_FIELD"
+    assert "ERROR at Row:1:Column:8" in content(err2)[0]["message"]
 
 
 def test_limit_info_header_counts_calls_and_limits_resource(org: Org) -> None:
@@ -507,9 +524,9 @@ def test_quota_exhaustion_is_request_limit_exceeded(org: Org) -> None:
     with pytest.raises(SalesforceRefusedRequest) as err:
         sf.query("SELECT Id FROM Contact LIMIT 1")
     assert err.value.status == 403
-    assert err.value.content == REQUEST_LIMIT_BODY
+    assert content(err) == REQUEST_LIMIT_BODY
     if (FIXTURES / "error_request_limit_exceeded.captured.json").exists():
-        assert err.value.content == json.loads(
+        assert content(err) == json.loads(
             (FIXTURES / "error_request_limit_exceeded.captured.json").read_text()
         )
 

@@ -130,7 +130,7 @@ def test_count_query() -> None:
     ],
 )
 def test_string_escapes(literal: str, value: str) -> None:
-    q = parse(f"SELECT Id FROM Contact WHERE LastName = {literal}")
+    q = parse(f"SELECT Id FROM Contact WHERE LastName = {literal}")  # noqa: S608 - SOQL, not SQL
     assert isinstance(q.where, Cmp)
     assert q.where.value == value
 
@@ -144,7 +144,7 @@ def test_invalid_escape_is_malformed_query() -> None:
 
 @given(st.text())
 def test_quote_string_round_trips(value: str) -> None:
-    q = parse(f"SELECT Id FROM Contact WHERE LastName = {quote_string(value)}")
+    q = parse(f"SELECT Id FROM Contact WHERE LastName = {quote_string(value)}")  # noqa: S608 - SOQL, not SQL
     assert isinstance(q.where, Cmp)
     assert q.where.value == value
 
