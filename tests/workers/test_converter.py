@@ -47,6 +47,7 @@ TOKEN_CANARY = "ya29.CANARYTOKEN-8b2e71f0"
 RESULT_CANARY = "activity-result-canary-41c9"
 EXCEPTION_CANARY = "exception-canary-a07e"
 WORKFLOW_FAILURE_CANARY = "workflow-failure-canary-3b6d"
+SUMMARY_CANARY = "summary-canary-6c0b"
 STACK_TRACE_CANARY = "stack_frame_canary_e91d"  # a function name that only a stack trace shows
 ALL_CANARIES = (
     PII_CANARY,
@@ -55,6 +56,7 @@ ALL_CANARIES = (
     EXCEPTION_CANARY,
     WORKFLOW_FAILURE_CANARY,
     STACK_TRACE_CANARY,
+    SUMMARY_CANARY,
 )
 
 
@@ -327,7 +329,10 @@ class CanaryWorkflow:
     @workflow.run
     async def run(self, inp: CanaryInput) -> CanaryResult:
         result = await workflow.execute_activity(
-            echo_canary, inp, start_to_close_timeout=timedelta(seconds=30)
+            echo_canary,
+            inp,
+            start_to_close_timeout=timedelta(seconds=30),
+            summary=f"echo for {SUMMARY_CANARY}",  # user metadata is a payload too
         )
         if inp.fail:
             try:
