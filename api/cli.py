@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_codec import register as register_codec
 from schemas.errors import ConfigError, CrmhubError
 from schemas.settings import Settings, load_settings
 
@@ -43,6 +44,7 @@ connectors_app = typer.Typer(
     help="Installed connector plugins (entry-point group crmhub.connectors).", no_args_is_help=True
 )
 app.add_typer(connectors_app, name="connectors")
+register_codec(app)
 
 out = Console()
 err = Console(stderr=True)
