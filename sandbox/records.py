@@ -186,13 +186,17 @@ class RecordStore:
             ).fetchone()
         return _row(r) if r else None
 
+    @staticmethod
+    def _field_index_name(obj: str, field: str) -> str:
+        return "records_field_" + hashlib.sha256(f"{obj}.{field}".encode()).hexdigest()[:16]
+
     def ensure_field_index(self, obj: str, field: str) -> None:
         """Index ``json_extract(data, '$.field')`` so lookups by an external id stay fast at 1M rows."""
         if (obj, field) in self._indexed_fields:
             return
         if not field.replace("_", "").isalnum():
             raise ValueError(f"not a field name: {field!r}")
-        name = "records_field_" + hashlib.sha256(f"{obj}.{field}".encode()).hexdigest()[:16]
+        name = self._field_index_name(obj, field)
         with self._lock:
             self._db.execute(
                 f"CREATE INDEX IF NOT EXISTS {name} ON records (obj, json_extract(data, '$.{field}'))"
@@ -202,7 +206,12 @@ class RecordStore:
     def find(self, obj: str, field: str, value: Any, *, include_deleted: bool = False) -> list[RecordRow]:
         """Records whose ``field`` equals ``value`` (uses an expression index, see above)."""
         self.ensure_field_index(obj, field)
-        sql = f"SELECT {_COLUMNS} FROM records WHERE obj = ? AND json_extract(data, '$.{field}') = ?"
+        # INDEXED BY: without statistics SQLite prefers the primary key's ``obj`` prefix (a scan of
+        # every record of the object) over the expression index.
+        sql = (
+            f"SELECT {_COLUMNS} FROM records INDEXED BY {self._field_index_name(obj, field)} "
+            f"WHERE obj = ? AND json_extract(data, '$.{field}') = ?"
+        )
         if not include_deleted:
             sql += " AND deleted = 0"
         with self._lock:
