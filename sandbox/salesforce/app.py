@@ -609,11 +609,9 @@ class SalesforceSandbox(VendorSandbox):
             raise ApiError(
                 400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from START_ARRAY"
             )
-        outcome = await asyncio.to_thread(self._create_one, obj, payload, None)
-        if outcome.errors:
-            raise _as_api_error(outcome.errors)
-        assert outcome.apply is not None
-        new_id = await asyncio.to_thread(outcome.apply)
+        new_id = (
+            await asyncio.to_thread(self._write_atomic, lambda: self._create_one(obj, payload, None))
+        ).id
         # Create → 201 {"id", "success", "errors"}:
         # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_sobject_create.htm
         return json_response({"id": new_id, "success": True, "errors": []}, 201)
@@ -669,11 +667,7 @@ class SalesforceSandbox(VendorSandbox):
                 400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from START_ARRAY"
             )
         row = self._live(obj, sf_id)
-        outcome = await asyncio.to_thread(self._update_one, obj, row.id, payload, None)
-        if outcome.errors:
-            raise _as_api_error(outcome.errors)
-        assert outcome.apply is not None
-        await asyncio.to_thread(outcome.apply)
+        await asyncio.to_thread(self._write_atomic, lambda: self._update_one(obj, row.id, payload, None))
         return Response(status_code=204)
 
     def _external_field(self, obj: str, name: str) -> str:
@@ -713,21 +707,30 @@ class SalesforceSandbox(VendorSandbox):
         if len(matches) > 1:
             # 300 when an external id matches several records (errorcodes page).
             return json_response([f"/services/data/{version}/sobjects/{obj}/{r.id}" for r in matches], 300)
-        if matches:
-            outcome = await asyncio.to_thread(self._update_one, obj, matches[0].id, payload, None)
-            created = False
-        else:
-            outcome = await asyncio.to_thread(self._create_one, obj, {**payload, ext: value}, None)
-            created = True
-        if outcome.errors:
-            raise _as_api_error(outcome.errors)
-        assert outcome.apply is not None
-        new_id = await asyncio.to_thread(outcome.apply)
+
+        def write() -> _Outcome:
+            again = self._find_live(obj, ext, value)  # re-checked under the write lock
+            if again:
+                return self._update_one(obj, again[0].id, payload, None)
+            return self._create_one(obj, {**payload, ext: value}, None)
+
+        outcome = await asyncio.to_thread(self._write_atomic, write)
+        new_id, created = outcome.id, bool(outcome.created)
         # Upsert: 201 + created true on insert, 200 + created false on update (API 46.0+):
         # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
         return json_response(
             {"id": new_id, "success": True, "errors": [], "created": created}, 201 if created else 200
         )
+
+    def _write_atomic(self, make: Callable[[], _Outcome]) -> _Outcome:
+        """Validate and apply one record write under the write lock; errors raise ApiError (400)."""
+        with self._write_lock:
+            outcome = make()
+            if outcome.errors:
+                raise _as_api_error(outcome.errors)
+            assert outcome.apply is not None
+            outcome.id = outcome.apply()
+            return outcome
 
     def _find_live(self, obj: str, field_name: str, value: Any) -> list[Any]:
         if field_name == "Id":
