@@ -26,7 +26,9 @@ __all__ = ["ServerThread", "bind_socket"]
 def bind_socket(host: str, port: int) -> socket.socket:
     """Bind a listening socket; ``port=0`` picks a free one. Port in use → ConfigError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP;
+    # with proto 0 every response written in two parts (headers, body) waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
