@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (obj, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_modstamp ON records (obj, deleted, modstamp, id);
+-- queryAll / incremental reads page over live and deleted rows together by (modstamp, id).
+CREATE INDEX IF NOT EXISTS records_all_by_modstamp ON records (obj, modstamp, id);
 CREATE INDEX IF NOT EXISTS records_by_num ON records (obj, deleted, num);
 CREATE TABLE IF NOT EXISTS sequences (obj TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """

@@ -78,6 +78,8 @@ class ServerThread:
             access_log=False,
             lifespan="off",
             timeout_keep_alive=30,
+            # Don't wait long for idle keep-alive clients (e.g. a test still holding a session).
+            timeout_graceful_shutdown=1,
             # Our own context: TLS 1.2 minimum, the sandbox CA's server certificate.
             ssl_context_factory=(lambda _cfg, _default: ca.server_context()) if ca else None,
         )

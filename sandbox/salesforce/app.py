@@ -219,12 +219,7 @@ class SalesforceSandbox(VendorSandbox):
         self.schema.retype_field(obj, name, new_type, **changes)
 
     def _ensure_indexes(self) -> None:
-        # queryAll pages ORDER BY SystemModstamp over live and deleted rows together; the store's
-        # own index leads with `deleted`, so add one that does not (private handle, see report).
-        with self.store._lock:
-            self.store._db.execute(
-                "CREATE INDEX IF NOT EXISTS sf_records_by_modstamp_all ON records (obj, modstamp, id)"
-            )
+        # (queryAll's (obj, modstamp, id) index over live and deleted rows is in the store schema.)
         for obj in self.schema.objects():
             self.store.ensure_field_index(obj, "External_Id__c")
 
