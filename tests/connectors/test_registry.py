@@ -21,7 +21,7 @@ PLUGINS = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
     """pip-install the two fixture plugins into a private directory (no network: no build isolation)."""
-    target = tmp_path_factory.mktemp("site")
+    target: Path = tmp_path_factory.mktemp("site")
     for name in ("example", "broken"):
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
