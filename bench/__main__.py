@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "governance": "bench.governance_core",
+    "sandbox": "bench.sandbox_paging",
 }
 
 
