@@ -205,26 +205,24 @@ def sandbox_cmd(
 
 
 def _print_sandbox(info: Any, counts: dict[str, dict[str, int]], took: float, data_dir: Path) -> None:
-    table = Table(title=f"crmhub sandbox CRMs (ready in {took:.1f}s)", show_lines=False)
-    table.add_column("")
-    table.add_column("Salesforce")
-    table.add_column("HubSpot")
-    table.add_row("API base URL", info.salesforce_url, info.hubspot_url)
-    table.add_row(
-        "OAuth authorize",
-        f"{info.salesforce_url}/services/oauth2/authorize",
-        f"{info.hubspot_url}/oauth/authorize",
+    out.print(f"[bold]crmhub sandbox CRMs[/] ready in {took:.1f}s (HTTPS on loopback)")
+    for name, url, auth, token, cid, secret, seeded in (
+        ("Salesforce", info.salesforce_url, "/services/oauth2/authorize", "/services/oauth2/token",
+         info.salesforce_client_id, info.salesforce_client_secret, counts["salesforce"]),
+        ("HubSpot", info.hubspot_url, "/oauth/authorize", "/oauth/v1/token",
+         info.hubspot_client_id, info.hubspot_client_secret, counts["hubspot"]),
+    ):  # fmt: skip
+        out.print(f"\n[bold]{name}[/]  {url}", soft_wrap=True)
+        out.print(f"  authorize      {url}{auth}", soft_wrap=True)
+        out.print(f"  token          {url}{token}", soft_wrap=True)
+        out.print(f"  client_id      {cid}", soft_wrap=True)
+        out.print(f"  client_secret  {secret}", soft_wrap=True)
+        out.print(f"  seeded         {_fmt_counts(seeded)}", soft_wrap=True)
+    out.print(f"\nCA bundle (give it to clients; TLS verification stays on): {info.ca_path}", soft_wrap=True)
+    out.print(f"redirect URIs registered: {', '.join(info.redirect_uris)}", soft_wrap=True)
+    out.print(
+        f"all of this, plus control-API tokens, is in {data_dir / 'sandbox.json'} (mode 0600)", soft_wrap=True
     )
-    table.add_row(
-        "OAuth token", f"{info.salesforce_url}/services/oauth2/token", f"{info.hubspot_url}/oauth/v1/token"
-    )
-    table.add_row("client_id", info.salesforce_client_id, info.hubspot_client_id)
-    table.add_row("client_secret", info.salesforce_client_secret, info.hubspot_client_secret)
-    table.add_row("seeded", _fmt_counts(counts["salesforce"]), _fmt_counts(counts["hubspot"]))
-    out.print(table)
-    out.print(f"CA bundle (give it to clients; TLS verification stays on): [bold]{info.ca_path}[/]")
-    out.print(f"redirect URIs registered: {', '.join(info.redirect_uris)}")
-    out.print(f"everything above, plus control-API tokens, is in {data_dir / 'sandbox.json'} (mode 0600)")
     out.print("Ctrl-C stops the sandbox.")
 
 

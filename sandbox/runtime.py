@@ -64,6 +64,17 @@ class RunningSandbox:
     info: SandboxInfo
 
 
+def _hint(crm: str) -> str:
+    return f"another with --{crm}-port or CRMHUB_SANDBOX__{crm.upper()}_PORT (0 picks a free one)"
+
+
+def _previous_info(path: Path) -> SandboxInfo | None:
+    try:
+        return SandboxInfo.read(path)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 @contextmanager
 def start_sandbox(
     data_dir: Path,
@@ -90,11 +101,28 @@ def start_sandbox(
         sf.seed(counts["salesforce"], seed=seed)
     if counts.get("hubspot"):
         hs.seed(counts["hubspot"], seed=seed)
-    sf_client = sf.oauth.register_client(list(redirect_uris), name="crmhub")
-    hs_client = hs.oauth.register_client(list(redirect_uris), name="crmhub")
-    sf_srv = ServerThread(sf.app(), ca, host=host, port=salesforce_port, name="salesforce")
+    # Reuse the OAuth client credentials of an earlier run, so a configured crmhub keeps working
+    # across sandbox restarts (the records themselves are re-seeded each time).
+    previous = _previous_info(data_dir / "sandbox.json")
+    sf_client = sf.oauth.register_client(
+        list(redirect_uris),
+        client_id=previous.salesforce_client_id if previous else None,
+        client_secret=previous.salesforce_client_secret if previous else None,
+        name="crmhub",
+    )
+    hs_client = hs.oauth.register_client(
+        list(redirect_uris),
+        client_id=previous.hubspot_client_id if previous else None,
+        client_secret=previous.hubspot_client_secret if previous else None,
+        name="crmhub",
+    )
+    sf_srv = ServerThread(
+        sf.app(), ca, host=host, port=salesforce_port, name="salesforce", port_hint=_hint("salesforce")
+    )
     try:
-        hs_srv = ServerThread(hs.app(), ca, host=host, port=hubspot_port, name="hubspot")
+        hs_srv = ServerThread(
+            hs.app(), ca, host=host, port=hubspot_port, name="hubspot", port_hint=_hint("hubspot")
+        )
     except BaseException:
         sf_srv.stop()
         raise

@@ -23,7 +23,7 @@ from schemas.errors import ConfigError
 __all__ = ["ServerThread", "bind_socket"]
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, hint: str = "another port (0 picks a free one)") -> socket.socket:
     """Bind a listening socket; ``port=0`` picks a free one. Port in use → ConfigError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP;
@@ -36,8 +36,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(
-                f"port {port} on {host} is already in use; stop the other process or choose another "
-                f"port (e.g. --port 0 for a free one)"
+                f"port {port} on {host} is already in use; stop the other process or choose {hint}"
             ) from exc
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(2048)
@@ -65,10 +64,11 @@ class ServerThread:
         host: str = "127.0.0.1",
         port: int = 0,
         name: str = "sandbox",
+        port_hint: str = "another port (0 picks a free one)",
     ) -> None:
         self.app = app
         self.name = name
-        self._sock = bind_socket(host, port)
+        self._sock = bind_socket(host, port, hint=port_hint)
         self.host = host
         self.port: int = self._sock.getsockname()[1]
         self.scheme = "https" if ca is not None else "http"

@@ -64,7 +64,7 @@ def test_port_in_use_is_a_clear_config_error() -> None:
     held = bind_socket("127.0.0.1", 0)
     port = held.getsockname()[1]
     try:
-        with pytest.raises(ConfigError, match=rf"port {port} .* already in use.*--port 0"):
+        with pytest.raises(ConfigError, match=rf"port {port} .* already in use.*0 picks a free one"):
             bind_socket("127.0.0.1", port)
     finally:
         held.close()

@@ -1,0 +1,109 @@
+"""``crmhub sandbox`` serves both CRMs over HTTPS and prints what a client needs; ``crmhub demo``
+brings the embedded default up and down."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sandbox.runtime import SandboxInfo
+from sandbox.tls import SandboxCA
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
+    env.update(CRMHUB_DATA_DIR=str(tmp_path / "data"), COLUMNS="200")
+    return env
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "sandbox did not start"
+        time.sleep(0.1)
+
+
+def test_sandbox_command_serves_both_crms(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "sandbox", "--contacts", "500", "--hubspot-contacts", "50",
+         "--salesforce-port", "0", "--hubspot-port", "0"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        info_path = tmp_path / "data" / "sandbox.json"
+        _wait_for(info_path, proc)
+        assert info_path.stat().st_mode & 0o777 == 0o600
+        info = SandboxInfo.read(info_path)
+        ctx = SandboxCA(Path(info.ca_path).parent).client_context()
+        # Salesforce: unauthenticated versions resource; HubSpot: a 401 in HubSpot's shape.
+        versions = httpx.get(f"{info.salesforce_url}/services/data/", verify=ctx)
+        assert versions.status_code == 200
+        assert any(v["version"] for v in versions.json())
+        denied = httpx.get(f"{info.hubspot_url}/crm/v3/objects/contacts", verify=ctx)
+        assert denied.status_code == 401
+        state = httpx.get(
+            f"{info.salesforce_url}/__sandbox/state",
+            headers={"Authorization": f"Bearer {info.salesforce_control_token}"},
+            verify=ctx,
+        ).json()
+        assert state["objects"]["Contact"] == 500
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert info.salesforce_url in out
+    assert info.hubspot_url in out
+    assert info.ca_path in out
+    assert info.salesforce_client_id in out
+    assert info.hubspot_client_secret in out
+
+
+def test_sandbox_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        res = subprocess.run(
+            [sys.executable, "-m", "api", "sandbox", "--salesforce-port", str(port), "--hubspot-port", "0"],
+            env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert res.returncode == 2
+    assert re.fullmatch(r"config error: port \d+ .*already in use.*--salesforce-port.*\n", res.stderr)
+
+
+def test_demo_runs_and_shuts_down(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["CRMHUB_TEMPORAL__DEV_SERVER__PORT"] = str(_free_port())
+    env["CRMHUB_TEMPORAL__DEV_SERVER__UI_PORT"] = str(_free_port())
+    res = subprocess.run(
+        [sys.executable, "-m", "api", "demo", "--contacts", "1000"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "1,000 contacts seeded" in res.stdout
+    assert "CrmhubTenant" in res.stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "api", "temporal", "status", "--json"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert json.loads(status.stdout)["reachable"] is False  # the demo stopped what it started
