@@ -26,7 +26,9 @@ from pydantic_settings import (
 from schemas.errors import ConfigError
 
 __all__ = [
+    "CodecSettings",
     "DevServerSettings",
+    "GovernanceSettings",
     "RegionSettings",
     "SandboxSettings",
     "ScheduleSettings",
@@ -90,6 +92,28 @@ class RegionSettings(_Model):
     description: str = ""
 
 
+class GovernanceSettings(_Model):
+    """Where keys and the deployment's subprocessor registry come from."""
+
+    key_provider: str = Field("local", description="local | env | a crmhub.key_providers plugin name")
+    keyring_file: str = Field("keyring.json", description="local provider: file under data_dir (mode 0600)")
+    kek_env_var: str = Field("CRMHUB_KEK", description="env provider: variable holding the base64 KEK")
+    signing_key_file: str = Field(
+        "ledger-signing.pem", description="Ed25519 key for checkpoints, under data_dir"
+    )
+    subprocessors_file: Path | None = Field(
+        None, description="subprocessor/transfer registry YAML; default: the one shipped with crmhub"
+    )
+
+
+class CodecSettings(_Model):
+    """The codec server the Temporal Web UI calls to decode encrypted payloads."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=1, le=65535)
+    allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8233", "http://localhost:8233")
+
+
 class WorkerSettings(_Model):
     max_concurrent_activities: int = Field(16, ge=1, le=1024)
     activity_threads: int = Field(
@@ -150,6 +174,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     schedules: ScheduleSettings = ScheduleSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    governance: GovernanceSettings = GovernanceSettings()
+    codec: CodecSettings = CodecSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")
@@ -184,6 +210,21 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'crmhub.db').resolve()}"
+
+    @property
+    def workflow_task_queue(self) -> str:
+        """Workflows hold no data (only references), so every worker polls this shared queue."""
+        return "crmhub-control"
+
+    def region_for(self, registry_region: str) -> str:
+        """The configured region whose jurisdiction is ``registry_region`` (e.g. ``eea`` → ``eu``)."""
+        for name, region in self.regions.items():
+            if region.jurisdiction.lower() == registry_region.lower():
+                return name
+        raise ConfigError(
+            f"no configured region has jurisdiction {registry_region.upper()!r}; add one under regions "
+            "in temporal.yaml (e.g. eu: {task_queue: crmhub-eu, jurisdiction: EEA})"
+        )
 
     def task_queue(self, region: str) -> str:
         try:

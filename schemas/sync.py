@@ -1,0 +1,198 @@
+"""What crosses Temporal for a sync: small references only — ids, counts, cursors, BatchRefs.
+
+Records never cross: they live sealed in the store (staging) between pull and push. Every model
+here is an activity or workflow input/output; add fields only with defaults so recorded histories
+stay replayable (STYLE habit 1).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.connector import StreamState
+
+__all__ = [
+    "BatchRef",
+    "FinishInput",
+    "PlanInput",
+    "Progress",
+    "PullInput",
+    "PushInput",
+    "PushResult",
+    "RunCounts",
+    "SyncCarry",
+    "SyncInput",
+    "SyncMode",
+    "SyncPhase",
+    "SyncPlanRef",
+    "SyncStatus",
+    "sync_workflow_id",
+]
+
+
+def sync_workflow_id(tenant: str, sync_id: str) -> str:
+    """Readable, stable workflow id: two triggers of one sync meet the same workflow."""
+    return f"sync:{tenant}:{sync_id}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SyncMode(StrEnum):
+    FULL = "full"  # backfill: every live record
+    INCREMENTAL = "incremental"  # changes since the sync's stored cursor, deletes included
+
+
+class SyncStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING = "waiting"  # e.g. no worker of the tenant's region picked the task up
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REFUSED = "refused"  # the plan broke the processing instruction or the transfer rules
+    CANCELLED = "cancelled"
+
+
+class SyncPhase(StrEnum):
+    PLANNING = "planning"
+    PULLING = "pulling"
+    PUSHING = "pushing"
+    FINISHING = "finishing"
+    DONE = "done"
+
+
+class RunCounts(_Model):
+    pulled: int = 0
+    pushed: int = 0
+    created: int = 0
+    updated: int = 0
+    failed: int = 0  # dead-lettered at the destination
+    deleted: int = 0  # deletes seen at the source
+    withheld_fields: int = 0  # field values dropped by the instruction's allowlist
+    pseudonymized: int = 0
+    batches: int = 0
+    pages: int = 0
+    source_calls: int = 0
+    destination_calls: int = 0
+
+    def plus(self, **more: int) -> RunCounts:
+        data = self.model_dump()
+        for key, value in more.items():
+            data[key] += value
+        return RunCounts(**data)
+
+
+class SyncInput(_Model):
+    tenant: str
+    sync_id: str
+    mode: SyncMode | None = None  # None: incremental if the sync has a cursor, else full
+    trigger: str = "manual"  # manual | schedule | api
+    carry: SyncCarry | None = None  # set by continue-as-new only
+
+
+class SyncCarry(_Model):
+    """State carried across continue-as-new within one run."""
+
+    run_id: str
+    plan: SyncPlanRef
+    state: StreamState
+    counts: RunCounts
+    batch_seq: int
+    paused: bool = False
+
+
+class PlanInput(_Model):
+    tenant: str
+    sync_id: str
+    run_id: str
+    mode: SyncMode | None = None
+
+
+class SyncPlanRef(_Model):
+    """The checked plan of one run: where and under which instruction it processes data."""
+
+    tenant: str
+    sync_id: str
+    run_id: str
+    mode: SyncMode
+    region: str
+    task_queue: str  # the tenant's region queue: every data-touching activity runs there
+    source: str  # connector name, e.g. salesforce
+    source_stream: str
+    destination: str
+    destination_stream: str
+    purpose: str
+    instruction_version: int
+    instruction_hash: str
+    start_state: StreamState
+    withheld_fields: tuple[str, ...] = ()
+
+
+class PullInput(_Model):
+    plan: SyncPlanRef
+    state: StreamState
+    batch_seq: int
+    max_pages: int = Field(25, ge=1)
+    max_records: int = Field(10_000, ge=1)
+    time_budget_s: float = Field(60.0, gt=0)
+
+
+class BatchRef(_Model):
+    """A sealed, staged batch: the only trace of pulled records that Temporal sees."""
+
+    batch_id: str
+    seq: int
+    records: int  # records staged for push (after projection)
+    deleted: int = 0
+    pages: int = 0
+    calls: int = 0
+    withheld_fields: int = 0
+    pseudonymized: int = 0
+    next_state: StreamState
+    has_more: bool
+
+
+class PushInput(_Model):
+    plan: SyncPlanRef
+    batch: BatchRef
+
+
+class PushResult(_Model):
+    batch_id: str
+    pushed: int  # records the destination accepted
+    created: int = 0
+    updated: int = 0
+    failed: int = 0  # dead-lettered with the vendor error
+    calls: int = 0
+
+
+class FinishInput(_Model):
+    plan: SyncPlanRef
+    final_state: StreamState
+    counts: RunCounts
+    status: SyncStatus
+    started_at: datetime | None = None
+    message: str = ""
+
+
+class Progress(_Model):
+    """Answer of the ``progress`` query; also mirrored in the workflow's current details."""
+
+    tenant: str
+    sync_id: str
+    run_id: str | None
+    status: SyncStatus
+    phase: SyncPhase
+    counts: RunCounts
+    cursor: str | None = None
+    region: str | None = None
+    waiting_reason: str | None = None
+    message: str = ""
+
+
+SyncInput.model_rebuild()
+SyncCarry.model_rebuild()
