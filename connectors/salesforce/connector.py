@@ -1,0 +1,260 @@
+"""The Salesforce connector: any queryable sObject as a stream (DESIGN.md §3).
+
+Reading (see :mod:`connectors.salesforce.reading`): keyset pages on ``(SystemModstamp, Id)``;
+incremental reads see deletes through ``queryAll``; full reads of more than ``bulk_threshold``
+records (a ``SELECT COUNT()`` on the first page decides) go through a Bulk API 2.0 query job.
+Fields come from describe only: a requested field the org does not have is dropped and reported
+(:meth:`SalesforceConnector.read_drift`), a field deleted mid-sync (INVALID_FIELD) makes the
+connector re-describe and retry once without it, a field added to the org is reported
+(:meth:`SalesforceConnector.schema_drift`) but never read unless requested.
+
+Writing (see :mod:`connectors.salesforce.writing`): sObject Collections, one outcome per record.
+
+API budget: every response's ``Sforce-Limit-Info`` is read; once ``daily_quota_share`` of the
+daily allocation is used, ``read_page``/``write_batch`` raise :class:`~schemas.errors.RateLimited`
+before doing anything, so calling again later with the same state resumes with nothing lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from connectors.base import Connector, TokenSource, diff_schema
+from connectors.salesforce.client import InvalidField, SalesforceClient
+from connectors.salesforce.config import SalesforceConfig
+from connectors.salesforce.reading import bulk_page, rest_page
+from connectors.salesforce.schema import CURSOR_FIELD, FieldPlan, plan_fields, rest_datetime, stream_schema
+from connectors.salesforce.soql import format_datetime, ident
+from connectors.salesforce.writing import write_records
+from schemas.connector import (
+    CheckResult,
+    Page,
+    ReadMode,
+    Record,
+    SchemaDrift,
+    StreamSchema,
+    StreamSpec,
+    StreamState,
+    WriteMode,
+    WriteResult,
+)
+from schemas.errors import ConfigError, CrmhubError
+
+__all__ = ["SalesforceConnector"]
+
+log = logging.getLogger(__name__)
+
+
+class SalesforceConnector(Connector):
+    """A Salesforce org over REST (simple-salesforce), Bulk API 2.0 for large full reads.
+
+    ``clock`` (epoch seconds) and ``sleep`` are injectable for tests of the incremental lag window
+    and Bulk job polling.
+    """
+
+    name: ClassVar[str] = "salesforce"
+    config_model: ClassVar[type[BaseModel]] = SalesforceConfig
+
+    def __init__(
+        self,
+        config: SalesforceConfig,
+        tokens: TokenSource,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self._client = SalesforceClient(config, tokens)
+        self._clock = clock
+        self._sleep = sleep
+        self._described: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._baseline: dict[str, StreamSchema] = {}
+        self._missing: dict[str, set[str]] = {}
+
+    @property
+    def api_usage(self) -> tuple[int, int] | None:
+        """(daily API requests used, allocation) as last reported by Salesforce; None before any call."""
+        return self._client.api_usage
+
+    @property
+    def calls(self) -> int:
+        """API calls this connector has made."""
+        return self._client.calls
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- discovery --------------------------------------------------------------------------------
+
+    def check(self) -> CheckResult:
+        """One ``/limits`` call: credentials, reachability and the daily API budget."""
+        try:
+            limits = self._client.limits()
+        except CrmhubError as err:
+            return CheckResult(ok=False, message=str(err))
+        daily = limits.get("DailyApiRequests")
+        if (
+            isinstance(daily, dict)
+            and isinstance(daily.get("Max"), int)
+            and isinstance(daily.get("Remaining"), int)
+        ):
+            used, limit = daily["Max"] - daily["Remaining"], daily["Max"]
+        elif self._client.api_usage is not None:
+            used, limit = self._client.api_usage
+        else:
+            return CheckResult(ok=True, message="connected; API usage unknown")
+        usage = f"{used}/{limit}"
+        if used >= self.config.daily_quota_share * limit:
+            return CheckResult(
+                ok=False,
+                message=f"connected, but {usage} daily API requests are used (our share is "
+                f"{self.config.daily_quota_share:.0%})",
+                api_usage=usage,
+            )
+        return CheckResult(ok=True, message=f"connected; {usage} daily API requests used", api_usage=usage)
+
+    def streams(self) -> list[StreamSpec]:
+        """Queryable sObjects from the global describe (one call)."""
+        out = []
+        for o in self._client.describe_global():
+            if not o.get("queryable") or o.get("deprecatedAndHidden"):
+                continue
+            out.append(
+                StreamSpec(
+                    name=o["name"],
+                    primary_key="Id",
+                    cursor_field=CURSOR_FIELD if o.get("replicateable", True) else None,
+                    writable=bool(o.get("createable") or o.get("updateable")),
+                    supports_deletes=bool(o.get("replicateable", True)),
+                )
+            )
+        return out
+
+    @staticmethod
+    def _object(stream: str) -> str:
+        try:
+            return ident(stream)
+        except ValueError:
+            raise ConfigError("stream is not a Salesforce object API name") from None
+
+    def _fetch_fields(self, sobject: str) -> list[dict[str, Any]]:
+        fields = self._client.describe(sobject)["fields"]
+        self._described[sobject] = (time.monotonic(), fields)
+        self._baseline.setdefault(sobject, stream_schema(sobject, fields))
+        return list(fields)
+
+    def _fields(self, sobject: str, *, fresh: bool = False) -> list[dict[str, Any]]:
+        cached = self._described.get(sobject)
+        if fresh or cached is None or time.monotonic() - cached[0] > self.config.describe_ttl_s:
+            return self._fetch_fields(sobject)
+        return cached[1]
+
+    def describe(self, stream: str) -> StreamSchema:
+        """The live schema (one describe call); the first one seen is the drift baseline."""
+        sobject = self._object(stream)
+        return stream_schema(sobject, self._fetch_fields(sobject))
+
+    def schema_drift(self, stream: str, planned: StreamSchema | None = None) -> SchemaDrift:
+        """Fields added, removed or retyped in the live schema (one describe call) since ``planned``
+        (default: the first schema this connector saw for ``stream``)."""
+        live = self.describe(stream)
+        return diff_schema(planned or self._baseline[live.stream], live)
+
+    def read_drift(self, stream: str) -> SchemaDrift:
+        """Drift the reads have met so far (no API call): changes between the first and the latest
+        describe, plus requested fields that were missing and so dropped from queries."""
+        sobject = self._object(stream)
+        missing = tuple(sorted(self._missing.get(sobject, ())))
+        base, latest = self._baseline.get(sobject), self._described.get(sobject)
+        if base is None or latest is None:
+            return SchemaDrift(stream=sobject, removed=missing)
+        drift = diff_schema(base, stream_schema(sobject, latest[1]))
+        return drift.model_copy(update={"removed": tuple(sorted(set(drift.removed) | set(missing)))})
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _plan(self, sobject: str, fields: Sequence[str], *, incremental: bool, fresh: bool) -> FieldPlan:
+        plan = plan_fields(self._fields(sobject, fresh=fresh), fields, with_deleted=incremental)
+        if "Id" in plan.missing or CURSOR_FIELD in plan.missing:
+            raise ConfigError(f"{sobject} has no Id/SystemModstamp: it cannot be read by keyset")
+        if plan.missing:
+            new = set(plan.missing) - self._missing.get(sobject, set())
+            if new:
+                log.warning("%s: fields not in the org, dropped from reads: %s", sobject, sorted(new))
+            self._missing.setdefault(sobject, set()).update(plan.missing)
+        return plan
+
+    def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
+        """The next page after ``state`` (see the module docstring); ``Page.calls`` counts every call."""
+        sobject = self._object(stream)
+        if page_size < 1:
+            raise ConfigError("page_size must be at least 1")
+        calls = self._client.calls
+        self._client.ensure_budget()
+        incremental = state.mode is ReadMode.INCREMENTAL
+        for attempt in (0, 1):
+            plan = self._plan(sobject, fields, incremental=incremental, fresh=attempt == 1)
+            try:
+                page = self._read(sobject, plan, state, page_size)
+            except InvalidField as err:
+                if attempt == 1:
+                    raise
+                log.warning("%s: a field vanished from the org (%s); describing again", sobject, err.field)
+                continue
+            return dataclasses.replace(page, calls=self._client.calls - calls)
+        raise AssertionError("unreachable")
+
+    def _read(self, sobject: str, plan: FieldPlan, state: StreamState, page_size: int) -> Page:
+        extra = dict(state.extra)
+        if state.mode is ReadMode.FULL:
+            path = extra.get("path")
+            if path is None:
+                fresh = state.cursor is None and state.page_token is None
+                threshold = self.config.bulk_threshold
+                big = fresh and (threshold == 0 or self._client.count(sobject) > threshold)
+                path = extra["path"] = "bulk" if big else "rest"
+            if path == "bulk":
+                page = bulk_page(
+                    self._client,
+                    sobject,
+                    plan,
+                    state.model_copy(update={"extra": extra}),
+                    page_size,
+                    wait_s=self.config.bulk_wait_s,
+                    sleep=self._sleep,
+                )
+                if page is not None:
+                    return page
+                log.warning("%s: Bulk job lost or failed; continuing over REST from the keyset", sobject)
+                extra["path"] = "rest"
+            return rest_page(self._client, sobject, plan, state, page_size, window_end=None, extra=extra)
+        window_end = state.window_end
+        if window_end is None and self.config.modstamp_lag_s > 0:
+            end = dt.datetime.fromtimestamp(self._clock() - self.config.modstamp_lag_s, dt.UTC)
+            window_end = rest_datetime(format_datetime(end))
+        return rest_page(self._client, sobject, plan, state, page_size, window_end=window_end, extra=extra)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def write_batch(
+        self, stream: str, records: Sequence[Record], mode: WriteMode, *, external_id: str
+    ) -> WriteResult:
+        """Write ``records`` (see :mod:`connectors.salesforce.writing`); ``external_id`` keys upserts."""
+        sobject = self._object(stream)
+        try:
+            ext = ident(external_id or self.config.external_id_field)
+        except ValueError:
+            raise ConfigError("external_id is not a field API name") from None
+        if not records:
+            return WriteResult([], calls=0)
+        calls = self._client.calls
+        self._client.ensure_budget()
+        result = write_records(self._client, sobject, records, mode, ext)
+        return WriteResult(result.outcomes, calls=self._client.calls - calls)
