@@ -1,0 +1,415 @@
+"""The only module that imports hubspot-api-client: raw HTTP calls, pacing, and error mapping.
+
+Every call asks the SDK for the raw response (``_preload_content=False``) and parses the JSON here:
+the SDK's model deserialisation spends most of its time in ``dateutil`` (see bench/hubspot_connector.py
+for the measured ratio). Answers are plain ``dict``/``list`` JSON.
+
+Error mapping (:mod:`schemas.errors`), applied to every call::
+
+    401                       refresh once via TokenSource.refresh(rejected) and resend; again → AuthError
+    403                       AuthError (scopes missing: the connection must be authorised again)
+    429 / 477                 RateLimited(retry_after = Retry-After, else the rate-limit interval)
+    423 / 5xx / dropped connection / timeout / malformed JSON   TransientError
+    other 4xx                 VendorRejected (a DataError carrying HubSpot's category and problems)
+
+urllib3's own retries are off except one retry of a connection that could not be opened (no request
+was sent, so even a POST is safe): retrying is the activity layer's job, and urllib3 would otherwise
+sleep through 429/503 Retry-After on GETs without telling anyone. Messages carry status codes,
+HubSpot categories and property *names* only, never tokens or record values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import urllib3
+from hubspot.crm import objects as hs_objects
+from hubspot.crm import properties as hs_properties
+from urllib3.util.retry import Retry
+
+from connectors.base import TokenSource
+from connectors.hubspot.config import HubSpotConfig
+from schemas.errors import AuthError, ConfigError, DataError, RateLimited, TransientError
+
+__all__ = ["HubSpotClient", "PropertyProblem", "VendorRejected"]
+
+JSON = Any
+_PROBLEMS = re.compile(r"Property values were not valid: (\[.*\])\s*$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyProblem:
+    """One entry of HubSpot's "Property values were not valid: [...]" list.
+
+    ``message`` is HubSpot's text and may quote the rejected value: use it for matching only, never
+    in an error message.
+    """
+
+    name: str
+    code: str
+    message: str = field(repr=False)
+
+
+class VendorRejected(DataError):
+    """HubSpot refused a request (4xx other than 401/403/429). ``status``, ``category`` (e.g.
+    VALIDATION_ERROR, CONFLICT) and ``problems`` (per-property codes) describe why; the vendor's own
+    message is kept out of ``str()`` because it may quote record values."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        category: str,
+        problems: Sequence[PropertyProblem] = (),
+        vendor_message: str = "",
+    ) -> None:
+        super().__init__(message, code=category or str(status))
+        self.status = status
+        self.category = category
+        self.problems = tuple(problems)
+        self.vendor_message = vendor_message
+
+
+class _SearchWindow:
+    """At most ``n`` search requests per ``period_s``, counted from when each *finished*.
+
+    Counting completions (not sends) keeps the server's view within the limit too: a request
+    reaches HubSpot before it completes, so arrivals are at least as far apart as the slots.
+    """
+
+    def __init__(self, rate_per_s: float, sleep: Callable[[float], None], now: Callable[[], float]) -> None:
+        self.n = max(1, int(rate_per_s))
+        self.period_s = self.n / rate_per_s
+        self._done: deque[float] = deque()
+        self._sleep = sleep
+        self._now = now
+
+    def acquire(self) -> None:
+        while True:
+            t = self._now()
+            while self._done and self._done[0] <= t - self.period_s:
+                self._done.popleft()
+            if len(self._done) < self.n:
+                return
+            self._sleep(self._done[0] + self.period_s - t)
+
+    def release(self) -> None:
+        self._done.append(self._now())
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    data: Any  # the raw body (bytes) as received
+    headers: Mapping[str, str]
+    body: JSON = None  # the parsed JSON of a successful answer
+
+
+class HubSpotClient:
+    """HubSpot CRM v3 over hubspot-api-client, one portal, used from one thread at a time.
+
+    ``calls`` counts HTTP requests sent (401 retries included) for budgets and benchmarks.
+    ``sleep``/``now`` are injectable so tests can observe pauses.
+    """
+
+    def __init__(
+        self,
+        config: HubSpotConfig,
+        tokens: TokenSource,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.calls = 0
+        self._tokens = tokens
+        self._token: str | None = None
+        self._sleep = sleep
+        self._now = now
+        self._not_before = 0.0
+        self._search_window = _SearchWindow(config.search_rate_per_s, sleep, now)
+        self._timeout = (config.connect_timeout_s, config.read_timeout_s)
+        self._objects_client = hs_objects.ApiClient(self._configuration(hs_objects.Configuration()))
+        self._properties_client = hs_properties.ApiClient(self._configuration(hs_properties.Configuration()))
+        self._basic = hs_objects.BasicApi(self._objects_client)
+        self._search = hs_objects.SearchApi(self._objects_client)
+        self._batch = hs_objects.BatchApi(self._objects_client)
+        self._props = hs_properties.CoreApi(self._properties_client)
+
+    def _configuration(self, cfg: Any) -> Any:
+        cfg.host = self.config.base_url
+        if self.config.ca_bundle is not None:
+            cfg.ssl_ca_cert = str(self.config.ca_bundle)
+        # One retry for a connection that never opened; nothing else (see module docstring).
+        cfg.retries = Retry(
+            total=1,
+            connect=1,
+            read=0,
+            status=0,
+            other=0,
+            redirect=0,
+            respect_retry_after_header=False,
+            raise_on_status=False,
+        )
+        return cfg
+
+    # -- tokens -----------------------------------------------------------------------------------
+
+    def refresh_token_view(self) -> None:
+        """Take the TokenSource's current token (called once per connector operation, not per request)."""
+        self._set_token(self._tokens.access_token())
+
+    def _set_token(self, token: str) -> None:
+        self._token = token
+        self._objects_client.configuration.access_token = token
+        self._properties_client.configuration.access_token = token
+
+    # -- endpoints --------------------------------------------------------------------------------
+
+    def list_page(
+        self,
+        object_type: str,
+        *,
+        limit: int,
+        after: str | None,
+        properties: Sequence[str],
+        archived: bool = False,
+    ) -> JSON:
+        """``GET /crm/v3/objects/{t}``: ``{"results": [...], "paging": {"next": {"after"}}?}``."""
+        kwargs: dict[str, Any] = {"limit": limit, "archived": archived}
+        if after:
+            kwargs["after"] = after
+        if properties:
+            kwargs["properties"] = list(properties)
+        return self._call(
+            "list", lambda: self._basic.get_page(object_type, **kwargs, **self._raw()), expect=dict
+        ).body
+
+    def search(self, object_type: str, body: Mapping[str, Any]) -> JSON:
+        """``POST /crm/v3/objects/{t}/search`` under the client-side search rate limit."""
+        return self._call(
+            "search",
+            lambda: self._search.do_search(object_type, dict(body), **self._raw()),
+            expect=dict,
+            search=True,
+        ).body
+
+    def batch(self, object_type: str, verb: str, inputs: Sequence[Mapping[str, Any]]) -> tuple[int, JSON]:
+        """``POST /crm/v3/objects/{t}/batch/{verb}`` (upsert, create, update, archive).
+
+        Returns (status, body): 200/201 for a complete batch, 207 with ``errors`` for a partial one,
+        204 (body None) for archive. A batch HubSpot rejects as a whole raises :class:`VendorRejected`.
+        """
+        api = {
+            "upsert": self._batch.upsert,
+            "create": self._batch.create,
+            "update": self._batch.update,
+            "archive": self._batch.archive,
+        }[verb]
+        payload = {"inputs": list(inputs)}
+        answer = self._call(
+            f"batch {verb}",
+            lambda: api(object_type, payload, **self._raw()),
+            expect=dict if verb != "archive" else None,
+        )
+        return answer.status, answer.body
+
+    def properties(self, object_type: str) -> list[dict[str, Any]]:
+        """``GET /crm/v3/properties/{t}``: live property definitions."""
+        body = self._call(
+            "properties", lambda: self._props.get_all(object_type, **self._raw()), expect=dict
+        ).body
+        results = body.get("results")
+        if not isinstance(results, list):
+            raise TransientError("HubSpot properties answer has no results list")
+        return [r for r in results if isinstance(r, dict)]
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        for client in (self._objects_client, self._properties_client):
+            manager = client.rest_client.pool_manager
+            # urllib3 2.x's PoolManager.clear() forgets its pools without closing their sockets.
+            for key in list(manager.pools.keys()):
+                manager.pools[key].close()
+            manager.clear()
+
+    # -- the call path ----------------------------------------------------------------------------
+
+    def _raw(self) -> dict[str, Any]:
+        return {"_preload_content": False, "_request_timeout": self._timeout}
+
+    def _call(
+        self,
+        what: str,
+        send: Callable[[], Any],
+        *,
+        expect: type | None,
+        search: bool = False,
+    ) -> _Answer:
+        if self._token is None:
+            self.refresh_token_view()
+        refreshed = False
+        while True:
+            answer = self._attempt(what, send, search=search)
+            if answer.status == 401 and not refreshed:
+                rejected = self._token or ""
+                self._set_token(self._tokens.refresh(rejected))
+                refreshed = True
+                continue
+            if 200 <= answer.status < 300:
+                return self._parsed(what, answer, expect)
+            raise self._error(what, answer, refreshed=refreshed)
+
+    def _attempt(self, what: str, send: Callable[[], Any], *, search: bool) -> _Answer:
+        wait = self._not_before - self._now()
+        if wait > 0:
+            if wait > self.config.max_pause_s:
+                raise RateLimited(f"HubSpot {what}: still inside Retry-After", retry_after=wait)
+            self._sleep(wait)
+        if search:
+            self._search_window.acquire()
+        self.calls += 1
+        try:
+            try:
+                resp = send()
+                status, data, headers = resp.status, resp.data, resp.headers
+            except hs_objects.ApiException as exc:  # same class hierarchy shape in both packages
+                status, data, headers = exc.status, exc.body, exc.headers
+            except hs_properties.ApiException as exc:
+                status, data, headers = exc.status, exc.body, exc.headers
+        except urllib3.exceptions.HTTPError as exc:
+            raise _connection_error(what, exc) from None
+        finally:
+            if search:
+                self._search_window.release()
+        if not status:  # the SDK reports TLS failures (and unsendable requests) as status 0
+            raise TransientError(f"HubSpot {what}: request failed before an answer (TLS)")
+        headers = headers or {}
+        self._pace(headers)
+        return _Answer(int(status), data, headers)
+
+    def _pace(self, headers: Mapping[str, str]) -> None:
+        """Pause when the rolling burst window is nearly used up.
+
+        With reserve ``r`` slots kept free, the pause grows by ``interval/r`` per slot below the
+        reserve; the pauses before the window is exhausted sum to more than one interval, so a single
+        consumer never reaches 0 (each pause is capped by ``max_pause_s``).
+        """
+        try:
+            remaining = int(headers.get("X-HubSpot-RateLimit-Remaining", ""))
+            limit = int(headers.get("X-HubSpot-RateLimit-Max", ""))
+            interval_s = int(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "")) / 1000
+        except ValueError:
+            return
+        reserve = max(2, math.ceil(limit * self.config.rate_limit_reserve))
+        if self.config.rate_limit_reserve <= 0 or remaining > reserve:
+            return
+        self._sleep(min(interval_s * (reserve - remaining + 1) / reserve, self.config.max_pause_s))
+
+    def _parsed(self, what: str, answer: _Answer, expect: type | None) -> _Answer:
+        if expect is None or answer.status == 204:
+            return answer
+        try:
+            body = json.loads(answer.data)
+        except (ValueError, TypeError):
+            raise TransientError(f"HubSpot {what}: malformed JSON in a {answer.status} answer") from None
+        if not isinstance(body, expect):
+            raise TransientError(f"HubSpot {what}: unexpected JSON shape in a {answer.status} answer")
+        return _Answer(answer.status, answer.data, answer.headers, body)
+
+    def _error(self, what: str, answer: _Answer, *, refreshed: bool) -> Exception:
+        status = answer.status
+        body = _loads_quietly(answer.data)
+        category = str(body.get("category") or body.get("policyName") or body.get("errorType") or "")
+        if status == 401:
+            return AuthError(
+                f"HubSpot {what}: access token rejected{' after a refresh' if refreshed else ''}",
+                code=category or "401",
+            )
+        if status == 403:
+            return AuthError(
+                f"HubSpot {what}: forbidden (a scope is missing; reconnect the portal)",
+                code=category or "403",
+            )
+        if status in (429, 477):
+            retry_after = _retry_after(answer.headers)
+            self._not_before = self._now() + retry_after
+            policy = str(body.get("policyName") or "RATE_LIMIT")
+            return RateLimited(
+                f"HubSpot {what}: rate limited ({policy}), retry after {retry_after:g} s",
+                retry_after=retry_after,
+                code=policy,
+            )
+        if status == 423 or status >= 500:
+            return TransientError(f"HubSpot {what}: HTTP {status}", code=category or str(status))
+        vendor_message = str(body.get("message") or "")
+        problems = _problems(vendor_message)
+        if problems:
+            detail = ", ".join(sorted({f"{p.name}={p.code}" for p in problems}))
+            message = f"HubSpot {what}: HTTP {status} {category}: invalid property values ({detail})"
+        else:
+            message = f"HubSpot {what}: HTTP {status} {category or 'rejected'}"
+        return VendorRejected(
+            message, status=status, category=category, problems=problems, vendor_message=vendor_message
+        )
+
+
+def _connection_error(what: str, exc: urllib3.exceptions.HTTPError) -> Exception:
+    """A failed exchange: certificate problems are configuration, everything else is transient.
+
+    Raised ``from None``: the SDK's exceptions print response bodies, which may hold record values.
+    """
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    if isinstance(reason, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(reason):
+        return ConfigError(f"HubSpot {what}: server certificate not trusted; check base_url and ca_bundle")
+    return TransientError(f"HubSpot {what}: {type(reason).__name__} (no complete answer)")
+
+
+def _loads_quietly(data: Any) -> dict[str, Any]:
+    try:
+        body = json.loads(data) if data else {}
+    except (ValueError, TypeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _problems(message: str) -> list[PropertyProblem]:
+    """Parse "Property values were not valid: [{...}]" into per-property problems."""
+    m = _PROBLEMS.search(message)
+    if m is None:
+        return []
+    try:
+        items = json.loads(m.group(1))
+    except ValueError:
+        return []
+    return [
+        PropertyProblem(str(i.get("name", "")), str(i.get("error", "INVALID")), str(i.get("message", "")))
+        for i in items
+        if isinstance(i, dict)
+    ]
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    """Seconds from ``Retry-After`` (delta or HTTP date), else the rolling interval, else 1 s."""
+    raw = headers.get("Retry-After")
+    if raw:
+        try:
+            return max(float(raw), 0.0)
+        except ValueError:
+            try:
+                return max(parsedate_to_datetime(raw).timestamp() - time.time(), 0.0)
+            except (TypeError, ValueError):
+                pass
+    interval = headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
+    if interval and interval.isdigit():
+        return int(interval) / 1000
+    return 1.0

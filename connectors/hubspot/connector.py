@@ -1,0 +1,103 @@
+"""``HubSpotConnector``: contacts, companies and deals of one HubSpot portal (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from connectors.base import Connector, TokenSource
+from connectors.hubspot.client import HubSpotClient
+from connectors.hubspot.config import HubSpotConfig
+from connectors.hubspot.reader import ID_PROPERTY, MODIFIED_PROPERTY, StreamReader
+from connectors.hubspot.writer import BatchWriter
+from schemas.connector import (
+    CheckResult,
+    FieldSpec,
+    Page,
+    Record,
+    StreamSchema,
+    StreamSpec,
+    StreamState,
+    WriteMode,
+    WriteResult,
+)
+from schemas.errors import ConfigError, CrmhubError
+
+__all__ = ["HubSpotConnector"]
+
+
+class HubSpotConnector(Connector):
+    """HubSpot CRM v3 through hubspot-api-client (see :mod:`connectors.hubspot.reader` for the read
+    algorithm and :mod:`connectors.hubspot.writer` for batch writes and failure isolation)."""
+
+    name: ClassVar[str] = "hubspot"
+    config_model: ClassVar[type[HubSpotConfig]] = HubSpotConfig
+    region = "us"  # api.hubapi.com; EU portals use api-eu1 (set region when base_url says so)
+
+    def __init__(self, config: HubSpotConfig, tokens: TokenSource, **client_options: Any) -> None:
+        self.config = config
+        self.client = HubSpotClient(config, tokens, **client_options)
+        self._reader = StreamReader(self.client, config)
+        self._writer = BatchWriter(self.client, config)
+        if "eu1" in config.base_url:
+            self.region = "eu"
+
+    def _stream(self, stream: str) -> str:
+        if stream not in MODIFIED_PROPERTY:
+            raise ConfigError(f"unknown HubSpot stream {stream!r}; use one of {sorted(MODIFIED_PROPERTY)}")
+        return stream
+
+    def check(self) -> CheckResult:
+        """One list call for a single contact: proves the token, the scopes and reachability."""
+        try:
+            self.client.refresh_token_view()
+            self.client.list_page("contacts", limit=1, after=None, properties=[ID_PROPERTY])
+        except CrmhubError as exc:
+            return CheckResult(ok=False, message=f"{exc.kind.value}: {exc}")
+        return CheckResult(ok=True, message="HubSpot portal reachable; token accepted")
+
+    def streams(self) -> list[StreamSpec]:
+        return [
+            StreamSpec(
+                name=name,
+                primary_key=ID_PROPERTY,
+                cursor_field=modified,
+                default_external_id=self.config.id_property(name),
+            )
+            for name, modified in MODIFIED_PROPERTY.items()
+        ]
+
+    def describe(self, stream: str) -> StreamSchema:
+        """Live properties: HubSpot type, writable unless calculated/read-only, unique if hasUniqueValue."""
+        self.client.refresh_token_view()
+        fields = []
+        for p in self.client.properties(self._stream(stream)):
+            meta = p.get("modificationMetadata") or {}
+            unique = bool(p.get("hasUniqueValue")) or (stream == "contacts" and p.get("name") == "email")
+            fields.append(
+                FieldSpec(
+                    name=str(p.get("name")),
+                    type=str(p.get("type") or "string"),
+                    label=str(p.get("label") or ""),
+                    nullable=p.get("name") != ID_PROPERTY,
+                    writable=not p.get("calculated") and not meta.get("readOnlyValue"),
+                    unique=unique,
+                    external_id=unique,
+                )
+            )
+        return StreamSchema(stream=stream, fields=tuple(sorted(fields, key=lambda f: f.name)))
+
+    def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
+        """See :mod:`connectors.hubspot.reader`: full via the list API, incremental via keyset search."""
+        self.client.refresh_token_view()
+        return self._reader.read_page(self._stream(stream), state, page_size, fields)
+
+    def write_batch(
+        self, stream: str, records: Sequence[Record], mode: WriteMode, *, external_id: str
+    ) -> WriteResult:
+        """See :mod:`connectors.hubspot.writer`: one outcome per record, bad records isolated."""
+        self.client.refresh_token_view()
+        return self._writer.write_batch(self._stream(stream), records, mode, external_id=external_id)
+
+    def close(self) -> None:
+        self.client.close()

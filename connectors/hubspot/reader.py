@@ -1,0 +1,267 @@
+"""Page-bounded reads of one HubSpot object: full (list API) and incremental (search API + archive).
+
+Incremental reads never page a search with ``after``, so HubSpot's 10,000-results-per-query cap
+never triggers. The position is a keyset ``(cursor, tie_break)`` = (modification time in epoch ms,
+record id): every record ordered at or before it has been delivered. One read covers a window that
+ends at ``window_end`` (fixed when the read starts, ``search_settle_s`` in the past), so it ends even
+while records keep changing; the next read continues from the position it left.
+
+Phases (``StreamState.extra["phase"]``)::
+
+    list     first read (no cursor): page the list API (no search cap, higher rate limit); at the
+             end the position becomes (window_end, "") — everything older was listed.
+    search   "phase A": search (modified == cursor AND id > tie) OR (cursor < modified <= end),
+             sorted by modified ascending, limit L. A full page is complete below its last
+             timestamp T: emit those, hold back the records at T, continue from (T, ""). A full page
+             that is all one timestamp goes to ``ties``. A page without ``paging.next`` ends the window.
+    ties     "phase B": search modified == T AND id > tie sorted by id ascending (keyset on id) until
+             exhausted, then back to ``search`` from (T, last id).
+    deletes  once per read, after the window: page the archived list (limit 100; it cannot be
+             filtered by time) and report ids archived in (deleted_after, window_end]. The cost is
+             one call per 100 archived records of the object, once per read.
+
+``tie_break`` holds the id zero-padded to 20 digits so that string order is numeric order (states
+are compared as strings).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from connectors.hubspot.client import HubSpotClient
+from connectors.hubspot.config import HubSpotConfig
+from schemas.connector import Page, ReadMode, Record, StreamState
+from schemas.errors import ConfigError, TransientError
+
+__all__ = ["ID_PROPERTY", "MODIFIED_PROPERTY", "StreamReader"]
+
+ID_PROPERTY = "hs_object_id"
+MODIFIED_PROPERTY = {
+    "contacts": "lastmodifieddate",
+    "companies": "hs_lastmodifieddate",
+    "deals": "hs_lastmodifieddate",
+}
+LIST_LIMIT = 100
+SEARCH_LIMIT = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def to_ms(value: Any) -> int:
+    """Epoch ms from HubSpot's ISO-8601 (``2024-01-01T00:00:00.000Z``) or epoch-ms string."""
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise TransientError("HubSpot returned an unparseable modification date") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _MS
+
+
+def _pad(record_id: int) -> str:
+    return f"{record_id:020d}"
+
+
+def _record(raw: dict[str, Any]) -> Record:
+    """A flat record: HubSpot's properties (strings or null) plus ``id``."""
+    rec: Record = dict(raw.get("properties") or {})
+    rec["id"] = raw["id"]
+    return rec
+
+
+def _next_after(body: dict[str, Any]) -> str | None:
+    nxt = (body.get("paging") or {}).get("next") or {}
+    after = nxt.get("after")
+    return str(after) if after not in (None, "") else None
+
+
+def _results(body: dict[str, Any]) -> list[dict[str, Any]]:
+    results = body.get("results")
+    if not isinstance(results, list):
+        raise TransientError("HubSpot answer has no results list")
+    return results
+
+
+class StreamReader:
+    """Implements :meth:`Connector.read_page` for HubSpot (see the module docstring)."""
+
+    def __init__(self, client: HubSpotClient, config: HubSpotConfig) -> None:
+        self.client = client
+        self.config = config
+
+    def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
+        modified = MODIFIED_PROPERTY.get(stream)
+        if modified is None:
+            raise ConfigError(f"unknown HubSpot stream {stream!r}; use one of {sorted(MODIFIED_PROPERTY)}")
+        if page_size < 1:
+            raise ConfigError("page_size must be at least 1")
+        props = list(dict.fromkeys([*fields, ID_PROPERTY, modified]))
+        calls_before = self.client.calls
+        page = _Read(self, stream, modified, props, max(1, min(page_size, self.config.page_size))).run(state)
+        return Page(
+            page.records, page.next_state, page.has_more, page.deleted_ids, self.client.calls - calls_before
+        )
+
+
+class _Read:
+    """One read_page call: the stream's names and limits, and the phase handlers."""
+
+    def __init__(
+        self, reader: StreamReader, stream: str, modified: str, props: list[str], limit: int
+    ) -> None:
+        self.client = reader.client
+        self.config = reader.config
+        self.stream = stream
+        self.modified = modified
+        self.props = props
+        self.limit = limit
+
+    def run(self, state: StreamState) -> Page:
+        if state.mode is ReadMode.FULL:
+            return self.full(state)
+        phase = state.extra.get("phase")
+        if phase is None:
+            state = self.start(state)
+            phase = state.extra["phase"]
+        handler = {"list": self.backfill, "search": self.search, "ties": self.ties, "deletes": self.deletes}
+        if phase not in handler:
+            raise ConfigError(f"unknown HubSpot read phase {phase!r} in the stream state")
+        return handler[phase](state)
+
+    # -- full -------------------------------------------------------------------------------------
+
+    def list_page(self, after: str | None) -> tuple[list[Record], str | None]:
+        body = self.client.list_page(
+            self.stream, limit=min(self.limit, LIST_LIMIT), after=after, properties=self.props
+        )
+        return [_record(r) for r in _results(body)], _next_after(body)
+
+    def full(self, state: StreamState) -> Page:
+        records, after = self.list_page(state.page_token)
+        return Page(records, state.model_copy(update={"page_token": after}), after is not None)
+
+    # -- incremental ------------------------------------------------------------------------------
+
+    def start(self, state: StreamState) -> StreamState:
+        """Fix the window of a new read; no cursor yet → backfill through the list API."""
+        if state.cursor is not None and not state.cursor.isdigit():
+            try:
+                state = state.model_copy(update={"cursor": str(to_ms(state.cursor))})
+            except TransientError:
+                raise ConfigError("a HubSpot cursor is epoch milliseconds or an ISO-8601 time") from None
+        end = int(time.time() * 1000) - int(self.config.search_settle_s * 1000)
+        extra = dict(state.extra)
+        extra["phase"] = "list" if state.cursor is None else "search"
+        if state.cursor is not None:
+            extra.setdefault("deleted_after", state.cursor)
+        return state.model_copy(update={"window_end": str(end), "extra": extra, "page_token": None})
+
+    def backfill(self, state: StreamState) -> Page:
+        records, after = self.list_page(state.page_token)
+        if after is not None:
+            return Page(records, state.model_copy(update={"page_token": after}), True)
+        end = state.window_end or "0"
+        return Page(records, self.finished(state, end, "", deleted_after=end), False)
+
+    def finished(
+        self, state: StreamState, cursor: str, tie: str, *, deleted_after: str | None
+    ) -> StreamState:
+        """The state a completed read leaves for the next one."""
+        extra = {k: v for k, v in state.extra.items() if k not in ("phase", "deleted_after")}
+        if deleted_after is not None:
+            extra["deleted_after"] = deleted_after
+        return state.model_copy(
+            update={
+                "cursor": cursor,
+                "tie_break": tie,
+                "page_token": None,
+                "window_end": None,
+                "extra": extra,
+            }
+        )
+
+    def with_phase(self, state: StreamState, phase: str, **update: Any) -> StreamState:
+        return state.model_copy(update={**update, "extra": {**state.extra, "phase": phase}})
+
+    def _search(self, filter_groups: list[list[dict[str, str]]], sort: str) -> tuple[list[Record], bool]:
+        body = self.client.search(
+            self.stream,
+            {
+                "filterGroups": [{"filters": g} for g in filter_groups],
+                "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+                "properties": self.props,
+                "limit": min(self.limit, SEARCH_LIMIT),
+            },
+        )
+        return [_record(r) for r in _results(body)], _next_after(body) is not None
+
+    def _f(self, prop: str, op: str, value: int) -> dict[str, str]:
+        return {"propertyName": prop, "operator": op, "value": str(value)}
+
+    def search(self, state: StreamState) -> Page:
+        """Phase A: the window from the keyset position, by modification time."""
+        pos, tie, end = int(state.cursor or 0), state.tie_break or "", int(state.window_end or 0)
+        m = self.modified
+        if tie:
+            groups = [
+                [self._f(m, "EQ", pos), self._f(ID_PROPERTY, "GT", int(tie))],
+                [self._f(m, "GT", pos), self._f(m, "LTE", end)],
+            ]
+        else:
+            groups = [[self._f(m, "GTE", pos), self._f(m, "LTE", end)]]
+        records, more = self._search(groups, m)
+        if not more:  # the window is exhausted: every record in it is on this page
+            if records:
+                last = max(to_ms(r[m]) for r in records)
+                top = max(int(r["id"]) for r in records if to_ms(r[m]) == last)
+                tie = max(tie, _pad(top)) if last == pos else _pad(top)
+                pos = last
+            return self.window_done(state, records, str(pos), tie)
+        stamps = [to_ms(r[m]) for r in records]
+        last = max(stamps)
+        complete = [r for r, t in zip(records, stamps, strict=True) if t < last]
+        if complete:
+            return Page(complete, self.with_phase(state, "search", cursor=str(last), tie_break=""), True)
+        # A whole page at one timestamp: drain it by id in the same call, so no page is empty.
+        start_tie = tie if last == pos else ""
+        return self.ties(self.with_phase(state, "ties", cursor=str(last), tie_break=start_tie))
+
+    def ties(self, state: StreamState) -> Page:
+        """Phase B: records at exactly ``cursor``, keyset on id."""
+        pos, tie = int(state.cursor or 0), state.tie_break or ""
+        groups = [[self._f(self.modified, "EQ", pos), self._f(ID_PROPERTY, "GT", int(tie or 0))]]
+        records, more = self._search(groups, ID_PROPERTY)
+        if records:
+            tie = max(tie, _pad(max(int(r["id"]) for r in records)))
+        phase = "ties" if more else "search"
+        return Page(records, self.with_phase(state, phase, tie_break=tie), True)
+
+    def window_done(self, state: StreamState, records: list[Record], cursor: str, tie: str) -> Page:
+        end = state.window_end or cursor
+        since = state.extra.get("deleted_after")
+        if state.include_deleted and since is not None:
+            return Page(records, self.with_phase(state, "deletes", cursor=cursor, tie_break=tie), True)
+        return Page(records, self.finished(state, cursor, tie, deleted_after=end), False)
+
+    def deletes(self, state: StreamState) -> Page:
+        """Archived records with ``archivedAt`` in (deleted_after, window_end], 100 per call."""
+        since, end = int(state.extra.get("deleted_after") or 0), int(state.window_end or 0)
+        body = self.client.list_page(
+            self.stream, limit=LIST_LIMIT, after=state.page_token, properties=[ID_PROPERTY], archived=True
+        )
+        deleted = [
+            str(r["id"])
+            for r in _results(body)
+            if r.get("archivedAt") and since < to_ms(r["archivedAt"]) <= end
+        ]
+        after = _next_after(body)
+        if after is not None:
+            return Page([], state.model_copy(update={"page_token": after}), True, deleted)
+        done = self.finished(state, state.cursor or "0", state.tie_break or "", deleted_after=str(end))
+        return Page([], done, False, deleted)
