@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from sandbox.tls import SandboxCA
 from schemas.connector import Record
 from tests.sandbox.hubspot_support import Served, serve
 
-__all__ = ["HubSpotHarness", "SandboxTokens", "make_connector", "portal"]
+__all__ = ["HubSpotHarness", "SandboxTokens", "connect", "hs_ca", "make_connector", "portal"]
 
 _counter = itertools.count(1)
 
@@ -139,6 +139,22 @@ class HubSpotHarness:
 
     def fields(self, stream: str) -> list[str]:
         return list(_FIELDS[stream])
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., HubSpotConnector]]:
+    """``connect(served, tokens=None, **config)``: connectors closed at teardown (before the portal,
+    when the test asked for the portal first), so no pooled TLS connection outlives its server."""
+    made: list[HubSpotConnector] = []
+
+    def factory(served: Served, tokens: SandboxTokens | None = None, **overrides: Any) -> HubSpotConnector:
+        conn = make_connector(served, tokens or SandboxTokens(served.hs), **overrides)
+        made.append(conn)
+        return conn
+
+    yield factory
+    for conn in made:
+        conn.close()
 
 
 @pytest.fixture(scope="session")
