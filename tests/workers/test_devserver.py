@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -90,11 +89,8 @@ def test_bad_config_is_one_line_and_exit_2(cli_env: dict[str, str], tmp_path: Pa
     assert "CRMHUB_TEMPORAL__ADDRESS" in res.stderr
 
 
-def test_session_environment_has_crmhub_search_attributes(temporal_env) -> None:
-    async def names() -> set[str]:
-        resp = await temporal_env.client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=temporal_env.client.namespace)
-        )
-        return set(resp.custom_attributes)
-
-    assert {k.name for k in ALL} <= asyncio.run(names())
+async def test_session_environment_has_crmhub_search_attributes(temporal_env) -> None:
+    resp = await temporal_env.client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=temporal_env.client.namespace)
+    )
+    assert {k.name for k in ALL} <= set(resp.custom_attributes)
