@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import activity
@@ -28,6 +29,7 @@ from schemas.sync import (
     PullInput,
     PushInput,
     PushResult,
+    RunCounts,
     SyncInput,
     SyncMode,
     SyncPhase,
@@ -67,7 +69,7 @@ class Fake:
             continue_as_new_after_batches=self.continue_as_new_after, region_wait_s=self.region_wait_s,
         )  # fmt: skip
 
-    def activities(self) -> tuple[list[object], list[object]]:
+    def activities(self) -> tuple[list[Callable[..., Any]], list[Callable[..., Any]]]:
         @activity.defn(name="plan_sync")
         async def plan_sync(inp: PlanInput) -> SyncPlanRef:
             if self.refuse:
@@ -119,7 +121,7 @@ def queues() -> tuple[str, str]:
     return f"control-{uuid.uuid4().hex[:8]}", f"eu-{uuid.uuid4().hex[:8]}"
 
 
-async def _start(client: Client, control: str) -> WorkflowHandle[SyncWorkflow, object]:
+async def _start(client: Client, control: str) -> WorkflowHandle[SyncWorkflow, RunCounts]:
     sync_id = f"s-{uuid.uuid4().hex[:8]}"
     return await client.start_workflow(
         SyncWorkflow.run, SyncInput(tenant="acme", sync_id=sync_id), id=sync_workflow_id("acme", sync_id),
@@ -234,7 +236,7 @@ async def test_without_a_worker_of_the_region_it_waits_and_says_why(client, queu
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def _keep(handle: WorkflowHandle, name: str) -> None:
+async def _keep(handle: WorkflowHandle[SyncWorkflow, RunCounts], name: str) -> None:
     """With CRMHUB_RECORD_HISTORIES=1, save the run's history for the replay test (test_replay.py)."""
     if os.environ.get("CRMHUB_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
@@ -245,7 +247,7 @@ async def _keep(handle: WorkflowHandle, name: str) -> None:
 async def _until(handle, predicate) -> Progress:
     deadline = asyncio.get_running_loop().time() + 30
     while True:
-        progress = await handle.query(SyncWorkflow.progress)
+        progress: Progress = await handle.query(SyncWorkflow.progress)
         if predicate(progress):
             return progress
         assert asyncio.get_running_loop().time() < deadline, f"condition not reached: {progress}"
