@@ -297,7 +297,9 @@ def _implicates(e: _Entry, problem: PropertyProblem) -> bool:
     value = e.sent[problem.name]
     if not value:
         return False
-    return re.search(rf"(?<!\S){re.escape(value)}(?=$|[\s.,;:\]])", problem.message) is not None
+    # HubSpot quotes the value as it normalised it (e-mails lower-cased): compare case-insensitively.
+    pattern = rf"(?<!\S){re.escape(value)}(?=$|[\s.,;:\]])"
+    return re.search(pattern, problem.message, re.IGNORECASE) is not None
 
 
 def _matching(e: _Entry, problems: Sequence[PropertyProblem]) -> PropertyProblem | None:
