@@ -44,6 +44,11 @@ class HubSpotConfig(BaseModel):
         10.0, ge=0, description="longest single client-side pause (pacing, Retry-After)"
     )
     write_batch_size: int = Field(100, ge=1, le=100, description="inputs per batch call (HubSpot: 100)")
+    region: str | None = Field(
+        None,
+        description="where the portal's data is hosted (e.g. 'eu', 'us'), for transfer checks; "
+        "default: 'eu' for the api-eu1 host, else 'unknown' (api.hubapi.com serves every data centre)",
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(60.0, gt=0)
 

@@ -32,15 +32,13 @@ class HubSpotConnector(Connector):
 
     name: ClassVar[str] = "hubspot"
     config_model: ClassVar[type[HubSpotConfig]] = HubSpotConfig
-    region = "us"  # api.hubapi.com; EU portals use api-eu1 (set region when base_url says so)
 
     def __init__(self, config: HubSpotConfig, tokens: TokenSource, **client_options: Any) -> None:
         self.config = config
         self.client = HubSpotClient(config, tokens, **client_options)
         self._reader = StreamReader(self.client, config)
         self._writer = BatchWriter(self.client, config)
-        if "eu1" in config.base_url:
-            self.region = "eu"
+        self.region = config.region or ("eu" if "api-eu1." in config.base_url else "unknown")
 
     def _stream(self, stream: str) -> str:
         if stream not in MODIFIED_PROPERTY:
