@@ -432,11 +432,9 @@ class SalesforceClient:
             return r.content.decode("utf-8"), r.headers.get("Sforce-Locator")
 
         text, nxt = self._run(what, get)
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        try:
-            rows = list(_rows(reader))
-        except csv.Error:
-            raise self._shape(what) from None
+        rows = _parse_csv(text)
+        if rows is None:
+            raise self._shape(what)
         return BulkResults(rows, None if nxt in (None, "", "null") else nxt)
 
 
@@ -445,3 +443,19 @@ def _rows(reader: csv.DictReader[str]) -> Iterator[dict[str, str]]:
         if None in row or any(v is None for v in row.values()):
             raise csv.Error("ragged row")
         yield row
+
+
+# A long text area holds up to 131,072 characters, which is exactly the csv module's default field
+# limit; quoting and multi-byte text must not make a legal value "malformed". (Process-wide setting:
+# it only ever raises the limit.)
+_CSV_FIELD_LIMIT = 1 << 30
+
+
+def _parse_csv(text: str) -> list[dict[str, str]] | None:
+    """CSV rows keyed by the header; None if the text is not well-formed CSV with equal-length rows."""
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        return list(_rows(csv.DictReader(io.StringIO(text, newline=""))))
+    except csv.Error:
+        return None

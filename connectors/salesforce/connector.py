@@ -31,7 +31,7 @@ from connectors.salesforce.client import InvalidField, SalesforceClient
 from connectors.salesforce.config import SalesforceConfig
 from connectors.salesforce.reading import bulk_page, rest_page
 from connectors.salesforce.schema import CURSOR_FIELD, FieldPlan, plan_fields, rest_datetime, stream_schema
-from connectors.salesforce.soql import format_datetime, ident
+from connectors.salesforce.soql import format_datetime, is_ident
 from connectors.salesforce.writing import write_records
 from schemas.connector import (
     CheckResult,
@@ -139,10 +139,9 @@ class SalesforceConnector(Connector):
 
     @staticmethod
     def _object(stream: str) -> str:
-        try:
-            return ident(stream)
-        except ValueError:
-            raise ConfigError("stream is not a Salesforce object API name") from None
+        if not is_ident(stream):
+            raise ConfigError("stream is not a Salesforce object API name")
+        return stream
 
     def _fetch_fields(self, sobject: str) -> list[dict[str, Any]]:
         fields = self._client.describe(sobject)["fields"]
@@ -248,10 +247,9 @@ class SalesforceConnector(Connector):
     ) -> WriteResult:
         """Write ``records`` (see :mod:`connectors.salesforce.writing`); ``external_id`` keys upserts."""
         sobject = self._object(stream)
-        try:
-            ext = ident(external_id or self.config.external_id_field)
-        except ValueError:
-            raise ConfigError("external_id is not a field API name") from None
+        ext = external_id or self.config.external_id_field
+        if not is_ident(ext):
+            raise ConfigError("external_id is not a field API name")
         if not records:
             return WriteResult([], calls=0)
         calls = self._client.calls

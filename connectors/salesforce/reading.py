@@ -47,13 +47,19 @@ class Batch:
     last: tuple[str, str] | None
 
 
+def _datetime_literal(text: str) -> str | None:
+    try:
+        return literal(parse_datetime(text))
+    except ValueError:
+        return None
+
+
 def _keyset(state: StreamState, window_end: str | None) -> list[str]:
     parts: list[str] = []
     if state.cursor:
-        try:
-            t = literal(parse_datetime(state.cursor))
-        except ValueError:
-            raise ConfigError("state.cursor is not a Salesforce dateTime") from None
+        t = _datetime_literal(state.cursor)
+        if t is None:
+            raise ConfigError("state.cursor is not a Salesforce dateTime")
         if state.tie_break:
             if not _ID_RE.match(state.tie_break):
                 raise ConfigError("state.tie_break is not a Salesforce id")
@@ -62,7 +68,10 @@ def _keyset(state: StreamState, window_end: str | None) -> list[str]:
         else:
             parts.append(f"{CURSOR_FIELD} >= {t}")
     if window_end:
-        parts.append(f"{CURSOR_FIELD} <= {literal(parse_datetime(window_end))}")
+        end = _datetime_literal(window_end)
+        if end is None:
+            raise ConfigError("state.window_end is not a Salesforce dateTime")
+        parts.append(f"{CURSOR_FIELD} <= {end}")
     return parts
 
 
@@ -82,6 +91,16 @@ def select_soql(
     return soql
 
 
+def _convert_row(
+    row: Mapping[str, Any], stamp: str, plan: FieldPlan, convert: Callable[[str, Any], Any]
+) -> tuple[str, bool, Record] | None:
+    try:
+        is_deleted = convert("IsDeleted", row.get("IsDeleted")) is True
+        return rest_datetime(stamp), is_deleted, {name: convert(name, row.get(name)) for name in plan.output}
+    except ValueError:
+        return None
+
+
 def _batch(rows: Sequence[Mapping[str, Any]], plan: FieldPlan, convert: Callable[[str, Any], Any]) -> Batch:
     records: list[Record] = []
     deleted: list[str] = []
@@ -92,14 +111,11 @@ def _batch(rows: Sequence[Mapping[str, Any]], plan: FieldPlan, convert: Callable
             raise TransientError(
                 "Salesforce query: row without Id or SystemModstamp", code="MALFORMED_RESPONSE"
             )
-        try:
-            stamp = rest_datetime(stamp)
-            is_deleted = convert("IsDeleted", row.get("IsDeleted")) is True
-            record = {name: convert(name, row.get(name)) for name in plan.output}
-        except ValueError:
-            raise TransientError(
-                "Salesforce query: a value does not fit its type", code="MALFORMED_RESPONSE"
-            ) from None
+        converted = _convert_row(row, stamp, plan, convert)
+        if converted is None:
+            # (Raised outside the except block: the ValueError's text would quote the value.)
+            raise TransientError("Salesforce query: a value does not fit its type", code="MALFORMED_RESPONSE")
+        stamp, is_deleted, record = converted
         last = (stamp, rid)
         if is_deleted:
             deleted.append(rid)

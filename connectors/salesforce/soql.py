@@ -23,7 +23,7 @@ import math
 import re
 from decimal import Decimal
 
-__all__ = ["format_datetime", "ident", "literal", "parse_datetime", "quote"]
+__all__ = ["format_datetime", "ident", "is_ident", "literal", "parse_datetime", "quote"]
 
 _IDENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _ESCAPES = {
@@ -39,19 +39,30 @@ _ESCAPES = {
 _ESCAPE_TABLE = str.maketrans(_ESCAPES)
 
 
+def is_ident(name: object) -> bool:
+    """Whether ``name`` is a plain API name (object or field, custom ``__c`` included)."""
+    return isinstance(name, str) and _IDENT_RE.match(name) is not None
+
+
 def ident(name: str) -> str:
-    """``name`` if it is a plain API name (object or field, custom ``__c`` included), else ValueError."""
-    if not isinstance(name, str) or not _IDENT_RE.match(name):
+    """``name`` if it is a plain API name, else ValueError."""
+    if not is_ident(name):
         raise ValueError("not a Salesforce API name")
     return name
 
 
-def quote(value: str) -> str:
-    """``value`` as a SOQL string literal; ValueError if it cannot be sent as UTF-8 (lone surrogates)."""
+def _is_utf8(value: str) -> bool:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("string is not valid Unicode (lone surrogate)") from None
+        return False
+    return True
+
+
+def quote(value: str) -> str:
+    """``value`` as a SOQL string literal; ValueError if it cannot be sent as UTF-8 (lone surrogates)."""
+    if not _is_utf8(value):
+        raise ValueError("string is not valid Unicode (lone surrogate)")
     return "'" + value.translate(_ESCAPE_TABLE) + "'"
 
 
