@@ -443,8 +443,12 @@ def check_instance_url(url: object, allowlist: Iterable[str]) -> str:
         raise InstanceNotAllowed(f"instance URL {shown} refused: bad port") from None
     if not _HOST.match(host):
         raise InstanceNotAllowed(f"instance URL {shown} refused: not a plain host name")
-    parsed = httpx.URL(url)  # the parser that will actually send requests must agree
-    if parsed.host != host or parsed.port != port:
+    try:  # the parser that will actually send requests must agree
+        parsed = httpx.URL(url)
+        parsed_host, parsed_port = parsed.host, parsed.port
+    except Exception:  # httpx.InvalidURL, or idna errors for bad punycode (raised lazily by .host)
+        raise InstanceNotAllowed(f"instance URL {shown} refused: not a valid URL") from None
+    if parsed_host != host or parsed_port != (None if port == 443 else port):
         raise InstanceNotAllowed(f"instance URL {shown} refused: ambiguous host")
     for entry in allowlist:
         entry_host, _, entry_port = entry.partition(":")
@@ -860,7 +864,8 @@ class OAuthService:
                 store.mark_reauthorization_required(conn, row.id, exc.message, now=self.clock())
                 dead = ReauthorizationRequired(exc.message, code=exc.code)
             else:
-                result = self._store_grant(conn, row, grant)
+                sealed = self._seal_tokens(row.tenant, row.id, grant)  # PostgreSQL: other rows, no conflict
+                result = self._store_grant(conn, row, grant, sealed)
         if dead is not None:
             log.warning("oauth connection %s needs reauthorization", connection_id)
             raise dead
@@ -907,6 +912,7 @@ class OAuthService:
             with self._write_locked() as conn:
                 store.release_claim(conn, row.id, owner=owner)
             raise
+        sealed = self._seal_tokens(row.tenant, row.id, grant)  # outside the write lock (see _store_grant)
         with self._write_locked() as conn:
             latest = self._row(conn, connection_id)
             if latest.status is not ConnectionStatus.ACTIVE:  # disconnected while we refreshed
@@ -918,7 +924,7 @@ class OAuthService:
                 log.warning(
                     "oauth refresh claim of connection %s expired before the token call ended", row.id
                 )
-            return self._store_grant(conn, row, grant)
+            return self._store_grant(conn, row, grant, sealed)
 
     def _reusable(self, row: ConnectionRow, rejected: str | None) -> tuple[str, datetime | None] | None:
         """The stored token if it is not the rejected one and not expired (someone refreshed)."""
@@ -964,17 +970,20 @@ class OAuthService:
             ) from None
 
     def _store_grant(
-        self, conn: Connection, row: ConnectionRow, grant: _Grant
+        self, conn: Connection, row: ConnectionRow, grant: _Grant, sealed: tuple[bytes, bytes | None]
     ) -> tuple[str, datetime | None]:
-        """Seal and write the new tokens (the rotated refresh token too) in the caller's transaction."""
+        """Write the sealed tokens (the rotated refresh token too) in the caller's transaction.
+
+        ``sealed`` comes from :meth:`_seal_tokens`, called *before* a SQLite write lock is taken:
+        the vault may need to write (key-use reservations) and would wait on our own lock.
+        """
         now = self.clock()
-        access_sealed, refresh_sealed = self._seal_tokens(row.tenant, row.id, grant)
         expires = self._expiry(grant, now)
         store.store_tokens(
             conn,
             row.id,
-            access_token_sealed=access_sealed,
-            refresh_token_sealed=refresh_sealed,
+            access_token_sealed=sealed[0],
+            refresh_token_sealed=sealed[1],
             access_expires_at=expires,
             now=now,
         )
