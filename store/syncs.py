@@ -63,9 +63,11 @@ __all__ = [
     "count_dead_letters",
     "create_sync",
     "create_tenant",
+    "dead_letter_key_hashes",
     "dead_letters",
     "delete_id_map",
     "delete_staged",
+    "delete_staged_for_run",
     "finish_run",
     "get_instruction",
     "get_run",
@@ -634,6 +636,16 @@ def delete_staged(conn: Connection, tenant: str, batch_id: str, *, keep: Iterabl
     return int(conn.execute(stmt).rowcount)
 
 
+def delete_staged_for_run(conn: Connection, tenant: str, sync_id: str, run_id: str) -> int:
+    """Delete every staged part of one run (cancellation cleanup); returns how many."""
+    stmt = delete(staging_batches).where(
+        staging_batches.c.tenant == tenant,
+        staging_batches.c.sync_id == sync_id,
+        staging_batches.c.run_id == run_id,
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
 def purge_expired_staging(conn: Connection, *, now: datetime) -> int:
     """Delete staged parts whose retention ended (``expires_at <= now``); returns how many."""
     return int(conn.execute(delete(staging_batches).where(staging_batches.c.expires_at <= now)).rowcount)
@@ -717,6 +729,16 @@ def list_dead_letters(
             )
         )
     return out
+
+
+def dead_letter_key_hashes(conn: Connection, tenant: str, sync_id: str, batch_id: str) -> set[str]:
+    """Keyed hashes of the records of one staged batch that were dead-lettered."""
+    stmt = select(dead_letters.c.record_key_hash).where(
+        dead_letters.c.tenant == tenant,
+        dead_letters.c.sync_id == sync_id,
+        dead_letters.c.batch_id == batch_id,
+    )
+    return {str(h) for h in conn.execute(stmt).scalars()}
 
 
 def count_dead_letters(conn: Connection, tenant: str, sync_id: str, *, run_id: str | None = None) -> int:

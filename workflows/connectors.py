@@ -1,0 +1,114 @@
+"""Build the connector of a stored connection: provider and instance URL from the ``connections`` row,
+tokens from an OAuth token source, and the sandbox CA when the instance is the local sandbox.
+
+The connector class comes from the entry-point registry (:mod:`connectors.registry`), so a
+third-party connector plugin works too, as long as its config model takes the API base as
+``instance_url`` or ``base_url`` and an optional ``ca_bundle``, and its constructor takes
+``(config, tokens)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Engine
+
+from connectors.base import Connector, TokenSource
+from connectors.registry import Registry as ConnectorRegistry
+from connectors.registry import load_registry
+from schemas.errors import ConfigError, ReauthorizationRequired
+from store import connections as connection_store
+from store.connections import ConnectionRow, ConnectionStatus
+
+__all__ = ["ConnectionConnectors", "ConnectorFactory", "TokenSourceFactory", "sandbox_ca_for"]
+
+ConnectorFactory = Callable[[str], Connector]
+"""``connector_factory(connection_id) -> Connector``: a fresh connector; the caller closes it."""
+
+TokenSourceFactory = Callable[[str], TokenSource]
+"""``tokens(connection_id) -> TokenSource`` (e.g. ``OAuthService.token_source``)."""
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def sandbox_ca_for(data_dir: Path, instance_url: str | None) -> Path | None:
+    """The sandbox CA to trust for ``instance_url``: only when ``<data_dir>/sandbox.json`` exists and
+    the URL is on loopback (a real vendor host is always verified against the system store)."""
+    if not instance_url or urlsplit(instance_url).hostname not in _LOOPBACK:
+        return None
+    info_path = data_dir / "sandbox.json"
+    if not info_path.is_file():
+        return None
+    try:  # sandbox.runtime.SandboxInfo's file; read directly so workers need not import the sandbox
+        return Path(json.loads(info_path.read_text())["ca_path"])
+    except (OSError, ValueError, TypeError, KeyError):
+        raise ConfigError(
+            f"{info_path} is unreadable; restart the sandbox (crmhub sandbox) to rewrite it"
+        ) from None
+
+
+class ConnectionConnectors:
+    """A :data:`ConnectorFactory` over the ``connections`` table. Thread-safe (reads only)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokens: TokenSourceFactory,
+        *,
+        data_dir: Path,
+        registry: ConnectorRegistry | None = None,
+    ) -> None:
+        self.engine = engine
+        self.tokens = tokens
+        self.data_dir = data_dir
+        self.registry = registry or load_registry()
+
+    def connection(self, connection_id: str) -> ConnectionRow:
+        """The stored connection; :class:`ConfigError` if unknown, ``ReauthorizationRequired`` if not
+        active."""
+        with self.engine.connect() as conn:
+            row = connection_store.get_connection(conn, connection_id)
+        if row is None:
+            raise ConfigError(f"no connection {connection_id!r}; list them with: crmhub connections list")
+        if row.status is not ConnectionStatus.ACTIVE:
+            raise ReauthorizationRequired(
+                f"connection {row.id} is {row.status.value}; reconnect with: "
+                f"crmhub connect {row.provider} --tenant {row.tenant}",
+                code=row.status.value,
+            )
+        return row
+
+    def __call__(self, connection_id: str) -> Connector:
+        row = self.connection(connection_id)
+        cls = self.registry.get(row.provider)
+        config = self._config(cls, row)
+        build = cast(Callable[[BaseModel, TokenSource], Connector], cls)
+        return build(config, self.tokens(connection_id))
+
+    def _config(self, cls: type[Connector], row: ConnectionRow) -> BaseModel:
+        model = cls.config_model
+        fields = model.model_fields
+        data: dict[str, Any] = {}
+        if row.instance_url:
+            if "instance_url" in fields:
+                data["instance_url"] = row.instance_url
+            elif "base_url" in fields:
+                data["base_url"] = row.instance_url
+        ca = sandbox_ca_for(self.data_dir, row.instance_url)
+        if ca is not None and "ca_bundle" in fields:
+            data["ca_bundle"] = ca
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise ConfigError(
+                f"connection {row.id} ({row.provider}) cannot configure its connector: {problems}"
+            ) from None
