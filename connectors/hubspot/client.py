@@ -42,6 +42,7 @@ from schemas.errors import AuthError, ConfigError, DataError, RateLimited, Trans
 __all__ = ["HubSpotClient", "PropertyProblem", "VendorRejected"]
 
 JSON = Any
+_EMPTY = object()
 _PROBLEMS = re.compile(r"Property values were not valid: (\[.*\])\s*$", re.DOTALL)
 
 
@@ -278,6 +279,8 @@ class HubSpotClient:
         if search:
             self._search_window.acquire()
         self.calls += 1
+        failure: Exception | None = None
+        status, data, headers = 0, None, None
         try:
             try:
                 resp = send()
@@ -287,10 +290,12 @@ class HubSpotClient:
             except hs_properties.ApiException as exc:
                 status, data, headers = exc.status, exc.body, exc.headers
         except urllib3.exceptions.HTTPError as exc:
-            raise _connection_error(what, exc) from None
+            failure = _connection_error(what, exc)
         finally:
             if search:
                 self._search_window.release()
+        if failure is not None:  # raised outside the except block: no vendor exception as __context__
+            raise failure
         if not status:  # the SDK reports TLS failures (and unsendable requests) as status 0
             raise TransientError(f"HubSpot {what}: request failed before an answer (TLS)")
         headers = headers or {}
@@ -318,17 +323,16 @@ class HubSpotClient:
     def _parsed(self, what: str, answer: _Answer, expect: type | None) -> _Answer:
         if expect is None or answer.status == 204:
             return answer
-        try:
-            body = json.loads(answer.data)
-        except (ValueError, TypeError):
-            raise TransientError(f"HubSpot {what}: malformed JSON in a {answer.status} answer") from None
+        body = _loads_quietly(answer.data, default=None)
+        if body is None:  # raised outside the except block: a JSONDecodeError holds the whole body
+            raise TransientError(f"HubSpot {what}: malformed JSON in a {answer.status} answer")
         if not isinstance(body, expect):
             raise TransientError(f"HubSpot {what}: unexpected JSON shape in a {answer.status} answer")
         return _Answer(answer.status, answer.data, answer.headers, body)
 
     def _error(self, what: str, answer: _Answer, *, refreshed: bool) -> Exception:
         status = answer.status
-        body = _loads_quietly(answer.data)
+        body = _error_body(answer.data)
         category = str(body.get("category") or body.get("policyName") or body.get("errorType") or "")
         if status == 401:
             return AuthError(
@@ -366,7 +370,8 @@ class HubSpotClient:
 def _connection_error(what: str, exc: urllib3.exceptions.HTTPError) -> Exception:
     """A failed exchange: certificate problems are configuration, everything else is transient.
 
-    Raised ``from None``: the SDK's exceptions print response bodies, which may hold record values.
+    Built inside the except block, raised outside it: the SDK's exceptions carry response bodies,
+    which may hold record values, and must not ride along as ``__context__``.
     """
     reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
     if isinstance(reason, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(reason):
@@ -374,11 +379,16 @@ def _connection_error(what: str, exc: urllib3.exceptions.HTTPError) -> Exception
     return TransientError(f"HubSpot {what}: {type(reason).__name__} (no complete answer)")
 
 
-def _loads_quietly(data: Any) -> dict[str, Any]:
+def _loads_quietly(data: Any, default: Any = _EMPTY) -> Any:
+    """Parsed JSON, or ``default`` (an empty dict unless given) when it is not JSON."""
     try:
-        body = json.loads(data) if data else {}
+        return json.loads(data)
     except (ValueError, TypeError):
-        return {}
+        return {} if default is _EMPTY else default
+
+
+def _error_body(data: Any) -> dict[str, Any]:
+    body = _loads_quietly(data) if data else {}
     return body if isinstance(body, dict) else {}
 
 

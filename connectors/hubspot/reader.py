@@ -50,18 +50,26 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-def to_ms(value: Any) -> int:
-    """Epoch ms from HubSpot's ISO-8601 (``2024-01-01T00:00:00.000Z``) or epoch-ms string."""
+def parse_ms(value: Any) -> int | None:
+    """Epoch ms from HubSpot's ISO-8601 (``2024-01-01T00:00:00.000Z``) or epoch-ms string; None if neither."""
     text = str(value)
     if text.isdigit():
         return int(text)
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise TransientError("HubSpot returned an unparseable modification date") from None
+        return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // _MS
+
+
+def to_ms(value: Any) -> int:
+    """:func:`parse_ms` for values HubSpot sent: an unparseable one is a (transient) vendor fault."""
+    ms = parse_ms(value)
+    if ms is None:
+        raise TransientError("HubSpot returned an unparseable modification date")
+    return ms
 
 
 def _pad(record_id: int) -> str:
@@ -151,10 +159,10 @@ class _Read:
     def start(self, state: StreamState) -> StreamState:
         """Fix the window of a new read; no cursor yet → backfill through the list API."""
         if state.cursor is not None and not state.cursor.isdigit():
-            try:
-                state = state.model_copy(update={"cursor": str(to_ms(state.cursor))})
-            except TransientError:
-                raise ConfigError("a HubSpot cursor is epoch milliseconds or an ISO-8601 time") from None
+            ms = parse_ms(state.cursor)
+            if ms is None:
+                raise ConfigError("a HubSpot cursor is epoch milliseconds or an ISO-8601 time")
+            state = state.model_copy(update={"cursor": str(ms)})
         end = int(time.time() * 1000) - int(self.config.search_settle_s * 1000)
         extra = dict(state.extra)
         extra["phase"] = "list" if state.cursor is None else "search"

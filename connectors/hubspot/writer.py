@@ -44,6 +44,14 @@ class _Unsendable(ValueError):
         self.name = name
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def to_hubspot_value(name: str, value: Any) -> str:
     """A property value as HubSpot's API expects it: a string. Raises for values it cannot carry."""
     if value is None:
@@ -64,10 +72,8 @@ def to_hubspot_value(name: str, value: Any) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _Unsendable("INVALID_ENCODING", name) from None
+        if not _encodable(value):  # raised outside the except block: the error would hold the text
+            raise _Unsendable("INVALID_ENCODING", name)
         return value
     raise _Unsendable("UNSUPPORTED_VALUE", name)
 
@@ -194,13 +200,15 @@ class _Op:
         try:
             status, body = self.client.batch(self.stream, self.verb, [e.payload for e in entries])
         except VendorRejected as exc:
-            if exc.status == 400 and "non-unique" in exc.vendor_message:
-                raise ConfigError(
-                    f"HubSpot {self.stream}: {self.id_prop!r} is not a unique property; upserts need one "
-                    "created with hasUniqueValue"
-                ) from None
-            return self.isolate(entries, exc)
-        return self.outcomes(entries, status, body)
+            rejected = exc
+        else:
+            return self.outcomes(entries, status, body)
+        if rejected.status == 400 and "non-unique" in rejected.vendor_message:
+            raise ConfigError(
+                f"HubSpot {self.stream}: {self.id_prop!r} is not a unique property; upserts need one "
+                "created with hasUniqueValue"
+            )
+        return self.isolate(entries, rejected)
 
     def isolate(self, entries: list[_Entry], exc: VendorRejected) -> list[RecordOutcome]:
         if len(entries) == 1:

@@ -70,6 +70,7 @@ def test_a_401_refreshes_once_then_fails_as_auth_without_the_token(served: Serve
     assert [c.status for c in served.hs.calls.all()] == [401, 401]
     assert tokens.access_token() not in str(err.value) and "pat-na1" not in str(err.value)
     assert err.value.code == "INVALID_AUTHENTICATION"
+    assert err.value.__context__ is None
 
 
 def test_tokens_dying_mid_read_refresh_and_the_read_completes_exactly_once(
@@ -154,6 +155,7 @@ def test_transient_failures_map_to_transient_error(
     with pytest.raises(TransientError) as err:
         conn.read_page("contacts", FULL, 10, FIELDS)
     assert "trunc" not in str(err.value)  # the malformed body's text stays out of the message
+    assert err.value.__context__ is None and err.value.__cause__ is None  # no vendor exception rides along
     assert len(served.hs.calls.all()) <= 1, "urllib3 retried behind our back"
     served.hs.faults.clear()
     assert conn.read_page("contacts", FULL, 10, FIELDS).records  # the connector is still usable
