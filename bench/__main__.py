@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "governance": "bench.governance_core",
     "sandbox": "bench.sandbox_paging",
+    "hubspot-connector": "bench.hubspot_connector",
 }
 
 
