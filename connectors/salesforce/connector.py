@@ -179,8 +179,8 @@ class SalesforceConnector(Connector):
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def _plan(self, sobject: str, fields: Sequence[str], *, incremental: bool, fresh: bool) -> FieldPlan:
-        plan = plan_fields(self._fields(sobject, fresh=fresh), fields, with_deleted=incremental)
+    def _plan(self, sobject: str, fields: Sequence[str], *, with_deleted: bool, fresh: bool) -> FieldPlan:
+        plan = plan_fields(self._fields(sobject, fresh=fresh), fields, with_deleted=with_deleted)
         if "Id" in plan.missing or CURSOR_FIELD in plan.missing:
             raise ConfigError(f"{sobject} has no Id/SystemModstamp: it cannot be read by keyset")
         if plan.missing:
@@ -197,9 +197,9 @@ class SalesforceConnector(Connector):
             raise ConfigError("page_size must be at least 1")
         calls = self._client.calls
         self._client.ensure_budget()
-        incremental = state.mode is ReadMode.INCREMENTAL
+        deletes = state.mode is ReadMode.INCREMENTAL and state.include_deleted
         for attempt in (0, 1):
-            plan = self._plan(sobject, fields, incremental=incremental, fresh=attempt == 1)
+            plan = self._plan(sobject, fields, with_deleted=deletes, fresh=attempt == 1)
             try:
                 page = self._read(sobject, plan, state, page_size)
             except InvalidField as err:

@@ -144,20 +144,22 @@ def rest_page(
 ) -> Page:
     """Up to ``page_size`` rows after ``state`` over REST (query / queryAll, following batches)."""
     calls = client.calls
-    incremental = state.mode is ReadMode.INCREMENTAL
+    deletes = state.mode is ReadMode.INCREMENTAL and state.include_deleted
     soql = select_soql(sobject, plan, state, window_end=window_end, limit=page_size)
-    what = f"{'queryAll' if incremental else 'query'} {sobject}"
-    res = client.query(soql, include_deleted=incremental, batch_size=page_size, what=what)
+    what = f"{'queryAll' if deletes else 'query'} {sobject}"
+    res = client.query(soql, include_deleted=deletes, batch_size=page_size, what=what)
     rows = list(res.records)
+    cut_short = False
     while res.next_url is not None and len(rows) < page_size:
         try:
             res = client.query_more(res.next_url, what=what)
         except InvalidLocator:
-            break  # the keyset carries on from the last row we have
+            cut_short = True  # the locator expired: the next page carries on from the last row's keyset
+            break
         rows.extend(res.records)
     rows = rows[:page_size]
     batch = _batch(rows, plan, lambda _name, value: value)
-    has_more = len(rows) == page_size
+    has_more = cut_short or len(rows) == page_size
     next_state = _next_state(
         state,
         batch,

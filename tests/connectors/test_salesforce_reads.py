@@ -73,6 +73,28 @@ def test_a_page_larger_than_one_vendor_batch_follows_next_records_url(big_org: O
     assert len(set(_ids(first.records + page.records + rest.records))) == BIG
 
 
+def test_an_expired_query_locator_mid_page_ends_the_page_early_and_loses_nothing(sf_ca: SandboxCA) -> None:
+    sb = SalesforceSandbox(cursor_ttl_s=0)  # every query locator is stale by the time it is used
+    sb.seed({"Contact": 2500}, seed=4)
+    for org in serve(sb, sf_ca):
+        conn = org.connector()
+        first = conn.read_page("Contact", StreamState(), 2500, ["LastName"])
+        assert len(first.records) == 2000 and first.has_more  # the query_more met INVALID_QUERY_LOCATOR
+        rest = read_all(conn, "Contact", first.next_state, page_size=2500, fields=["LastName"])
+        ids = _ids(first.records + rest.records)
+        assert len(ids) == len(set(ids)) == 2500
+
+
+def test_incremental_without_deletes_uses_query(org: Org) -> None:
+    conn = org.connector()
+    victim = sorted(r.id for r in org.sb.store.dump("Contact"))[0]
+    org.sb.delete_record("Contact", victim)
+    org.sb.calls.clear()
+    res = read_all(conn, "Contact", StreamState(include_deleted=False), page_size=100, fields=["LastName"])
+    assert res.deleted_ids == [] and victim not in _ids(res.records) and len(res.records) == 299
+    assert "sf.queryAll" not in org.sb.calls.counts()
+
+
 # -- Bulk API 2.0 ---------------------------------------------------------------------------------
 
 
@@ -294,3 +316,11 @@ def test_config_normalises() -> None:
         "60.0",
         2000,
     )
+
+
+def test_exported_members_are_the_public_api() -> None:
+    import connectors.salesforce as pkg
+
+    assert sorted(pkg.__all__) == ["SalesforceConfig", "SalesforceConnector"]
+    assert all(hasattr(pkg, name) for name in pkg.__all__)
+    assert SalesforceConnector.name == "salesforce" and SalesforceConnector.config_model is SalesforceConfig
