@@ -1007,20 +1007,20 @@ class OAuthService:
                 return row.info()
             cfg = self.config(row.provider)
             message = f"disconnected at {self.clock():%Y-%m-%dT%H:%M:%SZ}: tokens revoked and deleted"
-            sealed, kind = (
-                (row.refresh_token_sealed, "refresh")
-                if row.refresh_token_sealed is not None
-                else (row.access_token_sealed, "access")
-            )
-            if sealed is not None:
-                try:
-                    self._revoke(cfg, self._open(row, kind, sealed))
-                except (TransientError, RateLimited, AuthError) as exc:
-                    if not force:
-                        raise
-                    message = (
-                        f"disconnected: provider revocation failed ({exc.kind.value}); local tokens deleted"
-                    )
+            # The refresh token first (revoking it ends the grant). Salesforce access tokens are
+            # revoked too, so a live session does not depend on the cascade; HubSpot has no
+            # access-token revocation (they expire within 30 minutes).
+            revocable = [("refresh", row.refresh_token_sealed)]
+            if cfg.provider is Provider.SALESFORCE:
+                revocable.append(("access", row.access_token_sealed))
+            try:
+                for kind, sealed in revocable:
+                    if sealed is not None:
+                        self._revoke(cfg, self._open(row, kind, sealed))
+            except (TransientError, RateLimited, AuthError) as exc:
+                if not force:
+                    raise
+                message = f"disconnected: provider revocation failed ({exc.kind.value}); local tokens deleted"
             store.delete_tokens(conn, row.id, message, now=self.clock())
             updated = self._row(conn, row.id)
         log.info("oauth connection disconnected: id=%s", connection_id)

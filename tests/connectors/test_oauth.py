@@ -846,14 +846,14 @@ def test_salesforce_disconnect_revokes_the_refresh_token_and_deletes_tokens(svc,
     info = connect(svc, mock, "salesforce", sf_grant())
     revoke = mock.post(SF_REVOKE).mock(return_value=httpx.Response(200))
     after = svc.disconnect(info.id)
-    assert revoke.call_count == 1 and form_of(revoke.calls.last.request) == {"token": "sf-refresh-1"}
+    assert [form_of(c.request) for c in revoke.calls] == [{"token": "sf-refresh-1"}, {"token": "sf-access-1"}]
     assert after.status == store.ConnectionStatus.REVOKED
     row = sealed_of(db_engine, info.id)
     assert row.access_token_sealed is None and row.refresh_token_sealed is None
     with pytest.raises(ReauthorizationRequired, match="revoked"):
         svc.token_source(info.id).access_token()
     assert svc.disconnect(info.id).status == store.ConnectionStatus.REVOKED  # idempotent
-    assert revoke.call_count == 1
+    assert revoke.call_count == 2
 
 
 def test_hubspot_disconnect_deletes_the_refresh_token(svc, mock, db_engine) -> None:
