@@ -68,6 +68,7 @@ __all__ = [
 T = TypeVar("T")
 _USAGE_RE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 _FIELD_RE = re.compile(r"(?:No such column|field) '([A-Za-z0-9_.]+)'")
+_CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,79}$")  # vendor codes only; anything else is not echoed
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9]{15,18}$")
 _LOCATOR_RE = re.compile(r"^[A-Za-z0-9+/=_-]{1,256}$")
 
@@ -158,7 +159,8 @@ def _first_error(content: Any) -> tuple[str | None, str]:
     if isinstance(item, dict):
         code = item.get("errorCode") or item.get("statusCode")
         msg = item.get("message")
-        return (code if isinstance(code, str) else None), (msg if isinstance(msg, str) else "")
+        ok = isinstance(code, str) and _CODE_RE.match(code) is not None
+        return (code if ok else None), (msg if isinstance(msg, str) else "")
     return None, ""
 
 
