@@ -29,9 +29,13 @@ class SalesforceConfig(BaseModel):
     api_version: str = Field(DEFAULT_API_VERSION, description="REST API version, e.g. 59.0")
     ca_bundle: Path | None = Field(None, description="PEM file: the only CA trusted for the instance")
     bulk_threshold: int = Field(
-        50_000, ge=0, description="full reads of more records than this use a Bulk API 2.0 query job"
+        50_000,
+        ge=0,
+        description="full reads of more records than this (by COUNT()) use a Bulk API 2.0 job; 0 = always",
     )
-    page_size: int = Field(2000, ge=1, le=50_000, description="default records per read_page")
+    page_size: int = Field(
+        2000, ge=1, le=50_000, description="records per read_page for callers without their own"
+    )
     external_id_field: str = Field("External_Id__c", description="default upsert key")
     daily_quota_share: float = Field(
         0.8, gt=0, le=1, description="stop (RateLimited) once this share of DailyApiRequests is used"
