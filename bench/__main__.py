@@ -9,6 +9,7 @@ BENCHMARKS = {
     "governance": "bench.governance_core",
     "sandbox": "bench.sandbox_paging",
     "hubspot-connector": "bench.hubspot_connector",
+    "salesforce-connector": "bench.salesforce_connector",
 }
 
 
