@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.cli_codec import register as register_codec
+from api.cli_connect import connect_cmd, connections_app
 from schemas.errors import ConfigError, CrmhubError
 from schemas.settings import Settings, load_settings
 
@@ -45,6 +46,8 @@ connectors_app = typer.Typer(
 )
 app.add_typer(connectors_app, name="connectors")
 register_codec(app)
+app.command("connect")(connect_cmd)
+app.add_typer(connections_app, name="connections")
 
 out = Console()
 err = Console(stderr=True)

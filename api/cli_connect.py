@@ -1,0 +1,367 @@
+"""``crmhub connect`` and ``crmhub connections``: connect a CRM with OAuth from a terminal.
+
+::
+
+    crmhub connect salesforce|hubspot --tenant T [--no-browser] [--sandbox/--no-sandbox]
+                   [--redirect-uri http://127.0.0.1:8765/callback] [--timeout 300]
+    crmhub connections list [--tenant T] [--json]
+    crmhub connections disconnect ID [--force]
+
+``connect`` prints the provider's authorize URL (and opens a browser unless ``--no-browser``),
+listens on the loopback redirect URI for exactly one callback (bounded by ``--timeout``), completes
+the code exchange and prints the new connection's id and status.
+
+Where the OAuth client comes from:
+
+* ``--sandbox``: the sandbox CRMs' clients, URLs and CA from ``<data_dir>/sandbox.json`` (written by
+  ``crmhub sandbox``, which must be running). This is the default when that file exists and no
+  provider credentials are set in the environment.
+* otherwise the environment: ``CRMHUB_SALESFORCE_CLIENT_ID``, ``CRMHUB_SALESFORCE_CLIENT_SECRET``,
+  ``CRMHUB_SALESFORCE_LOGIN_URL`` (default ``https://login.salesforce.com``; a My Domain or
+  ``https://test.salesforce.com``); ``CRMHUB_HUBSPOT_CLIENT_ID``, ``CRMHUB_HUBSPOT_CLIENT_SECRET``.
+
+The redirect URI (``--redirect-uri``, else ``CRMHUB_OAUTH_REDIRECT_URI``, else
+``http://127.0.0.1:8765/callback``) must be registered with the app exactly and be
+``http://`` on loopback: the CLI listens there itself. Tokens are sealed by the vault with the
+local keyring ``<data_dir>/keyring.json`` and stored in the configured database.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+import webbrowser
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Annotated
+from urllib.parse import parse_qs, urlsplit
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+
+from connectors.oauth import (
+    HubSpotOAuthConfig,
+    OAuthCallbackError,
+    OAuthProviderConfig,
+    OAuthService,
+    Provider,
+    SalesforceOAuthConfig,
+    configs_from_sandbox,
+)
+from governance.keys import LocalKeyringProvider
+from governance.vault import Vault
+from schemas.errors import AuthError, ConfigError, CrmhubError
+from schemas.settings import Settings, load_settings
+from store import connections as store
+from store.connections import ConnectionInfo
+from store.engine import make_engine
+
+__all__ = ["CallbackListener", "connect_cmd", "connections_app", "provider_configs"]
+
+DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+
+connections_app = typer.Typer(help="CRM connections: list and disconnect.", no_args_is_help=True)
+out = Console()
+
+
+# ---- wiring ----------------------------------------------------------------------------------------
+
+
+def provider_configs(
+    settings: Settings,
+    *,
+    sandbox: bool | None,
+    redirect_uri: str | None,
+    environ: Mapping[str, str] = os.environ,
+) -> list[OAuthProviderConfig]:
+    """The OAuth clients to use: the sandbox's (see the module docstring for when) or the environment's."""
+    chosen = redirect_uri or environ.get("CRMHUB_OAUTH_REDIRECT_URI")
+    redirect = chosen or DEFAULT_REDIRECT_URI
+    sandbox_file = settings.data_dir / "sandbox.json"
+    have_env = any(environ.get(f"CRMHUB_{p.upper()}_CLIENT_ID") for p in Provider)
+    if sandbox is None:
+        sandbox = sandbox_file.is_file() and not have_env
+    if sandbox:
+        from sandbox.runtime import SandboxInfo
+
+        if not sandbox_file.is_file():
+            raise ConfigError(
+                f"{sandbox_file} does not exist; start the sandbox CRMs with 'crmhub sandbox' first "
+                "(same data_dir), or pass --no-sandbox"
+            )
+        # no URI chosen: the sandbox's CLI default when registered, else its first registered one
+        return list(configs_from_sandbox(SandboxInfo.read(sandbox_file), redirect_uri=chosen))
+    configs: list[OAuthProviderConfig] = []
+    try:
+        if sf_id := environ.get("CRMHUB_SALESFORCE_CLIENT_ID"):
+            configs.append(
+                SalesforceOAuthConfig.for_login(
+                    environ.get("CRMHUB_SALESFORCE_LOGIN_URL", "https://login.salesforce.com"),
+                    client_id=sf_id,
+                    client_secret=_required(environ, "CRMHUB_SALESFORCE_CLIENT_SECRET"),
+                    redirect_uri=redirect,
+                )
+            )
+        if hs_id := environ.get("CRMHUB_HUBSPOT_CLIENT_ID"):
+            configs.append(
+                HubSpotOAuthConfig(
+                    client_id=hs_id,
+                    client_secret=_required(environ, "CRMHUB_HUBSPOT_CLIENT_SECRET"),
+                    redirect_uri=redirect,
+                )
+            )
+    except ValueError as exc:  # pydantic ValidationError: names the field, never the secret value
+        raise ConfigError(f"invalid OAuth client settings: {' '.join(str(exc).split())}") from None
+    return configs
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name)
+    if not value:
+        raise ConfigError(f"{name} is not set; set it to the app's client secret")
+    return value
+
+
+def _engine(settings: Settings) -> Engine:
+    engine = make_engine(settings.effective_database_url)
+    if not inspect(engine).has_table("connections"):
+        engine.dispose()
+        raise ConfigError("the database has no connections table; run: crmhub db upgrade")
+    return engine
+
+
+def _service(settings: Settings, configs: list[OAuthProviderConfig]) -> OAuthService:
+    engine = _engine(settings)
+    vault = Vault(engine, LocalKeyringProvider(settings.data_dir / "keyring.json"))
+    return OAuthService(engine, vault, configs)
+
+
+# ---- the loopback listener --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """What the callback handler decided: the HTTP answer for the browser and the CLI's result."""
+
+    http_status: int
+    message: str
+    connection: ConnectionInfo | None = None
+    error: CrmhubError | None = None
+
+
+class CallbackListener:
+    """Listens on a loopback ``http://`` redirect URI for one OAuth callback.
+
+    The socket is bound on construction (so a port in use fails before the user is sent to the
+    provider); :meth:`wait` serves requests until the callback path is hit once or ``timeout_s``
+    passes. Other paths (``/favicon.ico``) get 404. Request lines are never logged: they hold the
+    code and the state.
+    """
+
+    def __init__(self, redirect_uri: str) -> None:
+        parts = urlsplit(redirect_uri)
+        if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError(
+                f"the CLI receives the callback itself, so the redirect URI must be http:// on loopback "
+                f"(e.g. {DEFAULT_REDIRECT_URI}), registered with the app; got {redirect_uri}"
+            )
+        self.path = parts.path or "/"
+        host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
+        port = parts.port or 80
+        self._outcome: CallbackOutcome | None = None
+        self._handle: Callable[[dict[str, str]], CallbackOutcome] | None = None
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 10  # a connection that sends nothing does not hold the listener
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                if url.path != listener.path or listener._outcome is not None or listener._handle is None:
+                    self.send_error(404)
+                    return
+                params = {k: v[0] for k, v in parse_qs(url.query).items()}
+                outcome = listener._handle(params)
+                listener._outcome = outcome
+                title = "Connected" if outcome.connection is not None else "Connection failed"
+                body = (
+                    f"<!doctype html><html><head><meta charset='utf-8'><title>crmhub: {title}</title></head>"
+                    f"<body><h1>{title}</h1><p>{html.escape(outcome.message)}</p>"
+                    "<p>You can close this window and return to the terminal.</p></body></html>"
+                ).encode()
+                self.send_response(outcome.http_status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        try:
+            self._server = HTTPServer((host or "127.0.0.1", port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} for the OAuth callback ({exc.strerror}); stop what uses "
+                "the port or pass another registered --redirect-uri"
+            ) from None
+        self._server.timeout = 0.25
+
+    def wait(self, handle: Callable[[dict[str, str]], CallbackOutcome], timeout_s: float) -> CallbackOutcome:
+        """Serve until one callback was handled by ``handle``; :class:`AuthError` after ``timeout_s``."""
+        self._handle = handle
+        deadline = time.monotonic() + timeout_s
+        try:
+            while self._outcome is None and time.monotonic() < deadline:
+                self._server.handle_request()
+        finally:
+            self._server.server_close()
+        if self._outcome is None:
+            raise AuthError(
+                f"no OAuth callback within {timeout_s:.0f}s; run 'crmhub connect' again and finish the "
+                "consent in time",
+                code="callback_timeout",
+            )
+        return self._outcome
+
+    def close(self) -> None:
+        """Release the port (if :meth:`wait` was never called)."""
+        self._server.server_close()
+
+
+# ---- commands ----------------------------------------------------------------------------------------
+
+
+def connect_cmd(
+    provider: Annotated[Provider, typer.Argument(help="salesforce or hubspot")],
+    tenant: Annotated[
+        str, typer.Option("--tenant", help="the customer (controller) this connection belongs to")
+    ],
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="only print the URL (headless machines, tests)")
+    ] = False,
+    sandbox: Annotated[
+        bool | None,
+        typer.Option(
+            "--sandbox/--no-sandbox",
+            help="use the sandbox CRMs from <data_dir>/sandbox.json (default: when it exists and no "
+            "CRMHUB_*_CLIENT_ID is set)",
+        ),
+    ] = None,
+    redirect_uri: Annotated[
+        str | None,
+        typer.Option(help=f"loopback redirect URI registered with the app (default {DEFAULT_REDIRECT_URI})"),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the consent", min=1, max=600)] = 300.0,
+) -> None:
+    """Connect a CRM with OAuth (authorization code + PKCE): open the consent page, wait for the callback."""
+    settings = load_settings()
+    configs = provider_configs(settings, sandbox=sandbox, redirect_uri=redirect_uri)
+    service = _service(settings, configs)
+    try:
+        cfg = service.config(provider)
+        listener = CallbackListener(cfg.redirect_uri)
+        try:
+            request = service.begin_authorization(tenant, provider)
+        except BaseException:
+            listener.close()
+            raise
+        typer.echo(f"Open this URL to let crmhub access {provider.value} for tenant {tenant}:")
+        typer.echo(request.url)
+        typer.echo(f"Waiting up to {timeout:.0f}s for the redirect to {cfg.redirect_uri} ...")
+        if not no_browser:
+            webbrowser.open(request.url)
+
+        def handle(params: dict[str, str]) -> CallbackOutcome:
+            try:
+                info = service.complete_authorization(
+                    provider,
+                    tenant=tenant,
+                    state=params.get("state"),
+                    code=params.get("code"),
+                    redirect_uri=cfg.redirect_uri,
+                    error=params.get("error"),
+                )
+            except OAuthCallbackError as exc:
+                return CallbackOutcome(exc.http_status, str(exc), error=exc)
+            except CrmhubError as exc:
+                return CallbackOutcome(502, str(exc), error=exc)
+            return CallbackOutcome(
+                200, f"crmhub is connected to {provider.value} (connection {info.id}).", info
+            )
+
+        outcome = listener.wait(handle, timeout)
+    finally:
+        service.close()
+        service.engine.dispose()
+    if outcome.error is not None:
+        raise outcome.error
+    info = outcome.connection
+    assert info is not None
+    typer.echo(f"connection id: {info.id}")
+    out.print(
+        f"[green]connected[/] {info.provider} for tenant {info.tenant}: status {info.status.value}, "
+        f"instance {info.instance_url}, scopes {' '.join(info.scopes)}",
+        soft_wrap=True,
+    )
+
+
+@connections_app.command("list")
+def connections_list(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's connections")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+) -> None:
+    """List connections: id, tenant, provider, status, instance, scopes, last update (never tokens)."""
+    engine = _engine(load_settings())
+    try:
+        with engine.connect() as conn:
+            rows = [r.info() for r in store.list_connections(conn, tenant=tenant)]
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    table = Table(title=f"crmhub connections ({len(rows)})")
+    for col in ("id", "tenant", "provider", "status", "instance", "scopes", "updated"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        color = {"active": "green", "reauthorization_required": "yellow"}.get(r.status.value, "red")
+        status = f"[{color}]{r.status.value}[/]" + (f"\n{r.status_message}" if r.status_message else "")
+        table.add_row(
+            r.id,
+            r.tenant,
+            r.provider,
+            status,
+            r.instance_url or "-",
+            " ".join(r.scopes),
+            f"{r.updated_at:%Y-%m-%d %H:%M:%S}Z",
+        )
+    out.print(table)
+
+
+@connections_app.command("disconnect")
+def connections_disconnect(
+    connection_id: Annotated[
+        str, typer.Argument(metavar="ID", help="the connection id (see: connections list)")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="delete local tokens even if the provider cannot be reached")
+    ] = False,
+    sandbox: Annotated[bool | None, typer.Option("--sandbox/--no-sandbox", help="as for connect")] = None,
+) -> None:
+    """Revoke a connection's tokens at the provider and delete them here (status becomes revoked)."""
+    settings = load_settings()
+    service = _service(settings, provider_configs(settings, sandbox=sandbox, redirect_uri=None))
+    try:
+        info = service.disconnect(connection_id, force=force)
+    finally:
+        service.close()
+        service.engine.dispose()
+    out.print(f"{info.id}: {info.status.value} ({info.status_message})", soft_wrap=True)
