@@ -51,9 +51,11 @@ from schemas.sync import (
 from store import syncs as store
 from store.engine import make_engine
 from store.lineage import events as lineage_events
-from workflows.activities import PullProgress, PushProgress, SyncActivities
+from workflows.activities import SyncActivities
 from workflows.connectors import ConnectionConnectors
 from workflows.deps import ActivityDeps, default_subprocessors_file
+from workflows.pull import PullProgress
+from workflows.push import PushProgress
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,157 @@
+"""``plan_sync``: check a run against the processing instruction and the transfer rules (fail closed).
+
+Two checks, both before any record moves:
+
+1. purpose — :func:`governance.policy.check` of the sync's mapping (plus the key that fills the
+   destination id property) and transforms against the instruction, at the current time and with
+   the live source schema; every field the plan reads must exist at the source;
+2. route — source endpoint → crmhub in the tenant's home region → destination endpoint: every
+   region must be in the instruction's ``permitted_regions``, both vendors in its
+   ``permitted_subprocessors``, and the registry must permit each move (authorised subprocessors,
+   recorded routes out of the EEA).
+
+A refusal is a ``refusal`` lineage event, a refused run and a non-retryable ``PurposeViolation`` or
+``TransferNotPermitted`` naming the rule (never a value).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from governance.policy import CheckResult, PlanRefused, check
+from schemas.connector import ReadMode, StreamState
+from schemas.errors import ConfigError, PolicyError, PurposeViolation, TransferNotPermitted
+from schemas.sync import PlanInput, SyncMode, SyncPlanRef, SyncStatus
+from store import syncs as store
+from workflows.context import ActivityKit, SyncContext
+
+__all__ = ["plan_sync"]
+
+
+def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
+    """The checked plan of run ``inp.run_id`` (see the module docstring); records the run as running."""
+    deps = kit.deps
+    now = deps.clock()
+    settings = deps.settings
+    ctx = kit.context(inp.tenant, inp.sync_id)
+    region = settings.region_for(ctx.home)
+    task_queue = settings.task_queue(region)
+    requested = inp.mode or (SyncMode(ctx.spec.default_mode) if ctx.spec.default_mode else None)
+    cursor = ctx.sync.cursor
+    if requested is SyncMode.FULL or cursor is None:
+        mode, start_state = SyncMode.FULL, StreamState(mode=ReadMode.FULL)
+    else:
+        mode = SyncMode.INCREMENTAL
+        start_state = cursor.model_copy(update={"mode": ReadMode.INCREMENTAL, "page_token": None})
+
+    connector = deps.connector_factory(ctx.spec.source_connection_id)
+    try:
+        live = connector.describe(ctx.spec.source_stream).names()
+    finally:
+        connector.close()
+    try:
+        result = check(
+            ctx.sync_plan(now), ctx.instruction, at=now, source_fields=live, registry=deps.transforms
+        )
+    except PlanRefused as exc:
+        kit.refuse(ctx, inp.run_id, exc, exc.reason)
+        raise
+    _check_fields_exist(kit, ctx, result, live)
+    _check_route(kit, ctx, inp.run_id)
+
+    with deps.engine.begin() as conn:
+        store.start_run(
+            conn,
+            run_id=inp.run_id,
+            tenant=ctx.tenant.id,
+            sync_id=ctx.spec.id,
+            mode=mode.value,
+            trigger="workflow",
+            status=SyncStatus.RUNNING.value,
+            now=now,
+        )
+        store.set_sync_status(
+            conn, ctx.tenant.id, ctx.spec.id, SyncStatus.RUNNING.value, now=now, last_run_id=inp.run_id
+        )
+    worker = settings.worker
+    return SyncPlanRef(
+        tenant=ctx.tenant.id,
+        sync_id=ctx.spec.id,
+        run_id=inp.run_id,
+        mode=mode,
+        region=region,
+        task_queue=task_queue,
+        source=ctx.source.provider,
+        source_stream=ctx.spec.source_stream,
+        destination=ctx.destination.provider,
+        destination_stream=ctx.spec.destination_stream,
+        purpose=ctx.instruction.purpose,
+        instruction_version=ctx.instruction.version,
+        instruction_hash=ctx.instruction.content_hash,
+        start_state=start_state,
+        withheld_fields=tuple(result.withheld_fields),
+        pages_per_activity=worker.pages_per_activity,
+        activity_time_budget_s=worker.activity_time_budget_s,
+        continue_as_new_after_batches=worker.continue_as_new_after_batches,
+    )
+
+
+def _check_fields_exist(kit: ActivityKit, ctx: SyncContext, result: CheckResult, live: set[str]) -> None:
+    """Every field the plan reads from the source exists there (a transform's writes are produced)."""
+    produced: set[str] = set()
+    for ref in result.transforms:
+        t = kit.deps.transforms.get(ref)
+        produced |= t.writes if t is not None else frozenset()
+    missing = sorted(set(result.fields_read) - live - produced)
+    if missing:
+        raise ConfigError(
+            f"sync {ctx.spec.id!r} reads {missing} which {ctx.spec.source_stream} does not have at the "
+            "source; fix the mapping"
+        )
+
+
+def _check_route(kit: ActivityKit, ctx: SyncContext, run_id: str) -> None:
+    """The transfer rule of the module docstring; refusals are recorded, then raised."""
+    home = ctx.home
+    instruction = ctx.instruction
+    try:
+        src, dst = ctx.source_endpoint(), ctx.destination_endpoint()
+        outside = sorted(
+            {r for r in (src.region, home, dst.region) if r not in instruction.permitted_regions}
+        )
+        if outside:
+            raise TransferNotPermitted(
+                f"instruction v{instruction.version} permits processing in "
+                f"{list(instruction.permitted_regions)} only; this sync would process data in {outside}",
+                code="region_not_instructed",
+            )
+        registry = ctx.registry
+        registry.check_authorised(ctx.tenant.id, src.subprocessor)
+        registry.check_transfer(home, src.region, home, registry.processor.id, tenant=ctx.tenant.id)
+        registry.check_transfer(home, home, dst.region, dst.subprocessor, tenant=ctx.tenant.id)
+    except TransferNotPermitted as exc:
+        kit.refuse(ctx, run_id, exc, {"rule": "transfer", **_route_reason(ctx)})
+        raise
+    except PolicyError as exc:  # unknown endpoint, unauthorised subprocessor, …: the move is not permitted
+        refused = TransferNotPermitted(exc.message, code=exc.code)
+        kit.refuse(ctx, run_id, refused, {"rule": "transfer", **_route_reason(ctx)})
+        raise refused from None
+    not_instructed = sorted({src.subprocessor, dst.subprocessor} - set(instruction.permitted_subprocessors))
+    if not_instructed:
+        violation = PurposeViolation(
+            f"instruction v{instruction.version} does not permit subprocessors {not_instructed}",
+            code="purpose_violation.subprocessor",
+        )
+        kit.refuse(ctx, run_id, violation, {"rule": "subprocessor", "subprocessors": not_instructed})
+        raise violation
+
+
+def _route_reason(ctx: SyncContext) -> dict[str, Any]:
+    reason: dict[str, Any] = {"home_region": ctx.home}
+    for side, get in (("source", ctx.source_endpoint), ("destination", ctx.destination_endpoint)):
+        try:
+            e = get()
+            reason[f"{side}_region"], reason[f"{side}_subprocessor"] = e.region, e.subprocessor
+        except PolicyError:
+            reason[f"{side}_region"] = None
+    return reason

@@ -1,0 +1,386 @@
+"""``push_batch``: a staged batch → the destination, one part at a time.
+
+Per part: open it, map each record (``mapping``; the destination id property from the source key
+property), ``write_batch(UPSERT, external_id=…)`` — idempotent, so a rewritten part duplicates
+nothing — then per-record outcomes: accepted → ``id_map`` (source key hash → destination id);
+refused → a dead letter (sealed record and vendor message, vendor code, redacted message), so bad
+records never block good ones. Staged deletes are looked up in the id map and deleted at the
+destination (``DELETE``) when its stream supports it, else dead-lettered ``DELETE_NOT_SUPPORTED``.
+Each written part is heartbeated as :class:`PushProgress`; a retry skips it.
+
+The move to the destination's region is checked before anything is written (fail closed). After
+the last part: a ``push`` event (counts, keyed hashes of accepted records), a ``transfer`` event when
+the destination region is not the processing region, a ``delete`` event for propagated deletes;
+then the staged batch is deleted. After a resumed push the ``delete`` event's counts cover every
+part but its hashes only the parts written by the last attempt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+from temporalio.exceptions import CancelledError
+
+from connectors.base import Connector
+from schemas.connector import OutcomeStatus, Record, RecordOutcome, StreamSpec, WriteMode, WriteResult
+from schemas.errors import DataError
+from schemas.lineage import EventKind, LineageEvent
+from schemas.sync import BatchRef, PushInput, PushResult
+from store import syncs as store
+from workflows.context import ActivityKit, SyncContext
+from workflows.staging import dead_letter_id, open_part, redact, resume
+
+__all__ = ["PushProgress", "delete_staging", "push_batch"]
+
+
+class PushProgress(BaseModel):
+    """Heartbeat details of ``push_batch``: parts written and what the destination answered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str
+    done_parts: list[int] = []
+    created: int = 0
+    updated: int = 0
+    failed: int = 0
+    deletes_propagated: int = 0
+    deletes_failed: int = 0
+    deletes_unmapped: int = 0
+    calls: int = 0
+    finished: bool = False  # lineage appended: a retry only deletes the staging
+
+    def result(self) -> PushResult:
+        return PushResult(
+            batch_id=self.batch_id,
+            pushed=self.created + self.updated,
+            created=self.created,
+            updated=self.updated,
+            failed=self.failed,
+            calls=self.calls,
+        )
+
+
+def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
+    """Push one staged batch (see the module docstring)."""
+    plan, batch = inp.plan, inp.batch
+    if batch.records == 0 and batch.deleted == 0:
+        return PushResult(batch_id=batch.batch_id, pushed=0)
+    deps = kit.deps
+    ctx = kit.context(plan.tenant, plan.sync_id, instruction_hash=plan.instruction_hash)
+    tenant = ctx.tenant.id
+    progress = resume(PushProgress, batch.batch_id)
+    if progress is not None and progress.finished:
+        delete_staging(kit, tenant, batch.batch_id)
+        return progress.result()
+    with deps.engine.connect() as conn:
+        parts = store.staged_parts(conn, tenant, batch.batch_id)
+    if not parts:
+        return _already_pushed(kit, ctx, plan.run_id, batch)
+    progress = progress or PushProgress(batch_id=batch.batch_id)
+    done_before = set(progress.done_parts)
+
+    # Fail closed before anything leaves: the move to the destination's region must be permitted.
+    dst = ctx.destination_endpoint()
+    ctx.registry.check_transfer(ctx.home, ctx.home, dst.region, dst.subprocessor, tenant=tenant)
+
+    accepted: list[str] = []
+    gone: list[str] = []
+    connector = deps.connector_factory(ctx.spec.destination_connection_id)
+    try:
+        spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
+        writer = _Writer(kit, ctx, plan.run_id, connector, spec)
+        for number in parts:
+            if number in done_before:
+                continue
+            if activity.is_cancelled():
+                raise CancelledError("push cancelled")
+            with deps.engine.connect() as conn:
+                (part,) = store.get_staged(conn, tenant, batch.batch_id, part=number)
+            keys, records, deleted = open_part(deps.vault, ctx, part)
+            progress, ok = writer.upsert(part, keys, records, progress)
+            accepted += ok
+            progress, removed = writer.delete(part, deleted, progress)
+            gone += removed
+            progress = progress.model_copy(update={"done_parts": [*progress.done_parts, number]})
+            activity.heartbeat(progress)
+    finally:
+        connector.close()
+    if done_before:
+        accepted = _accepted_earlier(kit, ctx, batch.batch_id, done_before) + accepted
+    kit.append(tenant, _events(kit, ctx, plan.run_id, progress, accepted, gone))
+    progress = progress.model_copy(update={"finished": True})
+    activity.heartbeat(progress)
+    delete_staging(kit, tenant, batch.batch_id)
+    return progress.result()
+
+
+def delete_staging(kit: ActivityKit, tenant: str, batch_id: str) -> None:
+    """Delete a staged batch (harmless when it is already gone)."""
+    with kit.deps.engine.begin() as conn:
+        store.delete_staged(conn, tenant, batch_id)
+
+
+def _why(outcome: RecordOutcome) -> tuple[str, str | None]:
+    return (outcome.error_code or "VENDOR_REFUSED", outcome.error_message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    """Writes the parts of one batch to one destination connector."""
+
+    kit: ActivityKit
+    ctx: SyncContext
+    run_id: str
+    connector: Connector
+    stream: StreamSpec
+
+    def upsert(
+        self, part: store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
+    ) -> tuple[PushProgress, list[str]]:
+        """Upsert one part's records; returns the progress and the keys the destination accepted."""
+        spec = self.ctx.spec
+        mapped: list[Record] = []
+        positions: list[int] = []
+        letters: list[store.DeadLetter] = []
+        for i, rec in enumerate(records):
+            key = rec.get(spec.source_key_property)
+            if key is None or (isinstance(key, str) and not key.strip()):
+                letters.append(self.letter(part, "upsert", i, keys[i], rec, "MISSING_EXTERNAL_ID", None))
+                continue
+            out = {dst: rec[src] for src, dst in spec.mapping.items() if src in rec}
+            out[spec.destination_id_property] = key
+            mapped.append(out)
+            positions.append(i)
+        result = WriteResult([], calls=0)
+        if mapped:
+            result = self.connector.write_batch(
+                spec.destination_stream, mapped, WriteMode.UPSERT, external_id=spec.destination_id_property
+            )
+            self._check_outcomes(result, len(mapped))
+        pairs: list[tuple[str, str]] = []
+        created = updated = 0
+        ok: list[str] = []
+        for pos, outcome in zip(positions, result.outcomes, strict=True):
+            if not outcome.ok:
+                letters.append(self.letter(part, "upsert", pos, keys[pos], records[pos], *_why(outcome)))
+                continue
+            if outcome.status is OutcomeStatus.CREATED:
+                created += 1
+            else:
+                updated += 1
+            ok.append(keys[pos])
+            if outcome.id:
+                pairs.append((keys[pos], outcome.id))
+        with self.kit.deps.engine.begin() as conn:
+            store.upsert_id_map(conn, self.ctx.tenant.id, spec.id, pairs, now=self.kit.deps.clock())
+            store.add_dead_letters(conn, letters)
+        progress = progress.model_copy(
+            update={
+                "created": progress.created + created,
+                "updated": progress.updated + updated,
+                "failed": progress.failed + len(letters),
+                "calls": progress.calls + result.calls,
+            }
+        )
+        return progress, ok
+
+    def delete(
+        self, part: store.StagedPart, deleted: list[str], progress: PushProgress
+    ) -> tuple[PushProgress, list[str]]:
+        """Propagate one part's source deletes through the id map; returns progress and deleted keys."""
+        if not deleted:
+            return progress, []
+        tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
+        stream = self.stream
+        with self.kit.deps.engine.connect() as conn:
+            found = store.lookup_id_map(conn, tenant, sync_id, deleted)
+        targets = [(i, k, found[k]) for i, k in enumerate(deleted) if k in found]
+        letters: list[store.DeadLetter] = []
+        gone: list[str] = []
+        calls = 0
+        if targets and not stream.supports_deletes:
+            why = f"{self.connector.name} stream {stream.name} does not support deletes"
+            for i, k, dest_id in targets:
+                letters.append(
+                    self.letter(
+                        part, "delete", i, k, {"destination_id": dest_id}, "DELETE_NOT_SUPPORTED", why
+                    )
+                )
+        elif targets:
+            result = self.connector.write_batch(
+                stream.name,
+                [{stream.primary_key: dest_id} for _, _, dest_id in targets],
+                WriteMode.DELETE,
+                external_id=stream.primary_key,
+            )
+            self._check_outcomes(result, len(targets))
+            calls = result.calls
+            for (i, k, dest_id), outcome in zip(targets, result.outcomes, strict=True):
+                if outcome.ok:
+                    gone.append(k)
+                else:
+                    letters.append(
+                        self.letter(part, "delete", i, k, {"destination_id": dest_id}, *_why(outcome))
+                    )
+        with self.kit.deps.engine.begin() as conn:
+            store.delete_id_map(conn, tenant, sync_id, gone)
+            store.add_dead_letters(conn, letters)
+        progress = progress.model_copy(
+            update={
+                "deletes_propagated": progress.deletes_propagated + len(gone),
+                "deletes_failed": progress.deletes_failed + len(letters),
+                "deletes_unmapped": progress.deletes_unmapped + len(deleted) - len(targets),
+                "calls": progress.calls + calls,
+            }
+        )
+        return progress, gone
+
+    def _check_outcomes(self, result: WriteResult, sent: int) -> None:
+        if len(result.outcomes) != sent:
+            raise DataError(
+                f"the {self.connector.name} connector answered {len(result.outcomes)} outcomes for {sent} "
+                "records (the contract is one per record)"
+            )
+
+    def letter(
+        self,
+        part: store.StagedPart,
+        kind: str,
+        index: int,
+        key: str,
+        record: Record,
+        code: str,
+        vendor_message: str | None,
+    ) -> store.DeadLetter:
+        """A dead letter: record and vendor message sealed; code and a redacted message in clear."""
+        deps, tenant, sync_id = self.kit.deps, self.ctx.tenant.id, self.ctx.spec.id
+        letter_id = dead_letter_id(tenant, sync_id, part.batch_id, part.part, kind, index)
+        body = {"record": record, "vendor_message": vendor_message, "kind": kind}
+        sealed = deps.vault.seal(
+            tenant,
+            json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
+            dataset="dead-letter",
+            object_id=letter_id,
+            purpose=self.ctx.instruction.purpose,
+        )
+        shown = redact(vendor_message, record)
+        return store.DeadLetter(
+            id=letter_id,
+            tenant=tenant,
+            sync_id=sync_id,
+            run_id=self.run_id,
+            batch_id=part.batch_id,
+            record_key_hash=key,
+            sealed_record=sealed,
+            error_code=code,
+            error_message=f"{kind} refused: {code}" + (f" ({shown})" if shown else ""),
+            created=deps.clock(),
+        )
+
+
+def _accepted_earlier(kit: ActivityKit, ctx: SyncContext, batch_id: str, parts: set[int]) -> list[str]:
+    """Keys the destination accepted in ``parts`` written by an earlier attempt: their staged keys
+    minus the batch's dead letters."""
+    with kit.deps.engine.connect() as conn:
+        failed = store.dead_letter_key_hashes(conn, ctx.tenant.id, ctx.spec.id, batch_id)
+        staged = store.get_staged(conn, ctx.tenant.id, batch_id)
+    keys: list[str] = []
+    for p in staged:
+        if p.part in parts:
+            keys += [k for k in open_part(kit.deps.vault, ctx, p)[0] if k not in failed]
+    return keys
+
+
+def _events(
+    kit: ActivityKit,
+    ctx: SyncContext,
+    run_id: str,
+    progress: PushProgress,
+    accepted: list[str],
+    gone: list[str],
+) -> list[LineageEvent]:
+    dst = ctx.destination_endpoint()
+    batch_id = progress.batch_id
+    events = [
+        kit.event(
+            ctx,
+            run_id,
+            EventKind.PUSH,
+            source=ctx.staging_dataset(),
+            destination=ctx.destination_dataset(),
+            counts={
+                "pushed": progress.created + progress.updated,
+                "created": progress.created,
+                "updated": progress.updated,
+                "failed": progress.failed,
+                "calls": progress.calls,
+            },
+            record_id_hashes=tuple(accepted),
+            subprocessor=dst.subprocessor,
+            region_from=ctx.home,
+            region_to=dst.region,
+            details={"batch_id": batch_id},
+        )
+    ]
+    transfer = ctx.registry.transfer(
+        tenant=ctx.tenant.id,
+        run_id=run_id,
+        from_region=ctx.home,
+        to_region=dst.region,
+        subprocessor=dst.subprocessor,
+        record_id_hashes=[*accepted, *gone],
+        sync_id=ctx.spec.id,
+        purpose=ctx.instruction.purpose,
+        instruction_version=ctx.instruction.version,
+        instruction_hash=ctx.instruction.content_hash,
+        source=ctx.staging_dataset(),
+        destination=ctx.destination_dataset(),
+        timestamp=kit.deps.clock(),
+    )
+    if transfer is not None:
+        events.append(transfer)
+    if progress.deletes_propagated or progress.deletes_failed or progress.deletes_unmapped:
+        events.append(
+            kit.event(
+                ctx,
+                run_id,
+                EventKind.DELETE,
+                source=ctx.source_dataset(),
+                destination=ctx.destination_dataset(),
+                counts={
+                    "deleted": progress.deletes_propagated,
+                    "failed": progress.deletes_failed,
+                    "not_at_destination": progress.deletes_unmapped,
+                },
+                record_id_hashes=tuple(gone),
+                subprocessor=dst.subprocessor,
+                region_from=ctx.home,
+                region_to=dst.region,
+                details={"batch_id": batch_id},
+            )
+        )
+    return events
+
+
+def _already_pushed(kit: ActivityKit, ctx: SyncContext, run_id: str, batch: BatchRef) -> PushResult:
+    """No staged parts left: an earlier attempt pushed the batch (its ``push`` event says what
+    happened) unless the batch was discarded or purged, which is a non-retryable DataError."""
+    for event in reversed(kit.ledger(ctx.tenant.id).read_events(run_id=run_id)):
+        if event.kind is EventKind.PUSH and event.details.get("batch_id") == batch.batch_id:
+            c = event.counts
+            return PushResult(
+                batch_id=batch.batch_id,
+                pushed=c.get("pushed", 0),
+                created=c.get("created", 0),
+                updated=c.get("updated", 0),
+                failed=c.get("failed", 0),
+                calls=c.get("calls", 0),
+            )
+    raise DataError(
+        f"staged batch {batch.batch_id} is gone (discarded, or purged after its retention) and was never "
+        "pushed; run the sync again",
+        code="staging_missing",
+    )

@@ -1,0 +1,142 @@
+"""The sealed staging format between pull and push, dead-letter ids and messages, heartbeat resume.
+
+A staged part is a vault ``seal_batch`` of compact JSON ``{"v": 1, "keys": [kh_…], "records": […]}``
+(``keys[i]`` is the keyed hash of ``records[i]``'s source id) with AAD
+``(tenant, sync, "<batch>/<part>", purpose)``; its deleted source ids, as keyed hashes, are sealed
+the same way under ``"<batch>/<part>/deleted"``. A part moved to another batch, sync, tenant or
+purpose does not open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio import activity
+
+from governance.vault import Vault
+from schemas.connector import Record
+from schemas.errors import DataError, IntegrityError
+from store import syncs as store
+from workflows.context import SyncContext
+
+__all__ = [
+    "PendingPart",
+    "dead_letter_id",
+    "open_part",
+    "redact",
+    "resume",
+    "seal_part",
+]
+
+_VERSION = 1
+_P = TypeVar("_P", bound=BaseModel)
+
+
+@dataclass
+class PendingPart:
+    """Pages read but not yet staged: records with their keys, deleted keys, and what they cost."""
+
+    keys: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    pages: int = 0
+    calls: int = 0
+    withheld_values: int = 0
+    pseudonymized: int = 0
+
+    def __bool__(self) -> bool:
+        """True when there is something to stage (records or deletes)."""
+        return bool(self.records or self.deleted)
+
+
+def _json_default(value: object) -> Any:
+    raise DataError(f"a field value of type {type(value).__name__} cannot be staged (JSON types only)")
+
+
+def _name(batch_id: str, part: int) -> str:
+    return f"{batch_id}/{part}"
+
+
+def seal_part(
+    vault: Vault, ctx: SyncContext, batch_id: str, part: int, pending: PendingPart
+) -> tuple[bytes, bytes | None]:
+    """Seal a part's records (with keys) and, if any, its deleted keys."""
+    name = _name(batch_id, part)
+    body = {"v": _VERSION, "keys": pending.keys, "records": pending.records}
+    blob = json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode()
+    purpose = ctx.instruction.purpose
+    sealed = vault.seal_batch(ctx.tenant.id, blob, sync=ctx.spec.id, batch=name, purpose=purpose)
+    sealed_deleted = None
+    if pending.deleted:
+        sealed_deleted = vault.seal_batch(
+            ctx.tenant.id,
+            json.dumps(pending.deleted, separators=(",", ":")).encode(),
+            sync=ctx.spec.id,
+            batch=f"{name}/deleted",
+            purpose=purpose,
+        )
+    return sealed, sealed_deleted
+
+
+def open_part(
+    vault: Vault, ctx: SyncContext, part: store.StagedPart
+) -> tuple[list[str], list[Record], list[str]]:
+    """Keys, records and deleted keys of one staged part; :class:`IntegrityError` if it does not open
+    in this context or is malformed."""
+    name = _name(part.batch_id, part.part)
+    purpose = ctx.instruction.purpose
+    blob = vault.open_batch(ctx.tenant.id, part.sealed, sync=ctx.spec.id, batch=name, purpose=purpose)
+    body = json.loads(blob)
+    if not isinstance(body, dict) or body.get("v") != _VERSION:
+        raise IntegrityError("staged part has an unknown format version")
+    keys, records = body["keys"], body["records"]
+    if len(keys) != len(records):
+        raise IntegrityError("staged part is inconsistent (keys and records differ in number)")
+    deleted: list[str] = []
+    if part.deleted_keys is not None:
+        raw = vault.open_batch(
+            ctx.tenant.id, part.deleted_keys, sync=ctx.spec.id, batch=f"{name}/deleted", purpose=purpose
+        )
+        deleted = list(json.loads(raw))
+    return keys, records, deleted
+
+
+def dead_letter_id(tenant: str, sync_id: str, batch_id: str, part: int, kind: str, index: int) -> str:
+    """Deterministic id of the dead letter of record ``index`` of a part, so a retried push records
+    each failure once."""
+    raw = f"{tenant}\x1f{sync_id}\x1f{batch_id}\x1f{part}\x1f{kind}\x1f{index}".encode()
+    return hashlib.sha256(raw).hexdigest()[:40]
+
+
+def redact(message: str | None, record: Record) -> str:
+    """A vendor message with every value of ``record`` cut out (vendors quote the bad value), and any
+    remaining e-mail-like word too; at most 300 characters."""
+    if not message:
+        return ""
+    out = " ".join(message.split())[:300]
+    for value in record.values():
+        text = str(value) if value is not None else ""
+        if len(text) >= 3 and text in out:
+            out = out.replace(text, "[redacted]")
+    if "@" in out:  # normalised forms of a value (case, whitespace) escape the literal replacement
+        out = " ".join("[redacted]" if "@" in word else word for word in out.split(" "))
+    return out
+
+
+def resume(model: type[_P], batch_id: str) -> _P | None:
+    """The heartbeat details a previous attempt at the same batch left, if any (a real worker hands
+    them over as decoded JSON; tests may pass the model)."""
+    details: Sequence[Any] = activity.info().heartbeat_details
+    if not details:
+        return None
+    try:
+        progress = model.model_validate(details[0])
+    except ValidationError:
+        activity.logger.warning("ignoring unreadable heartbeat details; starting the batch over")
+        return None
+    return progress if getattr(progress, "batch_id", None) == batch_id else None
