@@ -583,3 +583,17 @@ def assert_no_plaintext(world: World, values: Sequence[str]) -> None:
                     if isinstance(cell, bytes | memoryview):
                         blob += bytes(cell).lower()
                 assert not any(n in blob for n in needles), f"plaintext record value in {table.name}"
+
+
+def test_deps_from_settings_builds_what_a_worker_needs(tmp_path: Path, db_url: str) -> None:
+    from workflows.deps import deps_from_settings
+
+    settings = load_settings(data_dir=tmp_path, database_url=db_url)
+    deps = deps_from_settings(settings)
+    try:
+        assert deps.subprocessors.processor.id == "crmhub"
+        assert (tmp_path / settings.governance.signing_key_file).stat().st_mode & 0o077 == 0
+        assert isinstance(deps.connector_factory, ConnectionConnectors)
+        assert deps.pseudonymizer.keyed_hash(TENANT, "003000000000001").startswith("kh_")
+    finally:
+        deps.engine.dispose()
