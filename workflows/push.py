@@ -33,7 +33,11 @@ from store import syncs as store
 from workflows.context import ActivityKit, SyncContext
 from workflows.staging import dead_letter_id, open_part, redact, resume
 
-__all__ = ["PushProgress", "delete_staging", "push_batch"]
+__all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "push_batch"]
+
+WRITE_CHUNK = 500
+"""Records per ``write_batch`` call; the activity heartbeats between calls (connectors split further
+into vendor batches: HubSpot 100, Salesforce Collections 200)."""
 
 
 class PushProgress(BaseModel):
@@ -154,12 +158,19 @@ class _Writer:
             out[spec.destination_id_property] = key
             mapped.append(out)
             positions.append(i)
-        result = WriteResult([], calls=0)
-        if mapped:
-            result = self.connector.write_batch(
-                spec.destination_stream, mapped, WriteMode.UPSERT, external_id=spec.destination_id_property
+        outcomes: list[RecordOutcome] = []
+        calls = 0
+        for start in range(0, len(mapped), WRITE_CHUNK):
+            if start:  # liveness between vendor round trips (a paced vendor can take a while)
+                activity.heartbeat(progress)
+            chunk = mapped[start : start + WRITE_CHUNK]
+            answer = self.connector.write_batch(
+                spec.destination_stream, chunk, WriteMode.UPSERT, external_id=spec.destination_id_property
             )
-            self._check_outcomes(result, len(mapped))
+            self._check_outcomes(answer, len(chunk))
+            outcomes += answer.outcomes
+            calls += answer.calls
+        result = WriteResult(outcomes, calls=calls)
         pairs: list[tuple[str, str]] = []
         created = updated = 0
         ok: list[str] = []
