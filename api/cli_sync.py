@@ -1,0 +1,369 @@
+"""``crmhub tenant|instruction|sync|worker`` commands: set up a controller, its processing
+instruction and its syncs, run them through Temporal and watch them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from temporalio.client import Client, WorkflowFailureError
+
+from api import syncops
+from schemas.errors import ConfigError
+from schemas.settings import Settings, load_settings
+from schemas.sync import Progress as SyncProgress
+from schemas.sync import SyncMode, SyncStatus
+from store import syncs as store
+from store.engine import make_engine
+
+__all__ = ["register"]
+
+_T = TypeVar("_T")
+out = Console()
+err = Console(stderr=True)
+
+tenant_app = typer.Typer(
+    help="Controllers (tenants): home region and authorised subprocessors.", no_args_is_help=True
+)
+instruction_app = typer.Typer(
+    help="Processing instructions (versioned, content-hashed).", no_args_is_help=True
+)
+sync_app = typer.Typer(
+    help="Syncs: create, run, watch, pause, resume, cancel, schedule.", no_args_is_help=True
+)
+
+EXIT_FAILED = 1
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tenant_app, name="tenant")
+    app.add_typer(instruction_app, name="instruction")
+    app.add_typer(sync_app, name="sync")
+    app.command("worker")(worker_cmd)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _engine(settings: Settings) -> Any:
+    return make_engine(settings.effective_database_url)
+
+
+async def _with_client(settings: Settings, fn: Callable[[Client], Awaitable[_T]]) -> _T:
+    from workers.client import connect
+
+    connected = await connect(settings)
+    try:
+        return await fn(connected.client)
+    finally:
+        connected.engine.dispose()
+
+
+# -- tenants and instructions ------------------------------------------------------------------------
+
+
+@tenant_app.command("create")
+def tenant_create(
+    tenant_id: Annotated[str, typer.Argument(help="short id, e.g. acme")],
+    name: Annotated[str, typer.Option(help="the controller's name")] = "",
+    home_region: Annotated[str, typer.Option(help="registry region code: eea, us, uk, ch")] = "eea",
+    subprocessors: Annotated[
+        str, typer.Option(help="authorised subprocessors, comma-separated")
+    ] = "salesforce,hubspot",
+) -> None:
+    """Register a controller."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", tenant_id):
+        raise ConfigError(
+            "tenant id must be 1-64 lowercase letters, digits, '-' or '_' (not starting with '_')"
+        )
+    settings = load_settings()
+    settings.region_for(home_region)  # the deployment must have workers for that jurisdiction
+    engine = _engine(settings)
+    with engine.begin() as conn:
+        row = store.create_tenant(
+            conn,
+            id=tenant_id,
+            name=name or tenant_id,
+            home_region=home_region,
+            authorised_subprocessors=[s.strip() for s in subprocessors.split(",") if s.strip()],
+            now=_now(),
+        )
+    out.print(
+        f"tenant [bold]{row.id}[/] created: home region {row.home_region}, processed on "
+        f"{settings.task_queue(settings.region_for(row.home_region))}"
+    )
+
+
+@instruction_app.command("load")
+def instruction_load(
+    path: Annotated[Path, typer.Argument(help="instruction YAML (see examples/instruction.yaml)")],
+) -> None:
+    """Validate and store a processing instruction version."""
+    from governance.policy import load_instruction
+
+    ins = load_instruction(path)
+    settings = load_settings()
+    engine = _engine(settings)
+    with engine.begin() as conn:
+        if store.get_tenant(conn, ins.tenant) is None:
+            raise ConfigError(
+                f"tenant {ins.tenant!r} does not exist; create it with: crmhub tenant create {ins.tenant}"
+            )
+        store.add_instruction(
+            conn,
+            tenant=ins.tenant,
+            version=ins.version,
+            content=ins.model_dump(mode="json"),
+            content_hash=ins.content_hash,
+            now=_now(),
+        )
+    out.print(
+        f"instruction v{ins.version} of {ins.tenant} stored "
+        f"(purpose {ins.purpose}, hash {ins.content_hash[:16]}…)"
+    )
+
+
+# -- syncs ---------------------------------------------------------------------------------------------
+
+
+@sync_app.command("create")
+def sync_create(
+    path: Annotated[Path, typer.Argument(help="sync definition YAML (see examples/sync.yaml)")],
+) -> None:
+    """Create a sync from a YAML definition (source, destination, mapping, instruction version)."""
+    try:
+        spec = store.SyncSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read {path}: {type(exc).__name__}; check the path and YAML syntax"
+        ) from None
+    settings = load_settings()
+    engine = _engine(settings)
+    with engine.begin() as conn:
+        if store.get_instruction(conn, spec.tenant, spec.instruction_version) is None:
+            raise ConfigError(
+                f"tenant {spec.tenant!r} has no instruction v{spec.instruction_version}; "
+                "store it with: crmhub instruction load FILE"
+            )
+        store.create_sync(conn, spec, now=_now())
+    out.print(
+        f"sync [bold]{spec.id}[/] of {spec.tenant} created: {spec.source_stream} → {spec.destination_stream}"
+    )
+
+
+@sync_app.command("run")
+def sync_run(
+    tenant: Annotated[str, typer.Option(help="tenant id")],
+    sync: Annotated[str, typer.Option(help="sync id")],
+    mode: Annotated[
+        SyncMode | None, typer.Option(help="full or incremental (default: incremental once it has a cursor)")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow progress until the run ends")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
+) -> None:
+    """Start a run (or join the one in progress) and follow it with a progress bar."""
+    settings = load_settings()
+
+    async def go(client: Client) -> SyncProgress | None:
+        h = await syncops.start(client, tenant, sync, mode=mode)
+        if not wait:
+            return await syncops.progress(client, tenant, sync)
+        return await follow(client, tenant, sync, h, quiet=as_json)
+
+    result = asyncio.run(_with_client(settings, go))
+    _print_progress(result, as_json)
+    if result is not None and result.status not in (
+        SyncStatus.COMPLETED,
+        SyncStatus.RUNNING,
+        SyncStatus.WAITING,
+    ):
+        raise typer.Exit(EXIT_FAILED)
+
+
+async def follow(
+    client: Client, tenant: str, sync_id: str, h: Any, *, quiet: bool = False, console: Console | None = None
+) -> SyncProgress | None:
+    """Poll the run's progress query until it ends, drawing a progress bar of records moved."""
+    console = console or out
+    task_result = asyncio.ensure_future(h.result())
+    with Progress(
+        TextColumn("[bold]{task.fields[phase]}"),
+        BarColumn(),
+        TextColumn("{task.fields[line]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("sync", total=None, phase="planning", line="")
+        while not task_result.done():
+            p = await syncops.progress(client, tenant, sync_id)
+            if p is not None:
+                c = p.counts
+                line = (
+                    f"pulled {c.pulled:,} · pushed {c.pushed:,} · failed {c.failed:,} · deleted {c.deleted:,}"
+                    + (f" · waiting: {p.waiting_reason}" if p.waiting_reason else "")
+                )
+                bar.update(
+                    task,
+                    completed=c.pushed + c.failed,
+                    total=max(c.pulled, 1),
+                    phase=p.phase.value,
+                    line=line,
+                )
+            await asyncio.wait({task_result}, timeout=0.5)
+    with contextlib.suppress(WorkflowFailureError):  # the progress query below says why
+        await task_result
+    return await syncops.progress(client, tenant, sync_id)
+
+
+def _print_progress(p: SyncProgress | None, as_json: bool) -> None:
+    if p is None:
+        out.print("no run yet")
+        return
+    if as_json:
+        out.print_json(p.model_dump_json())
+        return
+    c = p.counts
+    table = Table(title=f"sync {p.sync_id} of {p.tenant} · run {p.run_id}")
+    table.add_column("status")
+    table.add_column("pulled", justify="right")
+    table.add_column("pushed", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("deleted", justify="right")
+    table.add_column("withheld values", justify="right")
+    table.add_column("cursor")
+    table.add_row(
+        p.status.value,
+        f"{c.pulled:,}",
+        f"{c.pushed:,}",
+        f"{c.failed:,}",
+        f"{c.deleted:,}",
+        f"{c.withheld_fields:,}",
+        p.cursor or "-",
+    )
+    out.print(table)
+    if p.waiting_reason:
+        out.print(f"[yellow]waiting:[/] {p.waiting_reason}", soft_wrap=True)
+    if p.message:
+        out.print(p.message, soft_wrap=True)
+
+
+@sync_app.command("status")
+def sync_status(
+    tenant: Annotated[str, typer.Option()],
+    sync: Annotated[str, typer.Option()],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Progress of the sync's latest run (from the workflow's progress query)."""
+    settings = load_settings()
+    _print_progress(asyncio.run(_with_client(settings, lambda c: syncops.progress(c, tenant, sync))), as_json)
+
+
+def _signal(fn: Callable[[Client, str, str], Awaitable[None]], tenant: str, sync: str, what: str) -> None:
+    settings = load_settings()
+    asyncio.run(_with_client(settings, lambda c: fn(c, tenant, sync)))
+    out.print(f"{what} requested for sync {sync} of {tenant}")
+
+
+@sync_app.command("pause")
+def sync_pause(tenant: Annotated[str, typer.Option()], sync: Annotated[str, typer.Option()]) -> None:
+    """Pause after the activities in flight."""
+    _signal(syncops.pause, tenant, sync, "pause")
+
+
+@sync_app.command("resume")
+def sync_resume(tenant: Annotated[str, typer.Option()], sync: Annotated[str, typer.Option()]) -> None:
+    _signal(syncops.resume, tenant, sync, "resume")
+
+
+@sync_app.command("cancel")
+def sync_cancel(tenant: Annotated[str, typer.Option()], sync: Annotated[str, typer.Option()]) -> None:
+    """Cancel the run: staged batches are discarded, the run is recorded as cancelled."""
+    _signal(syncops.cancel, tenant, sync, "cancellation")
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def _duration(text: str) -> timedelta:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ConfigError(f"interval {text!r} must look like 15m, 1h or 1d")
+    n, unit = int(m.group(1)), m.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+
+
+@sync_app.command("schedule")
+def sync_schedule(
+    tenant: Annotated[str, typer.Option()],
+    sync: Annotated[str, typer.Option()],
+    every: Annotated[str | None, typer.Option(help="create/update: run every 15m, 1h, 1d …")] = None,
+    pause_: Annotated[bool, typer.Option("--pause", help="pause the schedule")] = False,
+    unpause: Annotated[bool, typer.Option("--unpause", help="unpause the schedule")] = False,
+    trigger: Annotated[bool, typer.Option("--trigger", help="start a run now")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="delete the schedule")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Manage the sync's Temporal Schedule (incremental runs; overlapping triggers skipped)."""
+    settings = load_settings()
+    if delete:
+        asyncio.run(_with_client(settings, lambda c: syncops.delete_schedule(c, tenant, sync)))
+        out.print("schedule deleted")
+        return
+    paused = True if pause_ else False if unpause else None
+    info = asyncio.run(
+        _with_client(
+            settings,
+            lambda c: syncops.schedule(
+                c, tenant, sync, every=_duration(every) if every else None, paused=paused, trigger_now=trigger
+            ),
+        )
+    )
+    data = {
+        "id": info.id,
+        "every_s": info.every.total_seconds(),
+        "paused": info.paused,
+        "next_runs": info.next_runs,
+    }
+    if as_json:
+        out.print_json(json.dumps(data))
+    else:
+        out.print(
+            f"schedule {info.id}: every {info.every}, {'paused' if info.paused else 'active'}; "
+            f"next: {', '.join(info.next_runs) or '-'}"
+        )
+
+
+# -- worker --------------------------------------------------------------------------------------------
+
+
+def worker_cmd(
+    region: Annotated[str, typer.Option(help="the region whose task queue this worker serves")],
+) -> None:
+    """Run a worker for one region (plus the shared control queue) until Ctrl-C."""
+    import logging
+
+    from workers.worker import run_worker
+
+    settings = load_settings()
+    settings.task_queue(region)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out.print(f"worker for region [bold]{region}[/]: queues crmhub-control and {settings.task_queue(region)}")
+    asyncio.run(run_worker(settings, region))

@@ -1,0 +1,157 @@
+"""Operations on syncs through Temporal, shared by the CLI, the demo and the web app: start a run
+(two triggers meet one workflow), read its progress, pause/resume/cancel it, and manage its
+Temporal Schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleHandle,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from schemas.errors import ConfigError
+from schemas.sync import Progress, RunCounts, SyncInput, SyncMode, sync_workflow_id
+from workflows.sync import CONTROL_QUEUE, SyncWorkflow
+
+__all__ = [
+    "ScheduleInfo",
+    "cancel",
+    "delete_schedule",
+    "handle",
+    "pause",
+    "progress",
+    "resume",
+    "schedule",
+    "schedule_id",
+    "start",
+]
+
+
+def schedule_id(tenant: str, sync_id: str) -> str:
+    return f"sync-schedule:{tenant}:{sync_id}"
+
+
+async def start(
+    client: Client, tenant: str, sync_id: str, *, mode: SyncMode | None = None, trigger: str = "manual"
+) -> WorkflowHandle[SyncWorkflow, RunCounts]:
+    """Start a run, or join the one already running (workflow id ``sync:{tenant}:{sync}``)."""
+    return await client.start_workflow(
+        SyncWorkflow.run,
+        SyncInput(tenant=tenant, sync_id=sync_id, mode=mode, trigger=trigger),
+        id=sync_workflow_id(tenant, sync_id),
+        task_queue=CONTROL_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"sync {sync_id} of tenant {tenant}",
+    )
+
+
+def handle(client: Client, tenant: str, sync_id: str) -> WorkflowHandle[SyncWorkflow, RunCounts]:
+    return client.get_workflow_handle_for(SyncWorkflow.run, sync_workflow_id(tenant, sync_id))
+
+
+async def progress(client: Client, tenant: str, sync_id: str) -> Progress | None:
+    """The latest run's progress, or None if the sync never ran."""
+    try:
+        result: Progress = await handle(client, tenant, sync_id).query(SyncWorkflow.progress)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return result
+
+
+async def pause(client: Client, tenant: str, sync_id: str) -> None:
+    await handle(client, tenant, sync_id).signal(SyncWorkflow.pause)
+
+
+async def resume(client: Client, tenant: str, sync_id: str) -> None:
+    await handle(client, tenant, sync_id).signal(SyncWorkflow.resume)
+
+
+async def cancel(client: Client, tenant: str, sync_id: str) -> None:
+    """Request cancellation: the run discards its staged batches and records itself cancelled."""
+    await handle(client, tenant, sync_id).cancel()
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    id: str
+    every: timedelta
+    paused: bool
+    next_runs: tuple[str, ...]
+
+
+async def schedule(
+    client: Client,
+    tenant: str,
+    sync_id: str,
+    *,
+    every: timedelta | None = None,
+    paused: bool | None = None,
+    trigger_now: bool = False,
+) -> ScheduleInfo:
+    """Create or update the sync's Temporal Schedule (incremental runs every ``every``; overlapping
+    triggers are skipped), pause/unpause it, or trigger a run now."""
+    sid = schedule_id(tenant, sync_id)
+    h: ScheduleHandle = client.get_schedule_handle(sid)
+    if every is not None:
+        if every < timedelta(minutes=1):
+            raise ConfigError("schedule interval must be at least 1 minute (e.g. --every 15m)")
+        action = ScheduleActionStartWorkflow(
+            SyncWorkflow.run,
+            SyncInput(tenant=tenant, sync_id=sync_id, trigger="schedule"),
+            id=sync_workflow_id(tenant, sync_id),
+            task_queue=CONTROL_QUEUE,
+        )
+        sched = Schedule(
+            action=action,
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            state=ScheduleState(paused=bool(paused), note="crmhub sync schedule"),
+        )
+        try:
+            h = await client.create_schedule(sid, sched)
+        except ScheduleAlreadyRunningError:
+            await h.update(lambda _current: ScheduleUpdate(schedule=sched))
+    else:
+        try:
+            await h.describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                raise ConfigError(
+                    f"sync {sync_id!r} of tenant {tenant!r} has no schedule; create one with --every 1h"
+                ) from None
+            raise
+    if paused is True:
+        await h.pause(note="paused by crmhub")
+    elif paused is False:
+        await h.unpause(note="unpaused by crmhub")
+    if trigger_now:
+        await h.trigger(overlap=ScheduleOverlapPolicy.SKIP)
+    desc = await h.describe()
+    spec_every = desc.schedule.spec.intervals[0].every if desc.schedule.spec.intervals else timedelta(0)
+    return ScheduleInfo(
+        sid,
+        spec_every,
+        desc.schedule.state.paused,
+        tuple(t.isoformat() for t in desc.info.next_action_times[:3]),
+    )
+
+
+async def delete_schedule(client: Client, tenant: str, sync_id: str) -> None:
+    await client.get_schedule_handle(schedule_id(tenant, sync_id)).delete()
