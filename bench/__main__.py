@@ -10,6 +10,7 @@ BENCHMARKS = {
     "sandbox": "bench.sandbox_paging",
     "hubspot-connector": "bench.hubspot_connector",
     "salesforce-connector": "bench.salesforce_connector",
+    "sync-activities": "bench.sync_activities",
 }
 
 

@@ -11,24 +11,14 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 
-from governance.keys import KeyProvider, load_key_provider
 from governance.vault import Vault
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from store.engine import make_engine
 from workers.converter import VaultPayloadCodec, make_data_converter
+from workflows.deps import key_provider
 
-__all__ = ["Connected", "connect", "key_provider", "make_runtime"]
-
-
-def key_provider(settings: Settings) -> KeyProvider:
-    """The configured key-encryption-key provider (local keyring under data_dir by default)."""
-    gov = settings.governance
-    if gov.key_provider == "local":
-        return load_key_provider("local", path=settings.data_dir.resolve() / gov.keyring_file)
-    if gov.key_provider == "env":
-        return load_key_provider("env", var=gov.kek_env_var)
-    return load_key_provider(gov.key_provider)
+__all__ = ["Connected", "connect", "make_runtime"]
 
 
 def make_runtime(settings: Settings) -> Runtime | None:

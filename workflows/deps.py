@@ -24,7 +24,13 @@ from schemas.settings import Settings
 from store.engine import make_engine
 from workflows.connectors import ConnectionConnectors, ConnectorFactory
 
-__all__ = ["ActivityDeps", "default_subprocessors_file", "deps_from_settings", "oauth_configs_for"]
+__all__ = [
+    "ActivityDeps",
+    "default_subprocessors_file",
+    "deps_from_settings",
+    "key_provider",
+    "oauth_configs_for",
+]
 
 
 def _utcnow() -> datetime:
@@ -54,7 +60,8 @@ def default_subprocessors_file() -> Path:
     return Path(governance.__file__).resolve().parent / "subprocessors.yaml"
 
 
-def _key_provider(settings: Settings) -> KeyProvider:
+def key_provider(settings: Settings) -> KeyProvider:
+    """The configured key-encryption-key provider (local keyring under data_dir by default)."""
     gov = settings.governance
     if gov.key_provider == "local":
         return load_key_provider("local", path=settings.data_dir.resolve() / gov.keyring_file)
@@ -88,7 +95,7 @@ def deps_from_settings(
     """Build the worker's dependencies from settings (engine and vault may be shared with the Temporal
     client's codec). A bad key provider, registry or signing key fails here, at start."""
     engine = engine or make_engine(settings.effective_database_url)
-    vault = vault or Vault(engine, _key_provider(settings))
+    vault = vault or Vault(engine, key_provider(settings))
     registry_file = settings.governance.subprocessors_file or default_subprocessors_file()
     subprocessors = load_registry(registry_file)
     signer = CheckpointSigner.load_or_create(settings.data_dir / settings.governance.signing_key_file)

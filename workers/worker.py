@@ -1,0 +1,75 @@
+"""``crmhub worker --region R``: one process serving the shared control queue (workflows and
+metadata-only activities) and region R's queue (every activity that touches tenant records).
+
+A tenant's records are only ever processed by workers of the tenant's region: the workflow
+schedules pull/push on that region's queue and never elsewhere. Scaling out = starting more
+worker processes; nothing here holds global state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.worker import Worker
+
+from schemas.settings import Settings
+from workers.client import connect, make_runtime
+from workers.logfilter import install_log_redaction
+from workflows.activities import SyncActivities
+from workflows.deps import deps_from_settings
+from workflows.sync import CONTROL_QUEUE, SyncWorkflow
+
+__all__ = ["build_workers", "run_worker"]
+
+log = logging.getLogger("crmhub.worker")
+
+
+def build_workers(client: object, settings: Settings, region: str, activities: SyncActivities,
+                  executor: ThreadPoolExecutor) -> list[Worker]:  # fmt: skip
+    """The two pollers of a worker process: control queue and the region's queue."""
+    from temporalio.client import Client
+
+    assert isinstance(client, Client)
+    w = settings.worker
+    control = Worker(
+        client,
+        task_queue=CONTROL_QUEUE,
+        workflows=[SyncWorkflow],
+        activities=[activities.plan_sync, activities.finish_run],
+        activity_executor=executor,
+        max_concurrent_activities=w.max_concurrent_activities,
+        max_concurrent_workflow_tasks=w.max_concurrent_workflow_tasks,
+    )
+    regional = Worker(
+        client,
+        task_queue=settings.task_queue(region),
+        activities=[activities.pull_batch, activities.push_batch, activities.discard_batch,
+                    activities.discard_run_staging],
+        activity_executor=executor,
+        max_concurrent_activities=w.max_concurrent_activities,
+    )  # fmt: skip
+    return [control, regional]
+
+
+async def run_worker(settings: Settings, region: str, *, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGINT/SIGTERM), then shut down gracefully."""
+    settings.task_queue(region)  # unknown region → ConfigError naming the configured ones
+    install_log_redaction()
+    connected = await connect(settings, runtime=make_runtime(settings))
+    deps = deps_from_settings(settings, engine=connected.engine, vault=connected.vault)
+    activities = SyncActivities(deps)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(
+        max_workers=settings.worker.activity_threads, thread_name_prefix="activity"
+    ) as pool:
+        workers = build_workers(connected.client, settings, region, activities, pool)
+        log.info("worker up: region %s, queues %s and %s", region, CONTROL_QUEUE, settings.task_queue(region))
+        async with workers[0], workers[1]:
+            await stop.wait()
+    connected.engine.dispose()
