@@ -35,36 +35,35 @@ import time
 import webbrowser
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import parse_qs, urlsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
 
-from connectors.oauth import (
-    HubSpotOAuthConfig,
-    OAuthCallbackError,
-    OAuthProviderConfig,
-    OAuthService,
-    Provider,
-    SalesforceOAuthConfig,
-    configs_from_sandbox,
-)
-from governance.keys import LocalKeyringProvider
-from governance.vault import Vault
 from schemas.errors import AuthError, ConfigError, CrmhubError
 from schemas.settings import Settings, load_settings
-from store import connections as store
-from store.connections import ConnectionInfo
-from store.engine import make_engine
+
+if TYPE_CHECKING:  # the OAuth stack (httpx, vault, cryptography) loads only when a command runs
+    from sqlalchemy.engine import Engine
+
+    from connectors.oauth import OAuthProviderConfig, OAuthService
+    from store.connections import ConnectionInfo
 
 __all__ = ["CallbackListener", "connect_cmd", "connections_app", "provider_configs"]
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+
+
+class ProviderName(StrEnum):
+    """The providers ``crmhub connect`` knows (mirrors :class:`connectors.oauth.Provider`)."""
+
+    SALESFORCE = "salesforce"
+    HUBSPOT = "hubspot"
+
 
 connections_app = typer.Typer(help="CRM connections: list and disconnect.", no_args_is_help=True)
 out = Console()
@@ -81,10 +80,12 @@ def provider_configs(
     environ: Mapping[str, str] = os.environ,
 ) -> list[OAuthProviderConfig]:
     """The OAuth clients to use: the sandbox's (see the module docstring for when) or the environment's."""
+    from connectors.oauth import HubSpotOAuthConfig, SalesforceOAuthConfig, configs_from_sandbox
+
     chosen = redirect_uri or environ.get("CRMHUB_OAUTH_REDIRECT_URI")
     redirect = chosen or DEFAULT_REDIRECT_URI
     sandbox_file = settings.data_dir / "sandbox.json"
-    have_env = any(environ.get(f"CRMHUB_{p.upper()}_CLIENT_ID") for p in Provider)
+    have_env = any(environ.get(f"CRMHUB_{p.upper()}_CLIENT_ID") for p in ProviderName)
     if sandbox is None:
         sandbox = sandbox_file.is_file() and not have_env
     if sandbox:
@@ -129,6 +130,10 @@ def _required(environ: Mapping[str, str], name: str) -> str:
 
 
 def _engine(settings: Settings) -> Engine:
+    from sqlalchemy import inspect
+
+    from store.engine import make_engine
+
     engine = make_engine(settings.effective_database_url)
     if not inspect(engine).has_table("connections"):
         engine.dispose()
@@ -137,6 +142,10 @@ def _engine(settings: Settings) -> Engine:
 
 
 def _service(settings: Settings, configs: list[OAuthProviderConfig]) -> OAuthService:
+    from connectors.oauth import OAuthService
+    from governance.keys import LocalKeyringProvider
+    from governance.vault import Vault
+
     engine = _engine(settings)
     vault = Vault(engine, LocalKeyringProvider(settings.data_dir / "keyring.json"))
     return OAuthService(engine, vault, configs)
@@ -240,7 +249,7 @@ class CallbackListener:
 
 
 def connect_cmd(
-    provider: Annotated[Provider, typer.Argument(help="salesforce or hubspot")],
+    provider: Annotated[ProviderName, typer.Argument(help="salesforce or hubspot")],
     tenant: Annotated[
         str, typer.Option("--tenant", help="the customer (controller) this connection belongs to")
     ],
@@ -262,6 +271,8 @@ def connect_cmd(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the consent", min=1, max=600)] = 300.0,
 ) -> None:
     """Connect a CRM with OAuth (authorization code + PKCE): open the consent page, wait for the callback."""
+    from connectors.oauth import OAuthCallbackError
+
     settings = load_settings()
     configs = provider_configs(settings, sandbox=sandbox, redirect_uri=redirect_uri)
     service = _service(settings, configs)
@@ -319,6 +330,8 @@ def connections_list(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
     """List connections: id, tenant, provider, status, instance, scopes, last update (never tokens)."""
+    from store import connections as store
+
     engine = _engine(load_settings())
     try:
         with engine.connect() as conn:
