@@ -9,10 +9,8 @@ from __future__ import annotations
 import ssl
 import threading
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
@@ -20,6 +18,7 @@ import pytest
 from connectors.oauth import OAuthCallbackError, OAuthService, configs_from_sandbox
 from governance.keys import LocalKeyringProvider
 from governance.vault import Vault
+from sandbox.consent import press_consent
 from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
 from schemas.errors import ReauthorizationRequired, TransientError
@@ -30,39 +29,8 @@ pytestmark = pytest.mark.integration
 PROVIDERS = ["salesforce", "hubspot"]
 
 
-class _ConsentForm(HTMLParser):
-    """The first form of a page: its action, hidden inputs and submit buttons."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action: str | None = None
-        self.hidden: dict[str, str] = {}
-        self.buttons: list[tuple[str, str]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form" and self.action is None:
-            self.action = a.get("action", "")
-        elif tag == "input" and a.get("type") == "hidden":
-            self.hidden[a["name"]] = a.get("value", "")
-        elif tag == "button" and a.get("name"):
-            self.buttons.append((a["name"], a.get("value", "")))
-
-
 def consent(authorize_url: str, ca: ssl.SSLContext, *, allow: bool = True) -> dict[str, str]:
-    """Open the provider's consent page, press Allow (or Deny); the redirect's query parameters."""
-    with httpx.Client(verify=ca, follow_redirects=False, timeout=10) as client:
-        page = client.get(authorize_url)
-        assert page.status_code == 200, page.text[:300]
-        form = _ConsentForm()
-        form.feed(page.text)
-        assert form.action is not None and form.buttons
-        wanted = ("allow", "grant") if allow else ("deny",)
-        name, value = next(b for b in form.buttons if b[1] in wanted)
-        answer = client.post(urljoin(authorize_url, form.action), data={**form.hidden, name: value})
-        assert answer.status_code in (302, 303), answer.text[:300]
-        location = answer.headers["location"]
-    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+    return press_consent(authorize_url, ca, allow=allow)
 
 
 @pytest.fixture(scope="module")
