@@ -18,8 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_audit import register as register_audit
 from api.cli_codec import register as register_codec
 from api.cli_connect import connect_cmd, connections_app
+from api.cli_sync import register as register_sync
 from schemas.errors import ConfigError, CrmhubError
 from schemas.settings import Settings, load_settings
 
@@ -46,6 +48,8 @@ connectors_app = typer.Typer(
 )
 app.add_typer(connectors_app, name="connectors")
 register_codec(app)
+register_audit(app)
+register_sync(app)
 app.command("connect")(connect_cmd)
 app.add_typer(connections_app, name="connections")
 

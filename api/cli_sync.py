@@ -181,7 +181,9 @@ def sync_run(
     settings = load_settings()
 
     async def go(client: Client) -> SyncProgress | None:
-        h = await syncops.start(client, tenant, sync, mode=mode)
+        h = await syncops.start(
+            client, tenant, sync, mode=mode, task_queue=settings.temporal.control_task_queue
+        )
         if not wait:
             return await syncops.progress(client, tenant, sync)
         return await follow(client, tenant, sync, h, quiet=as_json)
@@ -212,7 +214,8 @@ async def follow(
         transient=False,
     ) as bar:
         task = bar.add_task("sync", total=None, phase="planning", line="")
-        while not task_result.done():
+        while True:
+            finished = task_result.done()
             p = await syncops.progress(client, tenant, sync_id)
             if p is not None:
                 c = p.counts
@@ -227,6 +230,8 @@ async def follow(
                     phase=p.phase.value,
                     line=line,
                 )
+            if finished:
+                break
             await asyncio.wait({task_result}, timeout=0.5)
     with contextlib.suppress(WorkflowFailureError):  # the progress query below says why
         await task_result
@@ -332,7 +337,13 @@ def sync_schedule(
         _with_client(
             settings,
             lambda c: syncops.schedule(
-                c, tenant, sync, every=_duration(every) if every else None, paused=paused, trigger_now=trigger
+                c,
+                tenant,
+                sync,
+                every=_duration(every) if every else None,
+                paused=paused,
+                trigger_now=trigger,
+                task_queue=settings.temporal.control_task_queue,
             ),
         )
     )
@@ -365,5 +376,8 @@ def worker_cmd(
     settings = load_settings()
     settings.task_queue(region)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out.print(f"worker for region [bold]{region}[/]: queues crmhub-control and {settings.task_queue(region)}")
+    out.print(
+        f"worker for region [bold]{region}[/]: queues {settings.temporal.control_task_queue} "
+        f"and {settings.task_queue(region)}"
+    )
     asyncio.run(run_worker(settings, region))

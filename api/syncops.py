@@ -47,14 +47,21 @@ def schedule_id(tenant: str, sync_id: str) -> str:
 
 
 async def start(
-    client: Client, tenant: str, sync_id: str, *, mode: SyncMode | None = None, trigger: str = "manual"
+    client: Client,
+    tenant: str,
+    sync_id: str,
+    *,
+    mode: SyncMode | None = None,
+    trigger: str = "manual",
+    task_queue: str = CONTROL_QUEUE,
 ) -> WorkflowHandle[SyncWorkflow, RunCounts]:
-    """Start a run, or join the one already running (workflow id ``sync:{tenant}:{sync}``)."""
+    """Start a run, or join the one already running (workflow id ``sync:{tenant}:{sync}``) on the
+    control queue (``temporal.control_task_queue``)."""
     return await client.start_workflow(
         SyncWorkflow.run,
         SyncInput(tenant=tenant, sync_id=sync_id, mode=mode, trigger=trigger),
         id=sync_workflow_id(tenant, sync_id),
-        task_queue=CONTROL_QUEUE,
+        task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"sync {sync_id} of tenant {tenant}",
     )
@@ -104,6 +111,7 @@ async def schedule(
     every: timedelta | None = None,
     paused: bool | None = None,
     trigger_now: bool = False,
+    task_queue: str = CONTROL_QUEUE,
 ) -> ScheduleInfo:
     """Create or update the sync's Temporal Schedule (incremental runs every ``every``; overlapping
     triggers are skipped), pause/unpause it, or trigger a run now."""
@@ -116,7 +124,7 @@ async def schedule(
             SyncWorkflow.run,
             SyncInput(tenant=tenant, sync_id=sync_id, trigger="schedule"),
             id=sync_workflow_id(tenant, sync_id),
-            task_queue=CONTROL_QUEUE,
+            task_queue=task_queue,
         )
         sched = Schedule(
             action=action,

@@ -67,6 +67,10 @@ class TemporalSettings(_Model):
     tls_client_cert: Path | None = None
     tls_client_key: Path | None = None
     api_key_env: str | None = Field(None, description="name of the env var holding a Temporal Cloud API key")
+    control_task_queue: str = Field(
+        "crmhub-control",
+        description="shared queue for workflows and metadata-only activities; every worker polls it",
+    )
     dev_server: DevServerSettings = DevServerSettings()
 
     @field_validator("address")
@@ -210,11 +214,6 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under ``data_dir``."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'crmhub.db').resolve()}"
-
-    @property
-    def workflow_task_queue(self) -> str:
-        """Workflows hold no data (only references), so every worker polls this shared queue."""
-        return "crmhub-control"
 
     def region_for(self, registry_region: str) -> str:
         """The configured region whose jurisdiction is ``registry_region`` (e.g. ``eea`` → ``eu``)."""

@@ -20,7 +20,7 @@ from workers.client import connect, make_runtime
 from workers.logfilter import install_log_redaction
 from workflows.activities import SyncActivities
 from workflows.deps import deps_from_settings
-from workflows.sync import CONTROL_QUEUE, SyncWorkflow
+from workflows.sync import SyncWorkflow
 
 __all__ = ["build_workers", "run_worker"]
 
@@ -36,7 +36,7 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
     w = settings.worker
     control = Worker(
         client,
-        task_queue=CONTROL_QUEUE,
+        task_queue=settings.temporal.control_task_queue,
         workflows=[SyncWorkflow],
         activities=[activities.plan_sync, activities.finish_run],
         activity_executor=executor,
@@ -69,7 +69,12 @@ async def run_worker(settings: Settings, region: str, *, stop: asyncio.Event | N
         max_workers=settings.worker.activity_threads, thread_name_prefix="activity"
     ) as pool:
         workers = build_workers(connected.client, settings, region, activities, pool)
-        log.info("worker up: region %s, queues %s and %s", region, CONTROL_QUEUE, settings.task_queue(region))
+        log.info(
+            "worker up: region %s, queues %s and %s",
+            region,
+            settings.temporal.control_task_queue,
+            settings.task_queue(region),
+        )
         async with workers[0], workers[1]:
             await stop.wait()
     connected.engine.dispose()
