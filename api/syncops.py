@@ -24,7 +24,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, TransientError
 from schemas.sync import Progress, RunCounts, SyncInput, SyncMode, sync_workflow_id
 from workflows.sync import CONTROL_QUEUE, SyncWorkflow
 
@@ -78,6 +78,12 @@ async def progress(client: Client, tenant: str, sync_id: str) -> Progress | None
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             return None
+        if exc.status is RPCStatusCode.FAILED_PRECONDITION:
+            # Queries are answered by workers: none polls the control queue right now.
+            raise TransientError(
+                "no crmhub worker is polling the control queue, so the run cannot be asked for its "
+                "progress; start one with: crmhub worker --region <region>"
+            ) from None
         raise
     return result
 

@@ -127,6 +127,12 @@ class WorkerSettings(_Model):
     pages_per_activity: int = Field(25, ge=1, le=10_000, description="vendor pages one pull activity covers")
     activity_time_budget_s: float = Field(60.0, gt=0, le=3600)
     continue_as_new_after_batches: int = Field(200, ge=1, le=5000)
+    heartbeat_timeout_s: float = Field(
+        60.0, ge=1, le=3600, description="silence after which a worker is presumed dead"
+    )
+    region_wait_s: float = Field(
+        60.0, ge=1, le=86_400, description="wait for a region's worker before reporting it"
+    )
     metrics_port: int | None = Field(None, ge=1, le=65535)
 
 

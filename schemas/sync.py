@@ -136,6 +136,7 @@ class SyncPlanRef(_Model):
     activity_time_budget_s: float = 60.0
     continue_as_new_after_batches: int = 200
     region_wait_s: float = 60.0  # how long a region-queue activity waits for a worker before saying so
+    heartbeat_timeout_s: float = 60.0  # a worker silent this long is presumed dead: the activity retries
 
 
 class PullInput(_Model):

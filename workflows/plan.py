@@ -93,6 +93,8 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
         pages_per_activity=worker.pages_per_activity,
         activity_time_budget_s=worker.activity_time_budget_s,
         continue_as_new_after_batches=worker.continue_as_new_after_batches,
+        heartbeat_timeout_s=worker.heartbeat_timeout_s,
+        region_wait_s=worker.region_wait_s,
     )
 
 

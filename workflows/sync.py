@@ -243,7 +243,7 @@ class SyncWorkflow:
                     task_queue=plan.task_queue,
                     schedule_to_start_timeout=timedelta(seconds=plan.region_wait_s),
                     start_to_close_timeout=start_to_close,
-                    heartbeat_timeout=timedelta(seconds=60),
+                    heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
                     retry_policy=_RETRY,
                     summary=summary,
                 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -55,8 +56,13 @@ class Fake:
     pushes: list[int] = field(default_factory=list)
     finished: list[FinishInput] = field(default_factory=list)
     discarded: list[str] = field(default_factory=list)
-    push_started_before_pull_done: bool = False
-    _pushing: int = 0
+    pull_spans: list[tuple[float, float]] = field(default_factory=list)
+    push_spans: list[tuple[float, float]] = field(default_factory=list)
+
+    def overlapped(self) -> bool:
+        """Some push ran while a pull was running (pipelining)."""
+        return any(a < d and c < b for a, b in self.pull_spans for c, d in self.push_spans)
+
     continue_as_new_after: int = 200
     region_wait_s: float = 60.0
 
@@ -81,8 +87,9 @@ class Fake:
             if self.pull_gate is not None:
                 await self.pull_gate.wait()
             self.pulls.append(inp.batch_seq)
-            if self._pushing:
-                self.push_started_before_pull_done = True
+            started = time.monotonic()
+            await asyncio.sleep(0.05)
+            self.pull_spans.append((started, time.monotonic()))
             seq = inp.batch_seq
             return BatchRef(
                 batch_id=f"b{seq}", seq=seq, records=self.per_batch, pages=1, calls=1,
@@ -92,9 +99,9 @@ class Fake:
 
         @activity.defn(name="push_batch")
         async def push_batch(inp: PushInput) -> PushResult:
-            self._pushing += 1
+            started = time.monotonic()
             await asyncio.sleep(0.05)
-            self._pushing -= 1
+            self.push_spans.append((started, time.monotonic()))
             self.pushes.append(inp.batch.seq)
             n = inp.batch.records
             return PushResult(batch_id=inp.batch.batch_id, pushed=n - 1, created=n - 1, failed=1, calls=1)
@@ -150,7 +157,7 @@ async def test_runs_every_batch_and_overlaps_push_with_pull(running) -> None:
     assert counts.pulled == 50 and counts.pushed == 45 and counts.failed == 5 and counts.batches == 5
     assert fake.finished[-1].status is SyncStatus.COMPLETED
     assert fake.finished[-1].final_state.cursor == "0005"
-    assert fake.push_started_before_pull_done, "push of batch n should overlap pull of batch n+1"
+    assert fake.overlapped(), "push of batch n should overlap pull of batch n+1"
     progress = await handle.query(SyncWorkflow.progress)
     assert progress.status is SyncStatus.COMPLETED and progress.counts.pulled == 50
     await _keep(handle, "sync_completed")
