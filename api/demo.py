@@ -242,6 +242,11 @@ def run_demo(settings: Settings, console: Console, *, contacts: int, keep_runnin
 
     started = time.monotonic()
     data_dir = settings.data_dir.resolve()
+    # The demo talks to the dev server it starts, wherever temporal.dev_server puts it.
+    dev = settings.temporal.dev_server
+    settings = settings.model_copy(
+        update={"temporal": settings.temporal.model_copy(update={"address": f"{dev.ip}:{dev.port}"})}
+    )
     with console.status("migrating the database"):
         upgrade(settings.effective_database_url)
     with (

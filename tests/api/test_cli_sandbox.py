@@ -91,7 +91,7 @@ def test_sandbox_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert re.fullmatch(r"config error: port \d+ .*already in use.*--salesforce-port.*\n", res.stderr)
 
 
-def test_demo_runs_and_shuts_down(tmp_path: Path) -> None:
+def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
     env = _env(tmp_path)
     env["CRMHUB_TEMPORAL__DEV_SERVER__PORT"] = str(_free_port())
     env["CRMHUB_TEMPORAL__DEV_SERVER__UI_PORT"] = str(_free_port())
@@ -100,10 +100,24 @@ def test_demo_runs_and_shuts_down(tmp_path: Path) -> None:
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "1,000 contacts seeded" in res.stdout
-    assert "CrmhubTenant" in res.stdout
+    out = " ".join(res.stdout.split())
+    assert "HubSpot now holds 980 contacts" in out  # 1,000 synced, then 20 deleted at the source
+    assert "ledger: verified" in out
+    assert "Title" in out  # named among the fields the instruction withholds
+    report = tmp_path / "data" / "reports" / "demo-lineage.json"
+    verified = subprocess.run(
+        [sys.executable, "-m", "api", "audit", "verify", str(report), "--public-key",
+         str(report.with_suffix(".pub.pem"))],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout
     status = subprocess.run(
         [sys.executable, "-m", "api", "temporal", "status", "--json"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert json.loads(status.stdout)["reachable"] is False  # the demo stopped what it started
+    rerun = subprocess.run(
+        [sys.executable, "-m", "api", "demo", "--contacts", "1000"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr  # re-running it works
