@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hubspot import HubSpot
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 
 from sandbox.runtime import start_sandbox
 from sandbox.salesforce.clientsession import sandbox_session
