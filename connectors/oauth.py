@@ -74,7 +74,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -84,6 +83,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from sqlalchemy.engine import Connection, Engine
 
+from connectors.http import parse_retry_after
 from governance.vault import Vault
 from schemas.errors import (
     AuthError,
@@ -466,22 +466,6 @@ def check_instance_url(url: object, allowlist: Iterable[str]) -> str:
     else:
         raise InstanceNotAllowed(f"instance URL {shown} refused: host is not on the instance allowlist")
     return f"https://{host}" if port in (None, 443) else f"https://{host}:{port}"
-
-
-def _retry_after(response: httpx.Response, now: datetime) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def _check_token(value: object, what: str) -> str:
@@ -1113,7 +1097,7 @@ class OAuthService:
         except httpx.HTTPError as exc:
             raise TransientError(f"{name} {what} unreachable ({type(exc).__name__})") from None
         if response.status_code == 429:
-            retry_after = _retry_after(response, self.clock())
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), now=self.clock())
             raise RateLimited(f"{name} {what} is rate limiting crmhub (HTTP 429)", retry_after=retry_after)
         if response.status_code >= 500:
             raise TransientError(f"{name} {what} answered HTTP {response.status_code}")

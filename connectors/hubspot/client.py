@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import urllib3
@@ -36,6 +35,7 @@ from hubspot.crm import properties as hs_properties
 from urllib3.util.retry import Retry
 
 from connectors.base import TokenSource
+from connectors.http import parse_retry_after
 from connectors.hubspot.config import HubSpotConfig
 from schemas.errors import AuthError, ConfigError, DataError, RateLimited, TransientError
 
@@ -410,15 +410,9 @@ def _problems(message: str) -> list[PropertyProblem]:
 
 def _retry_after(headers: Mapping[str, str]) -> float:
     """Seconds from ``Retry-After`` (delta or HTTP date), else the rolling interval, else 1 s."""
-    raw = headers.get("Retry-After")
-    if raw:
-        try:
-            return max(float(raw), 0.0)
-        except ValueError:
-            try:
-                return max(parsedate_to_datetime(raw).timestamp() - time.time(), 0.0)
-            except (TypeError, ValueError):
-                pass
+    seconds = parse_retry_after(headers.get("Retry-After"))
+    if seconds is not None:
+        return seconds
     interval = headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
     if interval and interval.isdigit():
         return int(interval) / 1000

@@ -29,8 +29,6 @@ message text (it can quote record values), the token, or the URL.
 from __future__ import annotations
 
 import csv
-import datetime as dt
-import email.utils
 import io
 import json
 import re
@@ -45,6 +43,7 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSessi
 from simple_salesforce.util import exception_handler
 
 from connectors.base import TokenSource
+from connectors.http import parse_retry_after
 from connectors.salesforce.config import SalesforceConfig
 from connectors.salesforce.soql import ident
 from schemas.errors import (
@@ -139,20 +138,6 @@ class _PinnedAdapter(HTTPAdapter):
         )
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
 def _first_error(content: Any) -> tuple[str | None, str]:
     """(errorCode, vendor message) of a Salesforce error body; the message is for classifying only."""
     item = content[0] if isinstance(content, list) and content else content
@@ -197,7 +182,7 @@ class SalesforceClient:
     # -- accounting ---------------------------------------------------------------------------
 
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._retry_after = _retry_after(response.headers.get("Retry-After"))
+        self._retry_after = parse_retry_after(response.headers.get("Retry-After"))
         m = _USAGE_RE.search(response.headers.get("Sforce-Limit-Info", ""))
         if m is not None:
             self._usage = (int(m.group(1)), int(m.group(2)))
