@@ -20,6 +20,11 @@ Phases (``StreamState.extra["phase"]``)::
              filtered by time) and report ids archived in (deleted_after, window_end]. The cost is
              one call per 100 archived records of the object, once per read.
 
+A full read (``ReadMode.FULL``) pages the list API the same way and ends at the same position
+(``window_end`` fixed on its first page), so an incremental read after it picks up exactly the
+changes and archives since — not the whole object again. Records modified in the settle window
+just before a read are read again by the next one (an idempotent upsert downstream).
+
 ``tie_break`` holds the id zero-padded to 20 digits so that string order is numeric order (states
 are compared as strings).
 """
@@ -151,10 +156,23 @@ class _Read:
         return [_record(r) for r in _results(body)], _next_after(body)
 
     def full(self, state: StreamState) -> Page:
+        if state.page_token is None and state.window_end is None:
+            # A new full read: everything modified up to ``window_end`` is listed, so that is where
+            # the next (incremental) read starts, with deletes archived after it.
+            state = state.model_copy(update={"window_end": str(self.settled_now())})
         records, after = self.list_page(state.page_token)
-        return Page(records, state.model_copy(update={"page_token": after}), after is not None)
+        if after is not None:
+            return Page(records, state.model_copy(update={"page_token": after}), True)
+        if state.window_end is None:  # a read begun before full reads fixed their window
+            return Page(records, state.model_copy(update={"page_token": None}), False)
+        end = state.window_end
+        return Page(records, self.finished(state, end, "", deleted_after=end), False)
 
     # -- incremental ------------------------------------------------------------------------------
+
+    def settled_now(self) -> int:
+        """Epoch ms ``search_settle_s`` ago: changes up to then are in HubSpot's search index."""
+        return int(time.time() * 1000) - int(self.config.search_settle_s * 1000)
 
     def start(self, state: StreamState) -> StreamState:
         """Fix the window of a new read; no cursor yet → backfill through the list API."""
@@ -163,7 +181,7 @@ class _Read:
             if ms is None:
                 raise ConfigError("a HubSpot cursor is epoch milliseconds or an ISO-8601 time")
             state = state.model_copy(update={"cursor": str(ms)})
-        end = int(time.time() * 1000) - int(self.config.search_settle_s * 1000)
+        end = self.settled_now()
         extra = dict(state.extra)
         extra["phase"] = "list" if state.cursor is None else "search"
         if state.cursor is not None:

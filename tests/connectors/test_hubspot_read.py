@@ -1,6 +1,6 @@
 """HubSpot reads beyond the contract: more than 10,000 changes in one window (the search API's
-per-query cap), incremental over search = full, deletes reported once, reads that end while records
-keep changing, and the search rate limit."""
+per-query cap), incremental over search = full, deletes reported once, an incremental read after a
+full one, reads that end while records keep changing, and the search rate limit."""
 
 from __future__ import annotations
 
@@ -102,6 +102,28 @@ def test_deletes_are_reported_once_and_only_when_asked(small: Served, connect: C
     quiet = third.final_state.model_copy(update={"include_deleted": False})
     page = conn.read_page("contacts", quiet, 100, FIELDS)
     assert (page.has_more, page.calls) == (False, 1)  # no archive scan without include_deleted
+
+
+def test_a_full_read_leaves_the_position_an_incremental_read_continues_from(
+    small: Served, connect: Connect
+) -> None:
+    hs = small.hs
+    conn = connect(small)
+    full = read_all(conn, "contacts", StreamState(mode=ReadMode.FULL), page_size=100, fields=FIELDS)
+    assert len(full.records) == 250
+    end = full.final_state
+    assert end.cursor is not None and end.window_end is None and end.page_token is None
+    while hs.store.clock.now_ms() <= int(end.cursor):  # the changes come after the full read
+        pass
+    ids = sorted((r.id for r in hs.store.dump("contacts")), key=int)
+    for record_id in ids[:4]:
+        hs.update_record("contacts", record_id, {"city": "Moved"})
+    for record_id in ids[4:6]:
+        hs.delete_record("contacts", record_id)
+    since = end.model_copy(update={"mode": ReadMode.INCREMENTAL})
+    inc = read_all(conn, "contacts", since, page_size=100, fields=FIELDS)
+    assert sorted(_ids(inc.records), key=int) == ids[:4]  # the changes, not the whole object again
+    assert sorted(inc.deleted_ids, key=int) == ids[4:6]
 
 
 def test_reads_end_at_the_window_while_records_keep_changing(small: Served, connect: Connect) -> None:
