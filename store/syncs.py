@@ -76,11 +76,15 @@ __all__ = [
     "get_tenant",
     "id_map",
     "instructions",
+    "latest_instruction",
     "list_dead_letters",
     "list_runs",
+    "list_tenants",
     "lookup_id_map",
     "metadata",
+    "purge_dead_letters",
     "purge_expired_staging",
+    "purge_id_map",
     "put_staged",
     "set_sync_status",
     "staged_parts",
@@ -269,13 +273,20 @@ def create_tenant(
     return TenantRow(id, name, home_region, tuple(authorised_subprocessors), now)
 
 
-def get_tenant(conn: Connection, id: str) -> TenantRow | None:
-    m = conn.execute(select(tenants).where(tenants.c.id == id)).mappings().one_or_none()
-    if m is None:
-        return None
+def _tenant(m: Any) -> TenantRow:
     return TenantRow(
         m["id"], m["name"], m["home_region"], tuple(m["authorised_subprocessors"]), _req(m["created"])
     )
+
+
+def get_tenant(conn: Connection, id: str) -> TenantRow | None:
+    m = conn.execute(select(tenants).where(tenants.c.id == id)).mappings().one_or_none()
+    return None if m is None else _tenant(m)
+
+
+def list_tenants(conn: Connection) -> list[TenantRow]:
+    """Every tenant, in id order."""
+    return [_tenant(m) for m in conn.execute(select(tenants).order_by(tenants.c.id)).mappings()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +331,25 @@ def get_instruction(conn: Connection, tenant: str, version: int) -> InstructionR
     m = (
         conn.execute(
             select(instructions).where(instructions.c.tenant == tenant, instructions.c.version == version)
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if m is None:
+        return None
+    return InstructionRow(
+        m["tenant"], m["version"], dict(m["content"]), m["content_hash"], _req(m["created"])
+    )
+
+
+def latest_instruction(conn: Connection, tenant: str) -> InstructionRow | None:
+    """The tenant's highest stored instruction version (the one in force for new runs), or None."""
+    m = (
+        conn.execute(
+            select(instructions)
+            .where(instructions.c.tenant == tenant)
+            .order_by(instructions.c.version.desc())
+            .limit(1)
         )
         .mappings()
         .one_or_none()
@@ -646,9 +676,13 @@ def delete_staged_for_run(conn: Connection, tenant: str, sync_id: str, run_id: s
     return int(conn.execute(stmt).rowcount)
 
 
-def purge_expired_staging(conn: Connection, *, now: datetime) -> int:
-    """Delete staged parts whose retention ended (``expires_at <= now``); returns how many."""
-    return int(conn.execute(delete(staging_batches).where(staging_batches.c.expires_at <= now)).rowcount)
+def purge_expired_staging(conn: Connection, *, now: datetime, tenant: str | None = None) -> int:
+    """Delete staged parts whose retention ended (``expires_at <= now``), of every tenant or of
+    ``tenant`` only; returns how many."""
+    stmt = delete(staging_batches).where(staging_batches.c.expires_at <= now)
+    if tenant is not None:
+        stmt = stmt.where(staging_batches.c.tenant == tenant)
+    return int(conn.execute(stmt).rowcount)
 
 
 # ---- dead letters ----------------------------------------------------------------------------
@@ -752,6 +786,13 @@ def count_dead_letters(conn: Connection, tenant: str, sync_id: str, *, run_id: s
     return int(conn.execute(stmt).scalar_one())
 
 
+def purge_dead_letters(conn: Connection, tenant: str, *, before: datetime) -> int:
+    """Delete the tenant's dead letters created before ``before`` (their retention ended); returns
+    how many."""
+    stmt = delete(dead_letters).where(dead_letters.c.tenant == tenant, dead_letters.c.created < before)
+    return int(conn.execute(stmt).rowcount)
+
+
 # ---- id map ----------------------------------------------------------------------------------
 
 
@@ -808,3 +849,10 @@ def delete_id_map(conn: Connection, tenant: str, sync_id: str, hashes: Sequence[
             ).rowcount
         )
     return n
+
+
+def purge_id_map(conn: Connection, tenant: str, *, before: datetime) -> int:
+    """Forget the tenant's mappings last written before ``before`` (their retention ended); a later
+    source delete of such a record is then counted as not at the destination. Returns how many."""
+    stmt = delete(id_map).where(id_map.c.tenant == tenant, id_map.c.updated < before)
+    return int(conn.execute(stmt).rowcount)
