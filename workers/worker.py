@@ -20,6 +20,8 @@ from workers.client import connect, make_runtime
 from workers.logfilter import install_log_redaction
 from workflows.activities import SyncActivities
 from workflows.deps import deps_from_settings
+from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
+from workflows.maintenance_activities import MaintenanceActivities
 from workflows.sync import SyncWorkflow
 
 __all__ = ["build_workers", "run_worker"]
@@ -29,16 +31,18 @@ log = logging.getLogger("crmhub.worker")
 
 def build_workers(client: object, settings: Settings, region: str, activities: SyncActivities,
                   executor: ThreadPoolExecutor) -> list[Worker]:  # fmt: skip
-    """The two pollers of a worker process: control queue and the region's queue."""
+    """The two pollers of a worker process: control queue (sync and maintenance workflows,
+    metadata-only activities) and the region's queue."""
     from temporalio.client import Client
 
     assert isinstance(client, Client)
     w = settings.worker
+    maintenance = MaintenanceActivities(activities.deps)
     control = Worker(
         client,
         task_queue=settings.temporal.control_task_queue,
-        workflows=[SyncWorkflow],
-        activities=[activities.plan_sync, activities.finish_run],
+        workflows=[SyncWorkflow, RetentionPurgeWorkflow, KeyRotationCheckWorkflow],
+        activities=[activities.plan_sync, activities.finish_run, *maintenance.activities()],
         activity_executor=executor,
         max_concurrent_activities=w.max_concurrent_activities,
         max_concurrent_workflow_tasks=w.max_concurrent_workflow_tasks,
