@@ -21,6 +21,7 @@ from rich.table import Table
 from api.cli_audit import register as register_audit
 from api.cli_codec import register as register_codec
 from api.cli_connect import connect_cmd, connections_app
+from api.cli_maintenance import register as register_maintenance
 from api.cli_sync import register as register_sync
 from schemas.errors import ConfigError, CrmhubError
 from schemas.settings import Settings, load_settings
@@ -50,6 +51,7 @@ app.add_typer(connectors_app, name="connectors")
 register_codec(app)
 register_audit(app)
 register_sync(app)
+register_maintenance(app)
 app.command("connect")(connect_cmd)
 app.add_typer(connections_app, name="connections")
 
