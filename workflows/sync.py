@@ -171,6 +171,8 @@ class SyncWorkflow:
             if isinstance(err.cause, CancelledError):  # the workflow was cancelled mid-activity
                 await self._cleanup_after_cancel(plan, pending, state)
                 raise asyncio.CancelledError("sync cancelled") from err
+            if pending is not None:  # don't leave a push running behind a failed run
+                pending.cancel()
             await self._finish(plan, state, SyncStatus.FAILED, _describe(err))
             raise ApplicationError(f"sync run failed: {_describe(err)}", non_retryable=True) from err
         await self._finish(plan, state, SyncStatus.COMPLETED, "")
@@ -234,14 +236,18 @@ class SyncWorkflow:
     ) -> _T:
         """Run a data-touching activity on the tenant's region queue, waiting (and saying so) while
         no worker of that region polls it. Never falls back to another region."""
+        attempt = 0
         while True:
+            # Back off while no worker of the region shows up (at most 15 minutes between checks),
+            # so a long wait does not grow the history quickly.
+            wait_s = min(plan.region_wait_s * 2**attempt, max(plan.region_wait_s, 900.0))
             try:
                 result: _T = await workflow.execute_activity(
                     name,
                     arg,
                     result_type=result_type,
                     task_queue=plan.task_queue,
-                    schedule_to_start_timeout=timedelta(seconds=plan.region_wait_s),
+                    schedule_to_start_timeout=timedelta(seconds=wait_s),
                     start_to_close_timeout=start_to_close,
                     heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
                     retry_policy=_RETRY,
@@ -256,6 +262,7 @@ class SyncWorkflow:
                         f"crmhub worker --region {plan.region}"
                     )
                     self._publish()
+                    attempt += 1
                     continue
                 raise
             if self._status is SyncStatus.WAITING:
