@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from governance.lineage import CheckpointSigner
 from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
 from schemas.errors import TransientError
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode, SyncStatus
 from workers.client import Connected, connect
 
@@ -44,25 +43,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANT = "e2e"
 SYNC = "contacts"
-
-
-@pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    """Settings pointing at the session dev server, this test's database and fresh task queues."""
-    suffix = uuid.uuid4().hex[:8]
-    return load_settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        temporal={
-            "address": temporal_env.client.service_client.config.target_host,
-            "control_task_queue": f"control-{suffix}",
-        },
-        regions={
-            "eu": {"task_queue": f"eu-{suffix}", "jurisdiction": "EEA"},
-            "us": {"task_queue": f"us-{suffix}", "jurisdiction": "US"},
-        },
-        worker={"pages_per_activity": 2, "continue_as_new_after_batches": 3},
-    )
 
 
 @pytest.fixture
