@@ -27,6 +27,7 @@ from schemas.lineage import EventKind, LineageEvent
 from schemas.sync import BatchRef, PullInput
 from store import syncs as store
 from workflows.context import ActivityKit, SyncContext
+from workflows.metrics import count_pull
 from workflows.staging import PendingPart, open_part, resume, seal_part
 
 __all__ = ["PullProgress", "batch_id_of", "pull_batch"]
@@ -172,6 +173,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         kit.append(
             tenant, _events(kit, ctx, plan.run_id, progress, keys, transforms, checked.pseudonymized_fields)
         )
+    count_pull(plan, progress.records)
     progress = progress.model_copy(update={"finished": True})
     activity.heartbeat(progress)
     return progress.ref(inp.batch_seq)

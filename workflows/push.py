@@ -31,6 +31,7 @@ from schemas.lineage import EventKind, LineageEvent
 from schemas.sync import BatchRef, PushInput, PushResult
 from store import syncs as store
 from workflows.context import ActivityKit, SyncContext
+from workflows.metrics import count_push
 from workflows.staging import dead_letter_id, open_part, redact, resume
 
 __all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "push_batch"]
@@ -115,6 +116,12 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     if done_before:
         accepted = _accepted_earlier(kit, ctx, batch.batch_id, done_before) + accepted
     kit.append(tenant, _events(kit, ctx, plan.run_id, progress, accepted, gone))
+    count_push(
+        plan,
+        pushed=progress.created + progress.updated,
+        failed=progress.failed + progress.deletes_failed,
+        deleted=progress.deletes_propagated,
+    )
     progress = progress.model_copy(update={"finished": True})
     activity.heartbeat(progress)
     delete_staging(kit, tenant, batch.batch_id)
