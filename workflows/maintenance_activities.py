@@ -14,9 +14,11 @@ sealed rows past their retention and look at key metadata.
     ``rotate_after`` or the key reaches a maximum age. New seals use the new version; old data
     still opens.
 
-Both are idempotent and heartbeat after each tenant. Sync defs: the worker runs them on its thread
-pool. Errors leave through :meth:`~workflows.context.ActivityKit.guarded` (ConfigError/IntegrityError
-non-retryable, anything else retryable naming only its type).
+A tenant's deletion commits before its lineage event is appended: a worker that dies in between
+leaves that one deletion unrecorded (the rows are gone either way, and the retry finds nothing to
+record). Both activities are idempotent and heartbeat after each tenant. Sync defs: the worker runs
+them on its thread pool. Errors leave through :meth:`~workflows.context.ActivityKit.guarded`
+(ConfigError/IntegrityError non-retryable, anything else retryable naming only its type).
 """
 
 from __future__ import annotations
