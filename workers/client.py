@@ -15,6 +15,7 @@ from governance.vault import Vault
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 from store.engine import make_engine
+from store.migrate import ensure_current
 from workers.converter import VaultPayloadCodec, make_data_converter
 from workflows.deps import key_provider
 
@@ -48,6 +49,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Conn
     api_key = os.environ.get(t.api_key_env) if t.api_key_env else None
     if t.api_key_env and not api_key:
         raise ConfigError(f"temporal.api_key_env names {t.api_key_env}, which is not set; export it")
+    ensure_current(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
     vault = Vault(engine, key_provider(settings))
     codec = VaultPayloadCodec(vault, t.namespace)

@@ -29,3 +29,33 @@ def test_unsupported_backend_is_config_error() -> None:
 def test_is_sqlite() -> None:
     assert is_sqlite("sqlite:///x.db")
     assert not is_sqlite("postgresql+psycopg://postgres@127.0.0.1/test")
+
+
+def test_ensure_current_migrates_a_fresh_sqlite_file(tmp_path) -> None:
+    from store.migrate import ensure_current, is_current
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert not is_current(url)
+    ensure_current(url)
+    assert is_current(url)
+
+
+def test_ensure_current_refuses_an_unmigrated_postgres_schema(db_url) -> None:
+    import uuid
+
+    from store.migrate import ensure_current
+
+    if is_sqlite(db_url):
+        pytest.skip("PostgreSQL-only behaviour; runs in the PostgreSQL pass of bin/test")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(db_url, pooled=False)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    base = db_url.split("?")[0]
+    try:
+        with pytest.raises(ConfigError, match="crmhub db upgrade"):
+            ensure_current(f"{base}?options=-csearch_path%3D{schema}")
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
