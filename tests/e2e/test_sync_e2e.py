@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,20 +23,17 @@ import pytest
 from api import syncops
 from api.demo import (
     DEMO_MAPPING,
-    connect_crm,
-    create_demo_sync,
     demo_instruction,
     lineage_summary,
     verify_ledger,
 )
-from connectors.oauth import OAuthService, configs_from_sandbox
 from governance.lineage import CheckpointSigner
 from sandbox.runtime import RunningSandbox, start_sandbox
-from sandbox.tls import SandboxCA
 from schemas.errors import TransientError
 from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode, SyncStatus
-from workers.client import Connected, connect
+from tests.stack import connect_demo_tenant
+from workers.client import Connected
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,13 +51,7 @@ def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
 
 @pytest.fixture
 async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
-    connected = await connect(settings)
-    oauth = OAuthService(connected.engine, connected.vault, configs_from_sandbox(sandbox.info))
-    ca = SandboxCA(Path(sandbox.info.ca_path).parent)
-    sf = await asyncio.to_thread(connect_crm, oauth, TENANT, "salesforce", ca)
-    hs = await asyncio.to_thread(connect_crm, oauth, TENANT, "hubspot", ca)
-    create_demo_sync(connected.engine, tenant=TENANT, sf_connection=sf, hs_connection=hs, sync_id=SYNC)
-    oauth.close()
+    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
     yield connected
     connected.engine.dispose()
 

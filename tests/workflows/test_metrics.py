@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,13 +18,11 @@ import httpx
 import pytest
 
 from api import syncops
-from api.demo import connect_crm, create_demo_sync
-from connectors.oauth import OAuthService, configs_from_sandbox
 from sandbox.runtime import RunningSandbox, start_sandbox
-from sandbox.tls import SandboxCA
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings
 from schemas.sync import RunCounts, SyncMode
-from workers.client import Connected, connect
+from tests.stack import connect_demo_tenant, stack_settings
+from workers.client import Connected
 from workers.worker import run_worker
 from workflows.metrics import DELETED, FAILED, PULLED, PUSHED
 
@@ -47,18 +44,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    """One region (one worker process, one metrics endpoint), fresh queues, a free metrics port."""
-    suffix = uuid.uuid4().hex[:8]
-    return load_settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        temporal={
-            "address": temporal_env.client.service_client.config.target_host,
-            "control_task_queue": f"control-{suffix}",
-        },
-        regions={"eu": {"task_queue": f"eu-{suffix}", "jurisdiction": "EEA"}},
-        worker={"metrics_port": free_port()},
-    )
+    return stack_settings(tmp_path / "data", db_url, temporal_env, metrics_port=free_port())
 
 
 @pytest.fixture
@@ -73,13 +59,7 @@ def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
 
 @pytest.fixture
 async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
-    connected = await connect(settings)
-    oauth = OAuthService(connected.engine, connected.vault, configs_from_sandbox(sandbox.info))
-    ca = SandboxCA(Path(sandbox.info.ca_path).parent)
-    sf = await asyncio.to_thread(connect_crm, oauth, TENANT, "salesforce", ca)
-    hs = await asyncio.to_thread(connect_crm, oauth, TENANT, "hubspot", ca)
-    create_demo_sync(connected.engine, tenant=TENANT, sf_connection=sf, hs_connection=hs, sync_id=SYNC)
-    oauth.close()
+    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
     yield connected
     connected.engine.dispose()
 

@@ -1,0 +1,51 @@
+"""Helpers for tests that run the whole stack: settings aimed at the session dev server with fresh
+task queues, and a tenant with both sandbox CRMs connected through OAuth and the demo sync."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+from api.demo import connect_crm, create_demo_sync
+from connectors.oauth import OAuthService, configs_from_sandbox
+from sandbox.runtime import RunningSandbox
+from sandbox.tls import SandboxCA
+from schemas.settings import Settings, load_settings
+from workers.client import Connected, connect
+
+
+def stack_settings(data_dir: Path, db_url: str, temporal_env: Any, **worker: Any) -> Settings:
+    """Settings for this test's database and the session dev server, with task queues of its own."""
+    suffix = uuid.uuid4().hex[:8]
+    return load_settings(
+        data_dir=data_dir,
+        database_url=db_url,
+        temporal={
+            "address": temporal_env.client.service_client.config.target_host,
+            "control_task_queue": f"control-{suffix}",
+        },
+        regions={
+            "eu": {"task_queue": f"eu-{suffix}", "jurisdiction": "EEA"},
+            "us": {"task_queue": f"us-{suffix}", "jurisdiction": "US"},
+        },
+        worker=worker,
+    )
+
+
+async def connect_demo_tenant(
+    settings: Settings, sandbox: RunningSandbox, tenant: str, sync_id: str
+) -> Connected:
+    """A Temporal client + DB for ``settings``; ``tenant`` with both CRMs connected by OAuth and the
+    demo's Salesforce → HubSpot contacts sync. Dispose ``.engine`` when done."""
+    connected = await connect(settings)
+    oauth = OAuthService(connected.engine, connected.vault, configs_from_sandbox(sandbox.info))
+    try:
+        ca = SandboxCA(Path(sandbox.info.ca_path).parent)
+        sf = await asyncio.to_thread(connect_crm, oauth, tenant, "salesforce", ca)
+        hs = await asyncio.to_thread(connect_crm, oauth, tenant, "hubspot", ca)
+        create_demo_sync(connected.engine, tenant=tenant, sf_connection=sf, hs_connection=hs, sync_id=sync_id)
+    finally:
+        oauth.close()
+    return connected
