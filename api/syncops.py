@@ -27,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from schemas.errors import ConfigError, TransientError
 from schemas.sync import Progress, RunCounts, SyncInput, SyncMode, sync_workflow_id
 from workflows.sync import CONTROL_QUEUE, SyncWorkflow
+from workflows.trigger import SyncTriggerWorkflow
 
 __all__ = [
     "ScheduleInfo",
@@ -126,10 +127,12 @@ async def schedule(
     if every is not None:
         if every < timedelta(minutes=1):
             raise ConfigError("schedule interval must be at least 1 minute (e.g. --every 15m)")
+        # The schedule starts a trigger workflow, which starts the sync under its fixed id (a
+        # schedule would otherwise suffix the id with a timestamp, allowing two runs side by side).
         action = ScheduleActionStartWorkflow(
-            SyncWorkflow.run,
+            SyncTriggerWorkflow.run,
             SyncInput(tenant=tenant, sync_id=sync_id, trigger="schedule"),
-            id=sync_workflow_id(tenant, sync_id),
+            id=f"sync-trigger:{tenant}:{sync_id}",
             task_queue=task_queue,
         )
         sched = Schedule(

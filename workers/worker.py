@@ -23,6 +23,7 @@ from workflows.deps import deps_from_settings
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
 from workflows.sync import SyncWorkflow
+from workflows.trigger import SyncTriggerWorkflow
 
 __all__ = ["build_workers", "run_worker"]
 
@@ -41,7 +42,7 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
     control = Worker(
         client,
         task_queue=settings.temporal.control_task_queue,
-        workflows=[SyncWorkflow, RetentionPurgeWorkflow, KeyRotationCheckWorkflow],
+        workflows=[SyncWorkflow, SyncTriggerWorkflow, RetentionPurgeWorkflow, KeyRotationCheckWorkflow],
         activities=[activities.plan_sync, activities.finish_run, *maintenance.activities()],
         activity_executor=executor,
         max_concurrent_activities=w.max_concurrent_activities,
