@@ -11,6 +11,7 @@ BENCHMARKS = {
     "hubspot-connector": "bench.hubspot_connector",
     "salesforce-connector": "bench.salesforce_connector",
     "sync-activities": "bench.sync_activities",
+    "sync-overhead": "bench.sync_overhead",
 }
 
 
