@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
 from schemas.errors import ConfigError
 
-__all__ = ["is_sqlite", "make_engine", "session_scope"]
+# Connection and Engine are re-exported: other packages name the DB types through store.
+__all__ = ["Connection", "Engine", "is_sqlite", "make_engine", "session_scope"]
 
 
 def is_sqlite(engine_or_url: Engine | str) -> bool:

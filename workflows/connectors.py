@@ -16,7 +16,6 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.engine import Engine
 
 from connectors.base import Connector, TokenSource
 from connectors.registry import Registry as ConnectorRegistry
@@ -24,6 +23,7 @@ from connectors.registry import load_registry
 from schemas.errors import ConfigError, ReauthorizationRequired
 from store import connections as connection_store
 from store.connections import ConnectionRow, ConnectionStatus
+from store.engine import Engine
 
 __all__ = ["ConnectionConnectors", "ConnectorFactory", "TokenSourceFactory", "sandbox_ca_for"]
 

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
-from sqlalchemy.engine import Connection
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
@@ -29,6 +28,7 @@ from schemas.sync import SyncStatus
 from store import connections as connection_store
 from store import syncs as store
 from store.connections import ConnectionRow
+from store.engine import Connection
 from workflows.deps import ActivityDeps
 from workflows.errors import to_application_error, unexpected_error
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-
 from connectors.oauth import OAuthProviderConfig, OAuthService, configs_from_sandbox
 from governance.keys import KeyProvider, load_key_provider
 from governance.lineage import CheckpointSigner
@@ -21,7 +19,7 @@ from governance.registry import Registry, load_registry
 from governance.vault import Vault
 from schemas.errors import ConfigError
 from schemas.settings import Settings
-from store.engine import make_engine
+from store.engine import Engine, make_engine
 from workflows.connectors import ConnectionConnectors, ConnectorFactory
 
 __all__ = [
