@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sandbox.hubspot import HubSpotSandbox
+from sandbox.salesforce import SalesforceSandbox
 from sandbox.server import ServerThread
 from sandbox.tls import SandboxCA
 
@@ -58,8 +60,8 @@ class RunningSandbox:
     """Both emulators, their servers and the CA. Python handles for tests: ``.salesforce``, ``.hubspot``."""
 
     ca: SandboxCA
-    salesforce: object
-    hubspot: object
+    salesforce: SalesforceSandbox
+    hubspot: HubSpotSandbox
     servers: tuple[ServerThread, ServerThread]
     info: SandboxInfo
 
@@ -90,9 +92,6 @@ def start_sandbox(
 
     ``seed_counts`` e.g. ``{"salesforce": {"Contact": 10_000}, "hubspot": {"companies": 100}}``.
     """
-    from sandbox.hubspot import HubSpotSandbox
-    from sandbox.salesforce import SalesforceSandbox
-
     ca = SandboxCA.ensure(data_dir / "sandbox-ca")
     sf = SalesforceSandbox()
     hs = HubSpotSandbox()

@@ -82,7 +82,7 @@ def select_soql(
     where = _keyset(state, window_end)
     # Identifiers are describe names re-checked by ident(); values only through soql.literal/quote.
     names = ", ".join(ident(n) for n in plan.select)
-    soql = f"SELECT {names} FROM {ident(sobject)}"  # noqa: S608
+    soql = f"SELECT {names} FROM {ident(sobject)}"  # noqa: S608 - SOQL; names and object come from describe() via ident()
     if where:
         soql += " WHERE " + " AND ".join(where)
     soql += f" ORDER BY {CURSOR_FIELD} ASC, Id ASC"

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import Client, ScheduleOverlapPolicy, WorkflowHandle
+from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverlapPolicy, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
@@ -49,7 +49,9 @@ async def test_schedule_lifecycle(client: Client) -> None:
         assert info.next_runs
         desc = await client.get_schedule_handle(info.id).describe()
         assert desc.schedule.policy.overlap is ScheduleOverlapPolicy.SKIP
-        assert desc.schedule.action.workflow == "SyncTriggerWorkflow"  # type: ignore[attr-defined]
+        action = desc.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert action.workflow == "SyncTriggerWorkflow"
 
         updated = await syncops.schedule(
             client, "acme", sync_id, every=timedelta(minutes=15), task_queue=queue

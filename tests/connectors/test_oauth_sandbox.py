@@ -53,7 +53,7 @@ def svc(db_engine, tmp_path, sandbox) -> Iterator[OAuthService]:
 
 
 def oauth_of(sandbox: RunningSandbox, provider: str) -> Any:
-    return (sandbox.salesforce if provider == "salesforce" else sandbox.hubspot).oauth  # type: ignore[attr-defined]
+    return (sandbox.salesforce if provider == "salesforce" else sandbox.hubspot).oauth
 
 
 def connect(svc: OAuthService, ca: ssl.SSLContext, provider: str, tenant: str = "acme") -> Any:
