@@ -20,6 +20,8 @@ from workers.client import connect, make_runtime
 from workers.logfilter import install_log_redaction
 from workflows.activities import SyncActivities
 from workflows.deps import deps_from_settings
+from workflows.dsr import DataSubjectRequestWorkflow
+from workflows.dsr_activities import DsrActivities
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
 from workflows.sync import SyncWorkflow
@@ -39,11 +41,23 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
     assert isinstance(client, Client)
     w = settings.worker
     maintenance = MaintenanceActivities(activities.deps)
+    dsr = DsrActivities(activities.deps)
     control = Worker(
         client,
         task_queue=settings.temporal.control_task_queue,
-        workflows=[SyncWorkflow, SyncTriggerWorkflow, RetentionPurgeWorkflow, KeyRotationCheckWorkflow],
-        activities=[activities.plan_sync, activities.finish_run, *maintenance.activities()],
+        workflows=[
+            SyncWorkflow,
+            SyncTriggerWorkflow,
+            RetentionPurgeWorkflow,
+            KeyRotationCheckWorkflow,
+            DataSubjectRequestWorkflow,
+        ],
+        activities=[
+            activities.plan_sync,
+            activities.finish_run,
+            *maintenance.activities(),
+            *dsr.control_activities(),
+        ],
         activity_executor=executor,
         max_concurrent_activities=w.max_concurrent_activities,
         max_concurrent_workflow_tasks=w.max_concurrent_workflow_tasks,
@@ -52,7 +66,7 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
         client,
         task_queue=settings.task_queue(region),
         activities=[activities.pull_batch, activities.push_batch, activities.discard_batch,
-                    activities.discard_run_staging],
+                    activities.discard_run_staging, *dsr.region_activities()],
         activity_executor=executor,
         max_concurrent_activities=w.max_concurrent_activities,
     )  # fmt: skip

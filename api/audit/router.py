@@ -1,0 +1,273 @@
+"""The auditor API: a read-only ``APIRouter`` to mount under ``/audit``.
+
+Authentication and tenant isolation happen in one place, :func:`auditor`: the ``Authorization:
+Bearer crmhub_aud_…`` token is looked up (hashed) and names exactly one tenant; every route reads
+only ``principal.tenant`` — no route takes a tenant from the URL or the query. Every request, granted
+or denied, is written to the ``audit_access_log`` table and the ``crmhub.audit`` log with the token
+*id* only.
+
+The app that mounts the router provides an :class:`AuditServices` as ``app.state.audit_services``
+(engine, subprocessor registry, optionally crmhub's public key); without one, it is built from
+``load_settings()`` on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from sqlalchemy.engine import Engine
+
+from api.audit import reports
+from governance.lineage import Ledger, report_to_json
+from governance.openlineage import run_events_json
+from governance.registry import Registry
+from schemas.errors import ConfigError, IntegrityError
+from schemas.settings import Settings
+from store import auditors as auditor_store
+
+__all__ = ["AuditServices", "Principal", "audit_services", "auditor", "router"]
+
+log = logging.getLogger("crmhub.audit")
+
+# Only these query parameters reach the access log (they carry periods, indexes, formats: no PII).
+_LOGGED_PARAMS = ("from", "to", "format", "size", "first", "second", "run")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AuditServices:
+    """What the audit routes read: the database, the registry, crmhub's public key (informational:
+    auditors should obtain it independently) and a clock."""
+
+    engine: Engine
+    registry: Registry
+    public_key_pem: str | None = None
+    clock: Callable[[], datetime] = field(default=_utcnow)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> AuditServices:
+        from governance.lineage import CheckpointSigner
+        from governance.registry import load_registry
+        from store.engine import make_engine
+        from workflows.deps import default_subprocessors_file
+
+        registry = load_registry(settings.governance.subprocessors_file or default_subprocessors_file())
+        key_file = settings.data_dir / settings.governance.signing_key_file
+        pem = CheckpointSigner.load_or_create(key_file).public_key_pem() if key_file.exists() else None
+        return cls(engine or make_engine(settings.effective_database_url), registry, pem)
+
+
+def audit_services(request: Request) -> AuditServices:
+    """The app's :class:`AuditServices` (``app.state.audit_services``), built from settings once."""
+    services = getattr(request.app.state, "audit_services", None)
+    if services is None:
+        from schemas.settings import load_settings
+
+        services = request.app.state.audit_services = AuditServices.from_settings(load_settings())
+    assert isinstance(services, AuditServices)
+    return services
+
+
+Services = Annotated[AuditServices, Depends(audit_services)]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated auditor: the token id and the one tenant it may read."""
+
+    token_id: str
+    tenant: str
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
+
+
+def auditor(request: Request, services: Services) -> Principal:
+    """The single gate of every audit route: a valid token → its tenant; log the access either way."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    now = services.clock()
+    query = "&".join(f"{k}={request.query_params[k]}" for k in _LOGGED_PARAMS if k in request.query_params)
+    route = f"{request.method} {_route(request)}"
+    client = request.client.host if request.client else None
+    with services.engine.begin() as conn:
+        row = auditor_store.authenticate(conn, token, now=now) if token else None
+        outcome = auditor_store.AccessOutcome.GRANTED if row else auditor_store.AccessOutcome.DENIED
+        token_id = row.id if row else auditor_store.token_id_of(token)
+        auditor_store.log_access(
+            conn,
+            at=now,
+            token_id=token_id,
+            tenant=row.tenant if row else None,
+            route=route,
+            query=query,
+            outcome=outcome,
+            client=client,
+        )
+    log.info("audit access %s: token %s, %s %s", outcome.value, token_id or "-", route, query)
+    if row is None:
+        raise HTTPException(
+            status_code=401,
+            detail="a valid auditor token is required (Authorization: Bearer crmhub_aud_…)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Principal(row.id, row.tenant)
+
+
+Auditor = Annotated[Principal, Depends(auditor)]
+
+router = APIRouter(tags=["audit"])
+
+
+def _period(start: str | None, end: str | None) -> reports.Period:
+    try:
+        return reports.Period.parse(start, end)
+    except ConfigError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+From = Annotated[str | None, Query(alias="from", description="ISO 8601 date/datetime, inclusive")]
+To = Annotated[str | None, Query(alias="to", description="ISO 8601 date/datetime, exclusive")]
+
+
+@router.get("/whoami")
+def whoami(who: Auditor) -> dict[str, str]:
+    """The token id and the tenant this token reads."""
+    return {"token_id": who.token_id, "tenant": who.tenant}
+
+
+@router.get("/lineage", response_model=None)
+def lineage(
+    who: Auditor,
+    services: Services,
+    start: From = None,
+    end: To = None,
+    format: Literal["json", "csv", "html"] = "json",
+) -> Response:
+    """Per sync and run: pulled, pushed, failed, filtered, withheld; purposes and instruction
+    versions; datasets — as JSON, CSV or a printable HTML page."""
+    report = reports.lineage_report(services.engine, who.tenant, _period(start, end), now=services.clock())
+    if format == "csv":
+        return PlainTextResponse(
+            reports.lineage_csv(report),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{who.tenant}-lineage.csv"'},
+        )
+    if format == "html":
+        return HTMLResponse(reports.lineage_html(report))
+    return JSONResponse(report)
+
+
+@router.get("/subprocessors")
+def subprocessors(who: Auditor, services: Services, start: From = None, end: To = None) -> dict[str, Any]:
+    """Who touched the tenant's data, for what, where."""
+    return reports.subprocessor_report(services.engine, services.registry, who.tenant, _period(start, end))
+
+
+@router.get("/transfers")
+def transfers(who: Auditor, services: Services, start: From = None, end: To = None) -> dict[str, Any]:
+    """Every cross-region move: route, subprocessor, mechanism and the reference it relies on."""
+    return reports.transfer_report(services.engine, services.registry, who.tenant, _period(start, end))
+
+
+@router.get("/records-of-processing")
+def records_of_processing(who: Auditor, services: Services) -> dict[str, Any]:
+    """The GDPR Art. 30(2) record crmhub keeps as processor for this controller."""
+    return reports.records_of_processing(services.engine, services.registry, who.tenant, now=services.clock())
+
+
+@router.get("/openlineage")
+def openlineage(who: Auditor, services: Services, run: str | None = None) -> list[dict[str, Any]]:
+    """OpenLineage RunEvents of the tenant's runs (of one run with ``run``)."""
+    events = [
+        e for _, e in reports.tenant_events(services.engine, who.tenant) if run is None or e.run_id == run
+    ]
+    return run_events_json(events)
+
+
+def _ledger(services: AuditServices, who: Principal) -> Ledger:
+    return Ledger(services.engine, who.tenant)
+
+
+def _latest(ledger: Ledger) -> Any:
+    signed = ledger.checkpoints()
+    if not signed:
+        raise HTTPException(status_code=404, detail="the ledger has no signed checkpoint yet")
+    return signed[-1]
+
+
+def _integrity(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except ConfigError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    except IntegrityError as exc:
+        raise HTTPException(status_code=409, detail=f"ledger integrity: {exc}") from None
+
+
+@router.get("/integrity/checkpoint")
+def checkpoint(who: Auditor, services: Services) -> dict[str, Any]:
+    """The latest signed checkpoint (origin, size, root, time, key id, Ed25519 signature) and the
+    note body the signature covers."""
+    cp = _latest(_ledger(services, who))
+    return {
+        "checkpoint": cp.model_dump(mode="json"),
+        "signed_body": cp.signed_body().decode("utf-8"),
+        "public_key_pem": services.public_key_pem,
+    }
+
+
+@router.get("/integrity/inclusion/{index}")
+def inclusion(
+    who: Auditor, services: Services, index: int, size: Annotated[int | None, Query(ge=1)] = None
+) -> dict[str, Any]:
+    """RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries (default: the
+    latest signed checkpoint's size), with the entry's canonical event text."""
+    ledger = _ledger(services, who)
+    size = size if size is not None else _latest(ledger).size
+    proof = _integrity(lambda: ledger.inclusion_proof(index, size))
+    events = ledger.read_events(index, index + 1)
+    return {
+        "proof": proof.model_dump(mode="json"),
+        "event": events[0].canonical_bytes().decode("utf-8") if events else None,
+    }
+
+
+@router.get("/integrity/consistency")
+def consistency(
+    who: Auditor,
+    services: Services,
+    first: Annotated[int, Query(ge=1)],
+    second: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """RFC 9162 consistency proof that the tree of ``first`` entries is a prefix of the tree of
+    ``second`` (default: the latest signed checkpoint's size)."""
+    ledger = _ledger(services, who)
+    second = second if second is not None else _latest(ledger).size
+    proof = _integrity(lambda: ledger.consistency_proof(first, second))
+    return {"proof": proof.model_dump(mode="json")}
+
+
+@router.get("/integrity/ledger")
+def ledger_report(who: Auditor, services: Services) -> Response:
+    """The full signed ledger report (``crmhub.lineage.report/1``) up to the latest checkpoint — the
+    file ``crmhub audit verify REPORT --public-key KEY`` checks offline."""
+    ledger = _ledger(services, who)
+    cp = _latest(ledger)
+    report = _integrity(lambda: ledger.export_report(cp, public_key=services.public_key_pem))
+    return Response(
+        report_to_json(report),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{who.tenant}-ledger.json"'},
+    )

@@ -1,0 +1,295 @@
+"""Auditor API tokens, the audit access log, and sealed data-subject-request exports.
+
+Tables (migration ``0008_auditors``)::
+
+    auditor_tokens    id → tenant, name, SHA-256 of the secret, created/expires/revoked/last used
+    audit_access_log  one row per audit API request: token id (never the token), tenant, route,
+                      query parameters (periods, indexes, formats — no PII), outcome
+    dsr_exports       request id → the vault-sealed JSON of a data-subject export, until the CLI
+                      that started the request fetches it (expires after a day)
+
+A token is ``crmhub_aud_<id>_<secret>``: the id finds the row, the secret (256 bits) is compared
+by hash in constant time. The token is shown once, at creation; the database holds its hash only.
+Every function takes a SQLAlchemy ``Connection`` and leaves the transaction to the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from schemas.errors import ConfigError
+
+__all__ = [
+    "TOKEN_PREFIX",
+    "AccessOutcome",
+    "AccessRow",
+    "AuditorToken",
+    "audit_access_log",
+    "auditor_tokens",
+    "authenticate",
+    "create_token",
+    "dsr_exports",
+    "list_access",
+    "list_tokens",
+    "log_access",
+    "pop_dsr_export",
+    "put_dsr_export",
+    "revoke_token",
+]
+
+TOKEN_PREFIX = "crmhub_aud_"  # noqa: S105 - a prefix, not a secret
+
+metadata = MetaData()
+
+auditor_tokens = Table(
+    "auditor_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used", DateTime(timezone=True), nullable=True),
+)
+
+audit_access_log = Table(
+    "audit_access_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("token_id", String(32), nullable=True),
+    Column("tenant", String(128), nullable=True),
+    Column("route", String(255), nullable=False),
+    Column("query", String(500), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("client", String(255), nullable=True),
+)
+
+dsr_exports = Table(
+    "dsr_exports",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class AccessOutcome(StrEnum):
+    GRANTED = "granted"
+    DENIED = "denied"  # no token, unknown, revoked or expired
+
+
+@dataclass(frozen=True, slots=True)
+class AuditorToken:
+    """An auditor's read-only token for one tenant (metadata only; the secret is not stored)."""
+
+    id: str
+    tenant: str
+    name: str
+    created: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used: datetime | None
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+def _token(m: Any) -> AuditorToken:
+    get = m.__getitem__
+    created = _aware(get("created"))
+    assert created is not None
+    return AuditorToken(
+        get("id"),
+        get("tenant"),
+        get("name"),
+        created,
+        _aware(get("expires_at")),
+        _aware(get("revoked_at")),
+        _aware(get("last_used")),
+    )
+
+
+def create_token(
+    conn: Connection, *, tenant: str, name: str, now: datetime, expires_at: datetime | None = None
+) -> tuple[AuditorToken, str]:
+    """Create a token for ``tenant``; returns its metadata and the token text (shown once)."""
+    if not tenant or not name:
+        raise ConfigError("an auditor token needs a tenant and a name")
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    conn.execute(
+        auditor_tokens.insert().values(
+            id=token_id,
+            tenant=tenant,
+            name=name[:255],
+            token_hash=_hash(secret),
+            created=now,
+            expires_at=expires_at,
+            revoked_at=None,
+            last_used=None,
+        )
+    )
+    row = AuditorToken(token_id, tenant, name[:255], now, expires_at, None, None)
+    return row, f"{TOKEN_PREFIX}{token_id}_{secret}"
+
+
+def token_id_of(token: str) -> str | None:
+    """The id part of a presented token (for the access log), or None if it is not one of ours."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    token_id, sep, _ = token[len(TOKEN_PREFIX) :].partition("_")
+    return (
+        token_id if sep and len(token_id) == 16 and all(c in "0123456789abcdef" for c in token_id) else None
+    )
+
+
+def authenticate(conn: Connection, token: str, *, now: datetime) -> AuditorToken | None:
+    """The usable token row ``token`` names, or None (unknown, wrong secret, revoked, expired).
+    Records ``last_used``."""
+    token_id = token_id_of(token)
+    if token_id is None:
+        return None
+    secret = token[len(TOKEN_PREFIX) + len(token_id) + 1 :]
+    m = conn.execute(select(auditor_tokens).where(auditor_tokens.c.id == token_id)).mappings().one_or_none()
+    if m is None or not hmac.compare_digest(str(m["token_hash"]), _hash(secret)):
+        return None
+    row = _token(m)
+    if not row.usable(now):
+        return None
+    conn.execute(update(auditor_tokens).where(auditor_tokens.c.id == token_id).values(last_used=now))
+    return row
+
+
+def list_tokens(conn: Connection, tenant: str | None = None) -> list[AuditorToken]:
+    """Tokens (of one tenant or all), oldest first."""
+    stmt = select(auditor_tokens)
+    if tenant is not None:
+        stmt = stmt.where(auditor_tokens.c.tenant == tenant)
+    return [_token(m) for m in conn.execute(stmt.order_by(auditor_tokens.c.created)).mappings()]
+
+
+def revoke_token(conn: Connection, token_id: str, *, now: datetime) -> bool:
+    """Revoke a token; False if there is no such (unrevoked) token."""
+    result = conn.execute(
+        update(auditor_tokens)
+        .where(auditor_tokens.c.id == token_id, auditor_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRow:
+    at: datetime
+    token_id: str | None
+    tenant: str | None
+    route: str
+    query: str
+    outcome: str
+    client: str | None
+
+
+def log_access(
+    conn: Connection,
+    *,
+    at: datetime,
+    token_id: str | None,
+    tenant: str | None,
+    route: str,
+    query: str,
+    outcome: AccessOutcome,
+    client: str | None,
+) -> None:
+    """Append one access-log row (the caller passes no PII: route, parameters, token id)."""
+    conn.execute(
+        audit_access_log.insert().values(
+            at=at,
+            token_id=token_id,
+            tenant=tenant,
+            route=route[:255],
+            query=query[:500],
+            outcome=outcome.value,
+            client=client[:255] if client else None,
+        )
+    )
+
+
+def list_access(conn: Connection, tenant: str | None = None, *, limit: int = 1000) -> list[AccessRow]:
+    """Access-log rows (of one tenant or all), newest first."""
+    stmt = select(audit_access_log)
+    if tenant is not None:
+        stmt = stmt.where(audit_access_log.c.tenant == tenant)
+    stmt = stmt.order_by(audit_access_log.c.id.desc()).limit(limit)
+    out = []
+    for m in conn.execute(stmt).mappings():
+        at = _aware(m["at"])
+        assert at is not None
+        out.append(
+            AccessRow(at, m["token_id"], m["tenant"], m["route"], m["query"], m["outcome"], m["client"])
+        )
+    return out
+
+
+def put_dsr_export(
+    conn: Connection, *, request_id: str, tenant: str, sealed: bytes, now: datetime, expires_at: datetime
+) -> None:
+    """Store (or replace) the sealed export of a data-subject request."""
+    conn.execute(delete(dsr_exports).where(dsr_exports.c.request_id == request_id))
+    conn.execute(
+        dsr_exports.insert().values(
+            request_id=request_id, tenant=tenant, sealed=sealed, created=now, expires_at=expires_at
+        )
+    )
+
+
+def pop_dsr_export(conn: Connection, tenant: str, request_id: str) -> bytes | None:
+    """Take (read and delete) the sealed export of a request of ``tenant``; None if absent."""
+    stmt = select(dsr_exports.c.sealed).where(
+        dsr_exports.c.request_id == request_id, dsr_exports.c.tenant == tenant
+    )
+    sealed = conn.execute(stmt).scalar_one_or_none()
+    if sealed is None:
+        return None
+    conn.execute(delete(dsr_exports).where(dsr_exports.c.request_id == request_id))
+    return bytes(sealed)
+
+
+def purge_dsr_exports(conn: Connection, *, now: datetime) -> int:
+    """Delete exports nobody fetched before they expired."""
+    return int(conn.execute(delete(dsr_exports).where(dsr_exports.c.expires_at <= now)).rowcount)
