@@ -21,6 +21,7 @@ from rich.table import Table
 from api.cli_audit import register as register_audit
 from api.cli_codec import register as register_codec
 from api.cli_connect import connect_cmd, connections_app
+from api.cli_dsr import register as register_dsr
 from api.cli_maintenance import register as register_maintenance
 from api.cli_sync import register as register_sync
 from schemas.errors import ConfigError, CrmhubError
@@ -52,6 +53,7 @@ register_codec(app)
 register_audit(app)
 register_sync(app)
 register_maintenance(app)
+register_dsr(app)
 app.command("connect")(connect_cmd)
 app.add_typer(connections_app, name="connections")
 

@@ -1,0 +1,266 @@
+"""Tenant offboarding: export → delete the record-bearing rows → crypto-shred → deletion certificate.
+
+1. **export** — everything crmhub holds for the tenant, opened: staged records, dead letters, the id
+   map, syncs, instructions, runs, connections (metadata only, never tokens) and the signed ledger
+   report; written as JSON (mode 0600) for the controller.
+2. **delete** — staging parts, dead letters, id-map rows, pending DSR exports; connections' sealed
+   OAuth tokens erased (connections marked revoked); auditor tokens revoked.
+3. **crypto-shred** — :meth:`Vault.shred` destroys the tenant's data and pseudonym keys: anything
+   sealed that survives elsewhere (backups) no longer opens, and pseudonyms cannot be recomputed.
+4. **certificate** — per-store counts, the export's SHA-256, the vault's
+   :class:`~governance.vault.DeletionCertificate`, the ``erase`` lineage event's index and the signed
+   checkpoint covering it; ``digest`` = sha256 of the canonical JSON of the rest.
+
+What stays, on purpose: the tenant row, its instruction versions, sync definitions and run
+metadata (counts, statuses) and the lineage ledger — records of processing without personal data
+(the ledger's keyed hashes become unlinkable once the pseudonym key is gone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+
+from governance.lineage import CheckpointSigner, Ledger, report_to_json
+from governance.policy import ProcessingInstruction
+from governance.vault import Vault
+from schemas.errors import ConfigError
+from schemas.lineage import EventKind, LineageEvent, format_timestamp
+from store import auditors as auditor_store
+from store import connections as connection_store
+from store import dsr as dsr_store
+from store import syncs as store
+from workflows.staging import open_part
+
+__all__ = ["CERTIFICATE_FORMAT", "EXPORT_FORMAT", "export_tenant", "offboard_tenant", "open_dead_letter"]
+
+EXPORT_FORMAT = "crmhub.tenant.export/1"
+CERTIFICATE_FORMAT = "crmhub.offboarding.certificate/1"
+
+Progress = Callable[[str, int, int], None]
+"""``progress(step, done, total)``"""
+
+
+def _noop(step: str, done: int, total: int) -> None:
+    return None
+
+
+def _ts(value: datetime | None) -> str | None:
+    return format_timestamp(value) if value else None
+
+
+class _Ctx:
+    """The few fields :func:`workflows.staging.open_part` reads from a SyncContext."""
+
+    def __init__(self, tenant: store.TenantRow, spec: store.SyncSpec, instruction: ProcessingInstruction):
+        self.tenant = tenant
+        self.spec = spec
+        self.instruction = instruction
+
+
+def open_dead_letter(vault: Vault, letter: store.DeadLetter, purpose: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(
+        vault.open(
+            letter.tenant, letter.sealed_record, dataset="dead-letter", object_id=letter.id, purpose=purpose
+        )
+    )
+    return body
+
+
+def export_tenant(
+    engine: Engine, vault: Vault, signer: CheckpointSigner, tenant: str, *, progress: Progress = _noop
+) -> dict[str, Any]:
+    """Everything crmhub holds for ``tenant``, opened (see the module docstring)."""
+    with engine.connect() as conn:
+        row = store.get_tenant(conn, tenant)
+        if row is None:
+            raise ConfigError(f"unknown tenant {tenant!r}")
+        syncs = [s for sid in dsr_store.sync_ids(conn, tenant) if (s := store.get_sync(conn, tenant, sid))]
+        versions = conn.execute(
+            select(store.instructions.c.version).where(store.instructions.c.tenant == tenant)
+        ).scalars()
+        instructions = [x for v in list(versions) if (x := store.get_instruction(conn, tenant, int(v)))]
+        connections = connection_store.list_connections(conn, tenant=tenant)
+    by_version = {i.version: i for i in instructions}
+    out_syncs = []
+    for n, sync in enumerate(syncs):
+        spec = sync.spec
+        ins_row = by_version.get(spec.instruction_version)
+        ins = ProcessingInstruction.model_validate(ins_row.content) if ins_row else None
+        staged: list[dict[str, Any]] = []
+        letters: list[dict[str, Any]] = []
+        with engine.connect() as conn:
+            names = dsr_store.tenant_staged_parts(conn, tenant, spec.id)
+            dead = store.list_dead_letters(conn, tenant, spec.id, limit=10_000_000)
+            id_rows = conn.execute(
+                select(store.id_map.c.source_key_hash, store.id_map.c.destination_id).where(
+                    store.id_map.c.tenant == tenant, store.id_map.c.sync_id == spec.id
+                )
+            ).all()
+            runs = store.list_runs(conn, tenant, spec.id, limit=100_000)
+        if ins is not None:
+            ctx: Any = _Ctx(row, spec, ins)
+            for i, (batch_id, number) in enumerate(names):
+                with engine.connect() as conn:
+                    (part,) = store.get_staged(conn, tenant, batch_id, part=number)
+                keys, records, deleted = open_part(vault, ctx, part)
+                staged.append(
+                    {
+                        "batch_id": batch_id,
+                        "part": number,
+                        "run_id": part.run_id,
+                        "keys": keys,
+                        "records": records,
+                        "deleted_keys": deleted,
+                    }
+                )
+                progress(f"staging of {spec.id}", i + 1, len(names))
+            for i, d in enumerate(dead):
+                body = open_dead_letter(vault, d, ins.purpose)
+                letters.append(
+                    {
+                        "id": d.id,
+                        "run_id": d.run_id,
+                        "error_code": d.error_code,
+                        "created": _ts(d.created),
+                        "key": d.record_key_hash,
+                        **body,
+                    }
+                )
+                progress(f"dead letters of {spec.id}", i + 1, len(dead))
+        out_syncs.append(
+            {
+                "spec": spec.model_dump(mode="json"),
+                "status": sync.status,
+                "runs": [
+                    {
+                        "run_id": r.run_id,
+                        "mode": r.mode,
+                        "status": r.status,
+                        "started": _ts(r.started),
+                        "finished": _ts(r.finished),
+                        "counts": r.counts,
+                    }
+                    for r in runs
+                ],
+                "staging": staged,
+                "dead_letters": letters,
+                "id_map": [{"source_key_hash": str(h), "destination_id": str(d)} for h, d in id_rows],
+            }
+        )
+        progress("syncs", n + 1, len(syncs))
+    ledger = Ledger(engine, tenant)
+    checkpoint = ledger.checkpoint(signer)
+    report = json.loads(report_to_json(ledger.export_report(checkpoint, public_key=signer.public_key)))
+    return {
+        "format": EXPORT_FORMAT,
+        "tenant": {
+            "id": row.id,
+            "name": row.name,
+            "home_region": row.home_region,
+            "authorised_subprocessors": list(row.authorised_subprocessors),
+        },
+        "generated_at": format_timestamp(datetime.now(UTC)),
+        "instructions": [
+            {"version": i.version, "content_hash": i.content_hash, "content": i.content} for i in instructions
+        ],
+        "connections": [
+            {"id": c.id, "provider": c.provider, "status": c.status.value, "instance_url": c.instance_url}
+            for c in connections
+        ],
+        "syncs": out_syncs,
+        "lineage_report": report,
+    }
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def offboard_tenant(
+    engine: Engine,
+    vault: Vault,
+    signer: CheckpointSigner,
+    tenant: str,
+    out_dir: Path,
+    *,
+    progress: Progress = _noop,
+) -> dict[str, Any]:
+    """Export, delete, shred, certify (see the module docstring). Returns the certificate, which is
+    also written to ``out_dir/<tenant>-deletion-certificate.json`` next to ``<tenant>-export.json``."""
+    export = export_tenant(engine, vault, signer, tenant, progress=progress)
+    blob = json.dumps(export, ensure_ascii=False, indent=1, default=str).encode()
+    export_path = out_dir / f"{tenant}-export.json"
+    _write_private(export_path, blob)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        held = {
+            "staged_records": sum(len(p["records"]) for s in export["syncs"] for p in s["staging"]),
+            **dsr_store.delete_tenant_rows(conn, tenant),
+        }
+        held["dsr_exports"] = int(
+            conn.execute(
+                delete(auditor_store.dsr_exports).where(auditor_store.dsr_exports.c.tenant == tenant)
+            ).rowcount
+        )
+        conns = connection_store.list_connections(conn, tenant=tenant)
+        for c in conns:
+            connection_store.delete_tokens(conn, c.id, "tenant offboarded", now=now)
+        held["connection_tokens"] = len(conns)
+        held["auditor_tokens_revoked"] = int(
+            conn.execute(
+                update(auditor_store.auditor_tokens)
+                .where(
+                    auditor_store.auditor_tokens.c.tenant == tenant,
+                    auditor_store.auditor_tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            ).rowcount
+        )
+    progress("deleted", 1, 1)
+    keys = vault.shred(tenant)
+    ledger = Ledger(engine, tenant)
+    (index,) = ledger.append(
+        [
+            LineageEvent(
+                kind=EventKind.ERASE,
+                tenant=tenant,
+                run_id=f"offboard:{tenant}:{format_timestamp(now)}",
+                counts={k: v for k, v in held.items()} | {"keys_destroyed": keys.keys_destroyed},
+                timestamp=now,
+                details={
+                    "reason": "tenant offboarding",
+                    "method": "rows deleted; keys crypto-shredded",
+                    "key_certificate": keys.digest,
+                },
+            )
+        ]
+    )
+    checkpoint = ledger.checkpoint(signer)
+    body: dict[str, Any] = {
+        "format": CERTIFICATE_FORMAT,
+        "tenant": tenant,
+        "completed_at": format_timestamp(datetime.now(UTC)),
+        "export": {"file": export_path.name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)},
+        "stores": held,
+        "keys": keys.model_dump(mode="json"),
+        "ledger": {"erase_event_index": index, "checkpoint": checkpoint.model_dump(mode="json")},
+        "kept": "tenant row, instruction versions, sync definitions, run metadata, lineage ledger "
+        "(no personal data; keyed hashes unlinkable after the pseudonym key was destroyed)",
+        "note": "database backups hold the wrapped keys until they expire or their KEK is destroyed",
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    body["digest"] = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    _write_private(out_dir / f"{tenant}-deletion-certificate.json", json.dumps(body, indent=1).encode())
+    return body
