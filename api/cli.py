@@ -24,6 +24,7 @@ from api.cli_connect import connect_cmd, connections_app
 from api.cli_dsr import register as register_dsr
 from api.cli_maintenance import register as register_maintenance
 from api.cli_sync import register as register_sync
+from api.cli_web import register as register_web
 from schemas.errors import ConfigError, CrmhubError
 from schemas.settings import Settings, load_settings
 
@@ -54,6 +55,7 @@ register_audit(app)
 register_sync(app)
 register_maintenance(app)
 register_dsr(app)
+register_web(app)
 app.command("connect")(connect_cmd)
 app.add_typer(connections_app, name="connections")
 

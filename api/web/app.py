@@ -1,0 +1,154 @@
+"""The app factory: FastAPI + Jinja2 server-rendered pages for customers, ops endpoints, OpenAPI at
+``/openapi.json``.
+
+::
+
+    create_app(settings)                        # what ``crmhub web`` serves
+    create_app(settings, oauth_configs=[...],   # tests: OAuth clients, an engine, a Temporal client
+               engine=engine, temporal=getter)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.web import (
+    routes_auth,
+    routes_connections,
+    routes_instructions,
+    routes_ops,
+    routes_pages,
+    routes_syncs,
+)
+from api.web.context import STATIC_DIR, TEMPLATES_DIR, LazyTemporal, Metrics, TemporalGetter, WebContext
+from api.web.render import render
+from api.web.security import SecurityHeaders
+from api.web.session import NotLoggedIn
+from connectors.oauth import OAuthProviderConfig, OAuthService
+from governance.pseudonym import Pseudonymizer
+from governance.vault import Vault
+from schemas.errors import AuthError, ConfigError, CrmhubError, TransientError
+from schemas.settings import Settings
+from store.engine import make_engine
+from workflows.connectors import ConnectionConnectors
+from workflows.deps import key_provider
+
+__all__ = ["DEFAULT_REDIRECT_URI", "create_app"]
+
+log = logging.getLogger("crmhub.web")
+
+DEFAULT_REDIRECT_URI = "http://127.0.0.1:8000/oauth/callback"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    oauth_configs: Iterable[OAuthProviderConfig] | None = None,
+    redirect_uri: str = DEFAULT_REDIRECT_URI,
+    engine: Engine | None = None,
+    temporal: TemporalGetter | None = None,
+) -> FastAPI:
+    """Build the web app. ``oauth_configs`` default: the sandbox's clients (``<data_dir>/sandbox.json``)
+    or the ``CRMHUB_SALESFORCE_*``/``CRMHUB_HUBSPOT_*`` environment, with ``redirect_uri``.
+    ``temporal`` default: connect lazily to ``settings.temporal``. Call ``app.state.web.close()``
+    (or let the lifespan do it) to release the engine and HTTP clients."""
+    from api.cli_connect import provider_configs
+
+    owns_engine = engine is None
+    engine = engine or make_engine(settings.effective_database_url)
+    vault = Vault(engine, key_provider(settings))
+    configs = (
+        list(oauth_configs)
+        if oauth_configs is not None
+        else provider_configs(settings, sandbox=None, redirect_uri=redirect_uri)
+    )
+    oauth = OAuthService(engine, vault, configs)
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    ctx = WebContext(
+        settings=settings,
+        engine=engine,
+        vault=vault,
+        oauth=oauth,
+        connectors=ConnectionConnectors(engine, oauth.token_source, data_dir=settings.data_dir),
+        temporal=temporal or LazyTemporal(settings),
+        templates=templates,
+        pseudonymizer=Pseudonymizer(vault),
+        metrics=Metrics(),
+        owns_engine=owns_engine,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.close()
+
+    app = FastAPI(
+        title="crmhub",
+        summary="Connect CRMs, set up syncs under a processing instruction, watch them run.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # the Swagger UI needs inline scripts, which the CSP forbids
+        redoc_url=None,
+    )
+    app.state.web = ctx
+    app.add_middleware(SecurityHeaders)
+    _count_responses(app, ctx.metrics)
+    _error_pages(app)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    for module in (
+        routes_ops,
+        routes_auth,
+        routes_pages,
+        routes_connections,
+        routes_syncs,
+        routes_instructions,
+    ):
+        app.include_router(module.router)
+    return app
+
+
+def _count_responses(app: FastAPI, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        metrics.responses.labels(f"{response.status_code // 100}xx").inc()
+        return response
+
+
+_TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Not allowed", 503: "Unavailable"}
+
+
+def _error_pages(app: FastAPI) -> None:
+    @app.exception_handler(NotLoggedIn)
+    async def not_logged_in(request: Request, _exc: NotLoggedIn) -> RedirectResponse:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else ""
+        title = _TITLES.get(exc.status_code, "Error")
+        return render(request, "error.html", {"title": title, "message": detail}, status=exc.status_code)
+
+    @app.exception_handler(CrmhubError)
+    async def crmhub_error(request: Request, exc: CrmhubError) -> HTMLResponse:
+        # crmhub error messages name the problem and the fix, never a token or a record value
+        status = (
+            503
+            if isinstance(exc, TransientError)
+            else 400
+            if isinstance(exc, ConfigError | AuthError)
+            else 502
+        )
+        log.warning("web request failed: %s %s (%s)", request.method, request.url.path, exc.kind.value)
+        return render(
+            request, "error.html", {"title": "Cannot do that now", "message": exc.message}, status=status
+        )

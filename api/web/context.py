@@ -1,0 +1,101 @@
+"""What the web app's routes share: settings, database, vault, OAuth service, connector factory,
+the Temporal client (connected lazily, in the server's event loop), templates and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi.templating import Jinja2Templates
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+
+from connectors.oauth import OAuthService
+from governance.pseudonym import Pseudonymizer
+from governance.vault import Vault
+from schemas.errors import ConfigError, TransientError
+from schemas.settings import Settings
+from workflows.connectors import ConnectionConnectors
+
+__all__ = ["Metrics", "TemporalGetter", "WebContext"]
+
+TemporalGetter = Callable[[], Awaitable[Client]]
+"""Returns a connected Temporal client or raises :class:`TransientError` (Temporal unreachable)."""
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class Metrics:
+    """The web app's Prometheus counters, in a registry of its own (one per app instance)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.logins = Counter(
+            "crmhub_web_logins", "Login attempts by outcome", ["outcome"], registry=self.registry
+        )
+        self.oauth_connects = Counter(
+            "crmhub_web_oauth_connects",
+            "OAuth connect callbacks by provider and outcome",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.responses = Counter(
+            "crmhub_web_responses", "HTTP responses by status class", ["status_class"], registry=self.registry
+        )
+
+
+class LazyTemporal:
+    """Connects once, in the event loop that first asks; a failure is remembered for a few seconds so a
+    page with Temporal down does not wait on every request."""
+
+    def __init__(self, settings: Settings, *, retry_after_s: float = 5.0) -> None:
+        self.settings = settings
+        self.retry_after_s = retry_after_s
+        self._client: Client | None = None
+        self._failed_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> Client:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is not None:
+                return self._client
+            if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_after_s:
+                raise TransientError(f"Temporal at {self.settings.temporal.address} is not reachable")
+            from workers.client import connect
+
+            try:
+                connected = await connect(self.settings)
+            except ConfigError as exc:
+                self._failed_at = time.monotonic()
+                raise TransientError(str(exc)) from None
+            connected.engine.dispose()  # the web app has its own engine; keep only the client
+            self._client = connected.client
+            return self._client
+
+
+@dataclass
+class WebContext:
+    """Shared by every request (each member is thread-safe)."""
+
+    settings: Settings
+    engine: Engine
+    vault: Vault
+    oauth: OAuthService
+    connectors: ConnectionConnectors
+    temporal: TemporalGetter
+    templates: Jinja2Templates
+    pseudonymizer: Pseudonymizer
+    metrics: Metrics = field(default_factory=Metrics)
+    owns_engine: bool = True
+
+    def close(self) -> None:
+        self.oauth.close()
+        if self.owns_engine:
+            self.engine.dispose()

@@ -1,0 +1,129 @@
+"""Connections: the list (status, a "re-authorisation required" badge), the Connect buttons and the OAuth
+callback.
+
+Connect: ``POST /connections/connect/{provider}`` → :meth:`OAuthService.begin_authorization` for the
+session's tenant; the state's hash is remembered in the session (the callback is only accepted in
+the browser session that started it) → 303 to the provider's consent page. The provider redirects to
+``/oauth/callback?code=…&state=…`` → :meth:`OAuthService.complete_authorization`; an
+:class:`OAuthCallbackError` renders a 400 page. Codes and states never reach a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.responses import Response
+
+from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
+from api.web.session import CsrfChecked
+from api.web.tenancy import Scope
+from connectors.oauth import OAuthCallbackError
+from store import users as user_store
+from store.connections import ConnectionStatus
+
+__all__ = ["router"]
+
+log = logging.getLogger("crmhub.web")
+router = APIRouter(tags=["connections"])
+
+
+class ProviderName(StrEnum):
+    SALESFORCE = "salesforce"
+    HUBSPOT = "hubspot"
+
+
+LABELS = {"salesforce": "Salesforce", "hubspot": "HubSpot"}
+
+
+@router.get("/connections", response_class=HTMLResponse, responses=PAGE_RESPONSES)
+def connections_page(request: Request, scope: Scope) -> HTMLResponse:
+    """The tenant's CRM connections with their status, and the Connect buttons."""
+    configured = set(scope.ctx.oauth.configs)
+    return render(
+        request,
+        "connections.html",
+        {
+            "connections": scope.connections(),
+            "providers": [(p.value, LABELS[p.value], p.value in configured) for p in ProviderName],
+            "labels": LABELS,
+            "reauth": ConnectionStatus.REAUTHORIZATION_REQUIRED,
+        },
+    )
+
+
+@router.post(
+    "/connections/connect/{provider}",
+    response_class=RedirectResponse,
+    status_code=303,
+    responses=POST_RESPONSES,
+)
+def connect(request: Request, provider: ProviderName, scope: Scope, _csrf: CsrfChecked) -> Response:
+    """Start the OAuth flow (authorization code + PKCE): redirect to the provider's consent page."""
+    oauth = scope.ctx.oauth
+    if provider.value not in oauth.configs:
+        return render(
+            request,
+            "error.html",
+            {"title": "Not configured", "message": f"No {LABELS[provider.value]} OAuth app is configured."},
+            status=400,
+        )
+    req = oauth.begin_authorization(scope.tenant, provider.value)
+    pending = dict(scope.session.oauth_pending)
+    pending[hashlib.sha256(req.state.encode()).hexdigest()] = provider.value
+    with scope.ctx.engine.begin() as conn:
+        user_store.set_oauth_pending(conn, scope.session.id_hash, dict(list(pending.items())[-10:]))
+    return RedirectResponse(req.url, status_code=303)
+
+
+@router.get(
+    "/oauth/callback",
+    response_class=HTMLResponse,
+    responses={
+        **PAGE_RESPONSES,
+        303: {"description": "connected: redirect to /connections"},
+        400: {"description": "bad callback"},
+    },
+)
+def oauth_callback(
+    request: Request,
+    scope: Scope,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    code: Annotated[str | None, Query(max_length=4096)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> Response:
+    """Where the provider sends the browser back: exchange the code, store the sealed tokens."""
+    ctx = scope.ctx
+    state_hash = hashlib.sha256(state.encode()).hexdigest() if state else ""
+    provider = scope.session.oauth_pending.get(state_hash)
+    if provider is None:
+        ctx.metrics.oauth_connects.labels("unknown", "bad_callback").inc()
+        return _callback_error(request, "This authorization was not started in this session; start again.")
+    pending = {k: v for k, v in scope.session.oauth_pending.items() if k != state_hash}
+    with ctx.engine.begin() as conn:
+        user_store.set_oauth_pending(conn, scope.session.id_hash, pending)
+    try:
+        info = ctx.oauth.complete_authorization(
+            provider,
+            tenant=scope.tenant,
+            state=state,
+            code=code,
+            redirect_uri=ctx.oauth.config(provider).redirect_uri,
+            error=error,
+        )
+    except OAuthCallbackError as exc:
+        ctx.metrics.oauth_connects.labels(provider, exc.reason).inc()
+        log.info(
+            "web oauth callback refused: tenant=%s provider=%s reason=%s", scope.tenant, provider, exc.reason
+        )
+        return _callback_error(request, str(exc))
+    ctx.metrics.oauth_connects.labels(provider, "ok").inc()
+    return RedirectResponse(f"/connections?connected={info.id}", status_code=303)
+
+
+def _callback_error(request: Request, message: str) -> HTMLResponse:
+    return render(request, "error.html", {"title": "Connection failed", "message": message}, status=400)

@@ -1,0 +1,245 @@
+"""The processing-instruction editor: pick a connection and object, tick the fields the instruction
+allows (and those to pseudonymize) against the **live** describe of the source connector, and see —
+before saving — which fields of the object will be withheld. Saving stores a new version
+(:func:`store.syncs.add_instruction`); versions are immutable."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
+from api.web.session import CsrfChecked
+from api.web.tenancy import Scope, TenantScope
+from governance.policy import ProcessingInstruction
+from store.connections import ConnectionStatus
+
+__all__ = ["router"]
+
+log = logging.getLogger("crmhub.web")
+router = APIRouter(tags=["instructions"])
+
+
+@router.get("/instructions", response_class=HTMLResponse, responses=PAGE_RESPONSES)
+def instructions_page(request: Request, scope: Scope) -> HTMLResponse:
+    """The instruction versions of the tenant and where to edit them."""
+    return render(
+        request,
+        "instructions.html",
+        {
+            "versions": scope.instructions(),
+            "connections": [c for c in scope.connections() if c.status is ConnectionStatus.ACTIVE],
+        },
+    )
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]
+
+
+def _editor(
+    request: Request,
+    scope: TenantScope,
+    *,
+    connection_id: str,
+    stream: str,
+    allowed: list[str] | None,
+    pseudonymize: list[str] | None,
+    base: dict[str, Any],
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    connection = scope.connection(connection_id)  # 404 for another tenant's connection
+    connector = scope.ctx.connectors(connection.id)
+    try:
+        streams = [s.name for s in connector.streams()]
+        if stream not in streams:
+            stream = streams[0]
+        live = sorted(connector.describe(stream).names())
+    finally:
+        connector.close()
+    latest = scope.latest_instruction()
+    current = latest.content if latest else {}
+    if allowed is None:
+        allowed = list(current.get("allowed_fields", {}).get(stream, []))
+    if pseudonymize is None:
+        pseudonymize = list(current.get("pseudonymize", {}).get(stream, []))
+    chosen = set(allowed)
+    return render(
+        request,
+        "instruction_edit.html",
+        {
+            "connection": connection,
+            "streams": streams,
+            "stream": stream,
+            "fields": live,
+            "allowed": chosen,
+            "pseudonymize": set(pseudonymize),
+            "withheld": [f for f in live if f not in chosen],
+            "unknown": sorted(chosen - set(live)),
+            "latest": latest,
+            "base": base,
+            "error": error,
+        },
+        status=status,
+    )
+
+
+def _base_from(scope: TenantScope) -> dict[str, Any]:
+    latest = scope.latest_instruction()
+    if latest is not None:
+        c = latest.content
+        return {
+            "purpose": c["purpose"],
+            "retention_days": c["retention_days"],
+            "permitted_regions": ", ".join(c["permitted_regions"]),
+            "permitted_subprocessors": ", ".join(c.get("permitted_subprocessors", [])),
+            "data_categories": ", ".join(c.get("data_categories", [])),
+        }
+    tenant = scope.tenant_row()
+    return {
+        "purpose": "crm-sync",
+        "retention_days": 30,
+        "permitted_regions": tenant.home_region,
+        "permitted_subprocessors": ", ".join(tenant.authorised_subprocessors),
+        "data_categories": "contact_details",
+    }
+
+
+@router.get("/instructions/edit", response_class=HTMLResponse, responses=PAGE_RESPONSES)
+def edit_page(
+    request: Request,
+    scope: Scope,
+    connection_id: Annotated[str, Query(max_length=64)],
+    stream: Annotated[str, Query(max_length=128)] = "",
+) -> HTMLResponse:
+    """The editor for one source object, with the fields the current version withholds."""
+    return _editor(
+        request,
+        scope,
+        connection_id=connection_id,
+        stream=stream,
+        allowed=None,
+        pseudonymize=None,
+        base=_base_from(scope),
+    )
+
+
+def _instruction(
+    scope: TenantScope, stream: str, allowed: list[str], pseudonymize: list[str], base: dict[str, Any]
+) -> ProcessingInstruction:
+    latest = scope.latest_instruction()
+    current = latest.content if latest else {}
+    allowed_fields = dict(current.get("allowed_fields", {}))
+    pseudo = dict(current.get("pseudonymize", {}))
+    allowed_fields[stream] = allowed
+    if pseudonymize:
+        pseudo[stream] = pseudonymize
+    else:
+        pseudo.pop(stream, None)
+    return ProcessingInstruction.model_validate(
+        {
+            "tenant": scope.tenant,
+            "version": (latest.version if latest else 0) + 1,
+            "purpose": base["purpose"],
+            "data_categories": _split(base["data_categories"]),
+            "allowed_fields": {k: v for k, v in allowed_fields.items() if v},
+            "pseudonymize": pseudo,
+            "retention_days": base["retention_days"],
+            "permitted_regions": _split(base["permitted_regions"]),
+            "permitted_subprocessors": _split(base["permitted_subprocessors"]),
+            "valid_from": current.get("valid_from") or datetime.now(UTC).isoformat(),
+        }
+    )
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'instruction'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    )
+
+
+@router.post("/instructions/preview", response_class=HTMLResponse, responses=POST_RESPONSES)
+def preview(
+    request: Request,
+    scope: Scope,
+    _csrf: CsrfChecked,
+    connection_id: Annotated[str, Form(max_length=64)],
+    stream: Annotated[str, Form(max_length=128)],
+    purpose: Annotated[str, Form(max_length=128)],
+    retention_days: Annotated[int, Form(ge=1, le=36_500)],
+    permitted_regions: Annotated[str, Form(max_length=500)],
+    permitted_subprocessors: Annotated[str, Form(max_length=500)] = "",
+    data_categories: Annotated[str, Form(max_length=500)] = "",
+    allowed: Annotated[list[str] | None, Form()] = None,
+    pseudonymize: Annotated[list[str] | None, Form()] = None,
+) -> HTMLResponse:
+    """Show what the ticked fields would withhold, without saving."""
+    base = {
+        "purpose": purpose,
+        "retention_days": retention_days,
+        "permitted_regions": permitted_regions,
+        "permitted_subprocessors": permitted_subprocessors,
+        "data_categories": data_categories,
+    }
+    return _editor(
+        request,
+        scope,
+        connection_id=connection_id,
+        stream=stream,
+        allowed=allowed or [],
+        pseudonymize=pseudonymize or [],
+        base=base,
+    )
+
+
+@router.post("/instructions/save", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES)
+def save(
+    request: Request,
+    scope: Scope,
+    _csrf: CsrfChecked,
+    connection_id: Annotated[str, Form(max_length=64)],
+    stream: Annotated[str, Form(max_length=128)],
+    purpose: Annotated[str, Form(max_length=128)],
+    retention_days: Annotated[int, Form(ge=1, le=36_500)],
+    permitted_regions: Annotated[str, Form(max_length=500)],
+    permitted_subprocessors: Annotated[str, Form(max_length=500)] = "",
+    data_categories: Annotated[str, Form(max_length=500)] = "",
+    allowed: Annotated[list[str] | None, Form()] = None,
+    pseudonymize: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    """Store the edited instruction as the next version."""
+    base = {
+        "purpose": purpose,
+        "retention_days": retention_days,
+        "permitted_regions": permitted_regions,
+        "permitted_subprocessors": permitted_subprocessors,
+        "data_categories": data_categories,
+    }
+    scope.connection(connection_id)
+    try:
+        ins = _instruction(scope, stream, allowed or [], pseudonymize or [], base)
+    except ValidationError as exc:
+        return _editor(
+            request,
+            scope,
+            connection_id=connection_id,
+            stream=stream,
+            allowed=allowed or [],
+            pseudonymize=pseudonymize or [],
+            base=base,
+            error=_problems(exc),
+            status=400,
+        )
+    row = scope.add_instruction(
+        version=ins.version, content=ins.model_dump(mode="json"), content_hash=ins.content_hash
+    )
+    log.info("web instruction saved: tenant=%s version=%s", scope.tenant, row.version)
+    return RedirectResponse(f"/instructions?saved={row.version}", status_code=303)

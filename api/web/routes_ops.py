@@ -1,0 +1,62 @@
+"""Ops endpoints: ``/healthz`` (the process answers), ``/readyz`` (database reachable, migrations
+current, Temporal reachable; 503 naming what is not) and ``/metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from api.web.context import WebContext
+from schemas.errors import TransientError
+from store.migrate import is_current
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+def _database(ctx: WebContext) -> tuple[bool, bool]:
+    try:
+        with ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:  # any driver error means "not reachable"; the message may hold the URL
+        return False, False
+    return True, is_current(ctx.settings.effective_database_url)
+
+
+@router.get("/readyz", responses={503: {"description": "not ready: the body names the failing check"}})
+async def readyz(request: Request) -> JSONResponse:
+    """Ready to serve: database reachable, its migrations current, Temporal reachable."""
+    ctx: WebContext = request.app.state.web
+    db_ok, migrated = await run_in_threadpool(_database, ctx)
+    try:
+        client = await ctx.temporal()
+        await client.service_client.check_health()
+        temporal_ok = True
+    except (TransientError, RuntimeError):
+        temporal_ok = False
+    checks: dict[str, Any] = {"database": db_ok, "migrations": migrated, "temporal": temporal_ok}
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus metrics of this web process (logins, OAuth connects, responses by status class)."""
+    ctx: WebContext = request.app.state.web
+    return PlainTextResponse(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

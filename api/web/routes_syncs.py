@@ -1,0 +1,252 @@
+"""Syncs: list (instruction version, mapping, schedule, last run, live progress), create, detail with
+the run report, and the pause / resume / run-now buttons. Progress comes from the workflow's
+``progress`` query (:mod:`api.syncops`); the detail page refreshes itself (meta refresh, no script)
+while a run is going."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from api import syncops
+from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
+from api.web.session import CsrfChecked
+from api.web.tenancy import Scope, TenantScope
+from schemas.errors import ConfigError, CrmhubError, TransientError
+from schemas.sync import Progress, SyncMode, SyncStatus
+from store.connections import ConnectionStatus
+from store.syncs import SyncRow, SyncSpec
+
+__all__ = ["router"]
+
+log = logging.getLogger("crmhub.web")
+router = APIRouter(tags=["syncs"])
+
+SYNC_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_ACTIVE = {SyncStatus.RUNNING, SyncStatus.PAUSED, SyncStatus.WAITING}
+
+
+@dataclass(frozen=True)
+class SyncView:
+    row: SyncRow
+    progress: Progress | None
+    progress_error: str | None
+    schedule: str
+
+
+async def _live(scope: TenantScope, row: SyncRow) -> SyncView:
+    """Progress and schedule of one sync from Temporal; Temporal down is shown, not raised."""
+    tenant, sid = scope.tenant, row.spec.id
+    try:
+        client = await scope.ctx.temporal()
+        progress = await syncops.progress(client, tenant, sid)
+    except TransientError as exc:
+        return SyncView(row, None, exc.message, "unknown")
+    try:
+        info = await syncops.schedule(client, tenant, sid)
+        schedule = f"every {info.every}" + (" (paused)" if info.paused else "")
+    except ConfigError:
+        schedule = "none (runs on demand)"
+    return SyncView(row, progress, None, schedule)
+
+
+@router.get("/syncs", response_class=HTMLResponse, responses=PAGE_RESPONSES)
+async def syncs_page(request: Request, scope: Scope) -> HTMLResponse:
+    """Every sync of the tenant with its live state and the pause / resume / run-now buttons."""
+    rows = await run_in_threadpool(scope.syncs)
+    views = [await _live(scope, r) for r in rows]
+    last_runs = {r.spec.id: (await run_in_threadpool(scope.runs, r.spec.id, limit=1)) for r in rows}
+    return render(request, "syncs.html", {"views": views, "last_runs": last_runs, "active": _ACTIVE})
+
+
+def _connection_choices(scope: TenantScope) -> list[Any]:
+    return [c for c in scope.connections() if c.status is ConnectionStatus.ACTIVE]
+
+
+@router.get("/syncs/new", response_class=HTMLResponse, responses=PAGE_RESPONSES)
+def new_sync_page(request: Request, scope: Scope) -> HTMLResponse:
+    """The form to create a sync from one connection's object to another's."""
+    latest = scope.latest_instruction()
+    return render(
+        request,
+        "sync_new.html",
+        {"connections": _connection_choices(scope), "latest": latest, "error": None, "form": {}},
+    )
+
+
+def _parse_mapping(text: str) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        src, sep, dst = line.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ValueError(f"mapping line {line[:60]!r} is not 'SourceField=destination_field'")
+        mapping[src.strip()] = dst.strip()
+    if not mapping:
+        raise ValueError("the mapping is empty")
+    return mapping
+
+
+@router.post("/syncs", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES)
+def create_sync(
+    request: Request,
+    scope: Scope,
+    _csrf: CsrfChecked,
+    sync_id: Annotated[str, Form(max_length=64)],
+    source_connection_id: Annotated[str, Form(max_length=64)],
+    source_stream: Annotated[str, Form(max_length=128)],
+    destination_connection_id: Annotated[str, Form(max_length=64)],
+    destination_stream: Annotated[str, Form(max_length=128)],
+    mapping: Annotated[str, Form(max_length=20_000)],
+    source_key_property: Annotated[str, Form(max_length=128)],
+    destination_id_property: Annotated[str, Form(max_length=128)],
+    name: Annotated[str, Form(max_length=255)] = "",
+    source_endpoint: Annotated[str, Form(max_length=64)] = "",
+    destination_endpoint: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """Create a sync under the tenant's latest instruction version."""
+    form = dict(request.query_params) | {k: v for k, v in locals().items() if isinstance(v, str)}
+    latest = scope.latest_instruction()
+    error: str | None = None
+    if latest is None:
+        error = "Store a processing instruction first (Instruction page)."
+    elif not re.fullmatch(SYNC_ID, sync_id):
+        error = "The sync id is 1-64 lowercase letters, digits, '-' or '_'."
+    else:
+        try:
+            spec = SyncSpec(
+                tenant=scope.tenant,
+                id=sync_id,
+                name=name or sync_id,
+                source_connection_id=source_connection_id,
+                source_stream=source_stream,
+                source_endpoint=source_endpoint or None,
+                destination_connection_id=destination_connection_id,
+                destination_stream=destination_stream,
+                destination_endpoint=destination_endpoint or None,
+                mapping=_parse_mapping(mapping),
+                destination_id_property=destination_id_property,
+                source_key_property=source_key_property,
+                instruction_version=latest.version,
+            )
+            scope.create_sync(spec)
+        except ValidationError as exc:
+            error = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        except (ValueError, ConfigError) as exc:
+            error = exc.message if isinstance(exc, ConfigError) else str(exc)
+    if error is not None:
+        return render(
+            request,
+            "sync_new.html",
+            {"connections": _connection_choices(scope), "latest": latest, "error": error, "form": form},
+            status=400,
+        )
+    log.info("web sync created: tenant=%s sync=%s", scope.tenant, sync_id)
+    return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
+
+
+@router.get("/syncs/{sync_id}", response_class=HTMLResponse, responses=PAGE_RESPONSES)
+async def sync_page(request: Request, sync_id: str, scope: Scope) -> HTMLResponse:
+    """One sync: live progress (refreshing while it runs), its runs report and lineage summary."""
+    row = await run_in_threadpool(scope.sync, sync_id)
+    view = await _live(scope, row)
+    runs = await run_in_threadpool(scope.runs, sync_id)
+    events = await run_in_threadpool(scope.lineage_events)
+    by_kind: dict[str, int] = {}
+    for e in events:
+        by_kind[e.kind.value] = by_kind.get(e.kind.value, 0) + 1
+    running = view.progress is not None and view.progress.status in _ACTIVE
+    return render(
+        request,
+        "sync_detail.html",
+        {"view": view, "runs": runs, "lineage": by_kind, "lineage_total": len(events), "refresh": running},
+    )
+
+
+async def _signal(scope: TenantScope, sync_id: str, action: str, mode: SyncMode | None = None) -> None:
+    await run_in_threadpool(scope.sync, sync_id)  # 404 for another tenant's or an unknown sync
+    try:
+        client = await scope.ctx.temporal()
+        if action == "run":
+            queue = scope.ctx.settings.temporal.control_task_queue
+            await syncops.start(client, scope.tenant, sync_id, mode=mode, task_queue=queue)
+        elif action == "pause":
+            await syncops.pause(client, scope.tenant, sync_id)
+        else:
+            await syncops.resume(client, scope.tenant, sync_id)
+    except TransientError as exc:
+        raise HTTPException(status_code=503, detail=exc.message) from None
+    except CrmhubError as exc:
+        raise HTTPException(status_code=400, detail=exc.message) from None
+    except RPCError:  # e.g. signalling a run that has finished
+        raise HTTPException(
+            status_code=400, detail=f"Temporal refused the {action}: no run in progress"
+        ) from None
+    log.info("web sync %s: tenant=%s sync=%s", action, scope.tenant, sync_id)
+
+
+@router.post(
+    "/syncs/{sync_id}/run", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES
+)
+async def run_now(
+    sync_id: str, scope: Scope, _csrf: CsrfChecked, mode: Annotated[SyncMode | None, Form()] = None
+) -> RedirectResponse:
+    """Start a run now (or join the one in progress); default mode: incremental once it has a cursor."""
+    await _signal(scope, sync_id, "run", mode)
+    return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
+
+
+async def _client(scope: TenantScope) -> Client:
+    try:
+        return await scope.ctx.temporal()
+    except TransientError as exc:
+        raise HTTPException(status_code=503, detail=exc.message) from None
+
+
+@router.post(
+    "/syncs/{sync_id}/pause", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES
+)
+async def pause(sync_id: str, scope: Scope, _csrf: CsrfChecked) -> RedirectResponse:
+    """Pause the run in progress (it stops between batches)."""
+    await _signal(scope, sync_id, "pause")
+    return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
+
+
+@router.post(
+    "/syncs/{sync_id}/resume", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES
+)
+async def resume(sync_id: str, scope: Scope, _csrf: CsrfChecked) -> RedirectResponse:
+    """Resume a paused run."""
+    await _signal(scope, sync_id, "resume")
+    return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
+
+
+@router.get(
+    "/api/syncs/{sync_id}/progress",
+    response_model=Progress | None,
+    responses={
+        303: {"description": "not logged in"},
+        404: {"description": "no such sync"},
+        503: {"description": "Temporal unreachable"},
+    },
+)
+async def progress_json(sync_id: str, scope: Scope) -> Progress | None:
+    """The latest run's progress as JSON (null if the sync never ran)."""
+    await run_in_threadpool(scope.sync, sync_id)
+    client = await _client(scope)
+    try:
+        return await syncops.progress(client, scope.tenant, sync_id)
+    except TransientError as exc:
+        raise HTTPException(status_code=503, detail=exc.message) from None

@@ -1,0 +1,147 @@
+"""Tenant isolation in one place.
+
+Every route that touches customer data takes a :class:`TenantScope` from the :func:`tenant_scope`
+dependency. The scope is built from the logged-in session only (never from the URL or a form), and
+its methods are the only way routes read or write tenant data: each query filters on
+``scope.tenant``, and an id of another tenant is reported exactly like an unknown id (404).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
+
+from api.web.context import WebContext
+from api.web.session import Session, require_session
+from governance.lineage import Ledger
+from schemas.lineage import LineageEvent
+from store import connections as connection_store
+from store import syncs as sync_store
+from store import users as user_store
+from store.connections import ConnectionInfo
+from store.syncs import InstructionRow, RunRow, SyncRow, SyncSpec, TenantRow
+
+__all__ = ["TenantScope", "tenant_scope"]
+
+
+def _not_found(what: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=f"no such {what}")
+
+
+@dataclass(frozen=True)
+class TenantScope:
+    """The current user's tenant and the data queries allowed for it."""
+
+    ctx: WebContext
+    session: Session
+    tenant: str
+
+    # ---- tenant and user -------------------------------------------------------------------------
+
+    def tenant_row(self) -> TenantRow:
+        with self.ctx.engine.connect() as conn:
+            row = sync_store.get_tenant(conn, self.tenant)
+        if row is None:
+            raise _not_found("tenant")
+        return row
+
+    def user_email(self) -> str:
+        with self.ctx.engine.connect() as conn:
+            user = user_store.get_user(conn, self.session.user_id)
+        if user is None or user.tenant != self.tenant:
+            raise _not_found("user")
+        return self.ctx.vault.open(
+            self.tenant, user.email_sealed, dataset="web-user-email", object_id=user.id, purpose="web-login"
+        ).decode("utf-8")
+
+    # ---- connections -----------------------------------------------------------------------------
+
+    def connections(self) -> list[ConnectionInfo]:
+        with self.ctx.engine.connect() as conn:
+            rows = connection_store.list_connections(conn, tenant=self.tenant)
+        return [r.info() for r in rows]
+
+    def connection(self, connection_id: str) -> ConnectionInfo:
+        with self.ctx.engine.connect() as conn:
+            row = connection_store.get_connection(conn, connection_id)
+        if row is None or row.tenant != self.tenant:
+            raise _not_found("connection")
+        return row.info()
+
+    # ---- instructions ----------------------------------------------------------------------------
+
+    def instructions(self) -> list[InstructionRow]:
+        t = sync_store.instructions
+        with self.ctx.engine.connect() as conn:
+            versions = conn.execute(
+                select(t.c.version).where(t.c.tenant == self.tenant).order_by(t.c.version.desc())
+            ).scalars()
+            rows = [sync_store.get_instruction(conn, self.tenant, v) for v in versions]
+        return [r for r in rows if r is not None]
+
+    def latest_instruction(self) -> InstructionRow | None:
+        with self.ctx.engine.connect() as conn:
+            return sync_store.latest_instruction(conn, self.tenant)
+
+    def add_instruction(
+        self, *, version: int, content: dict[str, object], content_hash: str
+    ) -> InstructionRow:
+        if content.get("tenant") != self.tenant:
+            raise _not_found("tenant")
+        with self.ctx.engine.begin() as conn:
+            return sync_store.add_instruction(
+                conn,
+                tenant=self.tenant,
+                version=version,
+                content=content,
+                content_hash=content_hash,
+                now=datetime.now(UTC),
+            )
+
+    # ---- syncs and runs --------------------------------------------------------------------------
+
+    def syncs(self) -> list[SyncRow]:
+        t = sync_store.syncs
+        with self.ctx.engine.connect() as conn:
+            ids = conn.execute(select(t.c.id).where(t.c.tenant == self.tenant).order_by(t.c.id)).scalars()
+            rows = [sync_store.get_sync(conn, self.tenant, i) for i in ids]
+        return [r for r in rows if r is not None]
+
+    def sync(self, sync_id: str) -> SyncRow:
+        with self.ctx.engine.connect() as conn:
+            row = sync_store.get_sync(conn, self.tenant, sync_id)
+        if row is None:
+            raise _not_found("sync")
+        return row
+
+    def create_sync(self, spec: SyncSpec) -> SyncRow:
+        if spec.tenant != self.tenant:
+            raise _not_found("tenant")
+        for cid in (spec.source_connection_id, spec.destination_connection_id):
+            self.connection(cid)
+        with self.ctx.engine.begin() as conn:
+            return sync_store.create_sync(conn, spec, now=datetime.now(UTC))
+
+    def runs(self, sync_id: str, *, limit: int = 20) -> list[RunRow]:
+        with self.ctx.engine.connect() as conn:
+            return sync_store.list_runs(conn, self.tenant, sync_id, limit=limit)
+
+    def lineage_events(self) -> list[LineageEvent]:
+        return Ledger(self.ctx.engine, self.tenant).read_events()
+
+
+def web_context(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.web
+    return ctx
+
+
+def tenant_scope(request: Request, session: Annotated[Session, Depends(require_session)]) -> TenantScope:
+    """The dependency every tenant-data route uses: the logged-in session's tenant, nothing else."""
+    return TenantScope(web_context(request), session, session.tenant)
+
+
+Scope = Annotated[TenantScope, Depends(tenant_scope)]
