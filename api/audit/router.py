@@ -89,8 +89,8 @@ class Principal:
 
 
 def _route(request: Request) -> str:
-    route = request.scope.get("route")
-    return str(getattr(route, "path", request.url.path))
+    """The path as requested (the router's paths carry only ledger indexes, never PII)."""
+    return request.url.path
 
 
 def auditor(request: Request, services: Services) -> Principal:
