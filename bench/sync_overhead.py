@@ -223,7 +223,7 @@ def _worker_env(s: Session, worker_settings: dict[str, str]) -> dict[str, str]:
 
 
 async def _wait_for_pollers(client: Client, settings: Settings, proc: subprocess.Popen[bytes]) -> None:
-    """Until the worker polls both its queues (its connection and pollers are up)."""
+    """Until the worker process ``proc`` polls both its queues (the SDK's identity is ``pid@host``)."""
     queues = [
         (settings.temporal.control_task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
         (settings.task_queue("eu"), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
@@ -239,7 +239,8 @@ async def _wait_for_pollers(client: Client, settings: Settings, proc: subprocess
                     namespace=client.namespace, task_queue=TaskQueue(name=name), task_queue_type=kind
                 )
             )
-            ready += bool(resp.pollers)
+            # Pollers of an earlier worker stay listed for a while: wait for this process's own.
+            ready += any(p.identity.startswith(f"{proc.pid}@") for p in resp.pollers)
         if ready == len(queues):
             return
         await asyncio.sleep(0.2)
