@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
@@ -133,8 +133,10 @@ def _error_pages(app: FastAPI) -> None:
         return RedirectResponse("/login", status_code=303)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else ""
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": detail}, status_code=exc.status_code)
         title = _TITLES.get(exc.status_code, "Error")
         return render(request, "error.html", {"title": title, "message": detail}, status=exc.status_code)
 

@@ -5,6 +5,7 @@ while a run is going."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ log = logging.getLogger("crmhub.web")
 router = APIRouter(tags=["syncs"])
 
 SYNC_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# A query waits for a worker to answer; a page does not wait longer than this for one.
+QUERY_TIMEOUT_S = 3.0
+NO_ANSWER = (
+    "no crmhub worker answered the progress query in time; is a worker running? "
+    "(crmhub worker --region <region>)"
+)
 _ACTIVE = {SyncStatus.RUNNING, SyncStatus.PAUSED, SyncStatus.WAITING}
 
 
@@ -49,9 +56,11 @@ async def _live(scope: TenantScope, row: SyncRow) -> SyncView:
     tenant, sid = scope.tenant, row.spec.id
     try:
         client = await scope.ctx.temporal()
-        progress = await syncops.progress(client, tenant, sid)
+        progress = await asyncio.wait_for(syncops.progress(client, tenant, sid), timeout=QUERY_TIMEOUT_S)
     except TransientError as exc:
         return SyncView(row, None, exc.message, "unknown")
+    except (TimeoutError, RPCError):
+        return SyncView(row, None, NO_ANSWER, "unknown")
     try:
         info = await syncops.schedule(client, tenant, sid)
         schedule = f"every {info.every}" + (" (paused)" if info.paused else "")
@@ -247,6 +256,10 @@ async def progress_json(sync_id: str, scope: Scope) -> Progress | None:
     await run_in_threadpool(scope.sync, sync_id)
     client = await _client(scope)
     try:
-        return await syncops.progress(client, scope.tenant, sync_id)
+        return await asyncio.wait_for(
+            syncops.progress(client, scope.tenant, sync_id), timeout=QUERY_TIMEOUT_S
+        )
     except TransientError as exc:
         raise HTTPException(status_code=503, detail=exc.message) from None
+    except (TimeoutError, RPCError):
+        raise HTTPException(status_code=503, detail=NO_ANSWER) from None
