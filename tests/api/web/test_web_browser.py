@@ -1,0 +1,240 @@
+"""Acceptance: a customer in a real browser (headless Debian Chromium driven by playwright) logs in,
+connects Salesforce and HubSpot through the sandbox's OAuth consent pages (clicking Allow / Connect
+app), writes the processing instruction in the editor (seeing the withheld fields before saving),
+creates a sync, runs it with an in-process worker on the session Temporal dev server, and watches
+progress until the report shows what moved. Every page is screenshotted to
+``test-artifacts/web/``.
+
+The sandbox serves HTTPS with its own CA, which Chromium does not trust: the browser context sets
+``ignore_https_errors=True`` for the consent pages only a person would see. The app's own
+server-side calls (token exchange, describe, the sync) keep verifying TLS against the sandbox CA.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.async_api import Page, async_playwright
+
+from api.cli_web import add_user
+from api.demo import _workers
+from api.web import create_app
+from connectors.oauth import configs_from_sandbox
+from sandbox.runtime import RunningSandbox, start_sandbox
+from schemas.settings import Settings
+from store.engine import make_engine
+from tests.api.web.conftest import PASSWORD, make_tenant
+from tests.stack import stack_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "web"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CONTACTS = 2_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
+    return stack_settings(tmp_path / "data", db_url, temporal_env, pages_per_activity=2)
+
+
+@pytest.fixture
+def sandbox(settings: Settings, port: int) -> Iterator[RunningSandbox]:
+    with start_sandbox(
+        settings.data_dir,
+        seed_counts={"salesforce": {"Account": 10, "Contact": CONTACTS}},
+        redirect_uris=(f"http://127.0.0.1:{port}/oauth/callback",),
+    ) as sb:
+        yield sb
+
+
+@pytest.fixture
+def server(settings: Settings, sandbox: RunningSandbox, port: int) -> Iterator[str]:
+    """The web app served by uvicorn on a thread (its own event loop), like ``crmhub web``."""
+    engine = make_engine(settings.effective_database_url)
+    make_tenant(engine, "acme", "Acme GmbH")
+    engine.dispose()
+    add_user(settings, "acme", "ana@acme.example", PASSWORD)
+    redirect = f"http://127.0.0.1:{port}/oauth/callback"
+    app = create_app(
+        settings,
+        redirect_uri=redirect,
+        oauth_configs=configs_from_sandbox(sandbox.info, redirect_uri=redirect),
+    )
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=srv.run, name="crmhub-web", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the web server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=20)
+
+
+async def shot(page: Page, name: str) -> None:
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def connect(page: Page, base: str, label: str, button: str, name: str) -> None:
+    await page.goto(f"{base}/connections")
+    await page.click(f"text=Connect {label}")
+    await page.wait_for_selector(button)  # the provider's consent page
+    assert page.url.startswith("https://127.0.0.1:")
+    await shot(page, f"03-consent-{name}")
+    await page.click(button)
+    await page.wait_for_url(f"{base}/connections?connected=*")
+
+
+async def test_customer_connects_configures_and_runs_a_sync_in_a_browser(
+    server: str, settings: Settings, sandbox: RunningSandbox
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    base = server
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = await browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+        page = await context.new_page()
+        # script errors and CSP violations are console errors; failed loads are checked per response
+        errors: list[str] = []
+        page.on(
+            "console",
+            lambda m: (
+                errors.append(m.text)
+                if m.type == "error" and "Failed to load resource" not in m.text
+                else None
+            ),
+        )
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        try:
+            # log in
+            await page.goto(f"{base}/")
+            assert page.url == f"{base}/login"
+            await shot(page, "01-login")
+            await page.fill("input[name=organisation]", "acme")
+            await page.fill("input[name=email]", "ana@acme.example")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("button:has-text('Log in')")
+            await page.wait_for_url(f"{base}/")
+            assert "Acme GmbH" in await page.content()
+            await shot(page, "02-dashboard")
+
+            # connect both CRMs through their consent pages
+            await connect(page, base, "Salesforce", "#oaapprove", "salesforce")
+            await connect(page, base, "HubSpot", "#grant", "hubspot")
+            assert await page.locator(".badge.ok").count() == 2
+            await shot(page, "04-connections")
+
+            # the instruction editor: see what is withheld before saving
+            await page.goto(f"{base}/instructions")
+            await page.select_option("select[name=connection_id]", label=await _option(page, "salesforce"))
+            await page.click("text=Open editor")
+            await page.wait_for_selector("#withheld")
+            for field in (
+                "Id",
+                "Email",
+                "FirstName",
+                "LastName",
+                "Phone",
+                "MailingCountry",
+                "SystemModstamp",
+            ):
+                await page.check(f"input[name=allowed][value={field}]")
+            await page.check("input[name=pseudonymize][value=Phone]")
+            await page.click("text=Preview withheld fields")
+            withheld = await page.locator("code.withheld").all_inner_texts()
+            assert {"Title", "MailingCity", "Lead_Score__c"} <= set(withheld)
+            assert "Email" not in withheld
+            await shot(page, "05-instruction-preview")
+            await page.click("text=Save as new version")
+            await page.wait_for_url(f"{base}/instructions?saved=1")
+            await shot(page, "06-instructions")
+
+            # create the sync
+            await page.goto(f"{base}/syncs/new")
+            await page.fill("input[name=sync_id]", "contacts")
+            await page.fill("input[name=name]", "Salesforce contacts to HubSpot")
+            await page.select_option(
+                "select[name=source_connection_id]", label=await _option(page, "salesforce", "source")
+            )
+            await page.fill("input[name=source_endpoint]", "eu")
+            await page.select_option(
+                "select[name=destination_connection_id]", label=await _option(page, "hubspot", "destination")
+            )
+            await page.fill("input[name=destination_endpoint]", "eu1")
+            await page.fill(
+                "textarea[name=mapping]",
+                "Email=email\nFirstName=firstname\nLastName=lastname\nPhone=phone\nMailingCountry=country",
+            )
+            await shot(page, "07-new-sync")
+            await page.click("text=Create sync")
+            await page.wait_for_url(f"{base}/syncs/contacts")
+
+            # run it with a worker and watch the progress until the report shows the result
+            async with _workers(settings):
+                await page.click("button:has-text('Run now')")
+                await page.wait_for_url(f"{base}/syncs/contacts")
+                await page.wait_for_selector(
+                    "#progress .badge.running, #progress .badge.completed", timeout=60_000
+                )
+                await shot(page, "08-sync-progress")
+                await page.wait_for_selector("#progress .badge.completed", timeout=180_000)  # meta refresh
+            report = await page.locator("#report").inner_text()
+            assert f"{CONTACTS:,}" in report and "completed" in report
+            await shot(page, "09-sync-report")
+            await page.goto(f"{base}/syncs")
+            assert "completed" in await page.content()
+            await shot(page, "10-syncs")
+            await page.goto(f"{base}/")
+            await shot(page, "11-dashboard-after")
+            await page.click("text=Log out")
+            await page.wait_for_url(f"{base}/login")
+            assert errors == []  # no CSP violation or script error on any page
+            # nothing failed to load from the app (the sandbox's consent pages have no favicon)
+            assert [f for f in failed if base in f.split(" ", 1)[1]] == []
+        finally:
+            await context.close()
+            await browser.close()
+    hs: Any = sandbox.hubspot
+    contacts = hs.live_records("contacts")
+    assert len(contacts) == CONTACTS
+    assert all("title" not in c for c in contacts)
+    assert all(str(c.get("phone") or "ps_").startswith("ps_") for c in contacts)
+
+
+async def _option(page: Page, provider: str, which: str = "") -> str:
+    """The visible label of the first option for ``provider`` in the page's (first or named) select."""
+    select = f"select[name={which}_connection_id]" if which else "select[name=connection_id]"
+    labels = await page.locator(f"{select} option").all_inner_texts()
+    return next(label for label in labels if label.startswith(provider))
