@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -21,6 +22,8 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.audit import AuditServices
+from api.audit import router as audit_router
 from api.web import (
     routes_auth,
     routes_connections,
@@ -47,6 +50,11 @@ __all__ = ["DEFAULT_REDIRECT_URI", "create_app"]
 log = logging.getLogger("crmhub.web")
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8000/oauth/callback"
+
+# Answers every audit route can give besides its own (documented here so the spec is complete).
+AUDIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid auditor token (Authorization: Bearer crmhub_aud_…)"},
+}
 
 
 def create_app(
@@ -113,6 +121,9 @@ def create_app(
         routes_instructions,
     ):
         app.include_router(module.router)
+    # the auditors' read-only API (bearer tokens of their own, see api.audit.router)
+    app.state.audit_services = AuditServices.from_settings(settings, engine=engine)
+    app.include_router(audit_router, prefix="/audit", responses=AUDIT_RESPONSES)
     return app
 
 
@@ -135,8 +146,8 @@ def _error_pages(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else ""
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": detail}, status_code=exc.status_code)
+        if request.url.path.startswith(("/api/", "/audit/")):
+            return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
         title = _TITLES.get(exc.status_code, "Error")
         return render(request, "error.html", {"title": title, "message": detail}, status=exc.status_code)
 

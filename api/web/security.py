@@ -42,6 +42,10 @@ CSP = (
 )
 
 
+# The auditors' HTML reports are standalone files (styled inline so they read the same offline).
+AUDIT_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -103,7 +107,8 @@ class SecurityHeaders(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
+        csp = AUDIT_CSP if request.url.path.startswith("/audit/") else CSP
+        response.headers.setdefault("Content-Security-Policy", csp)
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Content-Type-Options"] = "nosniff"

@@ -155,3 +155,39 @@ async def test_healthz_readyz_metrics(
 async def test_pages_need_login(client: httpx.AsyncClient, path: str) -> None:
     r = await client.get(path)
     assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+async def test_auditor_api_is_mounted_with_its_own_auth(
+    client: httpx.AsyncClient, tenant_user: tuple[str, str]
+) -> None:
+    await login(client, *tenant_user)  # a customer session is not an auditor token
+    r = await client.get("/audit/whoami")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.headers["content-type"] == "application/json"
+    spec = (await client.get("/openapi.json")).json()
+    assert "/audit/lineage" in spec["paths"] and "/syncs/{sync_id}/run" in spec["paths"]
+
+
+def test_cli_web_user_add(web_settings: Any, db_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app as cli
+    from tests.api.web.conftest import make_tenant
+
+    make_tenant(db_engine, "acme")
+    monkeypatch.setenv("CRMHUB_DATA_DIR", str(web_settings.data_dir))
+    monkeypatch.setenv("CRMHUB_DATABASE_URL", web_settings.database_url)
+    monkeypatch.setenv("CRMHUB_WEB_PASSWORD", PASSWORD)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["web", "user", "add", "--tenant", "acme", "--email", "Bo@Acme.example"])
+    assert ok.exit_code == 0, ok.output
+    assert "web user created for tenant acme" in ok.output and PASSWORD not in ok.output
+    again = runner.invoke(cli, ["web", "user", "add", "--tenant", "acme", "--email", "bo@acme.example"])
+    assert again.exit_code != 0 and "already has a user" in str(again.exception)
+    missing = runner.invoke(cli, ["web", "user", "add", "--tenant", "nope", "--email", "x@y.example"])
+    assert "no tenant 'nope'" in str(missing.exception)
+    monkeypatch.setenv("CRMHUB_WEB_PASSWORD", "short")
+    weak = runner.invoke(cli, ["web", "user", "add", "--tenant", "acme", "--email", "c@acme.example"])
+    assert "at least 12 characters" in str(weak.exception)
+    with db_engine.connect() as conn:
+        assert len(conn.execute(select(user_store.web_users)).all()) == 1

@@ -108,7 +108,7 @@ def _form(path: str, ids: dict[str, str]) -> dict[str, Any]:
         "permitted_regions": "eea",
         "allowed": ["Id", "Email"],
     }
-    return {
+    forms: dict[str, dict[str, Any]] = {
         "/syncs": {
             "sync_id": "stolen",
             "source_connection_id": ids["connection"],
@@ -121,11 +121,12 @@ def _form(path: str, ids: dict[str, str]) -> dict[str, Any]:
         },
         "/instructions/preview": instruction,
         "/instructions/save": instruction,
-    }.get(path, {})
+    }
+    return forms.get(path, {})
 
 
 def _fill(path: str, ids: dict[str, str]) -> str:
-    return path.replace("{sync_id}", ids["sync"]).replace("{provider}", "salesforce")
+    return path.replace("{sync_id}", ids["sync"]).replace("{provider}", "salesforce").replace("{index}", "0")
 
 
 async def test_every_route_as_tenant_a_reads_nothing_of_tenant_b(
