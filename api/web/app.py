@@ -34,7 +34,7 @@ from api.web import (
 )
 from api.web.context import STATIC_DIR, TEMPLATES_DIR, LazyTemporal, Metrics, TemporalGetter, WebContext
 from api.web.render import render
-from api.web.security import SecurityHeaders
+from api.web.security import RejectNulBytes, SecurityHeaders
 from api.web.session import NotLoggedIn
 from connectors.oauth import OAuthProviderConfig, OAuthService
 from governance.pseudonym import Pseudonymizer
@@ -53,6 +53,7 @@ DEFAULT_REDIRECT_URI = "http://127.0.0.1:8000/oauth/callback"
 
 # Answers every audit route can give besides its own (documented here so the spec is complete).
 AUDIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the URL contains a NUL byte"},
     401: {"description": "no valid auditor token (Authorization: Bearer crmhub_aud_…)"},
 }
 
@@ -109,6 +110,7 @@ def create_app(
     )
     app.state.web = ctx
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RejectNulBytes)
     _count_responses(app, ctx.metrics)
     _error_pages(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

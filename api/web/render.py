@@ -18,6 +18,7 @@ _html = {"text/html": {"schema": {"type": "string"}}}
 PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": _html, "description": "the page"},
     303: {"description": "not logged in: redirect to /login"},
+    400: {"description": "the URL contains a NUL byte"},
     404: {"content": _html, "description": "no such object in your tenant"},
 }
 POST_RESPONSES: dict[int | str, dict[str, Any]] = {

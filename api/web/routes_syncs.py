@@ -247,6 +247,7 @@ async def resume(sync_id: str, scope: Scope, _csrf: CsrfChecked) -> RedirectResp
     response_model=Progress | None,
     responses={
         303: {"description": "not logged in"},
+        400: {"description": "the URL contains a NUL byte"},
         404: {"description": "no such sync"},
         503: {"description": "Temporal unreachable"},
     },

@@ -20,9 +20,11 @@ import secrets
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "CSP",
+    "RejectNulBytes",
     "SecurityHeaders",
     "csrf_for_session",
     "hash_password",
@@ -100,6 +102,33 @@ def login_key(tenant: str, email: str, ip: str) -> str:
     """The rate-limit key of a login attempt (a hash: no email or IP is stored)."""
     material = f"{tenant}\x00{email.strip().lower()}\x00{ip}".encode()
     return hashlib.sha256(material).hexdigest()
+
+
+class RejectNulBytes:
+    """400 for a URL whose path or query holds a NUL byte: no store accepts one (PostgreSQL text
+    refuses it), so such a request can only be a probe. Pure ASGI, before anything reads the URL."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = bytes(scope.get("query_string", b"")).lower()
+            if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
+                body = b'{"detail":"the URL contains a NUL byte"}'
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body)),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders(BaseHTTPMiddleware):

@@ -140,6 +140,8 @@ async def check_csrf(request: Request) -> None:
         expected = request.cookies.get(LOGIN_CSRF_COOKIE)
     if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):
         raise HTTPException(status_code=403, detail="the form is missing its CSRF token or it is stale")
+    if any(isinstance(v, str) and "\x00" in v for v in form.values()):
+        raise HTTPException(status_code=400, detail="a form field contains a NUL byte")
 
 
 CsrfChecked = Annotated[None, Depends(check_csrf)]

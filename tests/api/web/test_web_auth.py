@@ -191,3 +191,28 @@ def test_cli_web_user_add(web_settings: Any, db_engine: Engine, monkeypatch: pyt
     assert "at least 12 characters" in str(weak.exception)
     with db_engine.connect() as conn:
         assert len(conn.execute(select(user_store.web_users)).all()) == 1
+
+
+async def test_nul_bytes_are_refused_before_any_store_sees_them(
+    client: httpx.AsyncClient, tenant_user: tuple[str, str]
+) -> None:
+    # PostgreSQL refuses NUL in text: without this, /syncs/%00 or ?from=%00 would be a 500
+    await login(client, *tenant_user)
+    for url in ("/syncs/a%00b", "/audit/subprocessors?from=%00", "/instructions/edit?connection_id=%00"):
+        r = await client.get(url)
+        assert r.status_code == 400, url
+    token = await page_csrf(client)
+    r = await client.post("/syncs/contacts/run", data={"csrf_token": token, "mode": "full\x00"})
+    assert r.status_code in (400, 422)
+    r = await client.post(
+        "/instructions/save",
+        data={
+            "csrf_token": token,
+            "connection_id": "\x00",
+            "stream": "C",
+            "purpose": "p",
+            "retention_days": "1",
+            "permitted_regions": "eea",
+        },
+    )
+    assert r.status_code == 400 and "NUL" in r.text
