@@ -66,7 +66,7 @@ from workers.client import Connected, connect
 from workers.devserver import temporal_binary
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
-__all__ = ["Session", "footprint", "main", "minimum_calls"]
+__all__ = ["Session", "footprint", "main", "minimum_calls", "record_emails"]
 
 TENANT = "bench"
 REPO = Path(__file__).resolve().parent.parent
@@ -313,6 +313,11 @@ def run_crmhub(
 # -- Temporal footprint ------------------------------------------------------------------------------
 
 
+def record_emails(data: bytes, emails: set[bytes]) -> set[bytes]:
+    """The e-mail addresses in ``data`` that belong to seeded records (``emails``, lower case)."""
+    return {m.lower() for m in _EMAIL.findall(data) if m.lower() in emails}
+
+
 def _payloads(msg: Message) -> Iterator[Payload]:
     """Every Payload inside a history event (inputs, results, heartbeat details, memos, failures)."""
     if isinstance(msg, Payload):
@@ -339,8 +344,13 @@ async def footprint(
     executions: list[int] = []
     largest = largest_decoded = payload_count = 0
     leaked: set[bytes] = set()
+    scheduled: dict[int, str] = {}  # scheduled event id → activity type, per execution
+    started: dict[int, float] = {}
+    durations: dict[str, list[float]] = {}
     run_id: str | None = first_run_id
     while run_id:
+        scheduled.clear()
+        started.clear()
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         executions.append(len(history.events))
         run_id = None
@@ -351,7 +361,8 @@ async def footprint(
             decoded = await codec.decode(found) if codec and found else found
             for p in decoded:
                 largest_decoded = max(largest_decoded, p.ByteSize())
-                leaked.update(m.lower() for m in _EMAIL.findall(p.data) if m.lower() in emails)
+                leaked |= record_emails(p.data, emails)
+            _time_activity(event, scheduled, started, durations)
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
                 run_id = event.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
     return {
@@ -362,6 +373,36 @@ async def footprint(
         "largest_payload_bytes": largest,
         "largest_decoded_payload_bytes": largest_decoded,
         "record_emails_in_history": len(leaked),
+        "activities": {name: _spread(d) for name, d in sorted(durations.items())},
+    }
+
+
+def _time_activity(
+    event: Any, scheduled: dict[int, str], started: dict[int, float], durations: dict[str, list[float]]
+) -> None:
+    """Collect start-to-close seconds of every completed activity, by type."""
+    kind = event.event_type
+    if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+        started[event.activity_task_started_event_attributes.scheduled_event_id] = (
+            event.event_time.ToNanoseconds()
+        )
+    elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+        sid = event.activity_task_completed_event_attributes.scheduled_event_id
+        if sid in scheduled and sid in started:
+            seconds = (event.event_time.ToNanoseconds() - started[sid]) / 1e9
+            durations.setdefault(scheduled[sid], []).append(seconds)
+
+
+def _spread(seconds: list[float]) -> dict[str, float]:
+    """Count, total and the mean of the first and last tenth (does an activity slow down as N grows?)."""
+    tenth = max(len(seconds) // 10, 1)
+    return {
+        "count": len(seconds),
+        "total_s": round(sum(seconds), 2),
+        "first_tenth_mean_s": round(statistics.fmean(seconds[:tenth]), 3),
+        "last_tenth_mean_s": round(statistics.fmean(seconds[-tenth:]), 3),
     }
 
 
