@@ -59,7 +59,7 @@ def login(
         failures = user_store.count_login_failures(conn, key, since=now - WINDOW)
     if failures >= MAX_FAILURES:
         ctx.metrics.logins.labels("rate_limited").inc()
-        log.warning("web login rate limited: tenant=%s", tenant)
+        log.warning("web login rate limited")
         return render(
             request,
             "login.html",
@@ -78,7 +78,7 @@ def login(
         with ctx.engine.begin() as conn:
             user_store.record_login_failure(conn, key, now=now)
         ctx.metrics.logins.labels("failed").inc()
-        log.info("web login failed: tenant=%s", tenant)
+        log.info("web login failed: tenant=%s", tenant if known_tenant else "<unknown>")
         return render(
             request,
             "login.html",

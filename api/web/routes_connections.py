@@ -120,7 +120,7 @@ def oauth_callback(
         log.info(
             "web oauth callback refused: tenant=%s provider=%s reason=%s", scope.tenant, provider, exc.reason
         )
-        return _callback_error(request, str(exc))
+        return _callback_error(request, exc.message)
     ctx.metrics.oauth_connects.labels(provider, "ok").inc()
     return RedirectResponse(f"/connections?connected={info.id}", status_code=303)
 

@@ -3,6 +3,7 @@ current, Temporal reachable; 503 naming what is not) and ``/metrics`` (Prometheu
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
+from temporalio.service import RPCError
 
 from api.web.context import WebContext
 from schemas.errors import TransientError
@@ -42,9 +44,8 @@ async def readyz(request: Request) -> JSONResponse:
     db_ok, migrated = await run_in_threadpool(_database, ctx)
     try:
         client = await ctx.temporal()
-        await client.service_client.check_health()
-        temporal_ok = True
-    except (TransientError, RuntimeError):
+        temporal_ok = await client.service_client.check_health(timeout=timedelta(seconds=3))
+    except (TransientError, RPCError, RuntimeError):
         temporal_ok = False
     checks: dict[str, Any] = {"database": db_ok, "migrations": migrated, "temporal": temporal_ok}
     ready = all(checks.values())

@@ -126,7 +126,19 @@ def create_sync(
     destination_endpoint: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Create a sync under the tenant's latest instruction version."""
-    form = dict(request.query_params) | {k: v for k, v in locals().items() if isinstance(v, str)}
+    form = {
+        "sync_id": sync_id,
+        "name": name,
+        "source_connection_id": source_connection_id,
+        "source_stream": source_stream,
+        "source_endpoint": source_endpoint,
+        "destination_connection_id": destination_connection_id,
+        "destination_stream": destination_stream,
+        "destination_endpoint": destination_endpoint,
+        "mapping": mapping,
+        "source_key_property": source_key_property,
+        "destination_id_property": destination_id_property,
+    }
     latest = scope.latest_instruction()
     error: str | None = None
     if latest is None:
