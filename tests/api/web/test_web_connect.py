@@ -4,6 +4,7 @@ the re-authorisation badge, the instruction editor against the live describe, cr
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -58,8 +59,13 @@ async def connect(c: httpx.AsyncClient, sandbox: RunningSandbox, provider: str) 
 
 
 async def test_connect_both_crms_and_bad_callbacks(
-    browser: httpx.AsyncClient, sandbox: RunningSandbox, db_engine: Engine, tenant_user: tuple[str, str]
+    browser: httpx.AsyncClient,
+    sandbox: RunningSandbox,
+    db_engine: Engine,
+    tenant_user: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     sf = await connect(browser, sandbox, "salesforce")
     hs = await connect(browser, sandbox, "hubspot")
     page = (await browser.get("/connections")).text
@@ -84,6 +90,17 @@ async def test_connect_both_crms_and_bad_callbacks(
     assert (
         await browser.get("/oauth/callback", params=params)
     ).status_code == 303  # the real one still works
+    # no code, state, session cookie or email reached a log line of crmhub (httpx/httpcore lines are
+    # this test's own clients, which carry the callback URL by design; the app's only HTTP calls are
+    # token POSTs, whose secrets are in the body)
+    app_logs = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+    )
+    for secret in (params["code"], params["state"], browser.cookies["crmhub_session"], tenant_user[1]):
+        assert secret not in app_logs
+    assert "web oauth callback refused" in app_logs  # the logs are there, without the secrets
+    app_http = [r.getMessage() for r in caplog.records if r.name == "httpx" and "/token" in r.getMessage()]
+    assert app_http and not any(params["code"] in m for m in app_http)
     with db_engine.connect() as conn:
         assert len(connection_store.list_connections(conn, tenant="acme")) == 3
     metrics = (await browser.get("/metrics")).text
