@@ -206,6 +206,9 @@ def verify_checkpoint(checkpoint: Checkpoint, public_key: PublicKeyLike) -> None
         raise IntegrityError(f"checkpoint signature of {checkpoint.origin} is invalid") from exc
 
 
+_SYNC_CHUNK = 32  # ledger entries read per query when the cached tree catches up
+
+
 class Ledger:
     """One tenant's append-only lineage ledger in the database behind ``engine``.
 
@@ -273,15 +276,17 @@ class Ledger:
                             f"at size {last.size}"
                         )
                     tree = self._tree = candidate
-            if tree.size < size:
-                for row in repo.read_event_rows(conn, self.tenant, tree.size, size):
+            # A few events at a time: one event can hold the keyed hashes of 10,000 records, and a
+            # long run's events must not all be in memory at once.
+            for start in range(tree.size, size, _SYNC_CHUNK):
+                for row in repo.read_event_rows(conn, self.tenant, start, min(start + _SYNC_CHUNK, size)):
                     if row.idx != tree.size or leaf_hash(row.event) != row.leaf_hash:
                         raise IntegrityError(
                             f"ledger entry {tree.size} of {self.origin} is missing or altered"
                         )
                     tree.append(row.leaf_hash)
-                if tree.size != size:
-                    raise IntegrityError(f"ledger entry {tree.size} of {self.origin} is missing")
+            if tree.size < size:
+                raise IntegrityError(f"ledger entry {tree.size} of {self.origin} is missing")
         return tree
 
     def root(self, size: int | None = None) -> bytes:

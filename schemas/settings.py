@@ -125,6 +125,9 @@ class WorkerSettings(_Model):
     )
     max_concurrent_workflow_tasks: int = Field(32, ge=1, le=1024)
     pages_per_activity: int = Field(25, ge=1, le=10_000, description="vendor pages one pull activity covers")
+    records_per_batch: int = Field(
+        10_000, ge=1, le=1_000_000, description="records one pull activity stages at most (one push each)"
+    )
     activity_time_budget_s: float = Field(60.0, gt=0, le=3600)
     continue_as_new_after_batches: int = Field(200, ge=1, le=5000)
     heartbeat_timeout_s: float = Field(

@@ -91,6 +91,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
         start_state=start_state,
         withheld_fields=tuple(result.withheld_fields),
         pages_per_activity=worker.pages_per_activity,
+        records_per_batch=worker.records_per_batch,
         activity_time_budget_s=worker.activity_time_budget_s,
         continue_as_new_after_batches=worker.continue_as_new_after_batches,
         heartbeat_timeout_s=worker.heartbeat_timeout_s,
