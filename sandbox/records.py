@@ -148,14 +148,24 @@ class RecordStore:
         return count
 
     def update(
-        self, obj: str, id: str, changes: Mapping[str, Any], *, modstamp: int | None = None
+        self,
+        obj: str,
+        id: str,
+        changes: Mapping[str, Any],
+        *,
+        modstamp: int | None = None,
+        drop_none: bool = False,
     ) -> RecordRow | None:
-        """Merge ``changes`` into a live record and bump its modstamp; None if absent or deleted."""
+        """Merge ``changes`` into a live record and bump its modstamp; None if absent or deleted.
+        With ``drop_none`` a ``None`` change removes the field (a cleared value is stored as absent,
+        as on insert)."""
         with self._lock:
             current = self.get(obj, id)
             if current is None:
                 return None
             data = {**current.data, **changes}
+            if drop_none:
+                data = {k: v for k, v in data.items() if v is not None}
             stamp = modstamp or self.clock.now_ms()
             self._db.execute(
                 "UPDATE records SET data = ?, modstamp = ? WHERE obj = ? AND id = ?",

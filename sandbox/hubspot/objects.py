@@ -267,7 +267,9 @@ class CrmObjects:
     def patch(
         self, ot: ObjectType, row: RecordRow, values: Mapping[str, str | None], now_ms: int
     ) -> RecordRow:
-        updated = self.store.update(ot.name, row.id, dict(values), modstamp=now_ms)
+        # A cleared property is absent, as after insert(): a create and an update with the same
+        # values leave the same record.
+        updated = self.store.update(ot.name, row.id, dict(values), modstamp=now_ms, drop_none=True)
         return updated if updated is not None else row
 
     def create_checked(self, ot: ObjectType, props: Mapping[str, Any], now_ms: int) -> RecordRow:
