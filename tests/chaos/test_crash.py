@@ -1,0 +1,187 @@
+"""Crash (issue 7, scenario 1): kill -9 the worker process at seeded random points of a full
+Salesforce → HubSpot sync, and restart the Temporal dev server once mid-run.
+
+The run uses a dedicated dev server (free ports, SQLite history file under the test's data dir, so
+the history survives the restart) and worker subprocesses. Kill points are seeded counts of
+contacts landed at HubSpot; pulls overlap pushes, so kills land in both and between them. Checked:
+the run completes; destination = source (0 lost, 0 duplicated by external id); lineage push/pull
+counts = destination; the cursor seen in progress never moves backwards; the ledger verifies.
+
+Reduced (CI): 5 kills over 10,000 records. Full (``CRMHUB_CHAOS_FULL=1``): 50 kills over 100,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.service import RPCError
+
+from api import syncops
+from api.demo import lineage_summary, verify_ledger
+from governance.lineage import CheckpointSigner
+from sandbox.runtime import RunningSandbox, start_sandbox
+from schemas.errors import TransientError
+from schemas.settings import Settings, load_settings
+from schemas.sync import SyncMode, SyncStatus
+from tests.chaos.support import free_port, size
+from tests.stack import connect_demo_tenant
+from workers.client import Connected
+from workers.devserver import start_dev_server, stop_dev_server
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
+
+TENANT = "chaos"
+SYNC = "contacts"
+RECORDS = size(10_000, 100_000)
+KILLS = size(5, 50)
+SEED = 7
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Iterator[Settings]:
+    """A dev server of this test's own on free ports, persisting to a SQLite file."""
+    port = free_port()
+    s = load_settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        temporal={
+            "address": f"127.0.0.1:{port}",
+            "control_task_queue": "chaos-control",
+            "dev_server": {"port": port, "ui_port": free_port(), "db_filename": "chaos-temporal.db"},
+        },
+        regions={
+            "eu": {"task_queue": "chaos-eu", "jurisdiction": "EEA"},
+            "us": {"task_queue": "chaos-us", "jurisdiction": "US"},
+        },
+    )
+    start_dev_server(s)
+    try:
+        yield s
+    finally:
+        stop_dev_server(s)
+
+
+@pytest.fixture
+def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
+    with start_sandbox(
+        settings.data_dir, seed_counts={"salesforce": {"Account": 50, "Contact": RECORDS}}
+    ) as sb:
+        yield sb
+
+
+@pytest.fixture
+async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
+    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
+    yield connected
+    connected.engine.dispose()
+
+
+def _finished(done: asyncio.Future[Any]) -> bool:
+    """The run's result arrived (not a poll broken by the dev-server restart)."""
+    return done.done() and not (done.exception() is not None and isinstance(done.exception(), RPCError))
+
+
+def _landed(sandbox: RunningSandbox) -> int:
+    hs: Any = sandbox.hubspot
+    return int(hs.store.objects().get("contacts", 0))
+
+
+async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
+    settings, sandbox, world, tmp_path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
+    env.update(
+        CRMHUB_DATA_DIR=str(settings.data_dir),
+        CRMHUB_DATABASE_URL=settings.effective_database_url,
+        CRMHUB_TEMPORAL__ADDRESS=settings.temporal.address,
+        CRMHUB_TEMPORAL__CONTROL_TASK_QUEUE=settings.temporal.control_task_queue,
+        CRMHUB_REGIONS__EU__TASK_QUEUE=settings.task_queue("eu"),
+        CRMHUB_REGIONS__US__TASK_QUEUE="chaos-us",
+        CRMHUB_WORKER__PAGES_PER_ACTIVITY="1",
+        CRMHUB_WORKER__CONTINUE_AS_NEW_AFTER_BATCHES="3",
+        CRMHUB_WORKER__HEARTBEAT_TIMEOUT_S="3",
+    )
+    log = (tmp_path / "worker.log").open("ab")
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "api", "worker", "--region", "eu"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    # Seeded kill points: how many contacts HubSpot holds (pulls of the next batch overlap the push of
+    # the last, so kills land in pulls, pushes and between them); all well before the end.
+    rng = random.Random(SEED)
+    points = sorted(rng.sample(range(1, RECORDS * 97 // 100), KILLS))
+    restart_server_at = KILLS // 2
+
+    cursors: list[str] = []
+    kills = 0
+    started = time.monotonic()
+    worker = start_worker()
+    try:
+        h = await syncops.start(
+            world.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
+        )
+        done = asyncio.ensure_future(h.result())
+        while kills < KILLS and not _finished(done):
+            if done.done():  # the long poll broke on the server restart: poll again
+                done = asyncio.ensure_future(h.result())
+            assert time.monotonic() - started < 900, f"stuck after {kills} kills"
+            if _landed(sandbox) >= points[kills]:
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(10)
+                kills += 1
+                if kills == restart_server_at:
+                    await asyncio.to_thread(stop_dev_server, settings)
+                    await asyncio.to_thread(start_dev_server, settings)
+                worker = start_worker()
+            with contextlib.suppress(TransientError, RuntimeError):
+                p = await syncops.progress(world.client, TENANT, SYNC)
+                if p is not None and p.cursor and (not cursors or cursors[-1] != p.cursor):
+                    cursors.append(p.cursor)
+            await asyncio.sleep(0.02)
+        while True:
+            with contextlib.suppress(RPCError):
+                await asyncio.wait_for(done, timeout=600)
+                break
+            await asyncio.sleep(0.5)
+            done = asyncio.ensure_future(h.result())
+        final = await syncops.progress(world.client, TENANT, SYNC)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        log.close()
+    assert kills == KILLS, f"the sync finished after only {kills} of {KILLS} kills"
+    assert final is not None and final.status is SyncStatus.COMPLETED
+    assert final.counts.pulled == RECORDS
+
+    sf: Any = sandbox.salesforce
+    hs: Any = sandbox.hubspot
+    source = {r["Email"] for r in sf.live_records("Contact")}
+    emails = [r["email"] for r in hs.live_records("contacts")]
+    assert len(emails) == len(set(emails)), "a contact was duplicated at the destination"
+    assert set(emails) == source, f"lost {len(source - set(emails))} contacts"
+    assert cursors, "progress never showed a cursor"
+    assert cursors == sorted(cursors), f"the cursor moved backwards: {cursors}"
+
+    summary = lineage_summary(world.engine, TENANT)
+    assert summary["counts"]["push.pushed"] == len(emails)  # lineage counts = destination
+    assert summary["counts"]["pull.records"] == RECORDS
+    signer = CheckpointSigner.load_or_create(settings.data_dir / "ledger.pem")
+    result = verify_ledger(world.engine, TENANT, signer, settings.data_dir / "report.json")
+    assert result.ok, result.reason

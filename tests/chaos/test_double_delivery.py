@@ -1,0 +1,170 @@
+"""Double delivery (issue 7, scenario 2): every ``push_batch`` activity runs twice — the second time
+over the same staged batch, as a redelivery after a lost completion would — and the destination
+does not change: the snapshot hash (every contact's properties and HubSpot id) equals that of a
+single-delivery run, and no contact is duplicated.
+
+Reduced (CI): 2,000 contacts; full (``CRMHUB_CHAOS_FULL=1``): 10,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ActivityOutboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from api import syncops
+from sandbox.runtime import RunningSandbox, start_sandbox
+from schemas.settings import Settings
+from schemas.sync import PushInput, SyncMode, SyncStatus
+from store import syncs as store
+from tests.chaos.support import size
+from tests.stack import connect_demo_tenant, stack_settings
+from workers.worker import build_workers
+from workflows.activities import SyncActivities
+from workflows.deps import deps_from_settings
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration]
+
+TENANT = "twice"
+SYNC = "contacts"
+RECORDS = size(2_000, 10_000)
+VOLATILE = {"lastmodifieddate", "createdate", "hs_lastmodifieddate"}
+
+
+class _LostHeartbeats(ActivityOutboundInterceptor):
+    """The first attempt's heartbeats never reach Temporal, so the redelivery resumes from nothing."""
+
+    def heartbeat(self, *details: Any) -> None:
+        if activity.info().activity_type != "push_batch" or activity.info().attempt > 1:
+            super().heartbeat(*details)
+
+
+class _Twice(ActivityInboundInterceptor):
+    """Delivers every ``push_batch`` twice: the first attempt does all its work, then its completion is
+    lost (a retryable failure after the staged batch is put back); the second attempt runs it again."""
+
+    def __init__(self, next: ActivityInboundInterceptor, engine: Engine, deliveries: list[str]) -> None:
+        super().__init__(next)
+        self.engine = engine
+        self.deliveries = deliveries
+
+    def init(self, outbound: ActivityOutboundInterceptor) -> None:
+        super().init(_LostHeartbeats(outbound))
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        if info.activity_type != "push_batch":
+            return await self.next.execute_activity(input)
+        inp = input.args[0]
+        assert isinstance(inp, PushInput)
+        if info.attempt > 1:
+            result = await self.next.execute_activity(input)
+            self.deliveries.append(inp.batch.batch_id)
+            return result
+
+        def staged() -> list[store.StagedPart]:
+            with self.engine.connect() as conn:
+                return store.get_staged(conn, inp.plan.tenant, inp.batch.batch_id)
+
+        def restage(parts: list[store.StagedPart]) -> None:
+            with self.engine.begin() as conn:
+                for p in parts:
+                    store.put_staged(conn, p)
+
+        parts = await asyncio.to_thread(staged)
+        await self.next.execute_activity(input)
+        self.deliveries.append(inp.batch.batch_id)
+        await asyncio.to_thread(restage, parts)
+        raise ApplicationError("chaos: the completion of this push was lost", next_retry_delay=timedelta(0))
+
+
+class _TwiceInterceptor(ClientInterceptor, Interceptor):
+    def __init__(self, engine: Engine, deliveries: list[str]) -> None:
+        self.engine = engine
+        self.deliveries = deliveries
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Twice(next, self.engine, self.deliveries)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
+    return stack_settings(tmp_path / "data", db_url, temporal_env, pages_per_activity=1)
+
+
+@pytest.fixture
+def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
+    with start_sandbox(settings.data_dir, seed_counts={"salesforce": {"Contact": RECORDS}}) as sb:
+        yield sb
+
+
+@contextlib.asynccontextmanager
+async def _worker(
+    settings: Settings, client: Any, engine: Engine, *, twice: list[str] | None
+) -> AsyncIterator[None]:
+    deps = deps_from_settings(settings, engine=engine)
+    acts = SyncActivities(deps)
+    if twice is not None:  # worker interceptors on the client reach every worker built from it
+        config = client.config()
+        config["interceptors"] = [*config["interceptors"], _TwiceInterceptor(engine, twice)]
+        client = Client(**config)
+    with ThreadPoolExecutor(max_workers=settings.worker.activity_threads) as pool:
+        control, regional = build_workers(client, settings, "eu", acts, pool)
+        async with control, regional:
+            yield
+
+
+def _snapshot(sandbox: RunningSandbox) -> tuple[int, str]:
+    hs: Any = sandbox.hubspot
+    rows = sorted(
+        json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True, ensure_ascii=False)
+        for r in hs.live_records("contacts")
+    )
+    return len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+async def _run(world: Any, settings: Settings) -> None:
+    h = await syncops.start(
+        world.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
+    )
+    await asyncio.wait_for(h.result(), timeout=300)
+    p = await syncops.progress(world.client, TENANT, SYNC)
+    assert p is not None and p.status is SyncStatus.COMPLETED
+    assert p.counts.pulled == RECORDS and p.counts.pushed == RECORDS and p.counts.failed == 0
+
+
+async def test_every_push_delivered_twice_leaves_the_destination_unchanged(settings, sandbox) -> None:
+    world = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
+    try:
+        async with _worker(settings, world.client, world.engine, twice=None):
+            await _run(world, settings)
+        count, once = _snapshot(sandbox)
+        assert count == RECORDS
+
+        deliveries: list[str] = []
+        async with _worker(settings, world.client, world.engine, twice=deliveries):
+            await _run(world, settings)
+    finally:
+        world.engine.dispose()
+    batches = sorted(set(deliveries))
+    assert batches and all(deliveries.count(b) == 2 for b in batches), "a push was not delivered twice"
+    assert _snapshot(sandbox) == (RECORDS, once), "a redelivered push changed the destination"
