@@ -85,6 +85,16 @@ async def progress(client: Client, tenant: str, sync_id: str) -> Progress | None
                 "no crmhub worker is polling the control queue, so the run cannot be asked for its "
                 "progress; start one with: crmhub worker --region <region>"
             ) from None
+        if exc.status in (
+            RPCStatusCode.CANCELLED,
+            RPCStatusCode.DEADLINE_EXCEEDED,
+            RPCStatusCode.UNAVAILABLE,
+        ):
+            # The worker holding the run died or Temporal restarts: the query timed out; ask again.
+            raise TransientError(
+                f"the run did not answer the progress query ({exc.message}); its worker may have "
+                "stopped or Temporal may be restarting — try again shortly"
+            ) from None
         raise
     return result
 
