@@ -24,6 +24,7 @@ from hubspot.crm.contacts import (
     SimplePublicObjectBatchInputUpsert,
 )
 from simple_salesforce.api import Salesforce
+from urllib3.util.retry import Retry
 
 from sandbox.salesforce.clientsession import sandbox_session
 
@@ -45,7 +46,9 @@ def copy(sf_url: str, sf_token: str, hs_url: str, hs_token: str, ca: str) -> dic
     """Copy every contact; returns seconds, records sent and HubSpot calls."""
     session = sandbox_session(Path(ca))
     sf = Salesforce(instance_url=sf_url, session_id=sf_token, session=session)
-    hs = HubSpot(access_token=hs_token, host=hs_url, ssl_ca_cert=ca)
+    # A plain script still has to honour 429 + Retry-After when HubSpot's burst limit is on.
+    retry = Retry(total=50, status_forcelist=(429,), allowed_methods=None, respect_retry_after_header=True)
+    hs = HubSpot(access_token=hs_token, host=hs_url, ssl_ca_cert=ca, retry=retry)
     batch_api = hs.crm.contacts.batch_api
     sent = calls = 0
     inputs: list[SimplePublicObjectBatchInputUpsert] = []

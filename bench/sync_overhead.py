@@ -23,6 +23,10 @@ benchmark measures software, not the vendor's pacing; ``--hubspot-burst-limit 19
 
     python -m bench sync-overhead [--contacts 100000] [--runs 3] [--latency-ms 0,50]
         [--worker-setting pages_per_activity=50 ...] [--only crmhub|floor] [--db-url URL]
+        [--hubspot-burst-limit 190] [--floor-module bench.sync_floor]
+
+Peers (issue 8, item 6) plug in through ``--floor-module``: a module run as ``python -m MODULE JSON``
+that copies the sandbox's contacts to HubSpot and prints ``{"seconds", "records", "peak_rss"}``.
 """
 
 from __future__ import annotations
@@ -176,7 +180,10 @@ def open_session(contacts: int, db_url: str | None, hubspot_burst_limit: int | N
 # -- the floor --------------------------------------------------------------------------------------
 
 
-def run_floor(s: Session) -> dict[str, Any]:
+def run_floor(s: Session, module: str = "bench.sync_floor") -> dict[str, Any]:
+    """Run ``module`` (the bare-client floor, or a peer with the same interface: one JSON argument
+    with the sandbox's URLs, tokens and CA; one JSON line out with ``seconds``, ``records`` and
+    ``peak_rss``) as a child process against an empty HubSpot."""
     s.reset_destination()
     args = {
         "sf_url": s.sandbox.info.salesforce_url,
@@ -186,7 +193,7 @@ def run_floor(s: Session) -> dict[str, Any]:
         "ca": s.sandbox.info.ca_path,
     }
     proc = subprocess.run(  # noqa: S603 - this interpreter, our own module
-        [sys.executable, "-m", "bench.sync_floor", json.dumps(args)],
+        [sys.executable, "-m", module, json.dumps(args)],
         cwd=REPO, capture_output=True, text=True, check=False, timeout=3600,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -450,7 +457,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", choices=["crmhub", "floor"], default=None)
     ap.add_argument("--worker-setting", action="append", default=[], metavar="KEY=VALUE",
                     help="a settings.worker override for the worker, e.g. pages_per_activity=50")  # fmt: skip
+    ap.add_argument("--floor-module", default="bench.sync_floor",
+                    help="the reference run in a child process; a peer (dlt, Airbyte, a Singer tap) wrapped "
+                    "with bench.sync_floor's interface goes here")  # fmt: skip
     ap.add_argument("--hubspot-burst-limit", type=int, default=0, help="requests per 10 s; 0 = off")
+    ap.add_argument("--crmhub-first", action="store_true", help="crmhub before the floor in the first run")
     ap.add_argument("--db-url", default=None)
     args = ap.parse_args(argv)
     n = args.contacts
@@ -470,10 +481,12 @@ def main(argv: list[str] | None = None) -> None:
             floor: list[dict[str, Any]] = []
             crm: list[dict[str, Any]] = []
             for i in range(args.runs):  # alternate, so drift in the machine hits both alike
-                if args.only != "crmhub":
-                    floor.append(run_floor(s))
-                if args.only != "floor":
-                    crm.append(run_crmhub(s, f"overhead-{int(latency)}ms-{i}", worker_settings, emails))
+                sides = ["floor", "crmhub"] if (i + args.crmhub_first) % 2 == 0 else ["crmhub", "floor"]
+                for side in sides:
+                    if side == "floor" and args.only != "crmhub":
+                        floor.append(run_floor(s, args.floor_module))
+                    if side == "crmhub" and args.only != "floor":
+                        crm.append(run_crmhub(s, f"overhead-{int(latency)}ms-{i}", worker_settings, emails))
             report["latencies"].append(summarize(n, latency, floor, crm))
             print(json.dumps(report["latencies"][-1]), file=sys.stderr, flush=True)
         s.set_latency(0)
