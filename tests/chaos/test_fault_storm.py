@@ -1,0 +1,162 @@
+"""Fault storm (issue 7, scenario 3): both sandbox CRMs answer the sync's API calls with 30 % 429 +
+Retry-After, 10 % 503, 5 % timeouts (a hang, then a cut connection) and 5 % dropped connections
+(seeded), and HubSpot's rolling burst window is tightened. The sync completes with destination =
+source; no request reaches a vendor before the Retry-After of its last 429 has passed; the calls
+that did work (every call minus the injected faults) are at most 1.5 x those of an undisturbed run;
+every 429 was an injected one (crmhub never overran the burst window) and no window of the call log
+holds more calls than the limit.
+
+Reduced (CI): 2,000 contacts; full (``CRMHUB_CHAOS_FULL=1``): 10,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api import syncops
+from api.demo import _workers
+from sandbox.faults import CallRecord, FaultDecision, FaultInjector, FaultKind, FaultPlan, FaultRule
+from sandbox.runtime import RunningSandbox, start_sandbox
+from schemas.settings import Settings
+from schemas.sync import SyncMode, SyncStatus
+from tests.chaos.support import FULL, size
+from tests.stack import connect_demo_tenant, stack_settings
+from workers.client import Connected
+
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    # Open defect (docs/RELIABILITY.md, row 3): the connectors retry nothing per request, so at this
+    # fault rate an activity that needs several clean calls in a row almost never succeeds and the
+    # activity backoff grows to minutes; the run does not finish in its 300 s bound. Runs in the full
+    # suite (where it fails until fixed), not in CI.
+    pytest.mark.skipif(
+        not FULL, reason="open defect: no per-request retry in the connectors (RELIABILITY.md)"
+    ),
+]
+
+TENANT = "storm"
+SYNC = "contacts"
+RECORDS = size(2_000, 10_000)
+RETRY_AFTER_S = 1.0
+BURST = (40, 2.0)  # HubSpot: at most 40 requests per rolling 2 s during the storm
+STORM = FaultPlan(
+    seed=20,
+    rules=[
+        FaultRule(endpoint="*oauth*"),  # token refreshes are scenario 4's
+        FaultRule(
+            endpoint="*",
+            rate_limit=0.30,
+            retry_after_s=RETRY_AFTER_S,
+            server_error=0.10,
+            server_error_status=503,
+            timeout=0.05,
+            timeout_s=2.0,
+            drop=0.05,
+        ),
+    ],
+)
+
+
+class _Counting(FaultInjector):
+    """The sandbox's injector, counting the faults it injects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.injected: Counter[FaultKind] = Counter()
+
+    def decide(self, endpoint: str) -> FaultDecision:
+        d = super().decide(endpoint)
+        if d.kind is not None:
+            self.injected[d.kind] += 1
+        return d
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
+    return stack_settings(tmp_path / "data", db_url, temporal_env, pages_per_activity=1)
+
+
+@pytest.fixture
+def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
+    with start_sandbox(settings.data_dir, seed_counts={"salesforce": {"Contact": RECORDS}}) as sb:
+        sf: Any = sb.salesforce
+        hs: Any = sb.hubspot
+        sf.faults, hs.faults = _Counting(), _Counting()
+        yield sb
+
+
+@pytest.fixture
+async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
+    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
+    yield connected
+    connected.engine.dispose()
+
+
+def _api_calls(vendor: Any) -> list[CallRecord]:
+    return [c for c in vendor.calls.all() if "oauth" not in c.endpoint]
+
+
+async def _full_sync(world: Connected, settings: Settings) -> None:
+    h = await syncops.start(
+        world.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
+    )
+    await asyncio.wait_for(h.result(), timeout=300)
+    p = await syncops.progress(world.client, TENANT, SYNC)
+    assert p is not None and p.status is SyncStatus.COMPLETED, p
+    assert p.counts.pulled == RECORDS and p.counts.pushed == RECORDS and p.counts.failed == 0
+
+
+async def test_sync_completes_through_a_fault_storm_within_budget(settings, sandbox, world) -> None:
+    sf: Any = sandbox.salesforce
+    hs: Any = sandbox.hubspot
+    async with _workers(settings):
+        await _full_sync(world, settings)  # undisturbed: the minimum number of calls
+        baseline = len(_api_calls(sf)) + len(_api_calls(hs))
+        for row in list(hs.store.dump("contacts")):  # an empty destination again
+            hs.store.purge("contacts", row.id)
+        sf.calls.clear()
+        hs.calls.clear()
+
+        hs.set_burst_limit(*BURST)
+        for vendor in (sf, hs):
+            vendor.faults.set_plan(STORM)
+        try:
+            await _full_sync(world, settings)
+        finally:
+            for vendor in (sf, hs):
+                vendor.faults.clear()
+            hs.set_burst_limit(190, 10.0)
+
+    source = {r["Email"] for r in sf.live_records("Contact")}
+    emails = [r["email"] for r in hs.live_records("contacts")]
+    assert len(emails) == len(set(emails)) and set(emails) == source
+
+    injected = sf.faults.injected + hs.faults.injected
+    assert injected[FaultKind.RATE_LIMIT] and injected[FaultKind.SERVER_ERROR], injected
+    assert injected[FaultKind.TIMEOUT] + injected[FaultKind.DROP], injected
+    total = len(_api_calls(sf)) + len(_api_calls(hs))
+    worked = total - sum(injected.values())
+    assert worked <= 1.5 * baseline, f"{worked} calls did work vs {baseline} undisturbed ({injected})"
+
+    for vendor in (sf, hs):
+        calls = sorted(_api_calls(vendor), key=lambda c: c.at)
+        for before, after in itertools.pairwise(calls):
+            if before.status == 429:
+                early = before.at + RETRY_AFTER_S - after.at
+                assert early <= 0.05, f"{vendor.name}: a request came {early:.2f}s inside Retry-After"
+        statuses = Counter(c.status for c in calls)
+        assert statuses[429] == vendor.faults.injected[FaultKind.RATE_LIMIT], "a 429 was not injected"
+
+    limit, window = BURST
+    times = sorted(c.at for c in _api_calls(hs))
+    worst = max(sum(1 for t in times[i:] if t < start + window) for i, start in enumerate(times))
+    assert worst <= limit, f"{worst} HubSpot calls within {window}s (limit {limit})"
