@@ -241,6 +241,18 @@ class ActivityKit:
     def append(self, tenant: str, events: Sequence[LineageEvent]) -> None:
         self.ledger(tenant).append(events)
 
+    def append_once(self, tenant: str, run_id: str, batch_id: str, events: Sequence[LineageEvent]) -> None:
+        """Append a batch's events unless an earlier attempt of the same activity already did.
+
+        An attempt can die after appending and before its heartbeat says so; its retry would record
+        the batch twice. Only retries pay for the check (the run's events are read once)."""
+        if activity.info().attempt > 1 and events:
+            first = events[0]
+            for seen in self.ledger(tenant).read_events(run_id=run_id):
+                if seen.kind is first.kind and seen.details.get("batch_id") == batch_id:
+                    return
+        self.append(tenant, events)
+
     def refuse(self, ctx: SyncContext, run_id: str, exc: PolicyError, reason: dict[str, Any]) -> None:
         """Record a refusal: a ``refusal`` lineage event (rule, fields, regions — never values) and
         the run and sync as refused."""

@@ -170,8 +170,11 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         connector.close()
 
     if progress.records or progress.deleted:
-        kit.append(
-            tenant, _events(kit, ctx, plan.run_id, progress, keys, transforms, checked.pseudonymized_fields)
+        kit.append_once(
+            tenant,
+            plan.run_id,
+            batch_id,
+            _events(kit, ctx, plan.run_id, progress, keys, transforms, checked.pseudonymized_fields),
         )
     count_pull(plan, progress.records)
     progress = progress.model_copy(update={"finished": True})

@@ -115,7 +115,9 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
         connector.close()
     if done_before:
         accepted = _accepted_earlier(kit, ctx, batch.batch_id, done_before) + accepted
-    kit.append(tenant, _events(kit, ctx, plan.run_id, progress, accepted, gone))
+    kit.append_once(
+        tenant, plan.run_id, batch.batch_id, _events(kit, ctx, plan.run_id, progress, accepted, gone)
+    )
     count_push(
         plan,
         pushed=progress.created + progress.updated,

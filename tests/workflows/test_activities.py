@@ -520,6 +520,37 @@ def test_push_resumes_after_the_parts_it_wrote(world: World) -> None:
     assert again == result
 
 
+def test_a_retry_after_lineage_was_appended_records_nothing_twice(world: World, monkeypatch) -> None:
+    """The chaos crash suite found it: a worker killed after a batch's lineage append but before the
+    heartbeat saying so made the retry append the batch again (pull.records 12,000 of 10,000)."""
+    import workflows.push as push_module
+
+    world.add_sync()
+    plan = world.plan()
+    pull = PullInput(plan=plan, state=plan.start_state, batch_seq=0, max_pages=100)
+    batch = world.env().run(world.acts.pull_batch, pull)
+    unfinished = PullProgress.model_validate(world.heartbeats[-2])  # the last one before "finished"
+    assert not unfinished.finished and unfinished.parts
+    retry = world.env([unfinished.model_dump(mode="json")])
+    retry.info = dataclasses.replace(retry.info, attempt=2)
+    assert retry.run(world.acts.pull_batch, pull) == batch
+    assert len([e for e in world.events(plan.run_id) if e.kind is EventKind.PULL]) == 1
+
+    # Push: the attempt dies after its lineage append, before deleting the staging (simulated by not
+    # deleting it) and before its "finished" heartbeat reached Temporal.
+    monkeypatch.setattr(push_module, "delete_staging", lambda *_args, **_kw: None)
+    first = world.env().run(world.acts.push_batch, PushInput(plan=plan, batch=batch))
+    before_finished = PushProgress.model_validate(world.heartbeats[-2])
+    assert not before_finished.finished and before_finished.done_parts
+    monkeypatch.undo()
+    retry_push = world.env([before_finished.model_dump(mode="json")])
+    retry_push.info = dataclasses.replace(retry_push.info, attempt=2)
+    again = retry_push.run(world.acts.push_batch, PushInput(plan=plan, batch=batch))
+    assert (again.pushed, again.failed) == (first.pushed, first.failed)
+    assert len([e for e in world.events(plan.run_id) if e.kind is EventKind.PUSH]) == 1
+    assert len(world.hubspot_contacts()) == CONTACTS
+
+
 def test_discard_removes_staged_batches(world: World) -> None:
     world.add_sync()
     plan = world.plan()
