@@ -269,13 +269,13 @@ def store_tokens(
     conn.execute(update(connections).where(connections.c.id == id).values(**values))
 
 
-def mark_reauthorization_required(conn: Connection, id: str, message: str, *, now: datetime) -> None:
-    """Flag the connection as needing a new OAuth connect; its dead tokens are deleted."""
+def _drop_tokens(conn: Connection, id: str, status: ConnectionStatus, message: str, now: datetime) -> None:
+    """Erase the sealed tokens (and any refresh claim) and set the connection's status."""
     conn.execute(
         update(connections)
         .where(connections.c.id == id)
         .values(
-            status=ConnectionStatus.REAUTHORIZATION_REQUIRED.value,
+            status=status.value,
             status_message=message[:500],
             access_token_sealed=None,
             refresh_token_sealed=None,
@@ -285,24 +285,16 @@ def mark_reauthorization_required(conn: Connection, id: str, message: str, *, no
             updated_at=now,
         )
     )
+
+
+def mark_reauthorization_required(conn: Connection, id: str, message: str, *, now: datetime) -> None:
+    """Flag the connection as needing a new OAuth connect; its dead tokens are deleted."""
+    _drop_tokens(conn, id, ConnectionStatus.REAUTHORIZATION_REQUIRED, message, now)
 
 
 def delete_tokens(conn: Connection, id: str, message: str, *, now: datetime) -> None:
     """Erase the sealed tokens and mark the connection ``revoked`` (disconnect)."""
-    conn.execute(
-        update(connections)
-        .where(connections.c.id == id)
-        .values(
-            status=ConnectionStatus.REVOKED.value,
-            status_message=message[:500],
-            access_token_sealed=None,
-            refresh_token_sealed=None,
-            access_expires_at=None,
-            refresh_claim_owner=None,
-            refresh_claimed_until=None,
-            updated_at=now,
-        )
-    )
+    _drop_tokens(conn, id, ConnectionStatus.REVOKED, message, now)
 
 
 def claim_refresh(conn: Connection, id: str, *, owner: str, until: datetime) -> None:
