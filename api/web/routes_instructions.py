@@ -166,6 +166,19 @@ def _problems(exc: ValidationError) -> str:
     )
 
 
+def _base(
+    purpose: str, retention_days: int, regions: str, subprocessors: str, categories: str
+) -> dict[str, Any]:
+    """The instruction fields the editor form carries besides the field ticks."""
+    return {
+        "purpose": purpose,
+        "retention_days": retention_days,
+        "permitted_regions": regions,
+        "permitted_subprocessors": subprocessors,
+        "data_categories": categories,
+    }
+
+
 @router.post("/instructions/preview", response_class=HTMLResponse, responses=POST_RESPONSES)
 def preview(
     request: Request,
@@ -182,13 +195,7 @@ def preview(
     pseudonymize: Annotated[list[str] | None, Form()] = None,
 ) -> HTMLResponse:
     """Show what the ticked fields would withhold, without saving."""
-    base = {
-        "purpose": purpose,
-        "retention_days": retention_days,
-        "permitted_regions": permitted_regions,
-        "permitted_subprocessors": permitted_subprocessors,
-        "data_categories": data_categories,
-    }
+    base = _base(purpose, retention_days, permitted_regions, permitted_subprocessors, data_categories)
     return _editor(
         request,
         scope,
@@ -216,13 +223,7 @@ def save(
     pseudonymize: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
     """Store the edited instruction as the next version."""
-    base = {
-        "purpose": purpose,
-        "retention_days": retention_days,
-        "permitted_regions": permitted_regions,
-        "permitted_subprocessors": permitted_subprocessors,
-        "data_categories": data_categories,
-    }
+    base = _base(purpose, retention_days, permitted_regions, permitted_subprocessors, data_categories)
     scope.connection(connection_id)
     try:
         ins = _instruction(scope, stream, allowed or [], pseudonymize or [], base)
