@@ -1,9 +1,9 @@
 """Lineage models: the events the ledger records, signed checkpoints, proofs and the audit report.
 
 A :class:`LineageEvent` describes one step of a run over a *batch* of records (pull, transform,
-store, push, delete, erase, export, transfer, refusal). It never holds raw record ids or PII: the
-caller passes keyed hashes of record ids (hex HMAC digests made with the tenant's key), which the
-model checks are hex strings of a digest's length.
+store, push, delete, erase, export, transfer, refusal, quarantine, drift). It never holds raw
+record ids or PII: the caller passes keyed hashes of record ids (hex HMAC digests made with the
+tenant's key), which the model checks are hex strings of a digest's length.
 
 :meth:`LineageEvent.canonical_bytes` is the leaf input of the Merkle tree: sorted-key compact JSON,
 UTF-8, timestamps as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, so the same event always hashes the
@@ -64,6 +64,8 @@ class EventKind(StrEnum):
     EXPORT = "export"
     TRANSFER = "transfer"
     REFUSAL = "refusal"
+    QUARANTINE = "quarantine"  # records held back: a value no longer fits the type the run planned
+    DRIFT = "drift"  # the source schema changed during a run (once per change and run)
 
 
 class TransferMechanism(StrEnum):

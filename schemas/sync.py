@@ -71,6 +71,7 @@ class RunCounts(_Model):
     created: int = 0
     updated: int = 0
     failed: int = 0  # dead-lettered at the destination
+    quarantined: int = 0  # held back at the pull: a value no longer fits the type planned for its field
     deleted: int = 0  # deletes seen at the source
     withheld_fields: int = 0  # field values dropped by the instruction's allowlist
     pseudonymized: int = 0
@@ -103,6 +104,7 @@ class SyncCarry(_Model):
     counts: RunCounts
     batch_seq: int
     paused: bool = False
+    drift: tuple[str, ...] = ()  # source schema changes the run has seen so far
 
 
 class PlanInput(_Model):
@@ -130,6 +132,9 @@ class SyncPlanRef(_Model):
     instruction_hash: str
     start_state: StreamState
     withheld_fields: tuple[str, ...] = ()
+    # The contract of the run: (field, type) of every field it reads, from the source's describe at
+    # plan time. A value that no longer fits its type is quarantined (empty: no check, older plans).
+    source_types: tuple[tuple[str, str], ...] = ()
     # Worker tuning, from settings.worker at plan time (the workflow cannot read settings itself).
     pages_per_activity: int = 25
     records_per_batch: int = 10_000
@@ -153,7 +158,9 @@ class BatchRef(_Model):
 
     batch_id: str
     seq: int
-    records: int  # records staged for push (after projection)
+    records: int  # records staged for push (after projection); quarantined ones are not staged
+    quarantined: int = 0  # records pulled but held back (sealed in quarantine), not pushed
+    drift: tuple[str, ...] = ()  # schema changes first seen by this pull, e.g. "retyped X: double → string"
     deleted: int = 0
     pages: int = 0
     calls: int = 0
@@ -199,6 +206,7 @@ class Progress(_Model):
     region: str | None = None
     waiting_reason: str | None = None
     message: str = ""
+    drift: tuple[str, ...] = ()  # schema changes of the source seen during the run, each once
 
 
 SyncInput.model_rebuild()

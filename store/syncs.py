@@ -7,12 +7,17 @@ Tables (migration ``0006_syncs``)::
     syncs            (tenant, id) → source/destination connection, stream and registry endpoint,
                      mapping {source field: destination field}, id properties, transforms,
                      instruction version, default mode, cursor (a StreamState: timestamps and vendor
-                     ids only, no PII), last run, status
-    sync_runs        run_id → tenant, sync, mode, trigger, started/finished, status, counts, message
+                     ids only, no PII), last run, status, accepted_types (``0009``: the field types
+                     its runs accepted under one instruction hash — the contract of the next run)
+    sync_runs        run_id → tenant, sync, mode, trigger, started/finished, status, counts, message,
+                     planned_schema (source field → type at plan time) and the drift it reported
     staging_batches  (batch_id, part) → sealed records and sealed deleted keys between pull and push,
                      ``expires_at`` = created + the instruction's retention
     dead_letters     id → a record the destination refused: sealed record, keyed hash of its key,
-                     vendor error code and a message without PII
+                     vendor error code and a message without PII; also the *quarantine*: records a
+                     pull held back because a value no longer fit its planned type (error code
+                     :data:`QUARANTINED`, the reason names field and types) — so retention, erasure
+                     and export cover them like every other held record
     id_map           (tenant, sync, source_key_hash) → destination id (for propagating deletes)
 
 Plaintext record content never reaches these tables: records and deleted keys are vault
@@ -51,6 +56,7 @@ from schemas.connector import StreamState
 from schemas.errors import ConfigError
 
 __all__ = [
+    "QUARANTINED",
     "DeadLetter",
     "InstructionRow",
     "RunRow",
@@ -58,9 +64,12 @@ __all__ = [
     "SyncRow",
     "SyncSpec",
     "TenantRow",
+    "accepted_types",
     "add_dead_letters",
     "add_instruction",
+    "add_run_drift",
     "count_dead_letters",
+    "count_quarantined",
     "create_sync",
     "create_tenant",
     "dead_letter_key_hashes",
@@ -78,6 +87,7 @@ __all__ = [
     "instructions",
     "latest_instruction",
     "list_dead_letters",
+    "list_quarantined",
     "list_runs",
     "list_tenants",
     "lookup_id_map",
@@ -86,6 +96,10 @@ __all__ = [
     "purge_expired_staging",
     "purge_id_map",
     "put_staged",
+    "run_schema",
+    "set_accepted_types",
+    "set_planned_schema",
+    "set_sync_instruction",
     "set_sync_status",
     "staged_parts",
     "staging_batches",
@@ -143,6 +157,7 @@ syncs = Table(
     Column("status", String(32), nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
+    Column("accepted_types", JSON, nullable=True),
     PrimaryKeyConstraint("tenant", "id", name="pk_syncs"),
 )
 
@@ -159,6 +174,8 @@ sync_runs = Table(
     Column("status", String(32), nullable=False),
     Column("counts", JSON, nullable=False),
     Column("message", String(1000), nullable=False),
+    Column("planned_schema", JSON, nullable=True),
+    Column("drift", JSON, nullable=True),
     Index("ix_sync_runs_sync", "tenant", "sync_id", "started"),
 )
 
@@ -208,6 +225,9 @@ id_map = Table(
     Column("updated", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("tenant", "sync_id", "source_key_hash", name="pk_id_map"),
 )
+
+QUARANTINED = "QUARANTINED_TYPE_MISMATCH"
+"""Dead-letter error code of a quarantined record (held back at the pull, never pushed)."""
 
 _IN_CHUNK = 500  # bound parameters per IN (...) list: well under SQLite's and PostgreSQL's limits
 
@@ -461,6 +481,32 @@ def set_sync_status(
     conn.execute(update(syncs).where(syncs.c.tenant == tenant, syncs.c.id == id).values(**values))
 
 
+def set_sync_instruction(conn: Connection, tenant: str, id: str, version: int, *, now: datetime) -> None:
+    """Make the sync cite instruction ``version`` (the controller re-issued its instruction); a
+    :class:`ConfigError` if the tenant has not stored that version."""
+    if get_instruction(conn, tenant, version) is None:
+        raise ConfigError(f"tenant {tenant!r} has no instruction v{version}; store it first")
+    where = (syncs.c.tenant == tenant, syncs.c.id == id)
+    conn.execute(update(syncs).where(*where).values(instruction_version=version, updated=now))
+
+
+def accepted_types(conn: Connection, tenant: str, id: str) -> tuple[str, dict[str, str]] | None:
+    """``(instruction hash, {field: type})`` the sync's runs accepted, or None before its first plan."""
+    stmt = select(syncs.c.accepted_types).where(syncs.c.tenant == tenant, syncs.c.id == id)
+    value = conn.execute(stmt).scalar_one_or_none()
+    if not isinstance(value, dict) or not isinstance(value.get("types"), dict):
+        return None
+    return str(value.get("instruction_hash", "")), {str(k): str(v) for k, v in value["types"].items()}
+
+
+def set_accepted_types(
+    conn: Connection, tenant: str, id: str, *, instruction_hash: str, types: Mapping[str, str]
+) -> None:
+    """Record the field types the sync's runs accept under the instruction ``instruction_hash``."""
+    value = {"instruction_hash": instruction_hash, "types": dict(sorted(types.items()))}
+    conn.execute(update(syncs).where(syncs.c.tenant == tenant, syncs.c.id == id).values(accepted_types=value))
+
+
 # ---- runs ------------------------------------------------------------------------------------
 
 
@@ -552,6 +598,31 @@ def finish_run(
         .where(sync_runs.c.run_id == run_id)
         .values(status=status, counts=dict(counts), message=message[:1000], finished=now)
     )
+
+
+def set_planned_schema(conn: Connection, run_id: str, schema: Mapping[str, str]) -> None:
+    """Record the source schema (field → describe type) the run was planned with."""
+    value = dict(sorted(schema.items()))
+    conn.execute(update(sync_runs).where(sync_runs.c.run_id == run_id).values(planned_schema=value))
+
+
+def run_schema(conn: Connection, run_id: str) -> tuple[dict[str, str], list[str]] | None:
+    """The run's planned source schema and the drift it reported so far; None if none was recorded."""
+    stmt = select(sync_runs.c.planned_schema, sync_runs.c.drift).where(sync_runs.c.run_id == run_id)
+    row = conn.execute(stmt).one_or_none()
+    if row is None or not isinstance(row[0], dict):
+        return None
+    return {str(k): str(v) for k, v in row[0].items()}, [str(d) for d in (row[1] or [])]
+
+
+def add_run_drift(conn: Connection, run_id: str, lines: Sequence[str]) -> None:
+    """Remember drift the run reported (so each change is reported once per run)."""
+    if not lines:
+        return
+    current = run_schema(conn, run_id)
+    seen = current[1] if current else []
+    merged = [*seen, *(x for x in lines if x not in seen)]
+    conn.execute(update(sync_runs).where(sync_runs.c.run_id == run_id).values(drift=merged))
 
 
 def get_run(conn: Connection, run_id: str) -> RunRow | None:
@@ -737,12 +808,23 @@ def add_dead_letters(conn: Connection, letters: Sequence[DeadLetter]) -> int:
 
 
 def list_dead_letters(
-    conn: Connection, tenant: str, sync_id: str, *, run_id: str | None = None, limit: int = 1000
+    conn: Connection,
+    tenant: str,
+    sync_id: str,
+    *,
+    run_id: str | None = None,
+    limit: int = 1000,
+    code: str | None = None,
+    batch_id: str | None = None,
 ) -> list[DeadLetter]:
-    """Dead letters of a sync (of one run), oldest first."""
+    """Dead letters of a sync (of one run or staged batch, with one error code), oldest first."""
     stmt = select(dead_letters).where(dead_letters.c.tenant == tenant, dead_letters.c.sync_id == sync_id)
     if run_id is not None:
         stmt = stmt.where(dead_letters.c.run_id == run_id)
+    if batch_id is not None:
+        stmt = stmt.where(dead_letters.c.batch_id == batch_id)
+    if code is not None:
+        stmt = stmt.where(dead_letters.c.error_code == code)
     stmt = stmt.order_by(dead_letters.c.created, dead_letters.c.id).limit(limit)
     out = []
     for m in conn.execute(stmt).mappings():
@@ -765,6 +847,26 @@ def list_dead_letters(
     return out
 
 
+def list_quarantined(
+    conn: Connection,
+    tenant: str,
+    sync_id: str,
+    *,
+    run_id: str | None = None,
+    batch_id: str | None = None,
+    limit: int = 1000,
+) -> list[DeadLetter]:
+    """Quarantined records of a sync (of one run / staged batch), oldest first: sealed, with the
+    reason in clear."""
+    return list_dead_letters(
+        conn, tenant, sync_id, run_id=run_id, batch_id=batch_id, limit=limit, code=QUARANTINED
+    )
+
+
+def count_quarantined(conn: Connection, tenant: str, sync_id: str, *, run_id: str | None = None) -> int:
+    return count_dead_letters(conn, tenant, sync_id, run_id=run_id, code=QUARANTINED)
+
+
 def dead_letter_key_hashes(conn: Connection, tenant: str, sync_id: str, batch_id: str) -> set[str]:
     """Keyed hashes of the records of one staged batch that were dead-lettered."""
     stmt = select(dead_letters.c.record_key_hash).where(
@@ -775,7 +877,9 @@ def dead_letter_key_hashes(conn: Connection, tenant: str, sync_id: str, batch_id
     return {str(h) for h in conn.execute(stmt).scalars()}
 
 
-def count_dead_letters(conn: Connection, tenant: str, sync_id: str, *, run_id: str | None = None) -> int:
+def count_dead_letters(
+    conn: Connection, tenant: str, sync_id: str, *, run_id: str | None = None, code: str | None = None
+) -> int:
     stmt = (
         select(func.count())
         .select_from(dead_letters)
@@ -783,6 +887,8 @@ def count_dead_letters(conn: Connection, tenant: str, sync_id: str, *, run_id: s
     )
     if run_id is not None:
         stmt = stmt.where(dead_letters.c.run_id == run_id)
+    if code is not None:
+        stmt = stmt.where(dead_letters.c.error_code == code)
     return int(conn.execute(stmt).scalar_one())
 
 

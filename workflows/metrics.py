@@ -3,6 +3,8 @@ worker's runtime exports metrics (Prometheus when ``worker.metrics_port`` is set
 ``workers.client.make_runtime``)::
 
     crmhub_records_pulled   records staged by pull_batch (after projection)       pull_batch
+    crmhub_records_quarantined  records pull_batch held back: a value no longer
+                            fit its field's planned type                           pull_batch
     crmhub_records_pushed   records the destination accepted (created + updated)   push_batch
     crmhub_records_failed   records dead-lettered at the destination (upserts and
                             deletes it refused)                                    push_batch
@@ -23,18 +25,20 @@ from temporalio import activity
 
 from schemas.sync import SyncPlanRef
 
-__all__ = ["DELETED", "FAILED", "PULLED", "PUSHED", "count_pull", "count_push"]
+__all__ = ["DELETED", "FAILED", "PULLED", "PUSHED", "QUARANTINED", "count_pull", "count_push"]
 
 PULLED: Final = "crmhub_records_pulled"
 PUSHED: Final = "crmhub_records_pushed"
 FAILED: Final = "crmhub_records_failed"
 DELETED: Final = "crmhub_records_deleted"
+QUARANTINED: Final = "crmhub_records_quarantined"
 
 _DESCRIPTIONS: Final = {
     PULLED: "Records pulled from the source and staged (after projection to the instruction)",
     PUSHED: "Records the destination accepted (created or updated)",
     FAILED: "Records dead-lettered at the destination (refused upserts and deletes)",
     DELETED: "Records deleted at the destination (source deletes propagated)",
+    QUARANTINED: "Records held back at the pull: a value no longer fit its field's planned type",
 }
 
 
@@ -47,9 +51,9 @@ def _add(plan: SyncPlanRef, counts: dict[str, int]) -> None:
         meter.create_counter(name, _DESCRIPTIONS[name], "records").add(value)
 
 
-def count_pull(plan: SyncPlanRef, records: int) -> None:
-    """Count the records one ``pull_batch`` staged. Call inside the activity."""
-    _add(plan, {PULLED: records})
+def count_pull(plan: SyncPlanRef, records: int, quarantined: int = 0) -> None:
+    """Count the records one ``pull_batch`` staged and quarantined. Call inside the activity."""
+    _add(plan, {PULLED: records, QUARANTINED: quarantined})
 
 
 def count_push(plan: SyncPlanRef, *, pushed: int, failed: int, deleted: int) -> None:

@@ -10,6 +10,12 @@ Two checks, both before any record moves:
    ``permitted_subprocessors``, and the registry must permit each move (authorised subprocessors,
    recorded routes out of the EEA).
 
+3. types — the describe types of the fields the run reads are its contract (``source_types``; a
+   pull quarantines a value that no longer fits). Runs under one instruction accept one set of
+   types: a field retyped at the source since then refuses the plan (rule ``schema_drift``) until
+   the controller re-issues the instruction and the sync cites the new version
+   (:func:`governance.policy.check_types`, docs/governance.md "Schema drift").
+
 A refusal is a ``refusal`` lineage event, a refused run and a non-retryable ``PurposeViolation`` or
 ``TransferNotPermitted`` naming the rule (never a value).
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from governance.policy import CheckResult, PlanRefused, check
+from governance.policy import CheckResult, PlanRefused, check, check_types
 from schemas.connector import ReadMode, StreamState
 from schemas.errors import ConfigError, PolicyError, PurposeViolation, TransferNotPermitted
 from schemas.sync import PlanInput, SyncMode, SyncPlanRef, SyncStatus
@@ -46,9 +52,11 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
 
     connector = deps.connector_factory(ctx.spec.source_connection_id)
     try:
-        live = connector.describe(ctx.spec.source_stream).names()
+        schema = connector.describe(ctx.spec.source_stream)
     finally:
         connector.close()
+    live = schema.names()
+    live_types = {f.name: f.type for f in schema.fields}
     try:
         result = check(
             ctx.sync_plan(now), ctx.instruction, at=now, source_fields=live, registry=deps.transforms
@@ -57,6 +65,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
         kit.refuse(ctx, inp.run_id, exc, exc.reason)
         raise
     _check_fields_exist(kit, ctx, result, live)
+    types = _check_types(kit, ctx, inp.run_id, result, live_types)
     _check_route(kit, ctx, inp.run_id)
 
     with deps.engine.begin() as conn:
@@ -72,6 +81,10 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
         )
         store.set_sync_status(
             conn, ctx.tenant.id, ctx.spec.id, SyncStatus.RUNNING.value, now=now, last_run_id=inp.run_id
+        )
+        store.set_planned_schema(conn, inp.run_id, live_types)
+        store.set_accepted_types(
+            conn, ctx.tenant.id, ctx.spec.id, instruction_hash=ctx.instruction.content_hash, types=types
         )
     worker = settings.worker
     return SyncPlanRef(
@@ -90,6 +103,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
         instruction_hash=ctx.instruction.content_hash,
         start_state=start_state,
         withheld_fields=tuple(result.withheld_fields),
+        source_types=tuple(sorted((f, t) for f, t in types.items() if f in result.fields_read)),
         pages_per_activity=worker.pages_per_activity,
         records_per_batch=worker.records_per_batch,
         activity_time_budget_s=worker.activity_time_budget_s,
@@ -111,6 +125,24 @@ def _check_fields_exist(kit: ActivityKit, ctx: SyncContext, result: CheckResult,
             f"sync {ctx.spec.id!r} reads {missing} which {ctx.spec.source_stream} does not have at the "
             "source; fix the mapping"
         )
+
+
+def _check_types(
+    kit: ActivityKit, ctx: SyncContext, run_id: str, result: CheckResult, live: dict[str, str]
+) -> dict[str, str]:
+    """The field types this run accepts (the module docstring's rule 3): those accepted earlier
+    under the same instruction, plus the live types of fields read for the first time."""
+    with kit.deps.engine.connect() as conn:
+        earlier = store.accepted_types(conn, ctx.tenant.id, ctx.spec.id)
+    accepted = earlier[1] if earlier and earlier[0] == ctx.instruction.content_hash else {}
+    read = {f: live[f] for f in result.fields_read if f in live}
+    mine = {f: accepted[f] for f in read if f in accepted}
+    try:
+        check_types(ctx.instruction, ctx.spec.source_stream, mine, live)
+    except PlanRefused as exc:
+        kit.refuse(ctx, run_id, exc, exc.reason)
+        raise
+    return {**accepted, **read}
 
 
 def _check_route(kit: ActivityKit, ctx: SyncContext, run_id: str) -> None:

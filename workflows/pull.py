@@ -1,17 +1,31 @@
-"""``pull_batch``: source pages → projection → pseudonymization → transforms → sealed staging.
+"""``pull_batch``: source pages → type contract → projection → pseudonymization → transforms →
+sealed staging.
+
+First the source is described once (Salesforce reads need the describe anyway; HubSpot pays one
+properties call per activity) and compared with the schema the run was planned with: a field
+added, dropped or retyped since the plan is *drift*, reported once per run (a ``drift`` event and
+``BatchRef.drift`` for the workflow's progress); a renamed field is a dropped one plus an added
+one. Added fields are never read (reads name the plan's fields only); a dropped field is simply
+absent from the records.
 
 Per page: the keyed hash of each record's source id (before anything else: the id itself leaves
-only if the instruction allows it), :func:`governance.policy.project` (fields outside the
-instruction never leave the call; marked fields become pseudonyms), the declared transforms, and
-the deleted ids as keyed hashes. Pages gather into parts of ``part_records``; each part is sealed
-and stored, then heartbeated as :class:`PullProgress` — the resume point of a retry. After the
-last part: one ``pull`` event (counts, every record's keyed hash), a ``transfer`` event when the
-source region is not the processing region, a ``transform`` event when transforms ran, and one
-``store`` event per part.
+only if the instruction allows it); :func:`governance.policy.screen` against the run's planned
+field types — a record whose value no longer fits is *quarantined*: projected like any other,
+sealed as a dead letter with code ``QUARANTINED_TYPE_MISMATCH`` and a reason naming the field, the
+planned and the observed type, never pushed; the rest go through
+:func:`governance.policy.project` (fields outside the instruction never leave the call; marked
+fields become pseudonyms), the declared transforms, and the deleted ids as keyed hashes. Pages
+gather into parts of ``part_records``; each part is sealed and stored (with its quarantined
+records), then heartbeated as :class:`PullProgress` — the resume point of a retry. After the last
+part: one ``pull`` event (counts of everything pulled, every record's keyed hash), a
+``quarantine`` event when records were held back, a ``drift`` event for changes first seen, a
+``transfer`` event when the source region is not the processing region, a ``transform`` event when
+transforms ran, and one ``store`` event per part.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta
 
@@ -19,18 +33,22 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from governance.policy import PlanRefused, Transform, apply_transforms, check, project
+from connectors.base import Connector
+from governance.policy import PlanRefused, Screening, Transform, apply_transforms, check, project, screen
 from governance.vault import key_version_of
-from schemas.connector import StreamState
+from schemas.connector import Record, StreamState
 from schemas.errors import ConfigError, DataError
-from schemas.lineage import EventKind, LineageEvent
+from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import BatchRef, PullInput
 from store import syncs as store
 from workflows.context import ActivityKit, SyncContext
 from workflows.metrics import count_pull
-from workflows.staging import PendingPart, open_part, resume, seal_part
+from workflows.staging import Held, PendingPart, dead_letter_id, open_part, resume, seal_part
 
-__all__ = ["PullProgress", "batch_id_of", "pull_batch"]
+__all__ = ["QUARANTINE_NAMESPACE", "PullProgress", "batch_id_of", "drift_lines", "pull_batch"]
+
+QUARANTINE_NAMESPACE = "crmhub://quarantine"
+"""Lineage dataset namespace of quarantined records (sealed dead letters; dataset name: the sync id)."""
 
 
 class PullProgress(BaseModel):
@@ -50,6 +68,9 @@ class PullProgress(BaseModel):
     withheld_values: int = 0
     withheld_fields: list[str] = []
     pseudonymized: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = {}  # quarantine reason → records (field and type names only)
+    drift: list[str] = []  # drift first reported by this batch
     finished: bool = False  # lineage appended: a retry only returns the BatchRef
 
     def ref(self, seq: int) -> BatchRef:
@@ -57,6 +78,8 @@ class PullProgress(BaseModel):
             batch_id=self.batch_id,
             seq=seq,
             records=self.records,
+            quarantined=self.quarantined,
+            drift=tuple(self.drift),
             deleted=self.deleted,
             pages=self.pages,
             calls=self.calls,
@@ -70,6 +93,9 @@ class PullProgress(BaseModel):
         self, pending: PendingPart, state: StreamState, has_more: bool, withheld: set[str]
     ) -> PullProgress:
         """This progress plus the pages of ``pending`` (staged or empty), ending at ``state``."""
+        reasons = dict(self.reasons)
+        for h in pending.held:
+            reasons[h.reason] = reasons.get(h.reason, 0) + 1
         return self.model_copy(
             update={
                 "state": state,
@@ -81,6 +107,8 @@ class PullProgress(BaseModel):
                 "withheld_values": self.withheld_values + pending.withheld_values,
                 "withheld_fields": sorted(withheld),
                 "pseudonymized": self.pseudonymized + pending.pseudonymized,
+                "quarantined": self.quarantined + len(pending.held),
+                "reasons": dict(sorted(reasons.items())),
             }
         )
 
@@ -125,26 +153,36 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
     pending = PendingPart()
     state, has_more = progress.state, progress.has_more
 
+    planned_types = dict(plan.source_types)
     connector = deps.connector_factory(ctx.spec.source_connection_id)
     try:
         pk = kit.stream_spec(connector, ctx.spec.source_connection_id, ctx.spec.source_stream).primary_key
+        live_types, new_drift = _drift(kit, ctx, plan.run_id, connector)
+        if progress.drift:  # an earlier attempt of this batch saw it first (and may have reported it)
+            new_drift = list(dict.fromkeys([*progress.drift, *new_drift]))
+        progress = progress.model_copy(update={"drift": new_drift})
         while (
             has_more
             and progress.pages + pending.pages < inp.max_pages
-            and progress.records + len(pending.records) < inp.max_records
+            and progress.records + progress.quarantined + pending.read < inp.max_records
             and time.monotonic() - started < inp.time_budget_s
         ):
             if activity.is_cancelled():
                 raise CancelledError("pull cancelled")
-            size = min(page_size, inp.max_records - progress.records - len(pending.records))
+            size = min(page_size, inp.max_records - progress.records - progress.quarantined - pending.read)
             page = connector.read_page(ctx.spec.source_stream, state, size, fields)
+            keys_in: list[str] = []
             for rec in page.records:
                 rid = rec.get(pk)
                 if rid is None or rid == "":
                     raise DataError(f"a {ctx.spec.source_stream} record came without its key {pk}")
-                pending.keys.append(keyed_hash(tenant, str(rid)))
+                keys_in.append(keyed_hash(tenant, str(rid)))
+            screened = screen(page.records, planned_types, live=live_types)
+            pending.keys += [keys_in[i] for i in screened.kept_positions]
+            if screened.held:
+                pending.held += _held(kit, ctx, page.records, keys_in, screened)
             projection = project(
-                page.records, ctx.instruction, ctx.spec.source_stream, pseudonymizer=deps.pseudonymizer
+                screened.kept, ctx.instruction, ctx.spec.source_stream, pseudonymizer=deps.pseudonymizer
             )
             pending.records += apply_transforms(projection.records, transforms)
             pending.deleted += [keyed_hash(tenant, str(d)) for d in page.deleted_ids]
@@ -154,7 +192,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
             pending.pseudonymized += sum(projection.pseudonymized.values())
             withheld.update(projection.withheld_fields)
             state, has_more = page.next_state, page.has_more
-            if len(pending.records) >= part_records or len(pending.deleted) >= part_records:
+            if pending.read >= part_records or len(pending.deleted) >= part_records:
                 progress = _stage(kit, ctx, plan.run_id, inp.batch_seq, progress, pending, expires)
                 progress = progress.fold(pending, state, has_more, withheld)
                 keys += pending.keys
@@ -169,14 +207,19 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
     finally:
         connector.close()
 
-    if progress.records or progress.deleted:
-        kit.append_once(
-            tenant,
-            plan.run_id,
-            batch_id,
-            _events(kit, ctx, plan.run_id, progress, keys, transforms, checked.pseudonymized_fields),
-        )
-    count_pull(plan, progress.records)
+    if progress.records or progress.deleted or progress.quarantined or progress.drift:
+        held_keys = _quarantined_keys(kit, ctx, batch_id) if progress.quarantined else []
+        contract = _contract_events(kit, ctx, plan.run_id, progress, held_keys)
+        events = contract  # a batch that pulled nothing but saw drift
+        if progress.records or progress.deleted or progress.quarantined:
+            pseudonymized = checked.pseudonymized_fields
+            pulled = _events(kit, ctx, plan.run_id, progress, keys + held_keys, transforms, pseudonymized)
+            events = [pulled[0], *contract, *pulled[1:]]
+        kit.append_once(tenant, plan.run_id, batch_id, events)
+        if progress.drift:
+            with deps.engine.begin() as conn:
+                store.add_run_drift(conn, plan.run_id, progress.drift)
+    count_pull(plan, progress.records, progress.quarantined)
     progress = progress.model_copy(update={"finished": True})
     activity.heartbeat(progress)
     return progress.ref(inp.batch_seq)
@@ -212,6 +255,9 @@ def _stage(
                 expires_at=expires,
             ),
         )
+        batch = progress.batch_id
+        held = [_letter(kit, ctx, run_id, batch, number, i, h) for i, h in enumerate(pending.held)]
+        store.add_dead_letters(conn, held)
     return progress.model_copy(update={"parts": [*progress.parts, number]})
 
 
@@ -243,7 +289,9 @@ def _events(
             source=ctx.source_dataset(),
             destination=ctx.staging_dataset(),
             counts={
-                "records": progress.records,
+                "records": progress.records + progress.quarantined,
+                "staged": progress.records,
+                "quarantined": progress.quarantined,
                 "deleted": progress.deleted,
                 "withheld_values": progress.withheld_values,
                 "withheld_fields": len(progress.withheld_fields),
@@ -311,6 +359,122 @@ def _events(
                     "key_version": key_version_of(p.sealed),
                     "expires_at": p.expires_at.isoformat(),
                 },
+            )
+        )
+    return events
+
+
+def drift_lines(planned: dict[str, str], live: dict[str, str]) -> list[str]:
+    """Schema changes from ``planned`` to ``live`` (field → type), one line each, field names and
+    types only: ``added X (type)``, ``dropped X``, ``retyped X: old → new``. A rename is a dropped
+    field and an added one (neither vendor's API says which field a new one replaced)."""
+    lines = [f"added {f} ({live[f]})" for f in sorted(live.keys() - planned.keys())]
+    lines += [f"dropped {f}" for f in sorted(planned.keys() - live.keys())]
+    both = sorted(planned.keys() & live.keys())
+    lines += [f"retyped {f}: {planned[f]} → {live[f]}" for f in both if planned[f] != live[f]]
+    return lines
+
+
+def _drift(
+    kit: ActivityKit, ctx: SyncContext, run_id: str, connector: Connector
+) -> tuple[dict[str, str], list[str]]:
+    """The live field types of the source and the drift not yet reported in this run (none when the
+    run recorded no planned schema: a run planned before schema contracts existed)."""
+    with kit.deps.engine.connect() as conn:
+        recorded = store.run_schema(conn, run_id)
+    if recorded is None:
+        return {}, []
+    planned, reported = recorded
+    live = {f.name: f.type for f in connector.describe(ctx.spec.source_stream).fields}
+    return live, [line for line in drift_lines(planned, live) if line not in reported]
+
+
+def _held(
+    kit: ActivityKit, ctx: SyncContext, records: list[Record], keys: list[str], screened: Screening
+) -> list[Held]:
+    """The quarantined records of a page, projected to the instruction (and pseudonymized) like the
+    records that go on: the quarantine holds nothing the staging would not."""
+    picked = [records[i] for i, _ in screened.held]
+    projection = project(
+        picked, ctx.instruction, ctx.spec.source_stream, pseudonymizer=kit.deps.pseudonymizer
+    )
+    return [
+        Held(keys[i], rec, "; ".join(m.reason for m in misfits))
+        for (i, misfits), rec in zip(screened.held, projection.records, strict=True)
+    ]
+
+
+def _letter(
+    kit: ActivityKit, ctx: SyncContext, run_id: str, batch_id: str, part: int, index: int, held: Held
+) -> store.DeadLetter:
+    """A quarantined record as a dead letter: the record sealed (like every dead letter), the
+    reason in clear (field and type names only)."""
+    deps, tenant, sync_id = kit.deps, ctx.tenant.id, ctx.spec.id
+    letter_id = dead_letter_id(tenant, sync_id, batch_id, part, "quarantine", index)
+    body = {"record": held.record, "vendor_message": None, "kind": "quarantine", "reason": held.reason}
+    sealed = deps.vault.seal(
+        tenant,
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
+        dataset="dead-letter",
+        object_id=letter_id,
+        purpose=ctx.instruction.purpose,
+    )
+    return store.DeadLetter(
+        id=letter_id,
+        tenant=tenant,
+        sync_id=sync_id,
+        run_id=run_id,
+        batch_id=batch_id,
+        record_key_hash=held.key,
+        sealed_record=sealed,
+        error_code=store.QUARANTINED,
+        error_message=f"quarantined: {held.reason}",
+        created=deps.clock(),
+    )
+
+
+def _quarantined_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list[str]:
+    """Keyed hashes of the batch's quarantined records (those of an earlier attempt included)."""
+    with kit.deps.engine.connect() as conn:
+        letters = store.list_quarantined(conn, ctx.tenant.id, ctx.spec.id, batch_id=batch_id, limit=1_000_000)
+    return [d.record_key_hash for d in letters]
+
+
+def _contract_events(
+    kit: ActivityKit, ctx: SyncContext, run_id: str, progress: PullProgress, held_keys: list[str]
+) -> list[LineageEvent]:
+    """The ``quarantine`` and ``drift`` events of a batch (names and types, never values)."""
+    events: list[LineageEvent] = []
+    batch_id = progress.batch_id
+    if progress.quarantined:
+        events.append(
+            kit.event(
+                ctx,
+                run_id,
+                EventKind.QUARANTINE,
+                source=ctx.source_dataset(),
+                destination=DatasetRef(namespace=QUARANTINE_NAMESPACE, name=ctx.spec.id),
+                counts={"records": progress.quarantined},
+                record_id_hashes=tuple(held_keys),
+                subprocessor=ctx.registry.processor.id,
+                region_to=ctx.home,
+                details={
+                    "batch_id": batch_id,
+                    "sealed": True,
+                    "reasons": " | ".join(f"{r}: {n}" for r, n in progress.reasons.items()),
+                },
+            )
+        )
+    if progress.drift:
+        kinds = [line.split(" ", 1)[0] for line in progress.drift]
+        events.append(
+            kit.event(
+                ctx,
+                run_id,
+                EventKind.DRIFT,
+                source=ctx.source_dataset(),
+                counts={k: kinds.count(k) for k in ("added", "dropped", "retyped")},
+                details={"batch_id": batch_id, "changes": " | ".join(progress.drift)},
             )
         )
     return events

@@ -25,6 +25,7 @@ from store import syncs as store
 from workflows.context import SyncContext
 
 __all__ = [
+    "Held",
     "PendingPart",
     "dead_letter_id",
     "open_part",
@@ -37,21 +38,38 @@ _VERSION = 1
 _P = TypeVar("_P", bound=BaseModel)
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A quarantined record: its keyed hash, the record (projected to the instruction, pseudonymized)
+    and the reason (field, planned and observed type — never the value)."""
+
+    key: str
+    record: Record
+    reason: str
+
+
 @dataclass
 class PendingPart:
-    """Pages read but not yet staged: records with their keys, deleted keys, and what they cost."""
+    """Pages read but not yet staged: records with their keys, deleted keys, quarantined records,
+    and what they cost."""
 
     keys: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
     pages: int = 0
     calls: int = 0
     withheld_values: int = 0
     pseudonymized: int = 0
 
     def __bool__(self) -> bool:
-        """True when there is something to stage (records or deletes)."""
-        return bool(self.records or self.deleted)
+        """True when there is something to stage (records, deletes or quarantined records)."""
+        return bool(self.records or self.deleted or self.held)
+
+    @property
+    def read(self) -> int:
+        """Records read into this part (staged and quarantined)."""
+        return len(self.records) + len(self.held)
 
 
 def _json_default(value: object) -> Any:

@@ -79,6 +79,7 @@ class SyncWorkflow:
         self._waiting: str | None = None
         self._message = ""
         self._input: SyncInput | None = None
+        self._drift: list[str] = []  # source schema changes seen during this execution
 
     # -- ops controls -----------------------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class SyncWorkflow:
             region=self._plan.region if self._plan else None,
             waiting_reason=self._waiting,
             message=self._message,
+            drift=tuple(self._drift),
         )
 
     # -- the run ----------------------------------------------------------------------------------
@@ -118,6 +120,7 @@ class SyncWorkflow:
             carry = inp.carry
             self._run_id, plan, state = carry.run_id, carry.plan, carry.state
             self._counts, seq, self._paused = carry.counts, carry.batch_seq, carry.paused
+            self._drift = list(carry.drift)
             self._plan = plan
         else:
             self._run_id = str(workflow.uuid4())
@@ -135,10 +138,11 @@ class SyncWorkflow:
                 self._publish()
                 batch = await self._pull(plan, state, seq)
                 self._counts = self._counts.plus(
-                    pulled=batch.records, deleted=batch.deleted, pages=batch.pages, source_calls=batch.calls,
-                    withheld_fields=batch.withheld_fields, pseudonymized=batch.pseudonymized,
-                    batches=1,
+                    pulled=batch.records + batch.quarantined, deleted=batch.deleted, pages=batch.pages,
+                    source_calls=batch.calls, withheld_fields=batch.withheld_fields,
+                    pseudonymized=batch.pseudonymized, quarantined=batch.quarantined, batches=1,
                 )  # fmt: skip
+                self._drift += [d for d in batch.drift if d not in self._drift]
                 if pending is not None:
                     self._account(await pending)
                     pending = None
@@ -155,7 +159,7 @@ class SyncWorkflow:
                         pending = None
                     carry = SyncCarry(
                         run_id=self._run_id, plan=plan, state=state, counts=self._counts, batch_seq=seq,
-                        paused=self._paused,
+                        paused=self._paused, drift=tuple(self._drift),
                     )  # fmt: skip
                     workflow.continue_as_new(SyncInput(tenant=inp.tenant, sync_id=inp.sync_id, mode=plan.mode,
                                                        trigger=inp.trigger, carry=carry))  # fmt: skip
@@ -335,9 +339,12 @@ class SyncWorkflow:
         lines = [
             f"**{p.status.value}** · phase {p.phase.value} · run {p.run_id}",
             f"pulled {c.pulled:,} · pushed {c.pushed:,} · failed {c.failed:,} · deleted {c.deleted:,} · "
-            f"withheld field values {c.withheld_fields:,} · batches {c.batches}",
+            f"withheld field values {c.withheld_fields:,} · batches {c.batches}"
+            + (f" · quarantined {c.quarantined:,}" if c.quarantined else ""),
             f"cursor {p.cursor or '-'} · region {p.region or '-'}",
         ]
+        if p.drift:
+            lines.append("source schema changed during the run: " + "; ".join(p.drift))
         if p.waiting_reason:
             lines.append(f"waiting: {p.waiting_reason}")
         if p.message:

@@ -5,10 +5,12 @@ table (status) and the registry — shared by the audit API (:mod:`api.audit.rou
 Every function takes the tenant explicitly and reads only that tenant's rows. None of them returns
 record content: the ledger holds counts, dataset names, regions, subprocessors and keyed hashes.
 
-* :func:`lineage_report` — per sync and run: pulled / pushed / failed / filtered / withheld,
-  deletes, purposes and instruction versions, datasets, subprocessors, ledger index range.
-  ``filtered`` = pulled - pushed - failed: records that were pulled but neither written nor
-  dead-lettered (a cancelled or failed run's discarded staging).
+* :func:`lineage_report` — per sync and run: pulled / pushed / failed / quarantined / filtered /
+  withheld, deletes, schema drift, purposes and instruction versions, datasets, subprocessors,
+  ledger index range. The counts reconcile: pulled = pushed + failed + quarantined + filtered, where
+  ``quarantined`` are records held back because a value no longer fit its field's planned type
+  (sealed, never pushed) and ``filtered`` = records that were pulled but neither written,
+  dead-lettered nor quarantined (a cancelled or failed run's discarded staging).
 * :func:`subprocessor_report` — who touched the tenant's data, for what, where.
 * :func:`transfer_report` — every cross-region move, with route, mechanism and the legal reference.
 * :func:`records_of_processing` — the GDPR Art. 30(2) record the processor keeps for this controller.
@@ -49,7 +51,7 @@ LINEAGE_CSV_COLUMNS = (
     "sync_id", "run_id", "status", "started", "finished", "purposes", "instruction_versions",
     "pulled", "pushed", "created", "updated", "failed", "filtered", "withheld_values", "withheld_fields",
     "pseudonymized", "deleted_at_source", "deletes_propagated", "erased", "refusals", "sources",
-    "destinations", "subprocessors", "events", "first_index", "last_index",
+    "destinations", "subprocessors", "events", "first_index", "last_index", "quarantined", "schema_drift",
 )  # fmt: skip
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -151,6 +153,7 @@ def lineage_report(
                 "instruction_hashes": set(),
                 "counts": {},
                 "withheld_fields": set(),
+                "drift": [],
                 "sources": set(),
                 "destinations": set(),
                 "subprocessors": set(),
@@ -196,16 +199,24 @@ def lineage_report(
             _add(counts, "erased", sum(c.values()))
         elif e.kind is EventKind.REFUSAL:
             _add(counts, "refusals", 1)
+        elif e.kind is EventKind.QUARANTINE:
+            _add(counts, "quarantined", c.get("records", 0))
+        elif e.kind is EventKind.DRIFT:
+            changes = e.details.get("changes")
+            if isinstance(changes, str) and changes:
+                run["drift"] += [x for x in changes.split(" | ") if x not in run["drift"]]
     with engine.connect() as conn:
         stored = {r: store.get_run(conn, r) for r in runs}
     out_runs = []
     totals: dict[str, int] = {}
     for run_id, run in runs.items():
         counts = run["counts"]
-        for key in ("pulled", "pushed", "created", "updated", "failed", "withheld_values", "pseudonymized",
-                    "deleted_at_source", "deletes_propagated", "erased", "refusals"):  # fmt: skip
+        for key in ("pulled", "pushed", "created", "updated", "failed", "quarantined", "withheld_values",
+                    "pseudonymized", "deleted_at_source", "deletes_propagated", "erased",
+                    "refusals"):  # fmt: skip
             counts.setdefault(key, 0)
-        counts["filtered"] = max(counts["pulled"] - counts["pushed"] - counts["failed"], 0)
+        held = counts["pushed"] + counts["failed"] + counts["quarantined"]
+        counts["filtered"] = max(counts["pulled"] - held, 0)
         row = stored.get(run_id)
         if row is not None and row.tenant != tenant:  # pragma: no cover - run ids are tenant-scoped
             row = None
@@ -222,6 +233,7 @@ def lineage_report(
                 "instruction_hashes": sorted(run["instruction_hashes"]),
                 "counts": dict(sorted(counts.items())),
                 "withheld_fields": sorted(run["withheld_fields"]),
+                "schema_drift": list(run["drift"]),
                 "datasets": {"sources": sorted(run["sources"]), "destinations": sorted(run["destinations"])},
                 "subprocessors": sorted(run["subprocessors"]),
                 "events": dict(sorted(run["events_by_kind"].items())),
@@ -272,6 +284,7 @@ def lineage_csv(report: dict[str, Any]) -> str:
                 c["deleted_at_source"], c["deletes_propagated"], c["erased"], c["refusals"],
                 ";".join(r["datasets"]["sources"]), ";".join(r["datasets"]["destinations"]),
                 ";".join(r["subprocessors"]), sum(r["events"].values()), *r["ledger_indexes"],
+                c["quarantined"], ";".join(r["schema_drift"]),
             ]
         )  # fmt: skip
     return buf.getvalue()

@@ -24,7 +24,7 @@ from schemas.sync import RunCounts, SyncMode
 from tests.stack import connect_demo_tenant, stack_settings
 from workers.client import Connected
 from workers.worker import run_worker
-from workflows.metrics import DELETED, FAILED, PULLED, PUSHED
+from workflows.metrics import DELETED, FAILED, PULLED, PUSHED, QUARANTINED
 
 pytestmark = pytest.mark.integration
 
@@ -120,4 +120,5 @@ async def test_record_counters_reach_the_prometheus_endpoint(
         PUSHED: {key: CONTACTS},
         FAILED: {key: BAD},
         DELETED: {key: GONE},
+        QUARANTINED: {key: 0},  # no value broke its planned type
     }
