@@ -15,6 +15,8 @@ Control API (loopback only, and every call needs ``Authorization: Bearer <contro
     POST   /__sandbox/seed                      {"counts": {"Contact": 1000}, "seed": 1}
     PUT    /__sandbox/faults                    a FaultPlan; DELETE clears it
     GET    /__sandbox/calls                     calls per endpoint; DELETE clears the log
+    POST   /__sandbox/schema/{obj}              change the schema (drift): a SchemaChange, e.g.
+                                                {"change": "retype", "field": "X__c", "type": "string"}
     POST   /__sandbox/oauth/expire              expire every access token now
 """
 
@@ -27,8 +29,9 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -39,7 +42,7 @@ from sandbox.faults import CallLog, CallRecord, FaultDecision, FaultInjector, Fa
 from sandbox.oauth import OAuthServer
 from sandbox.records import RecordStore
 
-__all__ = ["DroppedConnection", "Handler", "VendorSandbox", "endpoint"]
+__all__ = ["DroppedConnection", "Handler", "SchemaChange", "VendorSandbox", "endpoint", "schema_control"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -52,6 +55,37 @@ def endpoint(name: str) -> Callable[[Handler], Handler]:
         return fn
 
     return mark
+
+
+class SchemaChange(BaseModel):
+    """A schema change an admin makes in the vendor's setup UI, applied as that vendor does it:
+    ``add`` a field/property (``type``, optional ``label``), ``drop`` (delete / archive) one,
+    ``retype`` one to ``type`` (stored values converted as the vendor converts them), ``rename`` one
+    to ``to`` (Salesforce keeps the values under the new API name; HubSpot cannot rename an internal
+    name, so it is a new property plus the old one archived)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    change: Literal["add", "drop", "retype", "rename"]
+    field: str = Field(min_length=1, max_length=100)
+    type: str | None = None
+    to: str | None = Field(None, min_length=1, max_length=100)
+    label: str | None = None
+
+
+SchemaControl = Callable[[Any, str, SchemaChange], dict[str, Any]]
+_SCHEMA_CONTROLS: dict[str, SchemaControl] = {}
+
+
+def schema_control(vendor: str) -> Callable[[SchemaControl], SchemaControl]:
+    """Register the function that applies a :class:`SchemaChange` to ``vendor``'s sandbox (its schema
+    module registers it, so the control API needs no vendor import)."""
+
+    def register(fn: SchemaControl) -> SchemaControl:
+        _SCHEMA_CONTROLS[vendor] = fn
+        return fn
+
+    return register
 
 
 class DroppedConnection(Response):
@@ -115,6 +149,14 @@ class VendorSandbox(ABC):
     def seed(self, counts: Mapping[str, int], *, seed: int = 1) -> dict[str, int]:
         """Add deterministic fake records, e.g. ``{"Contact": 10_000}``; returns counts added."""
 
+    def change_schema(self, obj: str, change: SchemaChange) -> dict[str, Any]:
+        """Apply a schema change (drift) the way this vendor does; returns what changed. ValueError
+        / KeyError when the vendor would refuse it (unknown object or field, taken name)."""
+        control = _SCHEMA_CONTROLS.get(self.name)
+        if control is None:
+            raise ValueError(f"the {self.name} sandbox has no schema control")
+        return control(self, obj, change)
+
     def live_records(self, obj: str) -> list[dict[str, Any]]:
         """Every live record of ``obj`` (whole-state checks in tests)."""
         return [{"id": r.id, **r.data} for r in self.store.dump(obj) if not r.deleted]
@@ -167,6 +209,7 @@ class VendorSandbox(ABC):
             Route("/__sandbox/seed", self._c_seed, methods=["POST"]),
             Route("/__sandbox/faults", self._c_faults, methods=["PUT", "DELETE"]),
             Route("/__sandbox/calls", self._c_calls, methods=["GET", "DELETE"]),
+            Route("/__sandbox/schema/{obj}", self._c_schema, methods=["POST"]),
             Route("/__sandbox/oauth/expire", self._c_expire, methods=["POST"]),
         ]
 
@@ -235,6 +278,19 @@ class VendorSandbox(ABC):
             self.faults.set_plan(plan)
             self.oauth.expire_after_calls = plan.token_expiry_after_calls
         return JSONResponse(self.faults.plan.model_dump())
+
+    async def _c_schema(self, request: Request) -> Response:
+        if (denied := await self._guard(request)) is not None:
+            return denied
+        try:
+            change = SchemaChange.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse({"error": f"invalid schema change: {exc.error_count()} error(s)"}, 400)
+        try:
+            done = self.change_schema(request.path_params["obj"], change)
+        except (KeyError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        return JSONResponse(done)
 
     async def _c_calls(self, request: Request) -> Response:
         if (denied := await self._guard(request)) is not None:

@@ -64,8 +64,8 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
     except PlanRefused as exc:
         kit.refuse(ctx, inp.run_id, exc, exc.reason)
         raise
+    types = _check_types(kit, ctx, inp.run_id, result, live_types)  # a refusal before a config error
     _check_fields_exist(kit, ctx, result, live)
-    types = _check_types(kit, ctx, inp.run_id, result, live_types)
     _check_route(kit, ctx, inp.run_id)
 
     with deps.engine.begin() as conn:

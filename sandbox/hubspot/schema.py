@@ -4,6 +4,13 @@ Each object type has HubSpot-defined default properties plus a few custom ones (
 ``lead_score``, ``external_id``). The :class:`PropertyRegistry` is mutable at run time — tests add,
 archive and retype properties to exercise schema drift — and thread-safe.
 
+Schema drift through the control API (``POST /__sandbox/schema/{obj}``, :func:`change_schema`)
+behaves as HubSpot does: a deleted property is archived — its values are no longer returned and
+writes naming it fail; a retyped property keeps its stored values as they are (HubSpot stores every
+value as a string, so a number property turned into text returns the same strings); an internal
+name cannot be renamed (only the label can), so a "rename" is a new property plus the old one
+archived, and the values stay with the archived one.
+
 Shapes follow HubSpot's Property schema (``/work/shared/vendor-fixtures/hubspot/property.example.
 hubspot_spec.json`` and ``properties_v3_shapes.schema.hubspot_spec.json``):
 https://developers.hubspot.com/docs/api-reference/crm-properties-v3/guide
@@ -17,11 +24,14 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sandbox.base import SchemaChange, schema_control
+
 __all__ = [
     "OBJECT_TYPES",
     "ObjectType",
     "PropertyDef",
     "PropertyRegistry",
+    "change_schema",
     "iso_ms",
     "object_type",
 ]
@@ -412,3 +422,35 @@ class PropertyRegistry:
             )
             self._props[obj][name] = new
             return new
+
+
+@schema_control("hubspot")
+def change_schema(sandbox: Any, obj: str, change: SchemaChange) -> dict[str, Any]:
+    """Apply ``change`` to the portal's ``obj`` properties as HubSpot would (module docstring)."""
+    ot = object_type(obj)
+    if ot is None:
+        raise KeyError(f"no object type {obj}")
+    registry: PropertyRegistry = sandbox.properties
+    if change.change == "add":
+        sandbox.add_property(ot.name, change.field, type=change.type or "string", label=change.label)
+        return {"added": change.field}
+    prop = registry.get(ot.name, change.field)
+    if prop is None:
+        raise KeyError(f"{ot.name}.{change.field}")
+    if change.change == "drop":
+        sandbox.drop_property(ot.name, change.field)
+        return {"dropped": change.field}
+    if change.change == "retype":
+        if not change.type:
+            raise ValueError("a retype needs 'type'")
+        sandbox.retype_property(ot.name, change.field, change.type)
+        return {"retyped": change.field, "from": prop.type, "to": change.type}
+    if not change.to:
+        raise ValueError("a rename needs 'to'")
+    options = [value for _, value in prop.options]
+    sandbox.add_property(
+        ot.name, change.to, type=prop.type, field_type=prop.field_type, label=change.label or prop.label,
+        options=options, group_name=prop.group_name,
+    )  # fmt: skip
+    sandbox.drop_property(ot.name, change.field)
+    return {"added": change.to, "dropped": change.field}

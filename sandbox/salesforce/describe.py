@@ -9,18 +9,31 @@ Contact and Lead, ``Lead_Score__c`` (number).
 Describe resource: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_describe.htm
 Compound fields (address / person name; read-only, components carry ``compoundFieldName``):
 https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/compound_fields.htm
+
+Schema drift (the control API's ``POST /__sandbox/schema/{obj}``, :func:`change_schema`) behaves as
+an admin's change in Setup does: a deleted field is gone from describe and queries naming it fail
+with INVALID_FIELD; a renamed field keeps its values under the new API name; a retyped field's
+stored values are converted as Salesforce converts them — conversions that preserve data keep it
+(number → text gives the number's text, text → text keeps it, text → number keeps values that are
+numbers), incompatible ones set it to null (a date or date/time to or from any other type, a
+checkbox or a multi-select picklist to any other type: "Conversions That Generate a Change Event",
+https://developer.salesforce.com/docs/atlas.en-us.change_data_capture.meta/change_data_capture/cdc_field_conversion_single_event.htm).
+A conversion does not bump ``SystemModstamp``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+from sandbox.base import SchemaChange, schema_control
+from sandbox.records import RecordStore
 from sandbox.salesforce.ids import KEY_PREFIXES
 
-__all__ = ["SYSTEM_FIELDS", "Schema", "make_field"]
+__all__ = ["SYSTEM_FIELDS", "Schema", "change_schema", "convert_value", "make_field"]
 
 # Fields whose values live in the record store's columns rather than in the JSON data.
 SYSTEM_FIELDS = frozenset({"Id", "IsDeleted", "SystemModstamp", "LastModifiedDate", "CreatedDate"})
@@ -464,6 +477,21 @@ class Schema:
             self._version += 1
             return len(self._fields[obj]) != before
 
+    def rename_field(self, obj: str, name: str, new_name: str, *, label: str | None = None) -> None:
+        """Change a field's API name (and label); KeyError if absent, ValueError if the name is taken."""
+        with self._lock:
+            names = {f["name"].lower() for f in self._fields[obj]}
+            if new_name.lower() in names:
+                raise ValueError(f"{obj} already has a field {new_name}")
+            for f in self._fields[obj]:
+                if f["name"] == name:
+                    f["name"] = new_name
+                    f["label"] = label or f["label"]
+                    f["custom"] = new_name.endswith("__c")
+                    self._version += 1
+                    return
+        raise KeyError(f"{obj}.{name}")
+
     def retype_field(self, obj: str, name: str, new_type: str, **changes: Any) -> None:
         """Change a field's type (e.g. string → double) keeping its other properties."""
         with self._lock:
@@ -591,3 +619,80 @@ class Schema:
                 }
             )
         return {"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": out}
+
+
+_NUMBERS = frozenset({"double", "currency", "percent", "int", "long"})
+_DATES = frozenset({"date", "datetime", "time"})
+# Types whose data a conversion to any other type loses (set to null).
+_LOSSY_FROM = _DATES | {"boolean", "multipicklist"}
+
+
+def convert_value(old_type: str, new_type: str, value: Any) -> Any:
+    """A stored value after its field changed from ``old_type`` to ``new_type`` (module docstring)."""
+    if value is None or old_type == new_type:
+        return value
+    if old_type in _LOSSY_FROM or new_type in _DATES or new_type == "boolean":
+        return None
+    if new_type in _NUMBERS:
+        if isinstance(value, bool):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None  # text that is not a number is lost
+        if not math.isfinite(number):
+            return None
+        return int(number) if new_type in ("int", "long") else number
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _rewrite(store: RecordStore, obj: str, name: str, new_name: str, convert: Any) -> int:
+    """Rewrite field ``name`` of every live record of ``obj`` as ``new_name`` = ``convert(value)``,
+    keeping each record's modstamp. Returns the records changed."""
+    changed = 0
+    for row in list(store.dump(obj, include_deleted=False)):
+        if name not in row.data:
+            continue
+        value = convert(row.data[name])
+        changes = {name: None, new_name: value} if new_name != name else {name: value}
+        # drop_none: a cleared value is stored absent (also the old name of a renamed field)
+        store.update(obj, row.id, changes, modstamp=row.modstamp, drop_none=True)
+        changed += 1
+    return changed
+
+
+@schema_control("salesforce")
+def change_schema(sandbox: Any, obj: str, change: SchemaChange) -> dict[str, Any]:
+    """Apply ``change`` to the org's ``obj`` as Setup would (module docstring); returns what changed."""
+    schema: Schema = sandbox.schema
+    canonical = schema.canonical_object(obj)
+    if canonical is None:
+        raise KeyError(f"no sObject {obj}")
+    field = schema.field_map(canonical).get(change.field.lower())
+    if change.change == "add":
+        if field is not None:
+            raise ValueError(f"{canonical} already has a field {change.field}")
+        label = change.label or change.field
+        schema.add_field(canonical, {"name": change.field, "type": change.type or "string", "label": label})
+        return {"added": change.field}
+    if field is None:
+        raise KeyError(f"{canonical}.{change.field}")
+    name = str(field["name"])
+    if change.change == "drop":
+        schema.drop_field(canonical, name)
+        return {"dropped": name}
+    if change.change == "rename":
+        if not change.to:
+            raise ValueError("a rename needs 'to'")
+        schema.rename_field(canonical, name, change.to, label=change.label)
+        moved = _rewrite(sandbox.store, canonical, name, change.to, lambda v: v)
+        return {"renamed": name, "to": change.to, "records": moved}
+    if not change.type:
+        raise ValueError("a retype needs 'type'")
+    old = str(field["type"])
+    schema.retype_field(canonical, name, change.type)
+    new = change.type
+    converted = _rewrite(sandbox.store, canonical, name, name, lambda v: convert_value(old, new, v))
+    return {"retyped": name, "from": old, "to": change.type, "records": converted}
