@@ -26,7 +26,6 @@ and ``hs.oauth.*``.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -63,6 +62,7 @@ from sandbox.hubspot.schema import (
 )
 from sandbox.hubspot.search import compile_search
 from sandbox.hubspot.seed import company_rows, contact_rows, deal_rows
+from sandbox.jsonbody import BadJson, parse_body
 from sandbox.oauth import OAuthClient, OAuthServer, TokenGrant
 from sandbox.records import RecordRow, RecordStore
 
@@ -89,11 +89,10 @@ def _now_iso() -> str:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ApiError(400, "VALIDATION_ERROR", f"Invalid input JSON on line 1: {exc}") from exc
+        body = parse_body(await request.body(), empty={})
+    except BadJson as exc:
+        raise ApiError(400, "VALIDATION_ERROR", f"Invalid input JSON on line 1: {exc.reason}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
     return body
@@ -125,6 +124,13 @@ def _inputs(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return inputs
 
 
+def _properties_of(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    props = item.get("properties") or {}
+    if not isinstance(props, Mapping):
+        raise ApiError(400, "VALIDATION_ERROR", "Invalid input JSON: properties must be an object")
+    return props
+
+
 def _named(name: str, fn: _Inner) -> Handler:
     """A fresh function carrying the endpoint name (``endpoint()`` cannot tag bound methods)."""
 
@@ -132,6 +138,12 @@ def _named(name: str, fn: _Inner) -> Handler:
         return await fn(request)
 
     return endpoint(name)(handler)
+
+
+def _display_order(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "VALIDATION_ERROR", "Invalid input JSON: displayOrder must be an integer")
+    return value
 
 
 def _duplicates(keys: Sequence[str]) -> list[str]:
@@ -535,7 +547,7 @@ class HubSpotSandbox(VendorSandbox):
                 start = int(q.get("after") or 0)
             except ValueError as exc:
                 raise ApiError(400, "VALIDATION_ERROR", "limit and after must be integers") from exc
-            if not 1 <= limit <= MAX_LIST_LIMIT or start < 0:
+            if not 1 <= limit <= MAX_LIST_LIMIT or not 0 <= start < 2**63:
                 raise ApiError(400, "VALIDATION_ERROR", f"limit must be between 1 and {MAX_LIST_LIMIT}")
             archived = _bool_param(request, "archived")
             names = self.objects.output_properties(ot, _properties_param(request))
@@ -733,7 +745,7 @@ class HubSpotSandbox(VendorSandbox):
             if dups := _duplicates([f"{p}={k}" for p, k in plans]):
                 raise ApiError(400, "VALIDATION_ERROR", f"Duplicate IDs found in batch input: {dups}")
             merged = [
-                {**(item.get("properties") or {}), id_prop: key}
+                {**_properties_of(item), id_prop: key}
                 for item, (id_prop, key) in zip(inputs, plans, strict=True)
             ]
             values = self.objects.validate_all(ot, [{"properties": m} for m in merged])
@@ -849,7 +861,7 @@ class HubSpotSandbox(VendorSandbox):
             ),
             has_unique_value=bool(body.get("hasUniqueValue", False)),
             description=str(body.get("description", "")),
-            display_order=int(body.get("displayOrder", -1)),
+            display_order=_display_order(body.get("displayOrder", -1)),
             created_at_ms=now,
             updated_at_ms=now,
             extra={"createdUserId": str(self.user_id)},

@@ -25,7 +25,7 @@ from sandbox.hubspot.errors import ApiError, PropertyProblem, invalid_properties
 from sandbox.hubspot.schema import ObjectType, PropertyDef, PropertyRegistry, iso_ms
 from sandbox.records import RecordRow, RecordStore
 
-__all__ = ["CrmObjects", "canonical_number", "parse_datetime_ms"]
+__all__ = ["MAX_VALUE_CHARS", "CrmObjects", "canonical_number", "parse_datetime_ms"]
 
 # HubSpot's own e-mail check is stricter than RFC 5322 in places; this catches what its
 # INVALID_EMAIL examples show ("name@domain.<bad tld>", "example.lcom", "dsfsafas@").
@@ -34,6 +34,9 @@ _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
 _SYSTEM = ("createdate", "hs_object_id")
+# A property value holds at most 65,536 characters (HubSpot's property-field limits:
+# https://knowledge.hubspot.com/properties/property-field-types-in-hubspot, "Single-line text").
+MAX_VALUE_CHARS = 65_536
 
 
 def parse_datetime_ms(value: Any) -> int | None:
@@ -188,6 +191,11 @@ class CrmObjects:
             if ms is None:
                 return None, PropertyProblem.make(name, "INVALID_DATE", f"{raw} was not a valid date.")
             return (iso_ms(ms) if pdef.type == "datetime" else iso_ms(ms)[:10]), None
+        if len(text) > MAX_VALUE_CHARS:
+            # The documented limit; code and text are the emulator's (not verified against a live
+            # body) and, unlike INVALID_EMAIL's, do not quote the value.
+            msg = f"{name} value is {len(text)} characters long; the limit is {MAX_VALUE_CHARS}."
+            return None, PropertyProblem.make(name, "INVALID_LONG_STRING", msg)
         if pdef.type == "enumeration":
             allowed = pdef.option_values
             chosen = text.split(";") if pdef.field_type == "checkbox" else [text]
@@ -210,6 +218,8 @@ class CrmObjects:
         """
         if not name or name == "hs_object_id":
             return None
+        if not isinstance(name, str):  # a JSON body may carry any value here
+            raise ApiError(400, "VALIDATION_ERROR", "Invalid input JSON: idProperty must be a string")
         pdef = self.registry.get(ot.name, name)
         unique = pdef is not None and (pdef.has_unique_value or (ot.name == "contacts" and name == "email"))
         if not unique:

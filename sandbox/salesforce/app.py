@@ -16,6 +16,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import math
 import re
 import threading
 import time
@@ -821,10 +822,12 @@ class SalesforceSandbox(VendorSandbox):
                     )
                     continue
             elif ftype in _NUMBER_TYPES:
-                if isinstance(value, bool) or not isinstance(value, int | float):
+                if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
                     try:
                         clean[name] = float(value) if ftype != "int" else int(value)
-                    except (TypeError, ValueError):
+                        if not _finite(clean[name]):  # "NaN", "Infinity", "1e999": not a number here
+                            raise ValueError("not finite")
+                    except (TypeError, ValueError, OverflowError):
                         errors.append(
                             _err(
                                 "INVALID_TYPE_ON_FIELD_IN_RECORD",
@@ -1070,6 +1073,10 @@ class SalesforceSandbox(VendorSandbox):
             return self._finish(outcomes, all_or_none, upsert=True)
 
         return json_response(await asyncio.to_thread(run))
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
 
 
 def _as_api_error(errors: list[dict[str, Any]]) -> ApiError:

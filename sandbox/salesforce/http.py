@@ -13,6 +13,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sandbox.jsonbody import BadJson, parse_body
+
 __all__ = ["JSON_TYPE", "ApiError", "bearer_token", "json_response", "read_json"]
 
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -51,9 +53,11 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def read_json(request: Request) -> Any:
-    """The request's JSON body; malformed JSON is 400 JSON_PARSER_ERROR."""
-    raw = await request.body()
+    """The request's JSON body; malformed JSON (see :mod:`sandbox.jsonbody`: NaN/Infinity, too deep,
+    unpaired surrogates, not UTF-8 …) is 400 JSON_PARSER_ERROR."""
     try:
-        return json.loads(raw or b"null")
-    except ValueError:
-        raise ApiError(400, "JSON_PARSER_ERROR", "Unexpected character in request body") from None
+        return parse_body(await request.body())
+    except BadJson as exc:
+        raise ApiError(
+            400, "JSON_PARSER_ERROR", f"Unexpected character in request body: {exc.reason}"
+        ) from None

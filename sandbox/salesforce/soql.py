@@ -598,4 +598,7 @@ class _Parser:
 
 def parse(soql: str) -> Query:
     """Parse one SOQL statement; raises :class:`SoqlError` (MALFORMED_QUERY) on bad syntax."""
-    return _Parser(soql).query()
+    try:
+        return _Parser(soql).query()
+    except RecursionError:  # thousands of nested parentheses: refused, not a crash
+        raise SoqlError("MALFORMED_QUERY", "the query nests too deeply") from None
