@@ -28,7 +28,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -202,6 +202,25 @@ def _describe_errors(source: str, exc: ValidationError) -> str:
     return f"{source}: invalid processing instruction: " + " | ".join(parts)
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _InstructionLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML would keep the
+    last one silently, so ``tenant:`` or ``allowed_fields:`` written twice would mean whichever
+    came last — an instruction must say one thing."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise _DuplicateKey(None, None, f"key {str(key)[:80]!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_instruction(path: str | Path) -> ProcessingInstruction:
     """Read and validate an instruction from YAML; every problem is a :class:`ConfigError` that
     names the field and the fix (never echoing values)."""
@@ -212,12 +231,17 @@ def load_instruction(path: str | Path) -> ProcessingInstruction:
         raise ConfigError(
             f"{p}: cannot read processing instruction ({exc.strerror}); check the path"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text; save the instruction as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_InstructionLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}; fix the syntax") from None
+        problem = getattr(exc, "problem", None) if isinstance(exc, _DuplicateKey) else None
+        raise ConfigError(f"{p}: not valid YAML{where}{f' ({problem})' if problem else ''}; fix it") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: the YAML nests too deeply for an instruction; fix the structure") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{p}: a processing instruction must be a YAML mapping (tenant:, version:, purpose:, ...)"

@@ -310,3 +310,7 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             f"cannot read settings file {config_path()}: {detail}; fix the YAML syntax"
         ) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(
+            f"cannot read settings file {config_path()}: the YAML nests too deeply; fix the structure"
+        ) from None
