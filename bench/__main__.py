@@ -12,6 +12,7 @@ BENCHMARKS = {
     "salesforce-connector": "bench.salesforce_connector",
     "sync-activities": "bench.sync_activities",
     "sync-overhead": "bench.sync_overhead",
+    "peers": "bench.peers",
 }
 
 
