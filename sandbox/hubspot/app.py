@@ -558,8 +558,10 @@ class HubSpotSandbox(VendorSandbox):
             body: dict[str, Any] = {"results": self._render(ot, rows[:limit], names)}
             if len(rows) > limit:
                 after = str(rows[limit - 1].num + 1)
-                # paging shape of paging_next_page.example.hubspot_spec.json
-                body["paging"] = {"next": {"after": after, "link": f"?after={after}"}}
+                # paging shape of paging_next_page.example.hubspot_spec.json; like the live API the
+                # link is absolute and keeps the request's query (clients such as dlt follow it as is)
+                link = str(request.url.include_query_params(after=after))
+                body["paging"] = {"next": {"after": after, "link": link}}
             return json_response(body)
 
         return handle

@@ -42,7 +42,8 @@ def test_get_page_pages_to_exhaustion_without_duplicates(served: Served) -> None
     api = served.client().crm.contacts.basic_api
     first = api.get_page()
     assert len(first.results) == 10  # documented default limit
-    assert first.paging.next.link == f"?after={first.paging.next.after}"  # paging_next_page fixture shape
+    # paging_next_page fixture shape; absolute, with the request's query, as the live API answers
+    assert first.paging.next.link == f"{served.srv.url}/crm/v3/objects/contacts?after={first.paging.next.after}"
     rows = _all_pages(api)
     ids = [r.id for r in rows]
     assert len(ids) == 250
