@@ -600,7 +600,9 @@ def project(
             n = 0
             for rec in out:
                 v = rec.get(f)
-                if v is not None:
+                # "" is no value in either CRM (HubSpot clears the property, Salesforce stores null):
+                # a pseudonym of it would invent a value the source does not have.
+                if v is not None and v != "":
                     rec[f] = ps(tenant, v)
                     n += 1
             counts[f] = n
