@@ -43,7 +43,8 @@ def test_get_page_pages_to_exhaustion_without_duplicates(served: Served) -> None
     first = api.get_page()
     assert len(first.results) == 10  # documented default limit
     # paging_next_page fixture shape; absolute, with the request's query, as the live API answers
-    assert first.paging.next.link == f"{served.srv.url}/crm/v3/objects/contacts?after={first.paging.next.after}"
+    after = first.paging.next.after
+    assert first.paging.next.link == f"{served.srv.url}/crm/v3/objects/contacts?after={after}"
     rows = _all_pages(api)
     ids = [r.id for r in rows]
     assert len(ids) == 250
