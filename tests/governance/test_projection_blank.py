@@ -3,6 +3,8 @@ tests/chaos/test_bad_input.py at full size: an empty Salesforce Phone reached Hu
 
 from __future__ import annotations
 
+from typing import Any
+
 from governance.policy import ProcessingInstruction, project
 from governance.pseudonym import Pseudonymizer, StaticKeySource
 
@@ -24,7 +26,8 @@ def test_blank_values_are_not_pseudonymized() -> None:
             "valid_from": "2025-01-01T00:00:00Z",
         }
     )
-    records = [{"Id": "1", "Phone": ""}, {"Id": "2", "Phone": None}, {"Id": "3", "Phone": " "}]
+    phones: list[Any] = ["", None, " "]
+    records = [{"Id": str(i), "Phone": p} for i, p in enumerate(phones, 1)]
     out = project(records, ins, "Contact", pseudonymizer=PS)
     assert [r["Phone"] for r in out.records[:2]] == ["", None]
     assert out.records[2]["Phone"] == PS.pseudonymize("acme", " ")  # whitespace is a value
