@@ -17,7 +17,10 @@ Control API (loopback only, and every call needs ``Authorization: Bearer <contro
     GET    /__sandbox/calls                     calls per endpoint; DELETE clears the log
     POST   /__sandbox/schema/{obj}              change the schema (drift): a SchemaChange, e.g.
                                                 {"change": "retype", "field": "X__c", "type": "string"}
-    POST   /__sandbox/oauth/expire              expire every access token now
+    POST   /__sandbox/oauth/expire              expire every access token now; with a body
+                                                {"endpoint": "sf.query", "at_call": k} at the k-th
+                                                call to that endpoint instead (once; add
+                                                "revoke_refresh": true to kill the refresh tokens too)
 """
 
 from __future__ import annotations
@@ -183,8 +186,10 @@ class VendorSandbox(ABC):
                 await asyncio.sleep(decision.latency_s)
             response = await sandbox._faulted(decision, name, request)
             if response is None:
+                sandbox.oauth.note_call(name)  # an armed "expire at the k-th call" trigger fires here
                 response = await handler(request)
-            sandbox.calls.add(CallRecord(arrived, name, response.status_code, _token_tag(request)))
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            sandbox.calls.add(CallRecord(arrived, name, response.status_code, _token_tag(request), target))
             return response
 
         return Route(route.path, faulted, methods=list(route.methods or ()), name=route.name)
@@ -302,8 +307,26 @@ class VendorSandbox(ABC):
     async def _c_expire(self, request: Request) -> Response:
         if (denied := await self._guard(request)) is not None:
             return denied
-        self.oauth.expire_all_access_tokens()
+        body = await request.body()
+        if not body:
+            self.oauth.expire_all_access_tokens()
+            return Response(status_code=204)
+        try:
+            arm = _ExpireAt.model_validate_json(body)
+        except ValidationError as exc:
+            return JSONResponse({"error": f"invalid expiry trigger: {exc.error_count()} error(s)"}, 400)
+        self.oauth.expire_at_call(arm.endpoint, arm.at_call, revoke_refresh=arm.revoke_refresh)
         return Response(status_code=204)
+
+
+class _ExpireAt(BaseModel):
+    """Body of ``POST /__sandbox/oauth/expire``: arm the trigger instead of expiring now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str
+    at_call: int = Field(ge=1)
+    revoke_refresh: bool = False
 
 
 def _token_tag(request: Request) -> str | None:

@@ -137,6 +137,7 @@ class CallRecord:
     endpoint: str
     status: int
     token: str | None = None  # a hash prefix of the bearer token, for per-token accounting
+    target: str = ""  # path and query string of the request (which page was asked for)
 
 
 class CallLog:

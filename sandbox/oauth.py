@@ -3,8 +3,9 @@
 Each vendor app renders its own endpoints and error bodies (Salesforce ``/services/oauth2/*``,
 HubSpot ``/oauth/v1/*``) on top of this: registered clients with exact redirect URIs, single-use
 authorization codes bound to client, redirect URI and PKCE challenge, expiring access tokens,
-refresh tokens with optional rotation, revocation, and a per-token call counter for the
-"token expires after N calls" fault.
+refresh tokens with optional rotation, revocation, a per-token call counter for the
+"token expires after N calls" fault, and a trigger that expires every access token (optionally
+revoking the refresh tokens) at the k-th call to an endpoint — a token dying mid-read.
 
 Errors are :class:`OAuthError` with the RFC 6749 ``error`` code (``invalid_grant``,
 ``invalid_client``, ``invalid_request``, ...); the vendor app maps them to its documented shape.
@@ -13,6 +14,7 @@ Errors are :class:`OAuthError` with the RFC 6749 ``error`` code (``invalid_grant
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import secrets
 import threading
@@ -70,6 +72,16 @@ class _Refresh:
     issued_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class _ExpiryTrigger:
+    """Expire every access token when the ``at_call``-th call to an ``endpoint`` (fnmatch) arrives."""
+
+    endpoint: str
+    at_call: int
+    revoke_refresh: bool
+    seen: int = 0
+
+
 @dataclass(frozen=True)
 class TokenGrant:
     access_token: str
@@ -105,6 +117,7 @@ class OAuthServer:
         self._access: dict[str, AccessToken] = {}
         self._refresh: dict[str, _Refresh] = {}
         self._lock = threading.Lock()
+        self._trigger: _ExpiryTrigger | None = None
         self.token_calls = 0  # number of token-endpoint calls (for single-flight refresh checks)
 
     # -- clients ------------------------------------------------------------------------------
@@ -284,3 +297,28 @@ class OAuthServer:
         with self._lock:
             for tok in self._access.values():
                 tok.expires_at = 0.0
+
+    def expire_at_call(self, endpoint: str, at_call: int, *, revoke_refresh: bool = False) -> None:
+        """Fault helper: when the ``at_call``-th call (from now) to an endpoint matching ``endpoint``
+        (fnmatch, e.g. ``"sf.query"``) arrives, expire every access token before it is handled — so
+        that call is refused — and, with ``revoke_refresh``, revoke every refresh token too. Fires once."""
+        if at_call < 1:
+            raise ValueError("at_call counts from 1")
+        with self._lock:
+            self._trigger = _ExpiryTrigger(endpoint, at_call, revoke_refresh)
+
+    def note_call(self, endpoint: str) -> None:
+        """Called by the vendor app before it handles a call to ``endpoint``: fires an armed trigger."""
+        with self._lock:
+            trigger = self._trigger
+            if trigger is None or not fnmatch.fnmatchcase(endpoint, trigger.endpoint):
+                return
+            trigger.seen += 1
+            if trigger.seen < trigger.at_call:
+                return
+            self._trigger = None
+            for tok in self._access.values():
+                tok.expires_at = 0.0
+            if trigger.revoke_refresh:
+                for entry in self._refresh.values():
+                    entry.revoked = True

@@ -94,6 +94,9 @@ async def run_worker(settings: Settings, region: str, *, stop: asyncio.Event | N
             settings.temporal.control_task_queue,
             settings.task_queue(region),
         )
-        async with workers[0], workers[1]:
-            await stop.wait()
+        try:
+            async with workers[0], workers[1]:
+                await stop.wait()
+        finally:
+            deps.close()  # the token-refresh HTTP clients: a refresh left a pooled TLS connection open
     connected.engine.dispose()

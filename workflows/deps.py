@@ -49,6 +49,12 @@ class ActivityDeps:
     connector_factory: ConnectorFactory
     transforms: TransformRegistry = field(default=default_registry)
     clock: Callable[[], datetime] = field(default=_utcnow)
+    closers: tuple[Callable[[], None], ...] = ()  # what close() releases (the OAuth HTTP clients)
+
+    def close(self) -> None:
+        """Release what the deps hold open; the worker calls it on shutdown."""
+        for release in self.closers:
+            release()
 
 
 def default_subprocessors_file() -> Path:
@@ -108,4 +114,5 @@ def deps_from_settings(
         subprocessors=subprocessors,
         signer=signer,
         connector_factory=factory,
+        closers=(oauth.close,),
     )
