@@ -777,7 +777,11 @@ class DeadLetter:
 
 
 def add_dead_letters(conn: Connection, letters: Sequence[DeadLetter]) -> int:
-    """Insert dead letters whose id is not stored yet; returns how many were new."""
+    """Insert dead letters whose id is not stored yet; returns how many were new.
+
+    A record refused again under a new id (a later run or batch of the same sync) replaces its
+    earlier letter: a sync holds one letter per refused record, its latest refusal — so re-running
+    a sync over the same bad records does not multiply them."""
     if not letters:
         return 0
     ids = [d.id for d in letters]
@@ -785,6 +789,18 @@ def add_dead_letters(conn: Connection, letters: Sequence[DeadLetter]) -> int:
     for chunk in _chunks(ids):
         existing.update(conn.execute(select(dead_letters.c.id).where(dead_letters.c.id.in_(chunk))).scalars())
     new = [d for d in letters if d.id not in existing]
+    by_sync: dict[tuple[str, str], list[str]] = {}
+    for d in new:
+        by_sync.setdefault((d.tenant, d.sync_id), []).append(d.record_key_hash)
+    for (tenant, sync_id), keys in by_sync.items():
+        for chunk in _chunks(keys):
+            conn.execute(
+                dead_letters.delete().where(
+                    dead_letters.c.tenant == tenant,
+                    dead_letters.c.sync_id == sync_id,
+                    dead_letters.c.record_key_hash.in_(chunk),
+                )
+            )
     if new:
         conn.execute(
             dead_letters.insert(),

@@ -5,6 +5,7 @@ Runs on SQLite, or PostgreSQL with CRMHUB_TEST_DATABASE_URL.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -207,14 +208,14 @@ def test_staging_put_get_delete_purge(db_engine: Engine) -> None:
         assert store.staged_parts(conn, "acme", "b1") == []
 
 
-def letter(i: int, run: str = "r1") -> store.DeadLetter:
+def letter(i: int, run: str = "r1", key: int | None = None) -> store.DeadLetter:
     return store.DeadLetter(
         id=f"dl{i}",
         tenant="acme",
         sync_id="contacts",
         run_id=run,
         batch_id="b1",
-        record_key_hash="kh_" + "0" * 32,
+        record_key_hash=f"kh_{i if key is None else key:032x}",
         sealed_record=b"\x01rec",
         error_code="INVALID_EMAIL",
         error_message="property email: INVALID_EMAIL",
@@ -233,6 +234,20 @@ def test_dead_letters_are_idempotent(db_engine: Engine) -> None:
         listed = store.list_dead_letters(conn, "acme", "contacts")
     assert [d.id for d in listed] == ["dl1", "dl2", "dl3"]
     assert listed[0] == letter(1)
+
+
+def test_a_record_refused_again_keeps_one_dead_letter(db_engine: Engine) -> None:
+    """A rerun that refuses the same records replaces their letters (found by tests/chaos/
+    test_partial_failure.py: 7 refused records were 14 dead letters after a second run)."""
+    with db_engine.begin() as conn:
+        assert store.add_dead_letters(conn, [letter(1), letter(2), letter(3)]) == 3
+        other = dataclasses.replace(letter(9, key=1), sync_id="other")  # another sync keeps its own
+        assert store.add_dead_letters(conn, [other]) == 1
+        assert store.add_dead_letters(conn, [letter(4, run="r2", key=1), letter(5, run="r2", key=2)]) == 2
+    with db_engine.connect() as conn:
+        listed = store.list_dead_letters(conn, "acme", "contacts")
+        assert [(d.id, d.run_id) for d in listed] == [("dl3", "r1"), ("dl4", "r2"), ("dl5", "r2")]
+        assert [d.id for d in store.list_dead_letters(conn, "acme", "other")] == ["dl9"]
 
 
 def test_id_map_upsert_lookup_delete(db_engine: Engine) -> None:
