@@ -12,9 +12,13 @@ Error mapping (:mod:`schemas.errors`), applied to every call::
     423 / 5xx / dropped connection / timeout / malformed JSON   TransientError
     other 4xx                 VendorRejected (a DataError carrying HubSpot's category and problems)
 
-urllib3's own retries are off except one retry of a connection that could not be opened (no request
-was sent, so even a POST is safe): retrying is the activity layer's job, and urllib3 would otherwise
-sleep through 429/503 Retry-After on GETs without telling anyone. Messages carry status codes,
+Resending is ours, not urllib3's (which would sleep through 429/503 Retry-After on GETs without
+telling anyone): every call runs through :func:`connectors.http.send_with_retries`, so a 429 is waited
+out (Retry-After, within ``max_pause_s``) and a 423/5xx/dropped/timed-out *idempotent* call (reads,
+search, upsert/update/archive by id; not ``batch/create``) is resent with backoff, at most
+``request_attempts`` sends and ``retry_budget_s`` of pauses per call; then the error above goes up
+to the activity. urllib3 itself only retries a connection that could not be opened (no request was
+sent, so even a POST is safe). Messages carry status codes,
 HubSpot categories and property *names* only, never tokens or record values.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import time
 from collections import deque
@@ -35,7 +40,7 @@ from hubspot.crm import properties as hs_properties
 from urllib3.util.retry import Retry
 
 from connectors.base import TokenSource
-from connectors.http import parse_retry_after
+from connectors.http import parse_retry_after, send_with_retries
 from connectors.hubspot.config import HubSpotConfig
 from schemas.errors import AuthError, ConfigError, DataError, RateLimited, TransientError
 
@@ -118,8 +123,9 @@ class _Answer:
 class HubSpotClient:
     """HubSpot CRM v3 over hubspot-api-client, one portal, used from one thread at a time.
 
-    ``calls`` counts HTTP requests sent (401 retries included) for budgets and benchmarks.
-    ``sleep``/``now`` are injectable so tests can observe pauses.
+    ``calls`` counts HTTP requests sent (401 and other resends included) for budgets and benchmarks;
+    ``resends`` counts the resends after a 429/transient failure. ``sleep``/``now`` are injectable
+    so tests can observe pauses.
     """
 
     def __init__(
@@ -132,11 +138,14 @@ class HubSpotClient:
     ) -> None:
         self.config = config
         self.calls = 0
+        self.resends = 0
         self._tokens = tokens
         self._token: str | None = None
         self._sleep = sleep
         self._now = now
         self._not_before = 0.0
+        self._retry = config.request_retry(config.max_pause_s)
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
         self._search_window = _SearchWindow(config.search_rate_per_s, sleep, now)
         self._timeout = (config.connect_timeout_s, config.read_timeout_s)
         self._objects_client = hs_objects.ApiClient(self._configuration(hs_objects.Configuration()))
@@ -221,6 +230,7 @@ class HubSpotClient:
             f"batch {verb}",
             lambda: api(object_type, payload, **self._raw()),
             expect=dict if verb != "archive" else None,
+            idempotent=verb != "create",  # the others match by id or unique property
         )
         return answer.status, answer.body
 
@@ -255,7 +265,22 @@ class HubSpotClient:
         *,
         expect: type | None,
         search: bool = False,
+        idempotent: bool = True,
     ) -> _Answer:
+        return send_with_retries(
+            lambda: self._call_once(what, send, expect=expect, search=search),
+            what=f"HubSpot {what}",
+            idempotent=idempotent,
+            policy=self._retry,
+            sleep=self._sleep,
+            rng=self._rng,
+            on_retry=self._count_resend,
+        )
+
+    def _count_resend(self, error: Exception, pause: float) -> None:
+        self.resends += 1
+
+    def _call_once(self, what: str, send: Callable[[], Any], *, expect: type | None, search: bool) -> _Answer:
         if self._token is None:
             self.refresh_token_view()
         refreshed = False
@@ -379,11 +404,16 @@ def _connection_error(what: str, exc: urllib3.exceptions.HTTPError) -> Exception
     return TransientError(f"HubSpot {what}: {type(reason).__name__} (no complete answer)")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
 def _loads_quietly(data: Any, default: Any = _EMPTY) -> Any:
-    """Parsed JSON, or ``default`` (an empty dict unless given) when it is not JSON."""
+    """Parsed JSON, or ``default`` (an empty dict unless given) when it is not JSON — which includes
+    NaN/Infinity literals and nesting too deep for the parser (a RecursionError, not a crash)."""
     try:
-        return json.loads(data)
-    except (ValueError, TypeError):
+        return json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, TypeError, RecursionError):
         return {} if default is _EMPTY else default
 
 

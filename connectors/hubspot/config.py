@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from connectors.http import RetryConfig
 
 __all__ = ["DEFAULT_ID_PROPERTIES", "HubSpotConfig"]
 
@@ -13,14 +15,16 @@ __all__ = ["DEFAULT_ID_PROPERTIES", "HubSpotConfig"]
 DEFAULT_ID_PROPERTIES = {"contacts": "email", "companies": "external_id", "deals": "external_id"}
 
 
-class HubSpotConfig(BaseModel):
+class HubSpotConfig(RetryConfig):
     """Where the portal's API is and how hard the connector may use it.
 
     Limits it respects: the list API pages at most 100 records, search at most 200 (``page_size``
     caps both); search is limited per account to a few requests per second, far below the general
     burst limit (``search_rate_per_s``, enforced client-side); the rolling burst window is paced from
     the ``X-HubSpot-RateLimit-*`` headers (pause once ``Remaining`` falls to ``rate_limit_reserve`` of
-    ``Max``, each pause at most ``max_pause_s``).
+    ``Max``, each pause at most ``max_pause_s``). Failed requests are resent by the client as
+    :class:`~connectors.http.RetryConfig` says (``request_attempts``, ``retry_budget_s``), each pause at
+    most ``max_pause_s`` too.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,7 +45,7 @@ class HubSpotConfig(BaseModel):
     )
     rate_limit_reserve: float = Field(0.1, ge=0, lt=1, description="fraction of the burst window kept free")
     max_pause_s: float = Field(
-        10.0, ge=0, description="longest single client-side pause (pacing, Retry-After)"
+        10.0, ge=0, description="longest single client-side pause (pacing, Retry-After, resend backoff)"
     )
     write_batch_size: int = Field(100, ge=1, le=100, description="inputs per batch call (HubSpot: 100)")
     region: str | None = Field(

@@ -6,6 +6,12 @@ Every call goes through :meth:`SalesforceClient._run`, which
   session response hook, so error responses and Bulk result downloads count too);
 * on 401 asks the TokenSource for a new token **once** (``refresh(rejected_token)``) and repeats
   the same request, then gives up with :class:`~schemas.errors.AuthError`;
+* resends through :func:`connectors.http.send_with_retries`: after a 429/REQUEST_LIMIT_EXCEEDED/503
+  with Retry-After (waited out when within ``max_retry_pause_s``), and after a 5xx, timeout, dropped
+  connection or broken body of an *idempotent* request (queries, describes, Bulk job state and
+  results, PATCH upserts by external id and updates by id, deletes; not a POST create or a new Bulk
+  job), at most ``request_attempts`` sends and ``retry_budget_s`` of pauses per call; then the error
+  goes up to the activity;
 * maps everything else to the error tree (raised outside the ``except`` block, so no vendor
   exception — whose text holds URLs, SOQL and response bodies — travels as ``__context__``)::
 
@@ -31,7 +37,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,7 +51,7 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSessi
 from simple_salesforce.util import exception_handler
 
 from connectors.base import TokenSource
-from connectors.http import parse_retry_after
+from connectors.http import parse_retry_after, send_with_retries
 from connectors.salesforce.config import SalesforceConfig
 from connectors.salesforce.soql import ident
 from schemas.errors import (
@@ -152,10 +160,16 @@ def _first_error(content: Any) -> tuple[str | None, str]:
 class SalesforceClient:
     """A thin, typed wrapper over simple-salesforce for one org; used from one thread at a time."""
 
-    def __init__(self, config: SalesforceConfig, tokens: TokenSource) -> None:
+    def __init__(
+        self, config: SalesforceConfig, tokens: TokenSource, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.config = config
         self._tokens = tokens
         self.calls = 0
+        self.resends = 0  # resends after a rate limit or a transient failure (also counted in calls)
+        self._sleep = sleep
+        self._retry = config.request_retry(config.max_retry_pause_s)
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
         self._usage: tuple[int, int] | None = None
         self._calls_since_usage = 0
         self._retry_after: float | None = None
@@ -212,7 +226,22 @@ class SalesforceClient:
 
     # -- the one call path ------------------------------------------------------------------------
 
-    def _run(self, what: str, fn: Callable[[Salesforce], T]) -> T:
+    def _run(self, what: str, fn: Callable[[Salesforce], T], *, idempotent: bool = True) -> T:
+        return send_with_retries(
+            lambda: self._run_once(what, fn),
+            what=f"Salesforce {what}",
+            idempotent=idempotent,
+            policy=self._retry,
+            sleep=self._sleep,
+            rng=self._rng,
+            on_retry=self._count_resend,
+            final=(InvalidLocator,),  # the same locator stays expired: the reader re-queries by keyset
+        )
+
+    def _count_resend(self, error: Exception, pause: float) -> None:
+        self.resends += 1
+
+    def _run_once(self, what: str, fn: Callable[[Salesforce], T]) -> T:
         refreshed = False
         while True:
             token = self._token
@@ -363,7 +392,11 @@ class SalesforceClient:
         self, method: str, path: str, body: bytes, *, count: int, what: str
     ) -> list[dict[str, Any]]:
         """One sObject Collections request (``body``: serialized JSON); one result per record, in order."""
-        result = self._run(what, lambda sf: sf.restful(path, method=method, data=body))
+        result = self._run(
+            what,
+            lambda sf: sf.restful(path, method=method, data=body),
+            idempotent=method != "POST",  # PATCH upserts by external id / updates by id; POST creates
+        )
         if (
             not isinstance(result, list)
             or len(result) != count
@@ -384,7 +417,10 @@ class SalesforceClient:
         """Create a Bulk API 2.0 ``query`` job; returns its id."""
         payload = {"operation": "query", "query": soql, "columnDelimiter": "COMMA", "lineEnding": "LF"}
         body = self._dict(
-            self._run(what, lambda sf: sf.restful("jobs/query", method="POST", json=payload)), what
+            self._run(
+                what, lambda sf: sf.restful("jobs/query", method="POST", json=payload), idempotent=False
+            ),
+            what,
         )
         job_id = body.get("id")
         if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):

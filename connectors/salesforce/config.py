@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from connectors.http import RetryConfig
 
 __all__ = ["DEFAULT_API_VERSION", "SalesforceConfig"]
 
@@ -15,7 +17,7 @@ DEFAULT_API_VERSION = "59.0"
 _VERSION_RE = re.compile(r"^v?(\d{2,3})\.0$")
 
 
-class SalesforceConfig(BaseModel):
+class SalesforceConfig(RetryConfig):
     """Where the org is and how to read and write it.
 
     ``instance_url`` must be https (the OAuth layer checks it against the allowlist; this model only
@@ -47,6 +49,9 @@ class SalesforceConfig(BaseModel):
         30.0, gt=0, description="retry_after for REQUEST_LIMIT_EXCEEDED/503 without Retry-After"
     )
     timeout_s: float = Field(60.0, gt=0, description="connect/read timeout per HTTP request")
+    max_retry_pause_s: float = Field(
+        10.0, ge=0, description="longest single pause before a resend (a longer Retry-After: the activity)"
+    )
     bulk_wait_s: float = Field(
         20.0, ge=0, description="how long one read_page waits for a Bulk job before returning an empty page"
     )

@@ -71,7 +71,7 @@ class SalesforceConnector(Connector):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
-        self._client = SalesforceClient(config, tokens)
+        self._client = SalesforceClient(config, tokens, sleep=sleep)
         self._clock = clock
         self._sleep = sleep
         self._described: dict[str, tuple[float, list[dict[str, Any]]]] = {}

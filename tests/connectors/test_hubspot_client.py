@@ -1,7 +1,8 @@
 """HubSpot error mapping, token refresh, rate limits and pacing, and describe(), against the sandbox:
 401 → one refresh then AuthError; 429 → RateLimited with the vendor's Retry-After, honoured before the
 next request; burst-window pacing from the X-HubSpot-RateLimit-* headers; 5xx, dropped connections,
-timeouts and malformed bodies → TransientError; no message carries a token or a record value."""
+timeouts and malformed bodies → TransientError; resends of idempotent calls (bounded, never before a
+Retry-After) make intermittent faults invisible; no message carries a token or a record value."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from connectors.base import diff_schema
 from connectors.hubspot import HubSpotConnector
+from connectors.hubspot import client as hubspot_client
 from connectors.testing import read_all
 from sandbox.faults import FaultPlan, FaultRule
 from sandbox.tls import SandboxCA
@@ -92,9 +94,11 @@ def test_tokens_dying_mid_read_refresh_and_the_read_completes_exactly_once(
 def test_burst_window_429_is_rate_limited_and_retry_after_is_honoured(
     served: Served, connect: Connect
 ) -> None:
+    """Without client-side resends (``request_attempts=1``) the 429 goes up as RateLimited, and the
+    next call waits out its Retry-After before sending."""
     served.hs.set_burst_limit(3, 1.5)
     sleep = RecordingSleep()
-    conn = connect(served, rate_limit_reserve=0.0, sleep=sleep)  # no pacing: run into the window
+    conn = connect(served, rate_limit_reserve=0.0, sleep=sleep, request_attempts=1)  # run into the window
     state = FULL
     for _ in range(3):
         state = conn.read_page("contacts", state, 10, FIELDS).next_state
@@ -109,9 +113,76 @@ def test_burst_window_429_is_rate_limited_and_retry_after_is_honoured(
     assert [c.status for c in served.hs.calls.all()][-1] == 200
 
 
+def test_a_429_is_waited_out_and_resent_by_the_client(served: Served, connect: Connect) -> None:
+    served.hs.set_burst_limit(3, 1.5)
+    sleep = RecordingSleep()
+    conn = connect(served, rate_limit_reserve=0.0, sleep=sleep)
+    state = FULL
+    for _ in range(3):
+        state = conn.read_page("contacts", state, 10, FIELDS).next_state
+    page = conn.read_page("contacts", state, 10, FIELDS)
+    assert len(page.records) == 10 and page.calls == 2
+    calls = served.hs.calls.all()
+    assert [c.status for c in calls] == [200, 200, 200, 429, 200]
+    assert calls[-1].at - calls[-2].at >= 2.0, "resent before the Retry-After had passed"
+    assert calls[-1].target == calls[-2].target  # the same page again
+    assert sleep.pauses == [2.0]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"server_error": 0.2, "server_error_status": 503},
+        {"drop": 0.2},
+        {"malformed": 0.2},
+        {"timeout": 0.2, "timeout_s": 0.6},
+        {"rate_limit": 0.1, "retry_after_s": 1},
+    ],
+    ids=["503", "drop", "malformed", "timeout", "429"],
+)
+def test_a_read_under_intermittent_faults_completes_exactly_once(
+    served: Served, connect: Connect, rule: dict[str, object]
+) -> None:
+    undisturbed = read_all(connect(served), "contacts", FULL, page_size=10, fields=FIELDS)
+    baseline = len(served.hs.calls.all())
+    served.hs.calls.clear()
+    _fault(served, **rule)
+    sleep = RecordingSleep()
+    conn = connect(served, read_timeout_s=0.3, sleep=sleep)
+    res = read_all(conn, "contacts", FULL, page_size=10, fields=FIELDS)
+    ids = [r["hs_object_id"] for r in res.records]
+    assert len(ids) == len(set(ids)) == 250
+    assert res.records == undisturbed.records
+    assert conn.client.resends > 0, "the fault plan injected nothing: the test is vacuous"
+    # Every call beyond the undisturbed read's is a resend of a failed one: nothing read twice. (A
+    # timed-out request is logged when the sandbox gives up on it, up to timeout_s after the client.)
+    expected = baseline + conn.client.resends
+    deadline = time.monotonic() + 5
+    while len(served.hs.calls.all()) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(served.hs.calls.all()) == expected
+    assert len(sleep.pauses) >= conn.client.resends
+
+
+def test_a_batch_create_is_not_resent_after_a_transient_failure(served: Served, connect: Connect) -> None:
+    served.hs.faults.set_plan(
+        FaultPlan(rules=[FaultRule(endpoint="hs.batch.*", server_error=1.0, server_error_status=503)])
+    )
+    conn = connect(served, sleep=RecordingSleep(), request_attempts=3)
+    served.hs.calls.clear()
+    with pytest.raises(TransientError):
+        conn.client.batch("contacts", "create", [{"properties": {"email": "x@example.com"}}])
+    assert len(served.hs.calls.all()) == 1  # it may have been created: resending could duplicate it
+    with pytest.raises(TransientError):
+        conn.client.batch(
+            "contacts", "upsert", [{"id": "x@example.com", "idProperty": "email", "properties": {}}]
+        )
+    assert len(served.hs.calls.all()) == 1 + 3  # an upsert by a unique property is safe to resend
+
+
 def test_a_retry_after_longer_than_max_pause_raises_without_a_call(served: Served, connect: Connect) -> None:
     _fault(served, rate_limit=1.0, retry_after_s=7)
-    conn = connect(served, max_pause_s=1.0)
+    conn = connect(served, max_pause_s=1.0)  # 7 s is more than one pause may be: no resend either
     with pytest.raises(RateLimited) as err:
         conn.read_page("contacts", FULL, 10, FIELDS)
     assert err.value.retry_after == 7.0
@@ -150,7 +221,7 @@ def test_transient_failures_map_to_transient_error(
     served: Served, connect: Connect, rule: dict[str, object]
 ) -> None:
     _fault(served, **rule)
-    conn = connect(served, read_timeout_s=0.3)
+    conn = connect(served, read_timeout_s=0.3, request_attempts=1)  # the mapping, without resends
     served.hs.calls.clear()
     with pytest.raises(TransientError) as err:
         conn.read_page("contacts", FULL, 10, FIELDS)
@@ -187,3 +258,13 @@ def test_check_reports_a_dead_token_without_raising(served: Served, connect: Con
     served.hs.oauth.expire_all_access_tokens()
     result = conn.check()
     assert not result.ok and result.message.startswith("auth")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 10_000 + b"]" * 10_000, b'{"results": [], "total": NaN}', b'{"x": -Infinity}', b"\xff\xfe{"],
+    ids=["10k-deep", "nan", "infinity", "not-utf8"],
+)
+def test_a_vendor_body_that_is_not_json_reads_as_malformed_not_as_a_crash(body: bytes) -> None:
+    assert hubspot_client._loads_quietly(body, default=None) is None
+    assert hubspot_client._error_body(body) == {}

@@ -86,7 +86,7 @@ def test_org_request_limit_exceeded_is_a_pause_not_a_failure(org: Org) -> None:
 
 
 def test_concurrent_request_limit_uses_retry_after(org: Org) -> None:
-    conn = org.connector()
+    conn = org.connector(request_attempts=1)  # the mapping, without resends (test_salesforce_retries)
     conn.describe("Contact")
     org.sb.faults.set_plan(
         FaultPlan(rules=[FaultRule(endpoint="sf.query*", rate_limit=1.0, retry_after_s=2)])
@@ -130,7 +130,7 @@ def test_vendor_faults_are_typed_and_the_same_state_reads_the_page_afterwards(
     org: Org, rule: FaultRule, kind: type[CrmhubError], code: str, retry_after: float | None
 ) -> None:
     tokens = CountingTokens(org.sb)
-    conn = org.connector(tokens, timeout_s=1.0)
+    conn = org.connector(tokens, timeout_s=1.0, request_attempts=1)  # the mapping, without resends
     state = StreamState(mode=ReadMode.INCREMENTAL)
     expected = conn.read_page("Contact", state, 7, FIELDS)
     org.sb.faults.set_plan(FaultPlan(rules=[rule]))
@@ -143,7 +143,7 @@ def test_vendor_faults_are_typed_and_the_same_state_reads_the_page_afterwards(
 
 
 def test_a_malformed_bulk_results_body_is_transient(org: Org) -> None:
-    conn = org.connector(bulk_threshold=0)
+    conn = org.connector(bulk_threshold=0, request_attempts=1)
     org.sb.faults.set_plan(FaultPlan(rules=[FaultRule(endpoint="sf.bulk2.job", malformed=1.0)]))
     err = _raises(
         TransientError, lambda: conn.read_page("Contact", StreamState(mode=ReadMode.FULL), 7, FIELDS)
