@@ -42,6 +42,7 @@ from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import BatchRef, PullInput
 from store import syncs as store
 from workflows.context import ActivityKit, SyncContext
+from workflows.liveness import Keepalive
 from workflows.metrics import count_pull
 from workflows.staging import Held, PendingPart, dead_letter_id, open_part, resume, seal_part
 
@@ -155,6 +156,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
 
     planned_types = dict(plan.source_types)
     connector = deps.connector_factory(ctx.spec.source_connection_id)
+    keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
         pk = kit.stream_spec(connector, ctx.spec.source_connection_id, ctx.spec.source_stream).primary_key
         live_types, new_drift = _drift(kit, ctx, plan.run_id, connector)
@@ -198,13 +200,14 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
                 keys += pending.keys
                 pending = PendingPart()
             # Liveness; the details are the resume point of the last staged part, never unstaged pages.
-            activity.heartbeat(progress)
+            keepalive.beat(progress)
         if pending:
             progress = _stage(kit, ctx, plan.run_id, inp.batch_seq, progress, pending, expires)
             keys += pending.keys
         progress = progress.fold(pending, state, has_more, withheld)  # pages with nothing to stage too
-        activity.heartbeat(progress)
+        keepalive.beat(progress)
     finally:
+        keepalive.stop()
         connector.close()
 
     if progress.records or progress.deleted or progress.quarantined or progress.drift:

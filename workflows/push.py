@@ -31,6 +31,7 @@ from schemas.lineage import EventKind, LineageEvent
 from schemas.sync import BatchRef, PushInput, PushResult
 from store import syncs as store
 from workflows.context import ActivityKit, SyncContext
+from workflows.liveness import Keepalive
 from workflows.metrics import count_push
 from workflows.staging import dead_letter_id, open_part, redact, resume
 
@@ -94,9 +95,10 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     accepted: list[str] = []
     gone: list[str] = []
     connector = deps.connector_factory(ctx.spec.destination_connection_id)
+    keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
         spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
-        writer = _Writer(kit, ctx, plan.run_id, connector, spec)
+        writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive)
         for number in parts:
             if number in done_before:
                 continue
@@ -110,8 +112,9 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
             progress, removed = writer.delete(part, deleted, progress)
             gone += removed
             progress = progress.model_copy(update={"done_parts": [*progress.done_parts, number]})
-            activity.heartbeat(progress)
+            keepalive.beat(progress)
     finally:
+        keepalive.stop()
         connector.close()
     if done_before:
         accepted = _accepted_earlier(kit, ctx, batch.batch_id, done_before) + accepted
@@ -149,6 +152,7 @@ class _Writer:
     run_id: str
     connector: Connector
     stream: StreamSpec
+    keepalive: Keepalive
 
     def upsert(
         self, part: store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
@@ -171,7 +175,7 @@ class _Writer:
         calls = 0
         for start in range(0, len(mapped), WRITE_CHUNK):
             if start:  # liveness between vendor round trips (a paced vendor can take a while)
-                activity.heartbeat(progress)
+                self.keepalive.beat(progress)
             chunk = mapped[start : start + WRITE_CHUNK]
             answer = self.connector.write_batch(
                 spec.destination_stream, chunk, WriteMode.UPSERT, external_id=spec.destination_id_property
