@@ -6,6 +6,7 @@ settings and overlap SKIP, by the API and by ``crmhub schedules``."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -60,7 +61,6 @@ from workflows.maintenance_activities import MaintenanceActivities
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC)
-KH = "kh_" + "ab" * 16
 
 
 def instruction(tenant: str, retention_days: int) -> ProcessingInstruction:
@@ -169,12 +169,14 @@ def stage(engine: Engine, tenant: str, batch: str, expires_at: datetime) -> None
 
 
 def dead_letter(engine: Engine, tenant: str, letter_id: str, age: timedelta) -> None:
+    """A dead letter of its own record (a sync keeps one letter per refused record)."""
+    kh = "kh_" + hashlib.sha256(letter_id.encode()).hexdigest()[:32]
     with engine.begin() as conn:
         store.add_dead_letters(
             conn,
             [
                 store.DeadLetter(
-                    id=letter_id, tenant=tenant, sync_id="s", run_id="r", batch_id="b", record_key_hash=KH,
+                    id=letter_id, tenant=tenant, sync_id="s", run_id="r", batch_id="b", record_key_hash=kh,
                     sealed_record=b"sealed", error_code="INVALID_EMAIL", error_message="upsert refused",
                     created=NOW - age,
                 )
