@@ -99,6 +99,8 @@ class ConnectionConnectors:
                 data["instance_url"] = row.instance_url
             elif "base_url" in fields:
                 data["base_url"] = row.instance_url
+        if "rate_limit_key" in fields:  # one portal/org per connection: its clients share pacing
+            data["rate_limit_key"] = row.id
         ca = sandbox_ca_for(self.data_dir, row.instance_url)
         if ca is not None and "ca_bundle" in fields:
             data["ca_bundle"] = ca

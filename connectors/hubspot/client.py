@@ -28,6 +28,7 @@ import json
 import math
 import random
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -85,31 +86,76 @@ class VendorRejected(DataError):
         self.vendor_message = vendor_message
 
 
-class _SearchWindow:
-    """At most ``n`` search requests per ``period_s``, counted from when each *finished*.
+class _Window:
+    """At most ``n`` requests per rolling ``period_s``, counted from when each *finished*, plus those
+    in flight; safe to share between threads.
 
     Counting completions (not sends) keeps the server's view within the limit too: a request
     reaches HubSpot before it completes, so arrivals are at least as far apart as the slots.
     """
 
-    def __init__(self, rate_per_s: float, sleep: Callable[[float], None], now: Callable[[], float]) -> None:
-        self.n = max(1, int(rate_per_s))
-        self.period_s = self.n / rate_per_s
+    def __init__(self, n: int, period_s: float) -> None:
+        self.n = max(1, n)
+        self.period_s = period_s
         self._done: deque[float] = deque()
-        self._sleep = sleep
-        self._now = now
+        self._in_flight = 0
+        self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def resize(self, n: int, period_s: float) -> None:
+        with self._lock:
+            self.n, self.period_s = max(1, n), period_s
+
+    def acquire(self, sleep: Callable[[float], None], now: Callable[[], float]) -> None:
         while True:
-            t = self._now()
-            while self._done and self._done[0] <= t - self.period_s:
-                self._done.popleft()
-            if len(self._done) < self.n:
-                return
-            self._sleep(self._done[0] + self.period_s - t)
+            with self._lock:
+                t = now()
+                while self._done and self._done[0] <= t - self.period_s:
+                    self._done.popleft()
+                if len(self._done) + self._in_flight < self.n:
+                    self._in_flight += 1
+                    return
+                wait = (self._done[0] + self.period_s - t) if self._done else self.period_s / self.n
+            sleep(max(wait, 0.001))
 
-    def release(self) -> None:
-        self._done.append(self._now())
+    def release(self, now: Callable[[], float]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._done.append(now())
+
+
+class _Portal:
+    """What every client of one portal in this process shares (keyed by ``HubSpotConfig.rate_limit_key``):
+    the Retry-After of the last 429, the burst window as the ``X-HubSpot-RateLimit-*`` headers
+    describe it (less the reserve), and the search API's per-second limit."""
+
+    def __init__(self, search_rate_per_s: float) -> None:
+        self.lock = threading.Lock()
+        self.not_before = 0.0
+        n = max(1, int(search_rate_per_s))
+        self.search = _Window(n, n / search_rate_per_s)
+        self.burst: _Window | None = None  # learned from the first answer's headers
+
+    def learn_burst(self, limit: int, interval_s: float, reserve: int) -> None:
+        n = max(1, limit - reserve)
+        with self.lock:
+            if self.burst is None:
+                self.burst = _Window(n, interval_s)
+            elif (self.burst.n, self.burst.period_s) != (n, interval_s):
+                self.burst.resize(n, interval_s)
+
+
+_PORTALS: dict[str, _Portal] = {}
+_PORTALS_LOCK = threading.Lock()
+
+
+def _portal(key: str | None, search_rate_per_s: float) -> _Portal:
+    if key is None:
+        return _Portal(search_rate_per_s)
+    with _PORTALS_LOCK:
+        portal = _PORTALS.get(key)
+        if portal is None:
+            portal = _PORTALS[key] = _Portal(search_rate_per_s)
+        return portal
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +189,9 @@ class HubSpotClient:
         self._token: str | None = None
         self._sleep = sleep
         self._now = now
-        self._not_before = 0.0
+        self._portal = _portal(config.rate_limit_key, config.search_rate_per_s)
         self._retry = config.request_retry(config.max_pause_s)
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
-        self._search_window = _SearchWindow(config.search_rate_per_s, sleep, now)
         self._timeout = (config.connect_timeout_s, config.read_timeout_s)
         self._objects_client = hs_objects.ApiClient(self._configuration(hs_objects.Configuration()))
         self._properties_client = hs_properties.ApiClient(self._configuration(hs_properties.Configuration()))
@@ -296,13 +341,15 @@ class HubSpotClient:
             raise self._error(what, answer, refreshed=refreshed)
 
     def _attempt(self, what: str, send: Callable[[], Any], *, search: bool) -> _Answer:
-        wait = self._not_before - self._now()
+        portal = self._portal
+        wait = portal.not_before - self._now()
         if wait > 0:
             if wait > self.config.max_pause_s:
                 raise RateLimited(f"HubSpot {what}: still inside Retry-After", retry_after=wait)
             self._sleep(wait)
-        if search:
-            self._search_window.acquire()
+        windows = [w for w in (portal.burst, portal.search if search else None) if w is not None]
+        for w in windows:
+            w.acquire(self._sleep, self._now)
         self.calls += 1
         failure: Exception | None = None
         status, data, headers = 0, None, None
@@ -317,8 +364,8 @@ class HubSpotClient:
         except urllib3.exceptions.HTTPError as exc:
             failure = _connection_error(what, exc)
         finally:
-            if search:
-                self._search_window.release()
+            for w in windows:
+                w.release(self._now)
         if failure is not None:  # raised outside the except block: no vendor exception as __context__
             raise failure
         if not status:  # the SDK reports TLS failures (and unsendable requests) as status 0
@@ -328,11 +375,14 @@ class HubSpotClient:
         return _Answer(int(status), data, headers)
 
     def _pace(self, headers: Mapping[str, str]) -> None:
-        """Pause when the rolling burst window is nearly used up.
+        """Keep within the rolling burst window.
 
-        With reserve ``r`` slots kept free, the pause grows by ``interval/r`` per slot below the
-        reserve; the pauses before the window is exhausted sum to more than one interval, so a single
-        consumer never reaches 0 (each pause is capped by ``max_pause_s``).
+        In this process, the clients of one portal (``rate_limit_key``) share a window of ``Max``
+        less the reserve per interval, learned from the headers. Callers elsewhere (other workers,
+        other apps of the portal) show only in ``Remaining``: with reserve ``r`` slots kept free,
+        the pause grows by ``interval/r`` per slot below the reserve; the pauses before the window
+        is exhausted sum to more than one interval, so a consumer never reaches 0 (each pause is
+        capped by ``max_pause_s``).
         """
         try:
             remaining = int(headers.get("X-HubSpot-RateLimit-Remaining", ""))
@@ -340,8 +390,11 @@ class HubSpotClient:
             interval_s = int(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "")) / 1000
         except ValueError:
             return
+        if self.config.rate_limit_reserve <= 0:
+            return
         reserve = max(2, math.ceil(limit * self.config.rate_limit_reserve))
-        if self.config.rate_limit_reserve <= 0 or remaining > reserve:
+        self._portal.learn_burst(limit, interval_s, reserve)
+        if remaining > reserve:
             return
         self._sleep(min(interval_s * (reserve - remaining + 1) / reserve, self.config.max_pause_s))
 
@@ -371,7 +424,7 @@ class HubSpotClient:
             )
         if status in (429, 477):
             retry_after = _retry_after(answer.headers)
-            self._not_before = self._now() + retry_after
+            self._portal.not_before = max(self._portal.not_before, self._now() + retry_after)
             policy = str(body.get("policyName") or "RATE_LIMIT")
             return RateLimited(
                 f"HubSpot {what}: rate limited ({policy}), retry after {retry_after:g} s",

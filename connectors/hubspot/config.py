@@ -44,6 +44,11 @@ class HubSpotConfig(RetryConfig):
         "index lags writes, and a change stamped inside the window but not yet indexed would be lost",
     )
     rate_limit_reserve: float = Field(0.1, ge=0, lt=1, description="fraction of the burst window kept free")
+    rate_limit_key: str | None = Field(
+        None,
+        description="clients with the same key (one portal) share their pacing in a process: the burst "
+        "window, the search limit and a Retry-After; crmhub's workers set the connection id",
+    )
     max_pause_s: float = Field(
         10.0, ge=0, description="longest single client-side pause (pacing, Retry-After, resend backoff)"
     )

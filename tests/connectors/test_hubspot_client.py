@@ -6,7 +6,9 @@ Retry-After) make intermittent faults invisible; no message carries a token or a
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -201,6 +203,34 @@ def test_pacing_from_rate_limit_headers_avoids_429(served: Served, connect: Conn
     assert len(res.records) == 250
     assert all(c.status == 200 for c in served.hs.calls.all())
     assert sleep.pauses, "the client never slowed down"
+
+
+def test_clients_of_one_portal_share_the_burst_window(served: Served, connect: Connect) -> None:
+    """Four syncs of one connection in one worker (four clients, one ``rate_limit_key``) keep the
+    portal's burst window between them; none meets a 429."""
+    limit, window = 20, 1.0
+    served.hs.set_burst_limit(limit, window)
+    key = f"conn-{uuid.uuid4().hex}"
+    conns = [connect(served, rate_limit_key=key, sleep=RecordingSleep()) for _ in range(4)]
+    conns[0].read_page("contacts", FULL, 1, FIELDS)  # the first answer's headers describe the window
+    time.sleep(window)
+    served.hs.calls.clear()
+    results: list[int] = []
+
+    def read(conn: HubSpotConnector) -> None:
+        results.append(len(read_all(conn, "contacts", FULL, page_size=25, fields=FIELDS).records))
+
+    threads = [threading.Thread(target=read, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == [250] * len(conns)
+    calls = served.hs.calls.all()
+    assert [c.status for c in calls if c.status != 200] == [], "a client overran the shared window"
+    times = sorted(c.at for c in calls)
+    worst = max(sum(1 for t in times[i:] if t < start + window) for i, start in enumerate(times))
+    assert worst <= limit
 
 
 # -- transient failures ---------------------------------------------------------------------------

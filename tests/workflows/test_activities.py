@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from connectors.base import Connector
+from connectors.hubspot import HubSpotConnector
 from connectors.oauth import OAuthService, configs_from_sandbox
 from governance.keys import LocalKeyringProvider
 from governance.lineage import CheckpointSigner, Ledger
@@ -628,3 +629,15 @@ def test_deps_from_settings_builds_what_a_worker_needs(tmp_path: Path, db_url: s
         assert deps.pseudonymizer.keyed_hash(TENANT, "003000000000001").startswith("kh_")
     finally:
         deps.engine.dispose()
+
+
+def test_connectors_of_one_connection_share_the_portals_pacing(world: World) -> None:
+    """Every HubSpot connector the worker builds for one connection keeps one burst window (two
+    syncs of one portal in one worker must not overrun it together)."""
+    a, b = (cast(HubSpotConnector, world.deps.connector_factory(world.hs)) for _ in range(2))
+    try:
+        assert a.config.rate_limit_key == b.config.rate_limit_key == world.hs
+        assert a.client._portal is b.client._portal
+    finally:
+        a.close()
+        b.close()
