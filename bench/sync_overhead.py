@@ -107,10 +107,10 @@ class Session:
         return self.sandbox.hubspot
 
     def reset_destination(self) -> None:
-        """Empty HubSpot's contacts and both call logs, so every run creates all N."""
-        store = self.hs.store
-        for row in list(store.dump("contacts")):
-            store.purge("contacts", row.id)
+        """Empty HubSpot's contacts (and give their space back: a store that has just held and lost
+        1M rows answers ~1.5x slower than a fresh one) and both call logs, so every run creates all N
+        on an equal footing."""
+        self.hs.store.purge_all("contacts")
         self.sf.calls.clear()
         self.hs.calls.clear()
 

@@ -187,6 +187,14 @@ class RecordStore:
         with self._lock:
             return self._db.execute("DELETE FROM records WHERE obj = ? AND id = ?", (obj, id)).rowcount == 1
 
+    def purge_all(self, obj: str) -> int:
+        """Remove every record of ``obj`` for good and give the space back (``VACUUM``), so a store
+        emptied of a million rows answers like a fresh one; returns how many went."""
+        with self._lock:
+            gone = self._db.execute("DELETE FROM records WHERE obj = ?", (obj,)).rowcount
+            self._db.execute("VACUUM")
+            return int(gone)
+
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, obj: str, id: str, *, include_deleted: bool = False) -> RecordRow | None:

@@ -112,6 +112,16 @@ def test_record_store_mutations_and_find() -> None:
     assert store.next_num("Contact", 10) == 1 and store.next_num("Contact") == 11
 
 
+def test_purge_all_empties_one_object_and_leaves_the_others() -> None:
+    store = RecordStore()
+    store.insert_many(("Contact", f"c{i}", i, 1_000, 0, {"Email": f"{i}@x.test"}) for i in range(500))
+    store.insert("Account", "a", {"Name": "Acme"}, num=1)
+    assert store.purge_all("Contact") == 500
+    assert store.objects() == {"Account": 1} and store.get("Account", "a") is not None
+    store.insert("Contact", "again", {"Email": "again@x.test"}, num=501)
+    assert [r.id for r in store.dump("Contact")] == ["again"]
+
+
 def test_faults_are_seeded_and_match_endpoints() -> None:
     plan = FaultPlan(
         seed=42,
