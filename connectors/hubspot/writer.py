@@ -3,17 +3,23 @@
 HubSpot rejects a whole batch upsert/create for one bad record (a single 400 "Property values were
 not valid: [...]" or 409 CONFLICT), so a rejected batch is narrowed down:
 
-1. each listed problem names a property and (in its text) usually the bad value: inputs carrying
-   that property (PROPERTY_DOESNT_EXIST, READ_ONLY_VALUE) or that exact value fail with the problem's
-   code, and the rest is resent — one extra call when every problem was matched;
-2. otherwise (409, unmatched problems, other 400s) the batch is bisected; a single record that is
-   still rejected fails with HubSpot's code.
+1. each listed problem names a property and (in its text) often the bad value: inputs carrying
+   that property (PROPERTY_DOESNT_EXIST, READ_ONLY_VALUE) or that exact value (INVALID_EMAIL quotes
+   it) fail with the problem's code; a problem whose text does not quote the value still names its
+   property, and only an input with a value for that property can have caused it — when exactly one
+   input has one, it fails with the problem's code too;
+2. the rest is resent — one extra call when every problem was matched. Problems left unmatched
+   narrow the search to the inputs that carry their properties: the others are resent together,
+   the suspects are bisected; with no problems at all (409, other 400s) the batch is bisected. A
+   single record that is still rejected fails with HubSpot's code. Every resend is a strict subset
+   of the batch before it, so the narrowing ends.
 
 Worst case ``2n - 1`` calls for ``n`` inputs; for 100 inputs with 7 bad values the match path costs
 2 calls (see tests/connectors/test_hubspot_write.py). Records that cannot be sent at all — no id
-value, NaN/inf, nested values, text that is not valid Unicode (lone surrogates) — fail locally
-without a call. Values are sent as HubSpot stores them: strings (numbers in plain decimal,
-booleans ``true``/``false``, ``None`` as ``""`` which clears the property).
+value, NaN/inf, nested values, text that is not valid Unicode (lone surrogates), a value longer than
+HubSpot stores (:data:`MAX_VALUE_CHARS`) — fail locally without a call. Values are sent as HubSpot
+stores them: strings (numbers in plain decimal, booleans ``true``/``false``, ``None`` as ``""``
+which clears the property).
 """
 
 from __future__ import annotations
@@ -31,10 +37,16 @@ from connectors.hubspot.config import HubSpotConfig
 from schemas.connector import OutcomeStatus, Record, RecordOutcome, WriteMode, WriteResult
 from schemas.errors import ConfigError
 
-__all__ = ["BatchWriter", "to_hubspot_value"]
+__all__ = ["MAX_VALUE_CHARS", "BatchWriter", "to_hubspot_value"]
 
 _IDENTITY = ("id", "hs_object_id")
 _KEY_PROBLEMS = ("PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE")
+MAX_VALUE_CHARS = 65_536
+"""The most characters a HubSpot property value holds (property-field limits, "Single-line text":
+https://knowledge.hubspot.com/properties/property-field-types-in-hubspot). A longer value is refused
+locally as ``INVALID_LONG_STRING`` (the sandbox's code for HubSpot's refusal of it; HubSpot's own
+problem text for it is not on record and need not quote the value, so it could only be found by
+bisecting a rejected batch)."""
 
 
 class _Unsendable(ValueError):
@@ -74,6 +86,8 @@ def to_hubspot_value(name: str, value: Any) -> str:
     if isinstance(value, str):
         if not _encodable(value):  # raised outside the except block: the error would hold the text
             raise _Unsendable("INVALID_ENCODING", name)
+        if len(value) > MAX_VALUE_CHARS:
+            raise _Unsendable("INVALID_LONG_STRING", name)
         return value
     raise _Unsendable("UNSUPPORTED_VALUE", name)
 
@@ -215,26 +229,25 @@ class _Op:
             e = entries[0]
             code, detail = _describe(exc, _matching(e, exc.problems))
             return [self._failed(e.index, e.key, code, detail)]
-        suspects: dict[int, PropertyProblem] = {}
-        unmatched = False
-        for problem in exc.problems:
-            hits = [e for e in entries if _implicates(e, problem)]
-            unmatched |= not hits
-            for e in hits:
-                suspects.setdefault(e.index, problem)
-        if exc.problems and suspects and not unmatched:
-            out = [
-                self._failed(
-                    e.index,
-                    e.key,
-                    suspects[e.index].code,
-                    f"{suspects[e.index].name}: {suspects[e.index].code}",
-                )
-                for e in entries
-                if e.index in suspects
-            ]
-            out += self.send([e for e in entries if e.index not in suspects])
-            return sorted(out, key=lambda o: o.index)
+        if not exc.problems:  # 409 or another 400: nothing names a record
+            return self._bisect(entries)
+        suspects, unmatched = _suspects(entries, exc.problems)
+        out = [self._failed(e.index, e.key, p.code, f"{p.name}: {p.code}") for e, p in suspects]
+        failed = {e.index for e, _ in suspects}
+        names = {p.name for p in unmatched}
+        rest = [e for e in entries if e.index not in failed]
+        # Only an input with a value for an unmatched problem's property can have caused it.
+        candidates = [e for e in rest if any(e.sent.get(n) for n in names)]
+        if candidates:
+            picked = {e.index for e in candidates}
+            out += self.send([e for e in rest if e.index not in picked]) + self._bisect(candidates)
+        elif suspects:  # every problem is explained (an unmatched one came from a failed input)
+            out += self.send(rest)
+        else:
+            out += self._bisect(rest)
+        return sorted(out, key=lambda o: o.index)
+
+    def _bisect(self, entries: list[_Entry]) -> list[RecordOutcome]:
         half = len(entries) // 2
         return self.send(entries[:half]) + self.send(entries[half:])
 
@@ -308,6 +321,27 @@ def _implicates(e: _Entry, problem: PropertyProblem) -> bool:
     # HubSpot quotes the value as it normalised it (e-mails lower-cased): compare case-insensitively.
     pattern = rf"(?<!\S){re.escape(value)}(?=$|[\s.,;:\]])"
     return re.search(pattern, problem.message, re.IGNORECASE) is not None
+
+
+def _suspects(
+    entries: list[_Entry], problems: Sequence[PropertyProblem]
+) -> tuple[list[tuple[_Entry, PropertyProblem]], list[PropertyProblem]]:
+    """Inputs a rejection's problems point at (each with its first problem), and the problems that
+    point at none: matched by property or quoted value, or the only input with a value for the
+    problem's property."""
+    found: dict[int, tuple[_Entry, PropertyProblem]] = {}
+    unmatched: list[PropertyProblem] = []
+    for problem in problems:
+        hits = [e for e in entries if _implicates(e, problem)]
+        if not hits:
+            carriers = [e for e in entries if e.sent.get(problem.name)]
+            if len(carriers) != 1:
+                unmatched.append(problem)
+                continue
+            hits = carriers
+        for e in hits:
+            found.setdefault(e.index, (e, problem))
+    return sorted(found.values(), key=lambda pair: pair[0].index), unmatched
 
 
 def _matching(e: _Entry, problems: Sequence[PropertyProblem]) -> PropertyProblem | None:

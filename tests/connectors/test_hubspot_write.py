@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from connectors.hubspot import HubSpotConnector
+from connectors.hubspot.client import PropertyProblem, VendorRejected
+from connectors.hubspot.config import HubSpotConfig
+from connectors.hubspot.writer import MAX_VALUE_CHARS, BatchWriter
 from connectors.testing import read_all
 from sandbox.tls import SandboxCA
 from schemas.connector import OutcomeStatus, ReadMode, StreamState, WriteMode
@@ -73,6 +76,93 @@ def test_an_unexplained_rejection_is_bisected(served: Served, connect: Connect) 
     assert [o.ok for o in res.outcomes] == [i != 62 for i in range(100)]
     assert res.outcomes[62].error_code == "CONFLICT"
     assert res.calls <= 2 * math.ceil(math.log2(100)) + 1  # measured: 13
+
+
+def test_values_longer_than_hubspot_holds_fail_locally(served: Served, connect: Connect) -> None:
+    records = _contacts(100, "long")
+    too_long = {5: "x" * (MAX_VALUE_CHARS + 1), 50: "y" * 70_000, 99: "z" * 2_000_000}
+    for i, value in too_long.items():
+        records[i]["firstname"] = value
+    records[7]["firstname"] = "w" * MAX_VALUE_CHARS  # at the limit: HubSpot stores it
+    res = connect(served).write_batch("contacts", records, UPSERT, external_id="email")
+    assert {o.index: o.error_code for o in res.failed} == dict.fromkeys(too_long, "INVALID_LONG_STRING")
+    assert res.calls == 1 and res.counts()["created"] == 97  # the refused three cost no call
+    assert _stored(served)["long-7@example.com"]["firstname"] == "w" * MAX_VALUE_CHARS
+    assert all(o.error_message == "firstname: value cannot be sent to HubSpot" for o in res.failed)
+
+
+class _Portal:
+    """A HubSpot batch upsert by e-mail that refuses, as one 400, every batch holding an input whose
+    ``firstname`` starts with "bad" — with a problem per bad input that names the property but not
+    the value (the shape a problem HubSpot does not quote takes), and ``extra`` problems of its own."""
+
+    def __init__(self, extra: tuple[PropertyProblem, ...] = ()) -> None:
+        self.calls = 0
+        self.extra = extra
+        self.stored: dict[str, dict[str, Any]] = {}
+
+    def batch(self, object_type: str, verb: str, inputs: list[dict[str, Any]]) -> tuple[int, Any]:
+        self.calls += 1
+        problems = [
+            PropertyProblem("firstname", "FIRSTNAME_REFUSED", "This value is not allowed.")
+            for i in inputs
+            if str(i["properties"].get("firstname", "")).startswith("bad")
+        ]
+        if problems:
+            problems += [p for p in self.extra if any(p.name in i["properties"] for i in inputs)]
+            raise VendorRejected("rejected", status=400, category="VALIDATION_ERROR", problems=problems)
+        results = []
+        for i in inputs:
+            new = i["id"] not in self.stored
+            self.stored[i["id"]] = i["properties"]
+            results.append({"id": str(len(self.stored)), "new": new, "properties": {"email": i["id"]}})
+        return 200, {"status": "COMPLETE", "results": results}
+
+
+def _write(portal: _Portal, records: list[dict[str, Any]]) -> Any:
+    writer = BatchWriter(portal, HubSpotConfig())  # type: ignore[arg-type]  # the client's batch() only
+    return writer.write_batch("contacts", records, UPSERT, external_id="email")
+
+
+def test_an_unquoted_problem_fails_the_only_input_with_a_value_for_its_property() -> None:
+    records: list[dict[str, Any]] = [{"email": f"u{i}@example.com"} for i in range(100)]
+    records[40]["firstname"] = "bad name"
+    records[41]["firstname"] = ""  # clears the property: no value HubSpot could refuse
+    portal = _Portal()
+    res = _write(portal, records)
+    assert {o.index: o.error_code for o in res.failed} == {40: "FIRSTNAME_REFUSED"}
+    assert res.calls == portal.calls == 2  # the rejected batch, then the 99 others
+    assert len(portal.stored) == 99
+
+
+def test_unquoted_problems_bisect_only_the_inputs_carrying_their_property() -> None:
+    records: list[dict[str, Any]] = [{"email": f"c{i}@example.com"} for i in range(100)]
+    for i in range(0, 100, 10):  # ten inputs carry a first name, two of them bad
+        records[i]["firstname"] = "bad" if i in (30, 70) else f"ok {i}"
+    portal = _Portal()
+    res = _write(portal, records)
+    assert [o.ok for o in res.outcomes] == [i not in (30, 70) for i in range(100)]
+    assert {o.error_code for o in res.failed} == {"FIRSTNAME_REFUSED"}
+    # 1 rejected + 1 for the 90 without a first name + bisecting 10 suspects (at most 2 * 10 - 1)
+    assert res.calls == portal.calls and res.calls <= 2 + 2 * 10 - 1
+    unnarrowed = [{**r, "firstname": r.get("firstname", "fine")} for r in records]  # all carry one
+    assert _write(_Portal(), unnarrowed).calls > res.calls
+
+
+def test_matched_and_unquoted_problems_in_one_rejection() -> None:
+    records: list[dict[str, Any]] = [{"email": f"m{i}@example.com", "jobtitle": "t"} for i in range(100)]
+    records[10]["firstname"] = "bad one"
+    records[60]["no_such_prop"] = "1"
+    extra = (
+        PropertyProblem("no_such_prop", "PROPERTY_DOESNT_EXIST", 'Property "no_such_prop" does not exist'),
+    )
+    portal = _Portal(extra)
+    res = _write(portal, records)
+    assert {o.index: o.error_code for o in res.failed} == {
+        10: "FIRSTNAME_REFUSED",
+        60: "PROPERTY_DOESNT_EXIST",
+    }
+    assert res.calls == 2 and len(portal.stored) == 98
 
 
 def test_101_records_take_two_calls(served: Served, connect: Connect) -> None:
