@@ -107,6 +107,8 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # the Swagger UI needs inline scripts, which the CSP forbids
         redoc_url=None,
+        # no 307 from /oauth/callback/ (or any path) to its slashless twin: a URL is served as sent
+        redirect_slashes=False,
     )
     app.state.web = ctx
     app.add_middleware(SecurityHeaders)

@@ -4,7 +4,11 @@ callback.
 Connect: ``POST /connections/connect/{provider}`` → :meth:`OAuthService.begin_authorization` for the
 session's tenant; the state's hash is remembered in the session (the callback is only accepted in
 the browser session that started it) → 303 to the provider's consent page. The provider redirects to
-``/oauth/callback?code=…&state=…`` → :meth:`OAuthService.complete_authorization`; an
+``/oauth/callback?code=…&state=…`` → :meth:`OAuthService.complete_authorization` with the URL the
+callback was *reached at* (scheme, Host, raw path, and any query besides the authorization response's
+own parameters), so a code delivered anywhere but the registered redirect URI — another scheme, host,
+port, an encoded path, an added query — is refused before a token call. Behind a proxy, the proxy
+must pass ``X-Forwarded-Proto``/``Host`` (uvicorn trusts them from 127.0.0.1). An
 :class:`OAuthCallbackError` renders a 400 page. Codes and states never reach a log line.
 """
 
@@ -14,6 +18,7 @@ import hashlib
 import logging
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -38,6 +43,40 @@ class ProviderName(StrEnum):
 
 
 LABELS = {"salesforce": "Salesforce", "hubspot": "HubSpot"}
+
+# The authorization response's own parameters (RFC 6749 §4.1.2, RFC 9207 ``iss``, and Salesforce's
+# Experience Cloud pair): not part of the redirect URI the vendor was given.
+_RESPONSE_PARAMS = frozenset(
+    {
+        "code",
+        "state",
+        "error",
+        "error_description",
+        "error_uri",
+        "iss",
+        "sfdc_community_url",
+        "sfdc_community_id",
+    }
+)
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _reached_at(request: Request) -> str:
+    """The redirect URI this callback request was sent to, as the browser addressed it: scheme, Host
+    header (default port dropped), the raw (undecoded) path and the query without the response's
+    parameters."""
+    scheme = request.url.scheme
+    host = request.headers.get("host", "")
+    if scheme in _DEFAULT_PORTS:
+        host = host.removesuffix(_DEFAULT_PORTS[scheme])
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request.url.path
+    query = "&".join(
+        pair
+        for pair in request.url.query.split("&")
+        if pair and unquote_plus(pair.partition("=")[0]) not in _RESPONSE_PARAMS
+    )
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
 @router.get("/connections", response_class=HTMLResponse, responses=PAGE_RESPONSES)
@@ -112,7 +151,7 @@ def oauth_callback(
             tenant=scope.tenant,
             state=state,
             code=code,
-            redirect_uri=ctx.oauth.config(provider).redirect_uri,
+            redirect_uri=_reached_at(request),
             error=error,
         )
     except OAuthCallbackError as exc:

@@ -37,28 +37,41 @@ from store import connections as connection_store
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 GOOD = "http://127.0.0.1:8765/callback"
-VARIANTS = [
-    "https://127.0.0.1:8765/callback",  # scheme
-    "HTTP://127.0.0.1:8765/callback",  # scheme case
-    "http://LOCALHOST:8765/callback",  # host case (localhost is registered on another port)
-    "http://127.0.0.1:8765/callback/",  # trailing slash
-    "http://127.0.0.1:8765/callback/extra",  # extra path
-    "http://127.0.0.1:8765/callback/../evil",  # dot-dot
-    "http://127.0.0.1:8765/evil/../callback",  # dot-dot that normalises to the good path
-    "http://127.0.0.1@evil.example:8765/callback",  # userinfo: the host is evil.example
-    "http://evil.example@127.0.0.1:8765/callback",  # userinfo on the good host
-    "http://127.0.0.1:8766/callback",  # port
-    "http://127.0.0.1/callback",  # default port
-    "http://127.0.0.1:8765/callback?next=https://evil.example",  # query added
-    "http://127.0.0.1:8765/callback#evil",  # fragment added
-    "http://127.0.0.1:8765/%63allback",  # percent-encoded path character
-    "http://127.0.0.1%2eevil.example:8765/callback",  # encoded dot in the host
-    "http://xn--127-0-0-1-0ya.example:8765/callback",  # IDN / punycode lookalike
-    "http://127.0.0.1:8765\\@evil.example/callback",  # backslash
-    "//evil.example/callback",  # scheme-relative
-    "http://[::1]:8765/callback",  # IPv6 loopback literal
-    "http://2130706433:8765/callback",  # 127.0.0.1 as a decimal IP literal
-]
+
+
+def redirect_variants(good: str) -> list[str]:
+    """20 near misses of the registered redirect URI ``good`` (``scheme://host:port/path``), each a
+    way to smuggle the code elsewhere or past a loose comparison. The web suite
+    (tests/chaos/test_web_oauth_attacks.py) aims the same list at the web app's callback."""
+    parts = urlsplit(good)
+    host, port, path = parts.hostname or "", parts.port or 80, parts.path
+    head, _, last = path.rpartition("/")
+    at = f"{host}:{port}"
+    return [
+        f"https://{at}{path}",  # scheme
+        f"HTTP://{at}{path}",  # scheme case
+        f"http://LOCALHOST:{port}{path}",  # host case (localhost is registered on another port)
+        f"{good}/",  # trailing slash
+        f"{good}/extra",  # extra path
+        f"{good}/../evil",  # dot-dot
+        f"http://{at}/evil/..{path}",  # dot-dot that normalises to the good path
+        f"http://{host}@evil.example:{port}{path}",  # userinfo: the host is evil.example
+        f"http://evil.example@{at}{path}",  # userinfo on the good host
+        f"http://{host}:{port + 1}{path}",  # port
+        f"http://{host}{path}",  # default port
+        f"{good}?next=https://evil.example",  # query added
+        f"{good}#evil",  # fragment added
+        f"http://{at}{head}/%{ord(last[0]):02x}{last[1:]}",  # percent-encoded path character
+        f"http://{host}%2eevil.example:{port}{path}",  # encoded dot in the host
+        f"http://xn--127-0-0-1-0ya.example:{port}{path}",  # IDN / punycode lookalike
+        f"http://{at}\\@evil.example{path}",  # backslash
+        f"//evil.example{path}",  # scheme-relative
+        f"http://[::1]:{port}{path}",  # IPv6 loopback literal
+        f"http://2130706433:{port}{path}",  # 127.0.0.1 as a decimal IP literal
+    ]
+
+
+VARIANTS = redirect_variants(GOOD)
 assert len(VARIANTS) == 20 and len(set(VARIANTS)) == 20 and GOOD not in VARIANTS
 PROVIDERS = ("salesforce", "hubspot")
 
