@@ -2,7 +2,8 @@
 
 Reading (see :mod:`connectors.salesforce.reading`): keyset pages on ``(SystemModstamp, Id)``;
 incremental reads see deletes through ``queryAll``; full reads of more than ``bulk_threshold``
-records (a ``SELECT COUNT()`` on the first page decides) go through a Bulk API 2.0 query job.
+records go through a Bulk API 2.0 query job after their first page (whose query, without LIMIT,
+counts the records: no ``SELECT COUNT()`` call).
 Fields come from describe only: a requested field the org does not have is dropped and reported
 (:meth:`SalesforceConnector.read_drift`), a field deleted mid-sync (INVALID_FIELD) makes the
 connector re-describe and retry once without it, a field added to the org is reported
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -29,7 +31,7 @@ from pydantic import BaseModel
 from connectors.base import Connector, TokenSource, diff_schema
 from connectors.salesforce.client import InvalidField, SalesforceClient
 from connectors.salesforce.config import SalesforceConfig
-from connectors.salesforce.reading import bulk_page, rest_page
+from connectors.salesforce.reading import bulk_page, counted_page, rest_page
 from connectors.salesforce.schema import CURSOR_FIELD, FieldPlan, plan_fields, rest_datetime, stream_schema
 from connectors.salesforce.soql import format_datetime, is_ident
 from connectors.salesforce.writing import write_records
@@ -50,6 +52,35 @@ from schemas.errors import ConfigError, CrmhubError
 __all__ = ["SalesforceConnector"]
 
 log = logging.getLogger(__name__)
+
+
+class _SharedDescribes:
+    """Describe results shared by the connectors of one process, per connection and object.
+
+    A sync opens a new connector in every activity; its reads plan their fields from a describe of
+    the same connection younger than ``describe_ttl_s`` instead of describing again. Only a cache:
+    :meth:`SalesforceConnector.describe` always asks the org (and refreshes the entry), and a read
+    that meets a vanished field describes again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, ...], tuple[float, list[dict[str, Any]]]] = {}
+
+    def get(self, key: tuple[str, ...], max_age_s: float) -> tuple[float, list[dict[str, Any]]] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > max_age_s:
+            return None
+        return entry
+
+    def put(self, key: tuple[str, ...], at: float, fields: list[dict[str, Any]]) -> None:
+        with self._lock:
+            if at >= self._entries.get(key, (at, []))[0]:
+                self._entries[key] = (at, fields)
+
+
+_DESCRIBES = _SharedDescribes()
 
 
 class SalesforceConnector(Connector):
@@ -75,6 +106,12 @@ class SalesforceConnector(Connector):
         self._clock = clock
         self._sleep = sleep
         self._described: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        # Describes are shared with this connection's other connectors only (field-level security
+        # differs between users); a token source without a connection id shares nothing.
+        connection = getattr(tokens, "connection_id", None)
+        self._share = (
+            (connection, config.instance_url, config.api_version) if isinstance(connection, str) else None
+        )
         self._baseline: dict[str, StreamSchema] = {}
         self._missing: dict[str, set[str]] = {}
 
@@ -143,17 +180,32 @@ class SalesforceConnector(Connector):
             raise ConfigError("stream is not a Salesforce object API name")
         return stream
 
-    def _fetch_fields(self, sobject: str) -> list[dict[str, Any]]:
-        fields = self._client.describe(sobject)["fields"]
-        self._described[sobject] = (time.monotonic(), fields)
+    def _keep(self, sobject: str, at: float, fields: list[dict[str, Any]]) -> None:
+        self._described[sobject] = (at, fields)
         self._baseline.setdefault(sobject, stream_schema(sobject, fields))
-        return list(fields)
+
+    def _fetch_fields(self, sobject: str) -> list[dict[str, Any]]:
+        fields = list(self._client.describe(sobject)["fields"])
+        at = time.monotonic()
+        self._keep(sobject, at, fields)
+        if self._share is not None:
+            _DESCRIBES.put((*self._share, sobject), at, fields)
+        return fields
 
     def _fields(self, sobject: str, *, fresh: bool = False) -> list[dict[str, Any]]:
-        cached = self._described.get(sobject)
-        if fresh or cached is None or time.monotonic() - cached[0] > self.config.describe_ttl_s:
+        """The describe fields reads plan from: this connector's or this connection's (in this
+        process) if younger than ``describe_ttl_s``, else a new describe."""
+        if fresh:
             return self._fetch_fields(sobject)
-        return cached[1]
+        ttl = self.config.describe_ttl_s
+        cached = self._described.get(sobject)
+        if cached is not None and time.monotonic() - cached[0] <= ttl:
+            return cached[1]
+        shared = None if self._share is None else _DESCRIBES.get((*self._share, sobject), ttl)
+        if shared is None:
+            return self._fetch_fields(sobject)
+        self._keep(sobject, *shared)
+        return shared[1]
 
     def describe(self, stream: str) -> StreamSchema:
         """The live schema (one describe call); the first one seen is the drift baseline."""
@@ -217,8 +269,9 @@ class SalesforceConnector(Connector):
             if path is None:
                 fresh = state.cursor is None and state.page_token is None
                 threshold = self.config.bulk_threshold
-                big = fresh and (threshold == 0 or self._client.count(sobject) > threshold)
-                path = extra["path"] = "bulk" if big else "rest"
+                if fresh and threshold > 0:
+                    return self._first_full_page(sobject, plan, state, page_size)
+                path = extra["path"] = "bulk" if fresh else "rest"
             if path == "bulk":
                 page = bulk_page(
                     self._client,
@@ -233,12 +286,21 @@ class SalesforceConnector(Connector):
                     return page
                 log.warning("%s: Bulk job lost or failed; continuing over REST from the keyset", sobject)
                 extra["path"] = "rest"
-            return rest_page(self._client, sobject, plan, state, page_size, window_end=None, extra=extra)
+            return rest_page(self._client, sobject, plan, state, page_size, window_end=None, extra=extra)[0]
         window_end = state.window_end
         if window_end is None and self.config.modstamp_lag_s > 0:
             end = dt.datetime.fromtimestamp(self._clock() - self.config.modstamp_lag_s, dt.UTC)
             window_end = rest_datetime(format_datetime(end))
-        return rest_page(self._client, sobject, plan, state, page_size, window_end=window_end, extra=extra)
+        page, _ = rest_page(self._client, sobject, plan, state, page_size, window_end=window_end, extra=extra)
+        return page
+
+    def _first_full_page(self, sobject: str, plan: FieldPlan, state: StreamState, page_size: int) -> Page:
+        """The first page of a full read over REST; its query also counts the read's records, which
+        picks the path of the pages after it (Bulk above ``bulk_threshold``)."""
+        first, total = counted_page(self._client, sobject, plan, state, page_size)
+        path = "bulk" if total > self.config.bulk_threshold else "rest"
+        after = first.next_state.model_copy(update={"extra": {**first.next_state.extra, "path": path}})
+        return dataclasses.replace(first, next_state=after)
 
     # -- writing ----------------------------------------------------------------------------------
 

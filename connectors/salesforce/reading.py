@@ -32,7 +32,7 @@ from connectors.salesforce.soql import ident, literal, parse_datetime, quote
 from schemas.connector import Page, ReadMode, Record, StreamState
 from schemas.errors import ConfigError, TransientError
 
-__all__ = ["Batch", "bulk_page", "rest_page", "select_soql"]
+__all__ = ["Batch", "bulk_page", "counted_page", "rest_page", "select_soql"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9]{15,18}$")
 _BULK_KEYS = ("bulk_job", "bulk_ready")
@@ -141,13 +141,17 @@ def rest_page(
     *,
     window_end: str | None,
     extra: Mapping[str, str],
-) -> Page:
-    """Up to ``page_size`` rows after ``state`` over REST (query / queryAll, following batches)."""
+    limit: bool = True,
+) -> tuple[Page, int]:
+    """Up to ``page_size`` rows after ``state`` over REST (query / queryAll, following batches), and
+    the query's ``totalSize``: every row after ``state`` when ``limit`` is False (no LIMIT clause),
+    else at most ``page_size``."""
     calls = client.calls
     deletes = state.mode is ReadMode.INCREMENTAL and state.include_deleted
-    soql = select_soql(sobject, plan, state, window_end=window_end, limit=page_size)
+    soql = select_soql(sobject, plan, state, window_end=window_end, limit=page_size if limit else None)
     what = f"{'queryAll' if deletes else 'query'} {sobject}"
     res = client.query(soql, include_deleted=deletes, batch_size=page_size, what=what)
+    total = res.total
     rows = list(res.records)
     cut_short = False
     while res.next_url is not None and len(rows) < page_size:
@@ -159,7 +163,9 @@ def rest_page(
         rows.extend(res.records)
     rows = rows[:page_size]
     batch = _batch(rows, plan, lambda _name, value: value)
-    has_more = cut_short or len(rows) == page_size
+    # With LIMIT, a full page may be the last one (the next query answers empty); without, the
+    # query's totalSize says whether rows are left.
+    has_more = cut_short or (len(rows) == page_size if limit else total > len(rows))
     next_state = _next_state(
         state,
         batch,
@@ -167,7 +173,19 @@ def rest_page(
         window_end=window_end if has_more else None,
         extra={k: v for k, v in extra.items() if k not in _BULK_KEYS},
     )
-    return Page(batch.records, next_state, has_more, batch.deleted_ids, calls=client.calls - calls)
+    return Page(batch.records, next_state, has_more, batch.deleted_ids, calls=client.calls - calls), total
+
+
+def counted_page(
+    client: SalesforceClient, sobject: str, plan: FieldPlan, state: StreamState, page_size: int
+) -> tuple[Page, int]:
+    """The first ``page_size`` rows of a full read and how many rows the read has in all.
+
+    The query has no LIMIT, so its ``totalSize`` counts every row after ``state``: the caller picks
+    REST or Bulk from it without a ``SELECT COUNT()`` of its own (one call fewer per full read). The
+    query locator it leaves open is never used and expires on the server.
+    """
+    return rest_page(client, sobject, plan, state, page_size, window_end=None, extra=state.extra, limit=False)
 
 
 def bulk_page(

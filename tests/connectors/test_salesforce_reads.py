@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Iterator
+from urllib.parse import unquote_plus
 
 import pytest
 from pydantic import ValidationError
@@ -58,11 +59,25 @@ def test_every_seeded_contact_arrives_exactly_once_in_2000_record_pages(big_org:
     assert keys == sorted(keys)
 
 
+def test_a_full_read_is_counted_by_its_first_page_not_by_a_count_query(big_org: Org) -> None:
+    big_org.sb.calls.clear()
+    res = read_all(
+        big_org.connector(), "Contact", StreamState(mode=ReadMode.FULL), page_size=2000, fields=["LastName"]
+    )
+    assert len(res.records) == BIG and res.pages == 3
+    queries = [c.target for c in big_org.sb.calls.all() if c.endpoint == "sf.query"]
+    assert len(queries) == 3 and not any("COUNT" in unquote_plus(t).upper() for t in queries)
+    assert "LIMIT" not in unquote_plus(queries[0]) and all(
+        "LIMIT 2000" in unquote_plus(t) for t in queries[1:]
+    )
+    assert big_org.sb.calls.counts() == {"sf.describe": 1, "sf.query": 3}
+
+
 def test_a_page_larger_than_one_vendor_batch_follows_next_records_url(big_org: Org) -> None:
     conn = big_org.connector()
-    # The first page pays for describe and the COUNT() that picks REST over Bulk.
+    # The first page pays for describe; its query (no LIMIT) also counts the records, REST or Bulk.
     first = conn.read_page("Contact", StreamState(mode=ReadMode.FULL), 10, ["LastName"])
-    assert first.calls == 3
+    assert first.calls == 2 and len(first.records) == 10 and first.has_more
     big_org.sb.calls.clear()
     page = conn.read_page("Contact", first.next_state, 5000, ["LastName"])
     assert len(page.records) == len(set(_ids(page.records))) == 5000
@@ -107,12 +122,17 @@ def test_bulk_path_returns_exactly_what_the_rest_path_returns(big_org: Org) -> N
     bulk_conn = big_org.connector(bulk_threshold=5_000)
     bulk = read_all(bulk_conn, "Contact", StreamState(mode=ReadMode.FULL), page_size=2000, fields=fields)
     calls = big_org.sb.calls.counts()
-    assert calls.get("sf.bulk2.jobs") == 1 and calls.get("sf.bulk2.results") == 3
+    # The first page over REST (its query counts 5,500 > 5,000), the other 3,500 in two result sets.
+    assert (
+        calls.get("sf.query") == 1 and calls.get("sf.bulk2.jobs") == 1 and calls.get("sf.bulk2.results") == 2
+    )
+    assert bulk.pages == rest.pages == 3
     assert "sf.query_more" not in calls
     assert bulk.records == rest.records  # same order, same flat shape, same typed values
     assert bulk.final_state.cursor == rest.final_state.cursor
     assert bulk.final_state.tie_break == rest.final_state.tie_break
-    assert bulk.states[1].extra["path"] == "bulk" and "bulk_job" in bulk.states[1].extra
+    assert bulk.states[1].extra == {"path": "bulk"}  # chosen by the first page's count
+    assert bulk.states[2].extra["path"] == "bulk" and "bulk_job" in bulk.states[2].extra
 
 
 def test_bulk_read_resumes_mid_job_from_the_state_alone(big_org: Org) -> None:
@@ -209,6 +229,52 @@ def test_a_field_dropped_mid_sync_is_dropped_from_queries_without_a_crash(org: O
     assert len(ids) == len(set(ids)) == 300
     drift = conn.read_drift("Contact")
     assert drift.removed == ("Lead_Score__c",) and not drift.added
+
+
+class _ConnectionTokens(CountingTokens):
+    """Tokens of one stored connection (as :class:`connectors.oauth.DbTokenSource` carries its id)."""
+
+    def __init__(self, sb: SalesforceSandbox, connection_id: str) -> None:
+        super().__init__(sb)
+        self.connection_id = connection_id
+
+
+def test_the_connectors_of_one_connection_share_describes_between_reads(org: Org) -> None:
+    # One connector per activity: only the first describes for its reads.
+    org.connector(_ConnectionTokens(org.sb, "conn-a")).read_page("Contact", StreamState(), 50, ["LastName"])
+    org.sb.calls.clear()
+    second = org.connector(_ConnectionTokens(org.sb, "conn-a"))
+    assert len(second.read_page("Contact", StreamState(), 50, ["LastName"]).records) == 50
+    assert org.sb.calls.counts() == {"sf.queryAll": 1}  # incremental: deletes too
+    # Another connection (another user: field-level security may differ), a token source without a
+    # connection id, and a describe older than describe_ttl_s are not shared.
+    for conn in (
+        org.connector(_ConnectionTokens(org.sb, "conn-b")),
+        org.connector(),
+        org.connector(_ConnectionTokens(org.sb, "conn-a"), describe_ttl_s=0),
+    ):
+        org.sb.calls.clear()
+        conn.read_page("Contact", StreamState(), 50, ["LastName"])
+        assert org.sb.calls.counts() == {"sf.describe": 1, "sf.queryAll": 1}
+    # describe() (the plan's contract, the pull's drift check) always asks the org.
+    org.sb.calls.clear()
+    assert "LastName" in second.describe("Contact").names()
+    assert org.sb.calls.counts() == {"sf.describe": 1}
+
+
+def test_a_shared_describe_that_went_stale_is_renewed_by_the_read_that_meets_it(org: Org) -> None:
+    fields = ["LastName", "Lead_Score__c"]
+    first = org.connector(_ConnectionTokens(org.sb, "conn-a"))
+    page = first.read_page("Contact", StreamState(), 100, fields)
+    org.sb.drop_field("Contact", "Lead_Score__c")
+    second = org.connector(_ConnectionTokens(org.sb, "conn-a"))
+    after = second.read_page("Contact", page.next_state, 100, fields)  # INVALID_FIELD → describe → retry
+    assert after.calls == 3 and after.records and all("Lead_Score__c" not in r for r in after.records)
+    assert second.read_drift("Contact").removed == ("Lead_Score__c",)
+    org.sb.calls.clear()
+    third = org.connector(_ConnectionTokens(org.sb, "conn-a"))  # plans from the renewed describe
+    assert third.read_page("Contact", after.next_state, 100, fields).calls == 1
+    assert third.read_drift("Contact").removed == ("Lead_Score__c",)
 
 
 def test_an_added_field_is_reported_not_synced_and_a_retyped_one_is_reported(org: Org) -> None:
