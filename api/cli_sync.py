@@ -21,6 +21,7 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError
 
 from api import syncops
+from api.syncconfig import MappingEdit, NotCovered, SyncHealth, parse_pairs, repoint, sync_health
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 from schemas.sync import Progress as SyncProgress
@@ -41,7 +42,8 @@ instruction_app = typer.Typer(
     help="Processing instructions (versioned, content-hashed).", no_args_is_help=True
 )
 sync_app = typer.Typer(
-    help="Syncs: create, run, watch, pause, resume, cancel, schedule.", no_args_is_help=True
+    help="Syncs: create, run, watch, pause, resume, cancel, schedule, set instruction and mapping.",
+    no_args_is_help=True,
 )
 
 EXIT_FAILED = 1
@@ -112,9 +114,18 @@ def instruction_load(
     path: Annotated[Path, typer.Argument(help="instruction YAML (see examples/instruction.yaml)")],
 ) -> None:
     """Validate and store a processing instruction version."""
+    _store_instruction(path)
+
+
+def _store_instruction(path: Path, *, tenant: str | None = None) -> int:
+    """Validate and store the instruction of ``path`` (of ``tenant``, if given); returns its version."""
     from governance.policy import load_instruction
 
     ins = load_instruction(path)
+    if tenant is not None and ins.tenant != tenant:
+        raise ConfigError(
+            f"{path} is an instruction of tenant {ins.tenant!r}, not of {tenant!r}; fix its tenant:"
+        )
     settings = load_settings()
     engine = _engine(settings)
     with engine.begin() as conn:
@@ -130,10 +141,12 @@ def instruction_load(
             content_hash=ins.content_hash,
             now=_now(),
         )
+    engine.dispose()
     out.print(
         f"instruction v{ins.version} of {ins.tenant} stored "
         f"(purpose {ins.purpose}, hash {ins.content_hash[:16]}…)"
     )
+    return ins.version
 
 
 # -- syncs ---------------------------------------------------------------------------------------------
@@ -190,6 +203,8 @@ def sync_run(
 
     result = asyncio.run(_with_client(settings, go))
     _print_progress(result, as_json)
+    if result is not None and not as_json:
+        _print_health(_health(settings, tenant, sync), tenant)
     if result is not None and result.status not in (
         SyncStatus.COMPLETED,
         SyncStatus.RUNNING,
@@ -251,6 +266,7 @@ def _print_progress(p: SyncProgress | None, as_json: bool) -> None:
     table.add_column("pulled", justify="right")
     table.add_column("pushed", justify="right")
     table.add_column("failed", justify="right")
+    table.add_column("quarantined", justify="right")
     table.add_column("deleted", justify="right")
     table.add_column("withheld values", justify="right")
     table.add_column("cursor")
@@ -259,6 +275,7 @@ def _print_progress(p: SyncProgress | None, as_json: bool) -> None:
         f"{c.pulled:,}",
         f"{c.pushed:,}",
         f"{c.failed:,}",
+        f"{c.quarantined:,}",
         f"{c.deleted:,}",
         f"{c.withheld_fields:,}",
         p.cursor or "-",
@@ -267,7 +284,8 @@ def _print_progress(p: SyncProgress | None, as_json: bool) -> None:
     if p.waiting_reason:
         out.print(f"[yellow]waiting:[/] {p.waiting_reason}", soft_wrap=True)
     if p.message:
-        out.print(p.message, soft_wrap=True)
+        label = "[red]refused:[/] " if p.status is SyncStatus.REFUSED else ""
+        out.print(f"{label}{p.message}", soft_wrap=True)
 
 
 @sync_app.command("status")
@@ -276,9 +294,152 @@ def sync_status(
     sync: Annotated[str, typer.Option()],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Progress of the sync's latest run (from the workflow's progress query)."""
+    """Progress of the sync's latest run (from the workflow's progress query); in table mode also
+    its quarantined records, source drift, a refusal and what to do about it (from the store)."""
     settings = load_settings()
+    health = None if as_json else _health(settings, tenant, sync)
     _print_progress(asyncio.run(_with_client(settings, lambda c: syncops.progress(c, tenant, sync))), as_json)
+    if health is not None:
+        _print_health(health, tenant)
+
+
+def _health(settings: Settings, tenant: str, sync: str) -> SyncHealth:
+    engine = _engine(settings)
+    try:
+        return sync_health(engine, tenant, sync)
+    finally:
+        engine.dispose()
+
+
+def _print_health(h: SyncHealth, tenant: str) -> None:
+    """What needs the user: quarantine, drift, a refusal, and the commands that resume the sync."""
+    if h.quarantined_last_run or h.quarantined_held:
+        latest = f"{h.quarantined_last_run:,} held back by the latest run, " if h.quarantined_last_run else ""
+        out.print(
+            f"[yellow]quarantined:[/] {latest}{h.quarantined_held:,} record(s) held for the sync "
+            "(a value no longer fit its field's type) — sealed, never pushed; corrected at the source "
+            "they flow with the next incremental run, or re-read them all with: crmhub sync run --mode full",
+            soft_wrap=True,
+        )
+    if h.drift:
+        out.print(
+            f"[yellow]source drift seen by the last run that read the source:[/] {' · '.join(h.drift)}",
+            soft_wrap=True,
+        )
+    if h.refusal is not None:
+        named = f": {', '.join(h.refusal.fields)}" if h.refusal.fields else ""
+        out.print(f"[red]latest run refused[/] (rule {h.refusal.rule}{named})", soft_wrap=True)
+        if h.repointed_since_refusal:
+            out.print(
+                f"the sync cites instruction v{h.instruction_version} since: its next run plans again "
+                f"(crmhub sync run --tenant {tenant} --sync {h.sync_id})",
+                soft_wrap=True,
+            )
+    elif h.will_refuse:
+        out.print(
+            f"[red]the next run will be refused:[/] {', '.join(h.will_refuse)} changed type at the source "
+            f"while the sync cites instruction v{h.instruction_version}",
+            soft_wrap=True,
+        )
+    if h.needs_instruction:
+        base = f"crmhub sync set-instruction --tenant {tenant} --sync {h.sync_id}"
+        newer = h.latest_instruction if (h.latest_instruction or 0) > h.instruction_version else None
+        out.print("to resume, the controller re-issues the instruction and the sync is pointed at it:")
+        if newer is not None:
+            out.print(f"  {base} --version {newer}", soft_wrap=True)
+        out.print(
+            f"  {base} --file NEW-INSTRUCTION.yaml   (stores it, then points the sync at it)", soft_wrap=True
+        )
+        out.print(
+            "  a mapped field renamed or gone at the source: add --rename OLD=NEW or --drop FIELD",
+            soft_wrap=True,
+        )
+
+
+def _edit(rename: list[str], drop: list[str], put: list[str]) -> MappingEdit:
+    return MappingEdit(
+        rename=parse_pairs(rename, "--rename"),
+        drop=tuple(d.strip() for d in drop),
+        put=parse_pairs(put, "--map"),
+    )
+
+
+def _repoint(tenant: str, sync: str, *, version: int | None, edit: MappingEdit) -> None:
+    settings = load_settings()
+    engine = _engine(settings)
+    try:
+        with engine.begin() as conn:
+            done = repoint(conn, tenant, sync, now=_now(), version=version, edit=edit)
+    except NotCovered as exc:
+        base = f"crmhub sync set-instruction --tenant {tenant} --sync {sync}"
+        hint = f"{base} --file NEW-INSTRUCTION.yaml"
+        if exc.field is not None:
+            hint += f" (allowing {exc.field})"
+            if exc.field not in edit.put and exc.field not in edit.rename.values():  # not just added
+                hint += f", or: crmhub sync set-mapping --tenant {tenant} --sync {sync} --drop {exc.field}"
+        raise ConfigError(f"{exc.message}\n  e.g. {hint}") from None
+    finally:
+        engine.dispose()
+    if done.version != done.old_version:
+        out.print(
+            f"sync [bold]{sync}[/] of {tenant} now cites instruction v{done.version} "
+            f"(was v{done.old_version}); its next run accepts the source's current field types"
+        )
+    if done.mapping != done.old_mapping:
+        gone = sorted(set(done.old_mapping) - set(done.mapping))
+        new = {k: v for k, v in done.mapping.items() if done.old_mapping.get(k) != v}
+        out.print(
+            f"sync [bold]{sync}[/] mapping: "
+            + " · ".join([*(f"{k} → {v}" for k, v in sorted(new.items())), *(f"{k} dropped" for k in gone)]),
+            soft_wrap=True,
+        )
+    if done.version == done.old_version and done.mapping == done.old_mapping:
+        out.print(f"sync {sync} of {tenant} already cites instruction v{done.version} with that mapping")
+
+
+_RENAME = typer.Option(
+    "--rename", help="OLD=NEW: a source field renamed at the source (its destination stays)"
+)
+_DROP = typer.Option("--drop", help="FIELD: stop reading this source field")
+_MAP = typer.Option("--map", help="SRC=DST: read source field SRC into destination field DST")
+
+
+@sync_app.command("set-instruction")
+def sync_set_instruction(
+    tenant: Annotated[str, typer.Option(help="tenant id")],
+    sync: Annotated[str, typer.Option(help="sync id")],
+    version: Annotated[int | None, typer.Option(help="a stored version of the tenant's instruction")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="store this instruction YAML first, then point at it")
+    ] = None,
+    rename: Annotated[list[str] | None, _RENAME] = None,
+    drop: Annotated[list[str] | None, _DROP] = None,
+    put: Annotated[list[str] | None, _MAP] = None,
+) -> None:
+    """Point a sync at an instruction version (the controller re-issued it, e.g. after schema drift),
+    checked to exist, be the tenant's and allow every field the sync reads; optionally edit the
+    mapping in the same step."""
+    if (version is None) == (file is None):
+        raise ConfigError("give exactly one of --version N (a stored version) or --file INSTRUCTION.yaml")
+    edit = _edit(rename or [], drop or [], put or [])
+    if file is not None:
+        version = _store_instruction(file, tenant=tenant)
+    _repoint(tenant, sync, version=version, edit=edit)
+
+
+@sync_app.command("set-mapping")
+def sync_set_mapping(
+    tenant: Annotated[str, typer.Option(help="tenant id")],
+    sync: Annotated[str, typer.Option(help="sync id")],
+    rename: Annotated[list[str] | None, _RENAME] = None,
+    drop: Annotated[list[str] | None, _DROP] = None,
+    put: Annotated[list[str] | None, _MAP] = None,
+) -> None:
+    """Edit a sync's field mapping (checked against the instruction it cites)."""
+    edit = _edit(rename or [], drop or [], put or [])
+    if not edit:
+        raise ConfigError("nothing to change: give --rename OLD=NEW, --drop FIELD or --map SRC=DST")
+    _repoint(tenant, sync, version=None, edit=edit)
 
 
 def _signal(fn: Callable[[Client, str, str], Awaitable[None]], tenant: str, sync: str, what: str) -> None:

@@ -100,6 +100,7 @@ __all__ = [
     "set_accepted_types",
     "set_planned_schema",
     "set_sync_instruction",
+    "set_sync_mapping",
     "set_sync_status",
     "staged_parts",
     "staging_batches",
@@ -488,6 +489,17 @@ def set_sync_instruction(conn: Connection, tenant: str, id: str, version: int, *
         raise ConfigError(f"tenant {tenant!r} has no instruction v{version}; store it first")
     where = (syncs.c.tenant == tenant, syncs.c.id == id)
     conn.execute(update(syncs).where(*where).values(instruction_version=version, updated=now))
+
+
+def set_sync_mapping(
+    conn: Connection, tenant: str, id: str, mapping: Mapping[str, str], *, now: datetime
+) -> None:
+    """Replace the sync's field mapping {source field: destination field} (e.g. after a source field
+    was renamed); a :class:`ConfigError` if it is empty."""
+    if not mapping:
+        raise ConfigError(f"sync {id!r} needs at least one mapped field")
+    where = (syncs.c.tenant == tenant, syncs.c.id == id)
+    conn.execute(update(syncs).where(*where).values(mapping=dict(mapping), updated=now))
 
 
 def accepted_types(conn: Connection, tenant: str, id: str) -> tuple[str, dict[str, str]] | None:
