@@ -1,11 +1,15 @@
 """The processing-instruction editor: pick a connection and object, tick the fields the instruction
 allows (and those to pseudonymize) against the **live** describe of the source connector, and see —
 before saving — which fields of the object will be withheld. Saving stores a new version
-(:func:`store.syncs.add_instruction`); versions are immutable."""
+(:func:`store.syncs.add_instruction`); versions are immutable. A sync keeps citing the version it
+was created (or last pointed) under, so the page then offers to move the tenant's syncs to the new
+version (``POST /instructions/move-syncs``): each is checked to be covered (:func:`api.syncconfig.repoint`)
+and either all move or none does."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -14,10 +18,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from api.syncconfig import repoint
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope, TenantScope
 from governance.policy import ProcessingInstruction
+from schemas.errors import ConfigError
 from store.connections import ConnectionStatus
 
 __all__ = ["router"]
@@ -28,15 +34,74 @@ router = APIRouter(tags=["instructions"])
 
 @router.get("/instructions", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def instructions_page(request: Request, scope: Scope) -> HTMLResponse:
-    """The instruction versions of the tenant and where to edit them."""
+    """The instruction versions of the tenant, where to edit them, and the syncs that do not cite
+    the latest version yet (with the form that moves them)."""
+    return _instructions(request, scope)
+
+
+def _instructions(
+    request: Request,
+    scope: TenantScope,
+    *,
+    move_errors: dict[str, str] | None = None,
+    chosen: Sequence[str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    versions = scope.instructions()
+    latest = versions[0].version if versions else None
+    behind = [r for r in scope.syncs() if latest is not None and r.spec.instruction_version != latest]
     return render(
         request,
         "instructions.html",
         {
-            "versions": scope.instructions(),
+            "versions": versions,
             "connections": [c for c in scope.connections() if c.status is ConnectionStatus.ACTIVE],
+            "behind": behind,
+            "latest_version": latest,
+            "move_errors": move_errors or {},
+            "chosen": set(chosen) if chosen is not None else {r.spec.id for r in behind},
         },
+        status=status,
     )
+
+
+@router.post(
+    "/instructions/move-syncs", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES
+)
+def move_syncs(
+    request: Request,
+    scope: Scope,
+    _csrf: CsrfChecked,
+    version: Annotated[int, Form(ge=1, le=2**31 - 1)],
+    sync_id: Annotated[list[str] | None, Form(max_length=200)] = None,
+) -> Response:
+    """Point the chosen syncs at instruction ``version``: all of them if each is covered (every field
+    it reads allowed), else none, with the reason per sync."""
+    ids = list(dict.fromkeys(sync_id or []))
+    for sid in ids:
+        scope.sync(sid)  # 404 for another tenant's or an unknown sync, before anything changes
+    if not ids:
+        return _instructions(
+            request, scope, move_errors={"": "Choose at least one sync."}, chosen=[], status=400
+        )
+    errors: dict[str, str] = {}
+    try:
+        with scope.ctx.engine.begin() as conn:
+            for sid in ids:
+                try:
+                    repoint(conn, scope.tenant, sid, now=datetime.now(UTC), version=version)
+                except ConfigError as exc:  # repoint changes nothing before its checks pass
+                    errors[sid] = exc.message
+            if errors:
+                raise _MoveRefused
+    except _MoveRefused:
+        return _instructions(request, scope, move_errors=errors, chosen=ids, status=400)
+    log.info("web syncs moved: tenant=%s version=%s syncs=%d", scope.tenant, version, len(ids))
+    return RedirectResponse(f"/syncs?moved={version}", status_code=303)
+
+
+class _MoveRefused(Exception):
+    """Rolls back the moves of a request in which some sync was not covered."""
 
 
 def _split(text: str) -> list[str]:

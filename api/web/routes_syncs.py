@@ -1,7 +1,9 @@
 """Syncs: list (instruction version, mapping, schedule, last run, live progress), create, detail with
 the run report, and the pause / resume / run-now buttons. Progress comes from the workflow's
 ``progress`` query (:mod:`api.syncops`); the detail page refreshes itself (meta refresh, no script)
-while a run is going."""
+while a run is going. What needs the user — quarantined records, source drift, a refused run with
+what to do — comes from the store (:func:`api.syncconfig.sync_health`), and a sync is pointed at
+another instruction version with ``POST /syncs/{id}/instruction`` (:func:`api.syncconfig.repoint`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -20,6 +23,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api import syncops
+from api.syncconfig import SyncHealth, repoint, sync_health
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope, TenantScope
@@ -74,8 +78,12 @@ async def syncs_page(request: Request, scope: Scope) -> HTMLResponse:
     """Every sync of the tenant with its live state and the pause / resume / run-now buttons."""
     rows = await run_in_threadpool(scope.syncs)
     views = [await _live(scope, r) for r in rows]
-    last_runs = {r.spec.id: (await run_in_threadpool(scope.runs, r.spec.id, limit=1)) for r in rows}
-    return render(request, "syncs.html", {"views": views, "last_runs": last_runs, "active": _ACTIVE})
+    health = {r.spec.id: await run_in_threadpool(_health, scope, r.spec.id) for r in rows}
+    return render(request, "syncs.html", {"views": views, "health": health, "active": _ACTIVE})
+
+
+def _health(scope: TenantScope, sync_id: str) -> SyncHealth:
+    return sync_health(scope.ctx.engine, scope.tenant, sync_id)
 
 
 def _connection_choices(scope: TenantScope) -> list[Any]:
@@ -189,11 +197,46 @@ async def sync_page(request: Request, sync_id: str, scope: Scope) -> HTMLRespons
     for e in events:
         by_kind[e.kind.value] = by_kind.get(e.kind.value, 0) + 1
     running = view.progress is not None and view.progress.status in _ACTIVE
+    health = await run_in_threadpool(_health, scope, sync_id)
     return render(
         request,
         "sync_detail.html",
-        {"view": view, "runs": runs, "lineage": by_kind, "lineage_total": len(events), "refresh": running},
+        {
+            "view": view,
+            "runs": runs,
+            "lineage": by_kind,
+            "lineage_total": len(events),
+            "refresh": running,
+            "h": health,
+        },
     )
+
+
+@router.post(
+    "/syncs/{sync_id}/instruction",
+    response_class=RedirectResponse,
+    status_code=303,
+    responses=POST_RESPONSES,
+)
+def set_instruction(
+    sync_id: str,
+    scope: Scope,
+    _csrf: CsrfChecked,
+    version: Annotated[int | None, Form(ge=1, le=2**31 - 1)] = None,
+) -> RedirectResponse:
+    """Point the sync at an instruction version (default: the latest), checked to cover every field
+    it reads — how a run refused for schema drift resumes once the instruction is re-issued."""
+    scope.sync(sync_id)  # 404 for another tenant's or an unknown sync
+    target = version
+    if target is None:
+        latest = scope.latest_instruction()
+        if latest is None:
+            raise HTTPException(status_code=400, detail="Store a processing instruction first.")
+        target = latest.version
+    with scope.ctx.engine.begin() as conn:  # a refusal (ConfigError) changes nothing: the error page says why
+        repoint(conn, scope.tenant, sync_id, now=datetime.now(UTC), version=target)
+    log.info("web sync instruction: tenant=%s sync=%s version=%s", scope.tenant, sync_id, target)
+    return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
 
 
 async def _signal(scope: TenantScope, sync_id: str, action: str, mode: SyncMode | None = None) -> None:
