@@ -60,11 +60,13 @@ class _SharedDescribes:
     A sync opens a new connector in every activity; its reads plan their fields from a describe of
     the same connection younger than ``describe_ttl_s`` instead of describing again. Only a cache:
     :meth:`SalesforceConnector.describe` always asks the org (and refreshes the entry), and a read
-    that meets a vanished field describes again.
+    that meets a vanished field describes again. Holds at most ``max_entries`` describes (a
+    Contact describe is ~100 KB in memory); the oldest go first.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int = 128) -> None:
         self._lock = threading.Lock()
+        self._max = max_entries
         self._entries: dict[tuple[str, ...], tuple[float, list[dict[str, Any]]]] = {}
 
     def get(self, key: tuple[str, ...], max_age_s: float) -> tuple[float, list[dict[str, Any]]] | None:
@@ -76,8 +78,11 @@ class _SharedDescribes:
 
     def put(self, key: tuple[str, ...], at: float, fields: list[dict[str, Any]]) -> None:
         with self._lock:
-            if at >= self._entries.get(key, (at, []))[0]:
-                self._entries[key] = (at, fields)
+            if at < self._entries.get(key, (at, []))[0]:
+                return  # a newer describe is there already
+            self._entries[key] = (at, fields)
+            while len(self._entries) > self._max:
+                del self._entries[min(self._entries, key=lambda k: self._entries[k][0])]
 
 
 _DESCRIBES = _SharedDescribes()

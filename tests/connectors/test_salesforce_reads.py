@@ -3,6 +3,7 @@ compound fields, schema drift, the incremental lag window, TLS pinning and confi
 
 from __future__ import annotations
 
+import math
 import pathlib
 from collections.abc import Iterator
 from urllib.parse import unquote_plus
@@ -11,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.salesforce import SalesforceConfig, SalesforceConnector
+from connectors.salesforce.connector import _SharedDescribes
 from connectors.testing import read_all
 from sandbox.fake import BASE_EPOCH_MS
 from sandbox.salesforce import SalesforceSandbox
@@ -260,6 +262,19 @@ def test_the_connectors_of_one_connection_share_describes_between_reads(org: Org
     org.sb.calls.clear()
     assert "LastName" in second.describe("Contact").names()
     assert org.sb.calls.counts() == {"sf.describe": 1}
+
+
+def test_the_shared_describes_are_bounded_and_never_replaced_by_an_older_one() -> None:
+    shared = _SharedDescribes(max_entries=2)
+    one, two, three = ([{"name": n, "type": "string"}] for n in ("A", "B", "C"))
+    shared.put(("c", "Contact"), 10.0, one)
+    shared.put(("c", "Account"), 11.0, two)
+    shared.put(("c", "Contact"), 9.0, three)  # described before the one kept: ignored
+    assert shared.get(("c", "Contact"), math.inf) == (10.0, one)
+    shared.put(("c", "Lead"), 12.0, three)  # the oldest entry goes
+    assert shared.get(("c", "Contact"), math.inf) is None
+    assert shared.get(("c", "Account"), math.inf) == (11.0, two)
+    assert shared.get(("c", "Lead"), 0.0) is None  # older than the caller's max age
 
 
 def test_a_shared_describe_that_went_stale_is_renewed_by_the_read_that_meets_it(org: Org) -> None:
