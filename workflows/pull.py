@@ -207,8 +207,8 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         progress = progress.fold(pending, state, has_more, withheld)  # pages with nothing to stage too
         keepalive.beat(progress)
     finally:
-        keepalive.stop()
         connector.close()
+        keepalive.stop()  # last: a cancellation deferred until now is raised here
 
     if progress.records or progress.deleted or progress.quarantined or progress.drift:
         held_keys = _quarantined_keys(kit, ctx, batch_id) if progress.quarantined else []

@@ -114,8 +114,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
             progress = progress.model_copy(update={"done_parts": [*progress.done_parts, number]})
             keepalive.beat(progress)
     finally:
-        keepalive.stop()
         connector.close()
+        keepalive.stop()  # last: a cancellation deferred until now is raised here
     if done_before:
         accepted = _accepted_earlier(kit, ctx, batch.batch_id, done_before) + accepted
     kit.append_once(
