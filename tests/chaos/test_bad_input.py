@@ -23,27 +23,20 @@ from __future__ import annotations
 import random
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from api.demo import _workers, lineage_summary, verify_ledger
-from governance.lineage import CheckpointSigner
+from api.demo import _workers
 from governance.pseudonym import Pseudonymizer
 from sandbox.hubspot.objects import MAX_VALUE_CHARS
-from sandbox.runtime import RunningSandbox, start_sandbox
-from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode, SyncStatus
 from store import syncs as store
 from tests.chaos.corpus import SPECIAL, TWO_MB, naughty_strings, nfc_nfd_pair
 from tests.chaos.support import size
-from tests.e2e.test_sync_directions import Direction, World, _create_sync, _run, world
-from tests.stack import stack_settings
-
-__all__ = ["world"]  # the end-to-end suite's fixture, used here
+from tests.sync_support import Direction, World, check_ledger, create_sync, source_records
 
 pytestmark = [pytest.mark.chaos]
 
@@ -65,7 +58,7 @@ def corpus_values(rounds: int = ROUNDS, seed: int = SEED) -> list[str]:
 
 
 # The directions' plumbing (tenant, OAuth connections, instruction v1 = exactly the mapped fields,
-# the sync, a run) is the end-to-end suite's.
+# the sync, a run) is tests/sync_support.py's.
 SF_TO_HS = Direction(
     tenant="naughty-sf",
     source="salesforce",
@@ -105,16 +98,8 @@ ID_FIELD = {"salesforce": "Id", "hubspot": "hs_object_id"}  # what dead letters 
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    return stack_settings(
-        tmp_path / "data", db_url, temporal_env, pages_per_activity=2, continue_as_new_after_batches=3
-    )
-
-
-@pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(settings.data_dir) as sb:
-        yield sb
+def worker_options() -> dict[str, Any]:
+    return {"pages_per_activity": 2, "continue_as_new_after_batches": 3}
 
 
 def _blank(value: Any) -> bool:
@@ -185,15 +170,11 @@ def _check_counts(world: World, d: Direction, progress: Progress, n: int, acc: A
     assert progress.counts.failed == refused
     assert progress.counts.quarantined == quarantined
     assert len(acc.landed) + refused + quarantined == n  # nothing filtered in these syncs
-    counts: dict[str, int] = lineage_summary(world.connected.engine, d.tenant)["counts"]
+    counts = check_ledger(world, d)  # verifies offline too
     assert counts["pull.records"] == n
     assert counts["push.pushed"] == len(acc.landed)
     assert counts.get("push.failed", 0) == refused
     assert counts.get("quarantine.records", 0) == quarantined
-    signer = CheckpointSigner.load_or_create(world.settings.data_dir / "ledger.pem")
-    report = world.settings.data_dir / f"{d.tenant}-report.json"
-    result = verify_ledger(world.connected.engine, d.tenant, signer, report)
-    assert result.ok, result.reason
 
 
 @pytest.mark.integration
@@ -230,11 +211,11 @@ async def test_salesforce_to_hubspot_accounts_for_every_naughty_record(settings,
         sf.create_record("Contact", fields)
     for key, extra in special.items():
         sf.create_record("Contact", {"External_Id__c": key, "LastName": "Special", **extra})
-    await _create_sync(world, d)
+    await create_sync(world, d)
     async with _workers(settings):
-        progress = await _run(world, d, SyncMode.FULL)
+        progress = await world.run(d, SyncMode.FULL)
 
-    source = [{**r, "Id": r["id"]} for r in sf.live_records("Contact")]
+    source = source_records(world, d)
     n = len(values) + len(special)
     assert len(source) == n
     acc = _account(world, d, source)
@@ -274,11 +255,11 @@ async def test_hubspot_to_salesforce_accounts_for_every_naughty_record(settings,
     ]
     for fields in special:
         hs.create_record("contacts", fields)
-    await _create_sync(world, d)
+    await create_sync(world, d)
     async with _workers(settings):
-        progress = await _run(world, d, SyncMode.FULL)
+        progress = await world.run(d, SyncMode.FULL)
 
-    source = [{**r, "hs_object_id": r["id"]} for r in hs.live_records("contacts")]
+    source = source_records(world, d)
     n = len(values) + len(special)
     assert len(source) == n
     acc = _account(world, d, source)

@@ -19,90 +19,52 @@ Reduced (CI): 2,000 contacts per direction. Full (``CRMHUB_CHAOS_FULL=1``): 20,0
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import ssl
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import update
-from temporalio.client import WorkflowFailureError
 
 from api import syncops
 from api.audit.reports import lineage_report
-from api.demo import _workers, connect_crm, verify_ledger
-from connectors.oauth import OAuthService, configs_from_sandbox
-from governance.lineage import CheckpointSigner, Ledger
-from governance.policy import ProcessingInstruction
-from sandbox.runtime import RunningSandbox, start_sandbox
-from sandbox.tls import SandboxCA
+from api.demo import _workers
+from governance.lineage import Ledger
+from sandbox.runtime import RunningSandbox
 from schemas.lineage import EventKind
 from schemas.settings import Settings
-from schemas.sync import Progress, SyncMode, SyncStatus
+from schemas.sync import SyncMode, SyncStatus
 from store import syncs as store
 from tests.chaos.support import size
-from tests.stack import stack_settings
-from workers.client import Connected, connect
+from tests.sync_support import Direction, World, check_ledger, create_sync
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
 RECORDS = size(2_000, 20_000)
 HELD = 25  # records given a text value in the retyped number field
 SEED = 11
-BOOKKEEPING = {"salesforce": {"Name"}, "hubspot": {"hs_object_id", "createdate", "lastmodifieddate"}}
-ENDPOINT = {"salesforce": "eu", "hubspot": "eu1"}
 BAD_WORDS = ("twelve", "a dozen", "n/a", "lots", "unknown")
 
 
-@dataclass(frozen=True)
-class Direction:
-    tenant: str
-    source: str
-    stream: str
-    destination: str
-    destination_stream: str
-    mapping: dict[str, str]
-    key: str
-    destination_id: str
-    cursor: str
+@dataclass(frozen=True, kw_only=True)
+class DriftDirection(Direction):
+    """A contacts direction and the schema changes its source's admin makes mid-run."""
+
     number_field: str  # retyped to text mid-run
     renamed: tuple[str, str]  # mapped field renamed mid-run (old, new)
     dropped: str  # mapped field deleted mid-run
     added: tuple[str, str]  # field added mid-run (name, type), never in the instruction
     planned_number_type: str
-
-    @property
-    def sync_id(self) -> str:
-        return f"drift-{self.source}"
-
-    def instruction(self, version: int = 1) -> ProcessingInstruction:
-        return ProcessingInstruction.model_validate(
-            {
-                "tenant": self.tenant,
-                "version": version,
-                "purpose": "crm-sync",
-                "data_categories": ["contact_details"],
-                "allowed_fields": {self.stream: sorted({*self.mapping, self.key, self.cursor})},
-                "retention_days": 7,
-                "permitted_regions": ["eea"],
-                "permitted_subprocessors": ["salesforce", "hubspot"],
-                "valid_from": "2025-01-01T00:00:00Z",
-            }
-        )
-
-    def allowed_at_destination(self) -> set[str]:
-        return {*self.mapping.values(), self.destination_id, *BOOKKEEPING[self.destination]}
+    data_categories: tuple[str, ...] = ("contact_details",)
 
 
-SF_TO_HS = Direction(
+SF_TO_HS = DriftDirection(
     tenant="drift-sf",
     source="salesforce",
-    stream="Contact",
+    source_stream="Contact",
     destination="hubspot",
     destination_stream="contacts",
     mapping={
@@ -113,19 +75,19 @@ SF_TO_HS = Direction(
         "Title": "jobtitle",
         "Phone": "phone",
     },
-    key="Email",
+    source_key="Email",
     destination_id="email",
-    cursor="SystemModstamp",
+    cursor_field="SystemModstamp",
     number_field="Lead_Score__c",
     renamed=("Title", "Job_Title__c"),
     dropped="Phone",
     added=("Shoe_Size__c", "double"),
     planned_number_type="double",
 )
-HS_TO_SF = Direction(
+HS_TO_SF = DriftDirection(
     tenant="drift-hs",
     source="hubspot",
-    stream="contacts",
+    source_stream="contacts",
     destination="salesforce",
     destination_stream="Contact",
     mapping={
@@ -136,9 +98,9 @@ HS_TO_SF = Direction(
         "jobtitle": "Title",
         "phone": "Phone",
     },
-    key="hs_object_id",
+    source_key="hs_object_id",
     destination_id="External_Id__c",
-    cursor="lastmodifieddate",
+    cursor_field="lastmodifieddate",
     number_field="lead_score",
     renamed=("jobtitle", "job_title"),
     dropped="phone",
@@ -148,63 +110,9 @@ HS_TO_SF = Direction(
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
+def worker_options() -> dict[str, Any]:
     # Small pulls (200 records, one page) so the run spans many activities and the drift lands mid-run.
-    return stack_settings(
-        tmp_path / "data", db_url, temporal_env, pages_per_activity=1, records_per_batch=200,
-        continue_as_new_after_batches=4,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(settings.data_dir) as sb:  # each direction seeds its source
-        yield sb
-
-
-@pytest.fixture
-async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
-    connected = await connect(settings)
-    yield connected
-    connected.engine.dispose()
-
-
-async def _create(world: Connected, sandbox: RunningSandbox, d: Direction) -> None:
-    oauth = OAuthService(world.engine, world.vault, configs_from_sandbox(sandbox.info))
-    ca = SandboxCA(Path(sandbox.info.ca_path).parent)
-    try:
-        conns = {c: await asyncio.to_thread(connect_crm, oauth, d.tenant, c, ca) for c in ENDPOINT}
-    finally:
-        oauth.close()
-    ins = d.instruction()
-    now = datetime.now(UTC)
-    with world.engine.begin() as conn:
-        store.create_tenant(
-            conn, id=d.tenant, name=d.tenant, home_region="eea",
-            authorised_subprocessors=["salesforce", "hubspot"], now=now,
-        )  # fmt: skip
-        store.add_instruction(
-            conn, tenant=d.tenant, version=1, content=ins.model_dump(mode="json"),
-            content_hash=ins.content_hash, now=now,
-        )  # fmt: skip
-        store.create_sync(
-            conn,
-            store.SyncSpec(
-                tenant=d.tenant,
-                id=d.sync_id,
-                source_connection_id=conns[d.source],
-                source_stream=d.stream,
-                source_endpoint=ENDPOINT[d.source],
-                destination_connection_id=conns[d.destination],
-                destination_stream=d.destination_stream,
-                destination_endpoint=ENDPOINT[d.destination],
-                mapping=d.mapping,
-                destination_id_property=d.destination_id,
-                source_key_property=d.key,
-                instruction_version=1,
-            ),
-            now=now,
-        )
+    return {"pages_per_activity": 1, "records_per_batch": 200, "continue_as_new_after_batches": 4}
 
 
 class Control:
@@ -228,44 +136,28 @@ class Control:
         assert r.status_code == 204, r.text
 
 
-def _drift(d: Direction, control: Control, crm: Any, rng: random.Random) -> dict[str, str]:
+def _drift(d: DriftDirection, control: Control, crm: Any, rng: random.Random) -> dict[str, str]:
     """The admin's changes; returns record id → the text now in the retyped number field."""
-    control.schema(d.stream, change="retype", field=d.number_field, type="string")
-    ids = sorted((r["id"] for r in crm.live_records(d.stream)), key=lambda i: (len(i), i))
+    control.schema(d.source_stream, change="retype", field=d.number_field, type="string")
+    ids = sorted((r["id"] for r in crm.live_records(d.source_stream)), key=lambda i: (len(i), i))
     held = rng.sample(ids[-len(ids) // 10 :], HELD)  # not yet read by the list-ordered HubSpot read
     texts = {rid: f"{rng.choice(BAD_WORDS)} {i}" for i, rid in enumerate(held)}
     for rid, text in texts.items():
-        control.patch(d.stream, rid, {d.number_field: text})
-    control.schema(d.stream, change="rename", field=d.renamed[0], to=d.renamed[1])
-    control.schema(d.stream, change="add", field=d.added[0], type=d.added[1])
+        control.patch(d.source_stream, rid, {d.number_field: text})
+    control.schema(d.source_stream, change="rename", field=d.renamed[0], to=d.renamed[1])
+    control.schema(d.source_stream, change="add", field=d.added[0], type=d.added[1])
     for rid in held[:5]:
-        control.patch(d.stream, rid, {d.added[0]: 42})
-    control.schema(d.stream, change="drop", field=d.dropped)
+        control.patch(d.source_stream, rid, {d.added[0]: 42})
+    control.schema(d.source_stream, change="drop", field=d.dropped)
     return texts
-
-
-async def _progress(world: Connected, d: Direction) -> Progress:
-    p = await syncops.progress(world.client, d.tenant, d.sync_id)
-    assert p is not None
-    return p
-
-
-async def _run(world: Connected, settings: Settings, d: Direction, mode: SyncMode) -> Progress:
-    h = await syncops.start(
-        world.client, d.tenant, d.sync_id, mode=mode, task_queue=settings.temporal.control_task_queue
-    )
-    with contextlib.suppress(WorkflowFailureError):  # a refused or failed run: its progress says why
-        await asyncio.wait_for(h.result(), timeout=300)
-    return await _progress(world, d)
 
 
 @pytest.mark.parametrize("d", [SF_TO_HS, HS_TO_SF], ids=["salesforce-to-hubspot", "hubspot-to-salesforce"])
 async def test_schema_drift_mid_sync_quarantines_retyped_values(
-    d: Direction, settings: Settings, sandbox: RunningSandbox, world: Connected
+    d: DriftDirection, settings: Settings, sandbox: RunningSandbox, world: World
 ) -> None:
-    await _create(world, sandbox, d)
-    src = sandbox.salesforce if d.source == "salesforce" else sandbox.hubspot
-    dst = sandbox.hubspot if d.destination == "hubspot" else sandbox.salesforce
+    await create_sync(world, d)
+    src, dst = world.crm(d.source), world.crm(d.destination)
     src.seed({"Account": 5, "Contact": RECORDS} if d.source == "salesforce" else {"contacts": RECORDS})
     control = Control(src, sandbox.info.ca_path)
     rng = random.Random(SEED)
@@ -273,7 +165,7 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
     try:
         async with _workers(settings):
             h = await syncops.start(
-                world.client, d.tenant, d.sync_id, mode=SyncMode.FULL,
+                world.connected.client, d.tenant, d.sync_id, mode=SyncMode.FULL,
                 task_queue=settings.temporal.control_task_queue,
             )  # fmt: skip
             done = asyncio.ensure_future(h.result())
@@ -282,14 +174,15 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
                 await asyncio.sleep(0.02)
             texts = await asyncio.to_thread(_drift, d, control, src, rng)
             await asyncio.wait_for(done, timeout=300)
-            full = await _progress(world, d)
+            full = await syncops.progress(world.connected.client, d.tenant, d.sync_id)
+            assert full is not None
 
             # -- the run under drift
             assert full.status is SyncStatus.COMPLETED, full.message
             c = full.counts
             assert c.quarantined == HELD
             assert c.pulled == c.pushed + c.failed + c.quarantined
-            with world.engine.connect() as conn:
+            with world.connected.engine.connect() as conn:
                 held = store.list_quarantined(conn, d.tenant, d.sync_id, run_id=full.run_id)
             assert len(held) == HELD
             want = f"{d.number_field}: planned type {d.planned_number_type}, observed text"
@@ -304,7 +197,7 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
             landed = {str(r.get(d.mapping[d.number_field])) for r in dest}
             assert not landed & set(texts.values()), "a quarantined value reached the destination"
 
-            events = Ledger(world.engine, d.tenant).read_events(run_id=full.run_id)
+            events = Ledger(world.connected.engine, d.tenant).read_events(run_id=full.run_id)
             drift_events = [e for e in events if e.kind is EventKind.DRIFT]
             reported = [line for e in drift_events for line in str(e.details["changes"]).split(" | ")]
             expected = {
@@ -319,7 +212,7 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
             assert expected <= set(full.drift)
             assert sum(e.counts["records"] for e in events if e.kind is EventKind.QUARANTINE) == HELD
 
-            report = lineage_report(world.engine, d.tenant)
+            report = lineage_report(world.connected.engine, d.tenant)
             (run,) = [r for r in report["runs"] if r["run_id"] == full.run_id]
             rc = run["counts"]
             assert (rc["pulled"], rc["quarantined"], rc["filtered"]) == (c.pulled, HELD, 0)
@@ -327,7 +220,7 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
             assert expected <= set(run["schema_drift"])
 
             # -- the next run: refused while the retyped field is read under the same instruction
-            refused = await _run(world, settings, d, SyncMode.INCREMENTAL)
+            refused = await world.run(d, SyncMode.INCREMENTAL, may_fail=True)
             assert refused.status is SyncStatus.REFUSED
             assert d.number_field in refused.message and "re-issue the instruction" in refused.message
 
@@ -335,7 +228,7 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
             # a quarantined record corrected at the source flows with the next incremental run
             ins = d.instruction(version=2)
             mapping = {k: v for k, v in d.mapping.items() if k not in (d.renamed[0], d.dropped)}
-            with world.engine.begin() as conn:
+            with world.connected.engine.begin() as conn:
                 store.add_instruction(
                     conn, tenant=d.tenant, version=2, content=ins.model_dump(mode="json"),
                     content_hash=ins.content_hash, now=datetime.now(UTC),
@@ -351,26 +244,24 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
                 assert full.cursor is not None and full.cursor.isdigit()
                 src.store.clock.freeze(int(full.cursor) + 1)
             try:
-                await asyncio.to_thread(control.patch, d.stream, fixed, {d.number_field: "13"})
+                await asyncio.to_thread(control.patch, d.source_stream, fixed, {d.number_field: "13"})
             finally:
                 src.store.clock.unfreeze()
-            after = await _run(world, settings, d, SyncMode.INCREMENTAL)
+            after = await world.run(d, SyncMode.INCREMENTAL, may_fail=True)
             assert after.status is SyncStatus.COMPLETED, after.message
             assert after.counts.quarantined == 0 and after.counts.pushed >= 1
             key = _source_key(src, d, fixed)
             rows = [r for r in dst.live_records(d.destination_stream) if str(r.get(d.destination_id)) == key]
             assert len(rows) == 1 and str(rows[0].get(d.mapping[d.number_field])) in ("13", "13.0")
 
-        signer = CheckpointSigner.load_or_create(settings.data_dir / "ledger.pem")
-        result = verify_ledger(world.engine, d.tenant, signer, settings.data_dir / "report.json")
-        assert result.ok, result.reason
+        check_ledger(world, d)  # verifies offline
     finally:
         control.http.close()
 
 
-def _source_key(crm: Any, d: Direction, rid: str) -> str:
+def _source_key(crm: Any, d: DriftDirection, rid: str) -> str:
     """The destination id property's value of source record ``rid`` (its key field)."""
-    if d.key in ("hs_object_id", "Id"):
+    if d.source_key in ("hs_object_id", "Id"):
         return rid
-    (row,) = [r for r in crm.live_records(d.stream) if r["id"] == rid]
-    return str(row[d.key]).lower()
+    (row,) = [r for r in crm.live_records(d.source_stream) if r["id"] == rid]
+    return str(row[d.source_key]).lower()

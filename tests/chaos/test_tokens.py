@@ -29,7 +29,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +37,20 @@ import pytest
 
 from api.demo import _workers
 from sandbox.faults import CallRecord
-from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
-from schemas.sync import SyncStatus
+from schemas.sync import SyncMode, SyncStatus
 from store import connections as connection_store
 from store.connections import ConnectionStatus
-from tests.chaos.directions import SF_CONTACTS_TO_HS, run_full, sync_world
 from tests.chaos.support import size
-from tests.e2e.test_sync_directions import (
+from tests.sync_support import (
     HS_CONTACTS_TO_SF,
+    SF_CONTACTS_TO_HS,
     Direction,
     World,
-    _check_destination,
-    _create_sync,
-    _source,
+    check_destination,
+    create_sync,
+    source_records,
 )
-from tests.stack import stack_settings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
@@ -75,20 +72,8 @@ def _is_page(source: str, call: CallRecord) -> bool:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    return stack_settings(tmp_path / "data", db_url, temporal_env, pages_per_activity=2)
-
-
-@pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(settings.data_dir) as sb:  # each test seeds its source only
-        yield sb
-
-
-@pytest.fixture
-async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[World]:
-    async with sync_world(settings, sandbox) as w:
-        yield w
+def worker_options() -> dict[str, Any]:
+    return {"pages_per_activity": 2}
 
 
 def _arm(world: World, crm: str, *, at_call: int, revoke_refresh: bool = False) -> None:
@@ -113,13 +98,13 @@ def _pages(world: World, d: Direction) -> list[CallRecord]:
 async def _expiry_at_page_k_resumes_there(world: World, d: Direction, records: int, per_page: int) -> None:
     source = world.crm(d.source)
     source.seed({d.source_stream: records})
-    await _create_sync(world, d)
+    await create_sync(world, d)
     # Salesforce's first page also counts the read (no COUNT() call): call k is page k at both.
     _arm(world, d.source, at_call=PAGE_K)
     token_calls = source.oauth.token_calls
     source.calls.clear()
     async with _workers(world.settings):
-        p = await run_full(world, d)
+        p = await world.run(d, SyncMode.FULL, may_fail=True)
     assert p.status is SyncStatus.COMPLETED, p.message
     assert (p.counts.pulled, p.counts.pushed, p.counts.failed) == (records, records, 0)
     assert source.oauth.token_calls - token_calls == 1, "expected exactly one refresh"
@@ -136,7 +121,7 @@ async def _expiry_at_page_k_resumes_there(world: World, d: Direction, records: i
     # Salesforce asks once more after a full last page (an empty keyset page); HubSpot's last page
     # carries no paging.next.
     assert len(answered) == records // per_page + (d.source == "salesforce")
-    _check_destination(world, d, _source(world, d))
+    check_destination(world, d, source_records(world, d))
 
 
 async def test_salesforce_token_expiry_at_page_k_resumes_at_page_k(world: World) -> None:
@@ -172,13 +157,13 @@ async def test_refresh_token_revoked_mid_sync_stops_with_reauthorization_require
     d = SF_SOURCE
     sf = world.sf
     sf.seed({"Contact": SF_RECORDS})
-    await _create_sync(world, d)
+    await create_sync(world, d)
     _arm(world, "salesforce", at_call=PAGE_K, revoke_refresh=True)
     token_calls = sf.oauth.token_calls
     sf.calls.clear()
     settings = world.settings
     async with _workers(settings):
-        p = await run_full(world, d)
+        p = await world.run(d, SyncMode.FULL, may_fail=True)
         status_out = await asyncio.to_thread(_cli, settings, "sync", "status", "--tenant", d.tenant,
                                              "--sync", d.sync_id)  # fmt: skip
     list_out = await asyncio.to_thread(_cli, world.settings, "connections", "list", "--tenant", d.tenant)

@@ -1,19 +1,17 @@
-"""Fixtures shared by the end-to-end tests."""
+"""Fixtures of the end-to-end tests: the stack's (``tests/sync_support.py``), with workers that pull two
+pages per activity and continue as new after three batches."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from schemas.settings import Settings
-from tests.stack import stack_settings
+from tests.sync_support import demo, demo_tenant, sandbox, seed_counts, settings, world
+
+__all__ = ["demo", "demo_tenant", "sandbox", "seed_counts", "settings", "world"]
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    """Settings pointing at the session dev server, this test's database and fresh task queues."""
-    return stack_settings(
-        tmp_path / "data", db_url, temporal_env, pages_per_activity=2, continue_as_new_after_batches=3
-    )
+def worker_options() -> dict[str, Any]:
+    return {"pages_per_activity": 2, "continue_as_new_after_batches": 3}
