@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +29,18 @@ from temporalio.service import RPCError
 from api import syncops
 from api.demo import lineage_summary, verify_ledger
 from governance.lineage import CheckpointSigner
-from sandbox.runtime import RunningSandbox, start_sandbox
+from sandbox.runtime import RunningSandbox
 from schemas.errors import TransientError
 from schemas.settings import Settings, load_settings
 from schemas.sync import SyncMode, SyncStatus
 from tests.chaos.support import free_port, size
-from tests.stack import connect_demo_tenant
-from workers.client import Connected
+from tests.sync_support import DEMO_SYNC as SYNC
+from tests.sync_support import worker_env
 from workers.devserver import start_dev_server, stop_dev_server
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
 TENANT = "chaos"
-SYNC = "contacts"
 RECORDS = size(10_000, 100_000)
 KILLS = size(5, 50)
 SEED = 7
@@ -73,18 +71,13 @@ def settings(tmp_path: Path, db_url: str) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(
-        settings.data_dir, seed_counts={"salesforce": {"Account": 50, "Contact": RECORDS}}
-    ) as sb:
-        yield sb
+def seed_counts() -> dict[str, dict[str, int]]:
+    return {"salesforce": {"Account": 50, "Contact": RECORDS}}
 
 
 @pytest.fixture
-async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
-    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
-    yield connected
-    connected.engine.dispose()
+def demo_tenant() -> str:
+    return TENANT
 
 
 def _finished(done: asyncio.Future[Any]) -> bool:
@@ -98,19 +91,10 @@ def _landed(sandbox: RunningSandbox) -> int:
 
 
 async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
-    settings, sandbox, world, tmp_path
+    settings, sandbox, demo, tmp_path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
-    env.update(
-        CRMHUB_DATA_DIR=str(settings.data_dir),
-        CRMHUB_DATABASE_URL=settings.effective_database_url,
-        CRMHUB_TEMPORAL__ADDRESS=settings.temporal.address,
-        CRMHUB_TEMPORAL__CONTROL_TASK_QUEUE=settings.temporal.control_task_queue,
-        CRMHUB_REGIONS__EU__TASK_QUEUE=settings.task_queue("eu"),
-        CRMHUB_REGIONS__US__TASK_QUEUE="chaos-us",
-        CRMHUB_WORKER__PAGES_PER_ACTIVITY="1",
-        CRMHUB_WORKER__CONTINUE_AS_NEW_AFTER_BATCHES="3",
-        CRMHUB_WORKER__HEARTBEAT_TIMEOUT_S="3",
+    env = worker_env(
+        settings, pages_per_activity="1", continue_as_new_after_batches="3", heartbeat_timeout_s="3"
     )
     log = (tmp_path / "worker.log").open("ab")
 
@@ -135,7 +119,7 @@ async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
     worker = start_worker()
     try:
         h = await syncops.start(
-            world.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
+            demo.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
         )
         done = asyncio.ensure_future(h.result())
         while kills < KILLS and not _finished(done):
@@ -151,7 +135,7 @@ async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
                     await asyncio.to_thread(start_dev_server, settings)
                 worker = start_worker()
             with contextlib.suppress(TransientError, RuntimeError):
-                p = await syncops.progress(world.client, TENANT, SYNC)
+                p = await syncops.progress(demo.client, TENANT, SYNC)
                 if p is not None and p.cursor and (not cursors or cursors[-1] != p.cursor):
                     cursors.append(p.cursor)
             await asyncio.sleep(0.02)
@@ -161,7 +145,7 @@ async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
                 break
             await asyncio.sleep(0.5)
             done = asyncio.ensure_future(h.result())
-        final = await syncops.progress(world.client, TENANT, SYNC)
+        final = await syncops.progress(demo.client, TENANT, SYNC)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
@@ -179,9 +163,9 @@ async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
     assert cursors, "progress never showed a cursor"
     assert cursors == sorted(cursors), f"the cursor moved backwards: {cursors}"
 
-    summary = lineage_summary(world.engine, TENANT)
+    summary = lineage_summary(demo.engine, TENANT)
     assert summary["counts"]["push.pushed"] == len(emails)  # lineage counts = destination
     assert summary["counts"]["pull.records"] == RECORDS
     signer = CheckpointSigner.load_or_create(settings.data_dir / "ledger.pem")
-    result = verify_ledger(world.engine, TENANT, signer, settings.data_dir / "report.json")
+    result = verify_ledger(demo.engine, TENANT, signer, settings.data_dir / "report.json")
     assert result.ok, result.reason

@@ -12,10 +12,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,13 +30,14 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from api import syncops
-from sandbox.runtime import RunningSandbox, start_sandbox
+from sandbox.runtime import RunningSandbox
 from schemas.settings import Settings
 from schemas.sync import PushInput, SyncMode, SyncStatus
 from store import syncs as store
 from tests.chaos.support import size
-from tests.stack import connect_demo_tenant, stack_settings
+from tests.sync_support import DEMO_SYNC as SYNC
+from tests.sync_support import run_sync
+from workers.client import Connected
 from workers.worker import build_workers
 from workflows.activities import SyncActivities
 from workflows.deps import deps_from_settings
@@ -45,7 +45,6 @@ from workflows.deps import deps_from_settings
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 TENANT = "twice"
-SYNC = "contacts"
 RECORDS = size(2_000, 10_000)
 VOLATILE = {"lastmodifieddate", "createdate", "hs_lastmodifieddate"}
 
@@ -107,14 +106,18 @@ class _TwiceInterceptor(ClientInterceptor, Interceptor):
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    return stack_settings(tmp_path / "data", db_url, temporal_env, pages_per_activity=1)
+def worker_options() -> dict[str, Any]:
+    return {"pages_per_activity": 1}
 
 
 @pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(settings.data_dir, seed_counts={"salesforce": {"Contact": RECORDS}}) as sb:
-        yield sb
+def seed_counts() -> dict[str, dict[str, int]]:
+    return {"salesforce": {"Contact": RECORDS}}
+
+
+@pytest.fixture
+def demo_tenant() -> str:
+    return TENANT
 
 
 @contextlib.asynccontextmanager
@@ -142,29 +145,21 @@ def _snapshot(sandbox: RunningSandbox) -> tuple[int, str]:
     return len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-async def _run(world: Any, settings: Settings) -> None:
-    h = await syncops.start(
-        world.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
-    )
-    await asyncio.wait_for(h.result(), timeout=300)
-    p = await syncops.progress(world.client, TENANT, SYNC)
-    assert p is not None and p.status is SyncStatus.COMPLETED
+async def _run(demo: Connected, settings: Settings) -> None:
+    p = await run_sync(demo, settings, TENANT, SYNC, SyncMode.FULL)
+    assert p.status is SyncStatus.COMPLETED
     assert p.counts.pulled == RECORDS and p.counts.pushed == RECORDS and p.counts.failed == 0
 
 
-async def test_every_push_delivered_twice_leaves_the_destination_unchanged(settings, sandbox) -> None:
-    world = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
-    try:
-        async with _worker(settings, world.client, world.engine, twice=None):
-            await _run(world, settings)
-        count, once = _snapshot(sandbox)
-        assert count == RECORDS
+async def test_every_push_delivered_twice_leaves_the_destination_unchanged(settings, sandbox, demo) -> None:
+    async with _worker(settings, demo.client, demo.engine, twice=None):
+        await _run(demo, settings)
+    count, once = _snapshot(sandbox)
+    assert count == RECORDS
 
-        deliveries: list[str] = []
-        async with _worker(settings, world.client, world.engine, twice=deliveries):
-            await _run(world, settings)
-    finally:
-        world.engine.dispose()
+    deliveries: list[str] = []
+    async with _worker(settings, demo.client, demo.engine, twice=deliveries):
+        await _run(demo, settings)
     batches = sorted(set(deliveries))
     assert batches and all(deliveries.count(b) == 2 for b in batches), "a push was not delivered twice"
     assert _snapshot(sandbox) == (RECORDS, once), "a redelivered push changed the destination"

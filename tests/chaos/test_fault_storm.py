@@ -14,26 +14,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from api import syncops
 from api.demo import _workers
 from sandbox.faults import CallRecord, FaultDecision, FaultInjector, FaultKind, FaultPlan, FaultRule
-from sandbox.runtime import RunningSandbox, start_sandbox
+from sandbox.runtime import RunningSandbox
 from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
 from tests.chaos.support import size
-from tests.stack import connect_demo_tenant, stack_settings
+from tests.sync_support import DEMO_SYNC as SYNC
+from tests.sync_support import run_sync
 from workers.client import Connected
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
 TENANT = "storm"
-SYNC = "contacts"
 RECORDS = size(2_000, 10_000)
 RETRY_AFTER_S = 1.0
 # The vendors' rate-limit answers: HubSpot 429; Salesforce throttles REST with 403 REQUEST_LIMIT_EXCEEDED.
@@ -72,37 +69,35 @@ class _Counting(FaultInjector):
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    return stack_settings(tmp_path / "data", db_url, temporal_env, pages_per_activity=1)
+def worker_options() -> dict[str, Any]:
+    return {"pages_per_activity": 1}
 
 
 @pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(settings.data_dir, seed_counts={"salesforce": {"Contact": RECORDS}}) as sb:
-        sf: Any = sb.salesforce
-        hs: Any = sb.hubspot
-        sf.faults, hs.faults = _Counting(), _Counting()
-        yield sb
+def seed_counts() -> dict[str, dict[str, int]]:
+    return {"salesforce": {"Contact": RECORDS}}
 
 
 @pytest.fixture
-async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
-    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
-    yield connected
-    connected.engine.dispose()
+def sandbox(sandbox: RunningSandbox) -> RunningSandbox:
+    sf: Any = sandbox.salesforce
+    hs: Any = sandbox.hubspot
+    sf.faults, hs.faults = _Counting(), _Counting()
+    return sandbox
+
+
+@pytest.fixture
+def demo_tenant() -> str:
+    return TENANT
 
 
 def _api_calls(vendor: Any) -> list[CallRecord]:
     return [c for c in vendor.calls.all() if "oauth" not in c.endpoint]
 
 
-async def _full_sync(world: Connected, settings: Settings) -> None:
-    h = await syncops.start(
-        world.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
-    )
-    await asyncio.wait_for(h.result(), timeout=300)
-    p = await syncops.progress(world.client, TENANT, SYNC)
-    assert p is not None and p.status is SyncStatus.COMPLETED, p
+async def _full_sync(demo: Connected, settings: Settings) -> None:
+    p = await run_sync(demo, settings, TENANT, SYNC, SyncMode.FULL)
+    assert p.status is SyncStatus.COMPLETED, p
     assert p.counts.pulled == RECORDS and p.counts.pushed == RECORDS and p.counts.failed == 0
 
 
@@ -117,7 +112,7 @@ def _window(calls: list[CallRecord], limited: int) -> str:
     return "\n".join(lines[:400])
 
 
-async def test_sync_completes_through_a_fault_storm_within_budget(settings, sandbox, world) -> None:
+async def test_sync_completes_through_a_fault_storm_within_budget(settings, sandbox, demo) -> None:
     sf: Any = sandbox.salesforce
     hs: Any = sandbox.hubspot
     # The storm's burst window applies to the undisturbed run too (the sandbox keeps the window's
@@ -125,7 +120,7 @@ async def test_sync_completes_through_a_fault_storm_within_budget(settings, sand
     # the old limit against the new one).
     hs.set_burst_limit(*BURST)
     async with _workers(settings):
-        await _full_sync(world, settings)  # undisturbed: the minimum number of calls
+        await _full_sync(demo, settings)  # undisturbed: the minimum number of calls
         baseline = len(_api_calls(sf)) + len(_api_calls(hs))
         for row in list(hs.store.dump("contacts")):  # an empty destination again
             hs.store.purge("contacts", row.id)
@@ -137,7 +132,7 @@ async def test_sync_completes_through_a_fault_storm_within_budget(settings, sand
         for vendor in (sf, hs):
             vendor.faults.set_plan(STORM)
         try:
-            await _full_sync(world, settings)
+            await _full_sync(demo, settings)
         finally:
             for vendor in (sf, hs):
                 vendor.faults.clear()

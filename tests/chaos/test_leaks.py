@@ -11,10 +11,8 @@ Reduced (CI): 5,000 contacts; full (``CRMHUB_CHAOS_FULL=1``): 10,000.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +20,18 @@ import pytest
 from sqlalchemy import inspect, text
 from temporalio.api.history.v1 import History
 
-from api import syncops
 from api.demo import _workers
-from sandbox.runtime import RunningSandbox, start_sandbox
+from sandbox.runtime import RunningSandbox
 from schemas.settings import Settings
-from schemas.sync import SyncMode, SyncStatus
+from schemas.sync import SyncMode, SyncStatus, sync_workflow_id
 from tests.chaos.support import size
-from tests.stack import connect_demo_tenant, stack_settings
+from tests.stack import connect_demo_tenant
+from tests.sync_support import DEMO_SYNC as SYNC
+from tests.sync_support import run_sync
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
 TENANT = "leak"
-SYNC = "contacts"
 RECORDS = size(5_000, 10_000)
 PII = {  # Salesforce Contact field → canary (Email and FirstName are allowed, Phone pseudonymized,
     # Title withheld by the instruction)
@@ -45,20 +43,22 @@ PII = {  # Salesforce Contact field → canary (Email and FirstName are allowed,
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    return stack_settings(
-        tmp_path / "data", db_url, temporal_env, pages_per_activity=1, continue_as_new_after_batches=1
-    )
+def worker_options() -> dict[str, Any]:
+    return {"pages_per_activity": 1, "continue_as_new_after_batches": 1}
 
 
 @pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(settings.data_dir, seed_counts={"salesforce": {"Contact": RECORDS}}) as sb:
-        sf: Any = sb.salesforce
-        ids = sorted(r["id"] for r in sf.live_records("Contact"))
-        for n, cid in enumerate(ids[:: max(len(ids) // 5, 1)][:5]):
-            sf.update_record("Contact", cid, {k: v.replace("7f3a", f"7f3a{n}") for k, v in PII.items()})
-        yield sb
+def seed_counts() -> dict[str, dict[str, int]]:
+    return {"salesforce": {"Contact": RECORDS}}
+
+
+@pytest.fixture
+def sandbox(sandbox: RunningSandbox) -> RunningSandbox:
+    sf: Any = sandbox.salesforce
+    ids = sorted(r["id"] for r in sf.live_records("Contact"))
+    for n, cid in enumerate(ids[:: max(len(ids) // 5, 1)][:5]):
+        sf.update_record("Contact", cid, {k: v.replace("7f3a", f"7f3a{n}") for k, v in PII.items()})
+    return sandbox
 
 
 def _db_text(settings: Settings, engine: Any) -> bytes:
@@ -81,25 +81,18 @@ def _db_text(settings: Settings, engine: Any) -> bytes:
 
 async def test_no_canary_in_database_logs_or_histories(settings, sandbox, caplog) -> None:
     caplog.set_level(logging.DEBUG)
+    # Connected here, not by the demo fixture: the OAuth exchange's log records are searched too.
     world = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
     try:
         async with _workers(settings):
-            h = await syncops.start(
-                world.client,
-                TENANT,
-                SYNC,
-                mode=SyncMode.FULL,
-                task_queue=settings.temporal.control_task_queue,
-            )
-            await asyncio.wait_for(h.result(), timeout=300)
-            p = await syncops.progress(world.client, TENANT, SYNC)
-        assert p is not None and p.status is SyncStatus.COMPLETED and p.counts.pushed == RECORDS
+            p = await run_sync(world, settings, TENANT, SYNC, SyncMode.FULL)
+        assert p.status is SyncStatus.COMPLETED and p.counts.pushed == RECORDS
         hs: Any = sandbox.hubspot
         assert any(r["email"].startswith("ada.canary.7f3a") for r in hs.live_records("contacts"))
 
         histories = b""
         runs = 0
-        async for wf in world.client.list_workflows(f'WorkflowId = "{h.id}"'):
+        async for wf in world.client.list_workflows(f'WorkflowId = "{sync_workflow_id(TENANT, SYNC)}"'):
             handle = world.client.get_workflow_handle(wf.id, run_id=wf.run_id)
             history = await handle.fetch_history()
             desc = await handle.describe()

@@ -9,8 +9,6 @@ finds nothing held by crmhub.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +17,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from api import syncops
 from api.audit import AuditServices, router
 from api.audit.reports import lineage_report
 from api.cli import app as cli_app
@@ -27,41 +24,33 @@ from api.cli_dsr import run_dsr
 from api.demo import _workers
 from governance.lineage import CheckpointSigner
 from governance.registry import load_registry
-from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.dsr import DsrKind
-from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
 from store import auditors
 from store import syncs as store
-from tests.stack import connect_demo_tenant
-from workers.client import Connected
+from tests.sync_support import DEMO_SYNC as SYNC
+from tests.sync_support import run_sync
 from workflows.deps import default_subprocessors_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANT = "audited"
-SYNC = "contacts"
 CONTACTS = 300
 NO_EMAIL = 3  # contacts without the upsert key: dead-lettered MISSING_EXTERNAL_ID
 
 
 @pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(
-        settings.data_dir, seed_counts={"salesforce": {"Account": 10, "Contact": CONTACTS}}
-    ) as sb:
-        yield sb
+def seed_counts() -> dict[str, dict[str, int]]:
+    return {"salesforce": {"Account": 10, "Contact": CONTACTS}}
 
 
 @pytest.fixture
-async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
-    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
-    yield connected
-    connected.engine.dispose()
+def demo_tenant() -> str:
+    return TENANT
 
 
 async def test_auditor_report_reconciles_verifies_offline_and_dsr_erases(
-    settings, sandbox, world, tmp_path
+    settings, sandbox, demo, tmp_path
 ) -> None:
     sf: Any = sandbox.salesforce
     hs: Any = sandbox.hubspot
@@ -70,23 +59,19 @@ async def test_auditor_report_reconciles_verifies_offline_and_dsr_erases(
         sf.update_record("Contact", cid, {"Email": None})
     subject = next(r for r in sf.live_records("Contact") if r["id"] == ids[10])
     async with _workers(settings):
-        h = await syncops.start(
-            world.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
-        )
-        await asyncio.wait_for(h.result(), timeout=300)
-        progress = await syncops.progress(world.client, TENANT, SYNC)
-        assert progress is not None and progress.status is SyncStatus.COMPLETED
+        progress = await run_sync(demo, settings, TENANT, SYNC, SyncMode.FULL)
+        assert progress.status is SyncStatus.COMPLETED
 
         # -- the auditor's report reconciles with the sandbox -------------------------------------
         destination = hs.live_records("contacts")
-        report = lineage_report(world.engine, TENANT)
+        report = lineage_report(demo.engine, TENANT)
         (run,) = [r for r in report["runs"] if r["sync_id"] == SYNC]
         c = run["counts"]
         assert run["status"] == "completed"
         assert c["pulled"] == CONTACTS
         assert c["pushed"] == len(destination) == CONTACTS - NO_EMAIL
         assert c["failed"] == NO_EMAIL
-        with world.engine.connect() as conn:
+        with demo.engine.connect() as conn:
             assert store.count_dead_letters(conn, TENANT, SYNC) == NO_EMAIL
         assert c["pulled"] == c["pushed"] + c["failed"] + c["filtered"]
         assert c["filtered"] == 0
@@ -94,12 +79,12 @@ async def test_auditor_report_reconciles_verifies_offline_and_dsr_erases(
         assert any(d.endswith("/contacts") for d in run["datasets"]["destinations"])
 
         # -- through the audit API with a token; verified offline by the CLI ------------------------
-        with world.engine.begin() as conn:
+        with demo.engine.begin() as conn:
             _, token = auditors.create_token(conn, tenant=TENANT, name="e2e auditor", now=datetime.now(UTC))
         signer = CheckpointSigner.load_or_create(settings.data_dir / settings.governance.signing_key_file)
         web = FastAPI()
         web.include_router(router, prefix="/audit")
-        web.state.audit_services = AuditServices(world.engine, load_registry(default_subprocessors_file()))
+        web.state.audit_services = AuditServices(demo.engine, load_registry(default_subprocessors_file()))
         client = TestClient(web)
         auth = {"Authorization": f"Bearer {token}"}
         api_report = client.get("/audit/lineage", headers=auth).json()

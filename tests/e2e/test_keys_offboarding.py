@@ -7,59 +7,56 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from api import syncops
 from api.demo import _workers
 from api.offboard import open_dead_letter
 from governance.lineage import Ledger
 from governance.vault import TenantKeysDestroyed, Vault
-from sandbox.runtime import RunningSandbox, start_sandbox
+from sandbox.runtime import RunningSandbox
 from schemas.errors import IntegrityError
 from schemas.lineage import EventKind
 from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
 from store import syncs as store
-from tests.stack import connect_demo_tenant
+from tests.sync_support import DEMO_SYNC as SYNC
+from tests.sync_support import run_sync
 from workers.client import Connected
 from workflows.deps import key_provider
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANT = "leaving"
-SYNC = "contacts"
 BAD = 3
 
 
 @pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(settings.data_dir, seed_counts={"salesforce": {"Contact": 200}}) as sb:
-        for i in range(BAD):  # HubSpot refuses these: they become dead letters held (sealed) by crmhub
-            sb.salesforce.create_record("Contact", {"LastName": f"Bad{i}", "Email": f"not-an-email-{i}"})
-        yield sb
+def seed_counts() -> dict[str, dict[str, int]]:
+    return {"salesforce": {"Contact": 200}}
 
 
 @pytest.fixture
-async def synced(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
-    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
+def sandbox(sandbox: RunningSandbox) -> RunningSandbox:
+    for i in range(BAD):  # HubSpot refuses these: they become dead letters held (sealed) by crmhub
+        sandbox.salesforce.create_record("Contact", {"LastName": f"Bad{i}", "Email": f"not-an-email-{i}"})
+    return sandbox
+
+
+@pytest.fixture
+def demo_tenant() -> str:
+    return TENANT
+
+
+@pytest.fixture
+async def synced(settings: Settings, demo: Connected) -> Connected:
     async with _workers(settings):
-        h = await syncops.start(
-            connected.client,
-            TENANT,
-            SYNC,
-            mode=SyncMode.FULL,
-            task_queue=settings.temporal.control_task_queue,
-        )
-        await h.result()
-        progress = await syncops.progress(connected.client, TENANT, SYNC)
-    assert progress is not None and progress.status is SyncStatus.COMPLETED
+        progress = await run_sync(demo, settings, TENANT, SYNC, SyncMode.FULL)
+    assert progress.status is SyncStatus.COMPLETED
     assert progress.counts.failed == BAD
-    yield connected
-    connected.engine.dispose()
+    return demo
 
 
 def _crmhub(settings: Settings, *args: str) -> Any:

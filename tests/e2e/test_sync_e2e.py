@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -28,42 +26,25 @@ from api.demo import (
     verify_ledger,
 )
 from governance.lineage import CheckpointSigner
-from sandbox.runtime import RunningSandbox, start_sandbox
+from sandbox.runtime import RunningSandbox
 from schemas.errors import TransientError
-from schemas.settings import Settings
-from schemas.sync import Progress, SyncMode, SyncStatus
-from tests.stack import connect_demo_tenant
-from workers.client import Connected
+from schemas.sync import SyncMode, SyncStatus
+from tests.sync_support import DEMO_SYNC as SYNC
+from tests.sync_support import run_sync, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANT = "e2e"
-SYNC = "contacts"
 
 
 @pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(
-        settings.data_dir, seed_counts={"salesforce": {"Account": 50, "Contact": 10_000}}
-    ) as sb:
-        yield sb
+def seed_counts() -> dict[str, dict[str, int]]:
+    return {"salesforce": {"Account": 50, "Contact": 10_000}}
 
 
 @pytest.fixture
-async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[Connected]:
-    connected = await connect_demo_tenant(settings, sandbox, TENANT, SYNC)
-    yield connected
-    connected.engine.dispose()
-
-
-async def _run(connected: Connected, settings: Settings, mode: SyncMode) -> Progress:
-    h = await syncops.start(
-        connected.client, TENANT, SYNC, mode=mode, task_queue=settings.temporal.control_task_queue
-    )
-    await asyncio.wait_for(h.result(), timeout=300)
-    progress = await syncops.progress(connected.client, TENANT, SYNC)
-    assert progress is not None
-    return progress
+def demo_tenant() -> str:
+    return TENANT
 
 
 def _expected_destination(sandbox: RunningSandbox) -> dict[str, dict[str, Any]]:
@@ -94,11 +75,11 @@ def _check_destination(sandbox: RunningSandbox) -> None:
         assert present <= allowed, f"fields outside the instruction reached HubSpot: {present - allowed}"
 
 
-async def test_full_then_incremental_sync_lands_exactly_the_source(settings, sandbox, world) -> None:
+async def test_full_then_incremental_sync_lands_exactly_the_source(settings, sandbox, demo) -> None:
     from api.demo import _workers
 
     async with _workers(settings):
-        full = await _run(world, settings, SyncMode.FULL)
+        full = await run_sync(demo, settings, TENANT, SYNC, SyncMode.FULL)
         assert full.status is SyncStatus.COMPLETED
         assert full.counts.pulled == 10_000
         assert full.counts.pushed == 10_000
@@ -111,39 +92,30 @@ async def test_full_then_incremental_sync_lands_exactly_the_source(settings, san
             sf.update_record("Contact", cid, {"FirstName": f"Renamed{i}"})
         for cid in ids[40:65]:
             sf.delete_record("Contact", cid)
-        inc = await _run(world, settings, SyncMode.INCREMENTAL)
+        inc = await run_sync(demo, settings, TENANT, SYNC, SyncMode.INCREMENTAL)
     assert inc.status is SyncStatus.COMPLETED
     assert inc.counts.pulled == 40
     assert inc.counts.deleted == 25
     _check_destination(sandbox)
     assert len(_destination(sandbox)) == 10_000 - 25
 
-    summary = lineage_summary(world.engine, TENANT)
+    summary = lineage_summary(demo.engine, TENANT)
     assert summary["counts"]["push.pushed"] == 10_000 + 40  # lineage counts = destination writes
     assert summary["counts"]["pull.records"] == 10_000 + 40
     assert summary["counts"]["pull.deleted"] == 25
     assert summary["counts"]["delete.deleted"] == 25
     signer = CheckpointSigner.load_or_create(settings.data_dir / "ledger.pem")
-    result = verify_ledger(world.engine, TENANT, signer, settings.data_dir / "report.json")
+    result = verify_ledger(demo.engine, TENANT, signer, settings.data_dir / "report.json")
     assert result.ok, result.reason
     # The run's instruction is the one it cites.
     assert demo_instruction(TENANT).content_hash
 
 
 async def test_killing_the_worker_mid_sync_loses_and_duplicates_nothing(
-    settings, sandbox, world, tmp_path
+    settings, sandbox, demo, tmp_path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
-    env.update(
-        CRMHUB_DATA_DIR=str(settings.data_dir),
-        CRMHUB_DATABASE_URL=settings.effective_database_url,
-        CRMHUB_TEMPORAL__ADDRESS=settings.temporal.address,
-        CRMHUB_TEMPORAL__CONTROL_TASK_QUEUE=settings.temporal.control_task_queue,
-        CRMHUB_REGIONS__EU__TASK_QUEUE=settings.task_queue("eu"),
-        CRMHUB_REGIONS__US__TASK_QUEUE=settings.task_queue("us"),
-        CRMHUB_WORKER__PAGES_PER_ACTIVITY="1",
-        CRMHUB_WORKER__CONTINUE_AS_NEW_AFTER_BATCHES="3",
-        CRMHUB_WORKER__HEARTBEAT_TIMEOUT_S="5",
+    env = worker_env(
+        settings, pages_per_activity="1", continue_as_new_after_batches="3", heartbeat_timeout_s="5"
     )
 
     def start_worker() -> subprocess.Popen[bytes]:
@@ -158,12 +130,12 @@ async def test_killing_the_worker_mid_sync_loses_and_duplicates_nothing(
     worker = start_worker()
     try:
         h = await syncops.start(
-            world.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
+            demo.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
         )
         p = None
         for _ in range(1200):  # kill -9 once some records have been pushed, well before the end
             with contextlib.suppress(TransientError):  # the worker may not be polling yet
-                p = await syncops.progress(world.client, TENANT, SYNC)
+                p = await syncops.progress(demo.client, TENANT, SYNC)
             if p is not None and p.counts.pushed >= 2_000:
                 break
             await asyncio.sleep(0.05)
@@ -172,7 +144,7 @@ async def test_killing_the_worker_mid_sync_loses_and_duplicates_nothing(
         worker.wait(10)
         worker = start_worker()
         await asyncio.wait_for(h.result(), timeout=300)
-        final = await syncops.progress(world.client, TENANT, SYNC)  # answered by the new worker
+        final = await syncops.progress(demo.client, TENANT, SYNC)  # answered by the new worker
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
