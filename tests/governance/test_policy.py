@@ -310,8 +310,8 @@ def test_project_property(records: list[dict[str, Any]]) -> None:
     for src, dst in zip(records, out.records, strict=True):
         assert set(dst) == set(src) & allowed
         for k, v in dst.items():
-            if k == "Email":
-                assert v == PS.pseudonymize("acme", src[k])
+            if k == "Email":  # an empty value stays empty: a pseudonym of "" would invent a value
+                assert v == ("" if src[k] == "" else PS.pseudonymize("acme", src[k]))
             else:
                 assert v == src[k]
     assert set(out.withheld_fields) == {k for r in records for k in r} - allowed
