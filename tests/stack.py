@@ -1,5 +1,8 @@
 """Helpers for tests that run the whole stack: settings aimed at the session dev server with fresh
-task queues, and a tenant with both sandbox CRMs connected through OAuth and the demo sync."""
+task queues, and a tenant with both sandbox CRMs connected through OAuth and the demo sync.
+
+The fixtures built on them (settings, sandbox, world, demo) and the sync helpers of tests/e2e and
+tests/chaos are in tests/sync_support.py."""
 
 from __future__ import annotations
 

@@ -177,8 +177,20 @@ def _check_counts(world: World, d: Direction, progress: Progress, n: int, acc: A
     assert counts.get("quarantine.records", 0) == quarantined
 
 
+async def _sync_and_account(world: World, d: Direction, n: int) -> tuple[list[dict[str, Any]], Accounting]:
+    """A full sync of ``d``'s ``n`` source records; each accounted for, and counts = lineage."""
+    await create_sync(world, d)
+    async with _workers(world.settings):
+        progress = await world.run(d, SyncMode.FULL)
+    source = source_records(world, d)
+    assert len(source) == n
+    acc = _account(world, d, source)
+    _check_counts(world, d, progress, n, acc)
+    return source, acc
+
+
 @pytest.mark.integration
-async def test_salesforce_to_hubspot_accounts_for_every_naughty_record(settings, world: World) -> None:
+async def test_salesforce_to_hubspot_accounts_for_every_naughty_record(world: World) -> None:
     d = SF_TO_HS
     sf = world.sandbox.salesforce
     values = corpus_values()
@@ -211,15 +223,7 @@ async def test_salesforce_to_hubspot_accounts_for_every_naughty_record(settings,
         sf.create_record("Contact", fields)
     for key, extra in special.items():
         sf.create_record("Contact", {"External_Id__c": key, "LastName": "Special", **extra})
-    await create_sync(world, d)
-    async with _workers(settings):
-        progress = await world.run(d, SyncMode.FULL)
-
-    source = source_records(world, d)
-    n = len(values) + len(special)
-    assert len(source) == n
-    acc = _account(world, d, source)
-    _check_counts(world, d, progress, n, acc)
+    source, acc = await _sync_and_account(world, d, len(values) + len(special))
     by_ext = {r["External_Id__c"]: str(r["Id"]) for r in source}
     assert {by_ext["nan"], by_ext["inf"], by_ext["-inf"], by_ext["   "]}.isdisjoint(acc.landed)
     # NaN, inf, -inf in a number field: refused with a reason (quarantined by the pull's type contract)
@@ -236,7 +240,7 @@ async def test_salesforce_to_hubspot_accounts_for_every_naughty_record(settings,
 
 
 @pytest.mark.integration
-async def test_hubspot_to_salesforce_accounts_for_every_naughty_record(settings, world: World) -> None:
+async def test_hubspot_to_salesforce_accounts_for_every_naughty_record(world: World) -> None:
     d = HS_TO_SF
     hs = world.sandbox.hubspot
     hs.add_property("contacts", "score_text")
@@ -255,15 +259,7 @@ async def test_hubspot_to_salesforce_accounts_for_every_naughty_record(settings,
     ]
     for fields in special:
         hs.create_record("contacts", fields)
-    await create_sync(world, d)
-    async with _workers(settings):
-        progress = await world.run(d, SyncMode.FULL)
-
-    source = source_records(world, d)
-    n = len(values) + len(special)
-    assert len(source) == n
-    acc = _account(world, d, source)
-    _check_counts(world, d, progress, n, acc)
+    _, acc = await _sync_and_account(world, d, len(values) + len(special))
     assert acc.dead["STRING_TOO_LONG"] >= 1 and acc.dead["REQUIRED_FIELD_MISSING"] >= 1, acc.dead
     assert acc.dead["INVALID_TYPE_ON_FIELD_IN_RECORD"] == 4, acc.dead  # NaN, ±Infinity, 1e999 refused
     expected = {"STRING_TOO_LONG", "REQUIRED_FIELD_MISSING", "INVALID_TYPE_ON_FIELD_IN_RECORD"}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -149,29 +149,23 @@ async def test_hubspot_contacts_to_salesforce_contacts(settings, world: World) -
     assert counts["push.created"] - counts["delete.deleted"] == len(destination)
 
 
-async def test_salesforce_accounts_to_hubspot_companies(settings, world: World) -> None:
-    d = SF_ACCOUNTS_TO_HS
-    sf = world.sf
-    sf.seed({"Account": 800})
-    await create_sync(world, d)
-
-    async with _workers(settings):
+async def _companies_full_then_incremental(
+    world: World, d: Direction, change: Callable[[Progress], None]
+) -> None:
+    """A full sync of the 800 seeded companies/accounts; ``change(full)`` renames 25 and deletes 15 at
+    the source; an incremental sync. Both land exactly the source, and the lineage agrees."""
+    async with _workers(world.settings):
         full = await world.run(d, SyncMode.FULL)
         assert full.status is SyncStatus.COMPLETED
         assert (full.counts.pulled, full.counts.pushed, full.counts.failed) == (800, 800, 0)
         check_destination(world, d, source_records(world, d))
-
-        ids = sorted(r["id"] for r in sf.live_records("Account"))
-        for i, aid in enumerate(ids[:25]):
-            sf.update_record("Account", aid, {"Name": f"Renamed {i} AG", "NumberOfEmployees": 7 + i})
-        for aid in ids[25:40]:
-            sf.delete_record("Account", aid)
+        change(full)
         inc = await world.run(d, SyncMode.INCREMENTAL)
     assert inc.status is SyncStatus.COMPLETED
     assert (inc.counts.pulled, inc.counts.pushed, inc.counts.failed) == (25, 25, 0)
     assert inc.counts.deleted == 15
     check_destination(world, d, source_records(world, d))
-    destination = world.hs.live_records("companies")
+    destination = world.crm(d.destination).live_records(d.destination_stream)
     assert len(destination) == 800 - 15
 
     counts = check_ledger(world, d)
@@ -182,38 +176,35 @@ async def test_salesforce_accounts_to_hubspot_companies(settings, world: World) 
     assert counts["push.created"] - counts["delete.deleted"] == len(destination)
 
 
-async def test_hubspot_companies_to_salesforce_accounts(settings, world: World) -> None:
-    d = HS_COMPANIES_TO_SF
+async def test_salesforce_accounts_to_hubspot_companies(world: World) -> None:
+    sf = world.sf
+    sf.seed({"Account": 800})
+    await create_sync(world, SF_ACCOUNTS_TO_HS)
+
+    def change(full: Progress) -> None:
+        ids = sorted(r["id"] for r in sf.live_records("Account"))
+        for i, aid in enumerate(ids[:25]):
+            sf.update_record("Account", aid, {"Name": f"Renamed {i} AG", "NumberOfEmployees": 7 + i})
+        for aid in ids[25:40]:
+            sf.delete_record("Account", aid)
+
+    await _companies_full_then_incremental(world, SF_ACCOUNTS_TO_HS, change)
+
+
+async def test_hubspot_companies_to_salesforce_accounts(world: World) -> None:
     hs = world.hs
     hs.seed({"companies": 800})
-    await create_sync(world, d)
+    await create_sync(world, HS_COMPANIES_TO_SF)
 
-    async with _workers(settings):
-        full = await world.run(d, SyncMode.FULL)
-        assert full.status is SyncStatus.COMPLETED
-        assert (full.counts.pulled, full.counts.pushed, full.counts.failed) == (800, 800, 0)
-        check_destination(world, d, source_records(world, d))
-
+    def change(full: Progress) -> None:
         ids = sorted((r["id"] for r in hs.live_records("companies")), key=int)
         with _stamped_after(hs, full):
             for i, cid in enumerate(ids[:25]):
                 hs.update_record("companies", cid, {"name": f"Renamed {i} SE", "city": "Lyon"})
             for cid in ids[25:40]:
                 hs.delete_record("companies", cid)
-        inc = await world.run(d, SyncMode.INCREMENTAL)
-    assert inc.status is SyncStatus.COMPLETED
-    assert (inc.counts.pulled, inc.counts.pushed, inc.counts.failed) == (25, 25, 0)
-    assert inc.counts.deleted == 15
-    check_destination(world, d, source_records(world, d))
-    destination = world.sf.live_records("Account")
-    assert len(destination) == 800 - 15
 
-    counts = check_ledger(world, d)
-    assert counts["pull.records"] == 800 + 25
-    assert counts["pull.deleted"] == 15
-    assert counts["push.pushed"] == 800 + 25
-    assert counts["delete.deleted"] == 15
-    assert counts["push.created"] - counts["delete.deleted"] == len(destination)
+    await _companies_full_then_incremental(world, HS_COMPANIES_TO_SF, change)
 
 
 # tests/chaos/test_partial_failure.py still imports the directions' helpers from here under their old
