@@ -19,28 +19,22 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from api.demo import _workers
-from sandbox.runtime import RunningSandbox, start_sandbox
-from schemas.settings import Settings
-from schemas.sync import SyncStatus
+from schemas.sync import SyncMode, SyncStatus
 from store import syncs as store
-from tests.chaos.directions import SF_CONTACTS_TO_HS, run_full, sync_world
-from tests.e2e.test_sync_directions import (
+from tests.sync_support import (
     HS_CONTACTS_TO_SF,
+    SF_CONTACTS_TO_HS,
     Direction,
     World,
-    _check_destination,
-    _check_ledger,
-    _create_sync,
-    _source,
+    check_destination,
+    check_ledger,
+    create_sync,
+    source_records,
 )
-from tests.stack import stack_settings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
@@ -51,23 +45,6 @@ TO_HUBSPOT = dataclasses.replace(SF_CONTACTS_TO_HS, tenant="pf-hs")
 TO_SALESFORCE = dataclasses.replace(HS_CONTACTS_TO_SF, tenant="pf-sf")
 # Endpoints that write at the destination.
 WRITES = {"hubspot": "hs.batch.", "salesforce": "sf.collections"}
-
-
-@pytest.fixture
-def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
-    return stack_settings(tmp_path / "data", db_url, temporal_env)
-
-
-@pytest.fixture
-def sandbox(settings: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(settings.data_dir) as sb:
-        yield sb
-
-
-@pytest.fixture
-async def world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[World]:
-    async with sync_world(settings, sandbox) as w:
-        yield w
 
 
 def _spoil(world: World, d: Direction) -> dict[str, str]:
@@ -103,26 +80,26 @@ def _writes(world: World, d: Direction) -> int:
 
 async def _refused_once_and_rerun_adds_nothing(world: World, d: Direction) -> tuple[int, int]:
     bad = _spoil(world, d)
-    await _create_sync(world, d)
-    valid = [r for r in _source(world, d) if r["id"] not in bad]
+    await create_sync(world, d)
+    valid = [r for r in source_records(world, d) if r["id"] not in bad]
     codes = Counter(bad.values())
     world.crm(d.destination).calls.clear()
     async with _workers(world.settings):
-        first = await run_full(world, d)
+        first = await world.run(d, SyncMode.FULL, may_fail=True)
         first_writes = _writes(world, d)
-        second = await run_full(world, d)
+        second = await world.run(d, SyncMode.FULL, may_fail=True)
         second_writes = _writes(world, d)
     for p in (first, second):
         assert p.status is SyncStatus.COMPLETED, p.message
         assert (p.counts.pulled, p.counts.pushed, p.counts.failed) == (RECORDS, RECORDS - BAD, BAD)
-    _check_destination(world, d, valid)
+    check_destination(world, d, valid)
     assert len(world.crm(d.destination).live_records(d.destination_stream)) == RECORDS - BAD
 
     with world.connected.engine.connect() as conn:
         letters = store.list_dead_letters(conn, d.tenant, d.sync_id)
     assert Counter(dl.error_code for dl in letters) == codes, "each refused record dead-lettered once"
     assert {dl.run_id for dl in letters} == {second.run_id}  # the latest refusal of each record
-    counts = _check_ledger(world, d)  # verifies offline too
+    counts = check_ledger(world, d)  # verifies offline too
     assert counts["push.pushed"] == 2 * (RECORDS - BAD)
     assert counts["push.failed"] == 2 * BAD  # each run's lineage records its own refusals
     assert counts["push.created"] == RECORDS - BAD and counts["push.updated"] == RECORDS - BAD

@@ -205,18 +205,3 @@ async def test_hubspot_companies_to_salesforce_accounts(world: World) -> None:
                 hs.delete_record("companies", cid)
 
     await _companies_full_then_incremental(world, HS_COMPANIES_TO_SF, change)
-
-
-# tests/chaos/test_partial_failure.py still imports the directions' helpers from here under their old
-# names; they are tests/sync_support.py's now. Drop these once it imports them from there.
-_check_destination, _check_ledger = check_destination, check_ledger
-_create_sync, _source = create_sync, source_records
-__all__ = [
-    "HS_CONTACTS_TO_SF",
-    "Direction",
-    "World",
-    "_check_destination",
-    "_check_ledger",
-    "_create_sync",
-    "_source",
-]
