@@ -366,7 +366,7 @@ def test_sandbox_parsers_take_naughty_values_and_soql_literals() -> None:
             headers=sf_auth,
         )
         assert r.status_code == 200, (i, r.status_code)
-        soql = f"SELECT Id, LastName FROM Contact WHERE LastName = {quote(text or '-')}"  # noqa: S608
+        soql = f"SELECT Id, LastName FROM Contact WHERE LastName = {quote(text or '-')}"  # noqa: S608 - quote() escapes
         r = sf.get(f"{SF_V}/query", params={"q": soql}, headers=sf_auth)
         assert r.status_code == 200, (i, r.status_code, r.text[:200])
         if r.json()["totalSize"]:

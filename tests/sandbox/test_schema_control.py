@@ -64,7 +64,8 @@ def test_hubspot_retype_keeps_strings_and_rename_is_new_plus_archived() -> None:
     hs.seed({"contacts": 3})
     before = {r["id"]: r for r in hs.live_records("contacts")}
     assert _post(hs, "contacts", change="retype", field="lead_score", type="string").status_code == 200
-    assert hs.properties.get("contacts", "lead_score").type == "string"  # type: ignore[union-attr]
+    retyped = hs.properties.get("contacts", "lead_score")
+    assert retyped is not None and retyped.type == "string"
     assert {r["id"]: r.get("lead_score") for r in hs.live_records("contacts")} == {
         rid: r.get("lead_score") for rid, r in before.items()
     }
