@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 
 from governance.lineage import Ledger
@@ -33,7 +32,7 @@ from governance.policy import (
     check,
     default_registry,
 )
-from schemas.errors import ConfigError, IntegrityError
+from schemas.errors import ConfigError
 from schemas.lineage import EventKind
 from schemas.sync import SyncStatus
 from store import syncs as store
@@ -121,15 +120,9 @@ class Repointed:
 
 
 def _instruction(row: store.InstructionRow, tenant: str) -> ProcessingInstruction:
-    try:
-        ins = ProcessingInstruction.model_validate(row.content)
-    except ValidationError:
-        raise IntegrityError(
-            f"stored instruction v{row.version} of tenant {tenant!r} no longer validates"
-        ) from None
-    if ins.content_hash != row.content_hash or ins.tenant != tenant:
-        raise IntegrityError(f"stored instruction v{row.version} of tenant {tenant!r} was altered")
-    return ins
+    return ProcessingInstruction.from_stored(
+        row.content, content_hash=row.content_hash, version=row.version, tenant=tenant
+    )
 
 
 def _check_covers(

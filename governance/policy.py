@@ -46,7 +46,7 @@ from pydantic import (
 )
 
 from governance.pseudonym import Pseudonymizer
-from schemas.errors import ConfigError, DataError, PurposeViolation
+from schemas.errors import ConfigError, DataError, IntegrityError, PurposeViolation
 
 __all__ = [
     "CheckResult",
@@ -154,6 +154,22 @@ class ProcessingInstruction(BaseModel):
     def content_hash(self) -> str:
         """``sha256:<hex>`` over the canonical JSON of the instruction (sorted keys, no spaces)."""
         return self._hash
+
+    @classmethod
+    def from_stored(
+        cls, content: Mapping[str, Any], *, content_hash: str, version: int, tenant: str
+    ) -> ProcessingInstruction:
+        """A stored version, re-validated and checked against the hash and tenant it was stored
+        under; :class:`IntegrityError` (naming the version and tenant, no content) if either fails."""
+        try:
+            ins = cls.model_validate(content)
+        except ValidationError:
+            raise IntegrityError(
+                f"stored instruction v{version} of tenant {tenant!r} no longer validates"
+            ) from None
+        if ins.content_hash != content_hash or ins.tenant != tenant:
+            raise IntegrityError(f"stored instruction v{version} of tenant {tenant!r} was altered")
+        return ins
 
     def is_valid_at(self, at: datetime) -> bool:
         """True if ``at`` (timezone-aware) lies in ``[valid_from, valid_to)``."""

@@ -202,14 +202,9 @@ class ActivityKit:
                 )
             source = self._connection(conn, tenant_id, sync.spec.source_connection_id)
             destination = self._connection(conn, tenant_id, sync.spec.destination_connection_id)
-        try:
-            instruction = ProcessingInstruction.model_validate(row.content)
-        except ValidationError:
-            raise IntegrityError(
-                f"stored instruction v{row.version} of tenant {tenant_id!r} no longer validates"
-            ) from None
-        if instruction.content_hash != row.content_hash or instruction.tenant != tenant_id:
-            raise IntegrityError(f"stored instruction v{row.version} of tenant {tenant_id!r} was altered")
+        instruction = ProcessingInstruction.from_stored(
+            row.content, content_hash=row.content_hash, version=row.version, tenant=tenant_id
+        )
         if instruction_hash is not None and instruction.content_hash != instruction_hash:
             raise IntegrityError(
                 f"instruction v{row.version} differs from the one this run was planned under; plan again"

@@ -27,11 +27,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from temporalio import activity
 
 from governance.policy import ProcessingInstruction
 from governance.vault import KeyInfo, TenantKeysDestroyed
+from schemas.errors import IntegrityError
 from schemas.lineage import EventKind, LineageEvent
 from schemas.maintenance import (
     KeyRotationInput,
@@ -193,9 +193,9 @@ def _usable(row: store.InstructionRow | None) -> tuple[ProcessingInstruction | N
     if row is None:
         return None, "no processing instruction stored: dead letters and id map kept"
     try:
-        instruction = ProcessingInstruction.model_validate(row.content)
-    except ValidationError:
-        return None, f"instruction v{row.version} no longer validates: dead letters and id map kept"
-    if instruction.content_hash != row.content_hash:
-        return None, f"instruction v{row.version} was altered: dead letters and id map kept"
+        instruction = ProcessingInstruction.from_stored(
+            row.content, content_hash=row.content_hash, version=row.version, tenant=row.tenant
+        )
+    except IntegrityError as exc:
+        return None, f"{exc.message}: dead letters and id map kept"
     return instruction, ""
