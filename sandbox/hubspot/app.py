@@ -13,15 +13,21 @@ Endpoints (``{t}`` is ``contacts``, ``companies`` or ``deals``, or their ``0-1``
     POST   /crm/v3/properties/{t}                   create a property → 201
     GET    /crm/v3/properties/{t}/{name}            one property
     DELETE /crm/v3/properties/{t}/{name}            archive a property → 204
+    POST   /crm/v3/exports/export/async            start a VIEW export to CSV → 202 TaskLocator
+    GET    /crm/v3/exports/export/async/tasks/{taskId}/status   PENDING|PROCESSING|COMPLETE|CANCELED,
+                                                    a fresh 5-minute download link once COMPLETE
+    GET    /__sandbox/files/exports/{token}/{file}  the export file behind such a link (no auth)
     GET    /oauth/authorize, POST /oauth/authorize  consent page (sandbox.hubspot.oauth_pages)
     POST   /oauth/v1/token                          token endpoint
     GET    /oauth/v1/access-tokens/{token}, GET|DELETE /oauth/v1/refresh-tokens/{token}
 
 Every ``/crm`` call needs ``Authorization: Bearer`` with an OAuth access token or a private-app
 token (:meth:`HubSpotSandbox.issue_private_app_token`), passes the rate limiter and carries the
-``X-HubSpot-RateLimit-*`` headers. Endpoint names for fault rules are ``hs.<op>.<object>``
-(``hs.list.contacts``, ``hs.search.deals``, ``hs.batch.upsert.contacts``...), ``hs.properties.*``
-and ``hs.oauth.*``.
+``X-HubSpot-RateLimit-*`` headers; the exports API also needs the ``crm.export`` scope (see
+sandbox.hubspot.exports; private-app tokens carry no scope list and count as granted it). Endpoint
+names for fault rules are ``hs.<op>.<object>`` (``hs.list.contacts``, ``hs.search.deals``,
+``hs.batch.upsert.contacts``...), ``hs.properties.*``, ``hs.exports.start``, ``hs.exports.status``,
+``hs.exports.download`` and ``hs.oauth.*``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.base import Handler, VendorSandbox, endpoint
@@ -46,6 +52,16 @@ from sandbox.hubspot.errors import (
     error_response,
     json_response,
     rate_limit_response,
+)
+from sandbox.hubspot.exports import (
+    DEFAULT_DAILY_EXPORTS,
+    DEFAULT_PARTITION_ROWS,
+    DEFAULT_WINDOW_S,
+    DOWNLOAD_PATH,
+    EXPORT_SCOPE,
+    ExportEngine,
+    ExportTaskInfo,
+    parse_export_request,
 )
 from sandbox.hubspot.oauth_pages import OAuthPages
 from sandbox.hubspot.objects import CrmObjects
@@ -82,6 +98,24 @@ _Inner = Callable[[Request], Awaitable[Response]]
 @dataclass(frozen=True)
 class _Auth:
     private_app: bool
+    scopes: frozenset[str] = frozenset()
+
+    def allows(self, scope: str) -> bool:
+        # Private-app tokens are minted without a scope list; the sandbox treats them as granted all.
+        return self.private_app or scope in self.scopes
+
+
+# HubSpot's 403 for a token without a required scope (the exports API's documented body).
+SCOPES_LINK = "https://developers.hubspot.com/scopes"
+MISSING_SCOPES_MESSAGE = (
+    "This app hasn't been granted all required scopes to make this call. Read more about required "
+    f"scopes here: {SCOPES_LINK}."
+)
+# S3-style body of a refused signed file link.
+_LINK_REFUSED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>The export link has expired or is invalid</Message></Error>"
+)
 
 
 def _now_iso() -> str:
@@ -163,6 +197,12 @@ class HubSpotSandbox(VendorSandbox):
     Professional/Enterprise tier; ``None`` disables), ``search_per_second`` (default 5, documented;
     ``None`` disables), ``daily_limit`` (default 650,000, Professional). ``store_path`` puts the
     records in a SQLite file instead of memory.
+
+    Exports: ``export_limit`` starts per rolling 24 hours (default 30, documented),
+    ``export_partition_rows`` rows per CSV file before the result becomes a ZIP (default 1,000,000,
+    documented), ``export_rows_per_s`` (``None``: as fast as the sandbox writes; else an export takes
+    at least rows/rate seconds, like HubSpot's processing time) and ``export_queue_delay_s`` (how long
+    an export stays PENDING at least).
     """
 
     name = "hubspot"
@@ -178,6 +218,10 @@ class HubSpotSandbox(VendorSandbox):
         daily_limit: int = 650_000,
         portal_id: int = 24_681_357,
         require_pkce: bool = False,
+        export_limit: int = DEFAULT_DAILY_EXPORTS,
+        export_partition_rows: int = DEFAULT_PARTITION_ROWS,
+        export_rows_per_s: float | None = None,
+        export_queue_delay_s: float = 0.0,
     ) -> None:
         super().__init__(
             store=store or RecordStore(store_path),
@@ -194,6 +238,14 @@ class HubSpotSandbox(VendorSandbox):
             burst_window_s=burst_window_s,
             search_per_second=search_per_second,
             daily_limit=daily_limit,
+        )
+        self.exports = ExportEngine(
+            self.store,
+            self.objects,
+            daily_limit=export_limit,
+            partition_rows=export_partition_rows,
+            rows_per_s=export_rows_per_s,
+            queue_delay_s=export_queue_delay_s,
         )
         self._private_tokens: dict[str, str] = {}
         self._app_ids: dict[str, int] = {}
@@ -248,6 +300,32 @@ class HubSpotSandbox(VendorSandbox):
 
     def set_daily_limit(self, limit: int) -> None:
         self.limits.set_daily_limit(limit)
+
+    def set_export_timing(self, *, rows_per_s: float | None = None, queue_delay_s: float = 0.0) -> None:
+        """How exports requested from now on progress: ``rows_per_s`` (``None``: as fast as the sandbox
+        writes) and at least ``queue_delay_s`` PENDING. The defaults restore full speed."""
+        self.exports.set_timing(rows_per_s=rows_per_s, queue_delay_s=queue_delay_s)
+
+    def set_export_limit(self, limit: int, window_s: float = DEFAULT_WINDOW_S) -> None:
+        """At most ``limit`` exports started per rolling ``window_s`` (default 24 hours)."""
+        self.exports.set_limit(limit, window_s)
+
+    def set_export_partition_rows(self, rows: int) -> None:
+        """Rows per CSV file of exports requested from now on; more make the result a ZIP."""
+        self.exports.set_partition_rows(rows)
+
+    def export_tasks(self) -> list[ExportTaskInfo]:
+        """Every export started on this portal, oldest first (status, rows written, files)."""
+        return self.exports.tasks()
+
+    def expire_export_links(self) -> int:
+        """Make every export download link minted so far expire now; returns how many were valid."""
+        return self.exports.expire_links()
+
+    def close_exports(self) -> None:
+        """Cancel queued and running exports and delete their files (and the sandbox's export
+        directory); exports started later work as before."""
+        self.exports.close()
 
     def add_property(
         self,
@@ -388,8 +466,8 @@ class HubSpotSandbox(VendorSandbox):
             private = token in self._private_tokens
         if private:
             return _Auth(private_app=True)
-        if self.oauth.authenticate(token) is not None:
-            return _Auth(private_app=False)
+        if (live := self.oauth.authenticate(token)) is not None:
+            return _Auth(private_app=False, scopes=frozenset(live.scope.split()))
         record = self.oauth.peek_access(token)
         if record is None:
             return error_response(401, "INVALID_AUTHENTICATION", MISSING_AUTH_MESSAGE)
@@ -405,7 +483,8 @@ class HubSpotSandbox(VendorSandbox):
             context={"expire time": [iso_ms(int(expired_at * 1000))]},
         )
 
-    def _api(self, name: str, inner: _Inner, *, search: bool = False) -> Handler:
+    def _api(self, name: str, inner: _Inner, *, search: bool = False, scope: str | None = None) -> Handler:
+        """Auth, the rate limiter, ``scope`` (403 MISSING_SCOPES without it) and ApiError rendering."""
         sandbox = self
 
         async def handler(request: Request) -> Response:
@@ -416,6 +495,19 @@ class HubSpotSandbox(VendorSandbox):
             if isinstance(state, Limited):
                 return rate_limit_response(state.policy, state.message, state.retry_after_s)
             try:
+                if scope is not None and not auth.allows(scope):
+                    raise ApiError(
+                        403,
+                        "MISSING_SCOPES",
+                        MISSING_SCOPES_MESSAGE,
+                        errors=[
+                            {
+                                "message": "One or more of the following scopes are required.",
+                                "context": {"requiredGranularScopes": [scope]},
+                            }
+                        ],
+                        links={"scopes": SCOPES_LINK},
+                    )
                 response = await inner(request)
             except ApiError as exc:
                 response = exc.response()
@@ -507,6 +599,21 @@ class HubSpotSandbox(VendorSandbox):
                 "/crm/v3/properties/{objectType}/{propertyName}",
                 self._api("hs.properties.archive", self._properties_archive),
                 methods=["DELETE"],
+            ),
+            Route(
+                "/crm/v3/exports/export/async",
+                self._api("hs.exports.start", self._export_start, scope=EXPORT_SCOPE),
+                methods=["POST"],
+            ),
+            Route(
+                "/crm/v3/exports/export/async/tasks/{taskId}/status",
+                self._api("hs.exports.status", self._export_status, scope=EXPORT_SCOPE),
+                methods=["GET"],
+            ),
+            Route(
+                DOWNLOAD_PATH + "/{token}/{filename}",
+                _named("hs.exports.download", self._export_download),
+                methods=["GET"],
             ),
             Route(
                 "/oauth/authorize",
@@ -894,3 +1001,21 @@ class HubSpotSandbox(VendorSandbox):
             )
         self.properties.archive(ot.name, name, self.store.clock.now_ms())
         return Response(status_code=204)
+
+    # -- exports --------------------------------------------------------------------------------
+
+    async def _export_start(self, request: Request) -> Response:
+        export = parse_export_request(await _json_body(request), self.properties)
+        task_id = self.exports.start(export)
+        status = f"{str(request.base_url).rstrip('/')}/crm/v3/exports/export/async/tasks/{task_id}/status"
+        return json_response({"id": task_id, "links": {"status": status}}, 202)
+
+    async def _export_status(self, request: Request) -> Response:
+        return json_response(self.exports.status_body(request.path_params["taskId"], str(request.base_url)))
+
+    async def _export_download(self, request: Request) -> Response:
+        """A signed file link (like S3): no bearer token, no API rate limit; 403 once expired."""
+        found = self.exports.download(request.path_params["token"], request.path_params["filename"])
+        if found is None:
+            return Response(_LINK_REFUSED, 403, media_type="application/xml")
+        return FileResponse(found.path, media_type=found.media_type, filename=found.name)
