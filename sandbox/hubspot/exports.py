@@ -41,9 +41,11 @@ import itertools
 import math
 import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 import zipfile
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -312,6 +314,18 @@ class _CsvParts:
             self._zip.close()
 
 
+class _Folder:
+    """A private temporary directory for export files, removed by :meth:`remove`, or quietly when
+    the engine is collected or the process exits (a ``TemporaryDirectory`` would warn then)."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="hubspot-exports-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+    def remove(self) -> None:
+        self._finalizer()
+
+
 class ExportEngine:
     """The exports of one portal: a FIFO queue worked by one background thread (started when an
     export is queued, gone when the queue is empty), the rolling start limit, files and links.
@@ -336,7 +350,7 @@ class ExportEngine:
         self._queue: deque[_Task] = deque()
         self._links: dict[str, _Link] = {}
         self._ids = itertools.count(_FIRST_TASK_ID)
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._dir: _Folder | None = None
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self.set_partition_rows(partition_rows)
@@ -486,7 +500,7 @@ class ExportEngine:
             folder, self._dir = self._dir, None
             self._stop.clear()
         if folder is not None:
-            folder.cleanup()
+            folder.remove()
 
     # -- the worker -----------------------------------------------------------------------------
 
@@ -498,10 +512,8 @@ class ExportEngine:
                     return
                 task = self._queue.popleft()
                 if self._dir is None:
-                    self._dir = tempfile.TemporaryDirectory(
-                        prefix="hubspot-exports-", ignore_cleanup_errors=True
-                    )
-                folder = Path(self._dir.name) / str(task.id)
+                    self._dir = _Folder()
+                folder = self._dir.path / str(task.id)
             try:
                 self._run(task, folder)
             except _Canceled:
