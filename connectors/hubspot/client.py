@@ -24,6 +24,7 @@ HubSpot categories and property *names* only, never tokens or record values.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
@@ -33,9 +34,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import urllib3
+from hubspot.crm import exports as hs_exports
 from hubspot.crm import objects as hs_objects
 from hubspot.crm import properties as hs_properties
 from urllib3.util.retry import Retry
@@ -45,7 +47,7 @@ from connectors.http import parse_retry_after, send_with_retries
 from connectors.hubspot.config import HubSpotConfig
 from schemas.errors import AuthError, ConfigError, DataError, RateLimited, TransientError
 
-__all__ = ["HubSpotClient", "PropertyProblem", "VendorRejected"]
+__all__ = ["ExportFile", "ExportLinkExpired", "HubSpotClient", "PropertyProblem", "VendorRejected"]
 
 JSON = Any
 _EMPTY = object()
@@ -158,6 +160,21 @@ def _portal(key: str | None, search_rate_per_s: float) -> _Portal:
         return portal
 
 
+class ExportLinkExpired(TransientError):
+    """An export's download link was refused (it lives five minutes): ask the status for a new one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFile:
+    """An export's file as it downloads: ``stream`` reads the raw bytes; ``close`` releases the connection."""
+
+    stream: IO[bytes]
+    content_type: str
+
+    def close(self) -> None:
+        self.stream.close()
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
@@ -195,10 +212,12 @@ class HubSpotClient:
         self._timeout = (config.connect_timeout_s, config.read_timeout_s)
         self._objects_client = hs_objects.ApiClient(self._configuration(hs_objects.Configuration()))
         self._properties_client = hs_properties.ApiClient(self._configuration(hs_properties.Configuration()))
+        self._exports_client = hs_exports.ApiClient(self._configuration(hs_exports.Configuration()))
         self._basic = hs_objects.BasicApi(self._objects_client)
         self._search = hs_objects.SearchApi(self._objects_client)
         self._batch = hs_objects.BatchApi(self._objects_client)
         self._props = hs_properties.CoreApi(self._properties_client)
+        self._exports = hs_exports.PublicExportsApi(self._exports_client)
 
     def _configuration(self, cfg: Any) -> Any:
         cfg.host = self.config.base_url
@@ -227,6 +246,7 @@ class HubSpotClient:
         self._token = token
         self._objects_client.configuration.access_token = token
         self._properties_client.configuration.access_token = token
+        self._exports_client.configuration.access_token = token
 
     # -- endpoints --------------------------------------------------------------------------------
 
@@ -289,9 +309,64 @@ class HubSpotClient:
             raise TransientError("HubSpot properties answer has no results list")
         return [r for r in results if isinstance(r, dict)]
 
+    def start_export(self, body: Mapping[str, Any]) -> str:
+        """``POST /crm/v3/exports/export/async`` (scope ``crm.export``) → the export's task id.
+
+        Never resent: a resend after a lost answer would start a second export (HubSpot allows 30 a
+        day); the read that called this is retried instead."""
+        answer = self._call(
+            "export start",
+            lambda: self._exports.start(dict(body), **self._raw()),
+            expect=dict,
+            idempotent=False,
+            portal_pause=False,
+        )
+        task = answer.body.get("id")
+        if not isinstance(task, str | int) or not str(task).isdigit():
+            raise TransientError("HubSpot export start: the answer names no task id")
+        return str(task)
+
+    def export_status(self, task_id: str) -> JSON:
+        """``GET /crm/v3/exports/export/async/tasks/{id}/status``: status, and ``result`` (a download
+        link that lives five minutes) once COMPLETE."""
+        return self._call(
+            "export status", lambda: self._exports.get_status(int(task_id), **self._raw()), expect=dict
+        ).body
+
+    def open_export_file(self, url: str) -> ExportFile:
+        """Start downloading an export's file from its signed link, streamed (never read whole).
+
+        The link carries its own authorisation, so no token is sent with it; it must be https.
+        A refused link (403/404/410: expired) raises :class:`ExportLinkExpired`."""
+        if not url.startswith("https://"):
+            raise TransientError("HubSpot export: the download link is not https; refusing to follow it")
+        self.calls += 1
+        manager = self._exports_client.rest_client.pool_manager
+        failure: Exception | None = None
+        try:
+            resp = manager.request(
+                "GET",
+                url,
+                preload_content=False,
+                redirect=False,
+                timeout=urllib3.Timeout(connect=self._timeout[0], read=self._timeout[1]),
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            failure = _connection_error("export download", exc)
+        if failure is not None:
+            raise failure
+        if resp.status != 200:
+            resp.drain_conn()
+            resp.release_conn()
+            if resp.status in (403, 404, 410):
+                raise ExportLinkExpired(f"HubSpot export download: HTTP {resp.status} (link expired)")
+            raise TransientError(f"HubSpot export download: HTTP {resp.status}", code=str(resp.status))
+        content_type = str(resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return ExportFile(io.BufferedReader(_Download(resp)), content_type)
+
     def close(self) -> None:
         """Close pooled connections."""
-        for client in (self._objects_client, self._properties_client):
+        for client in (self._objects_client, self._properties_client, self._exports_client):
             manager = client.rest_client.pool_manager
             # urllib3 2.x's PoolManager.clear() forgets its pools without closing their sockets.
             for key in list(manager.pools.keys()):
@@ -311,9 +386,10 @@ class HubSpotClient:
         expect: type | None,
         search: bool = False,
         idempotent: bool = True,
+        portal_pause: bool = True,
     ) -> _Answer:
         return send_with_retries(
-            lambda: self._call_once(what, send, expect=expect, search=search),
+            lambda: self._call_once(what, send, expect=expect, search=search, portal_pause=portal_pause),
             what=f"HubSpot {what}",
             idempotent=idempotent,
             policy=self._retry,
@@ -325,7 +401,9 @@ class HubSpotClient:
     def _count_resend(self, error: Exception, pause: float) -> None:
         self.resends += 1
 
-    def _call_once(self, what: str, send: Callable[[], Any], *, expect: type | None, search: bool) -> _Answer:
+    def _call_once(
+        self, what: str, send: Callable[[], Any], *, expect: type | None, search: bool, portal_pause: bool
+    ) -> _Answer:
         if self._token is None:
             self.refresh_token_view()
         refreshed = False
@@ -338,7 +416,7 @@ class HubSpotClient:
                 continue
             if 200 <= answer.status < 300:
                 return self._parsed(what, answer, expect)
-            raise self._error(what, answer, refreshed=refreshed)
+            raise self._error(what, answer, refreshed=refreshed, portal_pause=portal_pause)
 
     def _attempt(self, what: str, send: Callable[[], Any], *, search: bool) -> _Answer:
         portal = self._portal
@@ -360,6 +438,8 @@ class HubSpotClient:
             except hs_objects.ApiException as exc:  # same class hierarchy shape in both packages
                 status, data, headers = exc.status, exc.body, exc.headers
             except hs_properties.ApiException as exc:
+                status, data, headers = exc.status, exc.body, exc.headers
+            except hs_exports.ApiException as exc:
                 status, data, headers = exc.status, exc.body, exc.headers
         except urllib3.exceptions.HTTPError as exc:
             failure = _connection_error(what, exc)
@@ -408,7 +488,7 @@ class HubSpotClient:
             raise TransientError(f"HubSpot {what}: unexpected JSON shape in a {answer.status} answer")
         return _Answer(answer.status, answer.data, answer.headers, body)
 
-    def _error(self, what: str, answer: _Answer, *, refreshed: bool) -> Exception:
+    def _error(self, what: str, answer: _Answer, *, refreshed: bool, portal_pause: bool = True) -> Exception:
         status = answer.status
         body = _error_body(answer.data)
         category = str(body.get("category") or body.get("policyName") or body.get("errorType") or "")
@@ -424,7 +504,8 @@ class HubSpotClient:
             )
         if status in (429, 477):
             retry_after = _retry_after(answer.headers)
-            self._portal.not_before = max(self._portal.not_before, self._now() + retry_after)
+            if portal_pause:  # a 429 of the export count (30 a day) does not stop the other calls
+                self._portal.not_before = max(self._portal.not_before, self._now() + retry_after)
             policy = str(body.get("policyName") or "RATE_LIMIT")
             return RateLimited(
                 f"HubSpot {what}: rate limited ({policy}), retry after {retry_after:g} s",
@@ -443,6 +524,31 @@ class HubSpotClient:
         return VendorRejected(
             message, status=status, category=category, problems=problems, vendor_message=vendor_message
         )
+
+
+class _Download(io.RawIOBase):
+    """A streamed download as a plain binary file: urllib3's errors while reading (a dropped
+    connection, a read timeout) surface as ``OSError``, without the response attached."""
+
+    def __init__(self, resp: urllib3.BaseHTTPResponse) -> None:
+        self._resp = resp
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        failure: OSError | None = None
+        try:
+            return self._resp.readinto(buffer)
+        except urllib3.exceptions.HTTPError as exc:
+            failure = OSError(f"download interrupted ({type(exc).__name__})")
+        raise failure
+
+    def close(self) -> None:
+        if not self.closed:
+            self._resp.close()
+            self._resp.release_conn()
+        super().close()
 
 
 def _connection_error(what: str, exc: urllib3.exceptions.HTTPError) -> Exception:

@@ -8,11 +8,14 @@ from pydantic import ConfigDict, Field, field_validator
 
 from connectors.http import RetryConfig
 
-__all__ = ["DEFAULT_ID_PROPERTIES", "HubSpotConfig"]
+__all__ = ["DEFAULT_ID_PROPERTIES", "EXPORT_SCOPE", "HubSpotConfig"]
 
 # Unique properties upserts match on: contacts' e-mail is unique by HubSpot's rule; companies and deals
 # need a custom property created with ``hasUniqueValue: true`` (the sandbox ships ``external_id``).
 DEFAULT_ID_PROPERTIES = {"contacts": "email", "companies": "external_id", "deals": "external_id"}
+# The OAuth scope of HubSpot's Exports API; only a Super Admin can grant it (``crmhub connect hubspot
+# --allow-exports`` asks for it). A connection granted it may read large objects through an export.
+EXPORT_SCOPE = "crm.export"
 
 
 class HubSpotConfig(RetryConfig):
@@ -58,6 +61,29 @@ class HubSpotConfig(RetryConfig):
         description="where the portal's data is hosted (e.g. 'eu', 'us'), for transfer checks; "
         "default: 'eu' for the api-eu1 host, else 'unknown' (api.hubapi.com serves every data centre)",
     )
+    granted_scopes: tuple[str, ...] = Field(
+        (), description="the OAuth scopes the connection was granted (crmhub's workers set them)"
+    )
+    export_threshold: int | None = Field(
+        50_000,
+        ge=1,
+        description="a full read of an object with at least this many records goes through HubSpot's "
+        "Exports API (one CSV file instead of one list call per 100 records) when the connection was "
+        f"granted {EXPORT_SCOPE!r}; None: never",
+    )
+    export_poll_s: float = Field(1.0, gt=0, description="first pause between export status checks")
+    export_poll_max_s: float = Field(15.0, gt=0, description="longest pause between status checks")
+    export_wait_per_read_s: float = Field(
+        60.0,
+        gt=0,
+        description="how long one read waits for an export to finish before it returns an empty page "
+        "(the pull loop heartbeats and reads again)",
+    )
+    export_timeout_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="an export not finished this long after it started is abandoned for the list API",
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(60.0, gt=0)
 
@@ -70,3 +96,8 @@ class HubSpotConfig(RetryConfig):
 
     def id_property(self, stream: str) -> str | None:
         return self.id_properties.get(stream)
+
+    @property
+    def exports_allowed(self) -> bool:
+        """Full reads may use the Exports API: a threshold is set and the connection has the scope."""
+        return self.export_threshold is not None and EXPORT_SCOPE in self.granted_scopes

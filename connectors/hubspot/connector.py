@@ -86,7 +86,8 @@ class HubSpotConnector(Connector):
         return StreamSchema(stream=stream, fields=tuple(sorted(fields, key=lambda f: f.name)))
 
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
-        """See :mod:`connectors.hubspot.reader`: full via the list API, incremental via keyset search."""
+        """See :mod:`connectors.hubspot.reader`: full via the list API (or an export, see
+        :mod:`connectors.hubspot.exports`), incremental via keyset search."""
         self.client.refresh_token_view()
         return self._reader.read_page(self._stream(stream), state, page_size, fields)
 
@@ -98,4 +99,5 @@ class HubSpotConnector(Connector):
         return self._writer.write_batch(self._stream(stream), records, mode, external_id=external_id)
 
     def close(self) -> None:
+        self._reader.close()
         self.client.close()

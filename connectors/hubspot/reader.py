@@ -31,6 +31,7 @@ are compared as strings).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -38,10 +39,13 @@ from typing import Any
 
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.config import HubSpotConfig
+from connectors.hubspot.exports import ExportReads, Fallback
 from schemas.connector import Page, ReadMode, Record, StreamState
 from schemas.errors import ConfigError, TransientError
 
 __all__ = ["ID_PROPERTY", "MODIFIED_PROPERTY", "StreamReader"]
+
+log = logging.getLogger(__name__)
 
 ID_PROPERTY = "hs_object_id"
 MODIFIED_PROPERTY = {
@@ -107,6 +111,10 @@ class StreamReader:
     def __init__(self, client: HubSpotClient, config: HubSpotConfig) -> None:
         self.client = client
         self.config = config
+        self.exports = ExportReads(client, config)
+
+    def close(self) -> None:
+        self.exports.close()
 
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
         modified = MODIFIED_PROPERTY.get(stream)
@@ -116,7 +124,8 @@ class StreamReader:
             raise ConfigError("page_size must be at least 1")
         props = list(dict.fromkeys([*fields, ID_PROPERTY, modified]))
         calls_before = self.client.calls
-        page = _Read(self, stream, modified, props, max(1, min(page_size, self.config.page_size))).run(state)
+        limit = max(1, min(page_size, self.config.page_size))
+        page = _Read(self, stream, modified, props, limit, page_size).run(state)
         return Page(
             page.records, page.next_state, page.has_more, page.deleted_ids, self.client.calls - calls_before
         )
@@ -126,10 +135,12 @@ class _Read:
     """One read_page call: the stream's names and limits, and the phase handlers."""
 
     def __init__(
-        self, reader: StreamReader, stream: str, modified: str, props: list[str], limit: int
+        self, reader: StreamReader, stream: str, modified: str, props: list[str], limit: int, wanted: int
     ) -> None:
         self.client = reader.client
         self.config = reader.config
+        self.exports = reader.exports
+        self.wanted = wanted  # what the caller asked for: an export page is not bound by the API's
         self.stream = stream
         self.modified = modified
         self.props = props
@@ -160,6 +171,9 @@ class _Read:
             # A new full read: everything modified up to ``window_end`` is listed, so that is where
             # the next (incremental) read starts, with deletes archived after it.
             state = state.model_copy(update={"window_end": str(self.settled_now())})
+        exported = self.export(state)
+        if exported is not None:
+            return exported
         records, after = self.list_page(state.page_token)
         if after is not None:
             return Page(records, state.model_copy(update={"page_token": after}), True)
@@ -188,7 +202,27 @@ class _Read:
             extra.setdefault("deleted_after", state.cursor)
         return state.model_copy(update={"window_end": str(end), "extra": extra, "page_token": None})
 
+    def export(self, state: StreamState) -> Page | None:
+        """A page of the read through an export (:mod:`connectors.hubspot.exports`), or None when
+        the list API serves this read. Ends like the list read: at ``window_end``."""
+        try:
+            if not self.exports.in_progress(state):
+                if not self.exports.wanted(self.stream, state):
+                    return None
+                state = self.exports.start(self.stream, self.props, state)
+            records, state, ended = self.exports.page(self.stream, state, self.wanted)
+        except Fallback as exc:
+            log.warning("%s: reading through the list API instead of an export: %s", self.stream, exc)
+            return Page([], self.exports.declined(state, exc.reason), True)
+        if not ended:
+            return Page(records, state, True)
+        end = state.window_end or "0"
+        return Page(records, self.finished(state, end, "", deleted_after=end), False)
+
     def backfill(self, state: StreamState) -> Page:
+        exported = self.export(state)
+        if exported is not None:
+            return exported
         records, after = self.list_page(state.page_token)
         if after is not None:
             return Page(records, state.model_copy(update={"page_token": after}), True)
@@ -199,6 +233,7 @@ class _Read:
         self, state: StreamState, cursor: str, tie: str, *, deleted_after: str | None
     ) -> StreamState:
         """The state a completed read leaves for the next one."""
+        state = self.exports.finished_extra(state)
         extra = {k: v for k, v in state.extra.items() if k not in ("phase", "deleted_after")}
         if deleted_after is not None:
             extra["deleted_after"] = deleted_after

@@ -27,12 +27,12 @@ class SandboxTokens:
     """A TokenSource over the sandbox's OAuth server: ``refresh`` re-mints via the refresh token,
     single-flight by the rejected token, and counts how often it had to."""
 
-    def __init__(self, hs: HubSpotSandbox) -> None:
+    def __init__(
+        self, hs: HubSpotSandbox, scope: str = "crm.objects.contacts.read crm.objects.contacts.write"
+    ) -> None:
         self.hs = hs
         self.app = hs.register_app(["https://crmhub.test/oauth/callback"])
-        grant = hs.issue_oauth_tokens(
-            self.app.client_id, "crm.objects.contacts.read crm.objects.contacts.write"
-        )
+        grant = hs.issue_oauth_tokens(self.app.client_id, scope)
         self._access = grant.access_token
         self._refresh = grant.refresh_token or ""
         self.refreshes = 0
