@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -189,6 +197,11 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     governance: GovernanceSettings = GovernanceSettings()
     codec: CodecSettings = CodecSettings()
+    connectors: dict[str, dict[str, JsonValue]] = Field(
+        default_factory=dict,
+        description="per provider, options of its connector's config (e.g. "
+        "CRMHUB_CONNECTORS__HUBSPOT__EXPORT_THRESHOLD=20000); checked when a worker starts",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

@@ -10,12 +10,12 @@ third-party connector plugin works too, as long as its config model takes the AP
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, cast
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from connectors.base import Connector, TokenSource
 from connectors.registry import Registry as ConnectorRegistry
@@ -34,6 +34,8 @@ TokenSourceFactory = Callable[[str], TokenSource]
 """``tokens(connection_id) -> TokenSource`` (e.g. ``OAuthService.token_source``)."""
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+# Config fields each connection fills in (see ``_config``): settings must not override them.
+_FROM_CONNECTION = frozenset({"instance_url", "base_url", "ca_bundle", "rate_limit_key", "granted_scopes"})
 
 
 def sandbox_ca_for(data_dir: Path, instance_url: str | None) -> Path | None:
@@ -62,11 +64,40 @@ class ConnectionConnectors:
         *,
         data_dir: Path,
         registry: ConnectorRegistry | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.engine = engine
         self.tokens = tokens
         self.data_dir = data_dir
         self.registry = registry or load_registry()
+        self.options = {p: dict(o) for p, o in (options or {}).items()}
+        self._check_options()
+
+    def _check_options(self) -> None:
+        """Settings' ``connectors`` options name a known provider and options of its config model,
+        and none that a connection sets itself; a mistake fails when the worker starts."""
+        for provider, opts in self.options.items():
+            setting = f"CRMHUB_CONNECTORS__{provider.upper()}"
+            try:
+                cls = self.registry.get(provider)
+            except ConfigError:
+                raise ConfigError(f"{setting}: no connector {provider!r} is installed") from None
+            fields = cls.config_model.model_fields
+            for name in opts:
+                if name in _FROM_CONNECTION:
+                    raise ConfigError(f"{setting}__{name.upper()}: set by each connection, not by settings")
+                if name not in fields:
+                    known = ", ".join(sorted(set(fields) - _FROM_CONNECTION))
+                    raise ConfigError(
+                        f"{setting}__{name.upper()}: {provider} has no option {name!r}; its options: {known}"
+                    )
+                info = fields[name]
+                try:
+                    shape: Any = Annotated[info.annotation, *info.metadata]
+                    TypeAdapter(shape).validate_python(opts[name])
+                except ValidationError as exc:
+                    why = "; ".join(e["msg"] for e in exc.errors(include_input=False, include_url=False))
+                    raise ConfigError(f"{setting}__{name.upper()}: {why}") from None
 
     def connection(self, connection_id: str) -> ConnectionRow:
         """The stored connection; :class:`ConfigError` if unknown, ``ReauthorizationRequired`` if not
@@ -93,7 +124,7 @@ class ConnectionConnectors:
     def _config(self, cls: type[Connector], row: ConnectionRow) -> BaseModel:
         model = cls.config_model
         fields = model.model_fields
-        data: dict[str, Any] = {}
+        data: dict[str, Any] = dict(self.options.get(row.provider, {}))  # from settings
         if row.instance_url:
             if "instance_url" in fields:
                 data["instance_url"] = row.instance_url
@@ -101,6 +132,8 @@ class ConnectionConnectors:
                 data["base_url"] = row.instance_url
         if "rate_limit_key" in fields:  # one portal/org per connection: its clients share pacing
             data["rate_limit_key"] = row.id
+        if "granted_scopes" in fields:  # what the controller authorised (e.g. HubSpot's crm.export)
+            data["granted_scopes"] = tuple(row.scopes)
         ca = sandbox_ca_for(self.data_dir, row.instance_url)
         if ca is not None and "ca_bundle" in fields:
             data["ca_bundle"] = ca

@@ -105,7 +105,9 @@ def deps_from_settings(
     signer = CheckpointSigner.load_or_create(settings.data_dir / settings.governance.signing_key_file)
     configs = list(oauth_configs) if oauth_configs is not None else oauth_configs_for(settings)
     oauth = OAuthService(engine, vault, configs)
-    factory = ConnectionConnectors(engine, oauth.token_source, data_dir=settings.data_dir)
+    factory = ConnectionConnectors(
+        engine, oauth.token_source, data_dir=settings.data_dir, options=settings.connectors
+    )
     return ActivityDeps(
         settings=settings,
         engine=engine,

@@ -87,7 +87,9 @@ def create_app(
         engine=engine,
         vault=vault,
         oauth=oauth,
-        connectors=ConnectionConnectors(engine, oauth.token_source, data_dir=settings.data_dir),
+        connectors=ConnectionConnectors(
+            engine, oauth.token_source, data_dir=settings.data_dir, options=settings.connectors
+        ),
         temporal=temporal or LazyTemporal(settings),
         templates=templates,
         pseudonymizer=Pseudonymizer(vault),

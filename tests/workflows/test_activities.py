@@ -638,6 +638,9 @@ def test_connectors_of_one_connection_share_the_portals_pacing(world: World) -> 
     try:
         assert a.config.rate_limit_key == b.config.rate_limit_key == world.hs
         assert a.client._portal is b.client._portal
+        factory = cast(ConnectionConnectors, world.deps.connector_factory)
+        granted = factory.connection(world.hs).scopes  # what decides whether exports may be used
+        assert granted and a.config.granted_scopes == tuple(granted)
     finally:
         a.close()
         b.close()

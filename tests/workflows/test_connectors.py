@@ -1,0 +1,68 @@
+"""workflows.connectors: connector options from settings (``CRMHUB_CONNECTORS__<PROVIDER>__<OPTION>``)
+are checked when a worker starts, name the setting when wrong, and reach the connector's config."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.hubspot import HubSpotConnector
+from schemas.errors import ConfigError
+from schemas.settings import load_settings
+from store.connections import ConnectionRow, ConnectionStatus
+from workflows.connectors import ConnectionConnectors
+
+
+def factory(options: dict[str, dict[str, Any]]) -> ConnectionConnectors:
+    engine: Any = None  # options are checked before any connection is read
+    return ConnectionConnectors(engine, lambda _id: engine, data_dir=Path("."), options=options)
+
+
+def test_options_come_from_the_environment_and_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMHUB_CONNECTORS__HUBSPOT__EXPORT_THRESHOLD", "20000")
+    settings = load_settings()
+    assert settings.connectors == {"hubspot": {"export_threshold": "20000"}}
+    connectors = factory(settings.connectors)
+
+    now = datetime.now(UTC)
+    row = ConnectionRow(
+        id="c1",
+        tenant="acme",
+        provider="hubspot",
+        status=ConnectionStatus.ACTIVE,
+        status_message=None,
+        instance_url="https://api.hubapi.com",
+        scopes=("oauth", "crm.export"),
+        access_token_sealed=None,
+        refresh_token_sealed=None,
+        access_expires_at=None,
+        refreshed_at=None,
+        refresh_claim_owner=None,
+        refresh_claimed_until=None,
+        created_at=now,
+        updated_at=now,
+    )
+    config: Any = connectors._config(HubSpotConnector, row)
+    assert config.export_threshold == 20_000
+    assert config.granted_scopes == ("oauth", "crm.export") and config.exports_allowed
+    assert config.rate_limit_key == "c1" and config.base_url == "https://api.hubapi.com"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"hubspot": {"export_treshold": 1}}, "CRMHUB_CONNECTORS__HUBSPOT__EXPORT_TRESHOLD: hubspot has no"),
+        ({"hubspot": {"export_threshold": "many"}}, "CRMHUB_CONNECTORS__HUBSPOT__EXPORT_THRESHOLD: Input"),
+        ({"hubspot": {"export_threshold": 0}}, "CRMHUB_CONNECTORS__HUBSPOT__EXPORT_THRESHOLD: Input should"),
+        ({"hubspot": {"granted_scopes": ["crm.export"]}}, "set by each connection, not by settings"),
+        ({"salesforce": {"instance_url": "https://x"}}, "set by each connection, not by settings"),
+        ({"zoho": {"page_size": 5}}, "CRMHUB_CONNECTORS__ZOHO: no connector 'zoho' is installed"),
+    ],
+)
+def test_a_wrong_option_fails_at_start_naming_the_setting(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        factory(options)
+    assert message in str(err.value)
