@@ -122,6 +122,22 @@ def provider_configs(
     return configs
 
 
+def with_export_scope(
+    configs: list[OAuthProviderConfig], provider: ProviderName
+) -> list[OAuthProviderConfig]:
+    """The OAuth clients with HubSpot's ``crm.export`` scope added to what the HubSpot one asks for."""
+    from connectors.hubspot.config import EXPORT_SCOPE
+
+    if provider is not ProviderName.HUBSPOT:
+        raise typer.BadParameter("--allow-exports is for hubspot only (Salesforce reads in bulk without it)")
+    return [
+        c.model_copy(update={"scopes": (*c.scopes, EXPORT_SCOPE)})
+        if c.provider.value == ProviderName.HUBSPOT.value and EXPORT_SCOPE not in c.scopes
+        else c
+        for c in configs
+    ]
+
+
 def _required(environ: Mapping[str, str], name: str) -> str:
     value = environ.get(name)
     if not value:
@@ -269,12 +285,23 @@ def connect_cmd(
         typer.Option(help=f"loopback redirect URI registered with the app (default {DEFAULT_REDIRECT_URI})"),
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the consent", min=1, max=600)] = 300.0,
+    allow_exports: Annotated[
+        bool,
+        typer.Option(
+            "--allow-exports",
+            help="HubSpot only: also ask for the crm.export scope (a Super Admin must grant it), so that "
+            "full reads of large objects go through HubSpot's Exports API (HubSpot keeps the export "
+            "file and lists it in the portal's export log)",
+        ),
+    ] = False,
 ) -> None:
     """Connect a CRM with OAuth (authorization code + PKCE): open the consent page, wait for the callback."""
     from connectors.oauth import OAuthCallbackError
 
     settings = load_settings()
     configs = provider_configs(settings, sandbox=sandbox, redirect_uri=redirect_uri)
+    if allow_exports:
+        configs = with_export_scope(configs, provider)
     service = _service(settings, configs)
     try:
         cfg = service.config(provider)

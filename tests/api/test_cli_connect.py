@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -155,6 +155,29 @@ def test_connect_then_list_then_disconnect(provider, sandbox, env, tmp_path, red
     assert "revoked" in gone.stdout
     rows = json.loads(crmhub(env, tmp_path, "connections", "list", "--json").stdout)
     assert rows[0]["status"] == "revoked"
+
+
+def test_allow_exports_asks_for_the_export_scope_and_the_connection_keeps_it(
+    sandbox, env, tmp_path, redirect_uri
+) -> None:
+    """``--allow-exports``: the consent page lists crm.export, the connection records it granted
+    (which lets the worker read large objects through HubSpot exports); Salesforce refuses it."""
+    ca = SandboxCA(Path(sandbox.info.ca_path).parent).client_context()
+    args = ("hubspot", "--tenant", "acme", "--no-browser", "--redirect-uri", redirect_uri, "--allow-exports")
+    run = Running(env, tmp_path, *args)
+    url = run.authorize_url()
+    assert "crm.export" in parse_qs(urlsplit(url).query)["scope"][0].split()
+    params = consent(url, ca)
+    assert httpx.get(f"{redirect_uri}?{urlencode(params)}", timeout=30).status_code == 200
+    rc, _, stderr = run.finish()
+    assert rc == 0, stderr
+    rows = json.loads(crmhub(env, tmp_path, "connections", "list", "--json").stdout)
+    assert "crm.export" in rows[0]["scopes"]
+
+    refused = crmhub(
+        env, tmp_path, "connect", "salesforce", "--tenant", "acme", "--no-browser", "--allow-exports"
+    )
+    assert refused.returncode != 0 and "hubspot only" in refused.stderr
 
 
 def test_a_tampered_callback_is_refused(sandbox, env, tmp_path, redirect_uri) -> None:

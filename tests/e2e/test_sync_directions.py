@@ -17,14 +17,18 @@ at the destination, that lineage counts match the destination and that the ledge
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from api.cli_connect import ProviderName, with_export_scope
 from api.demo import _workers
+from connectors.oauth import OAuthService, configs_from_sandbox
 from sandbox.fake import BASE_EPOCH_MS
+from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode, SyncStatus
 from store import syncs as store
 from tests.sync_support import (
@@ -205,3 +209,43 @@ async def test_hubspot_companies_to_salesforce_accounts(world: World) -> None:
                 hs.delete_record("companies", cid)
 
     await _companies_full_then_incremental(world, HS_COMPANIES_TO_SF, change)
+
+
+async def test_hubspot_contacts_through_an_export_when_the_connection_allows_it(
+    settings: Settings, world: World
+) -> None:
+    """A HubSpot connection granted ``crm.export`` (``crmhub connect hubspot --allow-exports``) and a
+    worker with ``CRMHUB_CONNECTORS__HUBSPOT__EXPORT_THRESHOLD=500``: the full sync reads the 1,000
+    contacts through one HubSpot export — the same records land, the lineage agrees — and the next
+    incremental sync searches for the changes as before."""
+    d = dataclasses.replace(HS_CONTACTS_TO_SF, tenant="hs-export")
+    hs = world.hs
+    hs.seed({"contacts": 1_000})
+    exporting = OAuthService(
+        world.connected.engine,
+        world.connected.vault,
+        with_export_scope(list(configs_from_sandbox(world.sandbox.info)), ProviderName.HUBSPOT),
+    )
+    try:
+        await create_sync(dataclasses.replace(world, oauth=exporting), d)
+    finally:
+        exporting.close()
+    worker_settings = settings.model_copy(update={"connectors": {"hubspot": {"export_threshold": 500}}})
+    async with _workers(worker_settings):
+        full = await world.run(d, SyncMode.FULL)
+        assert full.status is SyncStatus.COMPLETED
+        assert (full.counts.pulled, full.counts.pushed, full.counts.failed) == (1_000, 1_000, 0)
+        assert [(t.status, t.rows) for t in hs.export_tasks()] == [("COMPLETE", 1_000)]
+        check_destination(world, d, source_records(world, d))
+
+        ids = sorted((r["id"] for r in hs.live_records("contacts")), key=int)
+        with _stamped_after(hs, full):
+            for i, cid in enumerate(ids[:10]):
+                hs.update_record("contacts", cid, {"firstname": f"Renamed{i}"})
+        inc = await world.run(d, SyncMode.INCREMENTAL)
+    assert inc.status is SyncStatus.COMPLETED
+    assert (inc.counts.pulled, inc.counts.pushed) == (10, 10)
+    assert len(hs.export_tasks()) == 1  # incremental reads search; they never export
+    check_destination(world, d, source_records(world, d))
+    counts = check_ledger(world, d)
+    assert counts["pull.records"] == counts["push.pushed"] == 1_010
