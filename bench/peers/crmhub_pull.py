@@ -1,12 +1,15 @@
 """The crmhub side and the bare-client reference of ``python -m bench peers``, one pull per process.
 
-    python -m bench.peers.crmhub_pull '{"side": "crmhub"|"bare", "crm": "hubspot"|"salesforce",
+    python -m bench.peers.crmhub_pull '{"side": "crmhub"|"crmhub-export"|"bare",
+                                        "crm": "hubspot"|"salesforce",
                                         "url": ..., "token": ..., "ca": ..., "ids_path": ...}'
 
 *crmhub* pulls every contact with the connector, as a sync's pull activity does: ``read_page`` in
 FULL mode, 2,000 records asked per call (the worker's page size), every field the live schema
 describes (the peers read all fields too). Salesforce picks Bulk API 2.0 above its
-``bulk_threshold``; HubSpot pages the list API at 100. *bare* is the fastest plain use of the
+``bulk_threshold``; HubSpot pages the list API at 100. *crmhub-export* (HubSpot only) is the same
+loop on a connection granted ``crm.export``: the read goes through one HubSpot export (start, status
+polls, one streamed CSV download). *bare* is the fastest plain use of the
 vendor's client: simple-salesforce ``query_all_iter`` over the same fields; hubspot-api-client
 ``get_page(limit=100, _preload_content=False)`` + ``json.loads``. Each side writes the record ids
 it got to ``ids_path`` (one a line, counted by the harness after the clock stops) and prints one
@@ -35,19 +38,22 @@ def _static_token(token: str) -> TokenSource:
     return cast("TokenSource", SimpleNamespace(access_token=lambda: token, refresh=lambda _rejected: token))
 
 
-def _crmhub(crm: str, url: str, token: str, ca: str) -> Iterator[list[str]]:
+def _crmhub(crm: str, url: str, token: str, ca: str, *, export: bool = False) -> Iterator[list[str]]:
     from connectors.base import Connector
     from schemas.connector import ReadMode, StreamState
 
     conn: Connector
     if crm == "hubspot":
         from connectors.hubspot import HubSpotConfig, HubSpotConnector
+        from connectors.hubspot.config import EXPORT_SCOPE
 
-        conn, stream, key = (
-            HubSpotConnector(HubSpotConfig(base_url=url, ca_bundle=Path(ca)), _static_token(token)),
-            "contacts",
-            "hs_object_id",
+        hs_config = HubSpotConfig(
+            base_url=url,
+            ca_bundle=Path(ca),
+            granted_scopes=(EXPORT_SCOPE,) if export else (),
+            export_threshold=1 if export else None,
         )
+        conn, stream, key = HubSpotConnector(hs_config, _static_token(token)), "contacts", "hs_object_id"
     else:
         from connectors.salesforce import SalesforceConfig, SalesforceConnector
 
@@ -105,9 +111,9 @@ def _bare_salesforce(url: str, token: str, ca: str) -> Iterator[list[str]]:
 
 
 def pull_ids(side: str, crm: str, url: str, token: str, ca: str) -> Iterator[list[str]]:
-    """Pages of record ids, as ``side`` ("crmhub" or "bare") reads them from ``crm``."""
-    if side == "crmhub":
-        return _crmhub(crm, url, token, ca)
+    """Pages of record ids, as ``side`` ("crmhub", "crmhub-export" or "bare") reads them from ``crm``."""
+    if side in ("crmhub", "crmhub-export"):
+        return _crmhub(crm, url, token, ca, export=side == "crmhub-export")
     if crm == "hubspot":
         return _bare_hubspot(url, token, ca)
     return _bare_salesforce(url, token, ca)

@@ -6,6 +6,8 @@ limit off); every puller runs in a child process of its own and is measured from
 CRM, side by side in every round (the order rotates round by round):
 
 - **crmhub** — the connector's ``read_page`` loop (:mod:`bench.peers.crmhub_pull`), crmhub's venv;
+- **crmhub-export** — HubSpot only: the same loop on a connection granted ``crm.export``, so the
+  full read goes through one HubSpot export (:mod:`connectors.hubspot.exports`);
 - **bare** — the vendor's client at its fastest, the reference row (same module);
 - **dlt** — the verified source's contacts resource, ``extract`` only (:mod:`bench.peers.dlt_extract`);
 - **tap-hubspot** / **tap-salesforce** — the Singer tap, contacts selected with every field;
@@ -17,7 +19,8 @@ must deliver each of the N contacts exactly once, else its row says what it deli
 cannot run records why. Output: one JSON document on stdout, the table on stderr.
 
     python -m bench peers [--records 100000] [--runs 3] [--latency-ms 0,50]
-        [--dlt-sources PATH] [--only crmhub,bare,dlt,singer,airbyte] [--crms hubspot,salesforce]
+        [--dlt-sources PATH] [--only crmhub,crmhub-export,bare,dlt,singer,airbyte]
+        [--crms hubspot,salesforce] [--hubspot-export-rows-per-s R]
         [--venv-dir .bench-venvs] [--timeout-s 900] [--once-over-s 300]
 
 A puller whose first run takes longer than ``--once-over-s`` (airbyte-source-hubspot at 100k) is not
@@ -152,6 +155,12 @@ def _own(s: Session, crm: str, side: str) -> Prepared:
     return Prepared([sys.executable, "-m", "bench.peers.crmhub_pull", json.dumps(arg)], env, count)
 
 
+def _own_export(s: Session, crm: str) -> Prepared:
+    if crm != "hubspot":
+        raise CannotRun("HubSpot only: Salesforce's bulk path (Bulk API 2.0) is in the crmhub row already")
+    return _own(s, crm, "crmhub-export")
+
+
 def _dlt(s: Session, crm: str) -> Prepared:
     if s.dlt_sources is None:
         raise CannotRun("--dlt-sources not given (get them with `dlt init hubspot duckdb`)")
@@ -249,6 +258,7 @@ def _airbyte(s: Session, crm: str) -> Prepared:
 
 PULLERS: dict[str, Callable[[Session, str], Prepared]] = {
     "crmhub": lambda s, crm: _own(s, crm, "crmhub"),
+    "crmhub-export": lambda s, crm: _own_export(s, crm),
     "bare": lambda s, crm: _own(s, crm, "bare"),
     "dlt": _dlt,
     "singer": lambda s, crm: _tap_hubspot(s) if crm == "hubspot" else _tap_salesforce(s),
@@ -263,6 +273,8 @@ LABELS = {
     ("dlt", "salesforce"): "dlt 1.31.0 + verified salesforce",
     ("crmhub", "hubspot"): "crmhub HubSpotConnector",
     ("crmhub", "salesforce"): "crmhub SalesforceConnector",
+    ("crmhub-export", "hubspot"): "crmhub HubSpotConnector, crm.export granted (Exports API)",
+    ("crmhub-export", "salesforce"): "crmhub-export: HubSpot only",
     ("bare", "hubspot"): "bare hubspot-api-client (raw JSON)",
     ("bare", "salesforce"): "bare simple-salesforce query_all_iter",
 }
@@ -342,17 +354,18 @@ def _table(result: dict[str, Any]) -> str:
         )
         for crm, rows in lat["crms"].items():
             crm_rate = rows.get("crmhub", {}).get("records_per_s")
+            export_rate = rows.get("crmhub-export", {}).get("records_per_s")
             for name, row in rows.items():
                 label = LABELS[(name, crm)]
                 if "error" in row:
                     lines.append(f"  {crm:10s} {label:40s} -- {row['error'][:160]}")
                     continue
-                ratio = (
-                    f"{crm_rate / row['records_per_s']:.2f}x" if crm_rate and row["records_per_s"] else "-"
-                )
+                per_s = row["records_per_s"]
+                ratio = f"{crm_rate / per_s:.2f}x" if crm_rate and per_s else "-"
+                export = f"  crmhub-export/this {export_rate / per_s:.2f}x" if export_rate and per_s else ""
                 lines.append(
-                    f"  {crm:10s} {label:40s} {row['records_per_s']:8,d}/s {row['peak_rss_mb']:7.1f} MB"
-                    f"  {row['seconds']:7.2f} s  crmhub/this {ratio}"
+                    f"  {crm:10s} {label:40s} {per_s:8,d}/s {row['peak_rss_mb']:7.1f} MB"
+                    f"  {row['seconds']:7.2f} s  crmhub/this {ratio}{export}"
                 )
     return "\n".join(lines)
 
@@ -372,6 +385,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--once-over-s", type=float, default=300, help="a puller whose first run took longer runs once"
     )
+    ap.add_argument(
+        "--hubspot-export-rows-per-s",
+        type=float,
+        default=None,
+        help="how fast the sandbox HubSpot writes an export file (default: as fast as it can)",
+    )
     args = ap.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     crms = [c for c in args.crms.split(",") if c]
@@ -385,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"seeded {n:,} contacts per CRM in {time.perf_counter() - started:.1f} s", file=sys.stderr)
             hs: Any = sb.hubspot
             hs.set_burst_limit(None)  # measure software, not HubSpot's pacing
+            if args.hubspot_export_rows_per_s is not None:
+                hs.set_export_timing(rows_per_s=args.hubspot_export_rows_per_s)
             session = Session(sb, "", tmp, args.venv_dir, args.dlt_sources, n)
             props = {"contacts": _v3_properties(session, "contacts")}
             extra = ServerThread(extras.app(props), sb.ca, name="peers-extras").start()

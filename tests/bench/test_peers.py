@@ -176,6 +176,19 @@ def test_crmhub_and_bare_pullers_deliver_exactly_n(
     assert row["records_per_s"] > 0 and row["peak_rss_mb"] > 0
 
 
+def test_the_export_puller_reads_exactly_n_through_one_hubspot_export(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    before = len(sandbox.hubspot.export_tasks())
+    row = run_puller(_session(sandbox, tmp_path), "crmhub-export", "hubspot", timeout_s=300)
+    assert "error" not in row, row
+    assert (row["records"], row["distinct"]) == (N, N)
+    tasks = sandbox.hubspot.export_tasks()[before:]
+    assert [(t.status, t.rows) for t in tasks] == [("COMPLETE", N)]
+    salesforce = run_puller(_session(sandbox, tmp_path), "crmhub-export", "salesforce", timeout_s=60)
+    assert salesforce["cannot_run"] is True and "HubSpot only" in salesforce["error"]
+
+
 def test_a_peer_that_cannot_run_says_why(sandbox: RunningSandbox, tmp_path: Path) -> None:
     row = run_puller(_session(sandbox, tmp_path), "dlt", "hubspot", timeout_s=60)
     assert row["cannot_run"] is True
