@@ -33,6 +33,21 @@ def _postgres_schema_url(base: str, schema: str) -> str:
     return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``CRMHUB_TEST_DATABASE_ONLY=1`` (bin/test's PostgreSQL pass): run only the tests that use the
+    database under test — those with ``db_url`` among their fixtures, directly or through another
+    fixture. The others never reach ``CRMHUB_TEST_DATABASE_URL`` (their data, if any, is their own
+    SQLite file), so the SQLite pass has run them exactly as this pass would; they are deselected,
+    and pytest's summary counts them."""
+    if os.environ.get("CRMHUB_TEST_DATABASE_ONLY") != "1":
+        return
+    keep = [item for item in items if "db_url" in getattr(item, "fixturenames", ())]
+    drop = [item for item in items if "db_url" not in getattr(item, "fixturenames", ())]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture
 def db_url(tmp_path: Path) -> Iterator[str]:
     """URL of a fresh database with every migration applied."""
