@@ -20,6 +20,10 @@ Phases (``StreamState.extra["phase"]``)::
              filtered by time) and report ids archived in (deleted_after, window_end]. The cost is
              one call per 100 archived records of the object, once per read.
 
+On a connection granted ``crm.export``, a full read or a ``list`` backfill of an object with at
+least ``export_threshold`` records reads one HubSpot export instead of paging the list API
+(:mod:`connectors.hubspot.exports`); it ends at the same position as the list read would.
+
 A full read (``ReadMode.FULL``) pages the list API the same way and ends at the same position
 (``window_end`` fixed on its first page), so an incremental read after it picks up exactly the
 changes and archives since — not the whole object again. Records modified in the settle window
