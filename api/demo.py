@@ -33,9 +33,10 @@ from governance.policy import ProcessingInstruction
 from sandbox.consent import press_consent
 from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
+from schemas.errors import TransientError
 from schemas.lineage import LineageEvent, VerificationResult
 from schemas.settings import Settings
-from schemas.sync import Progress, SyncMode
+from schemas.sync import Progress, SyncMode, SyncStatus
 from store import syncs as store
 
 __all__ = [
@@ -109,7 +110,8 @@ def connect_crm(oauth: OAuthService, tenant: str, provider: str, ca: SandboxCA) 
 def create_demo_sync(
     engine: Engine, *, tenant: str, sf_connection: str, hs_connection: str, sync_id: str = DEMO_SYNC
 ) -> store.SyncSpec:
-    """Tenant (EEA), instruction v1 and the Salesforce → HubSpot contacts sync (idempotent)."""
+    """Tenant (EEA), instruction v1 and the Salesforce → HubSpot contacts sync (idempotent: run
+    again, the sync is pointed at this run's connections — the sandbox CRMs are new each time)."""
     ins = demo_instruction(tenant)
     now = datetime.now(UTC)
     spec = store.SyncSpec(
@@ -147,6 +149,10 @@ def create_demo_sync(
         )
         if store.get_sync(conn, tenant, sync_id) is None:
             store.create_sync(conn, spec, now=now)
+        else:
+            store.set_sync_connections(
+                conn, tenant, sync_id, source=sf_connection, destination=hs_connection, now=now
+            )
     return spec
 
 
@@ -267,6 +273,17 @@ def run_demo(settings: Settings, console: Console, *, contacts: int, keep_runnin
         )
         result = asyncio.run(_run(settings, console, sandbox, ui_url, started))
         _report(console, result, settings)
+        failed = [
+            (n, p)
+            for n, p in (("full", result.full), ("incremental", result.incremental))
+            if p.status is not SyncStatus.COMPLETED
+        ]
+        if failed:
+            name, p = failed[0]
+            raise TransientError(
+                f"the demo's {name} sync ended {p.status.value}: {p.message or 'no message'}; "
+                f"see: crmhub sync status --tenant {DEMO_TENANT}"
+            )
         if keep_running:
             console.print("[bold]everything stays up[/] (workers too); Ctrl-C to stop")
             asyncio.run(_keep_workers(settings))

@@ -491,6 +491,35 @@ def set_sync_instruction(conn: Connection, tenant: str, id: str, version: int, *
     conn.execute(update(syncs).where(*where).values(instruction_version=version, updated=now))
 
 
+def set_sync_connections(
+    conn: Connection, tenant: str, id: str, *, source: str, destination: str, now: datetime
+) -> bool:
+    """Point the sync at other connections of its tenant (e.g. the CRMs were connected again).
+
+    A new *source* connection may be another org or portal, where the stored cursor means nothing:
+    it is cleared, so the next run reads in full. Returns whether anything changed; a
+    :class:`ConfigError` if the sync or a connection is unknown or belongs to another tenant."""
+    from store.connections import get_connection
+
+    row = get_sync(conn, tenant, id)
+    if row is None:
+        raise ConfigError(f"tenant {tenant!r} has no sync {id!r}")
+    for role, cid in (("source", source), ("destination", destination)):
+        found = get_connection(conn, cid)
+        if found is None or found.tenant != tenant:
+            raise ConfigError(f"{role} connection {cid!r} is not a connection of tenant {tenant!r}")
+    spec = row.spec
+    if (spec.source_connection_id, spec.destination_connection_id) == (source, destination):
+        return False
+    values: dict[str, Any] = {"source_connection_id": source, "destination_connection_id": destination}
+    if source != spec.source_connection_id:
+        values["cursor"] = None
+    conn.execute(
+        update(syncs).where(syncs.c.tenant == tenant, syncs.c.id == id).values(**values, updated=now)
+    )
+    return True
+
+
 def set_sync_mapping(
     conn: Connection, tenant: str, id: str, mapping: Mapping[str, str], *, now: datetime
 ) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from schemas.connector import ReadMode, StreamState
 from schemas.errors import ConfigError
+from store import connections
 from store import syncs as store
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -106,6 +107,56 @@ def test_cursor_and_status(db_engine: Engine) -> None:
     assert sync is not None
     assert sync.cursor == state
     assert (sync.last_run_id, sync.status) == ("r2", "running")
+
+
+def _connection(conn: object, id: str, tenant: str, provider: str) -> None:
+    connections.insert_connection(
+        conn,  # type: ignore[arg-type]
+        id=id,
+        tenant=tenant,
+        provider=provider,
+        instance_url=None,
+        scopes=(),
+        access_token_sealed=b"sealed",
+        refresh_token_sealed=b"sealed",
+        access_expires_at=None,
+        now=NOW,
+    )
+
+
+def test_a_sync_follows_new_connections_of_its_tenant_only(db_engine: Engine) -> None:
+    """Re-connected CRMs: the sync points at the new connections; a new source clears the cursor
+    (it was a position in another org), a new destination alone keeps it."""
+    state = StreamState(mode=ReadMode.INCREMENTAL, cursor="2026-03-01T11:59:59.000Z")
+    with db_engine.begin() as conn:
+        for cid, tenant, provider in (
+            ("c-sf", "acme", "salesforce"),
+            ("c-sf2", "acme", "salesforce"),
+            ("c-hs2", "acme", "hubspot"),
+            ("c-other", "globex", "hubspot"),
+        ):
+            _connection(conn, cid, tenant, provider)
+        store.create_sync(conn, spec(), now=NOW)
+        store.update_cursor(conn, "acme", "contacts", state, now=NOW)
+
+        def point(source: str, destination: str, sync: str = "contacts") -> bool:
+            return store.set_sync_connections(
+                conn, "acme", sync, source=source, destination=destination, now=NOW
+            )
+
+        assert point("c-sf", "c-hs2")
+        kept = store.get_sync(conn, "acme", "contacts")
+        assert kept is not None and kept.cursor == state and kept.spec.destination_connection_id == "c-hs2"
+        assert point("c-sf2", "c-hs2")
+        moved = store.get_sync(conn, "acme", "contacts")
+        assert moved is not None and moved.cursor is None and moved.spec.source_connection_id == "c-sf2"
+        assert not point("c-sf2", "c-hs2")
+        with pytest.raises(ConfigError, match="not a connection of tenant 'acme'"):
+            point("c-sf2", "c-other")
+        with pytest.raises(ConfigError, match="has no sync"):
+            point("c-sf2", "c-hs2", sync="nope")
+        unchanged = store.get_sync(conn, "acme", "contacts")
+        assert unchanged is not None and unchanged.spec.destination_connection_id == "c-hs2"
 
 
 def test_runs_are_idempotent_and_listed_newest_first(db_engine: Engine) -> None:
