@@ -70,7 +70,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -645,8 +645,13 @@ class OAuthService:
 
     # ---- connect -----------------------------------------------------------------------------
 
-    def begin_authorization(self, tenant: str, provider: str | Provider) -> AuthorizationRequest:
-        """Record a new single-use state (hash only) and sealed PKCE verifier; return the authorize URL."""
+    def begin_authorization(
+        self, tenant: str, provider: str | Provider, *, extra_scopes: Sequence[str] = ()
+    ) -> AuthorizationRequest:
+        """Record a new single-use state (hash only) and sealed PKCE verifier; return the authorize URL.
+
+        ``extra_scopes`` are asked for beside the app's own (e.g. HubSpot's ``crm.export`` when the
+        customer allows exports); the connection records what the provider granted."""
         if not tenant:
             raise ConfigError("tenant must not be empty")
         cfg = self.config(provider)
@@ -674,7 +679,7 @@ class OAuthService:
             "response_type": "code",
             "client_id": cfg.client_id,
             "redirect_uri": cfg.redirect_uri,
-            "scope": " ".join(cfg.scopes),
+            "scope": " ".join(dict.fromkeys([*cfg.scopes, *extra_scopes])),
             "state": state,
             "code_challenge": pkce_challenge(verifier),
             "code_challenge_method": "S256",

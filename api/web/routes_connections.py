@@ -20,13 +20,14 @@ from enum import StrEnum
 from typing import Annotated
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import Response
 
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope
+from connectors.hubspot.config import EXPORT_SCOPE
 from connectors.oauth import OAuthCallbackError
 from store import users as user_store
 from store.connections import ConnectionStatus
@@ -101,8 +102,17 @@ def connections_page(request: Request, scope: Scope) -> HTMLResponse:
     status_code=303,
     responses=POST_RESPONSES,
 )
-def connect(request: Request, provider: ProviderName, scope: Scope, _csrf: CsrfChecked) -> Response:
-    """Start the OAuth flow (authorization code + PKCE): redirect to the provider's consent page."""
+def connect(
+    request: Request,
+    provider: ProviderName,
+    scope: Scope,
+    _csrf: CsrfChecked,
+    allow_exports: Annotated[str | None, Form(max_length=8)] = None,
+) -> Response:
+    """Start the OAuth flow (authorization code + PKCE): redirect to the provider's consent page.
+
+    ``allow_exports`` (HubSpot's checkbox) also asks for ``crm.export``: full reads of large
+    objects then go through HubSpot's Exports API (a Super Admin must grant it)."""
     oauth = scope.ctx.oauth
     if provider.value not in oauth.configs:
         return render(
@@ -111,7 +121,8 @@ def connect(request: Request, provider: ProviderName, scope: Scope, _csrf: CsrfC
             {"title": "Not configured", "message": f"No {LABELS[provider.value]} OAuth app is configured."},
             status=400,
         )
-    req = oauth.begin_authorization(scope.tenant, provider.value)
+    extra = (EXPORT_SCOPE,) if allow_exports and provider is ProviderName.HUBSPOT else ()
+    req = oauth.begin_authorization(scope.tenant, provider.value, extra_scopes=extra)
     pending = dict(scope.session.oauth_pending)
     pending[hashlib.sha256(req.state.encode()).hexdigest()] = provider.value
     with scope.ctx.engine.begin() as conn:

@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -44,12 +45,17 @@ async def browser(
     app.state.web.close()  # its keep-alive connections to the sandbox end before the sandbox stops
 
 
-async def connect(c: httpx.AsyncClient, sandbox: RunningSandbox, provider: str) -> str:
-    r = await c.post(
-        f"/connections/connect/{provider}", data={"csrf_token": await page_csrf(c, "/connections")}
-    )
+async def connect(
+    c: httpx.AsyncClient, sandbox: RunningSandbox, provider: str, *, allow_exports: bool = False
+) -> str:
+    form = {"csrf_token": await page_csrf(c, "/connections")}
+    if allow_exports:
+        form["allow_exports"] = "on"
+    r = await c.post(f"/connections/connect/{provider}", data=form)
     assert r.status_code == 303
     consent = r.headers["location"]
+    asked = parse_qs(urlsplit(consent).query)["scope"][0].split()
+    assert ("crm.export" in asked) is (allow_exports and provider == "hubspot")
     assert consent.startswith("https://127.0.0.1:")
     params = press_consent(consent, sandbox.ca.client_context())
     cb = await c.get("/oauth/callback", params=params)
@@ -115,6 +121,20 @@ async def test_connect_both_crms_and_bad_callbacks(
     page = (await browser.get("/connections")).text
     assert "re-authorisation required" in page and "Reconnect" in page
     assert "need re-authorisation" in (await browser.get("/")).text
+
+
+async def test_the_hubspot_export_checkbox_asks_for_crm_export_and_the_connection_keeps_it(
+    browser: httpx.AsyncClient, sandbox: RunningSandbox, db_engine: Engine
+) -> None:
+    page = (await browser.get("/connections")).text
+    assert 'name="allow_exports"' in page and page.count('name="allow_exports"') == 1  # HubSpot's only
+    plain = await connect(browser, sandbox, "hubspot")
+    exporting = await connect(browser, sandbox, "hubspot", allow_exports=True)
+    ignored = await connect(browser, sandbox, "salesforce", allow_exports=True)  # not a Salesforce scope
+    with db_engine.connect() as conn:
+        scopes = {r.id: r.scopes for r in connection_store.list_connections(conn, tenant="acme")}
+    assert "crm.export" in scopes[exporting]
+    assert "crm.export" not in scopes[plain] and "crm.export" not in scopes[ignored]
 
 
 async def test_instruction_editor_shows_withheld_fields_before_saving(
