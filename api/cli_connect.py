@@ -122,20 +122,10 @@ def provider_configs(
     return configs
 
 
-def with_export_scope(
-    configs: list[OAuthProviderConfig], provider: ProviderName
-) -> list[OAuthProviderConfig]:
-    """The OAuth clients with HubSpot's ``crm.export`` scope added to what the HubSpot one asks for."""
+def _export_scopes() -> tuple[str, ...]:
     from connectors.hubspot.config import EXPORT_SCOPE
 
-    if provider is not ProviderName.HUBSPOT:
-        raise typer.BadParameter("--allow-exports is for hubspot only (Salesforce reads in bulk without it)")
-    return [
-        c.model_copy(update={"scopes": (*c.scopes, EXPORT_SCOPE)})
-        if c.provider.value == ProviderName.HUBSPOT.value and EXPORT_SCOPE not in c.scopes
-        else c
-        for c in configs
-    ]
+    return (EXPORT_SCOPE,)
 
 
 def _required(environ: Mapping[str, str], name: str) -> str:
@@ -299,15 +289,16 @@ def connect_cmd(
     from connectors.oauth import OAuthCallbackError
 
     settings = load_settings()
+    if allow_exports and provider is not ProviderName.HUBSPOT:
+        raise typer.BadParameter("--allow-exports is for hubspot only (Salesforce reads in bulk without it)")
+    extra_scopes = _export_scopes() if allow_exports else ()
     configs = provider_configs(settings, sandbox=sandbox, redirect_uri=redirect_uri)
-    if allow_exports:
-        configs = with_export_scope(configs, provider)
     service = _service(settings, configs)
     try:
         cfg = service.config(provider)
         listener = CallbackListener(cfg.redirect_uri)
         try:
-            request = service.begin_authorization(tenant, provider)
+            request = service.begin_authorization(tenant, provider, extra_scopes=extra_scopes)
         except BaseException:
             listener.close()
             raise

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,9 +92,11 @@ def demo_instruction(tenant: str = DEMO_TENANT, version: int = 1) -> ProcessingI
     )
 
 
-def connect_crm(oauth: OAuthService, tenant: str, provider: str, ca: SandboxCA) -> str:
+def connect_crm(
+    oauth: OAuthService, tenant: str, provider: str, ca: SandboxCA, *, extra_scopes: Sequence[str] = ()
+) -> str:
     """Connect a sandbox CRM through the authorization-code flow with PKCE; returns the connection id."""
-    req = oauth.begin_authorization(tenant, provider)
+    req = oauth.begin_authorization(tenant, provider, extra_scopes=extra_scopes)
     params = press_consent(req.url, ca.client_context())
     info = oauth.complete_authorization(
         provider,

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -232,10 +232,16 @@ async def open_world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterat
         connected.engine.dispose()
 
 
-async def create_sync(world: World, d: Direction) -> None:
-    """Tenant (EEA) with both CRMs connected through OAuth, instruction v1 and the sync."""
+async def create_sync(
+    world: World, d: Direction, *, extra_scopes: Mapping[str, Sequence[str]] | None = None
+) -> None:
+    """Tenant (EEA) with both CRMs connected through OAuth (asking, per CRM, ``extra_scopes`` too),
+    instruction v1 and the sync."""
+    extra = extra_scopes or {}
     connections = {
-        crm: await asyncio.to_thread(connect_crm, world.oauth, d.tenant, crm, world.ca)
+        crm: await asyncio.to_thread(
+            connect_crm, world.oauth, d.tenant, crm, world.ca, extra_scopes=tuple(extra.get(crm, ()))
+        )
         for crm in ("salesforce", "hubspot")
     }
     ins = d.instruction()

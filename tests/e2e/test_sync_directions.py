@@ -24,9 +24,7 @@ from typing import Any
 
 import pytest
 
-from api.cli_connect import ProviderName, with_export_scope
 from api.demo import _workers
-from connectors.oauth import OAuthService, configs_from_sandbox
 from sandbox.fake import BASE_EPOCH_MS
 from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode, SyncStatus
@@ -221,15 +219,7 @@ async def test_hubspot_contacts_through_an_export_when_the_connection_allows_it(
     d = dataclasses.replace(HS_CONTACTS_TO_SF, tenant="hs-export")
     hs = world.hs
     hs.seed({"contacts": 1_000})
-    exporting = OAuthService(
-        world.connected.engine,
-        world.connected.vault,
-        with_export_scope(list(configs_from_sandbox(world.sandbox.info)), ProviderName.HUBSPOT),
-    )
-    try:
-        await create_sync(dataclasses.replace(world, oauth=exporting), d)
-    finally:
-        exporting.close()
+    await create_sync(world, d, extra_scopes={"hubspot": ["crm.export"]})
     worker_settings = settings.model_copy(update={"connectors": {"hubspot": {"export_threshold": 500}}})
     async with _workers(worker_settings):
         full = await world.run(d, SyncMode.FULL)
