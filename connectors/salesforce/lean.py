@@ -42,7 +42,7 @@ def _real() -> types.ModuleType:
         stand_in.__dict__.update(module.__dict__)
     package = sys.modules.get("simple_salesforce")
     if package is not None:  # the package attribute pointed at the stand-in
-        package.metadata = module  # type: ignore[attr-defined]
+        vars(package)["metadata"] = module
     return module
 
 
@@ -58,5 +58,5 @@ def defer() -> None:
     if _NAME in sys.modules or "simple_salesforce.api" in sys.modules:
         return
     stand_in = _DeferredMetadata(_NAME, __doc__)
-    stand_in.SfdcMetadataApi = _SfdcMetadataApi  # type: ignore[attr-defined]
+    vars(stand_in)["SfdcMetadataApi"] = _SfdcMetadataApi
     sys.modules[_NAME] = stand_in

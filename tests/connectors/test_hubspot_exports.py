@@ -19,22 +19,25 @@ from sandbox.faults import FaultPlan, FaultRule
 from sandbox.tls import SandboxCA
 from schemas.connector import Page, ReadMode, Record, StreamState
 from schemas.errors import TransientError
-from tests.connectors.hubspot_harness import SandboxTokens, connect, hs_ca, portal  # noqa: F401
+from tests.connectors import hubspot_harness
+from tests.connectors.hubspot_harness import SandboxTokens, portal
 from tests.sandbox.hubspot_support import Served
 
 N = 230
 FIELDS = ["email", "firstname", "lastname", "city", "phone"]
 EXPORT_TOKEN_SCOPE = f"crm.objects.contacts.read crm.objects.contacts.write {EXPORT_SCOPE}"
 
+hs_ca = hubspot_harness.hs_ca
+connect = hubspot_harness.connect
 Connect = Callable[..., HubSpotConnector]
 
 
 @pytest.fixture
-def served(hs_ca: SandboxCA) -> Iterator[Served]:  # noqa: F811
+def served(hs_ca: SandboxCA) -> Iterator[Served]:
     yield from portal(hs_ca, {"contacts": N})
 
 
-def exporting(connect: Connect, served: Served, **overrides: Any) -> HubSpotConnector:  # noqa: F811
+def exporting(connect: Connect, served: Served, **overrides: Any) -> HubSpotConnector:
     """A connector whose connection was granted crm.export (token and config), threshold 100."""
     options: dict[str, Any] = {
         "granted_scopes": (EXPORT_SCOPE,),
@@ -79,7 +82,7 @@ def by_id(records: list[Record]) -> dict[str, Record]:
     return out
 
 
-def test_export_read_delivers_what_the_list_api_does(served: Served, connect: Connect) -> None:  # noqa: F811
+def test_export_read_delivers_what_the_list_api_does(served: Served, connect: Connect) -> None:
     served.hs.update_record("contacts", next(iter(served.hs.store.dump("contacts"))).id, {"city": None})
     listed, list_state, list_pages = read_all(connect(served))
     exported, state, pages = read_all(exporting(connect, served))
@@ -102,7 +105,7 @@ def test_export_read_delivers_what_the_list_api_does(served: Served, connect: Co
 
 def test_small_objects_and_connections_without_the_scope_use_the_list_api(
     served: Served,
-    connect: Connect,  # noqa: F811
+    connect: Connect,
 ) -> None:
     records, _, _ = read_all(exporting(connect, served, export_threshold=N + 1))
     assert len(by_id(records)) == N
@@ -114,7 +117,7 @@ def test_small_objects_and_connections_without_the_scope_use_the_list_api(
 
 def test_a_refused_scope_falls_back_to_the_list_api(
     served: Served,
-    connect: Connect,  # noqa: F811
+    connect: Connect,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The connection row says crm.export, but HubSpot says the token lacks it (a reinstall without
@@ -130,7 +133,7 @@ def test_a_refused_scope_falls_back_to_the_list_api(
 
 def test_a_new_connector_resumes_the_same_export_where_the_last_one_stopped(
     served: Served,
-    connect: Connect,  # noqa: F811
+    connect: Connect,
 ) -> None:
     first = exporting(connect, served)
     got, state = read_some(first, 100)  # two pages of 50 (a count, a start, polls and a download)
@@ -144,7 +147,7 @@ def test_a_new_connector_resumes_the_same_export_where_the_last_one_stopped(
 
 def test_a_download_that_breaks_off_is_resumed_from_the_last_page(
     served: Served,
-    connect: Connect,  # noqa: F811
+    connect: Connect,
 ) -> None:
     conn = exporting(connect, served)
     got, state = read_some(conn, 50)
@@ -160,7 +163,7 @@ def test_a_download_that_breaks_off_is_resumed_from_the_last_page(
 
 def test_an_export_still_being_written_gives_empty_pages_until_it_is_done(
     served: Served,
-    connect: Connect,  # noqa: F811
+    connect: Connect,
 ) -> None:
     served.hs.set_export_timing(queue_delay_s=0.6)
     conn = exporting(connect, served, export_wait_per_read_s=0.1)
@@ -170,8 +173,8 @@ def test_an_export_still_being_written_gives_empty_pages_until_it_is_done(
 
 
 def test_a_partitioned_export_falls_back_to_the_list_api(
-    hs_ca: SandboxCA,  # noqa: F811
-    connect: Connect,  # noqa: F811
+    hs_ca: SandboxCA,
+    connect: Connect,
 ) -> None:
     for served in portal(hs_ca, {"contacts": N}, export_partition_rows=100):
         conn = exporting(connect, served)
@@ -184,7 +187,7 @@ def test_a_partitioned_export_falls_back_to_the_list_api(
 
 def test_first_incremental_read_backfills_through_an_export_then_searches(
     served: Served,
-    connect: Connect,  # noqa: F811
+    connect: Connect,
 ) -> None:
     conn = exporting(connect, served)
     records, state, _ = read_all(conn, StreamState())
@@ -199,7 +202,7 @@ def test_first_incremental_read_backfills_through_an_export_then_searches(
 
 def test_a_canceled_export_or_a_lost_task_falls_back_to_the_list_api(
     served: Served,
-    connect: Connect,  # noqa: F811
+    connect: Connect,
 ) -> None:
     served.hs.set_export_timing(queue_delay_s=30.0)
     conn = exporting(connect, served, export_wait_per_read_s=0.05)
@@ -219,7 +222,7 @@ def test_a_canceled_export_or_a_lost_task_falls_back_to_the_list_api(
 
 def test_the_daily_export_limit_falls_back_to_the_list_api(
     served: Served,
-    connect: Connect,  # noqa: F811
+    connect: Connect,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     served.hs.set_export_limit(1)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from schemas.connector import ReadMode, StreamState
 from schemas.errors import ConfigError
@@ -109,9 +109,9 @@ def test_cursor_and_status(db_engine: Engine) -> None:
     assert (sync.last_run_id, sync.status) == ("r2", "running")
 
 
-def _connection(conn: object, id: str, tenant: str, provider: str) -> None:
+def _connection(conn: Connection, id: str, tenant: str, provider: str) -> None:
     connections.insert_connection(
-        conn,  # type: ignore[arg-type]
+        conn,
         id=id,
         tenant=tenant,
         provider=provider,
