@@ -139,12 +139,12 @@ class _Read:
     """One read_page call: the stream's names and limits, and the phase handlers."""
 
     def __init__(
-        self, reader: StreamReader, stream: str, modified: str, props: list[str], limit: int, wanted: int
+        self, reader: StreamReader, stream: str, modified: str, props: list[str], limit: int, asked: int
     ) -> None:
         self.client = reader.client
         self.config = reader.config
         self.exports = reader.exports
-        self.wanted = wanted  # what the caller asked for: an export page is not bound by the API's
+        self.asked = asked  # page size the caller asked for: an export page is not bound by the API's
         self.stream = stream
         self.modified = modified
         self.props = props
@@ -214,7 +214,7 @@ class _Read:
                 if not self.exports.wanted(self.stream, state):
                     return None
                 state = self.exports.start(self.stream, self.props, state)
-            records, state, ended = self.exports.page(self.stream, state, self.wanted)
+            records, state, ended = self.exports.page(self.stream, state, self.asked)
         except Fallback as exc:
             log.warning("%s: reading through the list API instead of an export: %s", self.stream, exc)
             return Page([], self.exports.declined(state, exc.reason), True)
