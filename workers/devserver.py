@@ -135,7 +135,8 @@ def start_dev_server(settings: Settings, *, timeout: float = 60.0) -> DevServerS
         status = dev_server_status(settings)
         if status.reachable and _ui_answers(dev.ip, dev.ui_port):
             return status
-        if status.pid is None:
+        started = _started.get(status.pid) if status.pid is not None else None
+        if status.pid is None or (started is not None and started.poll() is not None):
             raise ConfigError(f"the Temporal dev server exited at start; see {log_path}")
         time.sleep(0.2)
     raise ConfigError(f"the Temporal dev server did not become ready within {timeout:.0f}s; see {log_path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -23,9 +24,18 @@ pytestmark = pytest.mark.integration
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768+): a port the kernel hands out (bind to 0)
+    can be taken as the source port of any outgoing connection once its listener closes, which made
+    the demo's second dev-server start fail with "address already in use"."""
+    start = random.randrange(20_000, 32_000)
+    for port in range(start, start + 700):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
