@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -20,16 +19,11 @@ import pytest
 from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
 from tests.connectors.test_oauth_sandbox import consent
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

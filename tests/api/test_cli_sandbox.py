@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -19,23 +18,9 @@ import pytest
 
 from sandbox.runtime import SandboxInfo
 from sandbox.tls import SandboxCA
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    """A free port below Linux's ephemeral range (32768+): a port the kernel hands out (bind to 0)
-    can be taken as the source port of any outgoing connection once its listener closes, which made
-    the demo's second dev-server start fail with "address already in use"."""
-    start = random.randrange(20_000, 32_000)
-    for port in range(start, start + 700):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port below the ephemeral range")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -103,8 +88,8 @@ def test_sandbox_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    env["CRMHUB_TEMPORAL__DEV_SERVER__PORT"] = str(_free_port())
-    env["CRMHUB_TEMPORAL__DEV_SERVER__UI_PORT"] = str(_free_port())
+    env["CRMHUB_TEMPORAL__DEV_SERVER__PORT"] = str(free_port())
+    env["CRMHUB_TEMPORAL__DEV_SERVER__UI_PORT"] = str(free_port())
     res = subprocess.run(
         [sys.executable, "-m", "api", "demo", "--contacts", "1000"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,

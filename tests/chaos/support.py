@@ -9,7 +9,6 @@ runs the full sizes of docs/RELIABILITY.md.
 from __future__ import annotations
 
 import os
-import socket
 
 FULL = os.environ.get("CRMHUB_CHAOS_FULL", "") not in ("", "0")
 
@@ -17,10 +16,3 @@ FULL = os.environ.get("CRMHUB_CHAOS_FULL", "") not in ("", "0")
 def size(reduced: int, full: int) -> int:
     """``full`` when ``CRMHUB_CHAOS_FULL`` is set, else ``reduced`` (what CI runs)."""
     return full if FULL else reduced
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

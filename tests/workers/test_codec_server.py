@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from schemas.errors import ConfigError
 from schemas.settings import Settings
 from store.codec_audit import list_audit
 from store.engine import make_engine
+from tests.ports import free_port
 from workers.codec_server import (
     DEFAULT_ALLOWED_ORIGINS,
     CodecServerSettings,
@@ -333,12 +333,6 @@ def test_configured_origin_replaces_the_defaults(settings: CodecServerSettings, 
 # ---- the command, for real -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 _RUN_COMMAND = """
 import sys, typer
 from api.cli_codec import register
@@ -354,7 +348,7 @@ def test_codec_server_command_serves_over_http(db_url: str, db_engine: Engine, t
     data_dir = tmp_path / "data"
     vault = Vault(db_engine, LocalKeyringProvider(data_dir / "keyring.json"))  # the workers' keys
     body = _encrypted_body(vault, NS, [{"email": "ada@example.invalid"}])
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
     env.update(
         CRMHUB_DATA_DIR=str(data_dir),

@@ -13,17 +13,12 @@ from pathlib import Path
 import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
+from tests.ports import free_port
 from workflows.search_attributes import ALL
 
 pytestmark = pytest.mark.integration
 
 CRMHUB = [sys.executable, "-m", "api"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -35,8 +30,8 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
     env.update(
         CRMHUB_DATA_DIR=str(tmp_path / "data"),
-        CRMHUB_TEMPORAL__DEV_SERVER__PORT=str(_free_port()),
-        CRMHUB_TEMPORAL__DEV_SERVER__UI_PORT=str(_free_port()),
+        CRMHUB_TEMPORAL__DEV_SERVER__PORT=str(free_port()),
+        CRMHUB_TEMPORAL__DEV_SERVER__UI_PORT=str(free_port()),
         COLUMNS="200",
     )
     return env

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from api import syncops
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
 from schemas.sync import RunCounts, SyncMode
+from tests.ports import free_port
 from tests.stack import connect_demo_tenant, stack_settings
 from workers.client import Connected
 from workers.worker import run_worker
@@ -33,13 +33,6 @@ SYNC = "contacts"
 CONTACTS = 60
 BAD = 2  # contacts HubSpot refuses (invalid email): dead-lettered
 GONE = 3  # contacts deleted at the source before the incremental run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ server-side calls (token exchange, describe, the sync) keep verifying TLS agains
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
 from store.engine import make_engine
 from tests.api.web.conftest import PASSWORD, make_tenant
+from tests.ports import free_port
 from tests.stack import stack_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,16 +48,9 @@ CHROMIUM_ARGS = [
 CONTACTS = 2_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture
