@@ -33,7 +33,8 @@ from sandbox.runtime import RunningSandbox
 from schemas.errors import TransientError
 from schemas.settings import Settings, load_settings
 from schemas.sync import SyncMode, SyncStatus
-from tests.chaos.support import free_port, size
+from tests.chaos.support import size
+from tests.ports import free_port
 from tests.sync_support import DEMO_SYNC as SYNC
 from tests.sync_support import worker_env
 from workers.devserver import start_dev_server, stop_dev_server
@@ -114,13 +115,27 @@ async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
     restart_server_at = KILLS // 2
 
     cursors: list[str] = []
+
+    async def watch_cursor() -> None:
+        """Note each new cursor the progress query shows. A query can wait seconds on a killed
+        worker or a restarting server, so it runs beside the kill loop, never in its way (a kill
+        loop that waited on it once saw the run finish before the last kill point)."""
+        while True:
+            with contextlib.suppress(TransientError, RuntimeError, RPCError, TimeoutError):
+                p = await asyncio.wait_for(syncops.progress(demo.client, TENANT, SYNC), timeout=5)
+                if p is not None and p.cursor and (not cursors or cursors[-1] != p.cursor):
+                    cursors.append(p.cursor)
+            await asyncio.sleep(0.05)
+
     kills = 0
     started = time.monotonic()
     worker = start_worker()
+    watcher: asyncio.Task[None] | None = None
     try:
         h = await syncops.start(
             demo.client, TENANT, SYNC, mode=SyncMode.FULL, task_queue=settings.temporal.control_task_queue
         )
+        watcher = asyncio.create_task(watch_cursor())
         done = asyncio.ensure_future(h.result())
         while kills < KILLS and not _finished(done):
             if done.done():  # the long poll broke on the server restart: poll again
@@ -128,16 +143,12 @@ async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
             assert time.monotonic() - started < 900, f"stuck after {kills} kills"
             if _landed(sandbox) >= points[kills]:
                 worker.send_signal(signal.SIGKILL)
-                worker.wait(10)
+                await asyncio.to_thread(worker.wait, 10)
                 kills += 1
                 if kills == restart_server_at:
                     await asyncio.to_thread(stop_dev_server, settings)
                     await asyncio.to_thread(start_dev_server, settings)
                 worker = start_worker()
-            with contextlib.suppress(TransientError, RuntimeError):
-                p = await syncops.progress(demo.client, TENANT, SYNC)
-                if p is not None and p.cursor and (not cursors or cursors[-1] != p.cursor):
-                    cursors.append(p.cursor)
             await asyncio.sleep(0.02)
         while True:
             with contextlib.suppress(RPCError):
@@ -147,6 +158,10 @@ async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
             done = asyncio.ensure_future(h.result())
         final = await syncops.progress(demo.client, TENANT, SYNC)
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
         log.close()
