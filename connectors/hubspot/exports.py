@@ -28,8 +28,10 @@ cannot be read as it streams).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -142,14 +144,13 @@ class ExportReads:
     @staticmethod
     def declined(state: StreamState, reason: str) -> StreamState:
         """The state for reading through the list API instead, from the start."""
-        extra = {k: v for k, v in state.extra.items() if k not in (_TASK, _ROWS, _STARTED)}
-        extra[_OFF] = reason
+        extra = {**_without_export(state.extra), _OFF: reason}
         return state.model_copy(update={"extra": extra, "page_token": None})
 
     @staticmethod
     def finished_extra(state: StreamState) -> StreamState:
         """The state without the export's entries (the read is over)."""
-        extra = {k: v for k, v in state.extra.items() if k not in (_TASK, _ROWS, _STARTED, _OFF)}
+        extra = {k: v for k, v in _without_export(state.extra).items() if k != _OFF}
         return state.model_copy(update={"extra": extra})
 
     # -- reading ----------------------------------------------------------------------------------
@@ -167,18 +168,8 @@ class ExportReads:
             if url is None:
                 return [], state, False
             opened = self._open_at(task, url, rows)
-        records: list[Record] = []
-        try:
-            for rec in opened.reader:
-                records.append(rec)
-                if len(records) >= limit:
-                    break
-        except _BROKEN as exc:
-            self.close()
-            raise _broke_off(exc) from None
-        except BaseException:  # a reader that raised is spent: never read on from it
-            self.close()
-            raise
+        with self._closed_on_error():
+            records = list(itertools.islice(opened.reader, limit))
         opened.rows += len(records)
         ended = len(records) < limit
         if ended:
@@ -227,22 +218,27 @@ class ExportReads:
             file.close()
             raise Fallback(f"export task {task} is partitioned (a ZIP of several files)")
         reader = _rows(file)
-        opened = _Open(task, 0, file, reader)
-        self._open = opened
-        try:
-            for _ in range(skip):  # rows delivered before (another attempt): the file is the same
-                next(reader)
-        except StopIteration:
+        self._open = _Open(task, 0, file, reader)
+        with self._closed_on_error():  # skip the rows delivered before (another attempt): same file
+            skipped = sum(1 for _ in itertools.islice(reader, skip))
+        if skipped < skip:
             self.close()
-            raise Fallback(f"export task {task} has fewer rows than were read from it") from None
+            raise Fallback(f"export task {task} has fewer rows than were read from it")
+        self._open.rows = skip
+        return self._open
+
+    @contextlib.contextmanager
+    def _closed_on_error(self) -> Iterator[None]:
+        """Reading the download failed: close it (a reader that raised is spent, never read on);
+        a dropped download or a torn row is transient."""
+        try:
+            yield
         except _BROKEN as exc:
             self.close()
             raise _broke_off(exc) from None
         except BaseException:
             self.close()
             raise
-        opened.rows = skip
-        return opened
 
     def _fresh_link(self, task: str) -> str:
         url = self.client.export_status(task).get("result")
@@ -254,6 +250,11 @@ class ExportReads:
         if self._open is not None:
             self._open.file.close()
             self._open = None
+
+
+def _without_export(extra: dict[str, str]) -> dict[str, str]:
+    """``extra`` without the export's progress (task, rows delivered, start time)."""
+    return {k: v for k, v in extra.items() if k not in (_TASK, _ROWS, _STARTED)}
 
 
 def _rows(file: ExportFile) -> Iterator[Record]:

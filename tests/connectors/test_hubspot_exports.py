@@ -145,6 +145,27 @@ def test_a_new_connector_resumes_the_same_export_where_the_last_one_stopped(
     assert len(served.hs.export_tasks()) == 1  # the same export, not a second one
 
 
+def test_a_state_past_the_end_of_its_export_falls_back_to_the_list_api(
+    served: Served,
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A resumed read whose state says more rows were delivered than the export's file holds (a
+    state from elsewhere, or a file HubSpot changed): nothing can be trusted, so the read starts over
+    through the list API and says why."""
+    caplog.set_level(logging.WARNING)
+    first = exporting(connect, served)
+    _, state = read_some(first, 100)
+    first.close()
+    beyond = state.model_copy(update={"extra": {**state.extra, "export_rows": str(N + 5)}})
+
+    records, end, _ = read_all(exporting(connect, served), beyond)
+    assert len(by_id(records)) == N
+    assert "fewer rows than were read from it" in caplog.text
+    assert not any(k.startswith("export") for k in end.extra)
+    assert len(served.hs.export_tasks()) == 1
+
+
 def test_a_download_that_breaks_off_is_resumed_from_the_last_page(
     served: Served,
     connect: Connect,
