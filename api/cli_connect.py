@@ -122,12 +122,6 @@ def provider_configs(
     return configs
 
 
-def _export_scopes() -> tuple[str, ...]:
-    from connectors.hubspot.config import EXPORT_SCOPE
-
-    return (EXPORT_SCOPE,)
-
-
 def _required(environ: Mapping[str, str], name: str) -> str:
     value = environ.get(name)
     if not value:
@@ -286,12 +280,13 @@ def connect_cmd(
     ] = False,
 ) -> None:
     """Connect a CRM with OAuth (authorization code + PKCE): open the consent page, wait for the callback."""
+    from connectors.hubspot.config import EXPORT_SCOPE
     from connectors.oauth import OAuthCallbackError
 
     settings = load_settings()
     if allow_exports and provider is not ProviderName.HUBSPOT:
         raise typer.BadParameter("--allow-exports is for hubspot only (Salesforce reads in bulk without it)")
-    extra_scopes = _export_scopes() if allow_exports else ()
+    extra_scopes = (EXPORT_SCOPE,) if allow_exports else ()
     configs = provider_configs(settings, sandbox=sandbox, redirect_uri=redirect_uri)
     service = _service(settings, configs)
     try:
