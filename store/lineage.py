@@ -14,7 +14,7 @@ Rows are never updated or deleted by crmhub; tampering with them is what verific
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import (
@@ -200,17 +200,8 @@ def read_event_rows(
 
 
 def insert_checkpoint(conn: Connection, tenant: str, row: CheckpointRow) -> None:
-    conn.execute(
-        insert(checkpoints).values(
-            tenant=tenant,
-            origin=row.origin,
-            size=row.size,
-            root_hash=row.root_hash,
-            key_id=row.key_id,
-            signature=row.signature,
-            signed_at=row.signed_at,
-        )
-    )
+    """Store one signed checkpoint of ``tenant``'s ledger."""
+    conn.execute(insert(checkpoints).values(tenant=tenant, **asdict(row)))
 
 
 def list_checkpoints(conn: Connection, tenant: str, *, max_size: int | None = None) -> list[CheckpointRow]:

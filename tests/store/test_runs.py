@@ -6,9 +6,10 @@ Runs on SQLite, or PostgreSQL with CRMHUB_TEST_DATABASE_URL.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from schemas.errors import ConfigError
 from store import runs as run_store
@@ -16,40 +17,25 @@ from store import runs as run_store
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
+def start(conn: Connection, run_id: str, **over: Any) -> run_store.RunRow:
+    """``start_run`` of a manual full run of acme's ``contacts`` sync at ``NOW``, but for ``over``."""
+    values: dict[str, Any] = {
+        "tenant": "acme",
+        "sync_id": "contacts",
+        "mode": "full",
+        "trigger": "manual",
+        "status": "running",
+        "now": NOW,
+    }
+    return run_store.start_run(conn, run_id=run_id, **(values | over))
+
+
 def test_runs_are_idempotent_and_listed_newest_first(db_engine: Engine) -> None:
     with db_engine.begin() as conn:
-        run_store.start_run(
-            conn,
-            run_id="r1",
-            tenant="acme",
-            sync_id="contacts",
-            mode="full",
-            trigger="manual",
-            status="running",
-            now=NOW,
-        )
+        start(conn, "r1")
         # A retried plan of the same run updates it instead of failing.
-        run_store.start_run(
-            conn,
-            run_id="r1",
-            tenant="acme",
-            sync_id="contacts",
-            mode="full",
-            trigger="manual",
-            status="refused",
-            now=NOW,
-            message="mapping reads Phone",
-        )
-        run_store.start_run(
-            conn,
-            run_id="r2",
-            tenant="acme",
-            sync_id="contacts",
-            mode="incremental",
-            trigger="schedule",
-            status="running",
-            now=NOW + timedelta(hours=1),
-        )
+        start(conn, "r1", status="refused", message="mapping reads Phone")
+        start(conn, "r2", mode="incremental", trigger="schedule", now=NOW + timedelta(hours=1))
         run_store.finish_run(
             conn,
             "r2",
@@ -59,16 +45,7 @@ def test_runs_are_idempotent_and_listed_newest_first(db_engine: Engine) -> None:
             now=NOW + timedelta(hours=2),
         )
         with pytest.raises(ConfigError, match="another sync"):
-            run_store.start_run(
-                conn,
-                run_id="r1",
-                tenant="acme",
-                sync_id="other",
-                mode="full",
-                trigger="manual",
-                status="running",
-                now=NOW,
-            )
+            start(conn, "r1", sync_id="other")
     with db_engine.connect() as conn:
         runs = run_store.list_runs(conn, "acme", "contacts")
     assert [r.run_id for r in runs] == ["r2", "r1"]
