@@ -86,10 +86,10 @@ def _engine() -> Any:
 
 
 def _known_tenant(engine: Any, tenant: str) -> None:
-    from store import syncs as store
+    from store import tenants as tenant_store
 
     with engine.connect() as conn:
-        if store.get_tenant(conn, tenant) is None:
+        if tenant_store.get_tenant(conn, tenant) is None:
             raise ConfigError(f"unknown tenant {tenant!r}")
 
 

@@ -52,10 +52,10 @@ def _engine(settings: Settings) -> Engine:
 
 
 def _require_tenant(engine: Engine, tenant: str) -> None:
-    from store import syncs as store
+    from store import tenants as tenant_store
 
     with engine.connect() as conn:
-        if store.get_tenant(conn, tenant) is None:
+        if tenant_store.get_tenant(conn, tenant) is None:
             raise ConfigError(f"unknown tenant {tenant!r}; create it with: crmhub tenant create")
 
 

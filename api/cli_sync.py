@@ -26,7 +26,9 @@ from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 from schemas.sync import Progress as SyncProgress
 from schemas.sync import SyncMode, SyncStatus
-from store import syncs as store
+from store import instructions as instruction_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
 from store.engine import make_engine
 
 __all__ = ["register"]
@@ -95,7 +97,7 @@ def tenant_create(
     settings.region_for(home_region)  # the deployment must have workers for that jurisdiction
     engine = _engine(settings)
     with engine.begin() as conn:
-        row = store.create_tenant(
+        row = tenant_store.create_tenant(
             conn,
             id=tenant_id,
             name=name or tenant_id,
@@ -129,11 +131,11 @@ def _store_instruction(path: Path, *, tenant: str | None = None) -> int:
     settings = load_settings()
     engine = _engine(settings)
     with engine.begin() as conn:
-        if store.get_tenant(conn, ins.tenant) is None:
+        if tenant_store.get_tenant(conn, ins.tenant) is None:
             raise ConfigError(
                 f"tenant {ins.tenant!r} does not exist; create it with: crmhub tenant create {ins.tenant}"
             )
-        store.add_instruction(
+        instruction_store.add_instruction(
             conn,
             tenant=ins.tenant,
             version=ins.version,
@@ -158,7 +160,7 @@ def sync_create(
 ) -> None:
     """Create a sync from a YAML definition (source, destination, mapping, instruction version)."""
     try:
-        spec = store.SyncSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        spec = sync_store.SyncSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None
@@ -169,12 +171,12 @@ def sync_create(
     settings = load_settings()
     engine = _engine(settings)
     with engine.begin() as conn:
-        if store.get_instruction(conn, spec.tenant, spec.instruction_version) is None:
+        if instruction_store.get_instruction(conn, spec.tenant, spec.instruction_version) is None:
             raise ConfigError(
                 f"tenant {spec.tenant!r} has no instruction v{spec.instruction_version}; "
                 "store it with: crmhub instruction load FILE"
             )
-        store.create_sync(conn, spec, now=_now())
+        sync_store.create_sync(conn, spec, now=_now())
     out.print(
         f"sync [bold]{spec.id}[/] of {spec.tenant} created: {spec.source_stream} → {spec.destination_stream}"
     )

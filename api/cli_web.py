@@ -75,7 +75,7 @@ def add_user(settings: Settings, tenant: str, email: str, password: str) -> str:
     from api.web.security import hash_password
     from governance.pseudonym import Pseudonymizer
     from governance.vault import Vault
-    from store import syncs as sync_store
+    from store import tenants as tenant_store
     from store import users as user_store
     from store.engine import make_engine
     from store.migrate import ensure_current
@@ -90,7 +90,7 @@ def add_user(settings: Settings, tenant: str, email: str, password: str) -> str:
     engine = make_engine(settings.effective_database_url)
     try:
         with engine.connect() as conn:
-            if sync_store.get_tenant(conn, tenant) is None:
+            if tenant_store.get_tenant(conn, tenant) is None:
                 raise ConfigError(f"no tenant {tenant!r}; create it with: crmhub tenant create {tenant}")
         vault = Vault(engine, key_provider(settings))
         user_id = str(uuid.uuid4())

@@ -37,7 +37,9 @@ from schemas.errors import TransientError
 from schemas.lineage import LineageEvent, VerificationResult
 from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode, SyncStatus
-from store import syncs as store
+from store import instructions as instruction_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
 
 __all__ = [
     "DEMO_MAPPING",
@@ -111,12 +113,12 @@ def connect_crm(
 
 def create_demo_sync(
     engine: Engine, *, tenant: str, sf_connection: str, hs_connection: str, sync_id: str = DEMO_SYNC
-) -> store.SyncSpec:
+) -> sync_store.SyncSpec:
     """Tenant (EEA), instruction v1 and the Salesforce → HubSpot contacts sync (idempotent: run
     again, the sync is pointed at this run's connections — the sandbox CRMs are new each time)."""
     ins = demo_instruction(tenant)
     now = datetime.now(UTC)
-    spec = store.SyncSpec(
+    spec = sync_store.SyncSpec(
         tenant=tenant,
         id=sync_id,
         name="Salesforce contacts to HubSpot",
@@ -132,8 +134,8 @@ def create_demo_sync(
         instruction_version=ins.version,
     )
     with engine.begin() as conn:
-        if store.get_tenant(conn, tenant) is None:
-            store.create_tenant(
+        if tenant_store.get_tenant(conn, tenant) is None:
+            tenant_store.create_tenant(
                 conn,
                 id=tenant,
                 name="Demo GmbH",
@@ -141,7 +143,7 @@ def create_demo_sync(
                 authorised_subprocessors=["salesforce", "hubspot"],
                 now=now,
             )
-        store.add_instruction(
+        instruction_store.add_instruction(
             conn,
             tenant=tenant,
             version=ins.version,
@@ -149,10 +151,10 @@ def create_demo_sync(
             content_hash=ins.content_hash,
             now=now,
         )
-        if store.get_sync(conn, tenant, sync_id) is None:
-            store.create_sync(conn, spec, now=now)
+        if sync_store.get_sync(conn, tenant, sync_id) is None:
+            sync_store.create_sync(conn, spec, now=now)
         else:
-            store.set_sync_connections(
+            sync_store.set_sync_connections(
                 conn, tenant, sync_id, source=sf_connection, destination=hs_connection, now=now
             )
     return spec

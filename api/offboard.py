@@ -36,8 +36,14 @@ from schemas.errors import ConfigError
 from schemas.lineage import EventKind, LineageEvent, format_timestamp
 from store import auditors as auditor_store
 from store import connections as connection_store
+from store import dead_letters as dead_letter_store
 from store import dsr as dsr_store
-from store import syncs as store
+from store import id_map as id_map_store
+from store import instructions as instruction_store
+from store import runs as run_store
+from store import staging as staging_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
 from workflows.staging import open_part
 
 __all__ = ["CERTIFICATE_FORMAT", "EXPORT_FORMAT", "export_tenant", "offboard_tenant", "open_dead_letter"]
@@ -60,13 +66,15 @@ def _ts(value: datetime | None) -> str | None:
 class _Ctx:
     """The few fields :func:`workflows.staging.open_part` reads from a SyncContext."""
 
-    def __init__(self, tenant: store.TenantRow, spec: store.SyncSpec, instruction: ProcessingInstruction):
+    def __init__(
+        self, tenant: tenant_store.TenantRow, spec: sync_store.SyncSpec, instruction: ProcessingInstruction
+    ):
         self.tenant = tenant
         self.spec = spec
         self.instruction = instruction
 
 
-def open_dead_letter(vault: Vault, letter: store.DeadLetter, purpose: str) -> dict[str, Any]:
+def open_dead_letter(vault: Vault, letter: dead_letter_store.DeadLetter, purpose: str) -> dict[str, Any]:
     body: dict[str, Any] = json.loads(
         vault.open(
             letter.tenant, letter.sealed_record, dataset="dead-letter", object_id=letter.id, purpose=purpose
@@ -80,14 +88,20 @@ def export_tenant(
 ) -> dict[str, Any]:
     """Everything crmhub holds for ``tenant``, opened (see the module docstring)."""
     with engine.connect() as conn:
-        row = store.get_tenant(conn, tenant)
+        row = tenant_store.get_tenant(conn, tenant)
         if row is None:
             raise ConfigError(f"unknown tenant {tenant!r}")
-        syncs = [s for sid in dsr_store.sync_ids(conn, tenant) if (s := store.get_sync(conn, tenant, sid))]
+        syncs = [
+            s for sid in dsr_store.sync_ids(conn, tenant) if (s := sync_store.get_sync(conn, tenant, sid))
+        ]
         versions = conn.execute(
-            select(store.instructions.c.version).where(store.instructions.c.tenant == tenant)
+            select(instruction_store.instructions.c.version).where(
+                instruction_store.instructions.c.tenant == tenant
+            )
         ).scalars()
-        instructions = [x for v in list(versions) if (x := store.get_instruction(conn, tenant, int(v)))]
+        instructions = [
+            x for v in list(versions) if (x := instruction_store.get_instruction(conn, tenant, int(v)))
+        ]
         connections = connection_store.list_connections(conn, tenant=tenant)
     by_version = {i.version: i for i in instructions}
     out_syncs = []
@@ -99,18 +113,18 @@ def export_tenant(
         letters: list[dict[str, Any]] = []
         with engine.connect() as conn:
             names = dsr_store.tenant_staged_parts(conn, tenant, spec.id)
-            dead = store.list_dead_letters(conn, tenant, spec.id, limit=10_000_000)
+            dead = dead_letter_store.list_dead_letters(conn, tenant, spec.id, limit=10_000_000)
             id_rows = conn.execute(
-                select(store.id_map.c.source_key_hash, store.id_map.c.destination_id).where(
-                    store.id_map.c.tenant == tenant, store.id_map.c.sync_id == spec.id
+                select(id_map_store.id_map.c.source_key_hash, id_map_store.id_map.c.destination_id).where(
+                    id_map_store.id_map.c.tenant == tenant, id_map_store.id_map.c.sync_id == spec.id
                 )
             ).all()
-            runs = store.list_runs(conn, tenant, spec.id, limit=100_000)
+            runs = run_store.list_runs(conn, tenant, spec.id, limit=100_000)
         if ins is not None:
             ctx: Any = _Ctx(row, spec, ins)
             for i, (batch_id, number) in enumerate(names):
                 with engine.connect() as conn:
-                    (part,) = store.get_staged(conn, tenant, batch_id, part=number)
+                    (part,) = staging_store.get_staged(conn, tenant, batch_id, part=number)
                 keys, records, deleted = open_part(vault, ctx, part)
                 staged.append(
                     {

@@ -35,7 +35,10 @@ from governance.policy import (
 from schemas.errors import ConfigError
 from schemas.lineage import EventKind
 from schemas.sync import SyncStatus
-from store import syncs as store
+from store import dead_letters as dead_letter_store
+from store import instructions as instruction_store
+from store import runs as run_store
+from store import syncs as sync_store
 
 __all__ = [
     "MappingEdit",
@@ -119,14 +122,14 @@ class Repointed:
     mapping: dict[str, str]
 
 
-def _instruction(row: store.InstructionRow, tenant: str) -> ProcessingInstruction:
+def _instruction(row: instruction_store.InstructionRow, tenant: str) -> ProcessingInstruction:
     return ProcessingInstruction.from_stored(
         row.content, content_hash=row.content_hash, version=row.version, tenant=tenant
     )
 
 
 def _check_covers(
-    spec: store.SyncSpec, ins: ProcessingInstruction, *, at: datetime, registry: TransformRegistry
+    spec: sync_store.SyncSpec, ins: ProcessingInstruction, *, at: datetime, registry: TransformRegistry
 ) -> None:
     """The plan check a run makes (:func:`governance.policy.check`), with the sync's mapping plus its
     key. Transforms this process does not know are left to the worker's plan."""
@@ -148,7 +151,7 @@ def _check_covers(
         raise _not_covered(spec, ins, exc) from None
 
 
-def _not_covered(spec: store.SyncSpec, ins: ProcessingInstruction, exc: PlanRefused) -> NotCovered:
+def _not_covered(spec: sync_store.SyncSpec, ins: ProcessingInstruction, exc: PlanRefused) -> NotCovered:
     rule, obj, v = str(exc.reason["rule"]), spec.source_stream, ins.version
     name = exc.reason.get("field")
     if rule in ("mapping", "transform_reads") and isinstance(name, str):
@@ -190,14 +193,14 @@ def repoint(
     """Point sync ``sync_id`` of ``tenant`` at instruction ``version`` (default: the one it cites)
     and apply ``edit`` to its mapping, after the checks of the module docstring. Changes nothing
     when a check fails (:class:`ConfigError`, :class:`NotCovered`, :class:`IntegrityError`)."""
-    row = store.get_sync(conn, tenant, sync_id)
+    row = sync_store.get_sync(conn, tenant, sync_id)
     if row is None:
         raise ConfigError(f"tenant {tenant!r} has no sync {sync_id!r}; list them with: crmhub sync status")
     spec = row.spec
     target = spec.instruction_version if version is None else version
-    ins_row = store.get_instruction(conn, tenant, target)
+    ins_row = instruction_store.get_instruction(conn, tenant, target)
     if ins_row is None:
-        latest = store.latest_instruction(conn, tenant)
+        latest = instruction_store.latest_instruction(conn, tenant)
         hint = f"the latest is v{latest.version}" if latest else "it has none yet"
         raise ConfigError(
             f"tenant {tenant!r} has no instruction v{target} ({hint}); store it first with: "
@@ -208,9 +211,9 @@ def repoint(
     changed = spec.model_copy(update={"mapping": mapping, "instruction_version": target})
     _check_covers(changed, ins, at=now, registry=registry)
     if target != spec.instruction_version:
-        store.set_sync_instruction(conn, tenant, sync_id, target, now=now)
+        sync_store.set_sync_instruction(conn, tenant, sync_id, target, now=now)
     if mapping != spec.mapping:
-        store.set_sync_mapping(conn, tenant, sync_id, mapping, now=now)
+        sync_store.set_sync_mapping(conn, tenant, sync_id, mapping, now=now)
     return Repointed(sync_id, spec.instruction_version, target, dict(spec.mapping), mapping)
 
 
@@ -239,7 +242,7 @@ class SyncHealth:
     sync_id: str
     instruction_version: int
     latest_instruction: int | None
-    last_run: store.RunRow | None
+    last_run: run_store.RunRow | None
     quarantined_last_run: int  # records the latest run held back (a value no longer fit its type)
     quarantined_held: int  # quarantined records of the sync crmhub still holds (sealed)
     drift: tuple[str, ...]  # source schema changes seen by the latest run that planned
@@ -262,7 +265,7 @@ class SyncHealth:
         return r is not None and r.instruction_version not in (None, self.instruction_version)
 
 
-def _refusal(engine: Engine, run: store.RunRow) -> Refusal:
+def _refusal(engine: Engine, run: run_store.RunRow) -> Refusal:
     events = Ledger(engine, run.tenant).read_events(run_id=run.run_id)
     for e in reversed(events):
         if e.kind is EventKind.REFUSAL:
@@ -283,17 +286,17 @@ def _retyped(line: str) -> tuple[str, str] | None:
 def sync_health(engine: Engine, tenant: str, sync_id: str, *, recent: int = 5) -> SyncHealth:
     """The sync's :class:`SyncHealth` (a :class:`ConfigError` for an unknown sync)."""
     with engine.connect() as conn:
-        row = store.get_sync(conn, tenant, sync_id)
+        row = sync_store.get_sync(conn, tenant, sync_id)
         if row is None:
             raise ConfigError(f"tenant {tenant!r} has no sync {sync_id!r}")
-        runs = store.list_runs(conn, tenant, sync_id, limit=recent)
-        latest = store.latest_instruction(conn, tenant)
-        cited = store.get_instruction(conn, tenant, row.spec.instruction_version)
-        accepted = store.accepted_types(conn, tenant, sync_id)
-        held = store.count_quarantined(conn, tenant, sync_id)
+        runs = run_store.list_runs(conn, tenant, sync_id, limit=recent)
+        latest = instruction_store.latest_instruction(conn, tenant)
+        cited = instruction_store.get_instruction(conn, tenant, row.spec.instruction_version)
+        accepted = sync_store.accepted_types(conn, tenant, sync_id)
+        held = dead_letter_store.count_quarantined(conn, tenant, sync_id)
         drift: tuple[str, ...] = ()
         for run in runs:  # a refused run plans nothing: the drift is the latest planned run's
-            schema = store.run_schema(conn, run.run_id)
+            schema = run_store.run_schema(conn, run.run_id)
             if schema is not None:
                 drift = tuple(schema[1])
                 break

@@ -33,7 +33,9 @@ from governance.vault import Vault
 from sandbox.runtime import start_sandbox
 from schemas.settings import load_settings
 from schemas.sync import PlanInput, PullInput, PushInput
-from store import syncs as store
+from store import instructions as instruction_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
 from store.engine import make_engine
 from store.migrate import upgrade
 from workflows.activities import SyncActivities
@@ -95,18 +97,18 @@ def run_once(n: int, db_url: str | None, workdir: Path, keyring: Path) -> dict[s
         now = datetime.now(UTC)
         sync_id = f"contacts-{time.time_ns()}"
         with engine.begin() as conn:
-            if store.get_tenant(conn, TENANT) is None:
-                store.create_tenant(
+            if tenant_store.get_tenant(conn, TENANT) is None:
+                tenant_store.create_tenant(
                     conn, id=TENANT, name="bench", home_region="eea",
                     authorised_subprocessors=["salesforce", "hubspot"], now=now,
                 )  # fmt: skip
-            store.add_instruction(
+            instruction_store.add_instruction(
                 conn, tenant=TENANT, version=1, content=instruction.model_dump(mode="json"),
                 content_hash=instruction.content_hash, now=now,
             )  # fmt: skip
-            store.create_sync(
+            sync_store.create_sync(
                 conn,
-                store.SyncSpec(
+                sync_store.SyncSpec(
                     tenant=TENANT, id=sync_id, source_connection_id=sf, source_stream="Contact",
                     source_endpoint="eu", destination_connection_id=hs, destination_stream="contacts",
                     destination_endpoint="eu1", mapping=MAPPING, destination_id_property="email",

@@ -19,32 +19,36 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Column,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
-    MetaData,
+    PrimaryKeyConstraint,
     String,
-    Table,
     delete,
     select,
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
 
 from schemas.errors import ConfigError
+from store._sql import aware, required_aware, table_of
 
 __all__ = [
     "TOKEN_PREFIX",
     "AccessOutcome",
     "AccessRow",
+    "AuditAccessTable",
     "AuditorToken",
+    "AuditorTokenTable",
+    "DsrExportTable",
     "audit_access_log",
     "auditor_tokens",
     "authenticate",
@@ -60,49 +64,61 @@ __all__ = [
 
 TOKEN_PREFIX = "crmhub_aud_"  # noqa: S105 - a prefix, not a secret
 
-metadata = MetaData()
 
-auditor_tokens = Table(
-    "auditor_tokens",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("tenant", String(128), nullable=False),
-    Column("name", String(255), nullable=False),
-    Column("token_hash", String(64), nullable=False),
-    Column("created", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
-    Column("last_used", DateTime(timezone=True), nullable=True),
-)
+class AuditorTokenTable(SQLModel, table=True):
+    """Declaration of the ``auditor_tokens`` table (read and written through :data:`auditor_tokens`)."""
 
-audit_access_log = Table(
-    "audit_access_log",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("token_id", String(32), nullable=True),
-    Column("tenant", String(128), nullable=True),
-    Column("route", String(255), nullable=False),
-    Column("query", String(500), nullable=False),
-    Column("outcome", String(16), nullable=False),
-    Column("client", String(255), nullable=True),
-)
+    __tablename__ = "auditor_tokens"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="pk_auditor_tokens"),
+        Index("ix_auditor_tokens_tenant", "tenant"),
+    )
 
-dsr_exports = Table(
-    "dsr_exports",
-    metadata,
-    Column("request_id", String(64), primary_key=True),
-    Column("tenant", String(128), nullable=False),
-    Column("sealed", LargeBinary, nullable=False),
-    Column("created", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-)
+    id: str = Field(sa_type=String(32), primary_key=True)
+    tenant: str = Field(sa_type=String(128))
+    name: str = Field(sa_type=String(255))
+    token_hash: str = Field(sa_type=String(64))
+    created: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime | None = Field(sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(sa_type=DateTime(timezone=True))
+    last_used: datetime | None = Field(sa_type=DateTime(timezone=True))
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+class AuditAccessTable(SQLModel, table=True):
+    """Declaration of the ``audit_access_log`` table (read and written through :data:`audit_access_log`)."""
+
+    __tablename__ = "audit_access_log"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="pk_audit_access_log"),
+        Index("ix_audit_access_log_tenant", "tenant", "at"),
+    )
+
+    id: int = Field(sa_type=BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+    token_id: str | None = Field(sa_type=String(32))
+    tenant: str | None = Field(sa_type=String(128))
+    route: str = Field(sa_type=String(255))
+    query: str = Field(sa_type=String(500))
+    outcome: str = Field(sa_type=String(16))
+    client: str | None = Field(sa_type=String(255))
+
+
+class DsrExportTable(SQLModel, table=True):
+    """Declaration of the ``dsr_exports`` table (read and written through :data:`dsr_exports`)."""
+
+    __tablename__ = "dsr_exports"
+    __table_args__ = (PrimaryKeyConstraint("request_id", name="pk_dsr_exports"),)
+
+    request_id: str = Field(sa_type=String(64), primary_key=True)
+    tenant: str = Field(sa_type=String(128))
+    sealed: bytes = Field(sa_type=LargeBinary)
+    created: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+auditor_tokens = table_of(AuditorTokenTable)
+audit_access_log = table_of(AuditAccessTable)
+dsr_exports = table_of(DsrExportTable)
 
 
 def _hash(secret: str) -> str:
@@ -131,17 +147,14 @@ class AuditorToken:
 
 
 def _token(m: Any) -> AuditorToken:
-    get = m.__getitem__
-    created = _aware(get("created"))
-    assert created is not None
     return AuditorToken(
-        get("id"),
-        get("tenant"),
-        get("name"),
-        created,
-        _aware(get("expires_at")),
-        _aware(get("revoked_at")),
-        _aware(get("last_used")),
+        m["id"],
+        m["tenant"],
+        m["name"],
+        required_aware(m["created"]),
+        aware(m["expires_at"]),
+        aware(m["revoked_at"]),
+        aware(m["last_used"]),
     )
 
 
@@ -258,10 +271,16 @@ def list_access(conn: Connection, tenant: str | None = None, *, limit: int = 100
     stmt = stmt.order_by(audit_access_log.c.id.desc()).limit(limit)
     out = []
     for m in conn.execute(stmt).mappings():
-        at = _aware(m["at"])
-        assert at is not None
         out.append(
-            AccessRow(at, m["token_id"], m["tenant"], m["route"], m["query"], m["outcome"], m["client"])
+            AccessRow(
+                required_aware(m["at"]),
+                m["token_id"],
+                m["tenant"],
+                m["route"],
+                m["query"],
+                m["outcome"],
+                m["client"],
+            )
         )
     return out
 

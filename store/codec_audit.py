@@ -7,35 +7,47 @@ payload did not decrypt or the body was malformed). Rows are appended, never upd
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, select
+from sqlalchemy import BigInteger, DateTime, Index, Integer, PrimaryKeyConstraint, String, select
 from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
+
+from store._sql import required_aware, table_of
 
 __all__ = [
     "AuditOutcome",
     "CodecAuditRow",
+    "CodecAuditTable",
     "codec_audit",
     "insert_audit",
     "list_audit",
 ]
 
-metadata = MetaData()
 
-codec_audit = Table(
-    "codec_audit",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("token_id", String(64), nullable=False),
-    Column("namespace", String(255), nullable=False),
-    Column("operation", String(16), nullable=False),
-    Column("payloads", Integer, nullable=False),
-    Column("outcome", String(16), nullable=False),
-    Column("client", String(255), nullable=True),
-)
+class CodecAuditTable(SQLModel, table=True):
+    """Declaration of the ``codec_audit`` table (migration ``0005_codec_audit``; read and written
+    through :data:`codec_audit`)."""
+
+    __tablename__ = "codec_audit"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="pk_codec_audit"),
+        Index("ix_codec_audit_namespace_at", "namespace", "at"),
+    )
+
+    id: int = Field(sa_type=BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+    token_id: str = Field(sa_type=String(64))
+    namespace: str = Field(sa_type=String(255))
+    operation: str = Field(sa_type=String(16))
+    payloads: int = Field(sa_type=Integer)
+    outcome: str = Field(sa_type=String(16))
+    client: str | None = Field(sa_type=String(255))
+
+
+codec_audit = table_of(CodecAuditTable)
 
 
 class AuditOutcome(StrEnum):
@@ -61,17 +73,7 @@ class CodecAuditRow:
 
 def insert_audit(conn: Connection, row: CodecAuditRow) -> None:
     """Append one audit row (the caller commits)."""
-    conn.execute(
-        codec_audit.insert().values(
-            at=row.at,
-            token_id=row.token_id,
-            namespace=row.namespace,
-            operation=row.operation,
-            payloads=row.payloads,
-            outcome=row.outcome,
-            client=row.client,
-        )
-    )
+    conn.execute(codec_audit.insert().values(**asdict(row)))
 
 
 def list_audit(conn: Connection, *, namespace: str | None = None, limit: int = 1000) -> list[CodecAuditRow]:
@@ -82,7 +84,7 @@ def list_audit(conn: Connection, *, namespace: str | None = None, limit: int = 1
     rows = conn.execute(query).all()
     return [
         CodecAuditRow(
-            at=at if at.tzinfo else at.replace(tzinfo=UTC),  # SQLite drops the zone; written in UTC
+            at=required_aware(at),
             token_id=token_id,
             namespace=ns,
             operation=operation,

@@ -21,29 +21,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import (
-    Column,
-    DateTime,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    delete,
-    select,
-    update,
-)
+from sqlalchemy import DateTime, Index, LargeBinary, PrimaryKeyConstraint, String, delete, select, update
 from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
+
+from store._sql import as_bytes, aware, required_aware, table_of
 
 __all__ = [
     "ConnectionInfo",
     "ConnectionRow",
     "ConnectionStatus",
+    "ConnectionTable",
     "OAuthStateRow",
+    "OAuthStateTable",
     "claim_refresh",
     "connections",
     "consume_state",
@@ -60,40 +55,54 @@ __all__ = [
     "store_tokens",
 ]
 
-metadata = MetaData()
 
-connections = Table(
-    "connections",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("tenant", String(255), nullable=False),
-    Column("provider", String(32), nullable=False),
-    Column("status", String(32), nullable=False),
-    Column("status_message", String(500), nullable=True),
-    Column("instance_url", String(500), nullable=True),
-    Column("scopes", String(2000), nullable=False, default=""),
-    Column("access_token_sealed", LargeBinary, nullable=True),
-    Column("refresh_token_sealed", LargeBinary, nullable=True),
-    Column("access_expires_at", DateTime(timezone=True), nullable=True),
-    Column("refreshed_at", DateTime(timezone=True), nullable=True),
-    Column("refresh_claim_owner", String(64), nullable=True),
-    Column("refresh_claimed_until", DateTime(timezone=True), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
+class ConnectionTable(SQLModel, table=True):
+    """Declaration of the ``connections`` table (read and written through :data:`connections`)."""
 
-oauth_states = Table(
-    "oauth_states",
-    metadata,
-    Column("state_hash", String(64), primary_key=True),
-    Column("tenant", String(255), nullable=False),
-    Column("provider", String(32), nullable=False),
-    Column("redirect_uri", String(2000), nullable=False),
-    Column("pkce_verifier_sealed", LargeBinary, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("used_at", DateTime(timezone=True), nullable=True),
-)
+    __tablename__ = "connections"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="pk_connections"),
+        Index("ix_connections_tenant", "tenant", "provider"),
+    )
+
+    id: str = Field(sa_type=String(64), primary_key=True)
+    tenant: str = Field(sa_type=String(255))
+    provider: str = Field(sa_type=String(32))
+    status: str = Field(sa_type=String(32))
+    status_message: str | None = Field(sa_type=String(500))
+    instance_url: str | None = Field(sa_type=String(500))
+    scopes: str = Field(default="", sa_type=String(2000), sa_column_kwargs={"server_default": ""})
+    access_token_sealed: bytes | None = Field(sa_type=LargeBinary)
+    refresh_token_sealed: bytes | None = Field(sa_type=LargeBinary)
+    access_expires_at: datetime | None = Field(sa_type=DateTime(timezone=True))
+    refreshed_at: datetime | None = Field(sa_type=DateTime(timezone=True))
+    refresh_claim_owner: str | None = Field(sa_type=String(64))
+    refresh_claimed_until: datetime | None = Field(sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class OAuthStateTable(SQLModel, table=True):
+    """Declaration of the ``oauth_states`` table (read and written through :data:`oauth_states`)."""
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (
+        PrimaryKeyConstraint("state_hash", name="pk_oauth_states"),
+        Index("ix_oauth_states_expires_at", "expires_at"),
+    )
+
+    state_hash: str = Field(sa_type=String(64), primary_key=True)
+    tenant: str = Field(sa_type=String(255))
+    provider: str = Field(sa_type=String(32))
+    redirect_uri: str = Field(sa_type=String(2000))
+    pkce_verifier_sealed: bytes | None = Field(sa_type=LargeBinary)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    used_at: datetime | None = Field(sa_type=DateTime(timezone=True))
+
+
+connections = table_of(ConnectionTable)
+oauth_states = table_of(OAuthStateTable)
 
 
 class ConnectionStatus(StrEnum):
@@ -102,13 +111,6 @@ class ConnectionStatus(StrEnum):
     ACTIVE = "active"
     REAUTHORIZATION_REQUIRED = "reauthorization_required"
     REVOKED = "revoked"
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes for ``DateTime(timezone=True)``; every value we write is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class ConnectionInfo(BaseModel):
@@ -151,9 +153,6 @@ class ConnectionRow:
 
     @classmethod
     def from_mapping(cls, m: Any) -> ConnectionRow:
-        created = _aware(m["created_at"])
-        updated = _aware(m["updated_at"])
-        assert created is not None and updated is not None
         return cls(
             id=m["id"],
             tenant=m["tenant"],
@@ -162,14 +161,14 @@ class ConnectionRow:
             status_message=m["status_message"],
             instance_url=m["instance_url"],
             scopes=tuple(m["scopes"].split()) if m["scopes"] else (),
-            access_token_sealed=_bytes(m["access_token_sealed"]),
-            refresh_token_sealed=_bytes(m["refresh_token_sealed"]),
-            access_expires_at=_aware(m["access_expires_at"]),
-            refreshed_at=_aware(m["refreshed_at"]),
+            access_token_sealed=as_bytes(m["access_token_sealed"]),
+            refresh_token_sealed=as_bytes(m["refresh_token_sealed"]),
+            access_expires_at=aware(m["access_expires_at"]),
+            refreshed_at=aware(m["refreshed_at"]),
             refresh_claim_owner=m["refresh_claim_owner"],
-            refresh_claimed_until=_aware(m["refresh_claimed_until"]),
-            created_at=created,
-            updated_at=updated,
+            refresh_claimed_until=aware(m["refresh_claimed_until"]),
+            created_at=required_aware(m["created_at"]),
+            updated_at=required_aware(m["updated_at"]),
         )
 
     def info(self) -> ConnectionInfo:
@@ -187,10 +186,6 @@ class ConnectionRow:
             created_at=self.created_at,
             updated_at=self.updated_at,
         )
-
-
-def _bytes(value: bytes | memoryview | None) -> bytes | None:
-    return None if value is None else bytes(value)
 
 
 def insert_connection(
@@ -367,17 +362,15 @@ def get_state(conn: Connection, state_hash: str) -> OAuthStateRow | None:
     )
     if m is None:
         return None
-    created, expires = _aware(m["created_at"]), _aware(m["expires_at"])
-    assert created is not None and expires is not None
     return OAuthStateRow(
         state_hash=m["state_hash"],
         tenant=m["tenant"],
         provider=m["provider"],
         redirect_uri=m["redirect_uri"],
-        pkce_verifier_sealed=_bytes(m["pkce_verifier_sealed"]),
-        created_at=created,
-        expires_at=expires,
-        used_at=_aware(m["used_at"]),
+        pkce_verifier_sealed=as_bytes(m["pkce_verifier_sealed"]),
+        created_at=required_aware(m["created_at"]),
+        expires_at=required_aware(m["expires_at"]),
+        used_at=aware(m["used_at"]),
     )
 
 

@@ -1,7 +1,7 @@
 """Small store functions for data-subject requests and offboarding over the tables of
-:mod:`store.syncs` (which stay that module's): a tenant's syncs and staged parts, dead letters by
-id, and whole-tenant deletions. Every function takes a ``Connection``; the caller owns the
-transaction."""
+:mod:`store.syncs`, :mod:`store.staging`, :mod:`store.dead_letters` and :mod:`store.id_map` (which
+stay those modules'): a tenant's syncs and staged parts, dead letters by id, and whole-tenant
+deletions. Every function takes a ``Connection``; the caller owns the transaction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
-from store import syncs as store
+from store._sql import chunks
+from store.dead_letters import dead_letters
+from store.id_map import id_map
+from store.staging import staging_batches
+from store.syncs import syncs
 
 __all__ = [
     "count_tenant_rows",
@@ -23,13 +27,13 @@ __all__ = [
 
 def sync_ids(conn: Connection, tenant: str) -> list[str]:
     """Ids of the tenant's syncs, sorted."""
-    stmt = select(store.syncs.c.id).where(store.syncs.c.tenant == tenant).order_by(store.syncs.c.id)
+    stmt = select(syncs.c.id).where(syncs.c.tenant == tenant).order_by(syncs.c.id)
     return [str(s) for s in conn.execute(stmt).scalars()]
 
 
 def tenant_staged_parts(conn: Connection, tenant: str, sync_id: str) -> list[tuple[str, int]]:
     """``(batch_id, part)`` of every staged part of one sync (no blobs read)."""
-    t = store.staging_batches
+    t = staging_batches
     stmt = (
         select(t.c.batch_id, t.c.part)
         .where(t.c.tenant == tenant, t.c.sync_id == sync_id)
@@ -40,18 +44,17 @@ def tenant_staged_parts(conn: Connection, tenant: str, sync_id: str) -> list[tup
 
 def delete_dead_letters(conn: Connection, tenant: str, ids: Sequence[str]) -> int:
     """Delete the tenant's dead letters with these ids; returns how many."""
-    n = 0
-    for i in range(0, len(ids), 500):
-        chunk = list(ids[i : i + 500])
-        t = store.dead_letters
-        n += int(conn.execute(delete(t).where(t.c.tenant == tenant, t.c.id.in_(chunk))).rowcount)
-    return n
+    t = dead_letters
+    return sum(
+        int(conn.execute(delete(t).where(t.c.tenant == tenant, t.c.id.in_(chunk))).rowcount)
+        for chunk in chunks(ids)
+    )
 
 
 _TENANT_TABLES = {
-    "staging_parts": store.staging_batches,
-    "dead_letters": store.dead_letters,
-    "id_map_rows": store.id_map,
+    "staging_parts": staging_batches,
+    "dead_letters": dead_letters,
+    "id_map_rows": id_map,
 }
 
 

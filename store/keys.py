@@ -10,7 +10,7 @@ pseudonyms stay stable). A row holds the key *wrapped* by a key-encryption key (
 nonces a key has ever produced, even across crashes.
 
 Status moves one way: ``active`` (new writes) → ``retired`` (opens only) → ``destroyed`` (wrapped
-key erased: crypto-shredded).
+key erased: crypto-shredded). The table (``vault_tenant_keys``) is created by migration ``0003_vault``.
 """
 
 from __future__ import annotations
@@ -21,23 +21,26 @@ from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
-    Column,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
-    MetaData,
+    PrimaryKeyConstraint,
     String,
-    Table,
     func,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Row
+from sqlmodel import Field, SQLModel
+
+from store._sql import table_of
 
 __all__ = [
     "KeyKind",
     "KeyStatus",
     "TenantKeyRow",
+    "TenantKeyTable",
     "active_key",
     "destroy_tenant_keys",
     "get_key",
@@ -50,22 +53,29 @@ __all__ = [
     "update_wrapping",
 ]
 
-metadata = MetaData()
 
-tenant_keys = Table(
-    "vault_tenant_keys",
-    metadata,
-    Column("tenant", String(255), primary_key=True),
-    Column("kind", String(16), primary_key=True),
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("wrapped_key", LargeBinary, nullable=True),  # NULL once destroyed
-    Column("kek_id", String(255), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("uses_reserved", BigInteger, nullable=False, default=0),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("retired_at", DateTime(timezone=True), nullable=True),
-    Column("destroyed_at", DateTime(timezone=True), nullable=True),
-)
+class TenantKeyTable(SQLModel, table=True):
+    """Declaration of the ``vault_tenant_keys`` table (read and written through :data:`tenant_keys`)."""
+
+    __tablename__ = "vault_tenant_keys"
+    __table_args__ = (
+        PrimaryKeyConstraint("tenant", "kind", "version", name="pk_vault_tenant_keys"),
+        Index("ix_vault_tenant_keys_status", "tenant", "kind", "status"),
+    )
+
+    tenant: str = Field(sa_type=String(255), primary_key=True)
+    kind: str = Field(sa_type=String(16), primary_key=True)
+    version: int = Field(sa_type=Integer, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    wrapped_key: bytes | None = Field(sa_type=LargeBinary)  # NULL once destroyed
+    kek_id: str = Field(sa_type=String(255))
+    status: str = Field(sa_type=String(16))
+    uses_reserved: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    retired_at: datetime | None = Field(sa_type=DateTime(timezone=True))
+    destroyed_at: datetime | None = Field(sa_type=DateTime(timezone=True))
+
+
+tenant_keys = table_of(TenantKeyTable)
 
 
 class KeyKind(StrEnum):

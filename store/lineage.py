@@ -1,5 +1,6 @@
 """Ledger tables and the small functions that touch them.
 
+Tables (migration ``0002_lineage``): ``lineage_heads`` holds each tenant's ledger size;
 ``lineage_events`` holds one row per ledger entry: (tenant, idx) is unique and, per tenant, the
 indexes are exactly ``0..size-1`` — :func:`reserve_indexes` hands out contiguous ranges under a
 row lock on the tenant's ``lineage_heads`` row, in the same transaction as the inserts, so a
@@ -13,29 +14,32 @@ Rows are never updated or deleted by crmhub; tampering with them is what verific
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
-    Column,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
-    MetaData,
+    PrimaryKeyConstraint,
     String,
-    Table,
     insert,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
+
+from store._sql import dialect_insert, table_of
 
 __all__ = [
     "CheckpointRow",
     "EventRow",
+    "LineageCheckpointTable",
+    "LineageEventTable",
+    "LineageHeadTable",
     "checkpoints",
     "events",
     "head_size",
@@ -48,39 +52,56 @@ __all__ = [
     "reserve_indexes",
 ]
 
-metadata = MetaData()
 
-heads = Table(
-    "lineage_heads",
-    metadata,
-    Column("tenant", String(128), primary_key=True),
-    Column("size", BigInteger, nullable=False),
-)
+class LineageHeadTable(SQLModel, table=True):
+    """Declaration of the ``lineage_heads`` table (read and written through :data:`heads`)."""
 
-events = Table(
-    "lineage_events",
-    metadata,
-    Column("tenant", String(128), primary_key=True),
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
-    Column("leaf_hash", LargeBinary(32), nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("run_id", String(256), nullable=False),
-    Column("event", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
+    __tablename__ = "lineage_heads"
+    __table_args__ = (PrimaryKeyConstraint("tenant", name="pk_lineage_heads"),)
 
-checkpoints = Table(
-    "lineage_checkpoints",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("tenant", String(128), nullable=False),
-    Column("origin", String(256), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("root_hash", LargeBinary(32), nullable=False),
-    Column("key_id", String(64), nullable=False),
-    Column("signature", LargeBinary(64), nullable=False),
-    Column("signed_at", DateTime(timezone=True), nullable=False),
-)
+    tenant: str = Field(sa_type=String(128), primary_key=True)
+    size: int = Field(sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+
+
+class LineageEventTable(SQLModel, table=True):
+    """Declaration of the ``lineage_events`` table (read and written through :data:`events`)."""
+
+    __tablename__ = "lineage_events"
+    __table_args__ = (
+        PrimaryKeyConstraint("tenant", "idx", name="pk_lineage_events"),
+        Index("ix_lineage_events_run", "tenant", "run_id"),
+    )
+
+    tenant: str = Field(sa_type=String(128), primary_key=True)
+    idx: int = Field(sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    leaf_hash: bytes = Field(sa_type=LargeBinary(32))
+    kind: str = Field(sa_type=String(16))
+    run_id: str = Field(sa_type=String(256))
+    event: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class LineageCheckpointTable(SQLModel, table=True):
+    """Declaration of the ``lineage_checkpoints`` table (read and written through :data:`checkpoints`).
+
+    Its primary key has no name: migration ``0002_lineage`` created it unnamed."""
+
+    __tablename__ = "lineage_checkpoints"
+    __table_args__ = (Index("ix_lineage_checkpoints_size", "tenant", "size"),)
+
+    id: int = Field(sa_type=Integer, primary_key=True)
+    tenant: str = Field(sa_type=String(128))
+    origin: str = Field(sa_type=String(256))
+    size: int = Field(sa_type=BigInteger)
+    root_hash: bytes = Field(sa_type=LargeBinary(32))
+    key_id: str = Field(sa_type=String(64))
+    signature: bytes = Field(sa_type=LargeBinary(64))
+    signed_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+heads = table_of(LineageHeadTable)
+events = table_of(LineageEventTable)
+checkpoints = table_of(LineageCheckpointTable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +140,7 @@ def reserve_indexes(conn: Connection, tenant: str, count: int) -> int:
     )
     new_size = conn.execute(stmt).scalar_one_or_none()
     if new_size is None:
-        create = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(create(heads).values(tenant=tenant, size=0).on_conflict_do_nothing())
+        conn.execute(dialect_insert(conn, heads).values(tenant=tenant, size=0).on_conflict_do_nothing())
         new_size = conn.execute(stmt).scalar_one()
     return int(new_size) - count
 
@@ -180,17 +200,8 @@ def read_event_rows(
 
 
 def insert_checkpoint(conn: Connection, tenant: str, row: CheckpointRow) -> None:
-    conn.execute(
-        insert(checkpoints).values(
-            tenant=tenant,
-            origin=row.origin,
-            size=row.size,
-            root_hash=row.root_hash,
-            key_id=row.key_id,
-            signature=row.signature,
-            signed_at=row.signed_at,
-        )
-    )
+    """Store one signed checkpoint of ``tenant``'s ledger."""
+    conn.execute(insert(checkpoints).values(tenant=tenant, **asdict(row)))
 
 
 def list_checkpoints(conn: Connection, tenant: str, *, max_size: int | None = None) -> list[CheckpointRow]:

@@ -16,19 +16,17 @@ SQLAlchemy ``Connection`` and leaves the transaction to the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Column,
     DateTime,
     Index,
     Integer,
     LargeBinary,
-    MetaData,
+    PrimaryKeyConstraint,
     String,
-    Table,
     UniqueConstraint,
     delete,
     func,
@@ -36,12 +34,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
 
 from schemas.errors import ConfigError
+from store._sql import aware, required_aware, table_of
 
 __all__ = [
     "SessionRow",
     "UserRow",
+    "WebLoginFailureTable",
+    "WebSessionTable",
+    "WebUserTable",
     "clear_login_failures",
     "count_login_failures",
     "create_session",
@@ -50,7 +53,6 @@ __all__ = [
     "find_user",
     "get_session",
     "get_user",
-    "metadata",
     "record_login_failure",
     "set_last_login",
     "set_oauth_pending",
@@ -59,55 +61,60 @@ __all__ = [
     "web_users",
 ]
 
-metadata = MetaData()
 
-web_users = Table(
-    "web_users",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("tenant", String(128), nullable=False),
-    Column("email_hash", String(80), nullable=False),
-    Column("email_sealed", LargeBinary, nullable=False),
-    Column("password_hash", String(255), nullable=False),
-    Column("created", DateTime(timezone=True), nullable=False),
-    Column("last_login", DateTime(timezone=True), nullable=True),
-    UniqueConstraint("tenant", "email_hash", name="uq_web_users_tenant_email"),
-)
+class WebUserTable(SQLModel, table=True):
+    """Declaration of the ``web_users`` table (read and written through :data:`web_users`)."""
 
-web_sessions = Table(
-    "web_sessions",
-    metadata,
-    Column("id_hash", String(64), primary_key=True),
-    Column("user_id", String(36), nullable=False),
-    Column("tenant", String(128), nullable=False),
-    Column("oauth_pending", JSON, nullable=False),
-    Column("created", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Index("ix_web_sessions_expires", "expires_at"),
-)
+    __tablename__ = "web_users"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="pk_web_users"),
+        UniqueConstraint("tenant", "email_hash", name="uq_web_users_tenant_email"),
+    )
 
-web_login_failures = Table(
-    "web_login_failures",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key_hash", String(64), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Index("ix_web_login_failures_key", "key_hash", "at"),
-)
+    id: str = Field(sa_type=String(36), primary_key=True)
+    tenant: str = Field(sa_type=String(128))
+    email_hash: str = Field(sa_type=String(80))
+    email_sealed: bytes = Field(sa_type=LargeBinary)
+    password_hash: str = Field(sa_type=String(255))
+    created: datetime = Field(sa_type=DateTime(timezone=True))
+    last_login: datetime | None = Field(sa_type=DateTime(timezone=True))
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes for ``DateTime(timezone=True)``; every value we write is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+class WebSessionTable(SQLModel, table=True):
+    """Declaration of the ``web_sessions`` table (read and written through :data:`web_sessions`)."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (
+        PrimaryKeyConstraint("id_hash", name="pk_web_sessions"),
+        Index("ix_web_sessions_expires", "expires_at"),
+    )
+
+    id_hash: str = Field(sa_type=String(64), primary_key=True)
+    user_id: str = Field(sa_type=String(36))
+    tenant: str = Field(sa_type=String(128))
+    oauth_pending: dict[str, str] = Field(sa_type=JSON)
+    created: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
 
 
-def _req(value: datetime | None) -> datetime:
-    out = _aware(value)
-    if out is None:  # pragma: no cover - NOT NULL columns
-        raise ValueError("missing timestamp")
-    return out
+class WebLoginFailureTable(SQLModel, table=True):
+    """Declaration of the ``web_login_failures`` table (read and written through
+    :data:`web_login_failures`)."""
+
+    __tablename__ = "web_login_failures"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="pk_web_login_failures"),
+        Index("ix_web_login_failures_key", "key_hash", "at"),
+    )
+
+    id: int = Field(sa_type=Integer, primary_key=True)
+    key_hash: str = Field(sa_type=String(64))
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+web_users = table_of(WebUserTable)
+web_sessions = table_of(WebSessionTable)
+web_login_failures = table_of(WebLoginFailureTable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +137,8 @@ def _user(m: Any) -> UserRow:
         m["email_hash"],
         bytes(m["email_sealed"]),
         m["password_hash"],
-        _req(m["created"]),
-        _aware(m["last_login"]),
+        required_aware(m["created"]),
+        aware(m["last_login"]),
     )
 
 
@@ -212,15 +219,15 @@ def create_session(
 def get_session(conn: Connection, id_hash: str, *, now: datetime) -> SessionRow | None:
     """The session with this hash if it has not expired."""
     m = conn.execute(select(web_sessions).where(web_sessions.c.id_hash == id_hash)).mappings().one_or_none()
-    if m is None or _req(m["expires_at"]) <= now:
+    if m is None or required_aware(m["expires_at"]) <= now:
         return None
     return SessionRow(
         m["id_hash"],
         m["user_id"],
         m["tenant"],
         dict(m["oauth_pending"]),
-        _req(m["created"]),
-        _req(m["expires_at"]),
+        required_aware(m["created"]),
+        required_aware(m["expires_at"]),
     )
 
 

@@ -52,7 +52,9 @@ from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
 from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode
-from store import syncs as store
+from store import instructions as instruction_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
 from tests.stack import connect_demo_tenant, stack_settings
 from workers.client import Connected, connect
 
@@ -246,7 +248,7 @@ async def create_sync(
     }
     ins = d.instruction()
     now = datetime.now(UTC)
-    spec = store.SyncSpec(
+    spec = sync_store.SyncSpec(
         tenant=d.tenant,
         id=d.sync_id,
         name=f"{d.source} {d.source_stream} to {d.destination} {d.destination_stream}",
@@ -262,7 +264,7 @@ async def create_sync(
         instruction_version=ins.version,
     )
     with world.connected.engine.begin() as conn:
-        store.create_tenant(
+        tenant_store.create_tenant(
             conn,
             id=d.tenant,
             name=f"{d.tenant} GmbH",
@@ -270,7 +272,7 @@ async def create_sync(
             authorised_subprocessors=["salesforce", "hubspot"],
             now=now,
         )
-        store.add_instruction(
+        instruction_store.add_instruction(
             conn,
             tenant=d.tenant,
             version=ins.version,
@@ -278,7 +280,7 @@ async def create_sync(
             content_hash=ins.content_hash,
             now=now,
         )
-        store.create_sync(conn, spec, now=now)
+        sync_store.create_sync(conn, spec, now=now)
 
 
 def _text(value: Any) -> str | None:

@@ -33,7 +33,9 @@ from schemas.sync import (
     SyncPlanRef,
     SyncStatus,
 )
-from store import syncs as store
+from store import runs as run_store
+from store import staging as staging_store
+from store import syncs as sync_store
 from workflows.context import ActivityKit
 from workflows.deps import ActivityDeps
 from workflows.plan import plan_sync
@@ -99,8 +101,8 @@ class SyncActivities:
         plan, deps = inp.plan, self.deps
         now = deps.clock()
         with deps.engine.begin() as conn:
-            if store.get_run(conn, plan.run_id) is None:
-                store.start_run(
+            if run_store.get_run(conn, plan.run_id) is None:
+                run_store.start_run(
                     conn,
                     run_id=plan.run_id,
                     tenant=plan.tenant,
@@ -112,15 +114,15 @@ class SyncActivities:
                 )
             if inp.status is SyncStatus.COMPLETED:
                 cursor = inp.final_state.model_copy(update={"page_token": None})
-                store.update_cursor(
+                sync_store.update_cursor(
                     conn, plan.tenant, plan.sync_id, cursor, now=now, last_run_id=plan.run_id,
                     status=inp.status.value,
                 )  # fmt: skip
             else:
-                store.set_sync_status(
+                sync_store.set_sync_status(
                     conn, plan.tenant, plan.sync_id, inp.status.value, now=now, last_run_id=plan.run_id
                 )
-            store.finish_run(
+            run_store.finish_run(
                 conn,
                 plan.run_id,
                 status=inp.status.value,
@@ -128,7 +130,7 @@ class SyncActivities:
                 message=inp.message,
                 now=now,
             )
-            purged = store.purge_expired_staging(conn, now=now)
+            purged = staging_store.purge_expired_staging(conn, now=now)
         if purged:
             activity.logger.info("purged %d staged parts past their retention", purged)
         self.kit.ledger(plan.tenant).checkpoint(deps.signer)
@@ -147,4 +149,4 @@ class SyncActivities:
 
     def _discard_run(self, plan: SyncPlanRef) -> int:
         with self.deps.engine.begin() as conn:
-            return store.delete_staged_for_run(conn, plan.tenant, plan.sync_id, plan.run_id)
+            return staging_store.delete_staged_for_run(conn, plan.tenant, plan.sync_id, plan.run_id)

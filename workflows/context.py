@@ -26,7 +26,10 @@ from schemas.errors import ConfigError, CrmhubError, IntegrityError, PolicyError
 from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import SyncStatus
 from store import connections as connection_store
-from store import syncs as store
+from store import instructions as instruction_store
+from store import runs as run_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
 from store.connections import ConnectionRow
 from store.engine import Connection
 from workflows.deps import ActivityDeps
@@ -61,7 +64,7 @@ def endpoint_of(registry: Registry, row: ConnectionRow, instance: str | None) ->
     )
 
 
-def with_residency(registry: Registry, tenant: store.TenantRow) -> Registry:
+def with_residency(registry: Registry, tenant: tenant_store.TenantRow) -> Registry:
     """The registry with the tenant's residency (home region, authorisations) taken from the store."""
     residency = TenantResidency(
         tenant=tenant.id,
@@ -92,15 +95,15 @@ def _detail(value: Any) -> str | int | bool | None:
 class SyncContext:
     """A sync as one activity call sees it, loaded from the store and checked."""
 
-    tenant: store.TenantRow
-    sync: store.SyncRow
+    tenant: tenant_store.TenantRow
+    sync: sync_store.SyncRow
     instruction: ProcessingInstruction
     registry: Registry  # the deployment registry with this tenant's residency from the store
     source: ConnectionRow
     destination: ConnectionRow
 
     @property
-    def spec(self) -> store.SyncSpec:
+    def spec(self) -> sync_store.SyncSpec:
         return self.sync.spec
 
     @property
@@ -188,13 +191,13 @@ class ActivityKit:
         """Load the sync; :class:`IntegrityError` if its stored instruction was altered or, given
         ``instruction_hash``, is not the one the run was planned under."""
         with self.deps.engine.connect() as conn:
-            tenant = store.get_tenant(conn, tenant_id)
+            tenant = tenant_store.get_tenant(conn, tenant_id)
             if tenant is None:
                 raise ConfigError(f"unknown tenant {tenant_id!r}")
-            sync = store.get_sync(conn, tenant_id, sync_id)
+            sync = sync_store.get_sync(conn, tenant_id, sync_id)
             if sync is None:
                 raise ConfigError(f"tenant {tenant_id!r} has no sync {sync_id!r}")
-            row = store.get_instruction(conn, tenant_id, sync.spec.instruction_version)
+            row = instruction_store.get_instruction(conn, tenant_id, sync.spec.instruction_version)
             if row is None:
                 raise ConfigError(
                     f"sync {sync_id!r} cites instruction v{sync.spec.instruction_version}, which tenant "
@@ -265,8 +268,8 @@ class ActivityKit:
         self.append(ctx.tenant.id, [event])
         now = self.deps.clock()
         with self.deps.engine.begin() as conn:
-            if store.get_run(conn, run_id) is None:
-                store.start_run(
+            if run_store.get_run(conn, run_id) is None:
+                run_store.start_run(
                     conn,
                     run_id=run_id,
                     tenant=ctx.tenant.id,
@@ -276,8 +279,8 @@ class ActivityKit:
                     status=SyncStatus.REFUSED.value,
                     now=now,
                 )
-            store.finish_run(
+            run_store.finish_run(
                 conn, run_id, status=SyncStatus.REFUSED.value, counts={}, message=exc.message, now=now
             )
-            store.set_sync_status(conn, ctx.tenant.id, ctx.spec.id, SyncStatus.REFUSED.value, now=now)
+            sync_store.set_sync_status(conn, ctx.tenant.id, ctx.spec.id, SyncStatus.REFUSED.value, now=now)
         activity.logger.warning("run %s refused: %s", run_id, exc.code)

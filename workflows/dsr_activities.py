@@ -44,9 +44,12 @@ from schemas.dsr import DSR_PURPOSE, DsrDestination, DsrInput, DsrKind, DsrPlan,
 from schemas.errors import ConfigError, CrmhubError, DataError
 from schemas.lineage import EventKind, LineageEvent, format_timestamp
 from store import auditors as auditor_store
+from store import dead_letters as dead_letter_store
 from store import dsr as dsr_store
+from store import id_map as id_map_store
 from store import lineage as ledger_store
-from store import syncs as store
+from store import staging as staging_store
+from store import tenants as tenant_store
 from workflows.context import ActivityKit, SyncContext
 from workflows.deps import ActivityDeps
 from workflows.staging import PendingPart, open_part, seal_part
@@ -144,7 +147,7 @@ class DsrActivities:
 
     def _plan(self, inp: DsrInput) -> DsrPlan:
         with self.deps.engine.connect() as conn:
-            tenant = store.get_tenant(conn, inp.tenant)
+            tenant = tenant_store.get_tenant(conn, inp.tenant)
             if tenant is None:
                 raise ConfigError(f"unknown tenant {inp.tenant!r}")
             syncs = dsr_store.sync_ids(conn, inp.tenant)
@@ -230,7 +233,7 @@ class DsrActivities:
             with self.deps.engine.begin() as conn:
                 staged += self._reseal(conn, s)
                 letters += dsr_store.delete_dead_letters(conn, inp.tenant, [x["id"] for x in s.letters])
-                ids += store.delete_id_map(conn, inp.tenant, s.ctx.spec.id, sorted(s.id_map))
+                ids += id_map_store.delete_id_map(conn, inp.tenant, s.ctx.spec.id, sorted(s.id_map))
             activity.heartbeat(f"erased in {s.ctx.spec.id}")
         result = self._result(inp, found, destinations, export_ready=False).model_copy(
             update={
@@ -247,7 +250,7 @@ class DsrActivities:
         """Rewrite each staged part holding the subject without their records; returns records removed."""
         removed = 0
         for (batch_id, number), positions in s.staging.items():
-            parts = store.get_staged(conn, s.ctx.tenant.id, batch_id, part=number)
+            parts = staging_store.get_staged(conn, s.ctx.tenant.id, batch_id, part=number)
             if not parts:
                 continue
             part = parts[0]
@@ -259,7 +262,7 @@ class DsrActivities:
                 deleted=deleted,
             )
             sealed, sealed_deleted = seal_part(self.deps.vault, s.ctx, batch_id, number, pending)
-            store.put_staged(
+            staging_store.put_staged(
                 conn,
                 replace(part, sealed=sealed, records=len(pending.records), deleted_keys=sealed_deleted),
             )
@@ -384,7 +387,7 @@ class DsrActivities:
             self._scan_staging(s, match)
             self._scan_dead_letters(s, match)
             with deps.engine.connect() as conn:
-                s.id_map = store.lookup_id_map(conn, tenant, sync_id, sorted(s.keys))
+                s.id_map = id_map_store.lookup_id_map(conn, tenant, sync_id, sorted(s.keys))
             found.syncs.append(s)
             activity.heartbeat(f"located in {sync_id}")
         found.trace = self._trace(tenant, found.keys)
@@ -426,7 +429,7 @@ class DsrActivities:
             names = dsr_store.tenant_staged_parts(conn, ctx.tenant.id, ctx.spec.id)
         for batch_id, number in names:
             with deps.engine.connect() as conn:
-                parts = store.get_staged(conn, ctx.tenant.id, batch_id, part=number)
+                parts = staging_store.get_staged(conn, ctx.tenant.id, batch_id, part=number)
             if not parts:
                 continue
             keys, records, _ = open_part(deps.vault, ctx, parts[0])
@@ -450,7 +453,7 @@ class DsrActivities:
     def _scan_dead_letters(self, s: _SyncFindings, match: _Matcher) -> None:
         ctx, deps = s.ctx, self.deps
         with deps.engine.connect() as conn:
-            letters = store.list_dead_letters(conn, ctx.tenant.id, ctx.spec.id, limit=1_000_000)
+            letters = dead_letter_store.list_dead_letters(conn, ctx.tenant.id, ctx.spec.id, limit=1_000_000)
         for d in letters:
             body = json.loads(
                 deps.vault.open(

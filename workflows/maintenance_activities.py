@@ -41,7 +41,11 @@ from schemas.maintenance import (
     RotatedKey,
     TenantPurge,
 )
-from store import syncs as store
+from store import dead_letters as dead_letter_store
+from store import id_map as id_map_store
+from store import instructions as instruction_store
+from store import staging as staging_store
+from store import tenants as tenant_store
 from workflows.context import ActivityKit
 from workflows.deps import ActivityDeps
 
@@ -74,7 +78,7 @@ class MaintenanceActivities:
     def _purge(self, inp: RetentionPurgeInput) -> RetentionPurgeResult:
         run_id = inp.run_id or f"retention:{activity.info().workflow_run_id}"
         with self.deps.engine.connect() as conn:
-            tenants = [t.id for t in store.list_tenants(conn)]
+            tenants = [t.id for t in tenant_store.list_tenants(conn)]
         done: list[TenantPurge] = []
         for tenant in tenants:
             done.append(self._purge_tenant(tenant, run_id))
@@ -84,14 +88,14 @@ class MaintenanceActivities:
     def _purge_tenant(self, tenant: str, run_id: str) -> TenantPurge:
         now = self.deps.clock()
         with self.deps.engine.begin() as conn:
-            row = store.latest_instruction(conn, tenant)
+            row = instruction_store.latest_instruction(conn, tenant)
             instruction, note = _usable(row)
-            staging = store.purge_expired_staging(conn, now=now, tenant=tenant)
+            staging = staging_store.purge_expired_staging(conn, now=now, tenant=tenant)
             letters = ids = 0
             if instruction is not None:
                 before = now - timedelta(days=instruction.retention_days)
-                letters = store.purge_dead_letters(conn, tenant, before=before)
-                ids = store.purge_id_map(conn, tenant, before=before)
+                letters = dead_letter_store.purge_dead_letters(conn, tenant, before=before)
+                ids = id_map_store.purge_id_map(conn, tenant, before=before)
         result = TenantPurge(
             tenant=tenant,
             staging_parts=staging,
@@ -188,7 +192,7 @@ def _rotation_reason(key: KeyInfo, now: datetime, *, uses_limit: int, max_age: t
     return None
 
 
-def _usable(row: store.InstructionRow | None) -> tuple[ProcessingInstruction | None, str]:
+def _usable(row: instruction_store.InstructionRow | None) -> tuple[ProcessingInstruction | None, str]:
     """The stored instruction, checked like a run checks it; else None and why (no PII)."""
     if row is None:
         return None, "no processing instruction stored: dead letters and id map kept"

@@ -28,7 +28,8 @@ from governance.policy import CheckResult, PlanRefused, check, check_types
 from schemas.connector import ReadMode, StreamState
 from schemas.errors import ConfigError, PolicyError, PurposeViolation, TransferNotPermitted
 from schemas.sync import PlanInput, SyncMode, SyncPlanRef, SyncStatus
-from store import syncs as store
+from store import runs as run_store
+from store import syncs as sync_store
 from workflows.context import ActivityKit, SyncContext
 
 __all__ = ["plan_sync"]
@@ -69,7 +70,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
     _check_route(kit, ctx, inp.run_id)
 
     with deps.engine.begin() as conn:
-        store.start_run(
+        run_store.start_run(
             conn,
             run_id=inp.run_id,
             tenant=ctx.tenant.id,
@@ -79,11 +80,11 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
             status=SyncStatus.RUNNING.value,
             now=now,
         )
-        store.set_sync_status(
+        sync_store.set_sync_status(
             conn, ctx.tenant.id, ctx.spec.id, SyncStatus.RUNNING.value, now=now, last_run_id=inp.run_id
         )
-        store.set_planned_schema(conn, inp.run_id, live_types)
-        store.set_accepted_types(
+        run_store.set_planned_schema(conn, inp.run_id, live_types)
+        sync_store.set_accepted_types(
             conn, ctx.tenant.id, ctx.spec.id, instruction_hash=ctx.instruction.content_hash, types=types
         )
     worker = settings.worker
@@ -133,7 +134,7 @@ def _check_types(
     """The field types this run accepts (the module docstring's rule 3): those accepted earlier
     under the same instruction, plus the live types of fields read for the first time."""
     with kit.deps.engine.connect() as conn:
-        earlier = store.accepted_types(conn, ctx.tenant.id, ctx.spec.id)
+        earlier = sync_store.accepted_types(conn, ctx.tenant.id, ctx.spec.id)
     accepted = earlier[1] if earlier and earlier[0] == ctx.instruction.content_hash else {}
     read = {f: live[f] for f in result.fields_read if f in live}
     mine = {f: accepted[f] for f in read if f in accepted}

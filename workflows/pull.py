@@ -40,7 +40,9 @@ from schemas.connector import Record, StreamState
 from schemas.errors import ConfigError, DataError
 from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import BatchRef, PullInput
-from store import syncs as store
+from store import dead_letters as dead_letter_store
+from store import runs as run_store
+from store import staging as staging_store
 from workflows.context import ActivityKit, SyncContext
 from workflows.liveness import Keepalive
 from workflows.metrics import count_pull
@@ -142,7 +144,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
             raise ConfigError(f"transform {ref} is not registered")
         transforms.append(t)
     with deps.engine.begin() as conn:  # parts staged by an attempt that did not heartbeat them
-        store.delete_staged(conn, tenant, batch_id, keep=progress.parts if progress else [])
+        staging_store.delete_staged(conn, tenant, batch_id, keep=progress.parts if progress else [])
     if progress is None:
         progress = PullProgress(batch_id=batch_id, state=inp.state)
     keys = _staged_keys(kit, ctx, batch_id) if progress.parts else []  # for the pull event
@@ -221,7 +223,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         kit.append_once(tenant, plan.run_id, batch_id, events)
         if progress.drift:
             with deps.engine.begin() as conn:
-                store.add_run_drift(conn, plan.run_id, progress.drift)
+                run_store.add_run_drift(conn, plan.run_id, progress.drift)
     count_pull(plan, progress.records, progress.quarantined)
     progress = progress.model_copy(update={"finished": True})
     activity.heartbeat(progress)
@@ -241,9 +243,9 @@ def _stage(
     number = max(progress.parts, default=-1) + 1
     sealed, sealed_deleted = seal_part(kit.deps.vault, ctx, progress.batch_id, number, pending)
     with kit.deps.engine.begin() as conn:
-        store.put_staged(
+        staging_store.put_staged(
             conn,
-            store.StagedPart(
+            staging_store.StagedPart(
                 batch_id=progress.batch_id,
                 part=number,
                 tenant=ctx.tenant.id,
@@ -260,13 +262,13 @@ def _stage(
         )
         batch = progress.batch_id
         held = [_letter(kit, ctx, run_id, batch, number, i, h) for i, h in enumerate(pending.held)]
-        store.add_dead_letters(conn, held)
+        dead_letter_store.add_dead_letters(conn, held)
     return progress.model_copy(update={"parts": [*progress.parts, number]})
 
 
 def _staged_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list[str]:
     with kit.deps.engine.connect() as conn:
-        parts = store.get_staged(conn, ctx.tenant.id, batch_id)
+        parts = staging_store.get_staged(conn, ctx.tenant.id, batch_id)
     keys: list[str] = []
     for p in parts:
         keys += open_part(kit.deps.vault, ctx, p)[0]
@@ -343,7 +345,7 @@ def _events(
             )
         )
     with kit.deps.engine.connect() as conn:  # every part, those of an earlier attempt included
-        parts = store.get_staged(conn, ctx.tenant.id, batch_id)
+        parts = staging_store.get_staged(conn, ctx.tenant.id, batch_id)
     for p in parts:
         events.append(
             kit.event(
@@ -384,7 +386,7 @@ def _drift(
     """The live field types of the source and the drift not yet reported in this run (none when the
     run recorded no planned schema: a run planned before schema contracts existed)."""
     with kit.deps.engine.connect() as conn:
-        recorded = store.run_schema(conn, run_id)
+        recorded = run_store.run_schema(conn, run_id)
     if recorded is None:
         return {}, []
     planned, reported = recorded
@@ -409,7 +411,7 @@ def _held(
 
 def _letter(
     kit: ActivityKit, ctx: SyncContext, run_id: str, batch_id: str, part: int, index: int, held: Held
-) -> store.DeadLetter:
+) -> dead_letter_store.DeadLetter:
     """A quarantined record as a dead letter: the record sealed (like every dead letter), the
     reason in clear (field and type names only)."""
     deps, tenant, sync_id = kit.deps, ctx.tenant.id, ctx.spec.id
@@ -422,7 +424,7 @@ def _letter(
         object_id=letter_id,
         purpose=ctx.instruction.purpose,
     )
-    return store.DeadLetter(
+    return dead_letter_store.DeadLetter(
         id=letter_id,
         tenant=tenant,
         sync_id=sync_id,
@@ -430,7 +432,7 @@ def _letter(
         batch_id=batch_id,
         record_key_hash=held.key,
         sealed_record=sealed,
-        error_code=store.QUARANTINED,
+        error_code=dead_letter_store.QUARANTINED,
         error_message=f"quarantined: {held.reason}",
         created=deps.clock(),
     )
@@ -439,7 +441,9 @@ def _letter(
 def _quarantined_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list[str]:
     """Keyed hashes of the batch's quarantined records (those of an earlier attempt included)."""
     with kit.deps.engine.connect() as conn:
-        letters = store.list_quarantined(conn, ctx.tenant.id, ctx.spec.id, batch_id=batch_id, limit=1_000_000)
+        letters = dead_letter_store.list_quarantined(
+            conn, ctx.tenant.id, ctx.spec.id, batch_id=batch_id, limit=1_000_000
+        )
     return [d.record_key_hash for d in letters]
 
 

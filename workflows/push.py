@@ -29,7 +29,9 @@ from schemas.connector import OutcomeStatus, Record, RecordOutcome, StreamSpec, 
 from schemas.errors import DataError
 from schemas.lineage import EventKind, LineageEvent
 from schemas.sync import BatchRef, PushInput, PushResult
-from store import syncs as store
+from store import dead_letters as dead_letter_store
+from store import id_map as id_map_store
+from store import staging as staging_store
 from workflows.context import ActivityKit, SyncContext
 from workflows.liveness import Keepalive
 from workflows.metrics import count_push
@@ -82,7 +84,7 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
         delete_staging(kit, tenant, batch.batch_id)
         return progress.result()
     with deps.engine.connect() as conn:
-        parts = store.staged_parts(conn, tenant, batch.batch_id)
+        parts = staging_store.staged_parts(conn, tenant, batch.batch_id)
     if not parts:
         return _already_pushed(kit, ctx, plan.run_id, batch)
     progress = progress or PushProgress(batch_id=batch.batch_id)
@@ -105,7 +107,7 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
             if activity.is_cancelled():
                 raise CancelledError("push cancelled")
             with deps.engine.connect() as conn:
-                (part,) = store.get_staged(conn, tenant, batch.batch_id, part=number)
+                (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
             keys, records, deleted = open_part(deps.vault, ctx, part)
             progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
@@ -136,7 +138,7 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
 def delete_staging(kit: ActivityKit, tenant: str, batch_id: str) -> None:
     """Delete a staged batch (harmless when it is already gone)."""
     with kit.deps.engine.begin() as conn:
-        store.delete_staged(conn, tenant, batch_id)
+        staging_store.delete_staged(conn, tenant, batch_id)
 
 
 def _why(outcome: RecordOutcome) -> tuple[str, str | None]:
@@ -155,13 +157,13 @@ class _Writer:
     keepalive: Keepalive
 
     def upsert(
-        self, part: store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
+        self, part: staging_store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
     ) -> tuple[PushProgress, list[str]]:
         """Upsert one part's records; returns the progress and the keys the destination accepted."""
         spec = self.ctx.spec
         mapped: list[Record] = []
         positions: list[int] = []
-        letters: list[store.DeadLetter] = []
+        letters: list[dead_letter_store.DeadLetter] = []
         for i, rec in enumerate(records):
             key = rec.get(spec.source_key_property)
             if key is None or (isinstance(key, str) and not key.strip()):
@@ -199,8 +201,8 @@ class _Writer:
             if outcome.id:
                 pairs.append((keys[pos], outcome.id))
         with self.kit.deps.engine.begin() as conn:
-            store.upsert_id_map(conn, self.ctx.tenant.id, spec.id, pairs, now=self.kit.deps.clock())
-            store.add_dead_letters(conn, letters)
+            id_map_store.upsert_id_map(conn, self.ctx.tenant.id, spec.id, pairs, now=self.kit.deps.clock())
+            dead_letter_store.add_dead_letters(conn, letters)
         progress = progress.model_copy(
             update={
                 "created": progress.created + created,
@@ -212,7 +214,7 @@ class _Writer:
         return progress, ok
 
     def delete(
-        self, part: store.StagedPart, deleted: list[str], progress: PushProgress
+        self, part: staging_store.StagedPart, deleted: list[str], progress: PushProgress
     ) -> tuple[PushProgress, list[str]]:
         """Propagate one part's source deletes through the id map; returns progress and deleted keys."""
         if not deleted:
@@ -220,9 +222,9 @@ class _Writer:
         tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
         stream = self.stream
         with self.kit.deps.engine.connect() as conn:
-            found = store.lookup_id_map(conn, tenant, sync_id, deleted)
+            found = id_map_store.lookup_id_map(conn, tenant, sync_id, deleted)
         targets = [(i, k, found[k]) for i, k in enumerate(deleted) if k in found]
-        letters: list[store.DeadLetter] = []
+        letters: list[dead_letter_store.DeadLetter] = []
         gone: list[str] = []
         calls = 0
         if targets and not stream.supports_deletes:
@@ -250,8 +252,8 @@ class _Writer:
                         self.letter(part, "delete", i, k, {"destination_id": dest_id}, *_why(outcome))
                     )
         with self.kit.deps.engine.begin() as conn:
-            store.delete_id_map(conn, tenant, sync_id, gone)
-            store.add_dead_letters(conn, letters)
+            id_map_store.delete_id_map(conn, tenant, sync_id, gone)
+            dead_letter_store.add_dead_letters(conn, letters)
         progress = progress.model_copy(
             update={
                 "deletes_propagated": progress.deletes_propagated + len(gone),
@@ -271,14 +273,14 @@ class _Writer:
 
     def letter(
         self,
-        part: store.StagedPart,
+        part: staging_store.StagedPart,
         kind: str,
         index: int,
         key: str,
         record: Record,
         code: str,
         vendor_message: str | None,
-    ) -> store.DeadLetter:
+    ) -> dead_letter_store.DeadLetter:
         """A dead letter: record and vendor message sealed; code and a redacted message in clear."""
         deps, tenant, sync_id = self.kit.deps, self.ctx.tenant.id, self.ctx.spec.id
         letter_id = dead_letter_id(tenant, sync_id, part.batch_id, part.part, kind, index)
@@ -291,7 +293,7 @@ class _Writer:
             purpose=self.ctx.instruction.purpose,
         )
         shown = redact(vendor_message, record)
-        return store.DeadLetter(
+        return dead_letter_store.DeadLetter(
             id=letter_id,
             tenant=tenant,
             sync_id=sync_id,
@@ -309,8 +311,8 @@ def _accepted_earlier(kit: ActivityKit, ctx: SyncContext, batch_id: str, parts: 
     """Keys the destination accepted in ``parts`` written by an earlier attempt: their staged keys
     minus the batch's dead letters."""
     with kit.deps.engine.connect() as conn:
-        failed = store.dead_letter_key_hashes(conn, ctx.tenant.id, ctx.spec.id, batch_id)
-        staged = store.get_staged(conn, ctx.tenant.id, batch_id)
+        failed = dead_letter_store.dead_letter_key_hashes(conn, ctx.tenant.id, ctx.spec.id, batch_id)
+        staged = staging_store.get_staged(conn, ctx.tenant.id, batch_id)
     keys: list[str] = []
     for p in staged:
         if p.part in parts:

@@ -21,7 +21,7 @@ from temporalio import activity
 from governance.vault import Vault
 from schemas.connector import Record
 from schemas.errors import DataError, IntegrityError
-from store import syncs as store
+from store import staging as staging_store
 from workflows.context import SyncContext
 
 __all__ = [
@@ -102,7 +102,7 @@ def seal_part(
 
 
 def open_part(
-    vault: Vault, ctx: SyncContext, part: store.StagedPart
+    vault: Vault, ctx: SyncContext, part: staging_store.StagedPart
 ) -> tuple[list[str], list[Record], list[str]]:
     """Keys, records and deleted keys of one staged part; :class:`IntegrityError` if it does not open
     in this context or is malformed."""

@@ -32,8 +32,10 @@ from sqlalchemy.engine import Engine
 from governance.registry import Registry
 from schemas.errors import ConfigError
 from schemas.lineage import EventKind, LineageEvent, format_timestamp
+from store import instructions as instruction_store
 from store import lineage as ledger_store
-from store import syncs as store
+from store import runs as run_store
+from store import tenants as tenant_store
 
 __all__ = [
     "LINEAGE_CSV_COLUMNS",
@@ -206,7 +208,7 @@ def lineage_report(
             if isinstance(changes, str) and changes:
                 run["drift"] += [x for x in changes.split(" | ") if x not in run["drift"]]
     with engine.connect() as conn:
-        stored = {r: store.get_run(conn, r) for r in runs}
+        stored = {r: run_store.get_run(conn, r) for r in runs}
     out_runs = []
     totals: dict[str, int] = {}
     for run_id, run in runs.items():
@@ -306,7 +308,7 @@ def subprocessor_report(
     service, country, what it did (event kinds, purposes, datasets), where (regions), how much."""
     period = period or Period()
     with engine.connect() as conn:
-        row = store.get_tenant(conn, tenant)
+        row = tenant_store.get_tenant(conn, tenant)
     authorised = set(row.authorised_subprocessors) if row else set()
     seen: dict[str, dict[str, Any]] = {}
     for _, e in tenant_events(engine, tenant, period):
@@ -399,7 +401,7 @@ def transfer_report(
     }
 
 
-def _instruction_entries(rows: Iterable[store.InstructionRow]) -> list[dict[str, Any]]:
+def _instruction_entries(rows: Iterable[instruction_store.InstructionRow]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         c = r.content
@@ -425,15 +427,17 @@ def records_of_processing(
     from sqlalchemy import select
 
     with engine.connect() as conn:
-        row = store.get_tenant(conn, tenant)
+        row = tenant_store.get_tenant(conn, tenant)
         if row is None:
             raise ConfigError(f"unknown tenant {tenant!r}")
         versions = conn.execute(
-            select(store.instructions.c.version)
-            .where(store.instructions.c.tenant == tenant)
-            .order_by(store.instructions.c.version)
+            select(instruction_store.instructions.c.version)
+            .where(instruction_store.instructions.c.tenant == tenant)
+            .order_by(instruction_store.instructions.c.version)
         ).scalars()
-        instructions = [i for v in list(versions) if (i := store.get_instruction(conn, tenant, int(v)))]
+        instructions = [
+            i for v in list(versions) if (i := instruction_store.get_instruction(conn, tenant, int(v)))
+        ]
     proc = registry.processor
     authorised = [s for s in registry.subprocessors if s.id in row.authorised_subprocessors]
     third = [

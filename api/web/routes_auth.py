@@ -15,7 +15,7 @@ from api.web.context import WebContext
 from api.web.render import POST_RESPONSES, render
 from api.web.security import DUMMY_HASH, login_key, verify_password
 from api.web.session import LOGIN_CSRF_COOKIE, SESSION_COOKIE, CsrfChecked, optional_session, start_session
-from store import syncs as sync_store
+from store import tenants as tenant_store
 from store import users as user_store
 
 __all__ = ["MAX_FAILURES", "WINDOW", "router"]
@@ -68,7 +68,7 @@ def login(
         )
     user = None
     with ctx.engine.connect() as conn:
-        known_tenant = bool(tenant) and sync_store.get_tenant(conn, tenant) is not None
+        known_tenant = bool(tenant) and tenant_store.get_tenant(conn, tenant) is not None
     if known_tenant:
         email_hash = ctx.pseudonymizer.keyed_hash(tenant, email.strip().lower())
         with ctx.engine.connect() as conn:

@@ -1,7 +1,7 @@
 """The processing-instruction editor: pick a connection and object, tick the fields the instruction
 allows (and those to pseudonymize) against the **live** describe of the source connector, and see —
 before saving — which fields of the object will be withheld. Saving stores a new version
-(:func:`store.syncs.add_instruction`); versions are immutable. A sync keeps citing the version it
+(:func:`store.instructions.add_instruction`); versions are immutable. A sync keeps citing the version it
 was created (or last pointed) under, so the page then offers to move the tenant's syncs to the new
 version (``POST /instructions/move-syncs``): each is checked to be covered (:func:`api.syncconfig.repoint`)
 and either all move or none does."""

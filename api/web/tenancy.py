@@ -20,10 +20,16 @@ from api.web.session import Session, require_session
 from governance.lineage import Ledger
 from schemas.lineage import LineageEvent
 from store import connections as connection_store
+from store import instructions as instruction_store
+from store import runs as run_store
 from store import syncs as sync_store
+from store import tenants as tenant_store
 from store import users as user_store
 from store.connections import ConnectionInfo
-from store.syncs import InstructionRow, RunRow, SyncRow, SyncSpec, TenantRow
+from store.instructions import InstructionRow
+from store.runs import RunRow
+from store.syncs import SyncRow, SyncSpec
+from store.tenants import TenantRow
 
 __all__ = ["TenantScope", "tenant_scope"]
 
@@ -44,7 +50,7 @@ class TenantScope:
 
     def tenant_row(self) -> TenantRow:
         with self.ctx.engine.connect() as conn:
-            row = sync_store.get_tenant(conn, self.tenant)
+            row = tenant_store.get_tenant(conn, self.tenant)
         if row is None:
             raise _not_found("tenant")
         return row
@@ -75,17 +81,17 @@ class TenantScope:
     # ---- instructions ----------------------------------------------------------------------------
 
     def instructions(self) -> list[InstructionRow]:
-        t = sync_store.instructions
+        t = instruction_store.instructions
         with self.ctx.engine.connect() as conn:
             versions = conn.execute(
                 select(t.c.version).where(t.c.tenant == self.tenant).order_by(t.c.version.desc())
             ).scalars()
-            rows = [sync_store.get_instruction(conn, self.tenant, v) for v in versions]
+            rows = [instruction_store.get_instruction(conn, self.tenant, v) for v in versions]
         return [r for r in rows if r is not None]
 
     def latest_instruction(self) -> InstructionRow | None:
         with self.ctx.engine.connect() as conn:
-            return sync_store.latest_instruction(conn, self.tenant)
+            return instruction_store.latest_instruction(conn, self.tenant)
 
     def add_instruction(
         self, *, version: int, content: dict[str, object], content_hash: str
@@ -93,7 +99,7 @@ class TenantScope:
         if content.get("tenant") != self.tenant:
             raise _not_found("tenant")
         with self.ctx.engine.begin() as conn:
-            return sync_store.add_instruction(
+            return instruction_store.add_instruction(
                 conn,
                 tenant=self.tenant,
                 version=version,
@@ -128,7 +134,7 @@ class TenantScope:
 
     def runs(self, sync_id: str, *, limit: int = 20) -> list[RunRow]:
         with self.ctx.engine.connect() as conn:
-            return sync_store.list_runs(conn, self.tenant, sync_id, limit=limit)
+            return run_store.list_runs(conn, self.tenant, sync_id, limit=limit)
 
     def lineage_events(self) -> list[LineageEvent]:
         return Ledger(self.ctx.engine, self.tenant).read_events()

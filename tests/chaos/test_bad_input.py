@@ -33,7 +33,7 @@ from api.demo import _workers
 from governance.pseudonym import Pseudonymizer
 from sandbox.hubspot.objects import MAX_VALUE_CHARS
 from schemas.sync import Progress, SyncMode, SyncStatus
-from store import syncs as store
+from store import dead_letters as dead_letter_store
 from tests.chaos.corpus import SPECIAL, TWO_MB, naughty_strings, nfc_nfd_pair
 from tests.chaos.support import size
 from tests.sync_support import Direction, World, check_ledger, create_sync, source_records
@@ -129,7 +129,7 @@ def _account(world: World, d: Direction, source: list[dict[str, Any]]) -> Accoun
     vault = world.connected.vault
     pseudonyms = Pseudonymizer(vault)
     with world.connected.engine.connect() as conn:
-        letters = store.list_dead_letters(conn, d.tenant, d.sync_id, limit=100_000)
+        letters = dead_letter_store.list_dead_letters(conn, d.tenant, d.sync_id, limit=100_000)
     by_hash = {dl.record_key_hash: dl for dl in letters}
     assert len(by_hash) == len(letters), "a record was dead-lettered twice"
     dest = world.crm(d.destination).live_records(d.destination_stream)
@@ -165,7 +165,7 @@ def _check_counts(world: World, d: Direction, progress: Progress, n: int, acc: A
     assert progress.status is SyncStatus.COMPLETED, progress
     assert progress.counts.pulled == n
     assert progress.counts.pushed == len(acc.landed)
-    quarantined = acc.dead[store.QUARANTINED]  # held at the pull: the value does not fit its type
+    quarantined = acc.dead[dead_letter_store.QUARANTINED]  # held at the pull: the value does not fit its type
     refused = sum(acc.dead.values()) - quarantined  # refused at the push (vendor or local reason)
     assert progress.counts.failed == refused
     assert progress.counts.quarantined == quarantined
@@ -227,7 +227,7 @@ async def test_salesforce_to_hubspot_accounts_for_every_naughty_record(world: Wo
     by_ext = {r["External_Id__c"]: str(r["Id"]) for r in source}
     assert {by_ext["nan"], by_ext["inf"], by_ext["-inf"], by_ext["   "]}.isdisjoint(acc.landed)
     # NaN, inf, -inf in a number field: refused with a reason (quarantined by the pull's type contract)
-    assert acc.dead[store.QUARANTINED] == 3, acc.dead
+    assert acc.dead[dead_letter_store.QUARANTINED] == 3, acc.dead
     assert acc.dead["MISSING_EXTERNAL_ID"] >= 1, acc.dead
     assert by_ext["two-mb"] not in acc.landed and acc.dead["INVALID_LONG_STRING"] >= 1, acc.dead
     assert by_ext["at-limit"] in acc.landed  # exactly at the vendor's limit: lands

@@ -33,7 +33,7 @@ from temporalio.worker import (
 from sandbox.runtime import RunningSandbox
 from schemas.settings import Settings
 from schemas.sync import PushInput, SyncMode, SyncStatus
-from store import syncs as store
+from store import staging as staging_store
 from tests.chaos.support import size
 from tests.sync_support import DEMO_SYNC as SYNC
 from tests.sync_support import run_sync
@@ -80,14 +80,14 @@ class _Twice(ActivityInboundInterceptor):
             self.deliveries.append(inp.batch.batch_id)
             return result
 
-        def staged() -> list[store.StagedPart]:
+        def staged() -> list[staging_store.StagedPart]:
             with self.engine.connect() as conn:
-                return store.get_staged(conn, inp.plan.tenant, inp.batch.batch_id)
+                return staging_store.get_staged(conn, inp.plan.tenant, inp.batch.batch_id)
 
-        def restage(parts: list[store.StagedPart]) -> None:
+        def restage(parts: list[staging_store.StagedPart]) -> None:
             with self.engine.begin() as conn:
                 for p in parts:
-                    store.put_staged(conn, p)
+                    staging_store.put_staged(conn, p)
 
         parts = await asyncio.to_thread(staged)
         await self.next.execute_activity(input)

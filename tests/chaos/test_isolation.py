@@ -46,7 +46,9 @@ from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
 from store import auditors
 from store import connections as connection_store
-from store import syncs as sync_store
+from store import dead_letters as dead_letter_store
+from store import instructions as instruction_store
+from store import runs as run_store
 from tests.api.audit.test_audit_api import _events
 from tests.api.web.conftest import PASSWORD, asgi_client, login, page_csrf
 from tests.api.web.test_web_isolation import _db_snapshot
@@ -165,10 +167,10 @@ async def _seed(settings: Settings, sandbox: RunningSandbox, engine: Engine) -> 
         )  # fmt: skip
         a_conns = connection_store.list_connections(conn, tenant=A)
         b_conns = connection_store.list_connections(conn, tenant=B)
-        runs = sync_store.list_runs(conn, B, B_SYNC)
-        letters = sync_store.list_dead_letters(conn, B, B_SYNC)
-        b_ins = sync_store.latest_instruction(conn, B)
-        a_ins = sync_store.latest_instruction(conn, A)
+        runs = run_store.list_runs(conn, B, B_SYNC)
+        letters = dead_letter_store.list_dead_letters(conn, B, B_SYNC)
+        b_ins = instruction_store.latest_instruction(conn, B)
+        a_ins = instruction_store.latest_instruction(conn, A)
     assert len(letters) == NO_EMAIL and runs and b_ins is not None and a_ins is not None
     events = Ledger(engine, B).read_events()
     b_cps = Ledger(engine, B).checkpoints()

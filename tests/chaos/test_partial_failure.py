@@ -24,7 +24,7 @@ import pytest
 
 from api.demo import _workers
 from schemas.sync import SyncMode, SyncStatus
-from store import syncs as store
+from store import dead_letters as dead_letter_store
 from tests.sync_support import (
     HS_CONTACTS_TO_SF,
     SF_CONTACTS_TO_HS,
@@ -96,7 +96,7 @@ async def _refused_once_and_rerun_adds_nothing(world: World, d: Direction) -> tu
     assert len(world.crm(d.destination).live_records(d.destination_stream)) == RECORDS - BAD
 
     with world.connected.engine.connect() as conn:
-        letters = store.list_dead_letters(conn, d.tenant, d.sync_id)
+        letters = dead_letter_store.list_dead_letters(conn, d.tenant, d.sync_id)
     assert Counter(dl.error_code for dl in letters) == codes, "each refused record dead-lettered once"
     assert {dl.run_id for dl in letters} == {second.run_id}  # the latest refusal of each record
     counts = check_ledger(world, d)  # verifies offline too

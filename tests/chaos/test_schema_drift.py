@@ -37,7 +37,9 @@ from sandbox.runtime import RunningSandbox
 from schemas.lineage import EventKind
 from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
-from store import syncs as store
+from store import dead_letters as dead_letter_store
+from store import instructions as instruction_store
+from store import syncs as sync_store
 from tests.chaos.support import size
 from tests.sync_support import Direction, World, check_ledger, create_sync
 
@@ -183,11 +185,11 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
             assert c.quarantined == HELD
             assert c.pulled == c.pushed + c.failed + c.quarantined
             with world.connected.engine.connect() as conn:
-                held = store.list_quarantined(conn, d.tenant, d.sync_id, run_id=full.run_id)
+                held = dead_letter_store.list_quarantined(conn, d.tenant, d.sync_id, run_id=full.run_id)
             assert len(held) == HELD
             want = f"{d.number_field}: planned type {d.planned_number_type}, observed text"
             for letter in held:
-                assert letter.error_code == store.QUARANTINED
+                assert letter.error_code == dead_letter_store.QUARANTINED
                 assert want in letter.error_message, letter.error_message
                 assert not any(t in letter.error_message for t in texts.values())
                 assert not any(t.encode() in letter.sealed_record for t in texts.values())  # sealed
@@ -229,14 +231,14 @@ async def test_schema_drift_mid_sync_quarantines_retyped_values(
             ins = d.instruction(version=2)
             mapping = {k: v for k, v in d.mapping.items() if k not in (d.renamed[0], d.dropped)}
             with world.connected.engine.begin() as conn:
-                store.add_instruction(
+                instruction_store.add_instruction(
                     conn, tenant=d.tenant, version=2, content=ins.model_dump(mode="json"),
                     content_hash=ins.content_hash, now=datetime.now(UTC),
                 )  # fmt: skip
-                store.set_sync_instruction(conn, d.tenant, d.sync_id, 2, now=datetime.now(UTC))
+                sync_store.set_sync_instruction(conn, d.tenant, d.sync_id, 2, now=datetime.now(UTC))
                 conn.execute(
-                    update(store.syncs)
-                    .where(store.syncs.c.tenant == d.tenant, store.syncs.c.id == d.sync_id)
+                    update(sync_store.syncs)
+                    .where(sync_store.syncs.c.tenant == d.tenant, sync_store.syncs.c.id == d.sync_id)
                     .values(mapping=mapping)
                 )
             fixed = next(iter(texts))

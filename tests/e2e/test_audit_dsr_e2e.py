@@ -27,7 +27,7 @@ from governance.registry import load_registry
 from schemas.dsr import DsrKind
 from schemas.sync import SyncMode, SyncStatus
 from store import auditors
-from store import syncs as store
+from store import dead_letters as dead_letter_store
 from tests.sync_support import DEMO_SYNC as SYNC
 from tests.sync_support import run_sync
 from workflows.deps import default_subprocessors_file
@@ -72,7 +72,7 @@ async def test_auditor_report_reconciles_verifies_offline_and_dsr_erases(
         assert c["pushed"] == len(destination) == CONTACTS - NO_EMAIL
         assert c["failed"] == NO_EMAIL
         with demo.engine.connect() as conn:
-            assert store.count_dead_letters(conn, TENANT, SYNC) == NO_EMAIL
+            assert dead_letter_store.count_dead_letters(conn, TENANT, SYNC) == NO_EMAIL
         assert c["pulled"] == c["pushed"] + c["failed"] + c["filtered"]
         assert c["filtered"] == 0
         assert run["purposes"] == ["crm-sync"] and run["instruction_versions"] == [1]

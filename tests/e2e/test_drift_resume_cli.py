@@ -27,7 +27,9 @@ from typer.testing import CliRunner, Result
 from api.cli import app as cli
 from api.demo import _workers
 from schemas.sync import SyncInput, SyncMode, sync_workflow_id
-from store import syncs as store
+from store import dead_letters as dead_letter_store
+from store import runs as run_store
+from store import syncs as sync_store
 from tests.chaos.test_schema_drift import SF_TO_HS, Control
 from tests.sync_support import World, create_sync, worker_env
 from workflows.sync import SyncWorkflow
@@ -64,8 +66,8 @@ async def _planned(world: World) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with world.connected.engine.connect() as conn:
-            runs = store.list_runs(conn, d.tenant, d.sync_id, limit=1)
-            if runs and store.run_schema(conn, runs[0].run_id) is not None:
+            runs = run_store.list_runs(conn, d.tenant, d.sync_id, limit=1)
+            if runs and run_store.run_schema(conn, runs[0].run_id) is not None:
                 return runs[0].run_id
         await asyncio.sleep(0.05)
     raise AssertionError("the run was not planned within 60 s")
@@ -116,7 +118,7 @@ async def test_drift_refusal_resolved_with_the_cli(
             assert f"crmhub sync set-instruction --tenant {d.tenant} --sync {d.sync_id} --file" in text
             assert not any(f"a dozen {i}" in text for i in range(HELD))  # reasons name types, never values
             with world.connected.engine.connect() as conn:
-                assert store.count_quarantined(conn, d.tenant, d.sync_id, run_id=run_id) == HELD
+                assert dead_letter_store.count_quarantined(conn, d.tenant, d.sync_id, run_id=run_id) == HELD
 
             # -- the next run is refused and says what to do
             refused = await crmhub("sync", "run", *sync)
@@ -140,7 +142,7 @@ async def test_drift_refusal_resolved_with_the_cli(
             assert f"does not allow {d.source_stream}.{OLD}" in message and f"--drop {OLD}" in message
             assert "instruction v2 of drift-sf stored" in alone.output
             with world.connected.engine.connect() as conn:
-                row = store.get_sync(conn, d.tenant, d.sync_id)
+                row = sync_store.get_sync(conn, d.tenant, d.sync_id)
             assert row is not None and row.spec.instruction_version == 1  # nothing changed
 
             moved = await crmhub(
@@ -150,7 +152,7 @@ async def test_drift_refusal_resolved_with_the_cli(
             assert "now cites instruction v2 (was v1)" in moved.output
             assert f"{NEW} → {d.mapping[OLD]}" in moved.output
             with world.connected.engine.connect() as conn:
-                row = store.get_sync(conn, d.tenant, d.sync_id)
+                row = sync_store.get_sync(conn, d.tenant, d.sync_id)
             assert row is not None and row.spec.instruction_version == 2
             assert row.spec.mapping[NEW] == d.mapping[OLD] and OLD not in row.spec.mapping
             status = await crmhub("sync", "status", *sync)

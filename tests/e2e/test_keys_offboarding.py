@@ -21,7 +21,7 @@ from schemas.errors import IntegrityError
 from schemas.lineage import EventKind
 from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
-from store import syncs as store
+from store import dead_letters as dead_letter_store
 from tests.sync_support import DEMO_SYNC as SYNC
 from tests.sync_support import run_sync
 from workers.client import Connected
@@ -87,7 +87,7 @@ async def test_rotate_then_offboard(settings: Settings, synced: Connected, tmp_p
     assert [k["version"] for k in active] == [2]
 
     with synced.engine.connect() as conn:
-        letters = store.list_dead_letters(conn, TENANT, SYNC)
+        letters = dead_letter_store.list_dead_letters(conn, TENANT, SYNC)
     assert len(letters) == BAD
     assert open_dead_letter(synced.vault, letters[0], "crm-sync")  # readable before offboarding
 
@@ -104,7 +104,7 @@ async def test_rotate_then_offboard(settings: Settings, synced: Connected, tmp_p
 
     # Nothing of the tenant is held in the clear, and nothing sealed for it opens any more.
     with synced.engine.connect() as conn:
-        assert store.count_dead_letters(conn, TENANT, SYNC) == 0
+        assert dead_letter_store.count_dead_letters(conn, TENANT, SYNC) == 0
     fresh = Vault(synced.engine, key_provider(settings))  # a process that did not cache the keys
     with pytest.raises((TenantKeysDestroyed, IntegrityError)):
         open_dead_letter(fresh, letters[0], "crm-sync")

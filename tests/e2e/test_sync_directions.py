@@ -28,7 +28,7 @@ from api.demo import _workers
 from sandbox.fake import BASE_EPOCH_MS
 from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode, SyncStatus
-from store import syncs as store
+from store import dead_letters as dead_letter_store
 from tests.sync_support import (
     HS_CONTACTS_TO_SF,
     Direction,
@@ -83,7 +83,7 @@ HS_COMPANIES_TO_SF = Direction(
 
 def _dead_letter_codes(world: World, d: Direction) -> Counter[str]:
     with world.connected.engine.connect() as conn:
-        letters = store.list_dead_letters(conn, d.tenant, d.sync_id)
+        letters = dead_letter_store.list_dead_letters(conn, d.tenant, d.sync_id)
     return Counter(dl.error_code for dl in letters)
 
 

@@ -1,26 +1,26 @@
-"""The sync store: tenants, instructions, syncs, runs, staging, dead letters, id map.
+"""The tenant, instruction and sync stores: round trips, immutability, cursor, status, connections.
 
 Runs on SQLite, or PostgreSQL with CRMHUB_TEST_DATABASE_URL.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from schemas.connector import ReadMode, StreamState
 from schemas.errors import ConfigError
 from store import connections
-from store import syncs as store
+from store import instructions as instruction_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def spec(**over: object) -> store.SyncSpec:
+def spec(**over: object) -> sync_store.SyncSpec:
     data: dict[str, object] = {
         "tenant": "acme",
         "id": "contacts",
@@ -38,25 +38,25 @@ def spec(**over: object) -> store.SyncSpec:
         "instruction_version": 3,
     }
     data.update(over)
-    return store.SyncSpec.model_validate(data)
+    return sync_store.SyncSpec.model_validate(data)
 
 
 def test_tenant_instruction_sync_round_trip(db_engine: Engine) -> None:
     with db_engine.begin() as conn:
-        store.create_tenant(
+        tenant_store.create_tenant(
             conn, id="acme", name="Acme", home_region="eea", authorised_subprocessors=["hubspot"], now=NOW
         )
-        store.add_instruction(
+        instruction_store.add_instruction(
             conn, tenant="acme", version=3, content={"purpose": "crm_sync"}, content_hash="sha256:aa", now=NOW
         )
-        store.create_sync(conn, spec(), now=NOW)
+        sync_store.create_sync(conn, spec(), now=NOW)
     with db_engine.connect() as conn:
-        tenant = store.get_tenant(conn, "acme")
-        instruction = store.get_instruction(conn, "acme", 3)
-        sync = store.get_sync(conn, "acme", "contacts")
-        assert store.get_tenant(conn, "nobody") is None
-        assert store.get_instruction(conn, "acme", 4) is None
-        assert store.get_sync(conn, "acme", "other") is None
+        tenant = tenant_store.get_tenant(conn, "acme")
+        instruction = instruction_store.get_instruction(conn, "acme", 3)
+        sync = sync_store.get_sync(conn, "acme", "contacts")
+        assert tenant_store.get_tenant(conn, "nobody") is None
+        assert instruction_store.get_instruction(conn, "acme", 4) is None
+        assert sync_store.get_sync(conn, "acme", "other") is None
     assert tenant is not None and tenant.home_region == "eea"
     assert tenant.authorised_subprocessors == ("hubspot",)
     assert tenant.created == NOW
@@ -67,23 +67,27 @@ def test_tenant_instruction_sync_round_trip(db_engine: Engine) -> None:
 
 def test_duplicates_and_instruction_immutability(db_engine: Engine) -> None:
     with db_engine.begin() as conn:
-        store.create_tenant(
+        tenant_store.create_tenant(
             conn, id="acme", name="Acme", home_region="eea", authorised_subprocessors=[], now=NOW
         )
-        store.add_instruction(conn, tenant="acme", version=1, content={"a": 1}, content_hash="h1", now=NOW)
+        instruction_store.add_instruction(
+            conn, tenant="acme", version=1, content={"a": 1}, content_hash="h1", now=NOW
+        )
         # The same content again is a no-op; other content under the same version is refused.
-        store.add_instruction(conn, tenant="acme", version=1, content={"a": 1}, content_hash="h1", now=NOW)
+        instruction_store.add_instruction(
+            conn, tenant="acme", version=1, content={"a": 1}, content_hash="h1", now=NOW
+        )
         with pytest.raises(ConfigError, match="new version"):
-            store.add_instruction(
+            instruction_store.add_instruction(
                 conn, tenant="acme", version=1, content={"a": 2}, content_hash="h2", now=NOW
             )
         with pytest.raises(ConfigError, match="already exists"):
-            store.create_tenant(
+            tenant_store.create_tenant(
                 conn, id="acme", name="Again", home_region="us", authorised_subprocessors=[], now=NOW
             )
-        store.create_sync(conn, spec(), now=NOW)
+        sync_store.create_sync(conn, spec(), now=NOW)
         with pytest.raises(ConfigError, match="already exists"):
-            store.create_sync(conn, spec(), now=NOW)
+            sync_store.create_sync(conn, spec(), now=NOW)
 
 
 def test_cursor_and_status(db_engine: Engine) -> None:
@@ -91,8 +95,8 @@ def test_cursor_and_status(db_engine: Engine) -> None:
         mode=ReadMode.INCREMENTAL, cursor="2026-03-01T11:59:59.000Z", tie_break="003000000001"
     )
     with db_engine.begin() as conn:
-        store.create_sync(conn, spec(), now=NOW)
-        store.update_cursor(
+        sync_store.create_sync(conn, spec(), now=NOW)
+        sync_store.update_cursor(
             conn,
             "acme",
             "contacts",
@@ -101,9 +105,9 @@ def test_cursor_and_status(db_engine: Engine) -> None:
             last_run_id="r1",
             status="completed",
         )
-        store.set_sync_status(conn, "acme", "contacts", "running", now=NOW, last_run_id="r2")
+        sync_store.set_sync_status(conn, "acme", "contacts", "running", now=NOW, last_run_id="r2")
     with db_engine.connect() as conn:
-        sync = store.get_sync(conn, "acme", "contacts")
+        sync = sync_store.get_sync(conn, "acme", "contacts")
     assert sync is not None
     assert sync.cursor == state
     assert (sync.last_run_id, sync.status) == ("r2", "running")
@@ -136,196 +140,24 @@ def test_a_sync_follows_new_connections_of_its_tenant_only(db_engine: Engine) ->
             ("c-other", "globex", "hubspot"),
         ):
             _connection(conn, cid, tenant, provider)
-        store.create_sync(conn, spec(), now=NOW)
-        store.update_cursor(conn, "acme", "contacts", state, now=NOW)
+        sync_store.create_sync(conn, spec(), now=NOW)
+        sync_store.update_cursor(conn, "acme", "contacts", state, now=NOW)
 
         def point(source: str, destination: str, sync: str = "contacts") -> bool:
-            return store.set_sync_connections(
+            return sync_store.set_sync_connections(
                 conn, "acme", sync, source=source, destination=destination, now=NOW
             )
 
         assert point("c-sf", "c-hs2")
-        kept = store.get_sync(conn, "acme", "contacts")
+        kept = sync_store.get_sync(conn, "acme", "contacts")
         assert kept is not None and kept.cursor == state and kept.spec.destination_connection_id == "c-hs2"
         assert point("c-sf2", "c-hs2")
-        moved = store.get_sync(conn, "acme", "contacts")
+        moved = sync_store.get_sync(conn, "acme", "contacts")
         assert moved is not None and moved.cursor is None and moved.spec.source_connection_id == "c-sf2"
         assert not point("c-sf2", "c-hs2")
         with pytest.raises(ConfigError, match="not a connection of tenant 'acme'"):
             point("c-sf2", "c-other")
         with pytest.raises(ConfigError, match="has no sync"):
             point("c-sf2", "c-hs2", sync="nope")
-        unchanged = store.get_sync(conn, "acme", "contacts")
+        unchanged = sync_store.get_sync(conn, "acme", "contacts")
         assert unchanged is not None and unchanged.spec.destination_connection_id == "c-hs2"
-
-
-def test_runs_are_idempotent_and_listed_newest_first(db_engine: Engine) -> None:
-    with db_engine.begin() as conn:
-        store.start_run(
-            conn,
-            run_id="r1",
-            tenant="acme",
-            sync_id="contacts",
-            mode="full",
-            trigger="manual",
-            status="running",
-            now=NOW,
-        )
-        # A retried plan of the same run updates it instead of failing.
-        store.start_run(
-            conn,
-            run_id="r1",
-            tenant="acme",
-            sync_id="contacts",
-            mode="full",
-            trigger="manual",
-            status="refused",
-            now=NOW,
-            message="mapping reads Phone",
-        )
-        store.start_run(
-            conn,
-            run_id="r2",
-            tenant="acme",
-            sync_id="contacts",
-            mode="incremental",
-            trigger="schedule",
-            status="running",
-            now=NOW + timedelta(hours=1),
-        )
-        store.finish_run(
-            conn,
-            "r2",
-            status="completed",
-            counts={"pulled": 5, "pushed": 4},
-            message="ok",
-            now=NOW + timedelta(hours=2),
-        )
-        with pytest.raises(ConfigError, match="another sync"):
-            store.start_run(
-                conn,
-                run_id="r1",
-                tenant="acme",
-                sync_id="other",
-                mode="full",
-                trigger="manual",
-                status="running",
-                now=NOW,
-            )
-    with db_engine.connect() as conn:
-        runs = store.list_runs(conn, "acme", "contacts")
-    assert [r.run_id for r in runs] == ["r2", "r1"]
-    assert runs[1].status == "refused" and runs[1].message == "mapping reads Phone"
-    assert runs[0].counts == {"pulled": 5, "pushed": 4}
-    assert runs[0].finished == NOW + timedelta(hours=2)
-
-
-def part(batch: str, n: int, *, expires: datetime, tenant: str = "acme") -> store.StagedPart:
-    return store.StagedPart(
-        batch_id=batch,
-        part=n,
-        tenant=tenant,
-        sync_id="contacts",
-        run_id="r1",
-        seq=0,
-        sealed=b"\x01sealed" + bytes([n]),
-        records=10,
-        deleted=1,
-        deleted_keys=b"\x01keys",
-        created=NOW,
-        expires_at=expires,
-    )
-
-
-def test_staging_put_get_delete_purge(db_engine: Engine) -> None:
-    later = NOW + timedelta(days=30)
-    with db_engine.begin() as conn:
-        for n in range(3):
-            store.put_staged(conn, part("b1", n, expires=later))
-        store.put_staged(conn, part("b1", 1, expires=later))  # a retried part replaces its leftover
-        store.put_staged(conn, part("b2", 0, expires=NOW))
-    with db_engine.begin() as conn:
-        parts = store.get_staged(conn, "acme", "b1")
-        assert [p.part for p in parts] == [0, 1, 2]
-        assert parts[1].sealed == b"\x01sealed\x01" and parts[1].deleted_keys == b"\x01keys"
-        assert parts[0].expires_at == later
-        assert store.get_staged(conn, "other-tenant", "b1") == []
-        assert [p.part for p in store.get_staged(conn, "acme", "b1", part=2)] == [2]
-        assert store.delete_staged(conn, "acme", "b1", keep=[0]) == 2
-        assert store.staged_parts(conn, "acme", "b1") == [0]
-        assert store.purge_expired_staging(conn, now=NOW) == 1
-        assert store.staged_parts(conn, "acme", "b2") == []
-        assert store.delete_staged(conn, "acme", "b1") == 1
-        assert store.staged_parts(conn, "acme", "b1") == []
-
-
-def letter(i: int, run: str = "r1", key: int | None = None) -> store.DeadLetter:
-    return store.DeadLetter(
-        id=f"dl{i}",
-        tenant="acme",
-        sync_id="contacts",
-        run_id=run,
-        batch_id="b1",
-        record_key_hash=f"kh_{i if key is None else key:032x}",
-        sealed_record=b"\x01rec",
-        error_code="INVALID_EMAIL",
-        error_message="property email: INVALID_EMAIL",
-        created=NOW + timedelta(seconds=i),
-    )
-
-
-def test_dead_letters_are_idempotent(db_engine: Engine) -> None:
-    with db_engine.begin() as conn:
-        assert store.add_dead_letters(conn, [letter(1), letter(2)]) == 2
-        assert store.add_dead_letters(conn, [letter(2), letter(3, run="r2")]) == 1
-        assert store.add_dead_letters(conn, []) == 0
-    with db_engine.connect() as conn:
-        assert store.count_dead_letters(conn, "acme", "contacts") == 3
-        assert store.count_dead_letters(conn, "acme", "contacts", run_id="r1") == 2
-        listed = store.list_dead_letters(conn, "acme", "contacts")
-    assert [d.id for d in listed] == ["dl1", "dl2", "dl3"]
-    assert listed[0] == letter(1)
-
-
-def test_a_record_refused_again_keeps_one_dead_letter(db_engine: Engine) -> None:
-    """A rerun that refuses the same records replaces their letters (found by tests/chaos/
-    test_partial_failure.py: 7 refused records were 14 dead letters after a second run)."""
-    with db_engine.begin() as conn:
-        assert store.add_dead_letters(conn, [letter(1), letter(2), letter(3)]) == 3
-        other = dataclasses.replace(letter(9, key=1), sync_id="other")  # another sync keeps its own
-        assert store.add_dead_letters(conn, [other]) == 1
-        assert store.add_dead_letters(conn, [letter(4, run="r2", key=1), letter(5, run="r2", key=2)]) == 2
-    with db_engine.connect() as conn:
-        listed = store.list_dead_letters(conn, "acme", "contacts")
-        assert [(d.id, d.run_id) for d in listed] == [("dl3", "r1"), ("dl4", "r2"), ("dl5", "r2")]
-        assert [d.id for d in store.list_dead_letters(conn, "acme", "other")] == ["dl9"]
-
-
-def test_id_map_upsert_lookup_delete(db_engine: Engine) -> None:
-    hashes = [f"kh_{i:032x}" for i in range(1200)]  # more than one IN chunk
-    with db_engine.begin() as conn:
-        store.upsert_id_map(conn, "acme", "contacts", [(h, f"d{i}") for i, h in enumerate(hashes)], now=NOW)
-        store.upsert_id_map(conn, "acme", "contacts", [(hashes[0], "d-new")], now=NOW)
-        store.upsert_id_map(conn, "acme", "other", [(hashes[0], "x")], now=NOW)
-        store.upsert_id_map(conn, "acme", "contacts", [], now=NOW)
-    with db_engine.begin() as conn:
-        found = store.lookup_id_map(conn, "acme", "contacts", [*hashes, "kh_missing"])
-        assert len(found) == 1200
-        assert found[hashes[0]] == "d-new" and found[hashes[1199]] == "d1199"
-        assert store.delete_id_map(conn, "acme", "contacts", hashes[:700]) == 700
-        assert len(store.lookup_id_map(conn, "acme", "contacts", hashes)) == 500
-        assert store.lookup_id_map(conn, "acme", "other", hashes[:1]) == {hashes[0]: "x"}
-
-
-def test_no_plaintext_columns_for_records(db_engine: Engine) -> None:
-    """Record content only ever lives in LargeBinary (sealed) columns of staging and dead letters."""
-    binary = {
-        c.name
-        for t in (store.staging_batches, store.dead_letters)
-        for c in t.columns
-        if c.type.python_type is bytes
-    }
-    assert binary == {"sealed", "deleted_keys", "sealed_record"}
-    with db_engine.connect() as conn:  # the migration created what the module describes
-        for table in (store.staging_batches, store.dead_letters, store.id_map):
-            assert conn.execute(select(table).limit(1)).all() == []

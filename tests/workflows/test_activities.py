@@ -49,7 +49,13 @@ from schemas.sync import (
     SyncPlanRef,
     SyncStatus,
 )
-from store import syncs as store
+from store import dead_letters as dead_letter_store
+from store import id_map as id_map_store
+from store import instructions as instruction_store
+from store import runs as run_store
+from store import staging as staging_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
 from store.engine import make_engine
 from store.lineage import events as lineage_events
 from workflows.activities import SyncActivities
@@ -111,7 +117,7 @@ class World:
         env.on_heartbeat = lambda *details: self.heartbeats.append(details[0].model_dump(mode="json"))
         return env
 
-    def add_sync(self, sync_id: str = "contacts", **over: Any) -> store.SyncSpec:
+    def add_sync(self, sync_id: str = "contacts", **over: Any) -> sync_store.SyncSpec:
         data: dict[str, Any] = {
             "tenant": TENANT,
             "id": sync_id,
@@ -128,9 +134,9 @@ class World:
             "instruction_version": 1,
             **over,
         }
-        spec = store.SyncSpec.model_validate(data)
+        spec = sync_store.SyncSpec.model_validate(data)
         with self.engine.begin() as conn:
-            store.create_sync(conn, spec, now=datetime.now(UTC))
+            sync_store.create_sync(conn, spec, now=datetime.now(UTC))
         return spec
 
     def plan(
@@ -207,7 +213,7 @@ def world(tmp_path: Path, db_url: str) -> Iterator[World]:
         deps = make_deps(engine, data_dir, db_url, oauth, vault, load_registry(default_subprocessors_file()))
         instruction = ProcessingInstruction.model_validate(INSTRUCTION)
         with engine.begin() as conn:
-            store.create_tenant(
+            tenant_store.create_tenant(
                 conn,
                 id=TENANT,
                 name="Acme GmbH",
@@ -215,7 +221,7 @@ def world(tmp_path: Path, db_url: str) -> Iterator[World]:
                 authorised_subprocessors=["salesforce", "hubspot"],
                 now=datetime.now(UTC),
             )
-            store.add_instruction(
+            instruction_store.add_instruction(
                 conn,
                 tenant=TENANT,
                 version=1,
@@ -243,8 +249,8 @@ def test_plan_refuses_a_field_outside_the_instruction(world: World) -> None:
     assert refusal.details["rule"] == "mapping" and refusal.details["field"] == "MailingCity"
     assert refusal.instruction_version == 1 and refusal.record_id_hashes == ()
     with world.engine.connect() as conn:
-        run = store.get_run(conn, "run-1")
-        sync = store.get_sync(conn, TENANT, "contacts")
+        run = run_store.get_run(conn, "run-1")
+        sync = sync_store.get_sync(conn, TENANT, "contacts")
     assert run is not None and run.status == "refused" and "MailingCity" in run.message
     assert sync is not None and sync.status == "refused"
 
@@ -273,7 +279,7 @@ def test_plan_refuses_a_region_the_instruction_does_not_permit(world: World) -> 
         narrow = ProcessingInstruction.model_validate(
             {**INSTRUCTION, "version": 2, "permitted_regions": ["eea"]}
         )
-        store.add_instruction(
+        instruction_store.add_instruction(
             conn, tenant=TENANT, version=2, content=narrow.model_dump(mode="json"),
             content_hash=narrow.content_hash, now=datetime.now(UTC),
         )  # fmt: skip
@@ -332,9 +338,9 @@ def test_salesforce_contacts_land_in_hubspot_under_the_instruction(world: World)
     assert Ledger(world.engine, TENANT).checkpoints()[-1].size == len(world.events())
 
     with world.engine.connect() as conn:
-        sync = store.get_sync(conn, TENANT, "contacts")
-        run = store.get_run(conn, plan.run_id)
-        staged = conn.execute(select(store.staging_batches)).all()
+        sync = sync_store.get_sync(conn, TENANT, "contacts")
+        run = run_store.get_run(conn, plan.run_id)
+        staged = conn.execute(select(staging_store.staging_batches)).all()
     assert sync is not None and sync.cursor is not None and sync.cursor.page_token is None
     assert run is not None and run.status == "completed" and run.counts["pushed"] == CONTACTS
     assert staged == []  # pushed batches leave nothing behind
@@ -369,7 +375,7 @@ def test_bad_records_are_dead_lettered_and_good_ones_land(world: World) -> None:
     assert len(world.hubspot_contacts()) == CONTACTS
     assert sum(r.failed for r in results) == 3 and sum(r.pushed for r in results) == CONTACTS
     with world.engine.connect() as conn:
-        letters = store.list_dead_letters(conn, TENANT, "contacts", run_id=plan.run_id)
+        letters = dead_letter_store.list_dead_letters(conn, TENANT, "contacts", run_id=plan.run_id)
     assert [d.error_code for d in letters] == ["INVALID_EMAIL"] * 3
     for d in letters:
         assert d.record_key_hash.startswith("kh_")
@@ -403,7 +409,7 @@ def test_source_deletes_are_propagated(world: World) -> None:
     hashes = [world.deps.pseudonymizer.keyed_hash(TENANT, v["id"]) for v in victims]
     assert sorted(delete.record_id_hashes) == sorted(hashes)
     with world.engine.connect() as conn:
-        assert store.lookup_id_map(conn, TENANT, "contacts", hashes) == {}
+        assert id_map_store.lookup_id_map(conn, TENANT, "contacts", hashes) == {}
 
 
 def test_a_us_portal_is_a_recorded_transfer(world: World) -> None:
@@ -477,7 +483,7 @@ def test_pull_resumes_from_its_last_heartbeat(world: World) -> None:
     # Pages 1 and 2 were staged as parts 0 and 1. Suppose only the first heartbeat reached Temporal.
     first = next(PullProgress.model_validate(h) for h in world.heartbeats if h["parts"] == [0])
     with world.engine.connect() as conn:
-        assert store.staged_parts(conn, TENANT, first.batch_id) == [0, 1]
+        assert staging_store.staged_parts(conn, TENANT, first.batch_id) == [0, 1]
     reads_before = failing.reads
     batch = world.env([first.model_dump(mode="json")]).run(acts.pull_batch, pull)
     # The retry read on from page 2 (part 1 was dropped and read again), not from the start.
@@ -563,8 +569,8 @@ def test_discard_removes_staged_batches(world: World) -> None:
     )
     world.env().run(world.acts.discard_batch, PushInput(plan=plan, batch=batch))
     with world.engine.connect() as conn:
-        assert store.staged_parts(conn, TENANT, batch.batch_id) == []
-        assert store.staged_parts(conn, TENANT, second.batch_id) == [0]
+        assert staging_store.staged_parts(conn, TENANT, batch.batch_id) == []
+        assert staging_store.staged_parts(conn, TENANT, second.batch_id) == [0]
     assert world.env().run(world.acts.discard_run_staging, plan) == 1
     with pytest.raises(ApplicationError) as caught:
         world.env().run(world.acts.push_batch, PushInput(plan=plan, batch=second))
@@ -579,7 +585,7 @@ def test_finish_of_a_failed_run_keeps_the_cursor_and_purges_expired_staging(worl
     )
     with world.engine.begin() as conn:
         conn.execute(
-            store.staging_batches.update().values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            staging_store.staging_batches.update().values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
     world.env().run(
         world.acts.finish_run,
@@ -589,9 +595,9 @@ def test_finish_of_a_failed_run_keeps_the_cursor_and_purges_expired_staging(worl
         ),
     )  # fmt: skip
     with world.engine.connect() as conn:
-        sync = store.get_sync(conn, TENANT, "contacts")
-        run = store.get_run(conn, plan.run_id)
-        assert store.staged_parts(conn, TENANT, batch.batch_id) == []
+        sync = sync_store.get_sync(conn, TENANT, "contacts")
+        run = run_store.get_run(conn, plan.run_id)
+        assert staging_store.staged_parts(conn, TENANT, batch.batch_id) == []
     assert sync is not None and sync.cursor is None and sync.status == "failed"
     assert run is not None and run.status == "failed" and run.counts["pulled"] == batch.records
     assert Ledger(world.engine, TENANT).checkpoints()
@@ -603,8 +609,8 @@ def test_finish_of_a_failed_run_keeps_the_cursor_and_purges_expired_staging(worl
 def assert_no_plaintext(world: World, values: Sequence[str]) -> None:
     """No table crmhub writes holds any of ``values`` (e-mail addresses) in plaintext."""
     tables = [
-        store.tenants, store.instructions, store.syncs, store.sync_runs, store.staging_batches,
-        store.dead_letters, store.id_map, lineage_events,
+        tenant_store.tenants, instruction_store.instructions, sync_store.syncs, run_store.sync_runs,
+        staging_store.staging_batches, dead_letter_store.dead_letters, id_map_store.id_map, lineage_events,
     ]  # fmt: skip
     needles = [v.lower().encode() for v in values]
     with world.engine.connect() as conn:

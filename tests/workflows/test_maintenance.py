@@ -49,8 +49,12 @@ from schemas.maintenance import (
     retention_purge_workflow_id,
 )
 from schemas.settings import Settings, load_settings
+from store import dead_letters as dead_letter_store
+from store import id_map as id_map_store
+from store import instructions as instruction_store
 from store import keys as keystore
-from store import syncs as store
+from store import staging as staging_store
+from store import tenants as tenant_store
 from workers.converter import CODEC_TENANT
 from workers.worker import build_workers
 from workflows.activities import SyncActivities
@@ -141,12 +145,12 @@ async def worker(client: Client, settings: Settings, deps: ActivityDeps) -> Asyn
 
 def add_tenant(engine: Engine, tenant: str, retention_days: int | None) -> None:
     with engine.begin() as conn:
-        store.create_tenant(
+        tenant_store.create_tenant(
             conn, id=tenant, name=tenant, home_region="eea", authorised_subprocessors=["hubspot"], now=NOW
         )
         if retention_days is not None:
             ins = instruction(tenant, retention_days)
-            store.add_instruction(
+            instruction_store.add_instruction(
                 conn,
                 tenant=tenant,
                 version=1,
@@ -158,9 +162,9 @@ def add_tenant(engine: Engine, tenant: str, retention_days: int | None) -> None:
 
 def stage(engine: Engine, tenant: str, batch: str, expires_at: datetime) -> None:
     with engine.begin() as conn:
-        store.put_staged(
+        staging_store.put_staged(
             conn,
-            store.StagedPart(
+            staging_store.StagedPart(
                 batch_id=batch, part=0, tenant=tenant, sync_id="s", run_id="r", seq=0, sealed=b"sealed",
                 records=3, deleted=0, deleted_keys=None, created=NOW - timedelta(days=30),
                 expires_at=expires_at,
@@ -172,10 +176,10 @@ def dead_letter(engine: Engine, tenant: str, letter_id: str, age: timedelta) -> 
     """A dead letter of its own record (a sync keeps one letter per refused record)."""
     kh = "kh_" + hashlib.sha256(letter_id.encode()).hexdigest()[:32]
     with engine.begin() as conn:
-        store.add_dead_letters(
+        dead_letter_store.add_dead_letters(
             conn,
             [
-                store.DeadLetter(
+                dead_letter_store.DeadLetter(
                     id=letter_id, tenant=tenant, sync_id="s", run_id="r", batch_id="b", record_key_hash=kh,
                     sealed_record=b"sealed", error_code="INVALID_EMAIL", error_message="upsert refused",
                     created=NOW - age,
@@ -186,15 +190,19 @@ def dead_letter(engine: Engine, tenant: str, letter_id: str, age: timedelta) -> 
 
 def map_id(engine: Engine, tenant: str, key_hash: str, age: timedelta) -> None:
     with engine.begin() as conn:
-        store.upsert_id_map(conn, tenant, "s", [(key_hash, f"dest-{key_hash[-4:]}")], now=NOW - age)
+        id_map_store.upsert_id_map(conn, tenant, "s", [(key_hash, f"dest-{key_hash[-4:]}")], now=NOW - age)
 
 
 def remaining(engine: Engine) -> dict[str, set[str]]:
     with engine.connect() as conn:
         return {
-            "staging": {str(b) for b in conn.execute(select(store.staging_batches.c.batch_id)).scalars()},
-            "dead_letters": {str(i) for i in conn.execute(select(store.dead_letters.c.id)).scalars()},
-            "id_map": {str(h) for h in conn.execute(select(store.id_map.c.source_key_hash)).scalars()},
+            "staging": {
+                str(b) for b in conn.execute(select(staging_store.staging_batches.c.batch_id)).scalars()
+            },
+            "dead_letters": {
+                str(i) for i in conn.execute(select(dead_letter_store.dead_letters.c.id)).scalars()
+            },
+            "id_map": {str(h) for h in conn.execute(select(id_map_store.id_map.c.source_key_hash)).scalars()},
         }
 
 

@@ -20,7 +20,8 @@ from governance.merkle import verify_consistency, verify_inclusion
 from governance.registry import load_registry
 from schemas.lineage import DatasetRef, EventKind, LineageEvent, TransferMechanism
 from store import auditors
-from store import syncs as store
+from store import instructions as instruction_store
+from store import tenants as tenant_store
 from workflows.deps import default_subprocessors_file
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -68,11 +69,13 @@ def world(db_engine) -> dict[str, Any]:
     tokens = {}
     with db_engine.begin() as conn:
         for tenant in ("alpha", "bravo"):
-            store.create_tenant(conn, id=tenant, name=f"{tenant} GmbH", home_region="eea",
-                                authorised_subprocessors=["salesforce", "hubspot"], now=T0)  # fmt: skip
-            store.add_instruction(conn, tenant=tenant, version=2, content={"purpose": f"purpose-{tenant}",
-                                  "data_categories": ["contact_details"]}, content_hash=f"sha256:{tenant}",
-                                  now=T0)  # fmt: skip
+            tenant_store.create_tenant(conn, id=tenant, name=f"{tenant} GmbH", home_region="eea",
+                                       authorised_subprocessors=["salesforce", "hubspot"],
+                                       now=T0)  # fmt: skip
+            instruction_store.add_instruction(conn, tenant=tenant, version=2,
+                                              content={"purpose": f"purpose-{tenant}",
+                                                       "data_categories": ["contact_details"]},
+                                              content_hash=f"sha256:{tenant}", now=T0)  # fmt: skip
             _, tokens[tenant] = auditors.create_token(
                 conn, tenant=tenant, name=f"auditor of {tenant}", now=T0
             )

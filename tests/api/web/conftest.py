@@ -20,7 +20,7 @@ from api.cli_web import add_user
 from api.web import create_app
 from schemas.errors import TransientError
 from schemas.settings import Settings, load_settings
-from store import syncs as sync_store
+from store import tenants as tenant_store
 
 PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -32,7 +32,7 @@ async def no_temporal() -> Client:
 
 def make_tenant(engine: Engine, tenant: str, name: str | None = None) -> None:
     with engine.begin() as conn:
-        sync_store.create_tenant(
+        tenant_store.create_tenant(
             conn,
             id=tenant,
             name=name or f"{tenant} Ltd",

@@ -19,6 +19,7 @@ from sandbox.consent import press_consent
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
 from store import connections as connection_store
+from store import instructions as instruction_store
 from store import syncs as sync_store
 from tests.api.web.conftest import AppFactory, asgi_client, csrf_of, login, page_csrf
 
@@ -164,11 +165,11 @@ async def test_instruction_editor_shows_withheld_fields_before_saving(
     assert withheld == live - set(form["allowed"])
     assert {"Title", "MailingCity", "Lead_Score__c"} <= withheld
     with db_engine.connect() as conn:
-        assert sync_store.latest_instruction(conn, "acme") is None  # preview stores nothing
+        assert instruction_store.latest_instruction(conn, "acme") is None  # preview stores nothing
     saved = await browser.post("/instructions/save", data=form)
     assert saved.status_code == 303 and saved.headers["location"] == "/instructions?saved=1"
     with db_engine.connect() as conn:
-        ins = sync_store.latest_instruction(conn, "acme")
+        ins = instruction_store.latest_instruction(conn, "acme")
     assert ins is not None and ins.version == 1
     assert ins.content["allowed_fields"] == {"Contact": sorted(form["allowed"])}
     assert ins.content["pseudonymize"] == {"Contact": ["Phone"]}
@@ -208,7 +209,7 @@ async def test_create_sync_form(
 
     ins = demo_instruction("acme")
     with db_engine.begin() as conn:
-        sync_store.add_instruction(
+        instruction_store.add_instruction(
             conn, tenant="acme", version=1, content=ins.model_dump(mode="json"),
             content_hash=ins.content_hash, now=datetime.now(UTC),
         )  # fmt: skip

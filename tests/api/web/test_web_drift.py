@@ -17,7 +17,10 @@ from governance.lineage import Ledger
 from governance.policy import PlanRefused, ProcessingInstruction, check_types
 from schemas.lineage import EventKind, LineageEvent
 from store import connections as connection_store
-from store import syncs as store
+from store import dead_letters as dead_letter_store
+from store import instructions as instruction_store
+from store import runs as run_store
+from store import syncs as sync_store
 from tests.api.web.conftest import csrf_of, login, make_tenant, page_csrf
 
 SYNC = "contacts"
@@ -43,7 +46,7 @@ def instruction(tenant: str, version: int, fields: list[str]) -> ProcessingInstr
 
 def add_instruction(engine: Engine, ins: ProcessingInstruction) -> None:
     with engine.begin() as conn:
-        store.add_instruction(
+        instruction_store.add_instruction(
             conn, tenant=ins.tenant, version=ins.version, content=ins.model_dump(mode="json"),
             content_hash=ins.content_hash, now=datetime.now(UTC),
         )  # fmt: skip
@@ -62,9 +65,9 @@ def seed_drifted_sync(engine: Engine, tenant: str, sync_id: str = SYNC) -> Proce
             instance_url="https://acme.my.salesforce.com", scopes=["api"], access_token_sealed=b"sealed",
             refresh_token_sealed=b"sealed", access_expires_at=None, now=now,
         )  # fmt: skip
-        store.create_sync(
+        sync_store.create_sync(
             conn,
-            store.SyncSpec(
+            sync_store.SyncSpec(
                 tenant=tenant, id=sync_id, name=f"{sync_id} to HubSpot", source_connection_id=conn_id,
                 source_stream="Contact", destination_connection_id=conn_id, destination_stream="contacts",
                 mapping=MAPPING, destination_id_property="email", source_key_property="Email",
@@ -73,20 +76,22 @@ def seed_drifted_sync(engine: Engine, tenant: str, sync_id: str = SYNC) -> Proce
             now=now,
         )  # fmt: skip
         full = f"run-full-{sync_id}"
-        store.start_run(
+        run_store.start_run(
             conn, run_id=full, tenant=tenant, sync_id=sync_id, mode="full", trigger="manual",
             status="running", now=now,
         )  # fmt: skip
-        store.set_planned_schema(conn, full, {"Email": "email", "Title": "string", "Lead_Score__c": "double"})
-        store.set_accepted_types(
+        run_store.set_planned_schema(
+            conn, full, {"Email": "email", "Title": "string", "Lead_Score__c": "double"}
+        )
+        sync_store.set_accepted_types(
             conn, tenant, sync_id, instruction_hash=v1.content_hash,
             types={"Email": "email", "Title": "string", "Lead_Score__c": "double"},
         )  # fmt: skip
-        store.add_run_drift(conn, full, DRIFT)
-        store.add_dead_letters(
+        run_store.add_run_drift(conn, full, DRIFT)
+        dead_letter_store.add_dead_letters(
             conn,
             [
-                store.DeadLetter(
+                dead_letter_store.DeadLetter(
                     f"q-{sync_id}-{i}",
                     tenant,
                     sync_id,
@@ -94,14 +99,14 @@ def seed_drifted_sync(engine: Engine, tenant: str, sync_id: str = SYNC) -> Proce
                     "batch-0",
                     f"kh_{i:032x}",
                     b"sealed",
-                    store.QUARANTINED,
+                    dead_letter_store.QUARANTINED,
                     "Lead_Score__c: planned type double, observed text",
                     now,
                 )
                 for i in range(HELD)
             ],
         )
-        store.finish_run(
+        run_store.finish_run(
             conn, full, status="completed", counts={"pulled": 10, "pushed": 7, "quarantined": HELD},
             message="", now=now,
         )  # fmt: skip
@@ -127,17 +132,19 @@ def seed_drifted_sync(engine: Engine, tenant: str, sync_id: str = SYNC) -> Proce
         ]
     )
     with engine.begin() as conn:
-        store.start_run(
+        run_store.start_run(
             conn, run_id=refused, tenant=tenant, sync_id=sync_id, mode="-", trigger="-", status="refused",
             now=datetime.now(UTC),
         )  # fmt: skip
-        store.finish_run(conn, refused, status="refused", counts={}, message=message, now=datetime.now(UTC))
+        run_store.finish_run(
+            conn, refused, status="refused", counts={}, message=message, now=datetime.now(UTC)
+        )
     return v1
 
 
 def cited(engine: Engine, tenant: str, sync_id: str = SYNC) -> tuple[int, dict[str, str]]:
     with engine.connect() as conn:
-        row = store.get_sync(conn, tenant, sync_id)
+        row = sync_store.get_sync(conn, tenant, sync_id)
     assert row is not None
     return row.spec.instruction_version, dict(row.spec.mapping)
 
@@ -185,7 +192,7 @@ async def test_instruction_page_moves_the_tenants_syncs_all_or_none(
     seed_drifted_sync(db_engine, "acme")
     seed_drifted_sync(db_engine, "acme", "leads")
     with db_engine.begin() as conn:  # "leads" no longer reads Title
-        store.set_sync_mapping(conn, "acme", "leads", {"Email": "email"}, now=datetime.now(UTC))
+        sync_store.set_sync_mapping(conn, "acme", "leads", {"Email": "email"}, now=datetime.now(UTC))
     add_instruction(db_engine, instruction("acme", 2, ["Email", "Job_Title__c", "Lead_Score__c"]))
     assert (await login(client, *tenant_user)).status_code == 303
     page = (await client.get("/instructions?saved=2")).text

@@ -17,6 +17,8 @@ from api.demo import demo_instruction
 from api.web.context import LazyTemporal
 from schemas.settings import Settings
 from store import connections as connection_store
+from store import instructions as instruction_store
+from store import runs as run_store
 from store import syncs as sync_store
 from tests.api.web.conftest import AppFactory, app_routes, asgi_client, login, make_tenant, page_csrf
 from tests.stack import stack_settings
@@ -48,7 +50,7 @@ def _seed(engine: Engine, settings: Settings, tenant: str, name: str, marker: st
             access_expires_at=None,
             now=now,
         )
-        sync_store.add_instruction(
+        instruction_store.add_instruction(
             conn, tenant=tenant, version=1, content=ins.model_dump(mode="json"),
             content_hash=ins.content_hash, now=now,
         )  # fmt: skip
@@ -69,7 +71,7 @@ def _seed(engine: Engine, settings: Settings, tenant: str, name: str, marker: st
             ),
             now=now,
         )
-        sync_store.start_run(
+        run_store.start_run(
             conn, run_id=f"run-{marker}", tenant=tenant, sync_id=sync_id, mode="full", trigger="manual",
             status="completed", now=now, message=f"{marker} run message",
         )  # fmt: skip
@@ -82,9 +84,9 @@ def _db_snapshot(engine: Engine, tenant: str) -> list[Any]:
             sorted(map(tuple, conn.execute(select(t).where(t.c.tenant == tenant)).all()), key=repr)
             for t in (
                 sync_store.syncs,
-                sync_store.instructions,
+                instruction_store.instructions,
                 connection_store.connections,
-                sync_store.sync_runs,
+                run_store.sync_runs,
             )
         ]
 

@@ -1,0 +1,209 @@
+"""Dead letters and the quarantine: records crmhub holds back, sealed (table ``dead_letters``,
+migration ``0006_syncs``).
+
+A dead letter is a record the destination refused: its vault ciphertext, the keyed hash of its key
+(``kh_…``), the vendor's error code and a message without PII. The same table is the *quarantine*:
+records a pull held back because a value no longer fit its planned type (error code
+:data:`QUARANTINED`, the reason names field and types) — so retention, erasure and export cover them
+like every other held record. A sync holds one letter per refused record, its latest refusal.
+Every function takes a SQLAlchemy ``Connection`` and leaves the transaction to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import DateTime, Index, LargeBinary, PrimaryKeyConstraint, String, delete, func, select
+from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
+
+from store._sql import as_bytes, chunks, required_aware, table_of
+
+__all__ = [
+    "QUARANTINED",
+    "DeadLetter",
+    "DeadLetterTable",
+    "add_dead_letters",
+    "count_dead_letters",
+    "count_quarantined",
+    "dead_letter_key_hashes",
+    "dead_letters",
+    "list_dead_letters",
+    "list_quarantined",
+    "purge_dead_letters",
+]
+
+QUARANTINED = "QUARANTINED_TYPE_MISMATCH"
+"""Dead-letter error code of a quarantined record (held back at the pull, never pushed)."""
+
+_CODE, _MESSAGE = 128, 500  # characters of the error code and message (the columns' lengths)
+
+
+class DeadLetterTable(SQLModel, table=True):
+    """Declaration of the ``dead_letters`` table (read and written through :data:`dead_letters`)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="pk_dead_letters"),
+        Index("ix_dead_letters_sync", "tenant", "sync_id", "run_id"),
+    )
+
+    id: str = Field(sa_type=String(64), primary_key=True)
+    tenant: str = Field(sa_type=String(128))
+    sync_id: str = Field(sa_type=String(128))
+    run_id: str = Field(sa_type=String(128))
+    batch_id: str = Field(sa_type=String(200))
+    record_key_hash: str = Field(sa_type=String(64))
+    sealed_record: bytes = Field(sa_type=LargeBinary)
+    error_code: str = Field(sa_type=String(_CODE))
+    error_message: str = Field(sa_type=String(_MESSAGE))
+    created: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+dead_letters = table_of(DeadLetterTable)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record the destination refused. ``id`` is deterministic (batch, part, position), so a retried
+    push records the same failure once."""
+
+    id: str
+    tenant: str
+    sync_id: str
+    run_id: str
+    batch_id: str
+    record_key_hash: str
+    sealed_record: bytes
+    error_code: str
+    error_message: str
+    created: datetime
+
+
+def add_dead_letters(conn: Connection, letters: Sequence[DeadLetter]) -> int:
+    """Insert dead letters whose id is not stored yet; returns how many were new.
+
+    A record refused again under a new id (a later run or batch of the same sync) replaces its
+    earlier letter: a sync holds one letter per refused record, its latest refusal — so re-running
+    a sync over the same bad records does not multiply them."""
+    if not letters:
+        return 0
+    existing: set[str] = set()
+    for chunk in chunks([d.id for d in letters]):
+        existing.update(conn.execute(select(dead_letters.c.id).where(dead_letters.c.id.in_(chunk))).scalars())
+    new = [d for d in letters if d.id not in existing]
+    by_sync: dict[tuple[str, str], list[str]] = {}
+    for d in new:
+        by_sync.setdefault((d.tenant, d.sync_id), []).append(d.record_key_hash)
+    for (tenant, sync_id), keys in by_sync.items():
+        for chunk in chunks(keys):
+            conn.execute(
+                dead_letters.delete().where(
+                    dead_letters.c.tenant == tenant,
+                    dead_letters.c.sync_id == sync_id,
+                    dead_letters.c.record_key_hash.in_(chunk),
+                )
+            )
+    if new:
+        conn.execute(
+            dead_letters.insert(),
+            [
+                {**asdict(d), "error_code": d.error_code[:_CODE], "error_message": d.error_message[:_MESSAGE]}
+                for d in new
+            ],
+        )
+    return len(new)
+
+
+def list_dead_letters(
+    conn: Connection,
+    tenant: str,
+    sync_id: str,
+    *,
+    run_id: str | None = None,
+    limit: int = 1000,
+    code: str | None = None,
+    batch_id: str | None = None,
+) -> list[DeadLetter]:
+    """Dead letters of a sync (of one run or staged batch, with one error code), oldest first."""
+    stmt = select(dead_letters).where(dead_letters.c.tenant == tenant, dead_letters.c.sync_id == sync_id)
+    if run_id is not None:
+        stmt = stmt.where(dead_letters.c.run_id == run_id)
+    if batch_id is not None:
+        stmt = stmt.where(dead_letters.c.batch_id == batch_id)
+    if code is not None:
+        stmt = stmt.where(dead_letters.c.error_code == code)
+    stmt = stmt.order_by(dead_letters.c.created, dead_letters.c.id).limit(limit)
+    out = []
+    for m in conn.execute(stmt).mappings():
+        sealed = as_bytes(m["sealed_record"])
+        assert sealed is not None
+        out.append(
+            DeadLetter(
+                m["id"],
+                m["tenant"],
+                m["sync_id"],
+                m["run_id"],
+                m["batch_id"],
+                m["record_key_hash"],
+                sealed,
+                m["error_code"],
+                m["error_message"],
+                required_aware(m["created"]),
+            )
+        )
+    return out
+
+
+def list_quarantined(
+    conn: Connection,
+    tenant: str,
+    sync_id: str,
+    *,
+    run_id: str | None = None,
+    batch_id: str | None = None,
+    limit: int = 1000,
+) -> list[DeadLetter]:
+    """Quarantined records of a sync (of one run / staged batch), oldest first: sealed, with the
+    reason in clear."""
+    return list_dead_letters(
+        conn, tenant, sync_id, run_id=run_id, batch_id=batch_id, limit=limit, code=QUARANTINED
+    )
+
+
+def count_quarantined(conn: Connection, tenant: str, sync_id: str, *, run_id: str | None = None) -> int:
+    return count_dead_letters(conn, tenant, sync_id, run_id=run_id, code=QUARANTINED)
+
+
+def dead_letter_key_hashes(conn: Connection, tenant: str, sync_id: str, batch_id: str) -> set[str]:
+    """Keyed hashes of the records of one staged batch that were dead-lettered."""
+    stmt = select(dead_letters.c.record_key_hash).where(
+        dead_letters.c.tenant == tenant,
+        dead_letters.c.sync_id == sync_id,
+        dead_letters.c.batch_id == batch_id,
+    )
+    return {str(h) for h in conn.execute(stmt).scalars()}
+
+
+def count_dead_letters(
+    conn: Connection, tenant: str, sync_id: str, *, run_id: str | None = None, code: str | None = None
+) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(dead_letters)
+        .where(dead_letters.c.tenant == tenant, dead_letters.c.sync_id == sync_id)
+    )
+    if run_id is not None:
+        stmt = stmt.where(dead_letters.c.run_id == run_id)
+    if code is not None:
+        stmt = stmt.where(dead_letters.c.error_code == code)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def purge_dead_letters(conn: Connection, tenant: str, *, before: datetime) -> int:
+    """Delete the tenant's dead letters created before ``before`` (their retention ended); returns
+    how many."""
+    stmt = delete(dead_letters).where(dead_letters.c.tenant == tenant, dead_letters.c.created < before)
+    return int(conn.execute(stmt).rowcount)
