@@ -21,11 +21,11 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError
 
 from api import syncops
-from api.syncconfig import MappingEdit, NotCovered, SyncHealth, parse_pairs, repoint, sync_health
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 from schemas.sync import Progress as SyncProgress
 from schemas.sync import SyncMode, SyncStatus
+from services.syncconfig import MappingEdit, NotCovered, SyncHealth, parse_pairs, repoint, sync_health
 from store import syncs as store
 from store.engine import make_engine
 

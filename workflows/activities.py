@@ -33,9 +33,9 @@ from schemas.sync import (
     SyncPlanRef,
     SyncStatus,
 )
+from services.wiring import ActivityDeps
 from store import syncs as store
 from workflows.context import ActivityKit
-from workflows.deps import ActivityDeps
 from workflows.plan import plan_sync
 from workflows.pull import pull_batch
 from workflows.push import delete_staging, push_batch

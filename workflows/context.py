@@ -25,11 +25,11 @@ from schemas.connector import StreamSpec
 from schemas.errors import ConfigError, CrmhubError, IntegrityError, PolicyError
 from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import SyncStatus
+from services.wiring import ActivityDeps
 from store import connections as connection_store
 from store import syncs as store
 from store.connections import ConnectionRow
 from store.engine import Connection
-from workflows.deps import ActivityDeps
 from workflows.errors import to_application_error, unexpected_error
 
 __all__ = ["STAGING_NAMESPACE", "ActivityKit", "SyncContext", "endpoint_of", "with_residency"]

@@ -43,12 +43,12 @@ from schemas.connector import ReadMode, Record, StreamState, WriteMode
 from schemas.dsr import DSR_PURPOSE, DsrDestination, DsrInput, DsrKind, DsrPlan, DsrResult
 from schemas.errors import ConfigError, CrmhubError, DataError
 from schemas.lineage import EventKind, LineageEvent, format_timestamp
+from services.wiring import ActivityDeps
 from store import auditors as auditor_store
 from store import dsr as dsr_store
 from store import lineage as ledger_store
 from store import syncs as store
 from workflows.context import ActivityKit, SyncContext
-from workflows.deps import ActivityDeps
 from workflows.staging import PendingPart, open_part, seal_part
 
 __all__ = ["EXPORT_FORMAT", "DsrActivities", "open_subject", "seal_subject"]

@@ -41,9 +41,9 @@ from schemas.maintenance import (
     RotatedKey,
     TenantPurge,
 )
+from services.wiring import ActivityDeps
 from store import syncs as store
 from workflows.context import ActivityKit
-from workflows.deps import ActivityDeps
 
 __all__ = ["MaintenanceActivities"]
 

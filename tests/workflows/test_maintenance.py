@@ -49,12 +49,12 @@ from schemas.maintenance import (
     retention_purge_workflow_id,
 )
 from schemas.settings import Settings, load_settings
+from services.wiring import ActivityDeps, deps_from_settings
 from store import keys as keystore
 from store import syncs as store
 from workers.converter import CODEC_TENANT
 from workers.worker import build_workers
 from workflows.activities import SyncActivities
-from workflows.deps import ActivityDeps, deps_from_settings
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
 
