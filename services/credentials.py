@@ -509,23 +509,16 @@ class OAuthService:
     # ---- internals ---------------------------------------------------------------------------
 
     def _seal_tokens(self, tenant: str, connection_id: str, grant: Grant) -> tuple[bytes, bytes | None]:
-        access = self.vault.seal(
-            tenant,
-            grant.access_token.encode(),
-            dataset=DATASET_TOKEN,
-            object_id=f"{connection_id}/access",
-            purpose=PURPOSE,
-        )
-        refresh = None
-        if grant.refresh_token is not None:
-            refresh = self.vault.seal(
-                tenant,
-                grant.refresh_token.encode(),
-                dataset=DATASET_TOKEN,
-                object_id=f"{connection_id}/refresh",
-                purpose=PURPOSE,
+        """Both tokens sealed, each bound to its connection and kind (``<id>/access``, ``<id>/refresh``)."""
+
+        def seal(kind: str, token: str) -> bytes:
+            object_id = f"{connection_id}/{kind}"
+            return self.vault.seal(
+                tenant, token.encode(), dataset=DATASET_TOKEN, object_id=object_id, purpose=PURPOSE
             )
-        return access, refresh
+
+        refresh = None if grant.refresh_token is None else seal("refresh", grant.refresh_token)
+        return seal("access", grant.access_token), refresh
 
     def _open(self, row: ConnectionRow, kind: str, sealed: bytes) -> str:
         return self.vault.open(

@@ -167,31 +167,24 @@ def _redirect_for(block: ClientBlock, chosen: str | None) -> str:
 
 def _config(block: ClientBlock, redirect_uri: str) -> OAuthProviderConfig:
     s = block.settings
-    secret = s.client_secret.get_secret_value()
-    hosts = tuple(h.lower() for h in s.extra_hosts)
+    cls: type[OAuthProviderConfig]
     try:
         if isinstance(s, SalesforceClientSettings):
-            return SalesforceOAuthConfig.for_login(
-                s.login_url,
-                client_id=s.client_id,
-                client_secret=secret,
-                redirect_uri=redirect_uri,
-                extra_allowlist=hosts,
-                ca_path=s.ca_file,
-            )
-        assert isinstance(s, HubSpotClientSettings)
-        return HubSpotOAuthConfig.for_app(
-            s.app_url,
-            s.api_url,
+            cls, endpoints = SalesforceOAuthConfig, SalesforceOAuthConfig.endpoints_at(s.login_url)
+        else:
+            assert isinstance(s, HubSpotClientSettings)
+            cls, endpoints = HubSpotOAuthConfig, HubSpotOAuthConfig.endpoints_at(s.app_url, s.api_url)
+        return cls.registered(
+            endpoints,
             client_id=s.client_id,
-            client_secret=secret,
+            client_secret=s.client_secret.get_secret_value(),
             redirect_uri=redirect_uri,
-            extra_allowlist=hosts,
+            extra_allowlist=tuple(h.lower() for h in s.extra_hosts),
             ca_path=s.ca_file,
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid OAuth client {block.origin}: {_problems(exc)}") from None
-    except ValueError as exc:  # for_login/for_app: a URL that is not https (the message names it)
+    except ValueError as exc:  # endpoints_at: a URL that is not https (the message names it)
         raise ConfigError(f"invalid OAuth client {block.origin}: {exc}") from None
 
 

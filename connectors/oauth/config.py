@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -156,10 +156,35 @@ class OAuthProviderConfig(BaseModel):
         """The API base when the provider does not name one per connection (HubSpot), else None."""
         return None
 
+    @classmethod
+    def registered(
+        cls,
+        endpoints: Mapping[str, str],
+        *,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        extra_allowlist: Iterable[str] = (),
+        **options: Any,
+    ) -> Self:
+        """An app registered at ``endpoints`` (a subclass's ``endpoints_at(...)``), allowing the
+        provider's API hosts plus ``extra_allowlist``; ``options`` are other fields (``ca_path`` …)."""
+        default = cls.model_fields["instance_allowlist"].default
+        return cls.model_validate(
+            {
+                **endpoints,
+                "client_id": client_id,
+                "client_secret": SecretStr(client_secret),
+                "redirect_uri": redirect_uri,
+                "instance_allowlist": (*default, *extra_allowlist),
+                **options,
+            }
+        )
+
 
 class SalesforceOAuthConfig(OAuthProviderConfig):
     """A Salesforce connected app. Defaults are production (``login.salesforce.com``); use
-    :meth:`for_login` for My Domain, ``test.salesforce.com`` or the sandbox."""
+    ``registered(endpoints_at(login_url), …)`` for My Domain, ``test.salesforce.com`` or the sandbox."""
 
     provider: ClassVar[Provider] = Provider.SALESFORCE
 
@@ -169,29 +194,16 @@ class SalesforceOAuthConfig(OAuthProviderConfig):
     scopes: tuple[str, ...] = SALESFORCE_SCOPES
     instance_allowlist: tuple[str, ...] = SALESFORCE_INSTANCE_ALLOWLIST
 
-    @classmethod
-    def for_login(
-        cls,
-        login_url: str,
-        *,
-        client_id: str,
-        client_secret: str,
-        redirect_uri: str,
-        extra_allowlist: Iterable[str] = (),
-        **kwargs: Any,
-    ) -> SalesforceOAuthConfig:
-        """Endpoints under ``login_url`` (``https://login.salesforce.com``, a My Domain, the sandbox)."""
+    @staticmethod
+    def endpoints_at(login_url: str) -> dict[str, str]:
+        """The OAuth endpoints under ``login_url`` (``https://login.salesforce.com``, a My Domain,
+        ``https://test.salesforce.com``, the sandbox), for :meth:`registered`."""
         base = _https_url(login_url, "login_url")
-        return cls(
-            authorize_url=f"{base}/services/oauth2/authorize",
-            token_url=f"{base}/services/oauth2/token",
-            revoke_url=f"{base}/services/oauth2/revoke",
-            client_id=client_id,
-            client_secret=SecretStr(client_secret),
-            redirect_uri=redirect_uri,
-            instance_allowlist=(*SALESFORCE_INSTANCE_ALLOWLIST, *extra_allowlist),
-            **kwargs,
-        )
+        return {
+            "authorize_url": f"{base}/services/oauth2/authorize",
+            "token_url": f"{base}/services/oauth2/token",
+            "revoke_url": f"{base}/services/oauth2/revoke",
+        }
 
 
 class HubSpotOAuthConfig(OAuthProviderConfig):
@@ -220,29 +232,15 @@ class HubSpotOAuthConfig(OAuthProviderConfig):
     def instance_url_fixed(self) -> str | None:
         return self.api_url
 
-    @classmethod
-    def for_app(
-        cls,
-        app_url: str,
-        api_url: str,
-        *,
-        client_id: str,
-        client_secret: str,
-        redirect_uri: str,
-        extra_allowlist: Iterable[str] = (),
-        **kwargs: Any,
-    ) -> HubSpotOAuthConfig:
-        """Authorize page under ``app_url``, token/revoke/API under ``api_url`` (or the sandbox's one URL)."""
+    @staticmethod
+    def endpoints_at(app_url: str, api_url: str) -> dict[str, str]:
+        """The authorize page under ``app_url``; token, revocation and API under ``api_url`` (the
+        sandbox serves both at one URL), for :meth:`registered`."""
         app = _https_url(app_url, "app_url")
         api = _https_url(api_url, "api_url")
-        return cls(
-            authorize_url=f"{app}/oauth/authorize",
-            token_url=f"{api}/oauth/v1/token",
-            revoke_url=f"{api}/oauth/v1/refresh-tokens",
-            api_url=api,
-            client_id=client_id,
-            client_secret=SecretStr(client_secret),
-            redirect_uri=redirect_uri,
-            instance_allowlist=(*HUBSPOT_API_ALLOWLIST, *extra_allowlist),
-            **kwargs,
-        )
+        return {
+            "authorize_url": f"{app}/oauth/authorize",
+            "token_url": f"{api}/oauth/v1/token",
+            "revoke_url": f"{api}/oauth/v1/refresh-tokens",
+            "api_url": api,
+        }
