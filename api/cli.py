@@ -7,12 +7,8 @@ field and the fix) · 130 interrupted.
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-import time
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +17,7 @@ from rich.table import Table
 from api.cli_audit import register as register_audit
 from api.cli_codec import register as register_codec
 from api.cli_connect import connect_cmd, connections_app
+from api.cli_demo import register as register_demo
 from api.cli_dsr import register as register_dsr
 from api.cli_maintenance import register as register_maintenance
 from api.cli_sync import register as register_sync
@@ -56,6 +53,7 @@ register_sync(app)
 register_maintenance(app)
 register_dsr(app)
 register_web(app)
+register_demo(app)
 app.command("connect")(connect_cmd)
 app.add_typer(connections_app, name="connections")
 
@@ -179,99 +177,6 @@ def connectors_list(
         err.print(
             f"[yellow]skipped broken plugin[/] {b['name']} ({b['target']}): {b['reason']}", soft_wrap=True
         )
-
-
-# -- sandbox ---------------------------------------------------------------------------------------
-
-
-@app.command("sandbox")
-def sandbox_cmd(
-    contacts: Annotated[
-        int | None, typer.Option(help="Salesforce contacts to seed (default from settings)")
-    ] = None,
-    hubspot_contacts: Annotated[int, typer.Option(help="HubSpot contacts to seed")] = 0,
-    companies: Annotated[int, typer.Option(help="Salesforce accounts and HubSpot companies to seed")] = 100,
-    salesforce_port: Annotated[int | None, typer.Option(help="0 = any free port")] = None,
-    hubspot_port: Annotated[int | None, typer.Option(help="0 = any free port")] = None,
-) -> None:
-    """Serve the Salesforce and HubSpot emulators over HTTPS on loopback until Ctrl-C."""
-    from sandbox.runtime import start_sandbox
-
-    settings = _settings()
-    sb = settings.sandbox
-    n = sb.contacts if contacts is None else contacts
-    counts = {
-        "salesforce": {"Account": companies, "Contact": n},
-        "hubspot": {"companies": companies, "contacts": hubspot_contacts},
-    }
-    started = time.monotonic()
-    with start_sandbox(
-        settings.data_dir.resolve(),
-        host=sb.host,
-        salesforce_port=sb.salesforce_port if salesforce_port is None else salesforce_port,
-        hubspot_port=sb.hubspot_port if hubspot_port is None else hubspot_port,
-        seed=sb.seed,
-        seed_counts=counts,
-    ) as running:
-        _print_sandbox(running.info, counts, time.monotonic() - started, settings.data_dir.resolve())
-        wait_for_interrupt()
-
-
-def _print_sandbox(info: Any, counts: dict[str, dict[str, int]], took: float, data_dir: Path) -> None:
-    out.print(f"[bold]crmhub sandbox CRMs[/] ready in {took:.1f}s (HTTPS on loopback)")
-    for name, url, auth, token, cid, secret, seeded in (
-        ("Salesforce", info.salesforce_url, "/services/oauth2/authorize", "/services/oauth2/token",
-         info.salesforce_client_id, info.salesforce_client_secret, counts["salesforce"]),
-        ("HubSpot", info.hubspot_url, "/oauth/authorize", "/oauth/v1/token",
-         info.hubspot_client_id, info.hubspot_client_secret, counts["hubspot"]),
-    ):  # fmt: skip
-        out.print(f"\n[bold]{name}[/]  {url}", soft_wrap=True)
-        out.print(f"  authorize      {url}{auth}", soft_wrap=True)
-        out.print(f"  token          {url}{token}", soft_wrap=True)
-        out.print(f"  client_id      {cid}", soft_wrap=True)
-        out.print(f"  client_secret  {secret}", soft_wrap=True)
-        out.print(f"  seeded         {_fmt_counts(seeded)}", soft_wrap=True)
-    out.print(f"\nCA bundle (give it to clients; TLS verification stays on): {info.ca_path}", soft_wrap=True)
-    out.print(f"redirect URIs registered: {', '.join(info.redirect_uris)}", soft_wrap=True)
-    out.print(
-        f"all of this, plus control-API tokens, is in {data_dir / 'sandbox.json'} (mode 0600)", soft_wrap=True
-    )
-    out.print("Ctrl-C stops the sandbox.")
-
-
-def _fmt_counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{v:,} {k}" for k, v in counts.items() if v) or "empty"
-
-
-def wait_for_interrupt() -> None:
-    """Block until Ctrl-C or SIGTERM."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-
-
-# -- demo ------------------------------------------------------------------------------------------
-
-
-@app.command("demo")
-def demo_cmd(
-    contacts: Annotated[int | None, typer.Option(help="Salesforce contacts to seed")] = None,
-    keep_running: Annotated[bool, typer.Option("--keep-running", help="leave everything up")] = False,
-) -> None:
-    """Run the main job on the embedded default: Temporal, sandbox CRMs, (soon) a sync and its lineage."""
-    from api.demo import run_demo
-
-    settings = _settings()
-    run_demo(
-        settings,
-        out,
-        contacts=settings.sandbox.contacts if contacts is None else contacts,
-        keep_running=keep_running,
-    )
 
 
 # -- entry point -------------------------------------------------------------------------------------

@@ -200,7 +200,7 @@ def audit_report(
     from governance.lineage import CheckpointSigner, Ledger, report_to_json
     from governance.registry import load_registry
     from schemas.settings import load_settings
-    from workflows.deps import default_subprocessors_file
+    from services.wiring import default_subprocessors_file
 
     if fmt not in ("json", "csv", "html"):
         raise ConfigError("--format must be json, csv or html")

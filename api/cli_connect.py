@@ -2,7 +2,7 @@
 
 ::
 
-    crmhub connect salesforce|hubspot --tenant T [--no-browser] [--sandbox/--no-sandbox]
+    crmhub connect salesforce|hubspot --tenant T [--no-browser] [--allow-exports]
                    [--redirect-uri http://127.0.0.1:8765/callback] [--timeout 300]
     crmhub connections list [--tenant T] [--json]
     crmhub connections disconnect ID [--force]
@@ -11,29 +11,24 @@
 listens on the loopback redirect URI for exactly one callback (bounded by ``--timeout``), completes
 the code exchange and prints the new connection's id and status.
 
-Where the OAuth client comes from:
+The OAuth clients are the configured ones (:mod:`services.oauth_clients`): the ``oauth.salesforce``
+/ ``oauth.hubspot`` settings (``CRMHUB_OAUTH__SALESFORCE__CLIENT_ID`` …), else the clients file
+``<data_dir>/oauth-clients.yaml`` — which ``crmhub sandbox`` writes for its CRMs, so with a sandbox
+running on the same data_dir there is nothing to set.
 
-* ``--sandbox``: the sandbox CRMs' clients, URLs and CA from ``<data_dir>/sandbox.json`` (written by
-  ``crmhub sandbox``, which must be running). This is the default when that file exists and no
-  provider credentials are set in the environment.
-* otherwise the environment: ``CRMHUB_SALESFORCE_CLIENT_ID``, ``CRMHUB_SALESFORCE_CLIENT_SECRET``,
-  ``CRMHUB_SALESFORCE_LOGIN_URL`` (default ``https://login.salesforce.com``; a My Domain or
-  ``https://test.salesforce.com``); ``CRMHUB_HUBSPOT_CLIENT_ID``, ``CRMHUB_HUBSPOT_CLIENT_SECRET``.
-
-The redirect URI (``--redirect-uri``, else ``CRMHUB_OAUTH_REDIRECT_URI``, else
-``http://127.0.0.1:8765/callback``) must be registered with the app exactly and be
-``http://`` on loopback: the CLI listens there itself. Tokens are sealed by the vault with the
-local keyring ``<data_dir>/keyring.json`` and stored in the configured database.
+The redirect URI (``--redirect-uri``, else ``oauth.redirect_uri``, else
+``http://127.0.0.1:8765/callback`` or the app's first registered one) must be registered with the
+app exactly and be ``http://`` on loopback: the CLI listens there itself. Tokens are sealed by the
+vault (the configured key provider) and stored in the configured database.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
 import time
 import webbrowser
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -50,12 +45,12 @@ from schemas.settings import Settings, load_settings
 if TYPE_CHECKING:  # the OAuth stack (httpx, vault, cryptography) loads only when a command runs
     from sqlalchemy.engine import Engine
 
-    from connectors.oauth import OAuthProviderConfig, OAuthService
+    from services.credentials import OAuthService
     from store.connections import ConnectionInfo
 
-__all__ = ["CallbackListener", "connect_cmd", "connections_app", "provider_configs"]
+__all__ = ["CallbackListener", "connect_cmd", "connections_app"]
 
-DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"  # services.oauth_clients.CLI_REDIRECT_URI
 
 
 class ProviderName(StrEnum):
@@ -72,63 +67,6 @@ out = Console()
 # ---- wiring ----------------------------------------------------------------------------------------
 
 
-def provider_configs(
-    settings: Settings,
-    *,
-    sandbox: bool | None,
-    redirect_uri: str | None,
-    environ: Mapping[str, str] = os.environ,
-) -> list[OAuthProviderConfig]:
-    """The OAuth clients to use: the sandbox's (see the module docstring for when) or the environment's."""
-    from connectors.oauth import HubSpotOAuthConfig, SalesforceOAuthConfig, configs_from_sandbox
-
-    chosen = redirect_uri or environ.get("CRMHUB_OAUTH_REDIRECT_URI")
-    redirect = chosen or DEFAULT_REDIRECT_URI
-    sandbox_file = settings.data_dir / "sandbox.json"
-    have_env = any(environ.get(f"CRMHUB_{p.upper()}_CLIENT_ID") for p in ProviderName)
-    if sandbox is None:
-        sandbox = sandbox_file.is_file() and not have_env
-    if sandbox:
-        from sandbox.runtime import SandboxInfo
-
-        if not sandbox_file.is_file():
-            raise ConfigError(
-                f"{sandbox_file} does not exist; start the sandbox CRMs with 'crmhub sandbox' first "
-                "(same data_dir), or pass --no-sandbox"
-            )
-        # no URI chosen: the sandbox's CLI default when registered, else its first registered one
-        return list(configs_from_sandbox(SandboxInfo.read(sandbox_file), redirect_uri=chosen))
-    configs: list[OAuthProviderConfig] = []
-    try:
-        if sf_id := environ.get("CRMHUB_SALESFORCE_CLIENT_ID"):
-            configs.append(
-                SalesforceOAuthConfig.for_login(
-                    environ.get("CRMHUB_SALESFORCE_LOGIN_URL", "https://login.salesforce.com"),
-                    client_id=sf_id,
-                    client_secret=_required(environ, "CRMHUB_SALESFORCE_CLIENT_SECRET"),
-                    redirect_uri=redirect,
-                )
-            )
-        if hs_id := environ.get("CRMHUB_HUBSPOT_CLIENT_ID"):
-            configs.append(
-                HubSpotOAuthConfig(
-                    client_id=hs_id,
-                    client_secret=_required(environ, "CRMHUB_HUBSPOT_CLIENT_SECRET"),
-                    redirect_uri=redirect,
-                )
-            )
-    except ValueError as exc:  # pydantic ValidationError: names the field, never the secret value
-        raise ConfigError(f"invalid OAuth client settings: {' '.join(str(exc).split())}") from None
-    return configs
-
-
-def _required(environ: Mapping[str, str], name: str) -> str:
-    value = environ.get(name)
-    if not value:
-        raise ConfigError(f"{name} is not set; set it to the app's client secret")
-    return value
-
-
 def _engine(settings: Settings) -> Engine:
     from sqlalchemy import inspect
 
@@ -141,14 +79,20 @@ def _engine(settings: Settings) -> Engine:
     return engine
 
 
-def _service(settings: Settings, configs: list[OAuthProviderConfig]) -> OAuthService:
-    from connectors.oauth import OAuthService
-    from governance.keys import LocalKeyringProvider
-    from governance.vault import Vault
+def _service(settings: Settings, *, redirect_uri: str | None, provider: str | None = None) -> OAuthService:
+    """The credentials service of the configured OAuth clients (:mod:`services.wiring`): of
+    ``provider`` only when given (another provider's redirect URI is not this command's concern)."""
+    from services.wiring import credentials, make_vault
 
     engine = _engine(settings)
-    vault = Vault(engine, LocalKeyringProvider(settings.data_dir / "keyring.json"))
-    return OAuthService(engine, vault, configs)
+    only = None if provider is None else (provider,)
+    try:
+        return credentials(
+            settings, engine, make_vault(settings, engine), redirect_uri=redirect_uri, only=only
+        )
+    except BaseException:
+        engine.dispose()
+        raise
 
 
 # ---- the loopback listener --------------------------------------------------------------------------
@@ -256,14 +200,6 @@ def connect_cmd(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="only print the URL (headless machines, tests)")
     ] = False,
-    sandbox: Annotated[
-        bool | None,
-        typer.Option(
-            "--sandbox/--no-sandbox",
-            help="use the sandbox CRMs from <data_dir>/sandbox.json (default: when it exists and no "
-            "CRMHUB_*_CLIENT_ID is set)",
-        ),
-    ] = None,
     redirect_uri: Annotated[
         str | None,
         typer.Option(help=f"loopback redirect URI registered with the app (default {DEFAULT_REDIRECT_URI})"),
@@ -287,8 +223,7 @@ def connect_cmd(
     if allow_exports and provider is not ProviderName.HUBSPOT:
         raise typer.BadParameter("--allow-exports is for hubspot only (Salesforce reads in bulk without it)")
     extra_scopes = (EXPORT_SCOPE,) if allow_exports else ()
-    configs = provider_configs(settings, sandbox=sandbox, redirect_uri=redirect_uri)
-    service = _service(settings, configs)
+    service = _service(settings, redirect_uri=redirect_uri, provider=provider.value)
     try:
         cfg = service.config(provider)
         listener = CallbackListener(cfg.redirect_uri)
@@ -380,11 +315,9 @@ def connections_disconnect(
     force: Annotated[
         bool, typer.Option("--force", help="delete local tokens even if the provider cannot be reached")
     ] = False,
-    sandbox: Annotated[bool | None, typer.Option("--sandbox/--no-sandbox", help="as for connect")] = None,
 ) -> None:
     """Revoke a connection's tokens at the provider and delete them here (status becomes revoked)."""
-    settings = load_settings()
-    service = _service(settings, provider_configs(settings, sandbox=sandbox, redirect_uri=None))
+    service = _service(load_settings(), redirect_uri=None)
     try:
         info = service.disconnect(connection_id, force=force)
     finally:

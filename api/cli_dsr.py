@@ -215,7 +215,7 @@ def dsr_erase(
 
 def _vault(settings: Settings) -> tuple[Engine, Any, Any]:
     from governance.vault import Vault
-    from workflows.deps import key_provider
+    from services.wiring import key_provider
 
     engine = _engine(settings)
     provider = key_provider(settings)

@@ -21,11 +21,11 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError
 
 from api import syncops
-from api.syncconfig import MappingEdit, NotCovered, SyncHealth, parse_pairs, repoint, sync_health
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 from schemas.sync import Progress as SyncProgress
 from schemas.sync import SyncMode, SyncStatus
+from services.syncconfig import MappingEdit, NotCovered, SyncHealth, parse_pairs, repoint, sync_health
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
@@ -158,7 +158,10 @@ def _store_instruction(path: Path, *, tenant: str | None = None) -> int:
 def sync_create(
     path: Annotated[Path, typer.Argument(help="sync definition YAML (see examples/sync.yaml)")],
 ) -> None:
-    """Create a sync from a YAML definition (source, destination, mapping, instruction version)."""
+    """Create a sync from a YAML definition (source, destination, mapping, instruction version).
+
+    Checked like the web app's form (:mod:`services.sync_setup`): the tenant, its instruction
+    version and both connections must exist and be the tenant's."""
     try:
         spec = sync_store.SyncSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except ValidationError as exc:
@@ -168,15 +171,15 @@ def sync_create(
         raise ConfigError(
             f"cannot read {path}: {type(exc).__name__}; check the path and YAML syntax"
         ) from None
-    settings = load_settings()
-    engine = _engine(settings)
-    with engine.begin() as conn:
-        if instruction_store.get_instruction(conn, spec.tenant, spec.instruction_version) is None:
-            raise ConfigError(
-                f"tenant {spec.tenant!r} has no instruction v{spec.instruction_version}; "
-                "store it with: crmhub instruction load FILE"
-            )
-        sync_store.create_sync(conn, spec, now=_now())
+    from services.sync_setup import create_sync
+
+    engine = _engine(load_settings())
+    try:
+        create_sync(engine, spec, now=_now())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", code=exc.code) from None
+    finally:
+        engine.dispose()
     out.print(
         f"sync [bold]{spec.id}[/] of {spec.tenant} created: {spec.source_stream} → {spec.destination_stream}"
     )

@@ -6,8 +6,8 @@
     crmhub web user add --tenant T --email E     # password from CRMHUB_WEB_PASSWORD, else prompted
 
 The OAuth redirect URI defaults to ``http://<host>:<port>/oauth/callback`` (the sandbox registers it
-for 127.0.0.1 and localhost on port 8000); set ``--redirect-uri`` or ``CRMHUB_OAUTH_REDIRECT_URI``
-to the one registered with your Salesforce/HubSpot apps.
+for 127.0.0.1 and localhost on port 8000); set ``--redirect-uri`` or ``oauth.redirect_uri``
+(``CRMHUB_OAUTH__REDIRECT_URI``) to the one registered with your Salesforce/HubSpot apps.
 """
 
 from __future__ import annotations
@@ -61,9 +61,7 @@ def web_cmd(
     settings = load_settings()
     ensure_current(settings.effective_database_url)
     shown = "localhost" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only compared
-    redirect = (
-        redirect_uri or os.environ.get("CRMHUB_OAUTH_REDIRECT_URI") or f"http://{shown}:{port}/oauth/callback"
-    )
+    redirect = redirect_uri or settings.oauth.redirect_uri or f"http://{shown}:{port}/oauth/callback"
     app = create_app(settings, redirect_uri=redirect)
     out.print(f"crmhub web on http://{shown}:{port} (OAuth callback {redirect}); Ctrl-C stops it")
     # access_log off: callback URLs carry the OAuth code and state
@@ -74,12 +72,11 @@ def add_user(settings: Settings, tenant: str, email: str, password: str) -> str:
     """Create a web user for an existing tenant; returns the user id."""
     from api.web.security import hash_password
     from governance.pseudonym import Pseudonymizer
-    from governance.vault import Vault
+    from services.wiring import make_vault
     from store import tenants as tenant_store
     from store import users as user_store
     from store.engine import make_engine
     from store.migrate import ensure_current
-    from workflows.deps import key_provider
 
     email = email.strip().lower()
     if "@" not in email or len(email) > 320:
@@ -92,7 +89,7 @@ def add_user(settings: Settings, tenant: str, email: str, password: str) -> str:
         with engine.connect() as conn:
             if tenant_store.get_tenant(conn, tenant) is None:
                 raise ConfigError(f"no tenant {tenant!r}; create it with: crmhub tenant create {tenant}")
-        vault = Vault(engine, key_provider(settings))
+        vault = make_vault(settings, engine)
         user_id = str(uuid.uuid4())
         email_hash = Pseudonymizer(vault).keyed_hash(tenant, email)
         sealed = vault.seal(

@@ -9,6 +9,11 @@ was withheld, the lineage summary, the ledger verification and where to look.
 
 The building blocks (:func:`connect_crm`, :func:`create_demo_sync`, :func:`lineage_summary`,
 :func:`verify_ledger`) are used by the end-to-end tests too.
+
+The demo is one of the two dev/demo commands allowed to import :mod:`sandbox` (with
+:mod:`api.cli_demo`). Everything else it runs — the connect flow, the workers — finds the sandbox's
+OAuth clients the way a deployment finds its own: in the clients file the sandbox writes
+(``<data_dir>/oauth-clients.yaml``), which the demo makes its only OAuth configuration.
 """
 
 from __future__ import annotations
@@ -27,16 +32,17 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
-from connectors.oauth import OAuthService, configs_from_sandbox
 from governance.lineage import CheckpointSigner, Ledger, report_from_json, report_to_json, verify
 from governance.policy import ProcessingInstruction
 from sandbox.consent import press_consent
-from sandbox.runtime import RunningSandbox, start_sandbox
+from sandbox.runtime import CLIENTS_FILE, RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
 from schemas.errors import TransientError
 from schemas.lineage import LineageEvent, VerificationResult
-from schemas.settings import Settings
+from schemas.settings import OAuthSettings, Settings
 from schemas.sync import Progress, SyncMode, SyncStatus
+from services.credentials import OAuthService
+from services.wiring import credentials
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
@@ -252,10 +258,14 @@ def run_demo(settings: Settings, console: Console, *, contacts: int, keep_runnin
 
     started = time.monotonic()
     data_dir = settings.data_dir.resolve()
-    # The demo talks to the dev server it starts, wherever temporal.dev_server puts it.
+    # The demo talks to the dev server it starts, wherever temporal.dev_server puts it, and connects
+    # the CRMs of the sandbox it starts: their clients file is its only OAuth configuration.
     dev = settings.temporal.dev_server
     settings = settings.model_copy(
-        update={"temporal": settings.temporal.model_copy(update={"address": f"{dev.ip}:{dev.port}"})}
+        update={
+            "temporal": settings.temporal.model_copy(update={"address": f"{dev.ip}:{dev.port}"}),
+            "oauth": OAuthSettings(clients_file=data_dir / CLIENTS_FILE),
+        }
     )
     with console.status("migrating the database"):
         upgrade(settings.effective_database_url)
@@ -310,7 +320,7 @@ async def _run(
     connected = await connect(settings)
     engine = connected.engine
     ca = SandboxCA(Path(sandbox.info.ca_path).parent)
-    oauth = OAuthService(engine, connected.vault, configs_from_sandbox(sandbox.info))
+    oauth = credentials(settings, engine, connected.vault)
     try:
         with console.status("connecting Salesforce and HubSpot through OAuth (PKCE)"):
             sf = await asyncio.to_thread(connect_crm, oauth, DEMO_TENANT, "salesforce", ca)

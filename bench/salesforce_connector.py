@@ -22,9 +22,9 @@ from pathlib import Path
 from simple_salesforce.api import Salesforce
 
 from connectors.salesforce import SalesforceConfig, SalesforceConnector
+from connectors.salesforce.client import pinned_session
 from connectors.testing import read_all
 from sandbox.salesforce import SalesforceSandbox
-from sandbox.salesforce.clientsession import sandbox_session
 from sandbox.server import ServerThread
 from sandbox.tls import SandboxCA
 from schemas.connector import ReadMode, StreamState
@@ -104,7 +104,7 @@ def _measure(
         return run
 
     def raw_run() -> tuple[int, int]:
-        session = sandbox_session(ca.ca_path)
+        session = pinned_session(ca.ca_path)
         sf = Salesforce(instance_url=url, session_id=sb.issue_token(), session=session)
         before = len(sb.calls.all())
         ids = {r["Id"] for r in sf.query_all_iter(RAW_SOQL)}

@@ -21,12 +21,12 @@ from typing import Any
 from hubspot import HubSpot
 from simple_salesforce.api import Salesforce
 
+from connectors.salesforce.client import pinned_session
 from sandbox.runtime import start_sandbox
-from sandbox.salesforce.clientsession import sandbox_session
 
 
 def _page_salesforce(url: str, token: str, ca: str) -> int:
-    sf = Salesforce(instance_url=url, session_id=token, session=sandbox_session(ca))
+    sf = Salesforce(instance_url=url, session_id=token, session=pinned_session(ca))
     ids = {
         r["Id"]
         for r in sf.query_all_iter("SELECT Id, FirstName, LastName, Email, SystemModstamp FROM Contact")

@@ -23,7 +23,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from temporalio.testing import ActivityEnvironment
 
-from connectors.oauth import OAuthService, configs_from_sandbox
 from governance.keys import LocalKeyringProvider
 from governance.lineage import CheckpointSigner
 from governance.policy import ProcessingInstruction
@@ -33,14 +32,14 @@ from governance.vault import Vault
 from sandbox.runtime import start_sandbox
 from schemas.settings import load_settings
 from schemas.sync import PlanInput, PullInput, PushInput
+from services.credentials import OAuthService
+from services.wiring import ActivityDeps, connector_factory, credentials, default_subprocessors_file
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
 from store.engine import make_engine
 from store.migrate import upgrade
 from workflows.activities import SyncActivities
-from workflows.connectors import ConnectionConnectors
-from workflows.deps import ActivityDeps, default_subprocessors_file
 
 TENANT = "bench"
 INSTRUCTION: dict[str, Any] = {
@@ -82,16 +81,17 @@ def run_once(n: int, db_url: str | None, workdir: Path, keyring: Path) -> dict[s
     vault = Vault(engine, LocalKeyringProvider(keyring))
     data_dir = workdir / "data"
     with start_sandbox(data_dir, seed_counts={"salesforce": {"Contact": n}}) as sb:
-        oauth = OAuthService(engine, vault, configs_from_sandbox(sb.info))
+        settings = load_settings(data_dir=data_dir, database_url=url)  # the sandbox's clients file
+        oauth = credentials(settings, engine, vault)
         sf, hs = _connect(oauth, sb.salesforce, "salesforce"), _connect(oauth, sb.hubspot, "hubspot")
         deps = ActivityDeps(
-            settings=load_settings(data_dir=data_dir, database_url=url),
+            settings=settings,
             engine=engine,
             vault=vault,
             pseudonymizer=Pseudonymizer(vault),
             subprocessors=load_registry(default_subprocessors_file()),
             signer=CheckpointSigner.generate(),
-            connector_factory=ConnectionConnectors(engine, oauth.token_source, data_dir=data_dir),
+            connector_factory=connector_factory(settings, engine, oauth),
         )
         instruction = ProcessingInstruction.model_validate(INSTRUCTION)
         now = datetime.now(UTC)

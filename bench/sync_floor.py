@@ -26,7 +26,7 @@ from hubspot.crm.contacts import (
 from simple_salesforce.api import Salesforce
 from urllib3.util.retry import Retry
 
-from sandbox.salesforce.clientsession import sandbox_session
+from connectors.salesforce.client import pinned_session
 
 SOQL = "SELECT Id, Email, FirstName, LastName, Phone, MailingCountry FROM Contact"
 # The demo sync's mapping (api.demo.DEMO_MAPPING), without its pseudonymization of Phone.
@@ -44,7 +44,7 @@ def peak_rss_bytes(pid: int | str = "self") -> int:
 
 def copy(sf_url: str, sf_token: str, hs_url: str, hs_token: str, ca: str) -> dict[str, Any]:
     """Copy every contact; returns seconds, records sent and HubSpot calls."""
-    session = sandbox_session(Path(ca))
+    session = pinned_session(Path(ca))
     sf = Salesforce(instance_url=sf_url, session_id=sf_token, session=session)
     # A plain script still has to honour 429 + Retry-After when HubSpot's burst limit is on.
     retry = Retry(total=50, status_forcelist=(429,), allowed_methods=None, respect_retry_after_header=True)

@@ -60,11 +60,11 @@ from temporalio.testing import WorkflowEnvironment
 from api import syncops
 from api.demo import connect_crm, create_demo_sync
 from bench.sync_floor import peak_rss_bytes
-from connectors.oauth import OAuthService, configs_from_sandbox
 from sandbox.faults import FaultPlan, FaultRule
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings, load_settings
 from schemas.sync import SyncMode, sync_workflow_id
+from services.wiring import credentials
 from store.migrate import upgrade
 from workers.client import Connected, connect
 from workers.devserver import temporal_binary
@@ -161,7 +161,7 @@ def open_session(contacts: int, db_url: str | None, hubspot_burst_limit: int | N
                 hs: Any = sb.hubspot
                 hs.set_burst_limit(hubspot_burst_limit)
                 connected = loop.run_until_complete(connect(settings))
-                oauth = OAuthService(connected.engine, connected.vault, configs_from_sandbox(sb.info))
+                oauth = credentials(settings, connected.engine, connected.vault)  # the sandbox's clients file
                 try:
                     sf_conn = connect_crm(oauth, TENANT, "salesforce", sb.ca)
                     hs_conn = connect_crm(oauth, TENANT, "hubspot", sb.ca)

@@ -1,8 +1,15 @@
 """Start both sandbox CRMs over HTTPS with one CA, ready-made OAuth clients and seeded data.
 
-``crmhub sandbox``, ``crmhub demo``, tests and benchmarks use :func:`start_sandbox`. Everything a
-client in another process needs (URLs, CA path, OAuth client credentials, control tokens) is in
-:class:`SandboxInfo`, also written to ``<data_dir>/sandbox.json`` (mode 0600: it holds secrets).
+``crmhub sandbox``, ``crmhub demo``, tests and benchmarks use :func:`start_sandbox`. It writes two
+files into ``data_dir``, both mode 0600 (they hold secrets):
+
+* ``oauth-clients.yaml`` — an ordinary OAuth clients file (:class:`schemas.settings.OAuthClients`:
+  per CRM the client id and secret, its URLs, the CA as ``ca_file``, its loopback ``host:port`` as
+  ``extra_hosts``, the registered ``redirect_uris``), what a real deployment mounts as its secrets
+  file: crmhub reads it like any other configuration and knows nothing of the sandbox. A file there
+  that the sandbox did not write is never overwritten.
+* ``sandbox.json`` — :class:`SandboxInfo`, for the sandbox's own consumers (tests, benchmarks, the
+  demo): the same plus the control-API tokens.
 """
 
 from __future__ import annotations
@@ -13,13 +20,30 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.salesforce import SalesforceSandbox
 from sandbox.server import ServerThread
 from sandbox.tls import SandboxCA
+from schemas.errors import ConfigError
+from schemas.settings import HubSpotClientSettings, OAuthClients, SalesforceClientSettings
 
-__all__ = ["DEFAULT_REDIRECT_URIS", "RunningSandbox", "SandboxInfo", "start_sandbox"]
+__all__ = [
+    "CLIENTS_FILE",
+    "DEFAULT_REDIRECT_URIS",
+    "RunningSandbox",
+    "SandboxInfo",
+    "clients_of",
+    "start_sandbox",
+]
+
+CLIENTS_FILE = "oauth-clients.yaml"
+"""The OAuth clients file the sandbox writes into ``data_dir`` (crmhub's default ``oauth.clients_file``)."""
+_MARK = "# written by crmhub sandbox: OAuth clients of the local sandbox CRMs (rewritten at each start)\n"
 
 # Where crmhub's connect flow receives the authorization code (web app and CLI loopback listener).
 DEFAULT_REDIRECT_URIS = (
@@ -55,6 +79,50 @@ class SandboxInfo:
         return cls(**data)
 
 
+def clients_of(info: SandboxInfo) -> OAuthClients:
+    """The OAuth clients file's content for a running sandbox: both CRMs' apps, trusted through the
+    sandbox CA, their loopback hosts allowlisted."""
+    common: dict[str, Any] = {"ca_file": Path(info.ca_path), "redirect_uris": info.redirect_uris}
+    return OAuthClients(
+        salesforce=SalesforceClientSettings(
+            client_id=info.salesforce_client_id,
+            client_secret=SecretStr(info.salesforce_client_secret),
+            login_url=info.salesforce_url,
+            extra_hosts=(urlsplit(info.salesforce_url).netloc,),
+            **common,
+        ),
+        hubspot=HubSpotClientSettings(
+            client_id=info.hubspot_client_id,
+            client_secret=SecretStr(info.hubspot_client_secret),
+            app_url=info.hubspot_url,
+            api_url=info.hubspot_url,
+            extra_hosts=(urlsplit(info.hubspot_url).netloc,),
+            **common,
+        ),
+    )
+
+
+def _check_ours(path: Path) -> None:
+    """Refuse to start over an OAuth clients file the sandbox did not write."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            first = fh.readline()
+    except FileNotFoundError:
+        return
+    if first != _MARK:
+        raise ConfigError(
+            f"{path} exists and was not written by the sandbox (a deployment's OAuth clients?); "
+            "move it, or run the sandbox with another data_dir (CRMHUB_DATA_DIR)"
+        )
+
+
+def _write_clients_file(path: Path, clients: OAuthClients) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(_MARK + clients.to_yaml())
+
+
 @dataclass
 class RunningSandbox:
     """Both emulators, their servers and the CA. Python handles for tests: ``.salesforce``, ``.hubspot``."""
@@ -64,6 +132,7 @@ class RunningSandbox:
     hubspot: HubSpotSandbox
     servers: tuple[ServerThread, ServerThread]
     info: SandboxInfo
+    clients_file: Path  # the OAuth clients file written for crmhub (see the module docstring)
 
 
 def _hint(crm: str) -> str:
@@ -92,6 +161,7 @@ def start_sandbox(
 
     ``seed_counts`` e.g. ``{"salesforce": {"Contact": 10_000}, "hubspot": {"companies": 100}}``.
     """
+    _check_ours(data_dir / CLIENTS_FILE)
     ca = SandboxCA.ensure(data_dir / "sandbox-ca")
     sf = SalesforceSandbox()
     hs = HubSpotSandbox()
@@ -142,8 +212,9 @@ def start_sandbox(
     try:
         hs_srv.start()
         try:
+            _write_clients_file(data_dir / CLIENTS_FILE, clients_of(info))
             info.write(data_dir / "sandbox.json")
-            yield RunningSandbox(ca, sf, hs, (sf_srv, hs_srv), info)
+            yield RunningSandbox(ca, sf, hs, (sf_srv, hs_srv), info, data_dir / CLIENTS_FILE)
         finally:
             hs_srv.stop()
     finally:

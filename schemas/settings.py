@@ -4,6 +4,13 @@ every value overridable by a ``CRMHUB_*`` environment variable (nested keys join
 
 Precedence: environment > YAML file > defaults. A bad value fails at start with a
 :class:`~schemas.errors.ConfigError` that names the field, the bad value's problem and the fix.
+
+OAuth client registrations (``oauth.salesforce`` / ``oauth.hubspot``) may also come from a separate
+secrets file, ``oauth.clients_file`` (default ``<data_dir>/oauth-clients.yaml``, the shape of
+:class:`OAuthClients`), which a deployment mounts and ``crmhub sandbox`` writes for its CRMs; a
+provider block set here wins over the file's (:mod:`services.oauth_clients`). The flat variables of
+earlier versions (``CRMHUB_SALESFORCE_CLIENT_ID`` …, see :data:`RENAMED_ENV`) are refused, naming
+their replacement, rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -34,10 +42,16 @@ from pydantic_settings import (
 from schemas.errors import ConfigError
 
 __all__ = [
+    "RENAMED_ENV",
     "CodecSettings",
     "DevServerSettings",
     "GovernanceSettings",
+    "HubSpotClientSettings",
+    "OAuthClientSettings",
+    "OAuthClients",
+    "OAuthSettings",
     "RegionSettings",
+    "SalesforceClientSettings",
     "SandboxSettings",
     "ScheduleSettings",
     "Settings",
@@ -168,6 +182,83 @@ class SandboxSettings(_Model):
     contacts: int = Field(10_000, ge=0, le=5_000_000)
 
 
+class OAuthClientSettings(_Model):
+    """One OAuth app registered at a provider: a block of ``oauth.<provider>`` or of the clients file."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    ca_file: Path | None = Field(
+        None,
+        description="PEM bundle to trust instead of the system store, for this provider's OAuth and API "
+        "calls (in the clients file: relative to the file)",
+    )
+    extra_hosts: tuple[str, ...] = Field(
+        (), description="host or host:port added to the allowlist of API hosts a token response may name"
+    )
+    redirect_uris: tuple[str, ...] = Field(
+        (),
+        description="the redirect URIs registered with the app; when listed, crmhub refuses to start an "
+        "authorization with another one",
+    )
+
+
+class SalesforceClientSettings(OAuthClientSettings):
+    """A Salesforce connected app."""
+
+    login_url: str = Field(
+        "https://login.salesforce.com", description="https://login.salesforce.com, a My Domain, test.…"
+    )
+
+
+class HubSpotClientSettings(OAuthClientSettings):
+    """A HubSpot public app."""
+
+    app_url: str = Field("https://app.hubspot.com", description="where the authorize page is")
+    api_url: str = Field("https://api.hubapi.com", description="token, revocation and API base")
+
+
+class OAuthClients(_Model):
+    """The provider blocks: the shape of ``oauth.salesforce`` / ``oauth.hubspot`` and of the clients file."""
+
+    salesforce: SalesforceClientSettings | None = None
+    hubspot: HubSpotClientSettings | None = None
+
+    def to_yaml(self) -> str:
+        """The file's YAML, client secrets in clear: write it with mode 0600 (it is a secrets file)."""
+        data: dict[str, Any] = {}
+        for name in ("salesforce", "hubspot"):
+            block: OAuthClientSettings | None = getattr(self, name)
+            if block is not None:
+                fields = block.model_dump(mode="json", exclude_none=True)
+                fields["client_secret"] = block.client_secret.get_secret_value()
+                data[name] = fields
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+class OAuthSettings(OAuthClients):
+    """Where crmhub's OAuth clients come from, and the redirect URI it sends."""
+
+    redirect_uri: str | None = Field(
+        None,
+        description="registered with the apps; default: the CLI's http://127.0.0.1:8765/callback, the web "
+        "app's http://HOST:PORT/oauth/callback",
+    )
+    clients_file: Path = Field(
+        Path("oauth-clients.yaml"), description="provider blocks read when present; relative to data_dir"
+    )
+
+
+RENAMED_ENV = {
+    "CRMHUB_SALESFORCE_CLIENT_ID": "CRMHUB_OAUTH__SALESFORCE__CLIENT_ID",
+    "CRMHUB_SALESFORCE_CLIENT_SECRET": "CRMHUB_OAUTH__SALESFORCE__CLIENT_SECRET",
+    "CRMHUB_SALESFORCE_LOGIN_URL": "CRMHUB_OAUTH__SALESFORCE__LOGIN_URL",
+    "CRMHUB_HUBSPOT_CLIENT_ID": "CRMHUB_OAUTH__HUBSPOT__CLIENT_ID",
+    "CRMHUB_HUBSPOT_CLIENT_SECRET": "CRMHUB_OAUTH__HUBSPOT__CLIENT_SECRET",
+    "CRMHUB_OAUTH_REDIRECT_URI": "CRMHUB_OAUTH__REDIRECT_URI",
+}
+"""Environment variables of earlier versions → the setting that replaced each (refused when set)."""
+
+
 def _default_regions() -> dict[str, RegionSettings]:
     return {
         "eu": RegionSettings(task_queue="crmhub-eu", jurisdiction="EEA", description="EEA processing"),
@@ -197,6 +288,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     governance: GovernanceSettings = GovernanceSettings()
     codec: CodecSettings = CodecSettings()
+    oauth: OAuthSettings = OAuthSettings()
     connectors: dict[str, dict[str, JsonValue]] = Field(
         default_factory=dict,
         description="per provider, options of its connector's config (e.g. "
@@ -305,6 +397,9 @@ def _env_name(loc: tuple[Any, ...]) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Load and validate settings; any problem becomes one :class:`ConfigError` naming field and fix."""
+    renamed = [f"{old} is no longer read: set {new}" for old, new in RENAMED_ENV.items() if old in os.environ]
+    if renamed:
+        raise ConfigError("renamed settings: " + "; ".join(renamed) + " (same value)")
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -1,5 +1,6 @@
 """Helpers for tests that run the whole stack: settings aimed at the session dev server with fresh
-task queues, and a tenant with both sandbox CRMs connected through OAuth and the demo sync.
+task queues, the OAuth clients of a running sandbox (read from the clients file it wrote, as crmhub
+reads any deployment's), and a tenant with both sandbox CRMs connected through OAuth and the demo sync.
 
 The fixtures built on them (settings, sandbox, world, demo) and the sync helpers of tests/e2e and
 tests/chaos are in tests/sync_support.py."""
@@ -12,11 +13,24 @@ from pathlib import Path
 from typing import Any
 
 from api.demo import connect_crm, create_demo_sync
-from connectors.oauth import OAuthService, configs_from_sandbox
+from connectors.oauth import OAuthProviderConfig
 from sandbox.runtime import RunningSandbox
 from sandbox.tls import SandboxCA
 from schemas.settings import Settings, load_settings
+from services.credentials import OAuthService
+from services.oauth_clients import configs_of, read_clients_file
 from workers.client import Connected, connect
+
+
+def sandbox_oauth_configs(
+    sandbox: RunningSandbox, *, redirect_uri: str | None = None
+) -> list[OAuthProviderConfig]:
+    """[Salesforce, HubSpot] configs of a running sandbox, from the OAuth clients file it wrote,
+    through :mod:`services.oauth_clients`; ``redirect_uri`` must be one it registered (default: the
+    CLI's when registered, else its first)."""
+    clients = read_clients_file(sandbox.clients_file)
+    assert clients is not None, f"the sandbox wrote no {sandbox.clients_file}"
+    return configs_of(clients, origin=str(sandbox.clients_file), redirect_uri=redirect_uri)
 
 
 def stack_settings(data_dir: Path, db_url: str, temporal_env: Any, **worker: Any) -> Settings:
@@ -43,7 +57,7 @@ async def connect_demo_tenant(
     """A Temporal client + DB for ``settings``; ``tenant`` with both CRMs connected by OAuth and the
     demo's Salesforce → HubSpot contacts sync. Dispose ``.engine`` when done."""
     connected = await connect(settings)
-    oauth = OAuthService(connected.engine, connected.vault, configs_from_sandbox(sandbox.info))
+    oauth = OAuthService(connected.engine, connected.vault, sandbox_oauth_configs(sandbox))
     try:
         ca = SandboxCA(Path(sandbox.info.ca_path).parent)
         sf = await asyncio.to_thread(connect_crm, oauth, tenant, "salesforce", ca)

@@ -44,7 +44,6 @@ from temporalio.client import WorkflowFailureError
 
 from api import syncops
 from api.demo import connect_crm, lineage_summary, verify_ledger
-from connectors.oauth import OAuthService, configs_from_sandbox
 from governance.lineage import CheckpointSigner
 from governance.policy import ProcessingInstruction
 from governance.pseudonym import Pseudonymizer
@@ -52,10 +51,11 @@ from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
 from schemas.settings import Settings
 from schemas.sync import Progress, SyncMode
+from services.credentials import OAuthService
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
-from tests.stack import connect_demo_tenant, stack_settings
+from tests.stack import connect_demo_tenant, sandbox_oauth_configs, stack_settings
 from workers.client import Connected, connect
 
 __all__ = [
@@ -226,7 +226,7 @@ class World:
 async def open_world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterator[World]:
     """A Temporal client + DB for ``settings`` and an OAuth service for the sandbox, closed at exit."""
     connected = await connect(settings)
-    oauth = OAuthService(connected.engine, connected.vault, configs_from_sandbox(sandbox.info))
+    oauth = OAuthService(connected.engine, connected.vault, sandbox_oauth_configs(sandbox))
     try:
         yield World(settings, sandbox, connected, oauth, SandboxCA(Path(sandbox.info.ca_path).parent))
     finally:

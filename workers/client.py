@@ -14,10 +14,10 @@ from temporalio.service import TLSConfig
 from governance.vault import Vault
 from schemas.errors import ConfigError
 from schemas.settings import Settings
+from services.wiring import make_vault
 from store.engine import make_engine
 from store.migrate import ensure_current
 from workers.converter import VaultPayloadCodec, make_data_converter
-from workflows.deps import key_provider
 
 __all__ = ["Connected", "connect", "make_runtime"]
 
@@ -51,7 +51,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Conn
         raise ConfigError(f"temporal.api_key_env names {t.api_key_env}, which is not set; export it")
     ensure_current(settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)
-    vault = Vault(engine, key_provider(settings))
+    vault = make_vault(settings, engine)
     codec = VaultPayloadCodec(vault, t.namespace)
     try:
         client = await Client.connect(

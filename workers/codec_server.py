@@ -28,7 +28,6 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Final
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -46,10 +45,10 @@ from pydantic import (
 from sqlalchemy.engine import Engine
 from temporalio.api.common.v1 import Payloads
 
-from governance.keys import LocalKeyringProvider
 from governance.vault import Vault
 from schemas.errors import ConfigError, IntegrityError
 from schemas.settings import Settings
+from services.wiring import make_vault
 from store import codec_audit
 from store.codec_audit import AuditOutcome, CodecAuditRow
 from store.engine import make_engine
@@ -57,7 +56,6 @@ from workers.converter import VaultPayloadCodec
 
 __all__ = [
     "DEFAULT_ALLOWED_ORIGINS",
-    "KEYRING_FILENAME",
     "CodecServerSettings",
     "CodecToken",
     "create_codec_app",
@@ -66,8 +64,6 @@ __all__ = [
 ]
 
 DEFAULT_ALLOWED_ORIGINS: Final = ("http://127.0.0.1:8233", "http://localhost:8233")
-KEYRING_FILENAME: Final = "keyring.json"
-"""Local keyring file under ``data_dir`` used when the server builds its own vault."""
 
 _log = logging.getLogger("crmhub.codec_server")
 _audit_log = logging.getLogger("crmhub.codec_server.audit")
@@ -313,12 +309,12 @@ def serve_codec_server(
     port: int = 8081,
     *,
     codec_settings: CodecServerSettings | None = None,
-    keyring: Path | None = None,
 ) -> None:
     """Run the codec server until interrupted (blocking; uvicorn).
 
-    The vault uses ``settings``' database and the local keyring ``data_dir/keyring.json`` (the
-    same keys the workers use); tokens and origins come from ``codec_settings`` or the
+    The vault uses ``settings``' database and the configured key provider
+    (``governance.key_provider``, :func:`services.wiring.make_vault`: the same keys the workers
+    use); tokens and origins come from ``codec_settings`` or the
     environment (:meth:`CodecServerSettings.from_env`). No token configured is a
     :class:`ConfigError`: the server never runs unauthenticated.
     """
@@ -328,7 +324,7 @@ def serve_codec_server(
     _require_tokens(codec_settings)  # before any file or database is touched
     engine = make_engine(settings.effective_database_url)
     try:
-        vault = Vault(engine, LocalKeyringProvider(keyring or settings.data_dir / KEYRING_FILENAME))
+        vault = make_vault(settings, engine)
         app = create_codec_app(codec_settings, vault)
         _log.info(
             "codec server on http://%s:%d for namespaces %s, origins %s",

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from temporalio.worker import Worker
 
 from schemas.settings import Settings
+from services.wiring import deps_from_settings
 from workers.client import connect, make_runtime
 from workers.logfilter import install_log_redaction
 from workflows.activities import SyncActivities
-from workflows.deps import deps_from_settings
 from workflows.dsr import DataSubjectRequestWorkflow
 from workflows.dsr_activities import DsrActivities
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow

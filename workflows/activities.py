@@ -33,11 +33,11 @@ from schemas.sync import (
     SyncPlanRef,
     SyncStatus,
 )
+from services.wiring import ActivityDeps
 from store import runs as run_store
 from store import staging as staging_store
 from store import syncs as sync_store
 from workflows.context import ActivityKit
-from workflows.deps import ActivityDeps
 from workflows.plan import plan_sync
 from workflows.pull import pull_batch
 from workflows.push import delete_staging, push_batch

@@ -25,6 +25,7 @@ from schemas.connector import StreamSpec
 from schemas.errors import ConfigError, CrmhubError, IntegrityError, PolicyError
 from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import SyncStatus
+from services.wiring import ActivityDeps
 from store import connections as connection_store
 from store import instructions as instruction_store
 from store import runs as run_store
@@ -32,7 +33,6 @@ from store import syncs as sync_store
 from store import tenants as tenant_store
 from store.connections import ConnectionRow
 from store.engine import Connection
-from workflows.deps import ActivityDeps
 from workflows.errors import to_application_error, unexpected_error
 
 __all__ = ["STAGING_NAMESPACE", "ActivityKit", "SyncContext", "endpoint_of", "with_residency"]

@@ -43,6 +43,7 @@ from schemas.connector import ReadMode, Record, StreamState, WriteMode
 from schemas.dsr import DSR_PURPOSE, DsrDestination, DsrInput, DsrKind, DsrPlan, DsrResult
 from schemas.errors import ConfigError, CrmhubError, DataError
 from schemas.lineage import EventKind, LineageEvent, format_timestamp
+from services.wiring import ActivityDeps
 from store import auditors as auditor_store
 from store import dead_letters as dead_letter_store
 from store import dsr as dsr_store
@@ -51,7 +52,6 @@ from store import lineage as ledger_store
 from store import staging as staging_store
 from store import tenants as tenant_store
 from workflows.context import ActivityKit, SyncContext
-from workflows.deps import ActivityDeps
 from workflows.staging import PendingPart, open_part, seal_part
 
 __all__ = ["EXPORT_FORMAT", "DsrActivities", "open_subject", "seal_subject"]

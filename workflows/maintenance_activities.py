@@ -41,13 +41,13 @@ from schemas.maintenance import (
     RotatedKey,
     TenantPurge,
 )
+from services.wiring import ActivityDeps
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import instructions as instruction_store
 from store import staging as staging_store
 from store import tenants as tenant_store
 from workflows.context import ActivityKit
-from workflows.deps import ActivityDeps
 
 __all__ = ["MaintenanceActivities"]
 

@@ -57,8 +57,8 @@ class AuditServices:
     def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> AuditServices:
         from governance.lineage import CheckpointSigner
         from governance.registry import load_registry
+        from services.wiring import default_subprocessors_file
         from store.engine import make_engine
-        from workflows.deps import default_subprocessors_file
 
         registry = load_registry(settings.governance.subprocessors_file or default_subprocessors_file())
         key_file = settings.data_dir / settings.governance.signing_key_file

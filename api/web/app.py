@@ -6,6 +6,8 @@
     create_app(settings)                        # what ``crmhub web`` serves
     create_app(settings, oauth_configs=[...],   # tests: OAuth clients, an engine, a Temporal client
                engine=engine, temporal=getter)
+
+Its engine, vault, credentials service and connector factory come from :mod:`services.wiring`.
 """
 
 from __future__ import annotations
@@ -36,14 +38,12 @@ from api.web.context import STATIC_DIR, TEMPLATES_DIR, LazyTemporal, Metrics, Te
 from api.web.render import render
 from api.web.security import RejectNulBytes, SecurityHeaders
 from api.web.session import NotLoggedIn
-from connectors.oauth import OAuthProviderConfig, OAuthService
+from connectors.oauth import OAuthProviderConfig
 from governance.pseudonym import Pseudonymizer
-from governance.vault import Vault
 from schemas.errors import AuthError, ConfigError, CrmhubError, TransientError
 from schemas.settings import Settings
+from services.wiring import connector_factory, credentials, make_vault
 from store.engine import make_engine
-from workflows.connectors import ConnectionConnectors
-from workflows.deps import key_provider
 
 __all__ = ["DEFAULT_REDIRECT_URI", "create_app"]
 
@@ -62,34 +62,26 @@ def create_app(
     settings: Settings,
     *,
     oauth_configs: Iterable[OAuthProviderConfig] | None = None,
-    redirect_uri: str = DEFAULT_REDIRECT_URI,
+    redirect_uri: str | None = None,
     engine: Engine | None = None,
     temporal: TemporalGetter | None = None,
 ) -> FastAPI:
-    """Build the web app. ``oauth_configs`` default: the sandbox's clients (``<data_dir>/sandbox.json``)
-    or the ``CRMHUB_SALESFORCE_*``/``CRMHUB_HUBSPOT_*`` environment, with ``redirect_uri``.
-    ``temporal`` default: connect lazily to ``settings.temporal``. Call ``app.state.web.close()``
-    (or let the lifespan do it) to release the engine and HTTP clients."""
-    from api.cli_connect import provider_configs
-
+    """Build the web app. ``oauth_configs`` default: the configured OAuth clients
+    (:mod:`services.oauth_clients`) with ``redirect_uri``, else ``oauth.redirect_uri``, else
+    :data:`DEFAULT_REDIRECT_URI`. ``temporal`` default: connect lazily to ``settings.temporal``. Call
+    ``app.state.web.close()`` (or let the lifespan do it) to release the engine and HTTP clients."""
     owns_engine = engine is None
     engine = engine or make_engine(settings.effective_database_url)
-    vault = Vault(engine, key_provider(settings))
-    configs = (
-        list(oauth_configs)
-        if oauth_configs is not None
-        else provider_configs(settings, sandbox=None, redirect_uri=redirect_uri)
-    )
-    oauth = OAuthService(engine, vault, configs)
+    vault = make_vault(settings, engine)
+    callback = redirect_uri or settings.oauth.redirect_uri or DEFAULT_REDIRECT_URI
+    oauth = credentials(settings, engine, vault, redirect_uri=callback, configs=oauth_configs)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     ctx = WebContext(
         settings=settings,
         engine=engine,
         vault=vault,
         oauth=oauth,
-        connectors=ConnectionConnectors(
-            engine, oauth.token_source, data_dir=settings.data_dir, options=settings.connectors
-        ),
+        connectors=connector_factory(settings, engine, oauth),
         temporal=temporal or LazyTemporal(settings),
         templates=templates,
         pseudonymizer=Pseudonymizer(vault),

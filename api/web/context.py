@@ -14,12 +14,12 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from connectors.oauth import OAuthService
 from governance.pseudonym import Pseudonymizer
 from governance.vault import Vault
 from schemas.errors import ConfigError, TransientError
 from schemas.settings import Settings
-from workflows.connectors import ConnectionConnectors
+from services.connectors import ConnectionConnectors
+from services.credentials import OAuthService
 
 __all__ = ["Metrics", "TemporalGetter", "WebContext"]
 

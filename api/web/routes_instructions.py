@@ -3,8 +3,8 @@ allows (and those to pseudonymize) against the **live** describe of the source c
 before saving — which fields of the object will be withheld. Saving stores a new version
 (:func:`store.instructions.add_instruction`); versions are immutable. A sync keeps citing the version it
 was created (or last pointed) under, so the page then offers to move the tenant's syncs to the new
-version (``POST /instructions/move-syncs``): each is checked to be covered (:func:`api.syncconfig.repoint`)
-and either all move or none does."""
+version (``POST /instructions/move-syncs``): each is checked to be covered
+(:func:`services.syncconfig.repoint`) and either all move or none does."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from api.syncconfig import repoint
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope, TenantScope
 from governance.policy import ProcessingInstruction
 from schemas.errors import ConfigError
+from services.syncconfig import repoint
 from store.connections import ConnectionStatus
 
 __all__ = ["router"]

@@ -2,8 +2,8 @@
 the run report, and the pause / resume / run-now buttons. Progress comes from the workflow's
 ``progress`` query (:mod:`api.syncops`); the detail page refreshes itself (meta refresh, no script)
 while a run is going. What needs the user — quarantined records, source drift, a refused run with
-what to do — comes from the store (:func:`api.syncconfig.sync_health`), and a sync is pointed at
-another instruction version with ``POST /syncs/{id}/instruction`` (:func:`api.syncconfig.repoint`)."""
+what to do — comes from the store (:func:`services.syncconfig.sync_health`), and a sync is pointed at
+another instruction version with ``POST /syncs/{id}/instruction`` (:func:`services.syncconfig.repoint`)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api import syncops
-from api.syncconfig import SyncHealth, repoint, sync_health
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope, TenantScope
 from schemas.errors import ConfigError, CrmhubError, TransientError
 from schemas.sync import Progress, SyncMode, SyncStatus
+from services.syncconfig import SyncHealth, repoint, sync_health
 from store.connections import ConnectionStatus
 from store.syncs import SyncRow, SyncSpec
 

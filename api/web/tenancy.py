@@ -19,6 +19,7 @@ from api.web.context import WebContext
 from api.web.session import Session, require_session
 from governance.lineage import Ledger
 from schemas.lineage import LineageEvent
+from services.sync_setup import NewSyncRefused, create_sync
 from store import connections as connection_store
 from store import instructions as instruction_store
 from store import runs as run_store
@@ -125,12 +126,16 @@ class TenantScope:
         return row
 
     def create_sync(self, spec: SyncSpec) -> SyncRow:
+        """Create the sync after the check ``crmhub sync create`` runs too; something the tenant does
+        not have (another tenant's connection included) is a 404, like any unknown id."""
         if spec.tenant != self.tenant:
             raise _not_found("tenant")
-        for cid in (spec.source_connection_id, spec.destination_connection_id):
-            self.connection(cid)
-        with self.ctx.engine.begin() as conn:
-            return sync_store.create_sync(conn, spec, now=datetime.now(UTC))
+        try:
+            return create_sync(self.ctx.engine, spec, now=datetime.now(UTC))
+        except NewSyncRefused as exc:
+            if exc.unknown and exc.field.endswith("connection_id"):
+                raise _not_found("connection") from None
+            raise
 
     def runs(self, sync_id: str, *, limit: int = 20) -> list[RunRow]:
         with self.ctx.engine.connect() as conn:

@@ -91,9 +91,9 @@ def _bare_hubspot(url: str, token: str, ca: str) -> Iterator[list[str]]:
 def _bare_salesforce(url: str, token: str, ca: str) -> Iterator[list[str]]:
     from simple_salesforce.api import Salesforce
 
-    from sandbox.salesforce.clientsession import sandbox_session
+    from connectors.salesforce.client import pinned_session
 
-    session = sandbox_session(ca)
+    session = pinned_session(ca)
     sf = Salesforce(instance_url=url, session_id=token, session=session)
     contact: Any = sf.Contact  # an SFType, built by Salesforce.__getattr__
     desc = contact.describe()

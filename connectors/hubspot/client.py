@@ -1,4 +1,5 @@
-"""The only module that imports hubspot-api-client: raw HTTP calls, pacing, and error mapping.
+"""The only module that imports hubspot-api-client: raw HTTP calls, pacing (the shared counts are in
+:mod:`connectors.hubspot.pacing`), and error mapping.
 
 Every call asks the SDK for the raw response (``_preload_content=False``) and parses the JSON here:
 the SDK's model deserialisation spends most of its time in ``dateutil`` (see bench/hubspot_connector.py
@@ -29,9 +30,7 @@ import json
 import math
 import random
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -45,6 +44,7 @@ from urllib3.util.retry import Retry
 from connectors.base import TokenSource
 from connectors.http import parse_retry_after, send_with_retries
 from connectors.hubspot.config import HubSpotConfig
+from connectors.hubspot.pacing import portal_of
 from schemas.errors import AuthError, ConfigError, DataError, RateLimited, TransientError
 
 __all__ = ["ExportFile", "ExportLinkExpired", "HubSpotClient", "PropertyProblem", "VendorRejected"]
@@ -86,78 +86,6 @@ class VendorRejected(DataError):
         self.category = category
         self.problems = tuple(problems)
         self.vendor_message = vendor_message
-
-
-class _Window:
-    """At most ``n`` requests per rolling ``period_s``, counted from when each *finished*, plus those
-    in flight; safe to share between threads.
-
-    Counting completions (not sends) keeps the server's view within the limit too: a request
-    reaches HubSpot before it completes, so arrivals are at least as far apart as the slots.
-    """
-
-    def __init__(self, n: int, period_s: float) -> None:
-        self.n = max(1, n)
-        self.period_s = period_s
-        self._done: deque[float] = deque()
-        self._in_flight = 0
-        self._lock = threading.Lock()
-
-    def resize(self, n: int, period_s: float) -> None:
-        with self._lock:
-            self.n, self.period_s = max(1, n), period_s
-
-    def acquire(self, sleep: Callable[[float], None], now: Callable[[], float]) -> None:
-        while True:
-            with self._lock:
-                t = now()
-                while self._done and self._done[0] <= t - self.period_s:
-                    self._done.popleft()
-                if len(self._done) + self._in_flight < self.n:
-                    self._in_flight += 1
-                    return
-                wait = (self._done[0] + self.period_s - t) if self._done else self.period_s / self.n
-            sleep(max(wait, 0.001))
-
-    def release(self, now: Callable[[], float]) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._done.append(now())
-
-
-class _Portal:
-    """What every client of one portal in this process shares (keyed by ``HubSpotConfig.rate_limit_key``):
-    the Retry-After of the last 429, the burst window as the ``X-HubSpot-RateLimit-*`` headers
-    describe it (less the reserve), and the search API's per-second limit."""
-
-    def __init__(self, search_rate_per_s: float) -> None:
-        self.lock = threading.Lock()
-        self.not_before = 0.0
-        n = max(1, int(search_rate_per_s))
-        self.search = _Window(n, n / search_rate_per_s)
-        self.burst: _Window | None = None  # learned from the first answer's headers
-
-    def learn_burst(self, limit: int, interval_s: float, reserve: int) -> None:
-        n = max(1, limit - reserve)
-        with self.lock:
-            if self.burst is None:
-                self.burst = _Window(n, interval_s)
-            elif (self.burst.n, self.burst.period_s) != (n, interval_s):
-                self.burst.resize(n, interval_s)
-
-
-_PORTALS: dict[str, _Portal] = {}
-_PORTALS_LOCK = threading.Lock()
-
-
-def _portal(key: str | None, search_rate_per_s: float) -> _Portal:
-    if key is None:
-        return _Portal(search_rate_per_s)
-    with _PORTALS_LOCK:
-        portal = _PORTALS.get(key)
-        if portal is None:
-            portal = _PORTALS[key] = _Portal(search_rate_per_s)
-        return portal
 
 
 class ExportLinkExpired(TransientError):
@@ -206,7 +134,7 @@ class HubSpotClient:
         self._token: str | None = None
         self._sleep = sleep
         self._now = now
-        self._portal = _portal(config.rate_limit_key, config.search_rate_per_s)
+        self._portal = portal_of(config.rate_limit_key, config.search_rate_per_s)
         self._retry = config.request_retry(config.max_pause_s)
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not a secret
         self._timeout = (config.connect_timeout_s, config.read_timeout_s)

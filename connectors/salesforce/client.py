@@ -42,6 +42,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from os import PathLike
 from typing import Any, TypeVar
 
 import requests
@@ -68,8 +69,10 @@ __all__ = [
     "InvalidField",
     "InvalidLocator",
     "NotFound",
+    "PinnedCAAdapter",
     "QueryResult",
     "SalesforceClient",
+    "pinned_session",
 ]
 
 T = TypeVar("T")
@@ -114,16 +117,20 @@ class BulkResults:
     next_locator: str | None
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """HTTPS adapter with a default timeout that, given a CA file, verifies against it only.
+class PinnedCAAdapter(HTTPAdapter):
+    """HTTPS adapter that, given a CA file, always verifies against it only (and, given a timeout,
+    uses it for requests that set none).
 
     requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace ``session.verify``
-    (https://github.com/psf/requests/issues/3829); passing ``verify`` at the transport level is the
-    one place the environment cannot override.
+    (https://github.com/psf/requests/issues/3829): with the system bundle in those variables,
+    ``session.verify = "ca.pem"`` is silently replaced and a private CA's certificate fails to
+    verify. Passing ``verify`` at the transport level is the one place the environment cannot
+    override, so the session still honours proxy variables and still verifies (``verify=False``
+    from a caller is ignored too). Without a CA file, ``verify`` passes through (the system store).
     """
 
-    def __init__(self, ca_path: str | None, timeout: float) -> None:
-        self.ca_path = ca_path
+    def __init__(self, ca_path: str | PathLike[str] | None = None, timeout: float | None = None) -> None:
+        self.ca_path = None if ca_path is None else str(ca_path)
         self.default_timeout = timeout
         super().__init__()
 
@@ -144,6 +151,15 @@ class _PinnedAdapter(HTTPAdapter):
             cert=cert,
             proxies=proxies,
         )
+
+
+def pinned_session(ca_path: str | PathLike[str], *, timeout: float | None = None) -> requests.Session:
+    """A ``requests`` session whose HTTPS requests verify against ``ca_path`` only (e.g. the sandbox
+    CA), whatever REQUESTS_CA_BUNDLE says: give it to simple-salesforce as ``session=``."""
+    session = requests.Session()
+    session.verify = str(ca_path)
+    session.mount("https://", PinnedCAAdapter(ca_path, timeout))
+    return session
 
 
 def _first_error(content: Any) -> tuple[str | None, str]:
@@ -173,11 +189,11 @@ class SalesforceClient:
         self._usage: tuple[int, int] | None = None
         self._calls_since_usage = 0
         self._retry_after: float | None = None
-        self._session = requests.Session()
-        ca = str(config.ca_bundle) if config.ca_bundle is not None else None
-        if ca is not None:
-            self._session.verify = ca
-        self._session.mount("https://", _PinnedAdapter(ca, config.timeout_s))
+        if config.ca_bundle is not None:
+            self._session = pinned_session(config.ca_bundle, timeout=config.timeout_s)
+        else:
+            self._session = requests.Session()
+            self._session.mount("https://", PinnedCAAdapter(None, config.timeout_s))
         self._session.hooks["response"].append(self._on_response)
         self._token = tokens.access_token()
         self._sf = self._connect(self._token)

@@ -2,7 +2,9 @@
 
 ``SalesforceSandbox`` is the org; serve ``sb.app()`` with :class:`sandbox.server.ServerThread`,
 set ``sb.base_url`` to the server URL, and point simple-salesforce at it (see
-:func:`sandbox.salesforce.clientsession.sandbox_session` for the TLS session to give it).
+the sandbox CA for TLS: a ``requests`` session that verifies against it whatever REQUESTS_CA_BUNDLE
+says, e.g. crmhub's ``connectors.salesforce.client.pinned_session``; the sandbox itself imports no
+crmhub code).
 """
 
 from sandbox.salesforce.app import SalesforceSandbox

@@ -1,5 +1,6 @@
 """``crmhub connect`` / ``crmhub connections`` as a user runs them: a real process, the sandbox CRMs
-over HTTPS, and the consent form submitted by the test (playing the browser)."""
+over HTTPS (started here; the CLI finds their OAuth clients in the clients file the sandbox wrote,
+like any configuration), and the consent form submitted by the test (playing the browser)."""
 
 from __future__ import annotations
 
@@ -222,33 +223,28 @@ def test_unregistered_or_non_loopback_redirect_is_a_config_error(sandbox, env, t
         "--redirect-uri",
         "http://127.0.0.1:1/x",
     )
-    assert r.returncode == 2 and "not registered with the sandbox" in r.stderr
+    assert r.returncode == 2 and "not registered with the hubspot app" in r.stderr
+    assert "oauth-clients.yaml" in r.stderr  # where the registered URIs come from
 
 
 def test_without_sandbox_or_credentials_connect_names_the_settings(env, tmp_path) -> None:
     r = crmhub(env, tmp_path, "connect", "salesforce", "--tenant", "acme", "--no-browser")
     assert r.returncode == 2 and "not configured" in r.stderr
+    assert "CRMHUB_OAUTH__SALESFORCE__CLIENT_ID" in r.stderr and "oauth-clients.yaml" in r.stderr
+    assert "crmhub sandbox" in r.stderr  # which writes that file for its CRMs
     r = crmhub(env, tmp_path, "connect", "salesforce", "--tenant", "acme", "--sandbox")
-    assert r.returncode == 2 and "crmhub sandbox" in r.stderr
+    assert r.returncode == 2 and "No such option" in r.stderr  # the clients file is just configuration
 
 
-def test_credentials_from_the_environment(env, tmp_path) -> None:
-    from api.cli_connect import provider_configs
-    from schemas.settings import load_settings
-
-    settings = load_settings(data_dir=tmp_path)
-    environ = {
+def test_the_flat_variables_of_earlier_versions_stop_connect_naming_the_new_ones(env, tmp_path) -> None:
+    old = {
+        **env,
         "CRMHUB_SALESFORCE_CLIENT_ID": "sf-id",
-        "CRMHUB_SALESFORCE_CLIENT_SECRET": "sf-secret",
-        "CRMHUB_SALESFORCE_LOGIN_URL": "https://acme.my.salesforce.com",
-        "CRMHUB_HUBSPOT_CLIENT_ID": "hs-id",
-        "CRMHUB_HUBSPOT_CLIENT_SECRET": "hs-secret",
+        "CRMHUB_SALESFORCE_CLIENT_SECRET": "sf-s3cret-value",
     }
-    sf, hs = provider_configs(settings, sandbox=None, redirect_uri=None, environ=environ)
-    assert sf.token_url == "https://acme.my.salesforce.com/services/oauth2/token"
-    assert sf.redirect_uri == "http://127.0.0.1:8765/callback"
-    assert hs.token_url == "https://api.hubapi.com/oauth/v1/token" and hs.client_id == "hs-id"
-    with pytest.raises(Exception, match="CRMHUB_HUBSPOT_CLIENT_SECRET"):
-        provider_configs(
-            settings, sandbox=False, redirect_uri=None, environ={"CRMHUB_HUBSPOT_CLIENT_ID": "x"}
-        )
+    r = crmhub(old, tmp_path, "connect", "salesforce", "--tenant", "acme", "--no-browser")
+    assert r.returncode == 2
+    assert (
+        "CRMHUB_SALESFORCE_CLIENT_ID is no longer read: set CRMHUB_OAUTH__SALESFORCE__CLIENT_ID" in r.stderr
+    )
+    assert "CRMHUB_OAUTH__SALESFORCE__CLIENT_SECRET" in r.stderr and "sf-s3cret-value" not in r.stderr

@@ -33,6 +33,7 @@ from temporalio.worker import (
 from sandbox.runtime import RunningSandbox
 from schemas.settings import Settings
 from schemas.sync import PushInput, SyncMode, SyncStatus
+from services.wiring import deps_from_settings
 from store import staging as staging_store
 from tests.chaos.support import size
 from tests.sync_support import DEMO_SYNC as SYNC
@@ -40,7 +41,6 @@ from tests.sync_support import run_sync
 from workers.client import Connected
 from workers.worker import build_workers
 from workflows.activities import SyncActivities
-from workflows.deps import deps_from_settings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -39,7 +39,6 @@ from api.cli_web import add_user
 from api.demo import _workers
 from api.web import create_app
 from api.web.context import LazyTemporal
-from connectors.oauth import configs_from_sandbox
 from governance.lineage import CheckpointSigner, Ledger
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
@@ -53,7 +52,7 @@ from tests.api.audit.test_audit_api import _events
 from tests.api.web.conftest import PASSWORD, asgi_client, login, page_csrf
 from tests.api.web.test_web_isolation import _db_snapshot
 from tests.chaos.test_web_oauth_attacks import ORIGIN, REGISTERED, _allowed_location
-from tests.stack import connect_demo_tenant, stack_settings
+from tests.stack import connect_demo_tenant, sandbox_oauth_configs, stack_settings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -319,7 +318,7 @@ async def test_every_route_as_tenant_a_reads_nothing_of_tenant_b(
 ) -> None:
     t = await _seed(stack, crms, db_engine)
     before_b = _db_snapshot(db_engine, B)
-    configs = configs_from_sandbox(crms.info, redirect_uri=REGISTERED)
+    configs = sandbox_oauth_configs(crms, redirect_uri=REGISTERED)
     app = create_app(stack, oauth_configs=configs, engine=db_engine, temporal=LazyTemporal(stack))
     routes = routes_of(app)
     assert set(routes) >= PUBLIC, PUBLIC - set(routes)  # the public list names real routes

@@ -26,13 +26,15 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from connectors.oauth import OAuthCallbackError, OAuthService, configs_from_sandbox
+from connectors.oauth import OAuthCallbackError
 from governance.keys import LocalKeyringProvider
 from governance.vault import Vault
 from sandbox.consent import press_consent
 from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
+from services.credentials import OAuthService
 from store import connections as connection_store
+from tests.stack import sandbox_oauth_configs
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -85,7 +87,7 @@ def sandbox(tmp_path: Path) -> Iterator[RunningSandbox]:
 @pytest.fixture
 def oauth(sandbox: RunningSandbox, db_engine: Engine, tmp_path: Path) -> Iterator[OAuthService]:
     vault = Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
-    svc = OAuthService(db_engine, vault, configs_from_sandbox(sandbox.info, redirect_uri=GOOD))
+    svc = OAuthService(db_engine, vault, sandbox_oauth_configs(sandbox, redirect_uri=GOOD))
     yield svc
     svc.close()
 

@@ -16,7 +16,7 @@ A refresh token revoked at page k instead: the run fails with "reauthorization r
 exactly 1 token call and no further page request (no retry storm); the connection is marked
 ``reauthorization_required``; ``crmhub sync status`` and ``crmhub connections list`` say so.
 
-50 concurrent expiries → 1 token call (threads, services, processes): tests/connectors/test_oauth.py
+50 concurrent expiries → 1 token call (threads, services, processes): tests/services/test_credentials.py
 ``test_50_concurrent_expiries_*``.
 
 Reduced (CI): 8,000 Salesforce / 1,000 HubSpot contacts; full (``CRMHUB_CHAOS_FULL=1``): 40,000 / 3,000.

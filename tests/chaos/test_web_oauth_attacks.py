@@ -37,13 +37,13 @@ from sqlalchemy.engine import Engine
 
 from api.cli_web import add_user
 from api.web import create_app
-from connectors.oauth import configs_from_sandbox
 from sandbox.consent import press_consent
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings, load_settings
 from store import connections as connection_store
 from tests.api.web.conftest import PASSWORD, asgi_client, login, make_tenant, no_temporal, page_csrf
 from tests.chaos.test_oauth_attacks import _with_redirect, redirect_variants
+from tests.stack import sandbox_oauth_configs
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -128,7 +128,7 @@ def sandbox(web_settings: Settings) -> Iterator[RunningSandbox]:
 
 @pytest.fixture
 async def world(web_settings: Settings, db_engine: Engine, sandbox: RunningSandbox) -> AsyncIterator[World]:
-    configs = configs_from_sandbox(sandbox.info, redirect_uri=REGISTERED)
+    configs = sandbox_oauth_configs(sandbox, redirect_uri=REGISTERED)
     app = create_app(web_settings, oauth_configs=configs, engine=db_engine, temporal=no_temporal)
     try:
         async with asgi_client(app, ORIGIN) as browser:

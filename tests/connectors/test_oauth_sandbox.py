@@ -15,14 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.oauth import OAuthCallbackError, OAuthService, configs_from_sandbox
+from connectors.oauth import OAuthCallbackError
 from governance.keys import LocalKeyringProvider
 from governance.vault import Vault
 from sandbox.consent import press_consent
 from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
 from schemas.errors import ReauthorizationRequired, TransientError
+from services.credentials import OAuthService
 from store import connections as store
+from tests.stack import sandbox_oauth_configs
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +49,7 @@ def ca(sandbox: RunningSandbox) -> ssl.SSLContext:
 @pytest.fixture
 def svc(db_engine, tmp_path, sandbox) -> Iterator[OAuthService]:
     vault = Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
-    service = OAuthService(db_engine, vault, configs_from_sandbox(sandbox.info))
+    service = OAuthService(db_engine, vault, sandbox_oauth_configs(sandbox))
     yield service
     service.close()
 
@@ -197,7 +199,7 @@ def test_denied_consent_is_a_400(svc, sandbox, ca, provider) -> None:
 
 def test_tls_is_verified_against_the_configured_ca(db_engine, tmp_path, sandbox, ca) -> None:
     other_ca = SandboxCA.ensure(tmp_path / "other-ca")
-    sf, hs = configs_from_sandbox(sandbox.info)
+    sf, hs = sandbox_oauth_configs(sandbox)
     wrong = sf.model_copy(update={"ca_path": other_ca.ca_path})
     vault = Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
     with OAuthService(db_engine, vault, [wrong, hs]) as service:

@@ -26,11 +26,11 @@ from governance.lineage import CheckpointSigner
 from governance.registry import load_registry
 from schemas.dsr import DsrKind
 from schemas.sync import SyncMode, SyncStatus
+from services.wiring import default_subprocessors_file
 from store import auditors
 from store import dead_letters as dead_letter_store
 from tests.sync_support import DEMO_SYNC as SYNC
 from tests.sync_support import run_sync
-from workflows.deps import default_subprocessors_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,11 +21,11 @@ from schemas.errors import IntegrityError
 from schemas.lineage import EventKind
 from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
+from services.wiring import key_provider
 from store import dead_letters as dead_letter_store
 from tests.sync_support import DEMO_SYNC as SYNC
 from tests.sync_support import run_sync
 from workers.client import Connected
-from workflows.deps import key_provider
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ import pytest
 import requests
 from simple_salesforce.api import Salesforce
 
+from connectors.salesforce.client import pinned_session
 from sandbox.salesforce import SalesforceSandbox
-from sandbox.salesforce.clientsession import sandbox_session
 from sandbox.server import ServerThread
 from sandbox.tls import SandboxCA
 
@@ -27,7 +27,7 @@ class Org:
 
     def session(self) -> requests.Session:
         """A requests session trusting the sandbox CA (closed at teardown)."""
-        s = sandbox_session(self.ca.ca_path)
+        s = pinned_session(self.ca.ca_path)
         self._sessions.append(s)
         return s
 

@@ -134,6 +134,35 @@ def test_the_server_refuses_to_run_without_tokens(vault: Vault, tmp_path: Path) 
     assert not (tmp_path / "data").exists()  # refused before creating a keyring or database
 
 
+def test_the_server_decodes_with_the_configured_key_provider(
+    tmp_path: Path, db_url: str, settings: CodecServerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers' keys: with ``governance.key_provider: env`` the codec server's vault unwraps with
+    the KEK of the environment, not a local keyring file (services.wiring.make_vault)."""
+    import base64
+
+    import uvicorn
+
+    import workers.codec_server as codec_server
+    from governance.keys import EnvKeyProvider
+
+    monkeypatch.setenv("CRMHUB_KEK", base64.b64encode(os.urandom(32)).decode())
+    vaults: list[Vault] = []
+    served: list[object] = []
+
+    def build(codec_settings: CodecServerSettings, vault: Vault) -> object:
+        vaults.append(vault)
+        return create_codec_app(codec_settings, vault)
+
+    monkeypatch.setattr(codec_server, "create_codec_app", build)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
+    configured = Settings(data_dir=tmp_path / "data", database_url=db_url, governance={"key_provider": "env"})
+    serve_codec_server(configured, codec_settings=settings)
+    assert len(served) == 1 and len(vaults) == 1
+    assert isinstance(vaults[0].provider, EnvKeyProvider)
+    assert not (tmp_path / "data" / "keyring.json").exists()  # no local keyring was created
+
+
 # ---- authentication and scoping ----------------------------------------------------------
 
 

@@ -25,7 +25,6 @@ from temporalio.testing import ActivityEnvironment
 
 from connectors.base import Connector
 from connectors.hubspot import HubSpotConnector
-from connectors.oauth import OAuthService, configs_from_sandbox
 from governance.keys import LocalKeyringProvider
 from governance.lineage import CheckpointSigner, Ledger
 from governance.policy import ProcessingInstruction
@@ -49,6 +48,9 @@ from schemas.sync import (
     SyncPlanRef,
     SyncStatus,
 )
+from services.connectors import ConnectionConnectors
+from services.credentials import OAuthService
+from services.wiring import ActivityDeps, connector_factory, default_subprocessors_file
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import instructions as instruction_store
@@ -58,9 +60,8 @@ from store import syncs as sync_store
 from store import tenants as tenant_store
 from store.engine import make_engine
 from store.lineage import events as lineage_events
+from tests.stack import sandbox_oauth_configs
 from workflows.activities import SyncActivities
-from workflows.connectors import ConnectionConnectors
-from workflows.deps import ActivityDeps, default_subprocessors_file
 from workflows.pull import PullProgress
 from workflows.push import PushProgress
 
@@ -190,14 +191,15 @@ class World:
 
 def make_deps(world_engine: Engine, data_dir: Path, db_url: str, oauth: OAuthService, vault: Vault,
               registry: Registry) -> ActivityDeps:  # fmt: skip
+    settings = load_settings(data_dir=data_dir, database_url=db_url)
     return ActivityDeps(
-        settings=load_settings(data_dir=data_dir, database_url=db_url),
+        settings=settings,
         engine=world_engine,
         vault=vault,
         pseudonymizer=Pseudonymizer(vault),
         subprocessors=registry,
         signer=CheckpointSigner.generate(),
-        connector_factory=ConnectionConnectors(world_engine, oauth.token_source, data_dir=data_dir),
+        connector_factory=connector_factory(settings, world_engine, oauth),
     )
 
 
@@ -207,7 +209,7 @@ def world(tmp_path: Path, db_url: str) -> Iterator[World]:
     engine = make_engine(db_url)
     vault = Vault(engine, LocalKeyringProvider(tmp_path / "keyring.json"))
     with start_sandbox(data_dir, seed_counts={"salesforce": {"Contact": CONTACTS}}) as sb:
-        oauth = OAuthService(engine, vault, configs_from_sandbox(sb.info))
+        oauth = OAuthService(engine, vault, sandbox_oauth_configs(sb))
         sf = connect(oauth, sb.salesforce, "salesforce")
         hs = connect(oauth, sb.hubspot, "hubspot")
         deps = make_deps(engine, data_dir, db_url, oauth, vault, load_registry(default_subprocessors_file()))
@@ -624,7 +626,7 @@ def assert_no_plaintext(world: World, values: Sequence[str]) -> None:
 
 
 def test_deps_from_settings_builds_what_a_worker_needs(tmp_path: Path, db_url: str) -> None:
-    from workflows.deps import deps_from_settings
+    from services.wiring import deps_from_settings
 
     settings = load_settings(data_dir=tmp_path, database_url=db_url)
     deps = deps_from_settings(settings)

@@ -49,6 +49,7 @@ from schemas.maintenance import (
     retention_purge_workflow_id,
 )
 from schemas.settings import Settings, load_settings
+from services.wiring import ActivityDeps, deps_from_settings
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import instructions as instruction_store
@@ -58,7 +59,6 @@ from store import tenants as tenant_store
 from workers.converter import CODEC_TENANT
 from workers.worker import build_workers
 from workflows.activities import SyncActivities
-from workflows.deps import ActivityDeps, deps_from_settings
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
 

@@ -19,10 +19,10 @@ from governance.lineage import CheckpointSigner, Ledger, report_from_json, verif
 from governance.merkle import verify_consistency, verify_inclusion
 from governance.registry import load_registry
 from schemas.lineage import DatasetRef, EventKind, LineageEvent, TransferMechanism
+from services.wiring import default_subprocessors_file
 from store import auditors
 from store import instructions as instruction_store
 from store import tenants as tenant_store
-from workflows.deps import default_subprocessors_file
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 ROUTES = [

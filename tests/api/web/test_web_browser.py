@@ -25,13 +25,12 @@ from playwright.async_api import Page, async_playwright
 from api.cli_web import add_user
 from api.demo import _workers
 from api.web import create_app
-from connectors.oauth import configs_from_sandbox
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
 from store.engine import make_engine
 from tests.api.web.conftest import PASSWORD, make_tenant
 from tests.ports import free_port
-from tests.stack import stack_settings
+from tests.stack import sandbox_oauth_configs, stack_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,7 +78,7 @@ def server(settings: Settings, sandbox: RunningSandbox, port: int) -> Iterator[s
     app = create_app(
         settings,
         redirect_uri=redirect,
-        oauth_configs=configs_from_sandbox(sandbox.info, redirect_uri=redirect),
+        oauth_configs=sandbox_oauth_configs(sandbox, redirect_uri=redirect),
     )
     srv = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from connectors.oauth import configs_from_sandbox
 from sandbox.consent import press_consent
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
@@ -22,6 +21,7 @@ from store import connections as connection_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from tests.api.web.conftest import AppFactory, asgi_client, csrf_of, login, page_csrf
+from tests.stack import sandbox_oauth_configs
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def sandbox(web_settings: Settings) -> Iterator[RunningSandbox]:
 async def browser(
     app_factory: AppFactory, sandbox: RunningSandbox, tenant_user: tuple[str, str]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = app_factory(oauth_configs=configs_from_sandbox(sandbox.info, redirect_uri=f"{BASE}/oauth/callback"))
+    app = app_factory(oauth_configs=sandbox_oauth_configs(sandbox, redirect_uri=f"{BASE}/oauth/callback"))
     async with asgi_client(app, BASE) as c:
         assert (await login(c, *tenant_user)).status_code == 303
         c.app = app  # type: ignore[attr-defined]

@@ -1,6 +1,13 @@
-"""What the sync activities need, injected: settings, database, vault, pseudonymizer, subprocessor
-registry, checkpoint signer, transforms and a connector factory. ``deps_from_settings`` builds
-them for a worker; tests build an :class:`ActivityDeps` directly.
+"""The one place that builds crmhub's object graph from settings: database engine, vault and its key
+provider, subprocessor registry, checkpoint signer, pseudonymizer, transforms, the credentials
+service and the connector factory.
+
+:func:`deps_from_settings` builds the whole graph (:class:`ActivityDeps`) for a worker; the CLI, the
+web app, the codec server, the demo, tests and benchmarks take the parts they need from the same
+builders (:func:`key_provider`, :func:`make_vault`, :func:`credentials`, :func:`connector_factory`),
+so every process uses the configured key provider and the configured OAuth clients
+(:mod:`services.oauth_clients`). Tests build an :class:`ActivityDeps` directly when they need to
+swap a part.
 """
 
 from __future__ import annotations
@@ -10,24 +17,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.oauth import OAuthProviderConfig, OAuthService, configs_from_sandbox
+from connectors.oauth import OAuthProviderConfig
 from governance.keys import KeyProvider, load_key_provider
 from governance.lineage import CheckpointSigner
 from governance.policy import TransformRegistry, default_registry
 from governance.pseudonym import Pseudonymizer
 from governance.registry import Registry, load_registry
 from governance.vault import Vault
-from schemas.errors import ConfigError
 from schemas.settings import Settings
+from services.connectors import ConnectionConnectors, ConnectorFactory
+from services.credentials import OAuthService
+from services.oauth_clients import api_ca_files, oauth_configs
 from store.engine import Engine, make_engine
-from workflows.connectors import ConnectionConnectors, ConnectorFactory
 
 __all__ = [
     "ActivityDeps",
+    "connector_factory",
+    "credentials",
     "default_subprocessors_file",
     "deps_from_settings",
     "key_provider",
-    "oauth_configs_for",
+    "make_vault",
 ]
 
 
@@ -37,7 +47,7 @@ def _utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class ActivityDeps:
-    """Everything :class:`~workflows.activities.SyncActivities` uses; shared by all activity threads
+    """Everything the Temporal activities (:mod:`workflows`) use; shared by all activity threads
     (each member is thread-safe)."""
 
     settings: Settings
@@ -74,19 +84,35 @@ def key_provider(settings: Settings) -> KeyProvider:
     return load_key_provider(gov.key_provider)
 
 
-def oauth_configs_for(settings: Settings) -> list[OAuthProviderConfig]:
-    """OAuth client registrations a worker refreshes tokens with: the local sandbox's when
-    ``<data_dir>/sandbox.json`` exists, else none (pass production ones to ``deps_from_settings``)."""
-    info_path = settings.data_dir / "sandbox.json"
-    if not info_path.is_file():
-        return []
-    from sandbox.runtime import SandboxInfo
+def make_vault(settings: Settings, engine: Engine) -> Vault:
+    """The vault over ``engine`` with the configured key provider."""
+    return Vault(engine, key_provider(settings))
 
-    try:
-        info = SandboxInfo.read(info_path)
-    except (OSError, ValueError, TypeError, KeyError):
-        raise ConfigError(f"{info_path} is unreadable; restart the sandbox to rewrite it") from None
-    return list(configs_from_sandbox(info))
+
+def credentials(
+    settings: Settings,
+    engine: Engine,
+    vault: Vault,
+    *,
+    redirect_uri: str | None = None,
+    only: Iterable[str] | None = None,
+    configs: Iterable[OAuthProviderConfig] | None = None,
+) -> OAuthService:
+    """The credentials service with the configured OAuth clients (of the providers ``only``, if
+    given) or ``configs``; close it when done."""
+    chosen = (
+        list(configs)
+        if configs is not None
+        else oauth_configs(settings, redirect_uri=redirect_uri, only=only)
+    )
+    return OAuthService(engine, vault, chosen)
+
+
+def connector_factory(settings: Settings, engine: Engine, oauth: OAuthService) -> ConnectionConnectors:
+    """Connectors of stored connections: tokens from ``oauth``, options and CA files from settings."""
+    return ConnectionConnectors(
+        engine, oauth.token_source, ca_files=api_ca_files(settings), options=settings.connectors
+    )
 
 
 def deps_from_settings(
@@ -97,17 +123,14 @@ def deps_from_settings(
     oauth_configs: Iterable[OAuthProviderConfig] | None = None,
 ) -> ActivityDeps:
     """Build the worker's dependencies from settings (engine and vault may be shared with the Temporal
-    client's codec). A bad key provider, registry or signing key fails here, at start."""
+    client's codec). A bad key provider, registry, signing key, OAuth client or connector option
+    fails here, at start."""
     engine = engine or make_engine(settings.effective_database_url)
-    vault = vault or Vault(engine, key_provider(settings))
+    vault = vault or make_vault(settings, engine)
     registry_file = settings.governance.subprocessors_file or default_subprocessors_file()
     subprocessors = load_registry(registry_file)
     signer = CheckpointSigner.load_or_create(settings.data_dir / settings.governance.signing_key_file)
-    configs = list(oauth_configs) if oauth_configs is not None else oauth_configs_for(settings)
-    oauth = OAuthService(engine, vault, configs)
-    factory = ConnectionConnectors(
-        engine, oauth.token_source, data_dir=settings.data_dir, options=settings.connectors
-    )
+    oauth = credentials(settings, engine, vault, configs=oauth_configs)
     return ActivityDeps(
         settings=settings,
         engine=engine,
@@ -115,6 +138,6 @@ def deps_from_settings(
         pseudonymizer=Pseudonymizer(vault),
         subprocessors=subprocessors,
         signer=signer,
-        connector_factory=factory,
+        connector_factory=connector_factory(settings, engine, oauth),
         closers=(oauth.close,),
     )

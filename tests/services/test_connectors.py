@@ -1,4 +1,4 @@
-"""workflows.connectors: connector options from settings (``CRMHUB_CONNECTORS__<PROVIDER>__<OPTION>``)
+"""services.connectors: connector options from settings (``CRMHUB_CONNECTORS__<PROVIDER>__<OPTION>``)
 are checked when a worker starts, name the setting when wrong, and reach the connector's config."""
 
 from __future__ import annotations
@@ -10,32 +10,30 @@ from typing import Any
 import pytest
 
 from connectors.hubspot import HubSpotConnector
+from connectors.salesforce import SalesforceConnector
 from schemas.errors import ConfigError
 from schemas.settings import load_settings
+from services.connectors import ConnectionConnectors
 from store.connections import ConnectionRow, ConnectionStatus
-from workflows.connectors import ConnectionConnectors
 
 
 def factory(options: dict[str, dict[str, Any]]) -> ConnectionConnectors:
     engine: Any = None  # options are checked before any connection is read
-    return ConnectionConnectors(engine, lambda _id: engine, data_dir=Path("."), options=options)
+    return ConnectionConnectors(engine, lambda _id: engine, options=options)
 
 
-def test_options_come_from_the_environment_and_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CRMHUB_CONNECTORS__HUBSPOT__EXPORT_THRESHOLD", "20000")
-    settings = load_settings()
-    assert settings.connectors == {"hubspot": {"export_threshold": "20000"}}
-    connectors = factory(settings.connectors)
-
+def connection_row(
+    provider: str, instance_url: str, *, scopes: tuple[str, ...] = ("oauth",)
+) -> ConnectionRow:
     now = datetime.now(UTC)
-    row = ConnectionRow(
+    return ConnectionRow(
         id="c1",
         tenant="acme",
-        provider="hubspot",
+        provider=provider,
         status=ConnectionStatus.ACTIVE,
         status_message=None,
-        instance_url="https://api.hubapi.com",
-        scopes=("oauth", "crm.export"),
+        instance_url=instance_url,
+        scopes=scopes,
         access_token_sealed=None,
         refresh_token_sealed=None,
         access_expires_at=None,
@@ -45,6 +43,15 @@ def test_options_come_from_the_environment_and_reach_the_config(monkeypatch: pyt
         created_at=now,
         updated_at=now,
     )
+
+
+def test_options_come_from_the_environment_and_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMHUB_CONNECTORS__HUBSPOT__EXPORT_THRESHOLD", "20000")
+    settings = load_settings()
+    assert settings.connectors == {"hubspot": {"export_threshold": "20000"}}
+    connectors = factory(settings.connectors)
+
+    row = connection_row("hubspot", "https://api.hubapi.com", scopes=("oauth", "crm.export"))
     config: Any = connectors._config(HubSpotConnector, row)
     assert config.export_threshold == 20_000
     assert config.granted_scopes == ("oauth", "crm.export") and config.exports_allowed
@@ -66,3 +73,19 @@ def test_a_wrong_option_fails_at_start_naming_the_setting(options: dict[str, Any
     with pytest.raises(ConfigError) as err:
         factory(options)
     assert message in str(err.value)
+
+
+def test_a_connections_ca_is_its_providers_ca_file_not_a_sandbox_file(tmp_path: Path) -> None:
+    """The CA a connection's API calls trust is the ``ca_file`` of its provider's OAuth settings, for
+    every connection of that provider; a provider without one keeps the system store."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "sandbox.json").write_text('{"ca_path": "/elsewhere.pem"}')  # read by nothing any more
+    engine: Any = None
+    connectors = ConnectionConnectors(engine, lambda _id: engine, ca_files={"salesforce": ca})
+    sf: Any = connectors._config(
+        SalesforceConnector, connection_row("salesforce", "https://acme.my.salesforce.com")
+    )
+    hs: Any = connectors._config(HubSpotConnector, connection_row("hubspot", "https://127.0.0.1:8702"))
+    assert sf.ca_bundle == ca
+    assert hs.ca_bundle is None

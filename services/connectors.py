@@ -1,5 +1,8 @@
 """Build the connector of a stored connection: provider and instance URL from the ``connections`` row,
-tokens from an OAuth token source, and the sandbox CA when the instance is the local sandbox.
+tokens from an OAuth token source (:meth:`services.credentials.OAuthService.token_source`), options
+from settings (``connectors.<provider>.<option>``), and the CA bundle its API calls trust from its
+provider's ``ca_file`` OAuth setting (:func:`services.oauth_clients.api_ca_files`; none: the system
+store).
 
 The connector class comes from the entry-point registry (:mod:`connectors.registry`), so a
 third-party connector plugin works too, as long as its config model takes the API base as
@@ -9,11 +12,9 @@ third-party connector plugin works too, as long as its config model takes the AP
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, cast
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -25,7 +26,7 @@ from store import connections as connection_store
 from store.connections import ConnectionRow, ConnectionStatus
 from store.engine import Engine
 
-__all__ = ["ConnectionConnectors", "ConnectorFactory", "TokenSourceFactory", "sandbox_ca_for"]
+__all__ = ["ConnectionConnectors", "ConnectorFactory", "TokenSourceFactory"]
 
 ConnectorFactory = Callable[[str], Connector]
 """``connector_factory(connection_id) -> Connector``: a fresh connector; the caller closes it."""
@@ -33,42 +34,27 @@ ConnectorFactory = Callable[[str], Connector]
 TokenSourceFactory = Callable[[str], TokenSource]
 """``tokens(connection_id) -> TokenSource`` (e.g. ``OAuthService.token_source``)."""
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 # Config fields each connection fills in (see ``_config``): settings must not override them.
 _FROM_CONNECTION = frozenset({"instance_url", "base_url", "ca_bundle", "rate_limit_key", "granted_scopes"})
 
 
-def sandbox_ca_for(data_dir: Path, instance_url: str | None) -> Path | None:
-    """The sandbox CA to trust for ``instance_url``: only when ``<data_dir>/sandbox.json`` exists and
-    the URL is on loopback (a real vendor host is always verified against the system store)."""
-    if not instance_url or urlsplit(instance_url).hostname not in _LOOPBACK:
-        return None
-    info_path = data_dir / "sandbox.json"
-    if not info_path.is_file():
-        return None
-    try:  # sandbox.runtime.SandboxInfo's file; read directly so workers need not import the sandbox
-        return Path(json.loads(info_path.read_text())["ca_path"])
-    except (OSError, ValueError, TypeError, KeyError):
-        raise ConfigError(
-            f"{info_path} is unreadable; restart the sandbox (crmhub sandbox) to rewrite it"
-        ) from None
-
-
 class ConnectionConnectors:
-    """A :data:`ConnectorFactory` over the ``connections`` table. Thread-safe (reads only)."""
+    """A :data:`ConnectorFactory` over the ``connections`` table. Thread-safe (reads only).
+
+    ``ca_files`` maps a provider to the CA bundle its connections' API calls trust."""
 
     def __init__(
         self,
         engine: Engine,
         tokens: TokenSourceFactory,
         *,
-        data_dir: Path,
+        ca_files: Mapping[str, Path] | None = None,
         registry: ConnectorRegistry | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.engine = engine
         self.tokens = tokens
-        self.data_dir = data_dir
+        self.ca_files = dict(ca_files or {})
         self.registry = registry or load_registry()
         self.options = {p: dict(o) for p, o in (options or {}).items()}
         self._check_options()
@@ -134,7 +120,7 @@ class ConnectionConnectors:
             data["rate_limit_key"] = row.id
         if "granted_scopes" in fields:  # what the controller authorised (e.g. HubSpot's crm.export)
             data["granted_scopes"] = tuple(row.scopes)
-        ca = sandbox_ca_for(self.data_dir, row.instance_url)
+        ca = self.ca_files.get(row.provider)
         if ca is not None and "ca_bundle" in fields:
             data["ca_bundle"] = ca
         try:
