@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
+from urllib.parse import unquote
 
 import urllib3
 from hubspot.crm import exports as hs_exports
@@ -262,7 +263,9 @@ class HubSpotClient:
         """``GET /crm/v3/objects/{t}``: ``{"results": [...], "paging": {"next": {"after"}}?}``."""
         kwargs: dict[str, Any] = {"limit": limit, "archived": archived}
         if after:
-            kwargs["after"] = after
+            # A cursor HubSpot hands out URL-encoded (its spec's "NTI1Cg%3D%3D") is decoded once:
+            # the SDK encodes query parameters itself, and twice-encoded is another cursor.
+            kwargs["after"] = unquote(after)
         if properties:
             kwargs["properties"] = list(properties)
         return self._call(

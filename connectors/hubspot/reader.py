@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,6 +59,7 @@ MODIFIED_PROPERTY = {
 }
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
+SEARCH_MAX_RESULTS = 10_000  # HubSpot refuses a search page past its 10,000th result
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -100,6 +101,32 @@ def _next_after(body: dict[str, Any]) -> str | None:
     nxt = (body.get("paging") or {}).get("next") or {}
     after = nxt.get("after")
     return str(after) if after not in (None, "") else None
+
+
+def first_filled_page(
+    search: Callable[[dict[str, str]], dict[str, Any]], limit: int
+) -> tuple[list[Record], bool]:
+    """Page one search query until a page holds records or none follows: (records, more follow).
+
+    HubSpot's search sometimes answers a page short or empty while ``paging.next.after`` is still
+    set (reported from production by airbytehq/airbyte PRs #80744/#80745). A short page is used as
+    it is (the keyset position moves past its last record, so nothing after it is skipped); an
+    empty one is followed by its cursor — asking the same query again would get the same empty page
+    forever. Search cursors are offsets that HubSpot refuses past 10,000 results, so at most
+    ``10,000 / limit`` pages are asked; a cursor that does not move, or more empty pages than that,
+    is a :class:`TransientError` (the read retries later from the same position, losing nothing).
+    """
+    after: str | None = None
+    for _ in range(max(1, SEARCH_MAX_RESULTS // limit)):
+        body = search({} if after is None else {"after": after})
+        records = [_record(r) for r in _results(body)]
+        nxt = _next_after(body)
+        if records or nxt is None:
+            return records, nxt is not None
+        if nxt == after:
+            raise TransientError("HubSpot search: an empty page whose next cursor does not advance")
+        after = nxt
+    raise TransientError(f"HubSpot search: {SEARCH_MAX_RESULTS:,} results' worth of empty pages")
 
 
 def _results(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -255,16 +282,18 @@ class _Read:
         return state.model_copy(update={**update, "extra": {**state.extra, "phase": phase}})
 
     def _search(self, filter_groups: list[list[dict[str, str]]], sort: str) -> tuple[list[Record], bool]:
-        body = self.client.search(
-            self.stream,
-            {
-                "filterGroups": [{"filters": g} for g in filter_groups],
-                "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
-                "properties": self.props,
-                "limit": min(self.limit, SEARCH_LIMIT),
-            },
-        )
-        return [_record(r) for r in _results(body)], _next_after(body) is not None
+        """The first non-empty page of one keyset query, and whether HubSpot says more follow.
+
+        HubSpot answers some pages empty while ``paging.next.after`` is still set (see
+        :func:`first_filled_page`): those are followed by their cursor, never re-asked."""
+        limit = min(self.limit, SEARCH_LIMIT)
+        request: dict[str, Any] = {
+            "filterGroups": [{"filters": g} for g in filter_groups],
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": self.props,
+            "limit": limit,
+        }
+        return first_filled_page(lambda after: self.client.search(self.stream, {**request, **after}), limit)
 
     def _f(self, prop: str, op: str, value: int) -> dict[str, str]:
         return {"propertyName": prop, "operator": op, "value": str(value)}

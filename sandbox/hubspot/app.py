@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -65,6 +66,7 @@ from sandbox.hubspot.exports import (
 )
 from sandbox.hubspot.oauth_pages import OAuthPages
 from sandbox.hubspot.objects import CrmObjects
+from sandbox.hubspot.quirks import Quirks, decode_list_cursor, encode_list_cursor
 from sandbox.hubspot.ratelimit import Limited, RateLimiter
 from sandbox.hubspot.schema import (
     FIELD_TYPES,
@@ -222,12 +224,14 @@ class HubSpotSandbox(VendorSandbox):
         export_partition_rows: int = DEFAULT_PARTITION_ROWS,
         export_rows_per_s: float | None = None,
         export_queue_delay_s: float = 0.0,
+        quirks: Quirks | None = None,
     ) -> None:
         super().__init__(
             store=store or RecordStore(store_path),
             oauth=OAuthServer(access_ttl_s=1800, rotate_refresh_tokens=False, require_pkce=require_pkce),
         )
         self.portal_id = portal_id
+        self.quirks = quirks or Quirks()
         self.user_id = 7_654_321
         self.user_email = "sandbox-admin@crmhub.test"
         self.hub_domain = "crmhub-sandbox.hubspot.test"
@@ -493,7 +497,12 @@ class HubSpotSandbox(VendorSandbox):
                 return auth
             state = sandbox.limits.hit(search=search)
             if isinstance(state, Limited):
-                return rate_limit_response(state.policy, state.message, state.retry_after_s)
+                return rate_limit_response(
+                    state.policy,
+                    state.message,
+                    state.retry_after_s,
+                    send_retry_after=sandbox.quirks.retry_after_header,
+                )
             try:
                 if scope is not None and not auth.allows(scope):
                     raise ApiError(
@@ -511,7 +520,10 @@ class HubSpotSandbox(VendorSandbox):
                 response = await inner(request)
             except ApiError as exc:
                 response = exc.response()
-            response.headers.update(sandbox.limits.headers(state, private_app=auth.private_app))
+            if not search:
+                # Search answers carry no X-HubSpot-RateLimit-* headers, only the correlation id
+                # (https://community.hubspot.com/t5/Developer-Announcements/Rate-limit-headers-will-now-appear-for-OAuth-authenticated-calls/m-p/399520).
+                response.headers.update(sandbox.limits.headers(state, private_app=auth.private_app))
             return response
 
         return endpoint(name)(handler)
@@ -651,9 +663,11 @@ class HubSpotSandbox(VendorSandbox):
             q = request.query_params
             try:
                 limit = int(q.get("limit", DEFAULT_LIST_LIMIT))
-                start = int(q.get("after") or 0)
             except ValueError as exc:
-                raise ApiError(400, "VALIDATION_ERROR", "limit and after must be integers") from exc
+                raise ApiError(400, "VALIDATION_ERROR", "limit must be an integer") from exc
+            start = decode_list_cursor(q.get("after") or "")
+            if start is None:  # e.g. an encoded cursor encoded once more: text is the emulator's
+                raise ApiError(400, "VALIDATION_ERROR", "Invalid paging cursor (after)")
             if not 1 <= limit <= MAX_LIST_LIMIT or not 0 <= start < 2**63:
                 raise ApiError(400, "VALIDATION_ERROR", f"limit must be between 1 and {MAX_LIST_LIMIT}")
             archived = _bool_param(request, "archived")
@@ -664,10 +678,10 @@ class HubSpotSandbox(VendorSandbox):
             )
             body: dict[str, Any] = {"results": self._render(ot, rows[:limit], names)}
             if len(rows) > limit:
-                after = str(rows[limit - 1].num + 1)
+                after = encode_list_cursor(rows[limit - 1].num + 1, encoded=self.quirks.encoded_list_cursors)
                 # paging shape of paging_next_page.example.hubspot_spec.json; like the live API the
                 # link is absolute and keeps the request's query (clients such as dlt follow it as is)
-                link = str(request.url.include_query_params(after=after))
+                link = str(request.url.include_query_params(after=unquote(after)))
                 body["paging"] = {"next": {"after": after, "link": link}}
             return json_response(body)
 
@@ -795,7 +809,7 @@ class HubSpotSandbox(VendorSandbox):
                 )
                 for r, i in zip(rows, inputs, strict=True)
             ]
-            return json_response(self._batch_body(results, [], started), 201)
+            return json_response(self._batch_body(results, [], started), self.quirks.batch_create_status)
 
         return handle
 
@@ -896,7 +910,9 @@ class HubSpotSandbox(VendorSandbox):
 
     def _search(self, ot: ObjectType) -> _Inner:
         async def handle(request: Request) -> Response:
-            query = compile_search(ot, self.properties, await _json_body(request))
+            lag_s = self.quirks.stale_search_hits_s
+            stale_since = self.store.clock.now_ms() - int(lag_s * 1000) if lag_s > 0 else None
+            query = compile_search(ot, self.properties, await _json_body(request), stale_since_ms=stale_since)
             rows = self.store.select(
                 ot.name,
                 query.where,
@@ -907,7 +923,8 @@ class HubSpotSandbox(VendorSandbox):
             )
             total = self.store.count(ot.name, query.where, query.params)
             names = self.objects.output_properties(ot, query.properties)
-            body: dict[str, Any] = {"total": total, "results": self._render(ot, rows, names)}
+            live = [r for r in rows if not r.deleted]  # stale index hits take a place, show nothing
+            body: dict[str, Any] = {"total": total, "results": self._render(ot, live, names)}
             nxt = query.offset + query.limit
             if nxt < total:
                 # Offset paging; handed out even at 10,000, where the next request is refused (400).
