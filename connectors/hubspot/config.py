@@ -84,6 +84,13 @@ class HubSpotConfig(RetryConfig):
         gt=0,
         description="an export not finished this long after it started is abandoned for the list API",
     )
+    portal_utc_offset_min: int | None = Field(
+        None,
+        ge=-14 * 60,
+        le=14 * 60,
+        description="the portal's time zone as minutes east of UTC: its daily API quota resets at its "
+        "midnight; None: unknown (a sync stopped by the daily limit asks again each quarter hour)",
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(60.0, gt=0)
 
