@@ -83,6 +83,7 @@ class HubSpotConnector(Connector):
                     external_id=unique,
                 )
             )
+        self._writer.know_types(stream, {f.name: f.type for f in fields})
         return StreamSchema(stream=stream, fields=tuple(sorted(fields, key=lambda f: f.name)))
 
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
