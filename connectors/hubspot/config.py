@@ -84,6 +84,12 @@ class HubSpotConfig(RetryConfig):
         gt=0,
         description="an export not finished this long after it started is abandoned for the list API",
     )
+    merges_as_deletes: bool = Field(
+        False,
+        description="also report ids merged away at the source in Page.deleted_ids (they are always in "
+        "Page.merged_into); off until the workflow re-points a loser's mapping when the winner was "
+        "upserted into the loser's destination record (same external id) instead of deleting it",
+    )
     portal_utc_offset_min: int | None = Field(
         None,
         ge=-14 * 60,

@@ -16,6 +16,9 @@ Phases (``StreamState.extra["phase"]``)::
              that is all one timestamp goes to ``ties``. A page without ``paging.next`` ends the window.
     ties     "phase B": search modified == T AND id > tie sorted by id ascending (keyset on id) until
              exhausted, then back to ``search`` from (T, last id).
+    merges   every incremental page reports the ids merged into its records (``hs_merged_object_ids``)
+             in ``Page.merged_into`` (and, with ``merges_as_deletes``, in ``Page.deleted_ids``): a
+             merge archives nothing, the losers simply stop existing.
     deletes  once per read, after the window: page the archived list (limit 100; it cannot be
              filtered by time) and report ids archived in (deleted_after, window_end]. The cost is
              one call per 100 archived records of the object, once per read.
@@ -52,6 +55,7 @@ __all__ = ["ID_PROPERTY", "MODIFIED_PROPERTY", "StreamReader"]
 log = logging.getLogger(__name__)
 
 ID_PROPERTY = "hs_object_id"
+MERGED_PROPERTY = "hs_merged_object_ids"  # ids merged into a record (see merged_away)
 MODIFIED_PROPERTY = {
     "contacts": "lastmodifieddate",
     "companies": "hs_lastmodifieddate",
@@ -84,6 +88,25 @@ def to_ms(value: Any) -> int:
     if ms is None:
         raise TransientError("HubSpot returned an unparseable modification date")
     return ms
+
+
+def merged_away(records: list[Record], *, keep: bool) -> dict[str, str]:
+    """Ids merged into the records of a page (``hs_merged_object_ids``, ";"-separated) → the id of
+    the record they now live on; the property is dropped from the records unless ``keep``.
+
+    A merge leaves no archive entry: the losers just stop existing, and the result (a new record
+    since HubSpot's "Updated merge functionality for contacts and companies") carries their ids
+    (https://developers.hubspot.com/changelog/updated-merge-functionality-for-contacts-and-companies).
+    The result is modified at the merge, so the incremental read that returns it reports them.
+    """
+    out: dict[str, str] = {}
+    for rec in records:
+        own = str(rec.get("id"))
+        raw = rec.get(MERGED_PROPERTY) if keep else rec.pop(MERGED_PROPERTY, None)
+        for merged in str(raw or "").split(";"):
+            if merged.strip().isdigit() and merged.strip() != own:
+                out[merged.strip()] = own
+    return out
 
 
 def _pad(record_id: int) -> str:
@@ -147,18 +170,39 @@ class StreamReader:
     def close(self) -> None:
         self.exports.close()
 
+    def id_page(self, stream: str, after: str | None, limit: int) -> tuple[list[str], str | None]:
+        """One page of live ids through the list API (only ``hs_object_id`` asked for, 100 a call).
+
+        The list API, not search: search's index lags writes, and a record created a moment ago
+        must not look deleted to a reconciliation."""
+        body = self.client.list_page(
+            stream, limit=max(1, min(limit, LIST_LIMIT)), after=after, properties=[ID_PROPERTY]
+        )
+        return [str(r["id"]) for r in _results(body)], _next_after(body)
+
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
         modified = MODIFIED_PROPERTY.get(stream)
         if modified is None:
             raise ConfigError(f"unknown HubSpot stream {stream!r}; use one of {sorted(MODIFIED_PROPERTY)}")
         if page_size < 1:
             raise ConfigError("page_size must be at least 1")
-        props = list(dict.fromkeys([*fields, ID_PROPERTY, modified]))
+        incremental = state.mode is ReadMode.INCREMENTAL
+        extra = [MERGED_PROPERTY] if incremental else []
+        props = list(dict.fromkeys([*fields, ID_PROPERTY, modified, *extra]))
         calls_before = self.client.calls
         limit = max(1, min(page_size, self.config.page_size))
         page = _Read(self, stream, modified, props, limit, page_size).run(state)
+        merged = merged_away(page.records, keep=MERGED_PROPERTY in fields) if incremental else {}
+        deleted = page.deleted_ids
+        if merged and self.config.merges_as_deletes:
+            deleted = [*deleted, *(i for i in merged if i not in set(deleted))]
         return Page(
-            page.records, page.next_state, page.has_more, page.deleted_ids, self.client.calls - calls_before
+            page.records,
+            page.next_state,
+            page.has_more,
+            deleted,
+            self.client.calls - calls_before,
+            merged_into=merged,
         )
 
 

@@ -8,6 +8,8 @@ Endpoints (``{t}`` is ``contacts``, ``companies`` or ``deals``, or their ``0-1``
     PATCH  /crm/v3/objects/{t}/{id}                 update (idProperty)
     DELETE /crm/v3/objects/{t}/{id}                 archive → 204
     POST   /crm/v3/objects/{t}/search               search (see sandbox.hubspot.search)
+    POST   /crm/v3/objects/{t}/merge                merge two records (see sandbox.hubspot.merges)
+    POST   /crm/v3/objects/contacts/gdpr-delete     delete a contact permanently → 204
     POST   /crm/v3/objects/{t}/batch/{read,create,update,upsert,archive}
     GET    /crm/v3/properties/{t}                   property definitions (archived=true: archived only)
     POST   /crm/v3/properties/{t}                   create a property → 201
@@ -64,6 +66,7 @@ from sandbox.hubspot.exports import (
     ExportTaskInfo,
     parse_export_request,
 )
+from sandbox.hubspot.merges import Merges
 from sandbox.hubspot.oauth_pages import OAuthPages
 from sandbox.hubspot.objects import CrmObjects
 from sandbox.hubspot.quirks import Quirks, decode_list_cursor, encode_list_cursor
@@ -237,6 +240,7 @@ class HubSpotSandbox(VendorSandbox):
         self.hub_domain = "crmhub-sandbox.hubspot.test"
         self.properties = PropertyRegistry()
         self.objects = CrmObjects(self.store, self.properties, portal_id)
+        self.merges = Merges(self.store, self.objects)
         self.limits = RateLimiter(
             burst_limit=burst_limit,
             burst_window_s=burst_window_s,
@@ -537,10 +541,22 @@ class HubSpotSandbox(VendorSandbox):
                 base = f"/crm/v3/objects/{seg}"
                 n = ot.name
                 routes += [
+                    Route(f"{base}/merge", self._api(f"hs.merge.{n}", self._merge(ot)), methods=["POST"]),
                     Route(
                         f"{base}/search",
                         self._api(f"hs.search.{n}", self._search(ot), search=True),
                         methods=["POST"],
+                    ),
+                    *(
+                        [
+                            Route(
+                                f"{base}/gdpr-delete",
+                                self._api("hs.gdpr_delete.contacts", self._gdpr),
+                                methods=["POST"],
+                            )
+                        ]
+                        if n == "contacts"
+                        else []
                     ),
                     Route(
                         f"{base}/batch/read",
@@ -690,15 +706,43 @@ class HubSpotSandbox(VendorSandbox):
     def _get(self, ot: ObjectType) -> _Inner:
         async def handle(request: Request) -> Response:
             id_prop = self.objects.id_property(ot, request.query_params.get("idProperty"))
-            row = self.objects.find(
-                ot, request.path_params["objectId"], id_prop, archived=_bool_param(request, "archived")
-            )
+            key, archived = request.path_params["objectId"], _bool_param(request, "archived")
+            row = self.objects.find(ot, key, id_prop, archived=archived)
+            if row is None and id_prop is None and not archived:
+                row = self.merges.resolve(ot, key)  # a merged-away id answers the merge's result
             if row is None:
                 raise ApiError(404, "", "")  # HubSpot: 404, empty body
             names = self.objects.output_properties(ot, _properties_param(request))
             return json_response(self.objects.render(ot, row, names))
 
         return handle
+
+    def _merge(self, ot: ObjectType) -> _Inner:
+        async def handle(request: Request) -> Response:
+            body = await _json_body(request)
+            primary, other = str(body.get("primaryObjectId") or ""), str(body.get("objectIdToMerge") or "")
+            with self.objects.write_lock:
+                row = self.merges.merge(ot, primary, other, self.store.clock.now_ms())
+            return json_response(self.objects.render(ot, row, self.objects.output_properties(ot, None)))
+
+        return handle
+
+    async def _gdpr(self, request: Request) -> Response:
+        body = await _json_body(request)
+        with self.objects.write_lock:
+            self.merges.gdpr_delete(OBJECT_TYPES["contacts"], body)
+        return Response(status_code=204)
+
+    def merge_records(self, obj: str, primary_id: str, other_id: str) -> str:
+        """Merge two records as ``POST .../merge`` does; returns the resulting record's id."""
+        ot = self._ot(obj)
+        with self.objects.write_lock:
+            return self.merges.merge(ot, primary_id, other_id, self.store.clock.now_ms()).id
+
+    def gdpr_delete(self, obj: str, record_id: str) -> None:
+        """Delete a record permanently, as ``POST /crm/v3/objects/contacts/gdpr-delete`` does."""
+        with self.objects.write_lock:
+            self.merges.gdpr_delete(self._ot(obj), {"objectId": record_id})
 
     def _create(self, ot: ObjectType) -> _Inner:
         async def handle(request: Request) -> Response:
