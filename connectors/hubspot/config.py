@@ -84,6 +84,13 @@ class HubSpotConfig(RetryConfig):
         gt=0,
         description="an export not finished this long after it started is abandoned for the list API",
     )
+    archive_scan_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="an incremental read pages the archived list (one call per 100 archived records: "
+        "it cannot be filtered by time) at most this often; reads in between report no archives and "
+        "the next scan covers the gap (deletes arrive up to this much later, none is lost); 0: every read",
+    )
     merges_as_deletes: bool = Field(
         False,
         description="also report ids merged away at the source in Page.deleted_ids (they are always in "

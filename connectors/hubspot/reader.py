@@ -19,9 +19,11 @@ Phases (``StreamState.extra["phase"]``)::
     merges   every incremental page reports the ids merged into its records (``hs_merged_object_ids``)
              in ``Page.merged_into`` (and, with ``merges_as_deletes``, in ``Page.deleted_ids``): a
              merge archives nothing, the losers simply stop existing.
-    deletes  once per read, after the window: page the archived list (limit 100; it cannot be
-             filtered by time) and report ids archived in (deleted_after, window_end]. The cost is
-             one call per 100 archived records of the object, once per read.
+    deletes  after the window: page the archived list (limit 100; it cannot be filtered by time)
+             and report ids archived in (deleted_after, window_end]. The cost is one call per 100
+             archived records of the object (HubSpot keeps them 90 days), so it runs at most once
+             per ``archive_scan_interval_s``: a read inside it skips the scan and leaves
+             ``deleted_after`` where it was, and the next scan covers the whole gap.
 
 On a connection granted ``crm.export``, a full read or a ``list`` backfill of an object with at
 least ``export_threshold`` records reads one HubSpot export instead of paging the list API
@@ -384,6 +386,9 @@ class _Read:
         end = state.window_end or cursor
         since = state.extra.get("deleted_after")
         if state.include_deleted and since is not None:
+            if self.settled_now() - int(since) < self.config.archive_scan_interval_s * 1000:
+                # Scanned lately: the next read scans from the same point, so nothing is lost.
+                return Page(records, self.finished(state, cursor, tie, deleted_after=since), False)
             return Page(records, self.with_phase(state, "deletes", cursor=cursor, tie_break=tie), True)
         return Page(records, self.finished(state, cursor, tie, deleted_after=end), False)
 

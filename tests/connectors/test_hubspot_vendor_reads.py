@@ -132,3 +132,35 @@ def test_url_encoded_list_cursors_are_sent_back_once_encoded(
     calls = hs.calls.all()
     assert [c.status for c in calls] == [200, 200, 200]
     assert "%3D" in calls[1].target and "%25" not in calls[1].target
+
+
+@pytest.fixture
+def archive(hs_ca: SandboxCA) -> Iterator[Served]:
+    """250 contacts, 200 of them archived long ago: every archive scan costs 2 calls + 1."""
+    for served in portal(hs_ca, {"contacts": 250}):
+        for record_id in range(1, 201):
+            served.hs.delete_record("contacts", str(record_id))
+        yield served
+
+
+def test_the_archive_is_scanned_at_most_once_per_interval_and_nothing_is_lost(
+    archive: Served, connect: Connect
+) -> None:
+    """The archived list cannot be filtered by time (it is re-read whole): between scans a read
+    costs the search alone, and the next scan reports every archive since the last one."""
+    hs, conn = archive.hs, connect(archive, archive_scan_interval_s=1.0)
+    state = read_all(conn, "contacts", StreamState(), page_size=200, fields=FIELDS).final_state
+    hs.delete_record("contacts", "230")
+    _after(archive, hs.store.clock.now_ms())
+    hs.calls.clear()
+    inside = read_all(conn, "contacts", state, page_size=200, fields=FIELDS)
+    assert inside.deleted_ids == [] and len(hs.calls.all()) == 1  # the search only: scan skipped
+    hs.delete_record("contacts", "240")
+    time.sleep(1.05)
+    hs.calls.clear()
+    after = read_all(conn, "contacts", inside.final_state, page_size=200, fields=FIELDS)
+    assert sorted(after.deleted_ids) == ["230", "240"]
+    assert [c.endpoint for c in hs.calls.all()] == ["hs.search.contacts"] + ["hs.list.contacts"] * 3
+    hs.calls.clear()
+    again = read_all(conn, "contacts", after.final_state, page_size=200, fields=FIELDS)
+    assert again.deleted_ids == [] and len(hs.calls.all()) == 1
