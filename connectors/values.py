@@ -24,6 +24,7 @@ as float strings: airbytehq/airbyte PRs #58105, #60962), ISO 8601 with or withou
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -93,26 +94,29 @@ def _ms(moment: datetime) -> int:
     return (moment - _EPOCH) // _MS
 
 
-def for_hubspot(value: Any, hubspot_type: str | None) -> Any:
-    """``value`` as a HubSpot property of ``hubspot_type`` takes it (see the module docstring)."""
-    if hubspot_type not in DATE_TYPES:
+def _by_type(
+    value: Any,
+    type_: str | None,
+    on_date: Callable[[date], str],
+    on_datetime: Callable[[datetime], str],
+) -> Any:
+    if type_ not in DATE_TYPES:
         return value
     instant = parse_instant(value)
     if instant is None:
         return value
-    if hubspot_type == "date":
-        return str(_ms(_instant_of(_day_of(instant))))
-    return str(_ms(_instant_of(instant)))
+    return on_date(_day_of(instant)) if type_ == "date" else on_datetime(_instant_of(instant))
+
+
+def for_hubspot(value: Any, hubspot_type: str | None) -> Any:
+    """``value`` as a HubSpot property of ``hubspot_type`` takes it (see the module docstring)."""
+    return _by_type(value, hubspot_type, lambda day: str(_ms(_instant_of(day))), lambda m: str(_ms(m)))
 
 
 def for_salesforce(value: Any, salesforce_type: str | None) -> Any:
     """``value`` as a Salesforce field of ``salesforce_type`` takes it (see the module docstring)."""
-    if salesforce_type not in DATE_TYPES:
-        return value
-    instant = parse_instant(value)
-    if instant is None:
-        return value
-    if salesforce_type == "date":
-        return _day_of(instant).isoformat()
-    moment = _instant_of(instant)
+    return _by_type(value, salesforce_type, date.isoformat, _iso_z)
+
+
+def _iso_z(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -15,6 +15,7 @@ from hubspot.crm.contacts import PublicGdprDeleteInput, PublicMergeInput
 from connectors.base import Connector
 from connectors.hubspot import HubSpotConnector
 from connectors.testing import read_all
+from sandbox.hubspot import HubSpotSandbox
 from sandbox.tls import SandboxCA
 from schemas.connector import Page, StreamState
 from schemas.errors import ConfigError
@@ -31,6 +32,12 @@ FIELDS = ["email", "firstname"]
 @pytest.fixture
 def small(hs_ca: SandboxCA) -> Iterator[Served]:
     yield from portal(hs_ca, {"contacts": 250})
+
+
+def _started(served: Served, conn: HubSpotConnector) -> tuple[HubSpotSandbox, HubSpotConnector, StreamState]:
+    """The portal, the connector, and the state after a first complete read."""
+    start = read_all(conn, "contacts", StreamState(), page_size=200, fields=FIELDS).final_state
+    return served.hs, conn, start
 
 
 def _incremental(
@@ -50,9 +57,7 @@ def _incremental(
 def test_a_merge_reports_both_old_ids_on_the_new_record_and_reads_it_once(
     small: Served, connect: Connect
 ) -> None:
-    hs = small.hs
-    conn = connect(small)
-    start = read_all(conn, "contacts", StreamState(), page_size=200, fields=FIELDS).final_state
+    hs, conn, start = _started(small, connect(small))
     primary, other = hs.store.get("contacts", "7"), hs.store.get("contacts", "9")
     assert primary is not None and other is not None
     merged = small.client().crm.contacts.basic_api.merge(
@@ -73,8 +78,7 @@ def test_a_merge_reports_both_old_ids_on_the_new_record_and_reads_it_once(
 
 
 def test_merges_as_deletes_puts_the_losers_in_deleted_ids(small: Served, connect: Connect) -> None:
-    conn = connect(small, merges_as_deletes=True)
-    start = read_all(conn, "contacts", StreamState(), page_size=200, fields=FIELDS).final_state
+    _, conn, start = _started(small, connect(small, merges_as_deletes=True))
     first = small.hs.merge_records("contacts", "3", "4")
     second = small.hs.merge_records("contacts", first, "5")  # a merge of a merge: ids accumulate
     pages, _ = _incremental(small, conn, start)
@@ -87,8 +91,7 @@ def test_a_legacy_merge_keeps_the_primary_id_and_reports_only_the_other(
     small: Served, connect: Connect
 ) -> None:
     small.hs.merges.legacy_merge_ids = True
-    conn = connect(small)
-    start = read_all(conn, "contacts", StreamState(), page_size=200, fields=FIELDS).final_state
+    _, conn, start = _started(small, connect(small))
     assert small.hs.merge_records("contacts", "11", "12") == "11"
     pages, _ = _incremental(small, conn, start)
     assert [r["id"] for p in pages for r in p.records] == ["11"]
@@ -98,9 +101,7 @@ def test_a_legacy_merge_keeps_the_primary_id_and_reports_only_the_other(
 def test_a_gdpr_delete_reports_nothing_and_only_a_reconciliation_finds_it(
     small: Served, connect: Connect
 ) -> None:
-    hs = small.hs
-    conn = connect(small)
-    start = read_all(conn, "contacts", StreamState(), page_size=200, fields=FIELDS).final_state
+    hs, conn, start = _started(small, connect(small))
     mapped = {r.id for r in hs.store.dump("contacts")}  # what the destination's id map holds
     small.client().crm.contacts.basic_api.purge(PublicGdprDeleteInput(object_id="42"))
     victim = hs.store.get("contacts", "43")
