@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from schemas.connector import (
     CheckResult,
+    IdPage,
     Page,
     Record,
     SchemaDrift,
@@ -40,6 +41,7 @@ from schemas.connector import (
     WriteMode,
     WriteResult,
 )
+from schemas.errors import ConfigError
 
 __all__ = ["Connector", "TokenSource", "diff_schema"]
 
@@ -83,6 +85,18 @@ class Connector(ABC):
         self, stream: str, records: Sequence[Record], mode: WriteMode, *, external_id: str
     ) -> WriteResult:
         """Write ``records``; one outcome per record, in order. Upserts match on ``external_id``."""
+
+    lists_ids: ClassVar[bool] = False
+    """Whether :meth:`list_ids` is implemented (id reconciliation is possible)."""
+
+    def list_ids(self, stream: str, page_token: str | None = None, page_size: int = 100) -> IdPage:
+        """Optional: one page of the ids of every live record of ``stream``, from ``page_token``
+        (None: the first page), as cheaply as the vendor allows. A complete listing, compared with
+        the ids mapped at the destination, finds deletes that no read reports. Default: not
+        supported (a :class:`~schemas.errors.ConfigError`; see ``lists_ids``)."""
+        raise ConfigError(
+            f"the {self.name} connector cannot list the ids of {stream!r} (no id reconciliation)"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook: release HTTP sessions
         """Release resources (HTTP sessions). Optional."""

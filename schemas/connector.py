@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CheckResult",
     "FieldSpec",
+    "IdPage",
     "OutcomeStatus",
     "Page",
     "ReadMode",
@@ -70,6 +71,10 @@ class Page:
     """One page of records and the state to read the next one from.
 
     ``deleted_ids`` lists records deleted at the source (seen through the recycle bin / archive).
+    ``merged_into`` maps ids merged away at the source to the id of the record they live on in
+    (a HubSpot merge, a Salesforce ``MasterRecordId``): the loser is gone without a delete, and the
+    winner may be the very record the loser was upserted into at the destination (same external
+    id) — so a workflow re-points the loser's mapping there instead of deleting that record.
     ``calls`` counts the vendor API calls this page cost (for budgets and benchmarks).
     """
 
@@ -77,6 +82,19 @@ class Page:
     next_state: StreamState
     has_more: bool
     deleted_ids: list[str] = field(default_factory=list)
+    calls: int = 1
+    merged_into: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IdPage:
+    """One page of the ids of every live record of a stream (periodic id reconciliation: an id
+    mapped at the destination but absent from a complete listing was deleted at the source in a
+    way no read reports — a GDPR/permanent delete, a purged recycle bin). ``next_token`` is None on
+    the last page; ``calls`` counts the vendor API calls the page cost."""
+
+    ids: list[str]
+    next_token: str | None
     calls: int = 1
 
 

@@ -9,7 +9,8 @@ Error mapping (:mod:`schemas.errors`), applied to every call::
 
     401                       refresh once via TokenSource.refresh(rejected) and resend; again → AuthError
     403                       AuthError (scopes missing: the connection must be authorised again)
-    429 / 477                 RateLimited(retry_after = Retry-After, else the rate-limit interval)
+    429 / 477                 RateLimited(retry_after = Retry-After, else by the policy it names:
+                              see connectors.hubspot.limits — DAILY waits for the daily reset)
     423 / 5xx / dropped connection / timeout / malformed JSON   TransientError
     other 4xx                 VendorRejected (a DataError carrying HubSpot's category and problems)
 
@@ -34,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
+from urllib.parse import unquote
 
 import urllib3
 from hubspot.crm import exports as hs_exports
@@ -42,8 +44,9 @@ from hubspot.crm import properties as hs_properties
 from urllib3.util.retry import Retry
 
 from connectors.base import TokenSource
-from connectors.http import parse_retry_after, send_with_retries
+from connectors.http import send_with_retries
 from connectors.hubspot.config import HubSpotConfig
+from connectors.hubspot.limits import retry_after_429
 from connectors.hubspot.pacing import portal_of
 from schemas.errors import AuthError, ConfigError, DataError, RateLimited, TransientError
 
@@ -190,7 +193,9 @@ class HubSpotClient:
         """``GET /crm/v3/objects/{t}``: ``{"results": [...], "paging": {"next": {"after"}}?}``."""
         kwargs: dict[str, Any] = {"limit": limit, "archived": archived}
         if after:
-            kwargs["after"] = after
+            # A cursor HubSpot hands out URL-encoded (its spec's "NTI1Cg%3D%3D") is decoded once:
+            # the SDK encodes query parameters itself, and twice-encoded is another cursor.
+            kwargs["after"] = unquote(after)
         if properties:
             kwargs["properties"] = list(properties)
         return self._call(
@@ -398,6 +403,7 @@ class HubSpotClient:
             interval_s = int(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "")) / 1000
         except ValueError:
             return
+        self._portal.burst_interval_s = interval_s  # paces a 429 without Retry-After, reserve or not
         if self.config.rate_limit_reserve <= 0:
             return
         reserve = max(2, math.ceil(limit * self.config.rate_limit_reserve))
@@ -431,10 +437,15 @@ class HubSpotClient:
                 code=category or "403",
             )
         if status in (429, 477):
-            retry_after = _retry_after(answer.headers)
+            policy = str(body.get("policyName") or "RATE_LIMIT")
+            retry_after = retry_after_429(
+                policy,
+                answer.headers,
+                burst_interval_s=self._portal.burst_interval_s,
+                utc_offset_min=self.config.portal_utc_offset_min,
+            )
             if portal_pause:  # a 429 of the export count (30 a day) does not stop the other calls
                 self._portal.not_before = max(self._portal.not_before, self._now() + retry_after)
-            policy = str(body.get("policyName") or "RATE_LIMIT")
             return RateLimited(
                 f"HubSpot {what}: rate limited ({policy}), retry after {retry_after:g} s",
                 retry_after=retry_after,
@@ -523,14 +534,3 @@ def _problems(message: str) -> list[PropertyProblem]:
         for i in items
         if isinstance(i, dict)
     ]
-
-
-def _retry_after(headers: Mapping[str, str]) -> float:
-    """Seconds from ``Retry-After`` (delta or HTTP date), else the rolling interval, else 1 s."""
-    seconds = parse_retry_after(headers.get("Retry-After"))
-    if seconds is not None:
-        return seconds
-    interval = headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
-    if interval and interval.isdigit():
-        return int(interval) / 1000
-    return 1.0

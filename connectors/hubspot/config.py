@@ -84,6 +84,26 @@ class HubSpotConfig(RetryConfig):
         gt=0,
         description="an export not finished this long after it started is abandoned for the list API",
     )
+    archive_scan_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="an incremental read pages the archived list (one call per 100 archived records: "
+        "it cannot be filtered by time) at most this often; reads in between report no archives and "
+        "the next scan covers the gap (deletes arrive up to this much later, none is lost); 0: every read",
+    )
+    merges_as_deletes: bool = Field(
+        False,
+        description="also report ids merged away at the source in Page.deleted_ids (they are always in "
+        "Page.merged_into); off until the workflow re-points a loser's mapping when the winner was "
+        "upserted into the loser's destination record (same external id) instead of deleting it",
+    )
+    portal_utc_offset_min: int | None = Field(
+        None,
+        ge=-14 * 60,
+        le=14 * 60,
+        description="the portal's time zone as minutes east of UTC: its daily API quota resets at its "
+        "midnight; None: unknown (a sync stopped by the daily limit asks again each quarter hour)",
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(60.0, gt=0)
 

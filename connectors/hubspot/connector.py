@@ -13,6 +13,7 @@ from connectors.hubspot.writer import BatchWriter
 from schemas.connector import (
     CheckResult,
     FieldSpec,
+    IdPage,
     Page,
     Record,
     StreamSchema,
@@ -83,6 +84,7 @@ class HubSpotConnector(Connector):
                     external_id=unique,
                 )
             )
+        self._writer.know_types(stream, {f.name: f.type for f in fields})
         return StreamSchema(stream=stream, fields=tuple(sorted(fields, key=lambda f: f.name)))
 
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
@@ -97,6 +99,17 @@ class HubSpotConnector(Connector):
         """See :mod:`connectors.hubspot.writer`: one outcome per record, bad records isolated."""
         self.client.refresh_token_view()
         return self._writer.write_batch(self._stream(stream), records, mode, external_id=external_id)
+
+    lists_ids: ClassVar[bool] = True
+
+    def list_ids(self, stream: str, page_token: str | None = None, page_size: int = 100) -> IdPage:
+        """Every live id of ``stream`` through the list API, 100 a call (the most it pages): a
+        portal of n records costs ceil(n / 100) calls. Archived, merged-away and GDPR-deleted
+        records are not listed, so a complete listing is what id reconciliation compares with."""
+        self.client.refresh_token_view()
+        calls = self.client.calls
+        ids, after = self._reader.id_page(self._stream(stream), page_token, page_size)
+        return IdPage(ids, after, self.client.calls - calls)
 
     def close(self) -> None:
         self._reader.close()

@@ -64,6 +64,7 @@ class Portal:
         n = max(1, int(search_rate_per_s))
         self.search = Window(n, n / search_rate_per_s)
         self.burst: Window | None = None  # learned from the first answer's headers
+        self.burst_interval_s: float | None = None  # the rolling window's length, as last reported
 
     def learn_burst(self, limit: int, interval_s: float, reserve: int) -> None:
         n = max(1, limit - reserve)

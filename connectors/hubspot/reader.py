@@ -16,9 +16,14 @@ Phases (``StreamState.extra["phase"]``)::
              that is all one timestamp goes to ``ties``. A page without ``paging.next`` ends the window.
     ties     "phase B": search modified == T AND id > tie sorted by id ascending (keyset on id) until
              exhausted, then back to ``search`` from (T, last id).
-    deletes  once per read, after the window: page the archived list (limit 100; it cannot be
-             filtered by time) and report ids archived in (deleted_after, window_end]. The cost is
-             one call per 100 archived records of the object, once per read.
+    merges   every incremental page reports the ids merged into its records (``hs_merged_object_ids``)
+             in ``Page.merged_into`` (and, with ``merges_as_deletes``, in ``Page.deleted_ids``): a
+             merge archives nothing, the losers simply stop existing.
+    deletes  after the window: page the archived list (limit 100; it cannot be filtered by time)
+             and report ids archived in (deleted_after, window_end]. The cost is one call per 100
+             archived records of the object (HubSpot keeps them 90 days), so it runs at most once
+             per ``archive_scan_interval_s``: a read inside it skips the scan and leaves
+             ``deleted_after`` where it was, and the next scan covers the whole gap.
 
 On a connection granted ``crm.export``, a full read or a ``list`` backfill of an object with at
 least ``export_threshold`` records reads one HubSpot export instead of paging the list API
@@ -37,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +57,7 @@ __all__ = ["ID_PROPERTY", "MODIFIED_PROPERTY", "StreamReader"]
 log = logging.getLogger(__name__)
 
 ID_PROPERTY = "hs_object_id"
+MERGED_PROPERTY = "hs_merged_object_ids"  # ids merged into a record (see merged_away)
 MODIFIED_PROPERTY = {
     "contacts": "lastmodifieddate",
     "companies": "hs_lastmodifieddate",
@@ -59,6 +65,7 @@ MODIFIED_PROPERTY = {
 }
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
+SEARCH_MAX_RESULTS = 10_000  # HubSpot refuses a search page past its 10,000th result
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -85,6 +92,25 @@ def to_ms(value: Any) -> int:
     return ms
 
 
+def merged_away(records: list[Record], *, keep: bool) -> dict[str, str]:
+    """Ids merged into the records of a page (``hs_merged_object_ids``, ";"-separated) → the id of
+    the record they now live on; the property is dropped from the records unless ``keep``.
+
+    A merge leaves no archive entry: the losers just stop existing, and the result (a new record
+    since HubSpot's "Updated merge functionality for contacts and companies") carries their ids
+    (https://developers.hubspot.com/changelog/updated-merge-functionality-for-contacts-and-companies).
+    The result is modified at the merge, so the incremental read that returns it reports them.
+    """
+    out: dict[str, str] = {}
+    for rec in records:
+        own = str(rec.get("id"))
+        raw = rec.get(MERGED_PROPERTY) if keep else rec.pop(MERGED_PROPERTY, None)
+        for merged in str(raw or "").split(";"):
+            if merged.strip().isdigit() and merged.strip() != own:
+                out[merged.strip()] = own
+    return out
+
+
 def _pad(record_id: int) -> str:
     return f"{record_id:020d}"
 
@@ -100,6 +126,32 @@ def _next_after(body: dict[str, Any]) -> str | None:
     nxt = (body.get("paging") or {}).get("next") or {}
     after = nxt.get("after")
     return str(after) if after not in (None, "") else None
+
+
+def first_filled_page(
+    search: Callable[[dict[str, str]], dict[str, Any]], limit: int
+) -> tuple[list[Record], bool]:
+    """Page one search query until a page holds records or none follows: (records, more follow).
+
+    HubSpot's search sometimes answers a page short or empty while ``paging.next.after`` is still
+    set (reported from production by airbytehq/airbyte PRs #80744/#80745). A short page is used as
+    it is (the keyset position moves past its last record, so nothing after it is skipped); an
+    empty one is followed by its cursor — asking the same query again would get the same empty page
+    forever. Search cursors are offsets that HubSpot refuses past 10,000 results, so at most
+    ``10,000 / limit`` pages are asked; a cursor that does not move, or more empty pages than that,
+    is a :class:`TransientError` (the read retries later from the same position, losing nothing).
+    """
+    after: str | None = None
+    for _ in range(max(1, SEARCH_MAX_RESULTS // limit)):
+        body = search({} if after is None else {"after": after})
+        records = [_record(r) for r in _results(body)]
+        nxt = _next_after(body)
+        if records or nxt is None:
+            return records, nxt is not None
+        if nxt == after:
+            raise TransientError("HubSpot search: an empty page whose next cursor does not advance")
+        after = nxt
+    raise TransientError(f"HubSpot search: {SEARCH_MAX_RESULTS:,} results' worth of empty pages")
 
 
 def _results(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,18 +172,39 @@ class StreamReader:
     def close(self) -> None:
         self.exports.close()
 
+    def id_page(self, stream: str, after: str | None, limit: int) -> tuple[list[str], str | None]:
+        """One page of live ids through the list API (only ``hs_object_id`` asked for, 100 a call).
+
+        The list API, not search: search's index lags writes, and a record created a moment ago
+        must not look deleted to a reconciliation."""
+        body = self.client.list_page(
+            stream, limit=max(1, min(limit, LIST_LIMIT)), after=after, properties=[ID_PROPERTY]
+        )
+        return [str(r["id"]) for r in _results(body)], _next_after(body)
+
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
         modified = MODIFIED_PROPERTY.get(stream)
         if modified is None:
             raise ConfigError(f"unknown HubSpot stream {stream!r}; use one of {sorted(MODIFIED_PROPERTY)}")
         if page_size < 1:
             raise ConfigError("page_size must be at least 1")
-        props = list(dict.fromkeys([*fields, ID_PROPERTY, modified]))
+        incremental = state.mode is ReadMode.INCREMENTAL
+        extra = [MERGED_PROPERTY] if incremental else []
+        props = list(dict.fromkeys([*fields, ID_PROPERTY, modified, *extra]))
         calls_before = self.client.calls
         limit = max(1, min(page_size, self.config.page_size))
         page = _Read(self, stream, modified, props, limit, page_size).run(state)
+        merged = merged_away(page.records, keep=MERGED_PROPERTY in fields) if incremental else {}
+        deleted = page.deleted_ids
+        if merged and self.config.merges_as_deletes:
+            deleted = [*deleted, *(i for i in merged if i not in set(deleted))]
         return Page(
-            page.records, page.next_state, page.has_more, page.deleted_ids, self.client.calls - calls_before
+            page.records,
+            page.next_state,
+            page.has_more,
+            deleted,
+            self.client.calls - calls_before,
+            merged_into=merged,
         )
 
 
@@ -255,16 +328,18 @@ class _Read:
         return state.model_copy(update={**update, "extra": {**state.extra, "phase": phase}})
 
     def _search(self, filter_groups: list[list[dict[str, str]]], sort: str) -> tuple[list[Record], bool]:
-        body = self.client.search(
-            self.stream,
-            {
-                "filterGroups": [{"filters": g} for g in filter_groups],
-                "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
-                "properties": self.props,
-                "limit": min(self.limit, SEARCH_LIMIT),
-            },
-        )
-        return [_record(r) for r in _results(body)], _next_after(body) is not None
+        """The first non-empty page of one keyset query, and whether HubSpot says more follow.
+
+        HubSpot answers some pages empty while ``paging.next.after`` is still set (see
+        :func:`first_filled_page`): those are followed by their cursor, never re-asked."""
+        limit = min(self.limit, SEARCH_LIMIT)
+        request: dict[str, Any] = {
+            "filterGroups": [{"filters": g} for g in filter_groups],
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": self.props,
+            "limit": limit,
+        }
+        return first_filled_page(lambda after: self.client.search(self.stream, {**request, **after}), limit)
 
     def _f(self, prop: str, op: str, value: int) -> dict[str, str]:
         return {"propertyName": prop, "operator": op, "value": str(value)}
@@ -311,6 +386,9 @@ class _Read:
         end = state.window_end or cursor
         since = state.extra.get("deleted_after")
         if state.include_deleted and since is not None:
+            if self.settled_now() - int(since) < self.config.archive_scan_interval_s * 1000:
+                # Scanned lately: the next read scans from the same point, so nothing is lost.
+                return Page(records, self.finished(state, cursor, tie, deleted_after=since), False)
             return Page(records, self.with_phase(state, "deletes", cursor=cursor, tie_break=tie), True)
         return Page(records, self.finished(state, cursor, tie, deleted_after=end), False)
 

@@ -20,6 +20,13 @@ value, NaN/inf, nested values, text that is not valid Unicode (lone surrogates),
 HubSpot stores (:data:`MAX_VALUE_CHARS`) — fail locally without a call. Values are sent as HubSpot
 stores them: strings (numbers in plain decimal, booleans ``true``/``false``, ``None`` as ``""``
 which clears the property).
+
+Dates go by the *destination's* property types (:mod:`connectors.values`): a ``date`` property
+takes midnight UTC of the day only (anything else is ``INVALID_DATE``, "... is at 13:1:0.0 UTC, not
+midnight!"), a ``datetime`` any epoch-ms instant. The types come from the portal's properties, read
+once per stream and writer (or handed over by :meth:`BatchWriter.know_types` after a describe): up
+front when a record carries a date/time value, else only after a batch was refused with
+``INVALID_DATE`` — then the batch is converted and resent once, so dates never cost a bisection.
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from connectors.hubspot.client import HubSpotClient, PropertyProblem, VendorRejected
 from connectors.hubspot.config import HubSpotConfig
+from connectors.values import DATE_TYPES, for_hubspot
 from schemas.connector import OutcomeStatus, Record, RecordOutcome, WriteMode, WriteResult
 from schemas.errors import ConfigError
 
@@ -107,12 +115,27 @@ class BatchWriter:
     def __init__(self, client: HubSpotClient, config: HubSpotConfig) -> None:
         self.client = client
         self.config = config
+        self._types: dict[str, dict[str, str]] = {}
+
+    def know_types(self, stream: str, types: Mapping[str, str]) -> None:
+        """Property name → HubSpot type of ``stream`` as just described (saves a properties call)."""
+        self._types[stream] = dict(types)
+
+    def property_types(self, stream: str) -> dict[str, str]:
+        """Property name → HubSpot type, from the portal once per stream (``GET /crm/v3/properties``)."""
+        if stream not in self._types:
+            props = self.client.properties(stream)
+            self._types[stream] = {str(p.get("name")): str(p.get("type") or "string") for p in props}
+        return self._types[stream]
 
     def write_batch(
         self, stream: str, records: Sequence[Record], mode: WriteMode, *, external_id: str
     ) -> WriteResult:
         calls_before = self.client.calls
-        op = _Op(self, stream, mode, external_id)
+        types = self._types.get(stream)
+        if types is None and mode is not WriteMode.DELETE and any(map(_dated, records)):
+            types = self.property_types(stream)
+        op = _Op(self, stream, mode, external_id, types)
         outcomes: dict[int, RecordOutcome] = {}
         entries: list[_Entry] = []
         for i, record in enumerate(records):
@@ -127,6 +150,17 @@ class BatchWriter:
                 for o in op.send(round_[start : start + size]):
                     outcomes[o.index] = o
         return WriteResult([outcomes[i] for i in range(len(records))], self.client.calls - calls_before)
+
+
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _dated(record: Record) -> bool:
+    """Does the record carry a date/time value (an object, or ISO 8601 text)?"""
+    return any(
+        isinstance(v, dt.date) or (isinstance(v, str) and _ISO_DAY.match(v) is not None)
+        for v in record.values()
+    )
 
 
 def _rounds(entries: list[_Entry]) -> list[list[_Entry]]:
@@ -149,8 +183,17 @@ def _rounds(entries: list[_Entry]) -> list[list[_Entry]]:
 class _Op:
     """One write_batch call: stream, mode and id property, and the send/isolate/map steps."""
 
-    def __init__(self, writer: BatchWriter, stream: str, mode: WriteMode, external_id: str) -> None:
+    def __init__(
+        self,
+        writer: BatchWriter,
+        stream: str,
+        mode: WriteMode,
+        external_id: str,
+        types: Mapping[str, str] | None,
+    ) -> None:
+        self.writer = writer
         self.client = writer.client
+        self.types = types
         self.stream = stream
         self.mode = mode
         self.id_prop = external_id
@@ -188,8 +231,9 @@ class _Op:
                 if rid is None or not str(rid).isdigit():
                     return self._failed(index, key, "MISSING_ID", "archive needs the HubSpot record id")
                 return _Entry(index, key, str(rid), {"id": str(rid)})
+            types = self.types or {}
             sent = {
-                str(k): to_hubspot_value(str(k), v)
+                str(k): to_hubspot_value(str(k), for_hubspot(v, types.get(str(k))))
                 for k, v in record.items()
                 if k not in _IDENTITY and not (self.by_record_id and k == self.id_prop)
             }
@@ -217,12 +261,28 @@ class _Op:
             rejected = exc
         else:
             return self.outcomes(entries, status, body)
+        if self.types is None and any(p.code == "INVALID_DATE" for p in rejected.problems):
+            # Refused for a date before the property types were known: learn them, convert, resend once.
+            self.types = self.writer.property_types(self.stream)
+            if self._convert_dates(entries):
+                return self.send(entries)
         if rejected.status == 400 and "non-unique" in rejected.vendor_message:
             raise ConfigError(
                 f"HubSpot {self.stream}: {self.id_prop!r} is not a unique property; upserts need one "
                 "created with hasUniqueValue"
             )
         return self.isolate(entries, rejected)
+
+    def _convert_dates(self, entries: list[_Entry]) -> bool:
+        """Convert the date-typed values of prepared entries in place; True if any changed."""
+        types, changed = self.types or {}, False
+        for e in entries:
+            props = e.payload.get("properties") or {}
+            for name, value in list(props.items()):
+                if types.get(name) in DATE_TYPES and (new := for_hubspot(value, types[name])) != value:
+                    props[name] = e.sent[name] = str(new)
+                    changed = True
+        return changed
 
     def isolate(self, entries: list[_Entry], exc: VendorRejected) -> list[RecordOutcome]:
         if len(entries) == 1:

@@ -321,5 +321,7 @@ class SalesforceConnector(Connector):
             return WriteResult([], calls=0)
         calls = self._client.calls
         self._client.ensure_budget()
-        result = write_records(self._client, sobject, records, mode, ext)
+        described = self._described.get(sobject)  # dates by the fields' types, if described (no call)
+        types = {str(f.get("name")): str(f.get("type")) for f in described[1]} if described else None
+        result = write_records(self._client, sobject, records, mode, ext, field_types=types)
         return WriteResult(result.outcomes, calls=self._client.calls - calls)

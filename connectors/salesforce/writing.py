@@ -21,11 +21,12 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from connectors.salesforce.client import NotFound, SalesforceClient
+from connectors.values import for_salesforce
 from schemas.connector import OutcomeStatus, Record, RecordOutcome, WriteMode, WriteResult
 from schemas.errors import DataError
 
@@ -117,9 +118,17 @@ def _ext_value(record: Record, external_id: str) -> str | None:
 
 
 def write_records(
-    client: SalesforceClient, sobject: str, records: Sequence[Record], mode: WriteMode, external_id: str
+    client: SalesforceClient,
+    sobject: str,
+    records: Sequence[Record],
+    mode: WriteMode,
+    external_id: str,
+    *,
+    field_types: Mapping[str, str] | None = None,
 ) -> WriteResult:
-    """Write ``records``; see the module docstring for the promises."""
+    """Write ``records``; see the module docstring for the promises. ``field_types`` (field → the
+    describe's type) converts date/time values to what each field takes (:mod:`connectors.values`:
+    a HubSpot epoch-ms string becomes a DateTime ``…T…Z`` or a Date ``YYYY-MM-DD``)."""
     calls = client.calls
     outcomes: list[RecordOutcome | None] = [None] * len(records)
     pending: list[tuple[int, str | None, bytes]] = []
@@ -134,6 +143,8 @@ def write_records(
         if mode in (WriteMode.UPDATE, WriteMode.DELETE) and not isinstance(record.get("Id"), str):
             outcomes[i] = _failed(i, ext, "MISSING_ID", "record has no Id")
             continue
+        if field_types:
+            record = {k: for_salesforce(v, field_types.get(k)) for k, v in record.items()}
         try:
             body = _encode_record(sobject, record)
         except _BadValue as bad:

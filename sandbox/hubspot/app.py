@@ -8,6 +8,8 @@ Endpoints (``{t}`` is ``contacts``, ``companies`` or ``deals``, or their ``0-1``
     PATCH  /crm/v3/objects/{t}/{id}                 update (idProperty)
     DELETE /crm/v3/objects/{t}/{id}                 archive → 204
     POST   /crm/v3/objects/{t}/search               search (see sandbox.hubspot.search)
+    POST   /crm/v3/objects/{t}/merge                merge two records (see sandbox.hubspot.merges)
+    POST   /crm/v3/objects/contacts/gdpr-delete     delete a contact permanently → 204
     POST   /crm/v3/objects/{t}/batch/{read,create,update,upsert,archive}
     GET    /crm/v3/properties/{t}                   property definitions (archived=true: archived only)
     POST   /crm/v3/properties/{t}                   create a property → 201
@@ -38,6 +40,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -63,8 +66,10 @@ from sandbox.hubspot.exports import (
     ExportTaskInfo,
     parse_export_request,
 )
+from sandbox.hubspot.merges import Merges
 from sandbox.hubspot.oauth_pages import OAuthPages
 from sandbox.hubspot.objects import CrmObjects
+from sandbox.hubspot.quirks import Quirks, decode_list_cursor, encode_list_cursor
 from sandbox.hubspot.ratelimit import Limited, RateLimiter
 from sandbox.hubspot.schema import (
     FIELD_TYPES,
@@ -222,17 +227,20 @@ class HubSpotSandbox(VendorSandbox):
         export_partition_rows: int = DEFAULT_PARTITION_ROWS,
         export_rows_per_s: float | None = None,
         export_queue_delay_s: float = 0.0,
+        quirks: Quirks | None = None,
     ) -> None:
         super().__init__(
             store=store or RecordStore(store_path),
             oauth=OAuthServer(access_ttl_s=1800, rotate_refresh_tokens=False, require_pkce=require_pkce),
         )
         self.portal_id = portal_id
+        self.quirks = quirks or Quirks()
         self.user_id = 7_654_321
         self.user_email = "sandbox-admin@crmhub.test"
         self.hub_domain = "crmhub-sandbox.hubspot.test"
         self.properties = PropertyRegistry()
         self.objects = CrmObjects(self.store, self.properties, portal_id)
+        self.merges = Merges(self.store, self.objects)
         self.limits = RateLimiter(
             burst_limit=burst_limit,
             burst_window_s=burst_window_s,
@@ -493,7 +501,12 @@ class HubSpotSandbox(VendorSandbox):
                 return auth
             state = sandbox.limits.hit(search=search)
             if isinstance(state, Limited):
-                return rate_limit_response(state.policy, state.message, state.retry_after_s)
+                return rate_limit_response(
+                    state.policy,
+                    state.message,
+                    state.retry_after_s,
+                    send_retry_after=sandbox.quirks.retry_after_header,
+                )
             try:
                 if scope is not None and not auth.allows(scope):
                     raise ApiError(
@@ -511,7 +524,10 @@ class HubSpotSandbox(VendorSandbox):
                 response = await inner(request)
             except ApiError as exc:
                 response = exc.response()
-            response.headers.update(sandbox.limits.headers(state, private_app=auth.private_app))
+            if not search:
+                # Search answers carry no X-HubSpot-RateLimit-* headers, only the correlation id
+                # (https://community.hubspot.com/t5/Developer-Announcements/Rate-limit-headers-will-now-appear-for-OAuth-authenticated-calls/m-p/399520).
+                response.headers.update(sandbox.limits.headers(state, private_app=auth.private_app))
             return response
 
         return endpoint(name)(handler)
@@ -525,10 +541,22 @@ class HubSpotSandbox(VendorSandbox):
                 base = f"/crm/v3/objects/{seg}"
                 n = ot.name
                 routes += [
+                    Route(f"{base}/merge", self._api(f"hs.merge.{n}", self._merge(ot)), methods=["POST"]),
                     Route(
                         f"{base}/search",
                         self._api(f"hs.search.{n}", self._search(ot), search=True),
                         methods=["POST"],
+                    ),
+                    *(
+                        [
+                            Route(
+                                f"{base}/gdpr-delete",
+                                self._api("hs.gdpr_delete.contacts", self._gdpr),
+                                methods=["POST"],
+                            )
+                        ]
+                        if n == "contacts"
+                        else []
                     ),
                     Route(
                         f"{base}/batch/read",
@@ -651,9 +679,11 @@ class HubSpotSandbox(VendorSandbox):
             q = request.query_params
             try:
                 limit = int(q.get("limit", DEFAULT_LIST_LIMIT))
-                start = int(q.get("after") or 0)
             except ValueError as exc:
-                raise ApiError(400, "VALIDATION_ERROR", "limit and after must be integers") from exc
+                raise ApiError(400, "VALIDATION_ERROR", "limit must be an integer") from exc
+            start = decode_list_cursor(q.get("after") or "")
+            if start is None:  # e.g. an encoded cursor encoded once more: text is the emulator's
+                raise ApiError(400, "VALIDATION_ERROR", "Invalid paging cursor (after)")
             if not 1 <= limit <= MAX_LIST_LIMIT or not 0 <= start < 2**63:
                 raise ApiError(400, "VALIDATION_ERROR", f"limit must be between 1 and {MAX_LIST_LIMIT}")
             archived = _bool_param(request, "archived")
@@ -664,10 +694,10 @@ class HubSpotSandbox(VendorSandbox):
             )
             body: dict[str, Any] = {"results": self._render(ot, rows[:limit], names)}
             if len(rows) > limit:
-                after = str(rows[limit - 1].num + 1)
+                after = encode_list_cursor(rows[limit - 1].num + 1, encoded=self.quirks.encoded_list_cursors)
                 # paging shape of paging_next_page.example.hubspot_spec.json; like the live API the
                 # link is absolute and keeps the request's query (clients such as dlt follow it as is)
-                link = str(request.url.include_query_params(after=after))
+                link = str(request.url.include_query_params(after=unquote(after)))
                 body["paging"] = {"next": {"after": after, "link": link}}
             return json_response(body)
 
@@ -676,15 +706,43 @@ class HubSpotSandbox(VendorSandbox):
     def _get(self, ot: ObjectType) -> _Inner:
         async def handle(request: Request) -> Response:
             id_prop = self.objects.id_property(ot, request.query_params.get("idProperty"))
-            row = self.objects.find(
-                ot, request.path_params["objectId"], id_prop, archived=_bool_param(request, "archived")
-            )
+            key, archived = request.path_params["objectId"], _bool_param(request, "archived")
+            row = self.objects.find(ot, key, id_prop, archived=archived)
+            if row is None and id_prop is None and not archived:
+                row = self.merges.resolve(ot, key)  # a merged-away id answers the merge's result
             if row is None:
                 raise ApiError(404, "", "")  # HubSpot: 404, empty body
             names = self.objects.output_properties(ot, _properties_param(request))
             return json_response(self.objects.render(ot, row, names))
 
         return handle
+
+    def _merge(self, ot: ObjectType) -> _Inner:
+        async def handle(request: Request) -> Response:
+            body = await _json_body(request)
+            primary, other = str(body.get("primaryObjectId") or ""), str(body.get("objectIdToMerge") or "")
+            with self.objects.write_lock:
+                row = self.merges.merge(ot, primary, other, self.store.clock.now_ms())
+            return json_response(self.objects.render(ot, row, self.objects.output_properties(ot, None)))
+
+        return handle
+
+    async def _gdpr(self, request: Request) -> Response:
+        body = await _json_body(request)
+        with self.objects.write_lock:
+            self.merges.gdpr_delete(OBJECT_TYPES["contacts"], body)
+        return Response(status_code=204)
+
+    def merge_records(self, obj: str, primary_id: str, other_id: str) -> str:
+        """Merge two records as ``POST .../merge`` does; returns the resulting record's id."""
+        ot = self._ot(obj)
+        with self.objects.write_lock:
+            return self.merges.merge(ot, primary_id, other_id, self.store.clock.now_ms()).id
+
+    def gdpr_delete(self, obj: str, record_id: str) -> None:
+        """Delete a record permanently, as ``POST /crm/v3/objects/contacts/gdpr-delete`` does."""
+        with self.objects.write_lock:
+            self.merges.gdpr_delete(self._ot(obj), {"objectId": record_id})
 
     def _create(self, ot: ObjectType) -> _Inner:
         async def handle(request: Request) -> Response:
@@ -795,7 +853,7 @@ class HubSpotSandbox(VendorSandbox):
                 )
                 for r, i in zip(rows, inputs, strict=True)
             ]
-            return json_response(self._batch_body(results, [], started), 201)
+            return json_response(self._batch_body(results, [], started), self.quirks.batch_create_status)
 
         return handle
 
@@ -896,7 +954,9 @@ class HubSpotSandbox(VendorSandbox):
 
     def _search(self, ot: ObjectType) -> _Inner:
         async def handle(request: Request) -> Response:
-            query = compile_search(ot, self.properties, await _json_body(request))
+            lag_s = self.quirks.stale_search_hits_s
+            stale_since = self.store.clock.now_ms() - int(lag_s * 1000) if lag_s > 0 else None
+            query = compile_search(ot, self.properties, await _json_body(request), stale_since_ms=stale_since)
             rows = self.store.select(
                 ot.name,
                 query.where,
@@ -907,7 +967,8 @@ class HubSpotSandbox(VendorSandbox):
             )
             total = self.store.count(ot.name, query.where, query.params)
             names = self.objects.output_properties(ot, query.properties)
-            body: dict[str, Any] = {"total": total, "results": self._render(ot, rows, names)}
+            live = [r for r in rows if not r.deleted]  # stale index hits take a place, show nothing
+            body: dict[str, Any] = {"total": total, "results": self._render(ot, live, names)}
             nxt = query.offset + query.limit
             if nxt < total:
                 # Offset paging; handed out even at 10,000, where the next request is refused (400).

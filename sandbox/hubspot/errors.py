@@ -128,14 +128,19 @@ def invalid_properties(problems: Sequence[PropertyProblem]) -> ApiError:
 
 
 def rate_limit_response(
-    policy: str, message: str, retry_after_s: float, headers: Mapping[str, str] | None = None
+    policy: str,
+    message: str,
+    retry_after_s: float,
+    headers: Mapping[str, str] | None = None,
+    *,
+    send_retry_after: bool = True,
 ) -> Response:
     """HubSpot's 429 body: ``status``, ``message`` naming the limit, ``errorType: RATE_LIMIT``,
     ``correlationId``, ``policyName``, ``requestId`` — the format quoted from
     https://developers.hubspot.com/docs/api/usage-details (community copy:
     https://community.hubspot.com/rss/message?board.id=integrations&message.id=47812).
-    ``Retry-After`` (whole seconds) is our addition for clients that honour it; HubSpot documents it
-    for 477 only, not verified for 429.
+    ``Retry-After`` (whole seconds) is our addition, sent only when ``send_retry_after``: HubSpot
+    documents it for 477 only, not for 429 (see :mod:`sandbox.hubspot.quirks`).
     """
     body = {
         "status": "error",
@@ -146,5 +151,6 @@ def rate_limit_response(
         "requestId": uuid.uuid4().hex,
     }
     out = dict(headers or {})
-    out["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    if send_retry_after:
+        out["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
     return json_response(body, 429, out)

@@ -15,6 +15,7 @@ archived records, ``archivedAt``.
 from __future__ import annotations
 
 import calendar
+import datetime
 import re
 import threading
 import time
@@ -25,7 +26,7 @@ from sandbox.hubspot.errors import ApiError, PropertyProblem, invalid_properties
 from sandbox.hubspot.schema import ObjectType, PropertyDef, PropertyRegistry, iso_ms
 from sandbox.records import RecordRow, RecordStore
 
-__all__ = ["MAX_VALUE_CHARS", "CrmObjects", "canonical_number", "parse_datetime_ms"]
+__all__ = ["MAX_VALUE_CHARS", "CrmObjects", "canonical_number", "not_midnight_message", "parse_datetime_ms"]
 
 # HubSpot's own e-mail check is stricter than RFC 5322 in places; this catches what its
 # INVALID_EMAIL examples show ("name@domain.<bad tld>", "example.lcom", "dsfsafas@").
@@ -37,6 +38,10 @@ _SYSTEM = ("createdate", "hs_object_id")
 # A property value holds at most 65,536 characters (HubSpot's property-field limits:
 # https://knowledge.hubspot.com/properties/property-field-types-in-hubspot, "Single-line text").
 MAX_VALUE_CHARS = 65_536
+# A ``date`` property holds midnight UTC only: any other time of day is refused with INVALID_DATE
+# (https://developers.hubspot.com/docs/faq/how-should-timestamps-be-formatted-for-hubspots-apis:
+# "If you try to set a value that is not midnight UTC, you will receive an error").
+_DAY_MS = 86_400_000
 
 
 def parse_datetime_ms(value: Any) -> int | None:
@@ -61,7 +66,9 @@ def parse_datetime_ms(value: Any) -> int | None:
         time.gmtime(secs)  # range check
     except (ValueError, OverflowError):
         return None
-    if not (1 <= int(mo) <= 12 and 1 <= int(d) <= 31):
+    try:  # timegm rolls 2024-02-30 over to March 1st; HubSpot has no such day
+        datetime.date(int(y), int(mo), int(d))
+    except ValueError:
         return None
     ms = secs * 1000 + (int((frac or "0").ljust(3, "0")[:3]))
     if tz and tz != "Z":
@@ -69,6 +76,19 @@ def parse_datetime_ms(value: Any) -> int | None:
         digits = tz[1:].replace(":", "")
         ms -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60) * 1000
     return ms
+
+
+def not_midnight_message(ms: int) -> str:
+    """HubSpot's refusal of a ``date`` value that is not midnight UTC, in its live form: the value as
+    epoch ms, then H:M:S.ms without padding ("1606768561954 is at 20:36:1.954 UTC, not midnight!",
+    quoted in hubspot-net/HubSpot.NET#98; "1641038400000 is at 12:0:0.0 UTC, not midnight!" in public
+    notes). Unpadded milliseconds below 100 (".50" vs ".050") are our guess.
+    """
+    rest = ms % _DAY_MS
+    h, rest = divmod(rest, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    sec, frac = divmod(rest, 1000)
+    return f"{ms} is at {h}:{m}:{sec}.{frac} UTC, not midnight!"
 
 
 def canonical_number(value: Any) -> str | None:
@@ -190,6 +210,8 @@ class CrmObjects:
             ms = parse_datetime_ms(raw)
             if ms is None:
                 return None, PropertyProblem.make(name, "INVALID_DATE", f"{raw} was not a valid date.")
+            if pdef.type == "date" and ms % _DAY_MS:
+                return None, PropertyProblem.make(name, "INVALID_DATE", not_midnight_message(ms))
             return (iso_ms(ms) if pdef.type == "datetime" else iso_ms(ms)[:10]), None
         if len(text) > MAX_VALUE_CHARS:
             # The documented limit; code and text are the emulator's (not verified against a live

@@ -239,6 +239,18 @@ def _system(group: str, modified: str) -> list[PropertyDef]:
             hubspot_defined=True,
             read_only_value=True,
         ),
+        # The ids merged into a record, ";"-separated ("Merged [record] IDs":
+        # https://knowledge.hubspot.com/records/merge-records); type and field type are a guess.
+        _p(
+            "hs_merged_object_ids",
+            "Merged record IDs",
+            "enumeration",
+            "checkbox",
+            group,
+            hubspot_defined=True,
+            calculated=True,
+            read_only_value=True,
+        ),
     ]
 
 

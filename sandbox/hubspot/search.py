@@ -165,8 +165,17 @@ class _Compiler:
         return f"{col} {'DESC' if desc else 'ASC'}"
 
 
-def compile_search(ot: ObjectType, registry: PropertyRegistry, body: Mapping[str, Any]) -> SearchQuery:
-    """Translate a PublicObjectSearchRequest body; raises :class:`ApiError` (400) when HubSpot would."""
+def compile_search(
+    ot: ObjectType,
+    registry: PropertyRegistry,
+    body: Mapping[str, Any],
+    *,
+    stale_since_ms: int | None = None,
+) -> SearchQuery:
+    """Translate a PublicObjectSearchRequest body; raises :class:`ApiError` (400) when HubSpot would.
+
+    ``stale_since_ms``: records archived after it still match, as stale index hits (the caller
+    drops them from the results; see :mod:`sandbox.hubspot.quirks`)."""
     comp = _Compiler(ot, registry)
     groups = body.get("filterGroups") or []
     if not isinstance(groups, list):
@@ -191,6 +200,9 @@ def compile_search(ot: ObjectType, registry: PropertyRegistry, body: Mapping[str
     if total_filters > MAX_FILTERS_TOTAL:
         raise _bad(f"Too many filters: {total_filters} (maximum is {MAX_FILTERS_TOTAL})")
     where = "deleted = 0"
+    if stale_since_ms is not None:
+        where = "(deleted = 0 OR (deleted = 1 AND modstamp > ?))"
+        params.insert(0, stale_since_ms)
     if clauses:
         where += " AND (" + " OR ".join(clauses) + ")"
     query = body.get("query")

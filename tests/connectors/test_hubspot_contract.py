@@ -10,6 +10,7 @@ import pytest
 
 from connectors.hubspot import HubSpotConnector
 from connectors.testing import ConnectorContract
+from sandbox.hubspot.quirks import Quirks
 from sandbox.tls import SandboxCA
 from tests.connectors import hubspot_harness
 from tests.connectors.hubspot_harness import HubSpotHarness, SandboxTokens, make_connector, portal
@@ -25,7 +26,10 @@ def stream(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def served(hs_ca: SandboxCA) -> Iterator[Served]:
-    yield from portal(hs_ca, {"contacts": 120, "companies": 60})
+    """With production's faults on (docs/VENDOR-FAITHFULNESS.md): stale search hits (short and
+    empty pages with a next cursor), URL-encoded list cursors, batch create answering 200."""
+    rules = Quirks(stale_search_hits_s=3600, encoded_list_cursors=True, batch_create_status=200)
+    yield from portal(hs_ca, {"contacts": 120, "companies": 60}, quirks=rules)
 
 
 @pytest.fixture
