@@ -16,7 +16,11 @@ Promises a connector makes (checked by :mod:`connectors.testing`):
 * ``read_page`` returns at most ``page_size`` records (a vendor page may be smaller) and a
   ``next_state`` from which the read resumes exactly: no record lost or repeated, even when many
   records share one modification timestamp; ``has_more=False`` only at the end.
-* incremental reads see deletes (``Page.deleted_ids``) and never move the cursor backwards.
+* incremental reads see deletes (``Page.deleted_ids``) and never move the cursor backwards; when
+  the vendor can no longer prove every delete was seen (a purged delete log) a page says so in
+  ``Page.reconcile``.
+* ``list_ids`` (optional) pages through the id of every live record, so deletes the vendor never
+  reports (purged recycle bins, GDPR erasure) can be found by comparison.
 * ``write_batch`` returns exactly one outcome per input record, in input order; upserts by
   external id are idempotent.
 """
@@ -31,6 +35,7 @@ from pydantic import BaseModel
 
 from schemas.connector import (
     CheckResult,
+    IdPage,
     Page,
     Record,
     SchemaDrift,
@@ -40,6 +45,7 @@ from schemas.connector import (
     WriteMode,
     WriteResult,
 )
+from schemas.errors import ConfigError
 
 __all__ = ["Connector", "TokenSource", "diff_schema"]
 
@@ -83,6 +89,14 @@ class Connector(ABC):
         self, stream: str, records: Sequence[Record], mode: WriteMode, *, external_id: str
     ) -> WriteResult:
         """Write ``records``; one outcome per record, in order. Upserts match on ``external_id``."""
+
+    def list_ids(self, stream: str, state: StreamState, page_size: int) -> IdPage:
+        """The next page of ids of every live record of ``stream`` (start with ``StreamState()``).
+
+        Optional: the default refuses with :class:`~schemas.errors.ConfigError` code
+        ``LIST_IDS_UNSUPPORTED``, so a caller can tell "not offered" from a failure.
+        """
+        raise ConfigError(f"{self.name} cannot list the ids of a stream", code="LIST_IDS_UNSUPPORTED")
 
     def close(self) -> None:  # noqa: B027 - optional hook: release HTTP sessions
         """Release resources (HTTP sessions). Optional."""

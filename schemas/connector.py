@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CheckResult",
     "FieldSpec",
+    "IdPage",
     "OutcomeStatus",
     "Page",
     "ReadMode",
@@ -70,6 +71,11 @@ class Page:
     """One page of records and the state to read the next one from.
 
     ``deleted_ids`` lists records deleted at the source (seen through the recycle bin / archive).
+    ``merged_into`` maps those of them that lost a merge to the record that absorbed them
+    (Salesforce ``MasterRecordId``): still deletes for the destination, but lineage can say "merged".
+    ``reconcile`` is set (a short reason code) when the source can no longer prove it reported every
+    delete since ``next_state``'s predecessor — e.g. its delete log was purged past the cursor — so
+    the caller should compare :meth:`connectors.base.Connector.list_ids` with what it holds.
     ``calls`` counts the vendor API calls this page cost (for budgets and benchmarks).
     """
 
@@ -77,6 +83,22 @@ class Page:
     next_state: StreamState
     has_more: bool
     deleted_ids: list[str] = field(default_factory=list)
+    calls: int = 1
+    merged_into: dict[str, str] = field(default_factory=dict)
+    reconcile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdPage:
+    """One page of the ids of every live record of a stream (for delete reconciliation).
+
+    ``next_state`` resumes the listing (``has_more=False`` at the end); ids of one listing are
+    unique, in no promised order. A record created during a listing may be missing from it.
+    """
+
+    ids: list[str]
+    next_state: StreamState
+    has_more: bool
     calls: int = 1
 
 
