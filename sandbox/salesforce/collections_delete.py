@@ -6,13 +6,14 @@ a well-formed request answers 200 with one DeleteResult per id, in the order giv
 fails; more than 200 ids is refused as a whole (400, the platform's ``EXCEEDED_ID_LIMIT`` as for the
 other collection calls). Per-record error codes are the platform's usual ones — a **guess** for this
 call, no vendor example shows a failed item: ``MALFORMED_ID`` for an id that is not one,
-``ENTITY_IS_DELETED`` for a record already in the recycle bin (as the single-record DELETE says),
-``INVALID_CROSS_REFERENCE_KEY`` for an id no record has.
+``ENTITY_IS_DELETED`` for a record already in the recycle bin and ``NOT_FOUND`` for an id no
+record has (both as this sandbox's single-record DELETE answers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["delete"]
 
 LIMIT = 200
+_ID_SHAPE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _BY_PREFIX = {prefix: obj for obj, prefix in KEY_PREFIXES.items()}
 
 
@@ -51,16 +53,14 @@ async def delete(sb: SalesforceSandbox, request: Request) -> Response:
         with sb.write_lock:
             plan: list[tuple[str, str | None, dict[str, Any] | None]] = []  # (id, object, error)
             for rid in ids:
-                if not is_valid_id(rid):
+                if not _ID_SHAPE.match(rid):
                     plan.append((rid, None, _error("MALFORMED_ID", f"malformed id {rid}")))
                     continue
-                rid18 = to_18(rid)
+                rid18 = to_18(rid) if is_valid_id(rid) else rid
                 obj = _BY_PREFIX.get(rid18[:3])
                 row = sb.store.get(obj, rid18, include_deleted=True) if obj in sb.schema.objects() else None
                 if obj is None or row is None:
-                    plan.append(
-                        (rid18, None, _error("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))
-                    )
+                    plan.append((rid18, None, _error("NOT_FOUND", "The requested resource does not exist")))
                 elif row.deleted:
                     plan.append((rid18, obj, _error("ENTITY_IS_DELETED", "entity is deleted")))
                 else:
