@@ -88,7 +88,7 @@ class SalesforceConfig(RetryConfig):
         2000,
         ge=1,
         le=20_000,
-        description="most pairs the overlap window keeps (~15 bytes each in the state); beyond, it shrinks",
+        description="most pairs the overlap window keeps (15-20 bytes each in the state); beyond, it shrinks",
     )
     delete_log_check: bool = Field(
         True,

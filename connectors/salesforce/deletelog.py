@@ -12,7 +12,8 @@ deletes may have been missed.
 At the start of each incremental run the connector makes one getDeleted call over the last two
 minutes (a window Salesforce accepts — more than a minute, within 15 days — and small: only the
 deletes of those two minutes come back) and keeps its ``latestDateCovered`` as the next ``covered``.
-A ``covered`` older than the 15-day window needs no call: the bin has been purged past it.
+A ``covered`` older than the 15-day window is reported whatever getDeleted says (the bin keeps 15
+days); the call still gives the next ``covered``.
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ def _iso(t: dt.datetime) -> str:
 
 
 def check_delete_log(
-    client: SalesforceClient, sobject: str, covered_ms: int, now_s: float
-) -> tuple[str | None, int | None]:
-    """(reconcile reason or None, the new ``covered`` in epoch ms or None if unknown) — one call."""
+    client: SalesforceClient, sobject: str, covered_ms: int, now_s: float, *, reported_ms: int | None = None
+) -> tuple[str | None, int | None, int | None]:
+    """(reconcile reason or None, the new ``covered``, the purge time seen) in epoch ms — one call.
+
+    ``reported_ms`` is the purge time a previous run already reported: the same purge is not
+    reported twice (both times have minute precision, so a purge within the minute of the last
+    look counts, once)."""
     now = dt.datetime.fromtimestamp(now_s, dt.UTC)
     too_old = (
         now - dt.datetime.fromtimestamp(covered_ms / 1000, dt.UTC)
@@ -50,13 +55,14 @@ def check_delete_log(
         body = client.get_deleted(sobject, _iso(now - _WINDOW), _iso(now))
     except DataError as err:
         if err.code == "INVALID_REPLICATION_DATE":
-            return (TOO_OLD if too_old else UNAVAILABLE), None
+            return (TOO_OLD if too_old else UNAVAILABLE), None, None
         raise
     try:
         purged_ms = ms_of(str(body["earliestDateAvailable"]))
         new_covered = ms_of(str(body["latestDateCovered"]))
     except ValueError:
-        return UNAVAILABLE, None
+        return UNAVAILABLE, None, None
     if too_old:
-        return TOO_OLD, new_covered
-    return (PURGED if purged_ms > covered_ms else None), new_covered
+        return TOO_OLD, new_covered, purged_ms
+    purged = purged_ms >= covered_ms and purged_ms != reported_ms
+    return (PURGED if purged else None), new_covered, purged_ms

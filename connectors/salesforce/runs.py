@@ -8,7 +8,8 @@ without the mark starts a new one). The first page of a run
   re-read of the overlap window begins (:mod:`.reading`, :mod:`.overlap`) — only if the state
   carries the pairs to skip, so a state from before the window re-reads nothing twice;
 * asks :func:`.deletelog.check_delete_log` whether deletes may have been purged unseen since
-  ``extra["covered"]`` (else the cursor) and keeps the answer's coverage in ``extra["covering"]``.
+  ``extra["covered"]`` (else the cursor) and keeps the answer's coverage in ``extra["covering"]``
+  (and the purge it reported in ``extra["purge_reported"]``, so one purge is reported once).
 
 The last page (``has_more=False``) drops the run mark and the scan position and moves ``covering``
 to ``covered``.
@@ -25,11 +26,12 @@ from connectors.salesforce.overlap import SEEN_KEY, Seen
 from connectors.salesforce.reading import SCAN_KEY, Overlap, key_of
 from schemas.connector import Page, ReadMode, StreamState
 
-__all__ = ["COVERED_KEY", "COVERING_KEY", "RUN_KEY", "end_page", "start_run"]
+__all__ = ["COVERED_KEY", "COVERING_KEY", "REPORTED_KEY", "RUN_KEY", "end_page", "start_run"]
 
 RUN_KEY = "run"
 COVERED_KEY = "covered"
 COVERING_KEY = "covering"
+REPORTED_KEY = "purge_reported"
 
 
 def start_run(
@@ -57,9 +59,18 @@ def start_run(
     covered = extra.get(COVERED_KEY)
     base = int(covered) if covered and covered.isdigit() else (None if high_water is None else high_water[0])
     if check_deletes and state.include_deleted and base is not None:
-        reason, covering = check_delete_log(client, sobject, base, now())
+        reported = extra.get(REPORTED_KEY)
+        reason, covering, purged = check_delete_log(
+            client,
+            sobject,
+            base,
+            now(),
+            reported_ms=int(reported) if reported and reported.isdigit() else None,
+        )
         if covering is not None:
             extra[COVERING_KEY] = str(covering)
+        if reason is not None and purged is not None:
+            extra[REPORTED_KEY] = str(purged)
     return state.model_copy(update={"extra": extra}), reason
 
 
