@@ -76,7 +76,8 @@ def test_replication_windows_outside_the_rules_are_invalid_replication_date(
     start = now - start_days_ago * DAY_MS - 10 * 60_000
     with pytest.raises(SalesforceMalformedRequest) as err:
         _window(org.client(), kind, start, start + span_min * 60_000)
-    assert err.value.content[0]["errorCode"] == "INVALID_REPLICATION_DATE"
+    body: Any = err.value.content  # simple-salesforce keeps the parsed JSON error body here
+    assert body[0]["errorCode"] == "INVALID_REPLICATION_DATE"
 
 
 def test_records_in_the_bin_15_days_are_purged(org: Org) -> None:
