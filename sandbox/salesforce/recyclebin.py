@@ -43,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sandbox.fake import BASE_EPOCH_MS
+from sandbox.records import RecordRow
 from sandbox.salesforce.engine import format_datetime
 from sandbox.salesforce.http import ApiError, json_response
 from sandbox.salesforce.ids import to_18
@@ -175,15 +176,19 @@ class RecycleBin:
             covered = min(covered, _minute(held))
         return obj, start, end, covered
 
-    async def deleted(self, request: Request) -> Response:
-        obj, start, end, covered = self._window(request, DELETED_WINDOW_DAYS)
-        rows = self.sb.store.select(
-            obj, "deleted = 1 AND modstamp >= ? AND modstamp < ?", [start, end], limit=ID_LIMIT + 1
-        )
+    def _changed(self, request: Request, days: int, *, deleted: bool) -> tuple[str, list[RecordRow], int]:
+        """The window's object, its rows (deleted ones or live ones) and ``latestDateCovered``."""
+        obj, start, end, covered = self._window(request, days)
+        where = f"deleted = {int(deleted)} AND modstamp >= ? AND modstamp < ?"
+        rows = self.sb.store.select(obj, where, [start, end], limit=ID_LIMIT + 1)
         if len(rows) > ID_LIMIT:
             raise ApiError(
                 400, "EXCEEDED_ID_LIMIT", "Too many ids: choose start and end dates closer together"
             )
+        return obj, rows, covered
+
+    async def deleted(self, request: Request) -> Response:
+        obj, rows, covered = self._changed(request, DELETED_WINDOW_DAYS, deleted=True)
         body = {
             "deletedRecords": [{"id": r.id, "deletedDate": format_datetime(r.modstamp)} for r in rows],
             "earliestDateAvailable": format_datetime(_minute(self.earliest_available(obj))),
@@ -192,12 +197,5 @@ class RecycleBin:
         return json_response(body)
 
     async def updated(self, request: Request) -> Response:
-        obj, start, end, covered = self._window(request, UPDATED_WINDOW_DAYS)
-        rows = self.sb.store.select(
-            obj, "deleted = 0 AND modstamp >= ? AND modstamp < ?", [start, end], limit=ID_LIMIT + 1
-        )
-        if len(rows) > ID_LIMIT:
-            raise ApiError(
-                400, "EXCEEDED_ID_LIMIT", "Too many ids: choose start and end dates closer together"
-            )
+        _, rows, covered = self._changed(request, UPDATED_WINDOW_DAYS, deleted=False)
         return json_response({"ids": [r.id for r in rows], "latestDateCovered": format_datetime(covered)})

@@ -125,17 +125,13 @@ class Served:
         return conn
 
 
-@pytest.fixture(scope="session")
-def replay_ca(tmp_path_factory: pytest.TempPathFactory) -> SandboxCA:
-    return SandboxCA.ensure(tmp_path_factory.mktemp("salesforce-replay-ca"))
-
-
 @pytest.fixture
-def served(replay_ca: SandboxCA) -> Iterator[Served]:
+def served(sf_ca: SandboxCA) -> Iterator[Served]:
+    """The recorded org on loopback, trusted through the harness's sandbox CA (``sf_ca``)."""
     replay = Replay()
-    srv = ServerThread(replay.app(), replay_ca, name="salesforce-replay").start()
+    srv = ServerThread(replay.app(), sf_ca, name="salesforce-replay").start()
     replay.url = srv.url
-    out = Served(replay, replay_ca)
+    out = Served(replay, sf_ca)
     try:
         yield out
     finally:

@@ -11,6 +11,7 @@ import pathlib
 import time
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -70,38 +71,43 @@ def test_a_row_committed_late_with_an_older_stamp_arrives_once_and_nothing_twice
     clock.unfreeze()
 
 
+class _Reader:
+    """One connector's incremental runs, and the (Id, SystemModstamp) pairs they delivered."""
+
+    def __init__(self, org: Org, **overrides: Any) -> None:
+        self.conn = org.connector(**overrides)
+        self.state = read_all(self.conn, "Contact", StreamState(), page_size=50, fields=FIELDS).final_state
+        self.got: list[tuple[str, str]] = []
+        self.runs = 0
+
+    def run(self) -> None:
+        res = read_all(self.conn, "Contact", self.state, page_size=50, fields=FIELDS)
+        self.state = res.final_state
+        self.got += _pairs(res)
+        self.runs += 1
+
+
 def test_the_late_commit_mode_loses_rows_without_the_window_and_none_with_it(org: Org) -> None:
-    conn, naive = org.connector(), org.connector(overlap_s=0)
-    state = read_all(conn, "Contact", StreamState(), page_size=50, fields=FIELDS).final_state
-    naive_state = read_all(naive, "Contact", StreamState(), page_size=50, fields=FIELDS).final_state
+    readers = _Reader(org), _Reader(org, overlap_s=0)
     clock, base = org.sb.store.clock, int(time.time() * 1000)
     created: list[str] = []
-    got: list[tuple[str, str]] = []
-    naive_got: list[tuple[str, str]] = []
     org.sb.calls.clear()
-    runs = 0
     with org.sb.late.mode(every=3, delay_ms=20_000):  # every third write commits 20 s late
         for step in range(12):
             clock.freeze(base + step * 5_000)
             created += [org.sb.create_record("Contact", _new(org)) for _ in range(5)]
-            res = read_all(conn, "Contact", state, page_size=50, fields=FIELDS)
-            naive_res = read_all(naive, "Contact", naive_state, page_size=50, fields=FIELDS)
-            state, naive_state = res.final_state, naive_res.final_state
-            got += _pairs(res)
-            naive_got += _pairs(naive_res)
-            runs += 1
+            for reader in readers:
+                reader.run()
     clock.freeze(base + 12 * 5_000)  # the mode's end committed what was still held
     for _ in range(2):
-        res = read_all(conn, "Contact", state, page_size=50, fields=FIELDS)
-        naive_res = read_all(naive, "Contact", naive_state, page_size=50, fields=FIELDS)
-        state, naive_state = res.final_state, naive_res.final_state
-        got += _pairs(res)
-        naive_got += _pairs(naive_res)
-        runs += 1
+        for reader in readers:
+            reader.run()
     clock.unfreeze()
-    assert len(got) == len(set(got))  # 0 duplicated
-    assert Counter(rid for rid, _ in got) == Counter(created)  # 0 lost: every row once
-    lost = set(created) - {rid for rid, _ in naive_got}
+    windowed, naive = readers
+    runs = windowed.runs
+    assert len(windowed.got) == len(set(windowed.got))  # 0 duplicated
+    assert Counter(rid for rid, _ in windowed.got) == Counter(created)  # 0 lost: every row once
+    lost = set(created) - {rid for rid, _ in naive.got}
     assert lost  # without the window the held rows are passed by the cursor and lost
     calls = org.sb.calls.counts()
     # Per run of each of the two connectors: one getDeleted, at most two queries (more than one page).

@@ -12,14 +12,14 @@ import pytest
 
 from connectors.salesforce.client import InvalidField
 from connectors.salesforce.deletelog import PURGED, UNAVAILABLE
-from connectors.testing import read_all
+from connectors.testing import ReadResult, read_all
 from schemas.connector import OutcomeStatus, ReadMode, StreamState, WriteMode
 from schemas.errors import AuthError, DataError, RateLimited, TransientError
-from tests.connectors import salesforce_replay
+from tests.connectors import salesforce_harness, salesforce_replay
 from tests.connectors.salesforce_harness import SYSTEM_BUNDLE
 from tests.connectors.salesforce_replay import Reply, Served, StaticTokens, V, ours, shared
 
-replay_ca = salesforce_replay.replay_ca
+sf_ca = salesforce_harness.sf_ca
 served = salesforce_replay.served
 
 pytestmark = pytest.mark.integration
@@ -34,6 +34,12 @@ def _system_ca_env(monkeypatch: pytest.MonkeyPatch) -> None:
     if pathlib.Path(SYSTEM_BUNDLE).exists():
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", SYSTEM_BUNDLE)
         monkeypatch.setenv("CURL_CA_BUNDLE", SYSTEM_BUNDLE)
+
+
+def _full_bulk_read(served: Served) -> ReadResult:
+    """A full read that asks for Bulk from its first page (``bulk_threshold=0``)."""
+    conn = served.connector(bulk_threshold=0)
+    return read_all(conn, "Contact", StreamState(mode=ReadMode.FULL), page_size=10, fields=FIELDS)
 
 
 def _describe(served: Served) -> None:
@@ -115,13 +121,7 @@ def test_a_refused_bulk_job_is_read_over_rest(served: Served, refusal: str) -> N
     _describe(served)
     served.replay.add("POST", f"{V}/jobs/query", ours(refusal))
     served.replay.add("GET", f"{V}/query", ours("query_short_batch_page2.json"))
-    res = read_all(
-        served.connector(bulk_threshold=0),
-        "Contact",
-        StreamState(mode=ReadMode.FULL),
-        page_size=10,
-        fields=FIELDS,
-    )
+    res = _full_bulk_read(served)
     assert [r["LastName"] for r in res.records] == ["Di", "Ed"]
     assert served.replay.count("POST", f"{V}/jobs/query") == 1  # refused once, not retried
 
@@ -141,13 +141,7 @@ def test_a_failed_ordered_job_is_followed_by_an_unordered_one_whose_rows_come_in
     served.replay.add(
         "GET", f"{V}/jobs/query/7505d00000AbCdFAAZ/results", ours("bulk_results_unordered.json")
     )
-    res = read_all(
-        served.connector(bulk_threshold=0),
-        "Contact",
-        StreamState(mode=ReadMode.FULL),
-        page_size=10,
-        fields=FIELDS,
-    )
+    res = _full_bulk_read(served)
     assert sorted(r["LastName"] for r in res.records) == ["Ada", "Bea", "Cy"]
     assert (res.final_state.cursor, res.final_state.tie_break) == (
         "2024-01-01T00:00:03.000+0000",
