@@ -262,10 +262,19 @@ class SalesforceConnector(Connector):
         calls = self._client.calls
         self._client.ensure_budget()
         deletes = state.mode is ReadMode.INCREMENTAL and state.include_deleted
+        # A new incremental run: where its overlap re-read starts, and whether deletes were purged unseen.
+        state, reason = start_run(
+            self._client,
+            sobject,
+            state,
+            overlap=self._overlap(),
+            check_deletes=self.config.delete_log_check,
+            now=self._clock,
+        )
         for attempt in (0, 1):
             plan = self._plan(sobject, fields, with_deleted=deletes, fresh=attempt == 1)
             try:
-                page = self._read(sobject, plan, state, page_size)
+                page = end_page(self._read_page(sobject, plan, state, page_size), reason)
             except InvalidField as err:
                 if attempt == 1:
                     raise
@@ -283,17 +292,6 @@ class SalesforceConnector(Connector):
         """Now (by ``clock``, less ``modstamp_lag_s``) as a REST dateTime."""
         end = dt.datetime.fromtimestamp(self._clock() - self.config.modstamp_lag_s, dt.UTC)
         return rest_datetime(format_datetime(end))
-
-    def _read(self, sobject: str, plan: FieldPlan, state: StreamState, page_size: int) -> Page:
-        state, reason = start_run(
-            self._client,
-            sobject,
-            state,
-            overlap=self._overlap(),
-            check_deletes=self.config.delete_log_check,
-            now=self._clock,
-        )
-        return end_page(self._read_page(sobject, plan, state, page_size), reason)
 
     def _read_page(self, sobject: str, plan: FieldPlan, state: StreamState, page_size: int) -> Page:
         extra = dict(state.extra)
