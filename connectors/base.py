@@ -16,7 +16,11 @@ Promises a connector makes (checked by :mod:`connectors.testing`):
 * ``read_page`` returns at most ``page_size`` records (a vendor page may be smaller) and a
   ``next_state`` from which the read resumes exactly: no record lost or repeated, even when many
   records share one modification timestamp; ``has_more=False`` only at the end.
-* incremental reads see deletes (``Page.deleted_ids``) and never move the cursor backwards.
+* incremental reads see deletes (``Page.deleted_ids``) and never move the cursor backwards; when
+  the vendor can no longer prove every delete was seen (a purged delete log) a page says so in
+  ``Page.reconcile``.
+* ``list_ids`` (optional) pages through the id of every live record, so deletes the vendor never
+  reports (purged recycle bins, GDPR erasure) can be found by comparison.
 * ``write_batch`` returns exactly one outcome per input record, in input order; upserts by
   external id are idempotent.
 """
@@ -89,13 +93,16 @@ class Connector(ABC):
     lists_ids: ClassVar[bool] = False
     """Whether :meth:`list_ids` is implemented (id reconciliation is possible)."""
 
-    def list_ids(self, stream: str, page_token: str | None = None, page_size: int = 100) -> IdPage:
-        """Optional: one page of the ids of every live record of ``stream``, from ``page_token``
-        (None: the first page), as cheaply as the vendor allows. A complete listing, compared with
-        the ids mapped at the destination, finds deletes that no read reports. Default: not
-        supported (a :class:`~schemas.errors.ConfigError`; see ``lists_ids``)."""
+    def list_ids(self, stream: str, state: StreamState, page_size: int) -> IdPage:
+        """Optional: the next page of the ids of every live record of ``stream``, as cheaply as the
+        vendor allows (start with ``StreamState()``; resume from ``IdPage.next_state``). A complete
+        listing, compared with the ids mapped at the destination, finds deletes no read reports (a
+        GDPR/permanent delete, a purged recycle bin). The default refuses with
+        :class:`~schemas.errors.ConfigError` code ``LIST_IDS_UNSUPPORTED`` (see ``lists_ids``), so a
+        caller can tell "not offered" from a failure."""
         raise ConfigError(
-            f"the {self.name} connector cannot list the ids of {stream!r} (no id reconciliation)"
+            f"the {self.name} connector cannot list the ids of {stream!r} (no id reconciliation)",
+            code="LIST_IDS_UNSUPPORTED",
         )
 
     def close(self) -> None:  # noqa: B027 - optional hook: release HTTP sessions

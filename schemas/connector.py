@@ -71,10 +71,15 @@ class Page:
     """One page of records and the state to read the next one from.
 
     ``deleted_ids`` lists records deleted at the source (seen through the recycle bin / archive).
-    ``merged_into`` maps ids merged away at the source to the id of the record they live on in
-    (a HubSpot merge, a Salesforce ``MasterRecordId``): the loser is gone without a delete, and the
-    winner may be the very record the loser was upserted into at the destination (same external
-    id) — so a workflow re-points the loser's mapping there instead of deleting that record.
+    ``merged_into`` maps ids merged away at the source to the id of the record that absorbed them
+    (a HubSpot merge, a Salesforce ``MasterRecordId``). A connector may list them in ``deleted_ids``
+    too (Salesforce reports merged losers as deleted rows; HubSpot only with ``merges_as_deletes``):
+    either way the winner may be the very record the loser was upserted into at the destination
+    (same external id), so a workflow never deletes a destination record still mapped from a live
+    source id, and lineage can say "merged".
+    ``reconcile`` is set (a short reason code) when the source can no longer prove it reported every
+    delete since ``next_state``'s predecessor — e.g. its delete log was purged past the cursor — so
+    the caller should compare :meth:`connectors.base.Connector.list_ids` with what it holds.
     ``calls`` counts the vendor API calls this page cost (for budgets and benchmarks).
     """
 
@@ -84,17 +89,20 @@ class Page:
     deleted_ids: list[str] = field(default_factory=list)
     calls: int = 1
     merged_into: dict[str, str] = field(default_factory=dict)
+    reconcile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IdPage:
-    """One page of the ids of every live record of a stream (periodic id reconciliation: an id
-    mapped at the destination but absent from a complete listing was deleted at the source in a
-    way no read reports — a GDPR/permanent delete, a purged recycle bin). ``next_token`` is None on
-    the last page; ``calls`` counts the vendor API calls the page cost."""
+    """One page of the ids of every live record of a stream (for delete reconciliation).
+
+    ``next_state`` resumes the listing (``has_more=False`` at the end); ids of one listing are
+    unique, in no promised order. A record created during a listing may be missing from it.
+    """
 
     ids: list[str]
-    next_token: str | None
+    next_state: StreamState
+    has_more: bool
     calls: int = 1
 
 

@@ -102,14 +102,18 @@ class HubSpotConnector(Connector):
 
     lists_ids: ClassVar[bool] = True
 
-    def list_ids(self, stream: str, page_token: str | None = None, page_size: int = 100) -> IdPage:
+    def list_ids(self, stream: str, state: StreamState, page_size: int) -> IdPage:
         """Every live id of ``stream`` through the list API, 100 a call (the most it pages): a
-        portal of n records costs ceil(n / 100) calls. Archived, merged-away and GDPR-deleted
-        records are not listed, so a complete listing is what id reconciliation compares with."""
+        portal of n records costs ceil(n / 100) calls; the list cursor resumes in
+        ``state.page_token``. Archived, merged-away and GDPR-deleted records are not listed, so a
+        complete listing is what id reconciliation compares with."""
+        if page_size < 1:
+            raise ConfigError("page_size must be at least 1")
         self.client.refresh_token_view()
         calls = self.client.calls
-        ids, after = self._reader.id_page(self._stream(stream), page_token, page_size)
-        return IdPage(ids, after, self.client.calls - calls)
+        ids, after = self._reader.id_page(self._stream(stream), state.page_token, page_size)
+        nxt = state.model_copy(update={"page_token": after})
+        return IdPage(ids, nxt, after is not None, self.client.calls - calls)
 
     def close(self) -> None:
         self._reader.close()

@@ -78,7 +78,8 @@ __all__ = [
 T = TypeVar("T")
 _USAGE_RE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 _FIELD_RE = re.compile(r"(?:No such column|field) '([A-Za-z0-9_.]+)'")
-_CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,79}$")  # vendor codes only; anything else is not echoed
+# Vendor codes only (REST's INVALID_FIELD, Bulk's FeatureNotEnabled); anything else is not echoed.
+_CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9]{15,18}$")
 _LOCATOR_RE = re.compile(r"^[A-Za-z0-9+/=_-]{1,256}$")
 
@@ -421,11 +422,30 @@ class SalesforceClient:
             raise self._shape(what)
         return result
 
-    def delete_record(self, sobject: str, record_id: str) -> None:
-        """DELETE one record (204); vendor errors raise as mapped."""
-        self._run(
-            f"delete {sobject}", lambda sf: sf.restful(f"sobjects/{sobject}/{record_id}", method="DELETE")
+    def delete_collection(self, ids: list[str], *, what: str) -> list[dict[str, Any]]:
+        """``DELETE /composite/sobjects?ids=…&allOrNone=false`` (≤ 200 ids): one result per id, in order."""
+        params = {"ids": ",".join(ids), "allOrNone": "false"}
+        result = self._run(what, lambda sf: sf.restful("composite/sobjects", method="DELETE", params=params))
+        if (
+            not isinstance(result, list)
+            or len(result) != len(ids)
+            or not all(isinstance(r, dict) for r in result)
+        ):
+            raise self._shape(what)
+        return result
+
+    def get_deleted(self, sobject: str, start: str, end: str) -> dict[str, Any]:
+        """``GET /sobjects/{sobject}/deleted/?start=&end=`` (ISO 8601 with offset; seconds ignored)."""
+        what = f"getDeleted {sobject}"
+        params = {"start": start, "end": end}
+        body = self._dict(
+            self._run(what, lambda sf: sf.restful(f"sobjects/{sobject}/deleted/", params=params)), what
         )
+        if not isinstance(body.get("earliestDateAvailable"), str) or not isinstance(
+            body.get("latestDateCovered"), str
+        ):
+            raise self._shape(what)
+        return body
 
     # -- Bulk API 2.0 queries -------------------------------------------------------------------------
 
@@ -442,6 +462,12 @@ class SalesforceClient:
         if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
             raise self._shape(what)
         return job_id
+
+    def bulk_delete(self, job_id: str, *, what: str) -> None:
+        """Delete a query job and its results (204)."""
+        if not _JOB_ID_RE.match(job_id):
+            raise InvalidLocator(f"Salesforce {what}: bad job id in state", code="INVALID_JOB_ID")
+        self._run(what, lambda sf: sf.restful(f"jobs/query/{job_id}", method="DELETE"))
 
     def bulk_state(self, job_id: str, *, what: str) -> str:
         """The job's state (UploadComplete, InProgress, JobComplete, Failed, Aborted)."""

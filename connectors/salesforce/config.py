@@ -35,6 +35,14 @@ class SalesforceConfig(RetryConfig):
         ge=0,
         description="full reads of more records than this (by COUNT()) use a Bulk API 2.0 job; 0 = always",
     )
+    bulk_order_by_max: int = Field(
+        100_000,
+        ge=0,
+        description=(
+            "Bulk jobs of reads counted above this many records leave out ORDER BY (it turns PK "
+            "chunking off and times out on large objects); ordered jobs resume exactly after a loss"
+        ),
+    )
     page_size: int = Field(
         2000, ge=1, le=50_000, description="records per read_page for callers without their own"
     )
@@ -64,6 +72,29 @@ class SalesforceConfig(RetryConfig):
         description=(
             "incremental reads stop this many seconds before now, so records committed late with an "
             "earlier SystemModstamp (long transactions) are not passed by the cursor"
+        ),
+    )
+
+    overlap_s: float = Field(
+        600.0,
+        ge=0,
+        description=(
+            "each incremental run re-reads this many seconds before its cursor and skips the (Id, "
+            "SystemModstamp) pairs it already delivered, so rows a long transaction commits late are "
+            "not lost (600 s: an Apex transaction's longest run); 0 = off"
+        ),
+    )
+    overlap_max_ids: int = Field(
+        2000,
+        ge=1,
+        le=20_000,
+        description="most pairs the overlap window keeps (15-20 bytes each in the state); beyond, it shrinks",
+    )
+    delete_log_check: bool = Field(
+        True,
+        description=(
+            "one getDeleted call per incremental run: a recycle bin purged past the last read makes "
+            "the page say a reconciliation is needed (Page.reconcile)"
         ),
     )
 

@@ -29,14 +29,19 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from connectors.base import Connector, TokenSource, diff_schema
+from connectors.salesforce.bulkread import OrderedJobFailed, bulk_page
 from connectors.salesforce.client import InvalidField, SalesforceClient
 from connectors.salesforce.config import SalesforceConfig
-from connectors.salesforce.reading import bulk_page, counted_page, rest_page
+from connectors.salesforce.idlist import list_ids
+from connectors.salesforce.overlap import FLOOR_KEY, SEEN_KEY
+from connectors.salesforce.reading import BULK_KEYS, Overlap, counted_page, rest_page
+from connectors.salesforce.runs import end_page, start_run
 from connectors.salesforce.schema import CURSOR_FIELD, FieldPlan, plan_fields, rest_datetime, stream_schema
 from connectors.salesforce.soql import format_datetime, is_ident
 from connectors.salesforce.writing import write_records
 from schemas.connector import (
     CheckResult,
+    IdPage,
     Page,
     ReadMode,
     Record,
@@ -52,6 +57,8 @@ from schemas.errors import ConfigError, CrmhubError
 __all__ = ["SalesforceConnector"]
 
 log = logging.getLogger(__name__)
+
+UNORDERED = "bulk_unordered"  # extra["path"] of a Bulk read without ORDER BY
 
 
 class _SharedDescribes:
@@ -255,10 +262,19 @@ class SalesforceConnector(Connector):
         calls = self._client.calls
         self._client.ensure_budget()
         deletes = state.mode is ReadMode.INCREMENTAL and state.include_deleted
+        # A new incremental run: where its overlap re-read starts, and whether deletes were purged unseen.
+        state, reason = start_run(
+            self._client,
+            sobject,
+            state,
+            overlap=self._overlap(),
+            check_deletes=self.config.delete_log_check,
+            now=self._clock,
+        )
         for attempt in (0, 1):
             plan = self._plan(sobject, fields, with_deleted=deletes, fresh=attempt == 1)
             try:
-                page = self._read(sobject, plan, state, page_size)
+                page = end_page(self._read_page(sobject, plan, state, page_size), reason)
             except InvalidField as err:
                 if attempt == 1:
                     raise
@@ -267,8 +283,19 @@ class SalesforceConnector(Connector):
             return dataclasses.replace(page, calls=self._client.calls - calls)
         raise AssertionError("unreachable")
 
-    def _read(self, sobject: str, plan: FieldPlan, state: StreamState, page_size: int) -> Page:
+    def _overlap(self) -> Overlap | None:
+        if self.config.overlap_s <= 0:
+            return None
+        return Overlap(round(self.config.overlap_s * 1000), self.config.overlap_max_ids)
+
+    def _now_datetime(self) -> str:
+        """Now (by ``clock``, less ``modstamp_lag_s``) as a REST dateTime."""
+        end = dt.datetime.fromtimestamp(self._clock() - self.config.modstamp_lag_s, dt.UTC)
+        return rest_datetime(format_datetime(end))
+
+    def _read_page(self, sobject: str, plan: FieldPlan, state: StreamState, page_size: int) -> Page:
         extra = dict(state.extra)
+        overlap = self._overlap()
         if state.mode is ReadMode.FULL:
             path = extra.get("path")
             if path is None:
@@ -277,35 +304,80 @@ class SalesforceConnector(Connector):
                 if fresh and threshold > 0:
                     return self._first_full_page(sobject, plan, state, page_size)
                 path = extra["path"] = "bulk" if fresh else "rest"
-            if path == "bulk":
-                page = bulk_page(
+            if path in ("bulk", UNORDERED):
+                page = self._bulk(sobject, plan, state.model_copy(update={"extra": extra}), page_size)
+                if page is not None:
+                    return page
+                log.warning("%s: Bulk refused, failed or lost; continuing over REST from the keyset", sobject)
+                extra["path"] = "rest"
+            return rest_page(
+                self._client, sobject, plan, state, page_size, window_end=None, extra=extra, overlap=overlap
+            )[0]
+        window_end = state.window_end
+        if window_end is None and self.config.modstamp_lag_s > 0:
+            window_end = self._now_datetime()
+        page, _ = rest_page(
+            self._client, sobject, plan, state, page_size, window_end=window_end, extra=extra, overlap=overlap
+        )
+        return page
+
+    def _bulk(self, sobject: str, plan: FieldPlan, state: StreamState, page_size: int) -> Page | None:
+        """A Bulk result set (see :mod:`connectors.salesforce.bulkread`); an ordered job that failed is
+        followed by one unordered job from the same keyset."""
+        for _ in range(2):
+            ordered = state.extra.get("path") != UNORDERED
+            try:
+                return bulk_page(
                     self._client,
                     sobject,
                     plan,
-                    state.model_copy(update={"extra": extra}),
+                    state,
                     page_size,
                     wait_s=self.config.bulk_wait_s,
+                    bound=state.extra.get("bulk_bound") or self._now_datetime(),
+                    ordered=ordered,
+                    overlap=self._overlap(),
                     sleep=self._sleep,
                 )
-                if page is not None:
-                    return page
-                log.warning("%s: Bulk job lost or failed; continuing over REST from the keyset", sobject)
-                extra["path"] = "rest"
-            return rest_page(self._client, sobject, plan, state, page_size, window_end=None, extra=extra)[0]
-        window_end = state.window_end
-        if window_end is None and self.config.modstamp_lag_s > 0:
-            end = dt.datetime.fromtimestamp(self._clock() - self.config.modstamp_lag_s, dt.UTC)
-            window_end = rest_datetime(format_datetime(end))
-        page, _ = rest_page(self._client, sobject, plan, state, page_size, window_end=window_end, extra=extra)
-        return page
+            except OrderedJobFailed:
+                log.warning("%s: the ordered Bulk job failed; reading without ORDER BY", sobject)
+                extra = {k: v for k, v in state.extra.items() if k not in BULK_KEYS}
+                state = state.model_copy(update={"extra": {**extra, "path": UNORDERED}, "page_token": None})
+        return None
 
     def _first_full_page(self, sobject: str, plan: FieldPlan, state: StreamState, page_size: int) -> Page:
         """The first page of a full read over REST; its query also counts the read's records, which
         picks the path of the pages after it (Bulk above ``bulk_threshold``)."""
-        first, total = counted_page(self._client, sobject, plan, state, page_size)
-        path = "bulk" if total > self.config.bulk_threshold else "rest"
-        after = first.next_state.model_copy(update={"extra": {**first.next_state.extra, "path": path}})
-        return dataclasses.replace(first, next_state=after)
+        first, total = counted_page(self._client, sobject, plan, state, page_size, overlap=self._overlap())
+        path = "rest"
+        if total > self.config.bulk_threshold:
+            path = UNORDERED if total > self.config.bulk_order_by_max else "bulk"
+        extra = {**first.next_state.extra, "path": path}
+        if path == "bulk" and first.has_more:
+            # The Bulk job starts its own record of pairs: this page's rows are older than the
+            # overlap window of the read's end unless the whole object changed within it.
+            extra = {k: v for k, v in extra.items() if k not in (SEEN_KEY, FLOOR_KEY)}
+        return dataclasses.replace(first, next_state=first.next_state.model_copy(update={"extra": extra}))
+
+    lists_ids: ClassVar[bool] = True
+
+    def list_ids(self, stream: str, state: StreamState, page_size: int) -> IdPage:
+        """The next page of live record ids (see :mod:`connectors.salesforce.idlist`)."""
+        sobject = self._object(stream)
+        if page_size < 1:
+            raise ConfigError("page_size must be at least 1")
+        calls = self._client.calls
+        self._client.ensure_budget()
+        page = list_ids(
+            self._client,
+            sobject,
+            state,
+            page_size,
+            bulk_threshold=self.config.bulk_threshold,
+            wait_s=self.config.bulk_wait_s,
+            sleep=self._sleep,
+        )
+        return dataclasses.replace(page, calls=self._client.calls - calls)
 
     # -- writing ----------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Page-bounded reads: REST keyset pages and Bulk API 2.0 result sets, both resumable from StreamState.
+"""Page-bounded REST reads, resumable from StreamState (Bulk API 2.0 pages: :mod:`.bulkread`).
 
 Position is always the keyset ``(SystemModstamp, Id)`` of the last row handed out
 (``state.cursor``, ``state.tie_break``)::
@@ -7,44 +7,102 @@ Position is always the keyset ``(SystemModstamp, Id)`` of the last row handed ou
 
 so records sharing one timestamp across a page boundary are neither skipped nor repeated, and
 nothing depends on a server-side cursor surviving between calls. Incremental reads use
-``queryAll`` (deleted rows come back with ``IsDeleted = true`` → ``Page.deleted_ids``); full reads
-use ``query`` (live rows only). Because a record's SystemModstamp moves forward when it changes, a
-record modified during a full read is read again later in the same read, and the final state of a
-full read is a valid incremental starting point.
+``queryAll`` (deleted rows come back with ``IsDeleted = true`` → ``Page.deleted_ids``; those that lost
+a merge carry ``MasterRecordId`` → ``Page.merged_into``); full reads use ``query`` (live rows only).
+Because a record's SystemModstamp moves forward when it changes, a record modified during a full
+read is read again later in the same read, and the final state of a full read is a valid
+incremental starting point.
 
-A Bulk job (full reads above ``bulk_threshold``) runs the same ordered query without LIMIT; its id
-and result locator ride in the state (``extra["bulk_job"]``, ``page_token``), next to the keyset
-of the last row. If the job is lost (expired locator, deleted or failed job) the read continues
-over REST from that keyset — nothing is lost or repeated.
+The overlap window (:mod:`.overlap`): every read remembers the pairs it handed out near the cursor
+(``extra["seen"]``); an incremental run re-reads from ``extra["scan"]`` (set by the connector at
+the start of the run to ``cursor - overlap_s``) up to the cursor, skipping exactly those pairs, and
+only then moves the cursor on. The cursor itself never moves backwards.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.salesforce.client import InvalidLocator, NotFound, SalesforceClient
-from connectors.salesforce.schema import CURSOR_FIELD, FieldPlan, csv_value, rest_datetime
+from connectors.salesforce.client import InvalidLocator, SalesforceClient
+from connectors.salesforce.overlap import Key, Seen
+from connectors.salesforce.schema import CURSOR_FIELD, FieldPlan, rest_datetime
 from connectors.salesforce.soql import ident, literal, parse_datetime, quote
 from schemas.connector import Page, ReadMode, Record, StreamState
 from schemas.errors import ConfigError, TransientError
 
-__all__ = ["Batch", "bulk_page", "counted_page", "rest_page", "select_soql"]
+__all__ = [
+    "BULK_KEYS",
+    "SCAN_KEY",
+    "Batch",
+    "Overlap",
+    "batch_rows",
+    "counted_page",
+    "key_of",
+    "key_text",
+    "ms_of",
+    "parse_key",
+    "rest_page",
+    "select_soql",
+    "state_at",
+]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9]{15,18}$")
-_BULK_KEYS = ("bulk_job", "bulk_ready")
+BULK_KEYS = ("bulk_job", "bulk_ready", "bulk_bound", "bulk_max")
+SCAN_KEY = "scan"
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
-    """Rows of one page turned into records, deleted ids and the keyset of the last row."""
+class Overlap:
+    """How far back each incremental run re-reads (ms), and how many pairs it may remember."""
 
-    records: list[Record]
-    deleted_ids: list[str]
-    last: tuple[str, str] | None
+    window_ms: int
+    max_ids: int
+
+
+@dataclass
+class Batch:
+    """Rows of one page turned into records, deleted ids, merge winners and the last row consumed."""
+
+    records: list[Record] = field(default_factory=list)
+    deleted_ids: list[str] = field(default_factory=list)
+    merged_into: dict[str, str] = field(default_factory=dict)
+    last: Key | None = None
+    top: Key | None = None  # the largest keyset consumed (Bulk rows come in no order)
+    consumed: int = 0
+
+
+def ms_of(text: str) -> int:
+    """A Salesforce dateTime as epoch milliseconds."""
+    return round(parse_datetime(text).timestamp() * 1000)
+
+
+def key_text(ms: int) -> str:
+    """Epoch milliseconds as a REST dateTime (``...000+0000``)."""
+    return rest_datetime(dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat())
+
+
+def key_of(state: StreamState) -> Key | None:
+    """The state's keyset position; a cursor without tie-break sorts before every row at that time."""
+    return None if state.cursor is None else (ms_of(state.cursor), state.tie_break or "")
+
+
+def parse_key(text: str | None) -> Key | None:
+    """A ``"<ms>|<id>"`` position from ``extra`` (None if absent or broken)."""
+    if not text:
+        return None
+    stamp, _, rid = text.partition("|")
+    if not stamp.isdigit() or (rid and not _ID_RE.match(rid)):
+        return None
+    return int(stamp), rid
+
+
+def state_at(state: StreamState, key: Key) -> StreamState:
+    """``state`` positioned at ``key`` (for a query starting there)."""
+    return state.model_copy(update={"cursor": key_text(key[0]), "tie_break": key[1] or None})
 
 
 def _datetime_literal(text: str) -> str | None:
@@ -76,16 +134,26 @@ def _keyset(state: StreamState, window_end: str | None) -> list[str]:
 
 
 def select_soql(
-    sobject: str, plan: FieldPlan, state: StreamState, *, window_end: str | None, limit: int | None
+    sobject: str,
+    plan: FieldPlan,
+    state: StreamState,
+    *,
+    window_end: str | None,
+    limit: int | None,
+    ordered: bool = True,
 ) -> str:
-    """The keyset query after ``state`` (see module docstring); identifiers come from describe."""
+    """The keyset query after ``state`` (see module docstring); identifiers come from describe.
+
+    ``ordered=False`` leaves out ORDER BY (Bulk API 2.0: ORDER BY disables PK chunking).
+    """
     where = _keyset(state, window_end)
     # Identifiers are describe names re-checked by ident(); values only through soql.literal/quote.
     names = ", ".join(ident(n) for n in plan.select)
     soql = f"SELECT {names} FROM {ident(sobject)}"  # noqa: S608 - SOQL; names and object come from describe() via ident()
     if where:
         soql += " WHERE " + " AND ".join(where)
-    soql += f" ORDER BY {CURSOR_FIELD} ASC, Id ASC"
+    if ordered:
+        soql += f" ORDER BY {CURSOR_FIELD} ASC, Id ASC"
     if limit is not None:
         soql += f" LIMIT {limit}"
     return soql
@@ -93,19 +161,31 @@ def select_soql(
 
 def _convert_row(
     row: Mapping[str, Any], stamp: str, plan: FieldPlan, convert: Callable[[str, Any], Any]
-) -> tuple[str, bool, Record] | None:
+) -> tuple[str, bool, Any, Record] | None:
     try:
         is_deleted = convert("IsDeleted", row.get("IsDeleted")) is True
-        return rest_datetime(stamp), is_deleted, {name: convert(name, row.get(name)) for name in plan.output}
+        master = convert("MasterRecordId", row.get("MasterRecordId"))
+        record = {name: convert(name, row.get(name)) for name in plan.output}
+        return rest_datetime(stamp), is_deleted, master, record
     except ValueError:
         return None
 
 
-def _batch(rows: Sequence[Mapping[str, Any]], plan: FieldPlan, convert: Callable[[str, Any], Any]) -> Batch:
-    records: list[Record] = []
-    deleted: list[str] = []
-    last: tuple[str, str] | None = None
+def batch_rows(
+    rows: Sequence[Mapping[str, Any]],
+    plan: FieldPlan,
+    convert: Callable[[str, Any], Any],
+    *,
+    seen: Seen | None = None,
+    skip_upto: Key | None = None,
+    max_records: int | None = None,
+) -> Batch:
+    """Rows → records/deletes, skipping pairs in ``seen`` at or before ``skip_upto`` (the overlap)
+    and remembering what is handed out; stops after ``max_records`` records."""
+    out = Batch()
     for row in rows:
+        if max_records is not None and len(out.records) + len(out.deleted_ids) >= max_records:
+            break
         rid, stamp = row.get("Id"), row.get(CURSOR_FIELD)
         if not isinstance(rid, str) or not isinstance(stamp, str):
             raise TransientError(
@@ -115,21 +195,52 @@ def _batch(rows: Sequence[Mapping[str, Any]], plan: FieldPlan, convert: Callable
         if converted is None:
             # (Raised outside the except block: the ValueError's text would quote the value.)
             raise TransientError("Salesforce query: a value does not fit its type", code="MALFORMED_RESPONSE")
-        stamp, is_deleted, record = converted
-        last = (stamp, rid)
+        stamp, is_deleted, master, record = converted
+        key = (ms_of(stamp), rid)
+        out.consumed += 1
+        out.last = key
+        if out.top is None or key > out.top:
+            out.top = key
+        if skip_upto is not None and seen is not None and key <= skip_upto and key in seen:
+            continue  # handed out by an earlier run: the overlap re-read skips it
+        if seen is not None:
+            seen.add(key)
         if is_deleted:
-            deleted.append(rid)
+            out.deleted_ids.append(rid)
+            if isinstance(master, str) and _ID_RE.match(master):
+                out.merged_into[rid] = master
             continue
         record[CURSOR_FIELD] = stamp
-        records.append(record)
-    return Batch(records, deleted, last)
+        out.records.append(record)
+    return out
 
 
-def _next_state(state: StreamState, batch: Batch, **changes: Any) -> StreamState:
-    if batch.last is not None:
-        changes.setdefault("cursor", batch.last[0])
-        changes.setdefault("tie_break", batch.last[1])
-    return state.model_copy(update=changes)
+def _after_page(
+    state: StreamState,
+    extra: dict[str, str],
+    batch: Batch,
+    seen: Seen | None,
+    overlap: Overlap | None,
+    high_water: Key | None,
+) -> dict[str, Any]:
+    """The state changes after ``batch``: the cursor moves on only past the high-water mark."""
+    changes: dict[str, Any] = {}
+    last = batch.last
+    if last is not None and (high_water is None or last > high_water):
+        changes["cursor"], changes["tie_break"] = key_text(last[0]), last[1]
+        extra.pop(SCAN_KEY, None)
+        high_water = last
+    elif last is not None:
+        extra[SCAN_KEY] = f"{last[0]}|{last[1]}"
+    if seen is not None and overlap is not None:
+        if high_water is not None:
+            seen.prune(high_water[0], overlap.window_ms, overlap.max_ids)
+        extra.update(seen.dump())
+        scan = parse_key(extra.get(SCAN_KEY))
+        if scan is not None and seen.floor is not None and scan < seen.floor:
+            extra[SCAN_KEY] = f"{seen.floor[0]}|{seen.floor[1]}"  # forgotten pairs are not re-read
+    changes["extra"] = extra
+    return changes
 
 
 def rest_page(
@@ -142,42 +253,68 @@ def rest_page(
     window_end: str | None,
     extra: Mapping[str, str],
     limit: bool = True,
+    overlap: Overlap | None = None,
 ) -> tuple[Page, int]:
-    """Up to ``page_size`` rows after ``state`` over REST (query / queryAll, following batches), and
-    the query's ``totalSize``: every row after ``state`` when ``limit`` is False (no LIMIT clause),
-    else at most ``page_size``."""
+    """Up to ``page_size`` records after ``state`` over REST (query / queryAll, following batches of
+    whatever size the org sends), and the query's ``totalSize``: every row after ``state`` when
+    ``limit`` is False (no LIMIT clause), else at most ``page_size`` plus the pairs the overlap
+    re-read will skip."""
     calls = client.calls
     deletes = state.mode is ReadMode.INCREMENTAL and state.include_deleted
-    soql = select_soql(sobject, plan, state, window_end=window_end, limit=page_size if limit else None)
+    extra = {k: v for k, v in extra.items() if k not in BULK_KEYS}
+    seen = Seen.load(extra) if overlap is not None else None
+    if overlap is not None and seen is None:
+        seen = Seen()
+    high_water = key_of(state)
+    scan = parse_key(extra.get(SCAN_KEY))
+    query_state = state if scan is None or seen is None else state_at(state, scan)
+    skip_upto = high_water if scan is not None else None
+    query_limit = page_size + (len(seen) if seen is not None and scan is not None else 0)
+    soql = select_soql(
+        sobject, plan, query_state, window_end=window_end, limit=query_limit if limit else None
+    )
     what = f"{'queryAll' if deletes else 'query'} {sobject}"
     res = client.query(soql, include_deleted=deletes, batch_size=page_size, what=what)
     total = res.total
     rows = list(res.records)
     cut_short = False
-    while res.next_url is not None and len(rows) < page_size:
+    while res.next_url is not None and len(rows) < query_limit:
         try:
             res = client.query_more(res.next_url, what=what)
         except InvalidLocator:
             cut_short = True  # the locator expired: the next page carries on from the last row's keyset
             break
         rows.extend(res.records)
-    rows = rows[:page_size]
-    batch = _batch(rows, plan, lambda _name, value: value)
+    rows = rows[:query_limit]
+    batch = batch_rows(
+        rows, plan, lambda _name, value: value, seen=seen, skip_upto=skip_upto, max_records=page_size
+    )
     # With LIMIT, a full page may be the last one (the next query answers empty); without, the
     # query's totalSize says whether rows are left.
-    has_more = cut_short or (len(rows) == page_size if limit else total > len(rows))
-    next_state = _next_state(
-        state,
-        batch,
-        page_token=None,
-        window_end=window_end if has_more else None,
-        extra={k: v for k, v in extra.items() if k not in _BULK_KEYS},
+    more_rows = len(rows) == query_limit if limit else total > len(rows)
+    has_more = cut_short or batch.consumed < len(rows) or more_rows
+    changes = _after_page(state, extra, batch, seen, overlap, high_water)
+    changes.update(page_token=None, window_end=window_end if has_more else None)
+    if not has_more:
+        changes["extra"].pop(SCAN_KEY, None)
+    page = Page(
+        batch.records,
+        state.model_copy(update=changes),
+        has_more,
+        batch.deleted_ids,
+        calls=client.calls - calls,
+        merged_into=batch.merged_into,
     )
-    return Page(batch.records, next_state, has_more, batch.deleted_ids, calls=client.calls - calls), total
+    return page, total
 
 
 def counted_page(
-    client: SalesforceClient, sobject: str, plan: FieldPlan, state: StreamState, page_size: int
+    client: SalesforceClient,
+    sobject: str,
+    plan: FieldPlan,
+    state: StreamState,
+    page_size: int,
+    overlap: Overlap | None = None,
 ) -> tuple[Page, int]:
     """The first ``page_size`` rows of a full read and how many rows the read has in all.
 
@@ -185,63 +322,14 @@ def counted_page(
     REST or Bulk from it without a ``SELECT COUNT()`` of its own (one call fewer per full read). The
     query locator it leaves open is never used and expires on the server.
     """
-    return rest_page(client, sobject, plan, state, page_size, window_end=None, extra=state.extra, limit=False)
-
-
-def bulk_page(
-    client: SalesforceClient,
-    sobject: str,
-    plan: FieldPlan,
-    state: StreamState,
-    page_size: int,
-    *,
-    wait_s: float,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Page | None:
-    """The next Bulk API 2.0 result set after ``state``; None if the job is gone (caller uses REST).
-
-    Creates the job on the first page, waits up to ``wait_s`` for it (an empty page with
-    ``has_more`` if it is still running), then returns ``page_size`` rows per call by locator.
-    """
-    calls = client.calls
-    extra = dict(state.extra)
-    job = extra.get("bulk_job")
-    what = f"bulk query {sobject}"
-    if job is None:
-        job = client.bulk_create(select_soql(sobject, plan, state, window_end=None, limit=None), what=what)
-        extra["bulk_job"] = job
-        extra.pop("bulk_ready", None)
-    if extra.get("bulk_ready") != "1":
-        deadline = time.monotonic() + wait_s
-        delay = 0.1
-        try:
-            while True:
-                job_state = client.bulk_state(job, what=what)
-                if job_state == "JobComplete":
-                    extra["bulk_ready"] = "1"
-                    break
-                if job_state in ("Failed", "Aborted"):
-                    return None
-                if time.monotonic() + delay > deadline:
-                    waiting = state.model_copy(update={"extra": extra})
-                    return Page([], waiting, True, calls=client.calls - calls)
-                sleep(delay)
-                delay = min(delay * 2, 2.0)
-        except (NotFound, InvalidLocator):
-            return None
-    try:
-        res = client.bulk_results(job, state.page_token, page_size, what=what)
-    except (NotFound, InvalidLocator):
-        return None
-    types = plan.types
-
-    def convert(name: str, value: Any) -> Any:
-        return csv_value(value, types.get(name, "string")) if isinstance(value, str) else value
-
-    batch = _batch(res.rows, plan, convert)
-    if res.next_locator is None:
-        extra = {k: v for k, v in extra.items() if k not in _BULK_KEYS}
-    next_state = _next_state(state, batch, page_token=res.next_locator, extra=extra)
-    return Page(
-        batch.records, next_state, res.next_locator is not None, batch.deleted_ids, calls=client.calls - calls
+    return rest_page(
+        client,
+        sobject,
+        plan,
+        state,
+        page_size,
+        window_end=None,
+        extra=state.extra,
+        limit=False,
+        overlap=overlap,
     )

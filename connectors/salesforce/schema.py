@@ -57,9 +57,10 @@ def stream_schema(stream: str, fields: Sequence[Mapping[str, Any]]) -> StreamSch
 class FieldPlan:
     """What one read selects and returns.
 
-    ``select`` lists API names for the SELECT clause (Id and SystemModstamp first, IsDeleted for
-    incremental reads); ``output`` the fields each returned record carries; ``types`` their describe
-    types; ``missing`` requested names the schema does not have (dropped, reported as drift).
+    ``select`` lists API names for the SELECT clause (Id and SystemModstamp first, IsDeleted and
+    MasterRecordId for incremental reads); ``output`` the fields each returned record carries;
+    ``types`` their describe types; ``missing`` requested names the schema does not have (dropped,
+    reported as drift).
     """
 
     select: tuple[str, ...]
@@ -89,8 +90,10 @@ def plan_fields(
         names = components.get(name.lower(), []) if ftype in COMPOUND_TYPES else [str(spec["name"])]
         out.extend(n for n in names if n not in out)
     select = list(out)
-    if with_deleted and "isdeleted" in by_lower and "IsDeleted" not in select:
-        select.append("IsDeleted")
+    # Reads that report deletes also say which deleted rows lost a merge (MasterRecordId).
+    for extra in ("IsDeleted", "MasterRecordId"):
+        if with_deleted and extra.lower() in by_lower and extra not in select:
+            select.append(extra)
     types = {n: str(by_lower[n.lower()]["type"]) for n in select}
     return FieldPlan(tuple(select), tuple(out), types, tuple(missing))
 

@@ -4,7 +4,10 @@ Upsert = ``PATCH /composite/sobjects/{obj}/{externalIdField}``, create = ``POST 
 update = ``PATCH /composite/sobjects``; 200 records per request (the documented maximum), always
 ``allOrNone=false`` so one bad record fails alone
 (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_composite_sobjects_collections_upsert.htm).
-Delete uses one ``DELETE /sobjects/{obj}/{id}`` per record.
+Delete = ``DELETE /composite/sobjects?ids=…&allOrNone=false``, 200 ids per request, one DeleteResult
+per id in order
+(https://developer.salesforce.com/docs/platform/api-rest/guide/resources-composite-sobjects-collections-delete.html);
+an id already in the recycle bin (``ENTITY_IS_DELETED``: a retried delete) counts as deleted.
 
 Records are checked and serialized locally first: a record without its external id
 (``MISSING_EXTERNAL_ID``) or ``Id`` (``MISSING_ID``), or with a value JSON cannot carry (NaN,
@@ -17,6 +20,7 @@ retries the batch: upserts are idempotent, so records of chunks already sent are
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -25,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from connectors.salesforce.client import NotFound, SalesforceClient
+from connectors.salesforce.client import SalesforceClient
 from connectors.values import for_salesforce
 from schemas.connector import OutcomeStatus, Record, RecordOutcome, WriteMode, WriteResult
 from schemas.errors import DataError
@@ -199,16 +203,33 @@ def _delete(
     pending: list[tuple[int, str | None, bytes]],
     outcomes: list[RecordOutcome | None],
 ) -> None:
+    chunk: list[tuple[int, str | None, str]] = []
     for i, ext, _ in pending:
         rid = str(records[i]["Id"])
         if not re.match(r"^[A-Za-z0-9]{15,18}$", rid):
             outcomes[i] = _failed(i, ext, "MALFORMED_ID", "Id is not a Salesforce id")
             continue
-        try:
-            client.delete_record(sobject, rid)
-        except (NotFound, DataError) as err:
-            code = err.code or "NOT_FOUND"
-            if code != "ENTITY_IS_DELETED":  # already in the recycle bin: a retried delete succeeded
-                outcomes[i] = _failed(i, ext, code, f"Salesforce refused the delete: {code}", id=rid)
-                continue
-        outcomes[i] = RecordOutcome(i, ext, OutcomeStatus.DELETED, id=rid)
+        chunk.append((i, ext, rid))
+    for start in range(0, len(chunk), CHUNK):
+        _delete_chunk(client, sobject, chunk[start : start + CHUNK], outcomes)
+
+
+def _delete_chunk(
+    client: SalesforceClient,
+    sobject: str,
+    chunk: list[tuple[int, str | None, str]],
+    outcomes: list[RecordOutcome | None],
+) -> None:
+    try:
+        results = client.delete_collection([rid for _, _, rid in chunk], what=f"delete {sobject}")
+    except DataError as err:
+        code = err.code or "REQUEST_REJECTED"
+        for i, ext, rid in chunk:
+            outcomes[i] = _failed(i, ext, code, f"Salesforce rejected the request: {code}", id=rid)
+        return
+    for (i, ext, rid), res in zip(chunk, results, strict=True):
+        outcome = _vendor_outcome(i, ext, res, WriteMode.DELETE)
+        if outcome.ok or outcome.error_code == "ENTITY_IS_DELETED":  # already in the bin: done
+            outcomes[i] = RecordOutcome(i, ext, OutcomeStatus.DELETED, id=rid)
+        else:
+            outcomes[i] = dataclasses.replace(outcome, id=rid)

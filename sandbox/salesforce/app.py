@@ -33,7 +33,7 @@ from sandbox.base import VendorSandbox
 from sandbox.faults import FaultDecision, FaultKind
 from sandbox.oauth import OAuthServer
 from sandbox.records import RecordStore
-from sandbox.salesforce import bulk, oauth_pages
+from sandbox.salesforce import bulk, collections_delete, oauth_pages
 from sandbox.salesforce.describe import REQUIRED_ON_CREATE, SYSTEM_FIELDS, Schema
 from sandbox.salesforce.engine import (
     ORG_ID,
@@ -48,6 +48,9 @@ from sandbox.salesforce.engine import (
 )
 from sandbox.salesforce.http import JSON_TYPE, ApiError, bearer_token, json_response, read_json
 from sandbox.salesforce.ids import KEY_PREFIXES, is_valid_id, make_id, to_18
+from sandbox.salesforce.latecommit import LateCommits, Transaction
+from sandbox.salesforce.querybatch import batch_size_for
+from sandbox.salesforce.recyclebin import RecycleBin
 from sandbox.salesforce.seed import seed_records
 from sandbox.salesforce.soql import SoqlError, parse
 
@@ -185,6 +188,8 @@ class SalesforceSandbox(VendorSandbox):
         self._cursor_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self.jobs = bulk.BulkJobs(self)
+        self.late = LateCommits(self, self.store.clock)
+        self.recycle_bin = RecycleBin(self)
         self._index_ready = False
         self._ensure_indexes()
 
@@ -230,6 +235,15 @@ class SalesforceSandbox(VendorSandbox):
             raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
         return canonical
 
+    def object_name(self, obj: str) -> str:
+        """The canonical API name of ``obj``; ApiError 404 NOT_FOUND if the org has no such object."""
+        return self._object(obj)
+
+    @property
+    def write_lock(self) -> threading.RLock:
+        """Held while a write validates and applies (so concurrent writes see each other)."""
+        return self._write_lock
+
     @staticmethod
     def _with_name(obj: str, data: dict[str, Any]) -> dict[str, Any]:
         if obj in ("Contact", "Lead"):
@@ -243,7 +257,9 @@ class SalesforceSandbox(VendorSandbox):
         serial = self.store.next_num(obj)
         sf_id = make_id(KEY_PREFIXES.get(obj, "a00"), serial)
         data = self._with_name(obj, {k: v for k, v in fields.items() if k not in SYSTEM_FIELDS})
-        self.store.insert(obj, sf_id, data, num=serial)
+        stamp = self.store.clock.now_ms()
+        # Through self.late: a long transaction or the late-commit mode may hold it back.
+        self.late.write(lambda: self.store.insert(obj, sf_id, data, num=serial, modstamp=stamp))
         return sf_id
 
     def update_record(self, obj: str, id: str, fields: Mapping[str, Any]) -> bool:
@@ -255,10 +271,31 @@ class SalesforceSandbox(VendorSandbox):
             changes = {k: v for k, v in fields.items() if k not in SYSTEM_FIELDS}
             if obj in ("Contact", "Lead"):
                 changes = self._with_name(obj, {**current.data, **changes})
-            return self.store.update(obj, id, changes) is not None
+            stamp = self.store.clock.now_ms()
+            self.late.write(lambda: self.store.update(obj, id, changes, modstamp=stamp))
+            return True
 
     def delete_record(self, obj: str, id: str) -> bool:
-        return self.store.set_deleted(self._object(obj), id, True)
+        obj = self._object(obj)
+        if self.store.get(obj, id) is None:
+            return False
+        stamp = self.store.clock.now_ms()
+        self.late.write(lambda: self.store.set_deleted(obj, id, True, modstamp=stamp))
+        return True
+
+    def long_transaction(self) -> Transaction:
+        """Begin a long transaction: its writes are stamped now, visible at ``commit()``."""
+        return self.late.transaction()
+
+    def merge_records(
+        self, obj: str, master_id: str, loser_ids: list[str], fields: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """Merge one or two records into ``master_id`` (see :mod:`sandbox.salesforce.recyclebin`)."""
+        return self.recycle_bin.merge(self._object(obj), master_id, loser_ids, fields)
+
+    def empty_recycle_bin(self, obj: str | None = None) -> int:
+        """Purge the deleted records of ``obj`` (default: all objects) for good; returns how many."""
+        return self.recycle_bin.empty(None if obj is None else self._object(obj))
 
     def undelete_record(self, obj: str, id: str) -> bool:
         """Restore a record from the recycle bin (bumps SystemModstamp)."""
@@ -286,6 +323,8 @@ class SalesforceSandbox(VendorSandbox):
             (f"{d}/queryAll/{{locator}}", "sf.query_more", self._query_more, ["GET"]),
             (f"{d}/sobjects", "sf.describe_global", self._describe_global, ["GET"]),
             (f"{d}/sobjects/{{obj}}/describe", "sf.describe", self._describe, ["GET"]),
+            (f"{d}/sobjects/{{obj}}/deleted", "sf.deleted", self.recycle_bin.deleted, ["GET"]),
+            (f"{d}/sobjects/{{obj}}/updated", "sf.updated", self.recycle_bin.updated, ["GET"]),
             (f"{d}/sobjects/{{obj}}", "sf.sobject", self._sobject_root, ["GET", "POST"]),
             (f"{d}/sobjects/{{obj}}/{{id}}", "sf.record", self._record, ["GET", "PATCH", "DELETE"]),
             (
@@ -294,7 +333,7 @@ class SalesforceSandbox(VendorSandbox):
                 self._record_ext,
                 ["GET", "PATCH", "DELETE"],
             ),
-            (f"{d}/composite/sobjects", "sf.collections", self._collections, ["POST", "PATCH"]),
+            (f"{d}/composite/sobjects", "sf.collections", self._collections, ["POST", "PATCH", "DELETE"]),
             (
                 f"{d}/composite/sobjects/{{obj}}/{{field}}",
                 "sf.collections_upsert",
@@ -338,6 +377,8 @@ class SalesforceSandbox(VendorSandbox):
                     {"Sforce-Limit-Info": f"api-usage={self._usage.count()}/{self.daily_api_limit}"},
                 )
             used = self._usage.add()
+            self.late.commit_due()  # writes whose long transaction has ended become visible
+            self.recycle_bin.sweep()  # and records 15 days in the bin are gone
             try:
                 response = await fn(request)
             except ApiError as exc:
@@ -500,6 +541,7 @@ class SalesforceSandbox(VendorSandbox):
             # SELECT COUNT(): the count is totalSize, no records.
             # https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_count.htm
             return {"totalSize": total, "done": True, "records": []}
+        batch = batch_size_for(batch, compiled, self.schema.field_map(compiled.sobject))
         rows = fetch_page(self.store, compiled, after=None, offset=compiled.offset, limit=min(batch, total))
         return self._page_body(compiled, rows, 0, total, batch, version, token, None)
 
@@ -929,6 +971,8 @@ class SalesforceSandbox(VendorSandbox):
         return bool(payload.get("allOrNone", False)), records
 
     async def _collections(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            return await collections_delete.delete(self, request)
         all_or_none, records = await self._collections_payload(request)
         creating = request.method == "POST"
 

@@ -9,6 +9,22 @@ https://developer.salesforce.com/docs/platform/api-asynch/guide/query-get-job-re
 A job is a compiled query plus the sort keys where each result set starts; CSV is streamed in
 2,000-row chunks, so a million-row result is never held in memory. Jobs complete on the second
 status poll (the first reports InProgress), which is when ``numberRecordsProcessed`` is counted.
+A query without ORDER BY comes back in Id order (what automatic PK chunking by Id ranges gives;
+Salesforce promises no order at all).
+
+Refusals and failures emulated (limits: https://developer.salesforce.com/docs/atlas.en-us.228.0.api_bulk_v2.meta/api_bulk_v2/bulk_api_2_limits.htm,
+error codes: https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/bulk_api_2_0_errors.htm):
+
+* always on: more than ``daily_job_limit`` (10,000) query jobs in 24 hours → 400 ``LIMIT_EXCEEDED``
+  (the code Airbyte's Salesforce source meets in production and handles as the 24-hour limit,
+  airbytehq/airbyte source_salesforce/streams.py; the Bulk errors page calls it ExceededQuota; the
+  message text is a **guess**);
+* always on: an ORDER BY query over more than ``order_by_timeout_rows`` (default 100,000, a
+  **guess**) rows fails (state ``Failed``, ``errorMessage`` naming QUERY_TIMEOUT): "Use of ORDER BY
+  in a Bulk 2.0 query disables PKChunking ... potentially results in query timeouts"
+  (https://developer.salesforce.com/docs/platform/api-asynch/guide/bulk-api-2-0-troubleshoot-query-timeouts.md);
+* switches: objects in ``unsupported_objects`` → 400 ``INVALIDENTITY`` "Entity 'X' is not supported
+  by the Bulk API." (Airbyte keys on this text); ``enabled = False`` → 400 ``FeatureNotEnabled``.
 """
 
 from __future__ import annotations
@@ -50,6 +66,8 @@ __all__ = ["BulkJobs"]
 _DELIMITERS = {"COMMA": ",", "TAB": "\t", "SEMICOLON": ";", "PIPE": "|", "CARET": "^", "BACKQUOTE": "`"}
 _LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
 DEFAULT_MAX_RECORDS = 50_000
+DAILY_JOB_LIMIT = 10_000
+ORDER_BY_TIMEOUT_ROWS = 100_000
 _FLOAT_TYPES = frozenset({"double", "currency", "percent"})
 
 
@@ -68,6 +86,8 @@ class _Job:
     total: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    ordered: bool = False
+    error_message: str | None = None
     starts: dict[int, tuple[Any, ...] | None] = field(default_factory=lambda: {0: None})
 
     def info(self, *, full: bool) -> dict[str, Any]:
@@ -86,6 +106,8 @@ class _Job:
             "lineEnding": self.line_ending,
             "columnDelimiter": self.delimiter,
         }
+        if self.error_message is not None:
+            out["errorMessage"] = self.error_message
         if full:
             elapsed = (self.finished or time.monotonic()) - self.started
             out.update(
@@ -142,6 +164,16 @@ class BulkJobs:
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._created: list[float] = []
+        self.daily_job_limit = DAILY_JOB_LIMIT
+        self.order_by_timeout_rows = ORDER_BY_TIMEOUT_ROWS
+        self.unsupported_objects: set[str] = set()
+        self.enabled = True
+        self.deleted = 0  # jobs deleted by clients (result retention)
+
+    def open_jobs(self) -> int:
+        """Jobs the org still keeps (not deleted)."""
+        with self._lock:
+            return len(self._jobs)
 
     def created_today(self) -> int:
         """Query jobs created in the last 24 hours (DailyBulkV2QueryJobs)."""
@@ -178,8 +210,18 @@ class BulkJobs:
         line_ending = payload.get("lineEnding", "LF")
         if delimiter not in _DELIMITERS or line_ending not in _LINE_ENDINGS:
             raise ApiError(400, "INVALIDJOB", "Invalid columnDelimiter or lineEnding")
+        if not self.enabled:
+            raise ApiError(400, "FeatureNotEnabled", "Bulk API 2.0 is not enabled for this organization")
         q = parse(soql)
         compiled = compile_query(q, self.sb.schema, include_deleted=operation == "queryAll")
+        if compiled.sobject in self.unsupported_objects:
+            raise ApiError(
+                400, "INVALIDENTITY", f"Entity '{compiled.sobject}' is not supported by the Bulk API."
+            )
+        if self.created_today() >= self.daily_job_limit:
+            raise ApiError(
+                400, "LIMIT_EXCEEDED", "Max number of Bulk API 2.0 query jobs per 24 hours exceeded"
+            )
         # Unsupported in Bulk API 2.0 queries: aggregates such as COUNT(), OFFSET, compound fields:
         # https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/api_asynch/queries.htm
         if any(c.source == "address" for c in compiled.columns):
@@ -198,6 +240,7 @@ class BulkJobs:
             delimiter=delimiter,
             line_ending=line_ending,
             created_ms=self.sb.store.clock.now_ms(),
+            ordered=bool(q.order_by),
         )
         with self._lock:
             self._jobs[job.id] = job
@@ -208,7 +251,8 @@ class BulkJobs:
         job = self._get(request.path_params["job"])
         if request.method == "DELETE":
             with self._lock:
-                self._jobs.pop(job.id, None)
+                if self._jobs.pop(job.id, None) is not None:
+                    self.deleted += 1
             return Response(status_code=204)
         if request.method == "PATCH":
             payload = await read_json(request)
@@ -228,9 +272,15 @@ class BulkJobs:
     def _complete(self, job: _Job) -> None:
         c = job.compiled
         total = self.sb.store.count(c.sobject, c.where_sql, c.params)
+        job.finished = time.monotonic()
+        if job.ordered and total > self.order_by_timeout_rows:
+            job.state = "Failed"
+            job.error_message = (
+                "QUERY_TIMEOUT: Your query request was running for too long (ORDER BY disables PK chunking)"
+            )
+            return
         job.total = min(total, c.limit) if c.limit is not None else total
         job.state = "JobComplete"
-        job.finished = time.monotonic()
 
     async def results(self, request: Request) -> Response:
         job = self._get(request.path_params["job"])

@@ -309,15 +309,7 @@ def _custom(with_score: bool) -> list[dict[str, Any]]:
 def _contact_fields() -> list[dict[str, Any]]:
     return [
         *_system_head("Contact"),
-        make_field(
-            "MasterRecordId",
-            "reference",
-            "Master Record ID",
-            createable=False,
-            updateable=False,
-            reference_to=["Contact"],
-            relationship_name="MasterRecord",
-        ),
+        _master_record("Contact"),
         make_field(
             "AccountId", "reference", "Account ID", reference_to=["Account"], relationship_name="Account"
         ),
@@ -343,9 +335,25 @@ def _contact_fields() -> list[dict[str, Any]]:
     ]
 
 
+def _master_record(obj: str) -> dict[str, Any]:
+    """``MasterRecordId``: set on the records deleted by losing a merge to the winner's id (Account,
+    Contact and Lead are mergeable; field as recorded in ``describe_contact.cumulusci.full.json``):
+    https://developer.salesforce.com/docs/atlas.en-us.apexcode.meta/apexcode/apex_triggers_merge_statements.htm"""
+    return make_field(
+        "MasterRecordId",
+        "reference",
+        "Master Record ID",
+        createable=False,
+        updateable=False,
+        reference_to=[obj],
+        relationship_name="MasterRecord",
+    )
+
+
 def _account_fields() -> list[dict[str, Any]]:
     return [
         *_system_head("Account"),
+        _master_record("Account"),
         make_field("Name", "string", "Account Name", length=255, nillable=False, name_field=True),
         make_field(
             "Type",
@@ -379,6 +387,7 @@ def _account_fields() -> list[dict[str, Any]]:
 def _lead_fields() -> list[dict[str, Any]]:
     return [
         *_system_head("Lead"),
+        _master_record("Lead"),
         *_person_name(),
         make_field("Title", "string", "Title", length=128),
         make_field("Company", "string", "Company", length=255, nillable=False),

@@ -113,13 +113,13 @@ def test_a_gdpr_delete_reports_nothing_and_only_a_reconciliation_finds_it(
     pages, _ = _incremental(small, conn, start)
     assert [d for p in pages for d in p.deleted_ids] == ["44"]  # the GDPR deletes leave no trace
     hs.calls.clear()
-    listed, token, calls = [], None, 0
+    listed, state, calls = [], StreamState(), 0
     while True:
-        page = conn.list_ids("contacts", token)
+        page = conn.list_ids("contacts", state, 100)
         listed += page.ids
         calls += page.calls
-        token = page.next_token
-        if token is None:
+        state = page.next_state
+        if not page.has_more:
             break
     assert len(listed) == len(set(listed)) == 247
     assert mapped - set(listed) == {"42", "43", "44"}
@@ -133,4 +133,4 @@ def test_list_ids_is_optional_in_the_contract() -> None:
         lists_ids = False
 
     with pytest.raises(ConfigError):
-        Connector.list_ids(Minimal.__new__(Minimal), "contacts")
+        Connector.list_ids(Minimal.__new__(Minimal), "contacts", StreamState(), 100)
