@@ -1,4 +1,4 @@
-"""The tamper-evident lineage ledger: append events, sign checkpoints, prove, export, verify.
+"""The tamper-evident lineage ledger: cite a run, append events, sign checkpoints, prove, export, verify.
 
 One tree per tenant
 -------------------
@@ -41,6 +41,8 @@ rejected as a whole.
 One concept a module, all imported from here (the modules are private, as in httpx):
 
 =============  ===================================================================================
+``_run``       :class:`RunRef` (a run's citation) and the events it makes (:class:`EventFields`,
+               :class:`MoveFields`)
 ``_signing``   :class:`CheckpointSigner`, :func:`verify_checkpoint`, :func:`load_public_key`,
                :func:`key_id_for`, :data:`PublicKeyLike`
 ``_ledger``    :class:`Ledger`: append, read, roots, checkpoints, inclusion/consistency proofs
@@ -51,6 +53,7 @@ One concept a module, all imported from here (the modules are private, as in htt
 
 from governance.lineage._ledger import Ledger
 from governance.lineage._report import build_report, report_from_json, report_to_json
+from governance.lineage._run import EventFields, MoveFields, RunRef
 from governance.lineage._signing import (
     CheckpointSigner,
     PublicKeyLike,
@@ -62,8 +65,11 @@ from governance.lineage._verify import verify
 
 __all__ = [
     "CheckpointSigner",
+    "EventFields",
     "Ledger",
+    "MoveFields",
     "PublicKeyLike",
+    "RunRef",
     "build_report",
     "key_id_for",
     "load_public_key",
