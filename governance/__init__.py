@@ -6,6 +6,7 @@ from governance.keys import EnvKeyProvider, KeyProvider, LocalKeyringProvider, l
 from governance.lineage import (
     CheckpointSigner,
     Ledger,
+    RunRef,
     build_report,
     load_public_key,
     report_from_json,
@@ -60,6 +61,7 @@ __all__ = [
     "Pseudonymizer",
     "Registry",
     "RewrapReport",
+    "RunRef",
     "StaticKeySource",
     "SyncPlan",
     "TenantKeysDestroyed",

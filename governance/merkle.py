@@ -10,6 +10,9 @@ The verifiers follow RFC 9162 §2.1.3.2 and §2.1.4.2 and raise :class:`MerklePr
 failure. Beyond the RFC text they reject hashes that are not 32 bytes, and consistency proofs
 from an empty tree (``size1 = 0`` proves nothing). When ``size1 == size2`` the proof must be empty
 and the two roots must be identical, as in the reference implementation (transparency-dev/merkle).
+The two verification loops look alike but are kept apart, each written as its RFC section writes
+it, so a reader can check them against the text line by line (one shared walk would hide which
+hash each step combines).
 """
 
 from __future__ import annotations
@@ -213,7 +216,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     for node in proof:
         _check_hash("proof node", node)
     fn, sn, r = index, size - 1, leaf
-    for p in proof:
+    for p in proof:  # RFC 9162 §2.1.3.2, step 4, as written there
         if sn == 0:
             raise MerkleProofError("inclusion proof is longer than the tree is deep")
         if fn & 1 or fn == sn:
@@ -261,7 +264,7 @@ def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: by
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
-    for c in path[1:]:
+    for c in path[1:]:  # RFC 9162 §2.1.4.2, step 6, as written there
         if sn == 0:
             raise MerkleProofError("consistency proof is longer than needed")
         if fn & 1 or fn == sn:

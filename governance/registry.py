@@ -17,22 +17,24 @@ Transfer rule (fail closed), applied by :meth:`Registry.check_transfer`:
   moving to the tenant's home region, moving between EEA regions and bringing an EEA tenant's
   data back into the EEA need none (mechanism ``none``).
 
-Every permitted cross-region move must be recorded: :meth:`Registry.transfer` checks and returns
-the ``transfer`` lineage event to append (built by :func:`transfer_event`).
+Every permitted cross-region move must be recorded: :meth:`Registry.transfer_for` checks a run's
+move and returns the ``transfer`` lineage event to append (built by
+:meth:`RunRef.transfer <governance.lineage.RunRef.transfer>`); :meth:`Registry.transfer` and
+:func:`transfer_event` are the same with the run cited field by field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from governance.lineage import MoveFields, RunRef
 from schemas.errors import ConfigError, PolicyError, TransferNotPermitted
-from schemas.lineage import DatasetRef, EventKind, LineageEvent, TransferMechanism
+from schemas.lineage import LineageEvent, TransferMechanism
 
 __all__ = [
     "Endpoint",
@@ -40,6 +42,7 @@ __all__ = [
     "Registry",
     "Subprocessor",
     "TenantResidency",
+    "TransferFields",
     "TransferRoute",
     "load_registry",
     "transfer_event",
@@ -262,6 +265,32 @@ class Registry(_Model):
             )
         return TransferMechanism(found.mechanism)
 
+    def transfer_for(
+        self,
+        run: RunRef,
+        *,
+        from_region: str,
+        to_region: str,
+        subprocessor: str,
+        at: datetime,
+        **move: Unpack[MoveFields],
+    ) -> LineageEvent | None:
+        """Check a move of ``run``'s tenant and return the ``transfer`` event to append (``None``:
+        no move needs recording).
+
+        Uses the tenant's registered home region and authorisations; raises like
+        :meth:`check_transfer`.
+        """
+        residency = self.tenant(run.tenant)
+        mechanism = self.check_transfer(
+            residency.home_region, from_region, to_region, subprocessor, tenant=run.tenant
+        )
+        if from_region == to_region and mechanism is TransferMechanism.NONE:
+            return None
+        return run.transfer(
+            mechanism, at=at, subprocessor=subprocessor, region_from=from_region, region_to=to_region, **move
+        )
+
     def transfer(
         self,
         *,
@@ -270,44 +299,42 @@ class Registry(_Model):
         from_region: str,
         to_region: str,
         subprocessor: str,
-        record_id_hashes: Sequence[str] = (),
-        counts: Mapping[str, int] | None = None,
-        sync_id: str | None = None,
-        purpose: str | None = None,
-        instruction_version: int | None = None,
-        instruction_hash: str | None = None,
-        source: DatasetRef | None = None,
-        destination: DatasetRef | None = None,
-        timestamp: datetime | None = None,
+        **fields: Unpack[TransferFields],
     ) -> LineageEvent | None:
-        """Check a move for ``tenant`` and return the ``transfer`` event to append (``None``: no move).
+        """:meth:`transfer_for` with the run cited field by field (``timestamp`` default: now)."""
+        run, at, move = _split(tenant, run_id, fields)
+        return self.transfer_for(
+            run, from_region=from_region, to_region=to_region, subprocessor=subprocessor, at=at, **move
+        )
 
-        Uses the tenant's registered home region and authorisations; raises like
-        :meth:`check_transfer`.
-        """
-        residency = self.tenant(tenant)
-        mechanism = self.check_transfer(
-            residency.home_region, from_region, to_region, subprocessor, tenant=tenant
-        )
-        if from_region == to_region and mechanism is TransferMechanism.NONE:
-            return None
-        return transfer_event(
-            tenant=tenant,
-            run_id=run_id,
-            subprocessor=subprocessor,
-            region_from=from_region,
-            region_to=to_region,
-            mechanism=mechanism,
-            record_id_hashes=record_id_hashes,
-            counts=counts,
-            sync_id=sync_id,
-            purpose=purpose,
-            instruction_version=instruction_version,
-            instruction_hash=instruction_hash,
-            source=source,
-            destination=destination,
-            timestamp=timestamp,
-        )
+
+class TransferFields(MoveFields, total=False):
+    """The keyword form of a transfer's run citation (see :class:`~governance.lineage.RunRef`), its
+    datasets, ids and counts, and its time (``None``: now)."""
+
+    sync_id: str | None
+    purpose: str | None
+    instruction_version: int | None
+    instruction_hash: str | None
+    timestamp: datetime | None
+
+
+def _split(tenant: str, run_id: str, fields: TransferFields) -> tuple[RunRef, datetime, MoveFields]:
+    run = RunRef(
+        tenant=tenant,
+        run_id=run_id,
+        sync_id=fields.get("sync_id"),
+        instruction_version=fields.get("instruction_version"),
+        instruction_hash=fields.get("instruction_hash"),
+        purpose=fields.get("purpose"),
+    )
+    move = MoveFields(
+        source=fields.get("source"),
+        destination=fields.get("destination"),
+        record_id_hashes=fields.get("record_id_hashes", ()),
+        counts=fields.get("counts"),
+    )
+    return run, fields.get("timestamp") or datetime.now(UTC), move
 
 
 def transfer_event(
@@ -318,34 +345,13 @@ def transfer_event(
     region_from: str,
     region_to: str,
     mechanism: TransferMechanism,
-    record_id_hashes: Sequence[str] = (),
-    counts: Mapping[str, int] | None = None,
-    sync_id: str | None = None,
-    purpose: str | None = None,
-    instruction_version: int | None = None,
-    instruction_hash: str | None = None,
-    source: DatasetRef | None = None,
-    destination: DatasetRef | None = None,
-    timestamp: datetime | None = None,
+    **fields: Unpack[TransferFields],
 ) -> LineageEvent:
-    """A ``transfer`` lineage event for a permitted move (record ids as keyed hashes only)."""
-    return LineageEvent(
-        kind=EventKind.TRANSFER,
-        tenant=tenant,
-        run_id=run_id,
-        sync_id=sync_id,
-        purpose=purpose,
-        instruction_version=instruction_version,
-        instruction_hash=instruction_hash,
-        source=source,
-        destination=destination,
-        subprocessor=subprocessor,
-        region_from=region_from,
-        region_to=region_to,
-        transfer_mechanism=mechanism,
-        counts=dict(counts) if counts is not None else {"records": len(record_id_hashes)},
-        record_id_hashes=tuple(record_id_hashes),
-        timestamp=timestamp or datetime.now(UTC),
+    """A ``transfer`` lineage event for a permitted move (record ids as keyed hashes only); the
+    keyword form of :meth:`RunRef.transfer <governance.lineage.RunRef.transfer>`."""
+    run, at, move = _split(tenant, run_id, fields)
+    return run.transfer(
+        mechanism, at=at, subprocessor=subprocessor, region_from=region_from, region_to=region_to, **move
     )
 
 

@@ -33,9 +33,10 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
 import sqlalchemy.exc
 from cryptography.exceptions import InvalidTag
@@ -68,6 +69,7 @@ _TAG_LEN: Final = 16
 OVERHEAD: Final = _HEADER_LEN + _NONCE_LEN + _TAG_LEN  # 33 bytes added to every plaintext
 _MAX_VERSION: Final = 2**31 - 1  # fits a signed 32-bit column on every database; uint32 on the wire
 _NONCE_HARD_LIMIT: Final = 2**32  # SP 800-38D bound for random 96-bit nonces
+_T = TypeVar("_T")
 
 
 class TenantKeysDestroyed(IntegrityError):
@@ -296,34 +298,56 @@ class Vault:
 
     def _reserve(self, tenant: str) -> _ActiveBlock:
         """Reserve the next block of uses of the tenant's active data key (rotating if it is spent)."""
+
+        def reserve(conn: Connection, row: keystore.TenantKeyRow) -> _ActiveBlock | None:
+            if row.uses_reserved >= self.rotate_after:  # spent: rotate without reserving more
+                self._create_key(conn, tenant, KeyKind.DATA, refuse_if_destroyed=True)
+                return None
+            total = keystore.reserve_uses(conn, tenant, row.version, self.reserve_block)
+            if total is None:
+                return None  # rotated or destroyed by someone else meanwhile
+            start = total - self.reserve_block
+            if start >= self.rotate_after:
+                self._create_key(conn, tenant, KeyKind.DATA, refuse_if_destroyed=True)
+                return None
+            aead = self._unwrap_row(tenant, KeyKind.DATA, row.version, row.wrapped_key, row.kek_id)
+            return _ActiveBlock(row.version, aead, start, min(total, self.rotate_after), time.monotonic())
+
+        block = self._with_active_key(tenant, KeyKind.DATA, reserve, attempts=20)
+        if block is None:
+            raise IntegrityError(
+                f"could not obtain an active data key for tenant {tenant!r} (too much contention)"
+            )
+        self._keys[(tenant, block.version)] = _CachedKey(block.aead, time.monotonic())
+        return block
+
+    def _with_active_key(
+        self,
+        tenant: str,
+        kind: KeyKind,
+        step: Callable[[Connection, keystore.TenantKeyRow], _T | None],
+        *,
+        attempts: int,
+    ) -> _T | None:
+        """``step`` on the tenant's active key of ``kind``, in one transaction; a missing key is
+        created first. ``step`` returning ``None`` (it rotated the key, or the row changed meanwhile)
+        and a race lost to another process start over, at most ``attempts`` times (then ``None``)."""
         _check_tenant(tenant)
-        for _ in range(20):
+        for _ in range(attempts):
             try:
                 with self.engine.begin() as conn:
-                    row = keystore.active_key(conn, tenant, KeyKind.DATA)
+                    row = keystore.active_key(conn, tenant, kind)
                     if row is None:
-                        self._create_key(conn, tenant, KeyKind.DATA, refuse_if_destroyed=True)
+                        self._create_key(conn, tenant, kind, refuse_if_destroyed=True)
                         continue
-                    if row.uses_reserved >= self.rotate_after:  # spent: rotate without reserving more
-                        self._create_key(conn, tenant, KeyKind.DATA, refuse_if_destroyed=True)
-                        continue
-                    total = keystore.reserve_uses(conn, tenant, row.version, self.reserve_block)
-                    if total is None:
-                        continue  # rotated or destroyed by someone else meanwhile
-                    start = total - self.reserve_block
-                    if start >= self.rotate_after:
-                        self._create_key(conn, tenant, KeyKind.DATA, refuse_if_destroyed=True)
-                        continue
-                    aead = self._unwrap_row(tenant, KeyKind.DATA, row.version, row.wrapped_key, row.kek_id)
+                    result = step(conn, row)
             except sqlalchemy.exc.DBAPIError as exc:
                 if _lost_race(exc):
                     continue  # a concurrent process created the same version first: reload
                 raise
-            self._keys[(tenant, row.version)] = _CachedKey(aead, time.monotonic())
-            return _ActiveBlock(row.version, aead, start, min(total, self.rotate_after), time.monotonic())
-        raise IntegrityError(
-            f"could not obtain an active data key for tenant {tenant!r} (too much contention)"
-        )
+            if result is not None:
+                return result
+        return None
 
     def _create_key(self, conn: Connection, tenant: str, kind: KeyKind, *, refuse_if_destroyed: bool) -> int:
         """Insert the next version of (tenant, kind) as active and retire older ones."""
@@ -402,27 +426,19 @@ class Vault:
             cached = self._pseudonym.get(tenant)
             if cached is not None and now - cached[1] <= self.cache_ttl:
                 return cached[0]
-        _check_tenant(tenant)
-        for _ in range(5):
-            try:
-                with self.engine.begin() as conn:
-                    row = keystore.active_key(conn, tenant, KeyKind.PSEUDONYM)
-                    if row is None:
-                        self._create_key(conn, tenant, KeyKind.PSEUDONYM, refuse_if_destroyed=True)
-                        continue
-            except sqlalchemy.exc.DBAPIError as exc:
-                if _lost_race(exc):
-                    continue
-                raise
-            if row.wrapped_key is None:  # pragma: no cover - active rows always hold a key
-                raise TenantKeysDestroyed(f"tenant {tenant!r} pseudonym key was destroyed")
-            key = self.provider.unwrap(
-                row.kek_id, row.wrapped_key, _key_aad(tenant, KeyKind.PSEUDONYM, row.version)
+        row = self._with_active_key(tenant, KeyKind.PSEUDONYM, lambda _, active: active, attempts=5)
+        if row is None:
+            raise IntegrityError(
+                f"could not obtain the pseudonym key of tenant {tenant!r} (too much contention)"
             )
-            with self._lock:
-                self._pseudonym[tenant] = (key, now)
-            return key
-        raise IntegrityError(f"could not obtain the pseudonym key of tenant {tenant!r} (too much contention)")
+        if row.wrapped_key is None:  # pragma: no cover - active rows always hold a key
+            raise TenantKeysDestroyed(f"tenant {tenant!r} pseudonym key was destroyed")
+        key = self.provider.unwrap(
+            row.kek_id, row.wrapped_key, _key_aad(tenant, KeyKind.PSEUDONYM, row.version)
+        )
+        with self._lock:
+            self._pseudonym[tenant] = (key, now)
+        return key
 
     # ---- key management --------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +21,9 @@ from governance.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.governance.vectors import VECTORS as SHARED_VECTORS
 
-# tests/governance/test_merkle.py -> parents[3] is the repo's parent, where shared/ lives.
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "merkle"
+VECTORS = SHARED_VECTORS / "merkle"
 
 
 def _load(kind: str) -> list[tuple[str, dict[str, Any]]]:

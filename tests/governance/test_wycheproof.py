@@ -8,15 +8,15 @@ every vector with another key or nonce size must be refused up front.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from governance.vault import AesGcm
 from schemas.errors import ConfigError, IntegrityError
+from tests.governance.vectors import VECTORS as SHARED_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "wycheproof" / "aes_gcm_test.json"
+VECTORS = SHARED_VECTORS / "wycheproof" / "aes_gcm_test.json"
 
 
 def _cases() -> list[Any]:

@@ -1,0 +1,71 @@
+"""The audit report: a ledger's entries and signed checkpoints in one self-contained document.
+
+A :class:`~schemas.lineage.LedgerReport` (format ``crmhub.lineage.report/1``) holds the tenant,
+origin, optional public key, the signed checkpoints oldest first (the last covers every entry) and
+each entry's index, stored leaf hash (base64) and canonical event text. :meth:`Ledger.export_report
+<governance.lineage.Ledger.export_report>` builds one from the database, :func:`build_report` from
+event bytes held in memory; both assemble it here, so the two cannot drift apart.
+:func:`report_to_json` / :func:`report_from_json` are what an auditor downloads and reads back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from governance.lineage._signing import PublicKeyLike, b64, encode_public_key
+from governance.merkle import leaf_hash
+from schemas.errors import IntegrityError
+from schemas.lineage import Checkpoint, LedgerReport, ReportEntry
+
+__all__ = ["assemble_report", "build_report", "report_from_json", "report_to_json"]
+
+
+def assemble_report(
+    tenant: str,
+    origin: str,
+    entries: Iterable[tuple[int, bytes, bytes]],
+    checkpoints: Sequence[Checkpoint],
+    public_key: PublicKeyLike | None,
+) -> LedgerReport:
+    """A report of ``entries`` given as ``(index, leaf hash, canonical event bytes)``."""
+    return LedgerReport(
+        tenant=tenant,
+        origin=origin,
+        public_key=None if public_key is None else encode_public_key(public_key),
+        checkpoints=tuple(checkpoints),
+        entries=tuple(
+            ReportEntry(index=index, leaf_hash=b64(leaf), event=data.decode("utf-8"))
+            for index, leaf, data in entries
+        ),
+    )
+
+
+def build_report(
+    tenant: str,
+    events: Sequence[bytes],
+    checkpoints: Sequence[Checkpoint],
+    *,
+    origin: str | None = None,
+    public_key: PublicKeyLike | None = None,
+) -> LedgerReport:
+    """A report over canonical event bytes held in memory (entries numbered from 0)."""
+    return assemble_report(
+        tenant,
+        origin or f"crmhub/{tenant}",
+        ((i, leaf_hash(data), data) for i, data in enumerate(events)),
+        checkpoints,
+        public_key,
+    )
+
+
+def report_to_json(report: LedgerReport) -> bytes:
+    """The report as UTF-8 JSON (what an auditor downloads)."""
+    return report.model_dump_json().encode("utf-8")
+
+
+def report_from_json(data: bytes | str) -> LedgerReport:
+    """Parse a report; raises :class:`IntegrityError` if it is not a well-formed report."""
+    try:
+        return LedgerReport.model_validate_json(data)
+    except ValueError as exc:
+        raise IntegrityError("not a well-formed crmhub lineage report") from exc
