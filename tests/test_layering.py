@@ -10,11 +10,6 @@ no store, governance or services; store no governance; governance no services or
 services no workflows, workers or api; workflows no workers or api. Only the dev/demo commands
 (:data:`DEMO_COMMANDS`) import ``sandbox``; tests and benchmarks may. No product module is over
 :data:`MAX_LINES` lines (sandbox, tests and benchmarks excepted).
-
-:data:`PENDING` lists the violations that are other open work of issue 15 (files being split in
-other branches); each is named with its owner, none is skipped silently, and
-:func:`test_pending_entries_are_still_open` fails once one is fixed, so its entry is removed and
-the check becomes strict for it too.
 """
 
 from __future__ import annotations
@@ -43,14 +38,6 @@ PRODUCT = set(MAY_IMPORT)
 DEMO_COMMANDS = {"api/demo.py", "api/cli_demo.py"}
 """``crmhub demo`` and ``crmhub sandbox``: the only product modules that may import ``sandbox``."""
 UNSIZED = ("sandbox/",)
-
-_SPLIT = "is being split by concept in another branch of issue 15"
-PENDING: dict[str, str] = {
-    "size store/syncs.py": f"store/syncs.py {_SPLIT} (store/)",
-    "size governance/policy.py": f"governance/policy.py {_SPLIT} (governance/)",
-    "size governance/lineage.py": f"governance/lineage.py {_SPLIT} (governance/)",
-}
-"""Violation key → the open work that removes it (another branch of issue 15)."""
 
 
 def product_modules() -> list[Path]:
@@ -98,14 +85,7 @@ def violations() -> dict[str, str]:
 
 def test_no_module_imports_upward_or_the_sandbox_or_is_too_long() -> None:
     found = violations()
-    strict = {key: why for key, why in found.items() if key not in PENDING}
-    assert not strict, "layering violations:\n" + "\n".join(sorted(strict.values()))
-
-
-def test_pending_entries_are_still_open() -> None:
-    found = violations()
-    fixed = sorted(key for key in PENDING if key not in found)
-    assert not fixed, f"fixed, so remove from PENDING (the check is then strict for them): {fixed}"
+    assert not found, "layering violations:\n" + "\n".join(sorted(found.values()))
 
 
 def test_the_walk_sees_what_it_must_refuse(tmp_path: Path) -> None:
