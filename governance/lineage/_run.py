@@ -12,16 +12,18 @@ anything else), and ``details`` hold names and numbers, never record values.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypedDict, Unpack
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from governance.policy import ProcessingInstruction
 from schemas.errors import PolicyError
 from schemas.lineage import DatasetRef, DetailValue, EventKind, LineageEvent, TransferMechanism
 
 __all__ = ["EventFields", "MoveFields", "RunRef"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MoveFields(TypedDict, total=False):
@@ -52,14 +54,21 @@ class RunRef(BaseModel):
     """One run's citation in its lineage events. ``sync_id``, the instruction and the purpose are
     absent for runs that are not a sync (a data subject request, a retention purge, offboarding)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    tenant: str = Field(min_length=1, max_length=128)
-    run_id: str = Field(min_length=1, max_length=256)
+    tenant: str
+    run_id: str
     sync_id: str | None = None
-    instruction_version: int | None = Field(default=None, ge=0)
+    instruction_version: int | None = None
     instruction_hash: str | None = None
     purpose: str | None = None
+
+    @model_validator(mode="after")
+    def _citable(self) -> RunRef:
+        # The event model owns the limits (tenant and run id lengths, version ≥ 0): a citation is
+        # valid exactly when an event of it would be, and is refused here rather than mid-run.
+        self.event(EventKind.PULL, at=_EPOCH)
+        return self
 
     @classmethod
     def of(

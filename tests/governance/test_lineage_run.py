@@ -6,11 +6,12 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 from pydantic import ValidationError
 
-from governance.lineage import RunRef
+from governance.lineage import EventFields, MoveFields, RunRef
 from governance.registry import Registry, load_registry, transfer_event
 from schemas.errors import PolicyError
 from schemas.lineage import DatasetRef, EventKind, LineageEvent, TransferMechanism
@@ -54,38 +55,35 @@ def test_of_refuses_another_tenants_instruction_or_purpose() -> None:
 def test_event_is_the_one_built_by_hand() -> None:
     ins = instruction()
     run = RunRef.of("acme", "run-1", sync_id="contacts", instruction=ins)
-    made = run.event(
-        EventKind.PULL,
-        at=AT,
-        source=SOURCE,
-        destination=STAGING,
-        counts={"records": 3},
-        record_id_hashes=list(HASHES),
-        subprocessor="salesforce",
-        region_from="eea",
-        region_to="eea",
-        details={"batch_id": "b1"},
-    )
-    by_hand = LineageEvent(
-        kind=EventKind.PULL,
-        tenant="acme",
-        run_id="run-1",
-        sync_id="contacts",
-        instruction_version=ins.version,
-        instruction_hash=ins.content_hash,
-        purpose=ins.purpose,
-        timestamp=AT,
-        source=SOURCE,
-        destination=STAGING,
-        counts={"records": 3},
-        record_id_hashes=HASHES,
-        subprocessor="salesforce",
-        region_from="eea",
-        region_to="eea",
-        details={"batch_id": "b1"},
+    step: EventFields = {
+        "source": SOURCE,
+        "destination": STAGING,
+        "counts": {"records": 3},
+        "record_id_hashes": HASHES,
+        "subprocessor": "salesforce",
+        "region_from": "eea",
+        "region_to": "eea",
+        "details": {"batch_id": "b1"},
+    }
+    made = run.event(EventKind.PULL, at=AT, **step)
+    # What ActivityKit.event and the DSR/maintenance activities write out today.
+    by_hand = LineageEvent.model_validate(
+        {
+            "kind": EventKind.PULL,
+            "tenant": "acme",
+            "run_id": "run-1",
+            "sync_id": "contacts",
+            "instruction_version": ins.version,
+            "instruction_hash": ins.content_hash,
+            "purpose": ins.purpose,
+            "timestamp": AT,
+            **step,
+        }
     )
     assert made == by_hand
     assert made.canonical_bytes() == by_hand.canonical_bytes()
+    listed: EventFields = {**step, "record_id_hashes": list(HASHES)}
+    assert run.event(EventKind.PULL, at=AT, **listed) == made
 
 
 def test_event_refuses_raw_ids_and_naive_times_without_echoing() -> None:
@@ -108,43 +106,25 @@ def test_run_ref_is_frozen_and_crosses_json() -> None:
         RunRef(tenant="", run_id="run-1")
 
 
+def _scc(run: RunRef, **move: Unpack[MoveFields]) -> LineageEvent:
+    return run.transfer(
+        TransferMechanism.SCC, at=AT, subprocessor="hubspot", region_from="eea", region_to="us", **move
+    )
+
+
 def test_transfer_event_counts_and_keyword_form() -> None:
     run = RunRef.of("acme", "run-1", sync_id="contacts", instruction=instruction())
-    event = run.transfer(
-        TransferMechanism.SCC,
-        at=AT,
-        subprocessor="hubspot",
-        region_from="eea",
-        region_to="us",
-        record_id_hashes=HASHES,
-        source=STAGING,
-        destination=SOURCE,
-    )
+    event = _scc(run, record_id_hashes=HASHES, source=STAGING, destination=SOURCE)
     assert event.kind is EventKind.TRANSFER
-    assert (event.region_from, event.region_to, event.transfer_mechanism) == (
-        "eea",
-        "us",
-        TransferMechanism.SCC,
-    )
+    assert event.transfer_mechanism is TransferMechanism.SCC
+    assert (event.region_from, event.region_to, event.subprocessor) == ("eea", "us", "hubspot")
     assert event.counts == {"records": 3}
     assert event.record_id_hashes == HASHES
     assert (event.run_id, event.instruction_hash) == (run.run_id, run.instruction_hash)
-    counted = run.transfer(
-        TransferMechanism.SCC,
-        at=AT,
-        subprocessor="hubspot",
-        region_from="eea",
-        region_to="us",
-        counts={"x": 1},
-    )
-    assert counted.counts == {"x": 1}
+    assert _scc(run, counts={"x": 1}).counts == {"x": 1}
+    # The keyword form cites the run field by field: the same event.
     keyword = transfer_event(
-        tenant="acme",
-        run_id="run-1",
-        sync_id="contacts",
-        purpose=run.purpose,
-        instruction_version=run.instruction_version,
-        instruction_hash=run.instruction_hash,
+        **run.model_dump(),
         subprocessor="hubspot",
         region_from="eea",
         region_to="us",
@@ -164,19 +144,15 @@ def test_registry_transfer_for_a_run(registry: Registry) -> None:
     )
     assert event is not None
     assert event.transfer_mechanism is TransferMechanism.SCC
-    assert event == registry.transfer(
-        tenant="acme",
-        run_id="run-1",
-        sync_id="contacts",
-        purpose=run.purpose,
-        instruction_version=run.instruction_version,
-        instruction_hash=run.instruction_hash,
+    keyword = registry.transfer(
+        **run.model_dump(),
         from_region="eea",
         to_region="us",
         subprocessor="hubspot",
         record_id_hashes=HASHES,
         timestamp=AT,
     )
+    assert keyword == event
     assert (
         registry.transfer_for(run, from_region="eea", to_region="eea", subprocessor="hubspot", at=AT) is None
     )
