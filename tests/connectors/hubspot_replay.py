@@ -23,9 +23,10 @@ from starlette.routing import Route
 from connectors.hubspot import HubSpotConfig, HubSpotConnector
 from sandbox.server import ServerThread
 from sandbox.tls import SandboxCA
+from tests.shared_data import shared_path
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "vendor" / "hubspot"
-SHARED = Path("/work/shared/vendor-fixtures/hubspot")
+SHARED = shared_path("vendor-fixtures", "hubspot")
 
 
 @dataclass

@@ -24,9 +24,10 @@ from starlette.routing import Route
 from connectors.salesforce import SalesforceConfig, SalesforceConnector
 from sandbox.server import ServerThread
 from sandbox.tls import SandboxCA
+from tests.shared_data import shared_path
 
 OURS = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "vendor" / "salesforce"
-SHARED = pathlib.Path("/work/shared/vendor-fixtures/salesforce")
+SHARED = shared_path("vendor-fixtures", "salesforce")
 V = "/services/data/v59.0"
 JSON = "application/json;charset=UTF-8"
 
@@ -50,10 +51,8 @@ def ours(name: str, **fill: str) -> Reply:
 
 
 def shared(name: str, status: int = 200, content_type: str = JSON, **headers: str) -> Reply:
-    """A file of ``/work/shared/vendor-fixtures/salesforce`` as recorded (skip if absent)."""
+    """A file of the shared ``vendor-fixtures/salesforce`` as recorded (a missing one fails)."""
     path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"shared vendor fixture {name} is not on this machine")
     return Reply(status, path.read_bytes(), content_type, headers)
 
 

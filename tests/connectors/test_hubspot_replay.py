@@ -17,7 +17,6 @@ from schemas.connector import OutcomeStatus, ReadMode, StreamState, WriteMode
 from schemas.errors import AuthError, RateLimited
 from tests.connectors.hubspot_replay import SHARED, Replay, load, replay
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="shared vendor fixtures not present")
 INCREMENTAL = StreamState(cursor="1714500000000", extra={})
 Served = tuple[Replay, HubSpotConnector]
 
