@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from api.cli_common import migrated_engine, require_tenant
 from schemas.errors import ConfigError
 
 __all__ = ["register"]
@@ -77,20 +78,8 @@ audit_app.add_typer(token_app, name="token")
 
 def _engine() -> Any:
     from schemas.settings import load_settings
-    from store.engine import make_engine
-    from store.migrate import ensure_current
 
-    settings = load_settings()
-    ensure_current(settings.effective_database_url)
-    return make_engine(settings.effective_database_url)
-
-
-def _known_tenant(engine: Any, tenant: str) -> None:
-    from store import tenants as tenant_store
-
-    with engine.connect() as conn:
-        if tenant_store.get_tenant(conn, tenant) is None:
-            raise ConfigError(f"unknown tenant {tenant!r}")
+    return migrated_engine(load_settings())
 
 
 @token_app.command("create")
@@ -107,7 +96,7 @@ def token_create(
 
     engine = _engine()
     try:
-        _known_tenant(engine, tenant)
+        require_tenant(engine, tenant)
         now = datetime.now(UTC)
         expires = now + timedelta(days=expires_days) if expires_days else None
         with engine.begin() as conn:
@@ -212,7 +201,7 @@ def audit_report(
     period = reports.Period.parse(start, end)
     engine = _engine()
     try:
-        _known_tenant(engine, tenant)
+        require_tenant(engine, tenant)
         registry = load_registry(settings.governance.subprocessors_file or default_subprocessors_file())
         if kind == "ledger":
             signer = CheckpointSigner.load_or_create(settings.data_dir / settings.governance.signing_key_file)
@@ -265,7 +254,7 @@ def audit_export_openlineage(
 
     engine = _engine()
     try:
-        _known_tenant(engine, tenant)
+        require_tenant(engine, tenant)
         events = [e for _, e in reports.tenant_events(engine, tenant) if run is None or e.run_id == run]
     finally:
         engine.dispose()

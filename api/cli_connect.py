@@ -28,7 +28,7 @@ import html
 import json
 import time
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # the OAuth stack (httpx, vault, cryptography) loads only whe
     from services.credentials import OAuthService
     from store.connections import ConnectionInfo
 
-__all__ = ["CallbackListener", "connect_cmd", "connections_app"]
+__all__ = ["CallbackListener", "complete_from_redirect", "connect_cmd", "connections_app"]
 
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"  # services.oauth_clients.CLI_REDIRECT_URI
 
@@ -93,6 +93,22 @@ def _service(settings: Settings, *, redirect_uri: str | None, provider: str | No
     except BaseException:
         engine.dispose()
         raise
+
+
+def complete_from_redirect(
+    service: OAuthService, provider: str, tenant: str, params: Mapping[str, str], redirect_uri: str
+) -> ConnectionInfo:
+    """Finish an authorization from the query parameters the provider sent the browser back with
+    (``state`` and ``code``, or ``error``) to ``redirect_uri``: exchange the code, store the sealed
+    tokens (:meth:`OAuthService.complete_authorization`, which raises ``OAuthCallbackError``)."""
+    return service.complete_authorization(
+        provider,
+        tenant=tenant,
+        state=params.get("state"),
+        code=params.get("code"),
+        redirect_uri=redirect_uri,
+        error=params.get("error"),
+    )
 
 
 # ---- the loopback listener --------------------------------------------------------------------------
@@ -240,14 +256,7 @@ def connect_cmd(
 
         def handle(params: dict[str, str]) -> CallbackOutcome:
             try:
-                info = service.complete_authorization(
-                    provider,
-                    tenant=tenant,
-                    state=params.get("state"),
-                    code=params.get("code"),
-                    redirect_uri=cfg.redirect_uri,
-                    error=params.get("error"),
-                )
+                info = complete_from_redirect(service, provider, tenant, params, cfg.redirect_uri)
             except OAuthCallbackError as exc:
                 return CallbackOutcome(exc.http_status, str(exc), error=exc)
             except CrmhubError as exc:

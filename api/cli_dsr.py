@@ -12,6 +12,8 @@ import asyncio
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import Engine
 
+from api.cli_common import migrated_engine, require_tenant
 from api.cli_sync import tenant_app
 from schemas.dsr import DsrInput, DsrKind, DsrResult, dsr_workflow_id
 from schemas.errors import ConfigError
@@ -41,22 +44,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(dsr_app, name="dsr")
     app.add_typer(keys_app, name="keys")
     tenant_app.command("offboard")(tenant_offboard)
-
-
-def _engine(settings: Settings) -> Engine:
-    from store.engine import make_engine
-    from store.migrate import ensure_current
-
-    ensure_current(settings.effective_database_url)
-    return make_engine(settings.effective_database_url)
-
-
-def _require_tenant(engine: Engine, tenant: str) -> None:
-    from store import tenants as tenant_store
-
-    with engine.connect() as conn:
-        if tenant_store.get_tenant(conn, tenant) is None:
-            raise ConfigError(f"unknown tenant {tenant!r}; create it with: crmhub tenant create")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -86,7 +73,7 @@ async def run_dsr(
 
     connected = await connect(settings)
     try:
-        _require_tenant(connected.engine, tenant)
+        require_tenant(connected.engine, tenant)
         request_id = uuid.uuid4().hex[:16]
         inp = DsrInput(
             request_id=request_id,
@@ -217,9 +204,25 @@ def _vault(settings: Settings) -> tuple[Engine, Any, Any]:
     from governance.vault import Vault
     from services.wiring import key_provider
 
-    engine = _engine(settings)
+    engine = migrated_engine(settings)
     provider = key_provider(settings)
     return engine, Vault(engine, provider), provider
+
+
+@contextmanager
+def _tenant_vault(settings: Settings, tenant: str) -> Iterator[tuple[Engine, Any]]:
+    """The engine and vault of a command on one existing tenant; the engine is disposed after."""
+    engine, vault, _ = _vault(settings)
+    try:
+        require_tenant(engine, tenant)
+        yield engine, vault
+    finally:
+        engine.dispose()
+
+
+def _confirm(consequence: str) -> Any:
+    """The ``--yes`` option of an irreversible command; ``consequence`` is what it confirms."""
+    return typer.Option("--yes", help=f"confirm: {consequence}")
 
 
 @keys_app.command("list")
@@ -246,12 +249,8 @@ def keys_list(
 @keys_app.command("rotate")
 def keys_rotate(tenant: Tenant, as_json: AsJson = False) -> None:
     """Start a new data-key version for the tenant (new seals use it; old data still opens)."""
-    engine, vault, _ = _vault(load_settings())
-    try:
-        _require_tenant(engine, tenant)
+    with _tenant_vault(load_settings(), tenant) as (_, vault):
         version = vault.rotate(tenant)
-    finally:
-        engine.dispose()
     if as_json:
         out.print_json(json.dumps({"tenant": tenant, "version": version}))
     else:
@@ -285,9 +284,7 @@ def _signer(settings: Settings) -> Any:
 @keys_app.command("shred")
 def keys_shred(
     tenant: Tenant,
-    yes: Annotated[
-        bool, typer.Option("--yes", help="confirm: everything sealed for the tenant becomes unreadable")
-    ] = False,
+    yes: Annotated[bool, _confirm("everything sealed for the tenant becomes unreadable")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Crypto-shred the tenant: destroy its data and pseudonym keys, record an ``erase`` lineage
@@ -298,9 +295,7 @@ def keys_shred(
     if not yes:
         raise ConfigError("keys shred destroys the tenant's keys for good; confirm with --yes")
     settings = load_settings()
-    engine, vault, _ = _vault(settings)
-    try:
-        _require_tenant(engine, tenant)
+    with _tenant_vault(settings, tenant) as (engine, vault):
         cert = vault.shred(tenant)
         ledger = Ledger(engine, tenant)
         ledger.append(
@@ -318,8 +313,6 @@ def keys_shred(
             ]
         )
         ledger.checkpoint(_signer(settings))
-    finally:
-        engine.dispose()
     if as_json:
         out.print_json(cert.model_dump_json())
     else:
@@ -337,9 +330,7 @@ def tenant_offboard(
     out_dir: Annotated[
         Path, typer.Option("--out", help="directory for the export and the certificate")
     ] = Path("."),
-    yes: Annotated[
-        bool, typer.Option("--yes", help="confirm: the tenant's data is deleted and its keys destroyed")
-    ] = False,
+    yes: Annotated[bool, _confirm("the tenant's data is deleted and its keys destroyed")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Offboard a tenant: export everything crmhub holds → delete it → crypto-shred its keys →
@@ -349,23 +340,18 @@ def tenant_offboard(
     if not yes:
         raise ConfigError("offboarding deletes the tenant's data and destroys its keys; confirm with --yes")
     settings = load_settings()
-    engine, vault, _ = _vault(settings)
-    try:
-        _require_tenant(engine, tenant)
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err, transient=True, disable=as_json,
-        ) as bar:  # fmt: skip
-            tasks: dict[str, Any] = {}
+    with _tenant_vault(settings, tenant) as (engine, vault), Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True, disable=as_json,
+    ) as bar:  # fmt: skip
+        tasks: dict[str, Any] = {}
 
-            def step(name: str, done: int, total: int) -> None:
-                if name not in tasks:
-                    tasks[name] = bar.add_task(name, total=total)
-                bar.update(tasks[name], completed=done, total=total)
+        def step(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
 
-            cert = offboard_tenant(engine, vault, _signer(settings), tenant, out_dir, progress=step)
-    finally:
-        engine.dispose()
+        cert = offboard_tenant(engine, vault, _signer(settings), tenant, out_dir, progress=step)
     if as_json:
         out.print_json(json.dumps(cert))
         return

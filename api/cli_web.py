@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.cli_common import migrated_engine, require_tenant
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 
@@ -73,22 +74,16 @@ def add_user(settings: Settings, tenant: str, email: str, password: str) -> str:
     from api.web.security import hash_password
     from governance.pseudonym import Pseudonymizer
     from services.wiring import make_vault
-    from store import tenants as tenant_store
     from store import users as user_store
-    from store.engine import make_engine
-    from store.migrate import ensure_current
 
     email = email.strip().lower()
     if "@" not in email or len(email) > 320:
         raise ConfigError("--email must be an email address")
     if len(password) < MIN_PASSWORD:
         raise ConfigError(f"the password must be at least {MIN_PASSWORD} characters")
-    ensure_current(settings.effective_database_url)
-    engine = make_engine(settings.effective_database_url)
+    engine = migrated_engine(settings)
     try:
-        with engine.connect() as conn:
-            if tenant_store.get_tenant(conn, tenant) is None:
-                raise ConfigError(f"no tenant {tenant!r}; create it with: crmhub tenant create {tenant}")
+        require_tenant(engine, tenant)
         vault = make_vault(settings, engine)
         user_id = str(uuid.uuid4())
         email_hash = Pseudonymizer(vault).keyed_hash(tenant, email)

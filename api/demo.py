@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
+from api.cli_connect import complete_from_redirect
 from governance.lineage import CheckpointSigner, Ledger, report_from_json, report_to_json, verify
 from governance.policy import ProcessingInstruction
 from sandbox.consent import press_consent
@@ -106,15 +107,7 @@ def connect_crm(
     """Connect a sandbox CRM through the authorization-code flow with PKCE; returns the connection id."""
     req = oauth.begin_authorization(tenant, provider, extra_scopes=extra_scopes)
     params = press_consent(req.url, ca.client_context())
-    info = oauth.complete_authorization(
-        provider,
-        tenant=tenant,
-        state=params.get("state"),
-        code=params.get("code"),
-        redirect_uri=req.redirect_uri,
-        error=params.get("error"),
-    )
-    return info.id
+    return complete_from_redirect(oauth, provider, tenant, params, req.redirect_uri).id
 
 
 def create_demo_sync(

@@ -8,26 +8,14 @@ are :mod:`workflows.maintenance`; every crmhub worker polls the control queue, s
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleState,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
-)
+from temporalio.client import Client, Schedule, ScheduleActionStartWorkflow
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.schedules import install_schedule, interval_schedule, next_runs
 from schemas.maintenance import (
     KeyRotationInput,
     RetentionPurgeInput,
@@ -67,54 +55,37 @@ class MaintenanceSchedule:
     recent_runs: int = 0
 
 
+def _maintenance(
+    workflow: Any, arg: Any, workflow_id: str, queue: str, every: timedelta, name: str, covers: str
+) -> Schedule:
+    """The schedule of one maintenance workflow; its runs show ``name`` and what it ``covers`` in the UI."""
+    action = ScheduleActionStartWorkflow(
+        workflow, arg, id=workflow_id, task_queue=queue, static_summary=f"crmhub {name}: {covers}"
+    )
+    return interval_schedule(action, every, note=f"crmhub maintenance: {name}")
+
+
 def _schedules(settings: Settings) -> dict[str, Schedule]:
-    queue = settings.temporal.control_task_queue
-    every = settings.schedules
-    policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP)
+    queue, every = settings.temporal.control_task_queue, settings.schedules
+    # one row a workflow: workflow, input, workflow id, queue, interval, name, what it covers
     return {
-        RETENTION_SCHEDULE_ID: Schedule(
-            action=ScheduleActionStartWorkflow(
-                RetentionPurgeWorkflow.run,
-                RetentionPurgeInput(),
-                id=retention_purge_workflow_id(),
-                task_queue=queue,
-                static_summary="crmhub retention purge: staging, dead letters, id map past retention",
-            ),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every.retention_purge_interval)]),
-            policy=policy,
-            state=ScheduleState(note="crmhub maintenance: retention purge"),
+        RETENTION_SCHEDULE_ID: _maintenance(
+            RetentionPurgeWorkflow.run, RetentionPurgeInput(), retention_purge_workflow_id(), queue,
+            every.retention_purge_interval, "retention purge", "staging, dead letters, id map past retention",
         ),
-        KEY_ROTATION_SCHEDULE_ID: Schedule(
-            action=ScheduleActionStartWorkflow(
-                KeyRotationCheckWorkflow.run,
-                KeyRotationInput(),
-                id=key_rotation_workflow_id(),
-                task_queue=queue,
-                static_summary="crmhub key-rotation check: tenant and codec data keys",
-            ),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every.key_rotation_check_interval)]),
-            policy=policy,
-            state=ScheduleState(note="crmhub maintenance: key-rotation check"),
+        KEY_ROTATION_SCHEDULE_ID: _maintenance(
+            KeyRotationCheckWorkflow.run, KeyRotationInput(), key_rotation_workflow_id(), queue,
+            every.key_rotation_check_interval, "key-rotation check", "tenant and codec data keys",
         ),
-    }
+    }  # fmt: skip
 
 
 async def install_maintenance_schedules(client: Client, settings: Settings) -> list[MaintenanceSchedule]:
     """Create both maintenance schedules, or update them to the intervals in ``settings`` (a paused
     schedule stays paused); returns them as described afterwards."""
     for sid, sched in _schedules(settings).items():
-        try:
-            await client.create_schedule(sid, sched)
-        except ScheduleAlreadyRunningError:
-            await client.get_schedule_handle(sid).update(functools.partial(_keep_paused, sched))
+        await install_schedule(client, sid, sched, keep_state=True)
     return await describe_maintenance_schedules(client)
-
-
-def _keep_paused(wanted: Schedule, current: ScheduleUpdateInput) -> ScheduleUpdate:
-    """The wanted schedule, keeping the current paused state and note (ops may have paused it)."""
-    now = current.description.schedule.state
-    state = dataclasses.replace(wanted.state, paused=now.paused, note=now.note or wanted.state.note)
-    return ScheduleUpdate(schedule=dataclasses.replace(wanted, state=state))
 
 
 async def describe_maintenance_schedules(client: Client) -> list[MaintenanceSchedule]:
@@ -141,7 +112,7 @@ async def describe_maintenance_schedules(client: Client) -> list[MaintenanceSche
                 paused=sched.state.paused,
                 workflow=action.workflow if isinstance(action, ScheduleActionStartWorkflow) else "",
                 task_queue=action.task_queue if isinstance(action, ScheduleActionStartWorkflow) else "",
-                next_runs=tuple(t.isoformat() for t in desc.info.next_action_times[:3]),
+                next_runs=next_runs(desc),
                 recent_runs=len(desc.info.recent_actions),
             )
         )

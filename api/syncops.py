@@ -9,21 +9,15 @@ from datetime import timedelta
 
 from temporalio.client import (
     Client,
-    Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleHandle,
-    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleState,
-    ScheduleUpdate,
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.schedules import install_schedule, interval_schedule, next_runs
 from schemas.errors import ConfigError, TransientError
 from schemas.sync import Progress, RunCounts, SyncInput, SyncMode, sync_workflow_id
 from workflows.sync import CONTROL_QUEUE, SyncWorkflow
@@ -145,16 +139,8 @@ async def schedule(
             id=f"sync-trigger:{tenant}:{sync_id}",
             task_queue=task_queue,
         )
-        sched = Schedule(
-            action=action,
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-            state=ScheduleState(paused=bool(paused), note="crmhub sync schedule"),
-        )
-        try:
-            h = await client.create_schedule(sid, sched)
-        except ScheduleAlreadyRunningError:
-            await h.update(lambda _current: ScheduleUpdate(schedule=sched))
+        sched = interval_schedule(action, every, note="crmhub sync schedule", paused=bool(paused))
+        h = await install_schedule(client, sid, sched)
     else:
         try:
             await h.describe()
@@ -176,7 +162,7 @@ async def schedule(
         sid,
         spec_every,
         desc.schedule.state.paused,
-        tuple(t.isoformat() for t in desc.info.next_action_times[:3]),
+        next_runs(desc),
     )
 
 

@@ -108,6 +108,18 @@ def _ids(records: Sequence[Record], key: str) -> list[str]:
     return [str(r[key]) for r in records]
 
 
+def _read(
+    connector: Connector, harness: SourceHarness, stream: str, state: StreamState, page_size: int
+) -> ReadResult:
+    """:func:`read_all` of the fields the harness names for ``stream``."""
+    return read_all(connector, stream, state, page_size=page_size, fields=harness.fields(stream))
+
+
+def _caught_up(connector: Connector, harness: SourceHarness, stream: str) -> ReadResult:
+    """A new incremental read to its end: its final state sees only the changes made after it."""
+    return _read(connector, harness, stream, StreamState(mode=ReadMode.INCREMENTAL), 50)
+
+
 class ConnectorContract:
     """Subclass and provide ``connector``, ``harness`` and ``stream`` fixtures."""
 
@@ -130,13 +142,7 @@ class ConnectorContract:
     ) -> None:
         expected = harness.live_ids(stream)
         assert len(expected) > 3 * self.page_size, "seed enough records for several pages"
-        res = read_all(
-            connector,
-            stream,
-            StreamState(mode=ReadMode.FULL),
-            page_size=self.page_size,
-            fields=harness.fields(stream),
-        )
+        res = _read(connector, harness, stream, StreamState(mode=ReadMode.FULL), self.page_size)
         got = _ids(res.records, harness.primary_key)
         assert len(got) == len(set(got)), "a record was delivered twice"
         assert set(got) == expected
@@ -144,11 +150,8 @@ class ConnectorContract:
     def test_incremental_equals_full_and_cursor_is_monotonic(
         self, connector: Connector, harness: SourceHarness, stream: str
     ) -> None:
-        fields = harness.fields(stream)
-        full = read_all(connector, stream, StreamState(mode=ReadMode.FULL), page_size=50, fields=fields)
-        inc = read_all(
-            connector, stream, StreamState(mode=ReadMode.INCREMENTAL), page_size=self.page_size, fields=fields
-        )
+        full = _read(connector, harness, stream, StreamState(mode=ReadMode.FULL), 50)
+        inc = _read(connector, harness, stream, StreamState(mode=ReadMode.INCREMENTAL), self.page_size)
         inc_ids = _ids(inc.records, harness.primary_key)
         assert len(inc_ids) == len(set(inc_ids))
         assert set(inc_ids) == set(_ids(full.records, harness.primary_key))
@@ -158,30 +161,24 @@ class ConnectorContract:
     def test_changes_with_shared_timestamps_arrive_exactly_once(
         self, connector: Connector, harness: SourceHarness, stream: str
     ) -> None:
-        fields = harness.fields(stream)
-        start = read_all(
-            connector, stream, StreamState(mode=ReadMode.INCREMENTAL), page_size=50, fields=fields
-        )
+        start = _caught_up(connector, harness, stream)
         harness.freeze_clock()
         try:
             created = harness.create(stream, 3 * self.page_size + 2)  # one timestamp across page boundaries
         finally:
             harness.unfreeze_clock()
-        after = read_all(connector, stream, start.final_state, page_size=self.page_size, fields=fields)
+        after = _read(connector, harness, stream, start.final_state, self.page_size)
         got = _ids(after.records, harness.primary_key)
         assert sorted(got) == sorted(created)
 
     def test_modifications_and_deletes_are_seen(
         self, connector: Connector, harness: SourceHarness, stream: str
     ) -> None:
-        fields = harness.fields(stream)
-        start = read_all(
-            connector, stream, StreamState(mode=ReadMode.INCREMENTAL), page_size=50, fields=fields
-        )
+        start = _caught_up(connector, harness, stream)
         victims = sorted(harness.live_ids(stream))[:5]
         harness.modify(stream, victims[:3])
         harness.delete(stream, victims[3:])
-        after = read_all(connector, stream, start.final_state, page_size=self.page_size, fields=fields)
+        after = _read(connector, harness, stream, start.final_state, self.page_size)
         assert set(_ids(after.records, harness.primary_key)) >= set(victims[:3])
         assert set(after.deleted_ids) == set(victims[3:])
 

@@ -1,4 +1,5 @@
-"""Date and time values converted to what the *destination's* described field type accepts.
+"""Date and time values converted to what the *destination's* described field type accepts, and
+whether a string can be sent to a vendor at all (:func:`is_utf8`).
 
 Pure functions (no I/O, no vendor SDK). A writer looks up each field's type in its own describe
 (HubSpot properties, Salesforce describe) and passes the value through :func:`for_hubspot` or
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-__all__ = ["DATE_TYPES", "for_hubspot", "for_salesforce", "parse_instant"]
+__all__ = ["DATE_TYPES", "for_hubspot", "for_salesforce", "is_utf8", "parse_instant"]
 
 DATE_TYPES = frozenset({"date", "datetime"})
 """Destination types this module converts (HubSpot and Salesforce describe both by these names)."""
@@ -120,3 +121,13 @@ def for_salesforce(value: Any, salesforce_type: str | None) -> Any:
 
 def _iso_z(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 — false for lone surrogates, which neither vendor's JSON or
+    SOQL can carry. Answers without raising, so a caller's error never holds the text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

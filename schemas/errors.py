@@ -68,10 +68,16 @@ class CrmhubError(Exception):
 
 
 class ConfigError(CrmhubError):
+    """A setting, argument or stored definition is wrong or missing: retrying cannot help, the
+    message names the field and the fix."""
+
     kind = ErrorKind.CONFIG
 
 
 class AuthError(CrmhubError):
+    """Not allowed: the vendor refused the token or the connected user's permissions, or an OAuth
+    flow did not complete. Retrying cannot help; a person connects (or grants) again."""
+
     kind = ErrorKind.AUTH
 
 
@@ -80,6 +86,8 @@ class ReauthorizationRequired(AuthError):
 
 
 class RateLimited(CrmhubError):
+    """The vendor asked to slow down: retry after ``retry_after`` seconds (None: it did not say)."""
+
     kind = ErrorKind.RATE_LIMITED
 
     def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None) -> None:
@@ -88,14 +96,22 @@ class RateLimited(CrmhubError):
 
 
 class TransientError(CrmhubError):
+    """Worth retrying with backoff: a 5xx, a dropped connection, a timeout, a service restarting."""
+
     kind = ErrorKind.TRANSIENT
 
 
 class DataError(CrmhubError):
+    """A record or batch the vendor (or crmhub) cannot take as it is: retrying the same data fails
+    the same way, so it is dead-lettered."""
+
     kind = ErrorKind.DATA
 
 
 class PolicyError(CrmhubError):
+    """Processing would break the controller's instruction, a transfer rule or an integrity check:
+    the run fails closed."""
+
     kind = ErrorKind.POLICY
 
 

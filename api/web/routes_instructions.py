@@ -18,13 +18,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from api.web.forms import InstructionForm
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope, TenantScope
 from governance.policy import ProcessingInstruction
 from schemas.errors import ConfigError
 from services.syncconfig import repoint
-from store.connections import ConnectionStatus
 
 __all__ = ["router"]
 
@@ -55,7 +55,7 @@ def _instructions(
         "instructions.html",
         {
             "versions": versions,
-            "connections": [c for c in scope.connections() if c.status is ConnectionStatus.ACTIVE],
+            "connections": scope.active_connections(),
             "behind": behind,
             "latest_version": latest,
             "move_errors": move_errors or {},
@@ -111,30 +111,30 @@ def _split(text: str) -> list[str]:
 def _editor(
     request: Request,
     scope: TenantScope,
+    form: InstructionForm,
     *,
-    connection_id: str,
-    stream: str,
-    allowed: list[str] | None,
-    pseudonymize: list[str] | None,
-    base: dict[str, Any],
+    ticks_from_latest: bool = False,
     error: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    connection = scope.connection(connection_id)  # 404 for another tenant's connection
+    """The editor for ``form``'s object against the live describe of its connection (an unknown
+    object: the first the connector has). ``ticks_from_latest``: tick the fields the version in
+    force allows and pseudonymizes, not the form's."""
+    connection = scope.connection(form.connection_id)  # 404 for another tenant's connection
     connector = scope.ctx.connectors(connection.id)
     try:
         streams = [s.name for s in connector.streams()]
-        if stream not in streams:
-            stream = streams[0]
+        stream = form.stream if form.stream in streams else streams[0]
         live = sorted(connector.describe(stream).names())
     finally:
         connector.close()
     latest = scope.latest_instruction()
     current = latest.content if latest else {}
-    if allowed is None:
+    if ticks_from_latest:
         allowed = list(current.get("allowed_fields", {}).get(stream, []))
-    if pseudonymize is None:
         pseudonymize = list(current.get("pseudonymize", {}).get(stream, []))
+    else:
+        allowed, pseudonymize = form.allowed or [], form.pseudonymize or []
     chosen = set(allowed)
     return render(
         request,
@@ -149,32 +149,36 @@ def _editor(
             "withheld": [f for f in live if f not in chosen],
             "unknown": sorted(chosen - set(live)),
             "latest": latest,
-            "base": base,
+            "base": form,
             "error": error,
         },
         status=status,
     )
 
 
-def _base_from(scope: TenantScope) -> dict[str, Any]:
+def _draft(scope: TenantScope, connection_id: str, stream: str) -> InstructionForm:
+    """The editor's starting values: the version in force, or (none yet) the tenant's defaults.
+    Built unvalidated: the values are the stored instruction's, not a user's input."""
     latest = scope.latest_instruction()
     if latest is not None:
         c = latest.content
-        return {
+        base: dict[str, Any] = {
             "purpose": c["purpose"],
             "retention_days": c["retention_days"],
             "permitted_regions": ", ".join(c["permitted_regions"]),
             "permitted_subprocessors": ", ".join(c.get("permitted_subprocessors", [])),
             "data_categories": ", ".join(c.get("data_categories", [])),
         }
-    tenant = scope.tenant_row()
-    return {
-        "purpose": "crm-sync",
-        "retention_days": 30,
-        "permitted_regions": tenant.home_region,
-        "permitted_subprocessors": ", ".join(tenant.authorised_subprocessors),
-        "data_categories": "contact_details",
-    }
+    else:
+        tenant = scope.tenant_row()
+        base = {
+            "purpose": "crm-sync",
+            "retention_days": 30,
+            "permitted_regions": tenant.home_region,
+            "permitted_subprocessors": ", ".join(tenant.authorised_subprocessors),
+            "data_categories": "contact_details",
+        }
+    return InstructionForm.model_construct(connection_id=connection_id, stream=stream, **base)
 
 
 @router.get("/instructions/edit", response_class=HTMLResponse, responses=PAGE_RESPONSES)
@@ -185,40 +189,31 @@ def edit_page(
     stream: Annotated[str, Query(max_length=128)] = "",
 ) -> HTMLResponse:
     """The editor for one source object, with the fields the current version withholds."""
-    return _editor(
-        request,
-        scope,
-        connection_id=connection_id,
-        stream=stream,
-        allowed=None,
-        pseudonymize=None,
-        base=_base_from(scope),
-    )
+    return _editor(request, scope, _draft(scope, connection_id, stream), ticks_from_latest=True)
 
 
-def _instruction(
-    scope: TenantScope, stream: str, allowed: list[str], pseudonymize: list[str], base: dict[str, Any]
-) -> ProcessingInstruction:
+def _instruction(scope: TenantScope, form: InstructionForm) -> ProcessingInstruction:
+    """The next version: the one in force with ``form``'s object and instruction fields replaced."""
     latest = scope.latest_instruction()
     current = latest.content if latest else {}
     allowed_fields = dict(current.get("allowed_fields", {}))
     pseudo = dict(current.get("pseudonymize", {}))
-    allowed_fields[stream] = allowed
-    if pseudonymize:
-        pseudo[stream] = pseudonymize
+    allowed_fields[form.stream] = form.allowed or []
+    if form.pseudonymize:
+        pseudo[form.stream] = form.pseudonymize
     else:
-        pseudo.pop(stream, None)
+        pseudo.pop(form.stream, None)
     return ProcessingInstruction.model_validate(
         {
             "tenant": scope.tenant,
             "version": (latest.version if latest else 0) + 1,
-            "purpose": base["purpose"],
-            "data_categories": _split(base["data_categories"]),
+            "purpose": form.purpose,
+            "data_categories": _split(form.data_categories),
             "allowed_fields": {k: v for k, v in allowed_fields.items() if v},
             "pseudonymize": pseudo,
-            "retention_days": base["retention_days"],
-            "permitted_regions": _split(base["permitted_regions"]),
-            "permitted_subprocessors": _split(base["permitted_subprocessors"]),
+            "retention_days": form.retention_days,
+            "permitted_regions": _split(form.permitted_regions),
+            "permitted_subprocessors": _split(form.permitted_subprocessors),
             "valid_from": current.get("valid_from") or datetime.now(UTC).isoformat(),
         }
     )
@@ -231,79 +226,24 @@ def _problems(exc: ValidationError) -> str:
     )
 
 
-def _base(
-    purpose: str, retention_days: int, regions: str, subprocessors: str, categories: str
-) -> dict[str, Any]:
-    """The instruction fields the editor form carries besides the field ticks."""
-    return {
-        "purpose": purpose,
-        "retention_days": retention_days,
-        "permitted_regions": regions,
-        "permitted_subprocessors": subprocessors,
-        "data_categories": categories,
-    }
-
-
 @router.post("/instructions/preview", response_class=HTMLResponse, responses=POST_RESPONSES)
 def preview(
-    request: Request,
-    scope: Scope,
-    _csrf: CsrfChecked,
-    connection_id: Annotated[str, Form(max_length=64)],
-    stream: Annotated[str, Form(max_length=128)],
-    purpose: Annotated[str, Form(max_length=128)],
-    retention_days: Annotated[int, Form(ge=1, le=36_500)],
-    permitted_regions: Annotated[str, Form(max_length=500)],
-    permitted_subprocessors: Annotated[str, Form(max_length=500)] = "",
-    data_categories: Annotated[str, Form(max_length=500)] = "",
-    allowed: Annotated[list[str] | None, Form()] = None,
-    pseudonymize: Annotated[list[str] | None, Form()] = None,
+    request: Request, scope: Scope, _csrf: CsrfChecked, form: Annotated[InstructionForm, Form()]
 ) -> HTMLResponse:
     """Show what the ticked fields would withhold, without saving."""
-    base = _base(purpose, retention_days, permitted_regions, permitted_subprocessors, data_categories)
-    return _editor(
-        request,
-        scope,
-        connection_id=connection_id,
-        stream=stream,
-        allowed=allowed or [],
-        pseudonymize=pseudonymize or [],
-        base=base,
-    )
+    return _editor(request, scope, form)
 
 
 @router.post("/instructions/save", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES)
 def save(
-    request: Request,
-    scope: Scope,
-    _csrf: CsrfChecked,
-    connection_id: Annotated[str, Form(max_length=64)],
-    stream: Annotated[str, Form(max_length=128)],
-    purpose: Annotated[str, Form(max_length=128)],
-    retention_days: Annotated[int, Form(ge=1, le=36_500)],
-    permitted_regions: Annotated[str, Form(max_length=500)],
-    permitted_subprocessors: Annotated[str, Form(max_length=500)] = "",
-    data_categories: Annotated[str, Form(max_length=500)] = "",
-    allowed: Annotated[list[str] | None, Form()] = None,
-    pseudonymize: Annotated[list[str] | None, Form()] = None,
+    request: Request, scope: Scope, _csrf: CsrfChecked, form: Annotated[InstructionForm, Form()]
 ) -> Response:
     """Store the edited instruction as the next version."""
-    base = _base(purpose, retention_days, permitted_regions, permitted_subprocessors, data_categories)
-    scope.connection(connection_id)
+    scope.connection(form.connection_id)
     try:
-        ins = _instruction(scope, stream, allowed or [], pseudonymize or [], base)
+        ins = _instruction(scope, form)
     except ValidationError as exc:
-        return _editor(
-            request,
-            scope,
-            connection_id=connection_id,
-            stream=stream,
-            allowed=allowed or [],
-            pseudonymize=pseudonymize or [],
-            base=base,
-            error=_problems(exc),
-            status=400,
-        )
+        return _editor(request, scope, form, error=_problems(exc), status=400)
     row = scope.add_instruction(
         version=ins.version, content=ins.model_dump(mode="json"), content_hash=ins.content_hash
     )

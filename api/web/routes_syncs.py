@@ -23,14 +23,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api import syncops
+from api.web.forms import NewSyncForm
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope, TenantScope
 from schemas.errors import ConfigError, CrmhubError, TransientError
 from schemas.sync import Progress, SyncMode, SyncStatus
 from services.syncconfig import SyncHealth, repoint, sync_health
-from store.connections import ConnectionStatus
-from store.syncs import SyncRow, SyncSpec
+from store.syncs import SyncRow
 
 __all__ = ["router"]
 
@@ -86,104 +86,51 @@ def _health(scope: TenantScope, sync_id: str) -> SyncHealth:
     return sync_health(scope.ctx.engine, scope.tenant, sync_id)
 
 
-def _connection_choices(scope: TenantScope) -> list[Any]:
-    return [c for c in scope.connections() if c.status is ConnectionStatus.ACTIVE]
+def _new_sync_page(
+    request: Request, scope: TenantScope, form: dict[str, Any], error: str | None = None, status: int = 200
+) -> HTMLResponse:
+    """The new-sync form filled with ``form`` (the values posted, or none), with ``error`` above it."""
+    return render(
+        request,
+        "sync_new.html",
+        {
+            "connections": scope.active_connections(),
+            "latest": scope.latest_instruction(),
+            "error": error,
+            "form": form,
+        },
+        status=status,
+    )
 
 
 @router.get("/syncs/new", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def new_sync_page(request: Request, scope: Scope) -> HTMLResponse:
     """The form to create a sync from one connection's object to another's."""
-    latest = scope.latest_instruction()
-    return render(
-        request,
-        "sync_new.html",
-        {"connections": _connection_choices(scope), "latest": latest, "error": None, "form": {}},
-    )
-
-
-def _parse_mapping(text: str) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        src, sep, dst = line.partition("=")
-        if not sep or not src.strip() or not dst.strip():
-            raise ValueError(f"mapping line {line[:60]!r} is not 'SourceField=destination_field'")
-        mapping[src.strip()] = dst.strip()
-    if not mapping:
-        raise ValueError("the mapping is empty")
-    return mapping
+    return _new_sync_page(request, scope, {})
 
 
 @router.post("/syncs", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES)
 def create_sync(
-    request: Request,
-    scope: Scope,
-    _csrf: CsrfChecked,
-    sync_id: Annotated[str, Form(max_length=64)],
-    source_connection_id: Annotated[str, Form(max_length=64)],
-    source_stream: Annotated[str, Form(max_length=128)],
-    destination_connection_id: Annotated[str, Form(max_length=64)],
-    destination_stream: Annotated[str, Form(max_length=128)],
-    mapping: Annotated[str, Form(max_length=20_000)],
-    source_key_property: Annotated[str, Form(max_length=128)],
-    destination_id_property: Annotated[str, Form(max_length=128)],
-    name: Annotated[str, Form(max_length=255)] = "",
-    source_endpoint: Annotated[str, Form(max_length=64)] = "",
-    destination_endpoint: Annotated[str, Form(max_length=64)] = "",
+    request: Request, scope: Scope, _csrf: CsrfChecked, form: Annotated[NewSyncForm, Form()]
 ) -> Response:
     """Create a sync under the tenant's latest instruction version."""
-    form = {
-        "sync_id": sync_id,
-        "name": name,
-        "source_connection_id": source_connection_id,
-        "source_stream": source_stream,
-        "source_endpoint": source_endpoint,
-        "destination_connection_id": destination_connection_id,
-        "destination_stream": destination_stream,
-        "destination_endpoint": destination_endpoint,
-        "mapping": mapping,
-        "source_key_property": source_key_property,
-        "destination_id_property": destination_id_property,
-    }
     latest = scope.latest_instruction()
     error: str | None = None
     if latest is None:
         error = "Store a processing instruction first (Instruction page)."
-    elif not re.fullmatch(SYNC_ID, sync_id):
+    elif not re.fullmatch(SYNC_ID, form.sync_id):
         error = "The sync id is 1-64 lowercase letters, digits, '-' or '_'."
     else:
         try:
-            spec = SyncSpec(
-                tenant=scope.tenant,
-                id=sync_id,
-                name=name or sync_id,
-                source_connection_id=source_connection_id,
-                source_stream=source_stream,
-                source_endpoint=source_endpoint or None,
-                destination_connection_id=destination_connection_id,
-                destination_stream=destination_stream,
-                destination_endpoint=destination_endpoint or None,
-                mapping=_parse_mapping(mapping),
-                destination_id_property=destination_id_property,
-                source_key_property=source_key_property,
-                instruction_version=latest.version,
-            )
-            scope.create_sync(spec)
+            scope.create_sync(form.spec(scope.tenant, latest.version))
         except ValidationError as exc:
             error = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         except (ValueError, ConfigError) as exc:
             error = exc.message if isinstance(exc, ConfigError) else str(exc)
     if error is not None:
-        return render(
-            request,
-            "sync_new.html",
-            {"connections": _connection_choices(scope), "latest": latest, "error": error, "form": form},
-            status=400,
-        )
-    log.info("web sync created: tenant=%s sync=%s", scope.tenant, sync_id)
-    return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
+        return _new_sync_page(request, scope, form.model_dump(), error, status=400)
+    log.info("web sync created: tenant=%s sync=%s", scope.tenant, form.sync_id)
+    return RedirectResponse(f"/syncs/{form.sync_id}", status_code=303)
 
 
 @router.get("/syncs/{sync_id}", response_class=HTMLResponse, responses=PAGE_RESPONSES)

@@ -26,7 +26,7 @@ from store import runs as run_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
 from store import users as user_store
-from store.connections import ConnectionInfo
+from store.connections import ConnectionInfo, ConnectionStatus
 from store.instructions import InstructionRow
 from store.runs import RunRow
 from store.syncs import SyncRow, SyncSpec
@@ -71,6 +71,10 @@ class TenantScope:
         with self.ctx.engine.connect() as conn:
             rows = connection_store.list_connections(conn, tenant=self.tenant)
         return [r.info() for r in rows]
+
+    def active_connections(self) -> list[ConnectionInfo]:
+        """The connections a new sync or an instruction edit may use: the ``active`` ones."""
+        return [c for c in self.connections() if c.status is ConnectionStatus.ACTIVE]
 
     def connection(self, connection_id: str) -> ConnectionInfo:
         with self.ctx.engine.connect() as conn:

@@ -248,16 +248,8 @@ class _Read:
             # A new full read: everything modified up to ``window_end`` is listed, so that is where
             # the next (incremental) read starts, with deletes archived after it.
             state = state.model_copy(update={"window_end": str(self.settled_now())})
-        exported = self.export(state)
-        if exported is not None:
-            return exported
-        records, after = self.list_page(state.page_token)
-        if after is not None:
-            return Page(records, state.model_copy(update={"page_token": after}), True)
-        if state.window_end is None:  # a read begun before full reads fixed their window
-            return Page(records, state.model_copy(update={"page_token": None}), False)
-        end = state.window_end
-        return Page(records, self.finished(state, end, "", deleted_after=end), False)
+        # a read begun before full reads fixed their window has none to end at
+        return self.listed(state, windowed=state.window_end is not None)
 
     # -- incremental ------------------------------------------------------------------------------
 
@@ -293,16 +285,28 @@ class _Read:
             return Page([], self.exports.declined(state, exc.reason), True)
         if not ended:
             return Page(records, state, True)
-        end = state.window_end or "0"
-        return Page(records, self.finished(state, end, "", deleted_after=end), False)
+        return self.last_listed(records, state)
 
     def backfill(self, state: StreamState) -> Page:
+        return self.listed(state)
+
+    def listed(self, state: StreamState, *, windowed: bool = True) -> Page:
+        """A page of a read that lists everything (through an export, else the list API); its last
+        page ends the read at ``window_end`` (not ``windowed``: ends it with the state as it was, but
+        for the page token)."""
         exported = self.export(state)
         if exported is not None:
             return exported
         records, after = self.list_page(state.page_token)
         if after is not None:
             return Page(records, state.model_copy(update={"page_token": after}), True)
+        if not windowed:
+            return Page(records, state.model_copy(update={"page_token": None}), False)
+        return self.last_listed(records, state)
+
+    def last_listed(self, records: list[Record], state: StreamState) -> Page:
+        """The last page of a listing read: the next read starts at its ``window_end``, with the
+        deletes archived after it."""
         end = state.window_end or "0"
         return Page(records, self.finished(state, end, "", deleted_after=end), False)
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from connectors.hubspot.client import HubSpotClient, PropertyProblem, VendorRejected
 from connectors.hubspot.config import HubSpotConfig
-from connectors.values import DATE_TYPES, for_hubspot
+from connectors.values import DATE_TYPES, for_hubspot, is_utf8
 from schemas.connector import OutcomeStatus, Record, RecordOutcome, WriteMode, WriteResult
 from schemas.errors import ConfigError
 
@@ -64,14 +64,6 @@ class _Unsendable(ValueError):
         self.name = name
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def to_hubspot_value(name: str, value: Any) -> str:
     """A property value as HubSpot's API expects it: a string. Raises for values it cannot carry."""
     if value is None:
@@ -92,7 +84,7 @@ def to_hubspot_value(name: str, value: Any) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, str):
-        if not _encodable(value):  # raised outside the except block: the error would hold the text
+        if not is_utf8(value):  # raised outside the except block: the error would hold the text
             raise _Unsendable("INVALID_ENCODING", name)
         if len(value) > MAX_VALUE_CHARS:
             raise _Unsendable("INVALID_LONG_STRING", name)

@@ -23,6 +23,8 @@ import math
 import re
 from decimal import Decimal
 
+from connectors.values import is_utf8
+
 __all__ = ["format_datetime", "ident", "is_ident", "literal", "parse_datetime", "quote"]
 
 _IDENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
@@ -51,17 +53,9 @@ def ident(name: str) -> str:
     return name
 
 
-def _is_utf8(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def quote(value: str) -> str:
     """``value`` as a SOQL string literal; ValueError if it cannot be sent as UTF-8 (lone surrogates)."""
-    if not _is_utf8(value):
+    if not is_utf8(value):
         raise ValueError("string is not valid Unicode (lone surrogate)")
     return "'" + value.translate(_ESCAPE_TABLE) + "'"
 

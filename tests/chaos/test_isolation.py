@@ -31,6 +31,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from starlette.routing import Mount
 
@@ -96,9 +97,18 @@ def params_of(route: Any) -> tuple[list[str], list[str], list[str]]:
         if dep is None:
             continue
         for names, fields in zip(found, (dep.path_params, dep.query_params, dep.body_params), strict=True):
-            names.extend(f.alias for f in fields if f.alias not in names)
+            names.extend(n for f in fields for n in _field_names(f) if n not in names)
         todo.extend(dep.dependencies)
     return found
+
+
+def _field_names(field: Any) -> list[str]:
+    """The names a parameter stands for in the request: its alias, or a form model's field names
+    (``Annotated[Model, Form()]`` is one body parameter whose fields are the form's inputs)."""
+    model = field.field_info.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [info.alias or name for name, info in model.model_fields.items()]
+    return [field.alias]
 
 
 def _own_query(path: str, a: dict[str, str]) -> dict[str, str]:

@@ -1,0 +1,90 @@
+"""The web app's multi-field POST forms as pydantic models, each read whole from the request body with
+``Annotated[Model, Form()]``: the field names are the ``name`` attributes of the inputs in the
+templates, the constraints are what the server accepts (a value outside them is a 422, as for any
+form field), and a route that takes the same form takes the same model.
+
+The login form stays plain ``Form()`` parameters on purpose: for a form model, FastAPI's 422 for a
+missing field echoes every field received as its ``input`` — the password included.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from store.syncs import SyncSpec
+
+__all__ = ["InstructionForm", "NewSyncForm", "parse_mapping"]
+
+_MAX_ID = 64
+_MAX_NAME = 128
+_MAX_LIST = 500
+
+
+class InstructionForm(BaseModel):
+    """The instruction editor (``instruction_edit.html``), posted to ``/instructions/preview`` and
+    ``/instructions/save``: one source object, the fields ticked as allowed and to pseudonymize, and
+    the rest of the instruction (lists comma- or newline-separated)."""
+
+    connection_id: str = Field(max_length=_MAX_ID)
+    stream: str = Field(max_length=_MAX_NAME)
+    purpose: str = Field(max_length=_MAX_NAME)
+    retention_days: int = Field(ge=1, le=36_500)
+    permitted_regions: str = Field(max_length=_MAX_LIST)
+    permitted_subprocessors: str = Field("", max_length=_MAX_LIST)
+    data_categories: str = Field("", max_length=_MAX_LIST)
+    allowed: list[str] | None = None
+    pseudonymize: list[str] | None = None
+
+
+class NewSyncForm(BaseModel):
+    """The new-sync form (``sync_new.html``), posted to ``/syncs``: the sync from one connection's
+    object to another's, and its mapping (``SourceField=destination_field``, one a line)."""
+
+    sync_id: str = Field(max_length=_MAX_ID)
+    source_connection_id: str = Field(max_length=_MAX_ID)
+    source_stream: str = Field(max_length=_MAX_NAME)
+    destination_connection_id: str = Field(max_length=_MAX_ID)
+    destination_stream: str = Field(max_length=_MAX_NAME)
+    mapping: str = Field(max_length=20_000)
+    source_key_property: str = Field(max_length=_MAX_NAME)
+    destination_id_property: str = Field(max_length=_MAX_NAME)
+    name: str = Field("", max_length=255)
+    source_endpoint: str = Field("", max_length=_MAX_ID)
+    destination_endpoint: str = Field("", max_length=_MAX_ID)
+
+    def spec(self, tenant: str, instruction_version: int) -> SyncSpec:
+        """The sync this form describes, under ``instruction_version``; raises ``ValueError`` for a
+        mapping that is not ``SourceField=destination_field`` lines, ``ValidationError`` for a
+        value :class:`SyncSpec` refuses."""
+        return SyncSpec(
+            tenant=tenant,
+            id=self.sync_id,
+            name=self.name or self.sync_id,
+            source_connection_id=self.source_connection_id,
+            source_stream=self.source_stream,
+            source_endpoint=self.source_endpoint or None,
+            destination_connection_id=self.destination_connection_id,
+            destination_stream=self.destination_stream,
+            destination_endpoint=self.destination_endpoint or None,
+            mapping=parse_mapping(self.mapping),
+            destination_id_property=self.destination_id_property,
+            source_key_property=self.source_key_property,
+            instruction_version=instruction_version,
+        )
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """``SourceField=destination_field`` lines (blank lines skipped) as a dict; ``ValueError`` for a
+    line without both sides or for no line at all."""
+    mapping: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        src, sep, dst = line.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ValueError(f"mapping line {line[:60]!r} is not 'SourceField=destination_field'")
+        mapping[src.strip()] = dst.strip()
+    if not mapping:
+        raise ValueError("the mapping is empty")
+    return mapping
