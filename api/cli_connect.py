@@ -68,15 +68,11 @@ out = Console()
 
 
 def _engine(settings: Settings) -> Engine:
-    from sqlalchemy import inspect
+    """The configured database on the current schema: the embedded SQLite default migrates itself on
+    first use (a fresh data dir just works); PostgreSQL must be migrated deliberately."""
+    from api.cli_common import migrated_engine
 
-    from store.engine import make_engine
-
-    engine = make_engine(settings.effective_database_url)
-    if not inspect(engine).has_table("connections"):
-        engine.dispose()
-        raise ConfigError("the database has no connections table; run: crmhub db upgrade")
-    return engine
+    return migrated_engine(settings)
 
 
 def _service(settings: Settings, *, redirect_uri: str | None, provider: str | None = None) -> OAuthService:

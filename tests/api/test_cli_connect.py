@@ -248,3 +248,15 @@ def test_the_flat_variables_of_earlier_versions_stop_connect_naming_the_new_ones
         "CRMHUB_SALESFORCE_CLIENT_ID is no longer read: set CRMHUB_OAUTH__SALESFORCE__CLIENT_ID" in r.stderr
     )
     assert "CRMHUB_OAUTH__SALESFORCE__CLIENT_SECRET" in r.stderr and "sf-s3cret-value" not in r.stderr
+
+
+def test_a_fresh_data_dir_needs_no_db_upgrade_first(tmp_path: Path) -> None:
+    """The embedded default migrates itself: a new user's first ``crmhub connections list`` (or
+    ``connect``) on a fresh data dir answers instead of stopping with "run: crmhub db upgrade"."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
+    e.update(CRMHUB_DATA_DIR=str(tmp_path / "fresh"), PYTHONPATH=str(REPO), COLUMNS="200")
+    listed = crmhub(e, tmp_path, "connections", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert "db upgrade" not in listed.stdout + listed.stderr
+    assert (tmp_path / "fresh" / "crmhub.db").exists()
