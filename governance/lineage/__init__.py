@@ -51,7 +51,8 @@ One concept a module, all imported from here (the modules are private, as in htt
 =============  ===================================================================================
 """
 
-from governance.lineage._ledger import Ledger
+from governance.lineage._journal import JOURNAL_FILE, CheckpointJournal
+from governance.lineage._ledger import Ledger, LedgerInconsistent
 from governance.lineage._report import build_report, report_from_json, report_to_json
 from governance.lineage._run import EventFields, MoveFields, RunRef
 from governance.lineage._signing import (
@@ -64,9 +65,12 @@ from governance.lineage._signing import (
 from governance.lineage._verify import verify
 
 __all__ = [
+    "JOURNAL_FILE",
+    "CheckpointJournal",
     "CheckpointSigner",
     "EventFields",
     "Ledger",
+    "LedgerInconsistent",
     "MoveFields",
     "PublicKeyLike",
     "RunRef",

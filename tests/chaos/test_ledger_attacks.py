@@ -267,7 +267,7 @@ def test_generated_consistency_proofs_match_the_rfc9162_vectors() -> None:
             continue
         assert base64.b64encode(tree.root(size1)).decode() == case["root1"], path
         proof = tree.consistency_proof(size1, size2)
-        assert [base64.b64encode(p).decode() for p in proof] == case["proof"], path
+        assert [base64.b64encode(p).decode() for p in proof] == (case["proof"] or []), path
         verify_consistency(size1, size2, proof, tree.root(size1), tree.root(size2))
         matched += 1
     assert matched == 5
