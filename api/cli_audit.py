@@ -46,7 +46,9 @@ def audit_verify(
     ] = None,
     save_checkpoint: Annotated[
         Path | None,
-        typer.Option("--save-checkpoint", help="after success, write the verified checkpoint here (pin it next time)"),
+        typer.Option(
+            "--save-checkpoint", help="after success, write the verified checkpoint here (pin it next time)"
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
 ) -> None:
@@ -89,7 +91,9 @@ def audit_verify(
     if loaded.public_key is not None and loaded.public_key != pinned:
         notes.append("the report names another public key; it was ignored (the pinned key decides)")
     if loaded.format == "crmhub.lineage.report/1":
-        notes.append("format 1 report: no consistency proofs; the checkpoints are checked by recomputing roots")
+        notes.append(
+            "format 1 report: no consistency proofs; the checkpoints are checked by recomputing roots"
+        )
     if known is None:
         notes.append("no --known-checkpoint: this proves the report is signed and whole, not that it "
                      "extends what you saw before")  # fmt: skip
@@ -106,8 +110,8 @@ def audit_verify(
         out.print(f"[red]NOT verified[/]:{where} — {result.reason}", soft_wrap=True)
         if tail:
             out.print(
-                f"[red]UNVERIFIED TAIL[/]: entries {last.size}..{last.size + tail - 1} ({tail} entries) are not "
-                "covered by any signed checkpoint — treat them as unproven",
+                f"[red]UNVERIFIED TAIL[/]: entries {last.size}..{last.size + tail - 1} ({tail} entries) "
+                "are not covered by any signed checkpoint — treat them as unproven",
                 soft_wrap=True,
             )
     if not as_json:

@@ -119,7 +119,7 @@ class LocalKeyringProvider(KeyProvider):
 
     ``created`` is true when this instance created the file: the vault then checks that the
     database holds no key a previous (lost) keyring wrapped, rather than sealing on beside
-    unreadable data (:meth:`discard_created`).
+    unreadable data (:meth:`refuse_if_replacing`).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -128,12 +128,23 @@ class LocalKeyringProvider(KeyProvider):
         self.created = False
         self._current, self._keys = self._load_or_create()
 
-    def discard_created(self) -> None:
-        """Remove the keyring this instance created (a missing keyring must stay missing until it is
-        restored, so the next start refuses again instead of using the empty one)."""
-        if self.created:
-            self.path.unlink(missing_ok=True)
-            self.created = False
+    def refuse_if_replacing(self, wrapped: dict[str, int]) -> None:
+        """``wrapped`` counts stored keys per KEK id. If this instance created the keyring while keys
+        wrapped by a local keyring (ids ``local-…``) it does not hold exist, the keyring they need
+        was lost: remove the new file again (so the next start refuses too) and raise
+        :class:`ConfigError` naming the restore. Keys of other providers (``env-…``, plugins) are
+        not its business: a new keyring may be a rewrap target."""
+        lost = {k: n for k, n in wrapped.items() if k.startswith("local-") and k not in self._keys}
+        if not (self.created and lost):
+            return
+        self.path.unlink(missing_ok=True)
+        self.created = False
+        raise ConfigError(
+            f"keyring {self.path} is missing, but the database holds {sum(lost.values())} tenant keys "
+            f"wrapped by KEK(s) {', '.join(sorted(lost))}: without that keyring the data sealed with "
+            f"them cannot be opened; restore {self.path} from backup (mode 0600), or set "
+            "governance.key_provider to the provider that wrapped them; crmhub did not create a new one"
+        )
 
     @property
     def current_kek_id(self) -> str:

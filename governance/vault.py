@@ -252,8 +252,8 @@ class Vault:
         self.provider = provider
         self.rotate_after = rotate_after
         self.reserve_block = reserve_block
-        if not 0 < shred_check_s <= cache_ttl:
-            raise ConfigError("vault shred_check_s must be > 0 and at most cache_ttl (seconds)")
+        if not shred_check_s > 0:
+            raise ConfigError("vault shred_check_s must be > 0 (seconds)")
         self.cache_ttl = cache_ttl
         self.shred_check_s = shred_check_s
         self._lock = threading.RLock()
@@ -264,7 +264,7 @@ class Vault:
         self._refuse_if_keyring_lost()
 
     def _refuse_if_keyring_lost(self) -> None:
-        """A keyring created just now beside keys in the database wrapped by other KEKs: it was lost."""
+        """A local keyring created just now must not stand in for a lost one (see the module doc)."""
         provider = self.provider
         if not (isinstance(provider, LocalKeyringProvider) and provider.created):
             return
@@ -273,15 +273,7 @@ class Vault:
                 wrapped = keystore.live_kek_ids(conn)
         except sqlalchemy.exc.DBAPIError:
             return  # no vault table yet: a database that was never migrated holds no keys
-        lost = {k: n for k, n in wrapped.items() if k not in provider.kek_ids}
-        if lost:
-            provider.discard_created()
-            raise ConfigError(
-                f"keyring {provider.path} is missing, but the database holds {sum(lost.values())} tenant "
-                f"keys wrapped by KEK(s) {', '.join(sorted(lost))}: without that keyring the data sealed "
-                f"with them cannot be opened; restore {provider.path} from backup (mode 0600), or set "
-                "governance.key_provider to the provider that wrapped them; crmhub did not create a new one"
-            )
+        provider.refuse_if_replacing(wrapped)
 
     def _check_not_shredded(self, tenant: str) -> None:
         """Raise :class:`TenantKeysDestroyed` (and forget the tenant's cached keys) if the tenant was

@@ -10,6 +10,7 @@ and an existing file, WAL or shared-memory file readable by group/others is tigh
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,10 +75,8 @@ def _private_sqlite_file(path: Path) -> None:
     """Create the database file 0600 (its directory 0700) or tighten an existing one and its
     WAL/shared-memory files (SQLite creates those with the database file's mode)."""
     private_dir(path.parent)
-    try:
+    with contextlib.suppress(FileExistsError):
         os.close(create_private(path))
-    except FileExistsError:
-        pass
     for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         tighten(file)
 

@@ -81,4 +81,6 @@ def refuse_if_shared(path: Path, what: str) -> None:
     """:class:`ConfigError` if ``path`` is accessible by group or others."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise ConfigError(f"{what} {path} is accessible by group/others (mode {mode:04o}); fix with: chmod 600 {path}")
+        raise ConfigError(
+            f"{what} {path} is accessible by group/others (mode {mode:04o}); fix with: chmod 600 {path}"
+        )

@@ -96,7 +96,8 @@ class CheckpointJournal:
         if not self.path.exists():
             if offset:
                 raise IntegrityError(
-                    f"checkpoint journal {self.path} was removed while crmhub used it", code="ledger_inconsistent"
+                    f"checkpoint journal {self.path} was removed while crmhub used it",
+                    code="ledger_inconsistent",
                 )
             return [], 0, 0
         refuse_if_shared(self.path, "checkpoint journal")

@@ -191,7 +191,8 @@ class Ledger:
         if earlier.size > tree.size:
             raise LedgerInconsistent(
                 f"{self.origin} holds {tree.size} entries, but crmhub signed a checkpoint at size "
-                f"{earlier.size} ({earlier.timestamp:%Y-%m-%dT%H:%M:%SZ}): entries were removed; refusing to sign"
+                f"{earlier.size} ({earlier.timestamp:%Y-%m-%dT%H:%M:%SZ}): entries were removed; "
+                "refusing to sign"
             )
         if earlier.size == 0:
             return
@@ -200,9 +201,9 @@ class Ledger:
             verify_consistency(earlier.size, tree.size, proof, earlier.root, tree.root())
         except MerkleProofError:
             raise LedgerInconsistent(
-                f"the stored ledger of {self.origin} is not consistent with the checkpoint crmhub signed at "
-                f"size {earlier.size} ({earlier.timestamp:%Y-%m-%dT%H:%M:%SZ}): signed history was rewritten; "
-                "refusing to sign"
+                f"the stored ledger of {self.origin} is not consistent with the checkpoint crmhub signed "
+                f"at size {earlier.size} ({earlier.timestamp:%Y-%m-%dT%H:%M:%SZ}): signed history was "
+                "rewritten; refusing to sign"
             ) from None
 
     def checkpoints(self, *, max_size: int | None = None) -> list[Checkpoint]:
@@ -268,7 +269,11 @@ class Ledger:
         with self._engine.connect() as conn:
             rows = repo.read_event_rows(conn, self.tenant, 0, checkpoint.size)
         return assemble_report(
-            self.tenant, self.origin, ((r.idx, r.leaf_hash, r.event) for r in rows), list(history.values()), public_key
+            self.tenant,
+            self.origin,
+            ((r.idx, r.leaf_hash, r.event) for r in rows),
+            list(history.values()),
+            public_key,
         )
 
 

@@ -13,6 +13,7 @@ event bytes held in memory; both assemble it here, so the two cannot drift apart
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 from governance.lineage._signing import PublicKeyLike, b64, encode_public_key
 from governance.merkle import MerkleTree, leaf_hash
@@ -54,7 +55,7 @@ def chain_proofs(tree: MerkleTree, checkpoints: Sequence[Checkpoint]) -> tuple[C
 
     A pair the tree cannot prove (it lacks entries) gets no proof: verification names it missing."""
     proofs: list[ConsistencyProof] = []
-    for old, new in zip(checkpoints, checkpoints[1:], strict=False):
+    for old, new in pairwise(checkpoints):
         if old.size < 1 or new.size > tree.size:
             continue
         hashes = tree.consistency_proof(old.size, new.size)

@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from itertools import pairwise
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from governance.lineage._report import report_from_json
 from governance.lineage._signing import PublicKeyLike, key_id_for, load_public_key, verify_checkpoint
-from governance.merkle import MerkleProofError, MerkleTree, leaf_hash, root_from_leaf_hashes, verify_consistency
+from governance.merkle import (
+    MerkleProofError,
+    MerkleTree,
+    leaf_hash,
+    root_from_leaf_hashes,
+    verify_consistency,
+)
 from schemas.errors import IntegrityError
 from schemas.lineage import REPORT_FORMAT_V1, Checkpoint, LedgerReport, ReportEntry, VerificationResult
 
@@ -230,12 +237,15 @@ def _broken_chain(report: LedgerReport, key: Ed25519PublicKey) -> str | None:
             return f"the report's checkpoint at size {cp.size} does not verify: {exc}"
     proofs = {(p.size1, p.size2): p for p in report.consistency}
     ordered = sorted(report.checkpoints, key=lambda cp: (cp.size, cp.timestamp))
-    for old, new in zip(ordered, ordered[1:], strict=False):
+    for old, new in pairwise(ordered):
         if old.size < 1:
             continue
         proof = proofs.get((old.size, new.size))
         if proof is None:
-            return f"the report lacks the consistency proof between its checkpoints at sizes {old.size} and {new.size}"
+            return (
+                "the report lacks the consistency proof between its checkpoints at sizes "
+                f"{old.size} and {new.size}"
+            )
         try:
             hashes = [base64.b64decode(h) for h in proof.hashes]
             verify_consistency(old.size, new.size, hashes, old.root, new.root)
@@ -247,7 +257,9 @@ def _broken_chain(report: LedgerReport, key: Ed25519PublicKey) -> str | None:
     return None
 
 
-def _not_extending(known: Checkpoint, checkpoint: Checkpoint, key: Ed25519PublicKey, tree: MerkleTree) -> str | None:
+def _not_extending(
+    known: Checkpoint, checkpoint: Checkpoint, key: Ed25519PublicKey, tree: MerkleTree
+) -> str | None:
     """Why the verified tree does not extend the auditor's ``known`` checkpoint, or ``None``."""
     try:
         verify_checkpoint(known, key)

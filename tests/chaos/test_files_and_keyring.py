@@ -122,7 +122,7 @@ def test_a_deleted_keyring_is_refused_while_the_database_holds_sealed_data(tmp_p
 
 
 def test_auditor_csv_cells_cannot_run_as_formulas(db_engine) -> None:
-    dangerous = ["=HYPERLINK(\"http://x.invalid\",\"x\")", "+SUM(1,2)", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"]
+    dangerous = ['=HYPERLINK("http://x.invalid","x")', "+SUM(1,2)", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"]
     ledger = Ledger(db_engine, "acme")
     events = []
     for i, value in enumerate(dangerous):
@@ -136,4 +136,6 @@ def test_auditor_csv_cells_cannot_run_as_formulas(db_engine) -> None:
     for cell in cells:
         assert not cell or cell[0] not in "=+-@\t\r", repr(cell)
     assert sorted(row["sync_id"] for row in rows) == sorted("'" + v for v in dangerous)
-    assert sorted(int(row["first_index"]) for row in rows) == list(range(len(dangerous)))  # numbers as they are
+    assert sorted(int(row["first_index"]) for row in rows) == list(
+        range(len(dangerous))
+    )  # numbers as they are

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,10 @@ def test_the_auditor_api_detects_a_rewritten_ledger(db_engine, tmp_path) -> None
     app = FastAPI()
     app.include_router(router, prefix="/audit")
     app.state.audit_services = AuditServices(
-        db_engine, load_registry(default_subprocessors_file()), signer.public_key_pem(), journal=signer.journal
+        db_engine,
+        load_registry(default_subprocessors_file()),
+        signer.public_key_pem(),
+        journal=signer.journal,
     )
     client = TestClient(app)
     auth = {"Authorization": f"Bearer {token}"}
@@ -184,7 +188,11 @@ def test_the_auditor_api_detects_a_rewritten_ledger(db_engine, tmp_path) -> None
     _rewrite_history(db_engine, "acme", 6)
     with db_engine.begin() as conn:
         ledger_store.insert_checkpoint(conn, "acme", kept)
-    for path in ("/audit/integrity/ledger", "/audit/integrity/checkpoint", "/audit/integrity/consistency?first=4"):
+    for path in (
+        "/audit/integrity/ledger",
+        "/audit/integrity/checkpoint",
+        "/audit/integrity/consistency?first=4",
+    ):
         response = client.get(path, headers=auth)
         assert response.status_code == 409, (path, response.text)
         assert "ledger_inconsistent" in response.text
@@ -237,15 +245,19 @@ def test_report_format_2_carries_verified_consistency_proofs(db_engine, tmp_path
     report = ledger.export_report(public_key=signer.public_key)
     assert report.format == "crmhub.lineage.report/2"
     assert [(p.size1, p.size2) for p in report.consistency] == [(3, 8), (8, 9), (9, 16)]
-    for proof, (old, new) in zip(report.consistency, zip(report.checkpoints, report.checkpoints[1:])):
-        verify_consistency(old.size, new.size, [base64.b64decode(h) for h in proof.hashes], old.root, new.root)
+    for proof, (old, new) in zip(report.consistency, pairwise(report.checkpoints), strict=True):
+        verify_consistency(
+            old.size, new.size, [base64.b64decode(h) for h in proof.hashes], old.root, new.root
+        )
     assert verify(report, report.checkpoints[-1], signer.public_key).ok
     # One flipped proof hash breaks the chain, though the entries still reproduce every root.
     broken = report.consistency[1]
     bad = base64.b64decode(broken.hashes[0])
     flipped = broken.model_copy(update={"hashes": (base64.b64encode(bytes([bad[0] ^ 1]) + bad[1:]).decode(),
                                                    *broken.hashes[1:])})  # fmt: skip
-    tampered = report.model_copy(update={"consistency": (report.consistency[0], flipped, report.consistency[2])})
+    tampered = report.model_copy(
+        update={"consistency": (report.consistency[0], flipped, report.consistency[2])}
+    )
     result = verify(tampered, tampered.checkpoints[-1], signer.public_key)
     assert not result.ok and "8" in result.reason and "9" in result.reason
     # A format-1 report (no proofs) still verifies, by recomputing every root.
