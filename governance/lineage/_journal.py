@@ -8,8 +8,10 @@ database. :meth:`Ledger.checkpoint <governance.lineage.Ledger.checkpoint>` prove
 consistent with the latest journal entry of its origin before it signs again, and reports carry
 the journal's chain (:meth:`chain`).
 
-Every line is checked against the signer's public key when it is read: a line that does not parse
-or does not verify is an :class:`~schemas.errors.IntegrityError` naming the line, never skipped. A
+Every line is checked against the signer's public key when it is read: a line that does not parse,
+or carries this key's id and does not verify, is an :class:`~schemas.errors.IntegrityError` naming
+the line, never skipped. Lines of other keys (several signing keys in one data dir, or an earlier
+key after a rotation) belong to their own signers and are passed over. A
 signer without a journal file (:meth:`CheckpointSigner.generate
 <governance.lineage.CheckpointSigner.generate>`) keeps the journal in memory. Instances read only
 what other processes appended since their last read, and keep only the latest checkpoint per origin.
@@ -35,11 +37,13 @@ JOURNAL_FILE = "ledger-checkpoints.jsonl"
 class CheckpointJournal:
     """Append-only record of signed checkpoints (a file, or memory when ``path`` is ``None``).
 
-    ``check`` raises :class:`IntegrityError` for a checkpoint the signer did not sign. Thread-safe.
+    ``key_id`` is the signer's key id; ``check`` raises :class:`IntegrityError` for a checkpoint the
+    signer did not sign. Thread-safe.
     """
 
-    def __init__(self, path: Path | None, check: Callable[[Checkpoint], None]) -> None:
+    def __init__(self, path: Path | None, key_id: str, check: Callable[[Checkpoint], None]) -> None:
         self.path = path
+        self.key_id = key_id
         self._check = check
         self._lock = threading.Lock()
         self._offset = 0
@@ -111,11 +115,13 @@ class CheckpointJournal:
             lines += 1
             try:
                 checkpoint = Checkpoint.model_validate_json(raw)
+                if checkpoint.key_id != self.key_id:
+                    continue  # another signer's line
                 self._check(checkpoint)
             except (ValueError, IntegrityError) as exc:
                 raise IntegrityError(
-                    f"checkpoint journal {self.path} line {lines} is not a checkpoint signed by this key "
-                    "(edited by hand or by another key); restore the journal from backup",
+                    f"checkpoint journal {self.path} line {lines} is not a well-formed checkpoint signed by "
+                    f"key {self.key_id} (edited by hand); restore the journal from backup",
                     code="ledger_inconsistent",
                 ) from exc
             found.append(checkpoint)

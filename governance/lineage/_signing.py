@@ -87,7 +87,9 @@ class CheckpointSigner:
         self._key = private_key
         self.public_key: Ed25519PublicKey = private_key.public_key()
         self.key_id: str = key_id_for(self.public_key)
-        self.journal = CheckpointJournal(journal_path, lambda cp: verify_checkpoint(cp, self.public_key))
+        self.journal = CheckpointJournal(
+            journal_path, self.key_id, lambda cp: verify_checkpoint(cp, self.public_key)
+        )
         """Every checkpoint this key signed (a file when ``journal_path`` is given, else memory)."""
 
     @classmethod
