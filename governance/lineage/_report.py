@@ -51,16 +51,19 @@ def assemble_report(
 
 
 def chain_proofs(tree: MerkleTree, checkpoints: Sequence[Checkpoint]) -> tuple[ConsistencyProof, ...]:
-    """RFC 9162 consistency proofs from each checkpoint (of size ≥ 1) to the next, over ``tree``.
+    """RFC 9162 consistency proofs from each checkpoint (of size ≥ 1) to the next one signed by the
+    same key, over ``tree`` (sorted by size, one proof per pair of sizes).
 
     A pair the tree cannot prove (it lacks entries) gets no proof: verification names it missing."""
-    proofs: list[ConsistencyProof] = []
-    for old, new in pairwise(checkpoints):
-        if old.size < 1 or new.size > tree.size:
-            continue
-        hashes = tree.consistency_proof(old.size, new.size)
-        proofs.append(ConsistencyProof(size1=old.size, size2=new.size, hashes=tuple(b64(h) for h in hashes)))
-    return tuple(proofs)
+    pairs: set[tuple[int, int]] = set()
+    for key_id in {cp.key_id for cp in checkpoints}:
+        for old, new in pairwise([cp for cp in checkpoints if cp.key_id == key_id]):
+            if old.size >= 1 and new.size <= tree.size:
+                pairs.add((old.size, new.size))
+    return tuple(
+        ConsistencyProof(size1=a, size2=b, hashes=tuple(b64(h) for h in tree.consistency_proof(a, b)))
+        for a, b in sorted(pairs)
+    )
 
 
 def build_report(

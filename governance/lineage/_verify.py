@@ -228,15 +228,18 @@ def _verify_history(
 
 
 def _broken_chain(report: LedgerReport, key: Ed25519PublicKey) -> str | None:
-    """Format 2: every checkpoint is signed by ``key`` and each consecutive pair (older of size ≥ 1)
-    has an RFC 9162 consistency proof that verifies; the first failure, described, or ``None``."""
-    for cp in report.checkpoints:
+    """Format 2: every checkpoint carrying ``key``'s id verifies (others, of other keys, are not
+    judged) and each consecutive pair of them (older of size ≥ 1) has an RFC 9162 consistency proof
+    that verifies; the first failure, described, or ``None``."""
+    key_id = key_id_for(key)
+    ours = [cp for cp in report.checkpoints if cp.key_id == key_id]
+    for cp in ours:
         try:
             verify_checkpoint(cp, key)
         except IntegrityError as exc:
             return f"the report's checkpoint at size {cp.size} does not verify: {exc}"
     proofs = {(p.size1, p.size2): p for p in report.consistency}
-    ordered = sorted(report.checkpoints, key=lambda cp: (cp.size, cp.timestamp))
+    ordered = sorted(ours, key=lambda cp: (cp.size, cp.timestamp))
     for old, new in pairwise(ordered):
         if old.size < 1:
             continue
