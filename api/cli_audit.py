@@ -27,45 +27,128 @@ def register(app: typer.Typer) -> None:
 
 @audit_app.command("verify")
 def audit_verify(
-    report: Annotated[Path, typer.Argument(help="lineage report JSON (crmhub.lineage.report/1)")],
-    public_key: Annotated[Path, typer.Option("--public-key", help="crmhub's Ed25519 public key (PEM)")],
+    report: Annotated[Path, typer.Argument(help="lineage report JSON (crmhub.lineage.report/2 or /1)")],
+    public_key: Annotated[
+        Path,
+        typer.Option(
+            "--public-key",
+            help="crmhub's Ed25519 public key (PEM or base64), obtained out of band: it is pinned, "
+            "the key the report names is ignored",
+        ),
+    ],
+    known_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--known-checkpoint",
+            help="the latest checkpoint you saw before (JSON: a checkpoint, an /audit/integrity/checkpoint "
+            "answer, or an earlier report): the report must extend it",
+        ),
+    ] = None,
+    save_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-checkpoint", help="after success, write the verified checkpoint here (pin it next time)"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable result")] = False,
 ) -> None:
-    """Recompute every leaf and the Merkle root, check the signed checkpoints; exit 1 naming the
-    first bad entry if anything was altered, deleted or reordered."""
+    """Recompute every leaf and the Merkle root, check the signed checkpoints and the consistency
+    proofs between them; exit 1 naming the first bad entry if anything was altered, deleted or
+    reordered, if entries lie beyond the last signature, or if the report does not extend the
+    known checkpoint."""
     from governance.lineage import report_from_json, verify
+    from governance.lineage._signing import encode_public_key
 
     try:
         loaded = report_from_json(report.read_bytes())
         key = public_key.read_text()
+        pinned = encode_public_key(key)
     except OSError as exc:
         raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
     except ValueError as exc:
         raise ConfigError(f"{report} is not a crmhub lineage report: {exc}") from None
     if not loaded.checkpoints:
         raise ConfigError(f"{report} holds no signed checkpoint: nothing to verify against")
-    result = verify(loaded, loaded.checkpoints[-1], key)
+    known = _read_known_checkpoint(known_checkpoint) if known_checkpoint else None
+    last = loaded.checkpoints[-1]
+    result = verify(loaded, last, key, known=known)
+    tail = result.unverified_tail
     data = {
         "ok": result.ok,
         "tenant": loaded.tenant,
+        "format": loaded.format,
         "entries": len(loaded.entries),
         "checkpoints": len(loaded.checkpoints),
+        "consistency_proofs": len(loaded.consistency),
         "reason": result.reason,
         "first_bad_index": result.first_bad_index,
         "bad_window": result.bad_window,
+        "unverified_tail": tail,
+        "unverified_indexes": [last.size, last.size + tail] if tail else None,
+        "known_checkpoint_size": known.size if known else None,
     }
+    notes = []
+    if loaded.public_key is not None and loaded.public_key != pinned:
+        notes.append("the report names another public key; it was ignored (the pinned key decides)")
+    if loaded.format == "crmhub.lineage.report/1":
+        notes.append(
+            "format 1 report: no consistency proofs; the checkpoints are checked by recomputing roots"
+        )
+    if known is None:
+        notes.append("no --known-checkpoint: this proves the report is signed and whole, not that it "
+                     "extends what you saw before")  # fmt: skip
     if as_json:
-        out.print_json(json.dumps(data))
+        out.print_json(json.dumps({**data, "notes": notes}))
     elif result.ok:
         out.print(
             f"[green]verified[/]: {len(loaded.entries):,} events of {loaded.tenant}, "
-            f"{len(loaded.checkpoints)} signed checkpoint(s), root matches"
+            f"{len(loaded.checkpoints)} signed checkpoint(s), root matches — {result.reason}",
+            soft_wrap=True,
         )
     else:
         where = f" first bad index {result.first_bad_index}" if result.first_bad_index is not None else ""
         out.print(f"[red]NOT verified[/]:{where} — {result.reason}", soft_wrap=True)
+        if tail:
+            out.print(
+                f"[red]UNVERIFIED TAIL[/]: entries {last.size}..{last.size + tail - 1} ({tail} entries) "
+                "are not covered by any signed checkpoint — treat them as unproven",
+                soft_wrap=True,
+            )
+    if not as_json:
+        for note in notes:
+            out.print(f"note: {note}", soft_wrap=True, highlight=False)
     if not result.ok:
         raise typer.Exit(1)
+    if save_checkpoint is not None:
+        save_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint.write_text(last.model_dump_json())
+
+
+def _read_known_checkpoint(path: Path) -> Any:
+    """A checkpoint from ``path``: a checkpoint object, an ``/audit/integrity/checkpoint`` answer
+    (``{"checkpoint": …}``) or a lineage report (its last checkpoint)."""
+    from schemas.lineage import Checkpoint
+
+    fix = (
+        "give a checkpoint JSON (from --save-checkpoint or GET /audit/integrity/checkpoint) or an earlier "
+        "lineage report"
+    )
+    try:
+        doc = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"--known-checkpoint {path} is not JSON; {fix}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("checkpoint"), dict):
+        doc = doc["checkpoint"]
+    elif isinstance(doc, dict) and isinstance(doc.get("checkpoints"), list):
+        if not doc["checkpoints"]:
+            raise ConfigError(f"--known-checkpoint {path} is a report without checkpoints; {fix}")
+        doc = doc["checkpoints"][-1]
+    try:
+        return Checkpoint.model_validate(doc)
+    except ValueError:
+        raise ConfigError(f"--known-checkpoint {path} is not a crmhub checkpoint; {fix}") from None
 
 
 # -- auditor tokens, reports, OpenLineage ------------------------------------------------------------
@@ -206,7 +289,9 @@ def audit_report(
         if kind == "ledger":
             signer = CheckpointSigner.load_or_create(settings.data_dir / settings.governance.signing_key_file)
             ledger = Ledger(engine, tenant)
-            report = ledger.export_report(ledger.checkpoint(signer), public_key=signer.public_key)
+            report = ledger.export_report(
+                ledger.checkpoint(signer), public_key=signer.public_key, journal=signer.journal
+            )
             _emit(report_to_json(report), output)
             return
         data: dict[str, Any]

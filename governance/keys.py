@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import secrets
-import stat
 import threading
 from abc import ABC, abstractmethod
 from importlib.metadata import entry_points
@@ -50,6 +49,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas.errors import ConfigError, IntegrityError
+from store.files import create_private, refuse_if_shared
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -116,12 +116,35 @@ class LocalKeyringProvider(KeyProvider):
     version (``{"format": 1, "current": id, "keys": {id: base64}}``). A keyring that is readable or
     writable by group/others is refused with a :class:`ConfigError` naming the ``chmod`` fix.
     Old versions stay in the file until removed by hand after a :meth:`Vault.rewrap`.
+
+    ``created`` is true when this instance created the file: the vault then checks that the
+    database holds no key a previous (lost) keyring wrapped, rather than sealing on beside
+    unreadable data (:meth:`refuse_if_replacing`).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.created = False
         self._current, self._keys = self._load_or_create()
+
+    def refuse_if_replacing(self, wrapped: dict[str, int]) -> None:
+        """``wrapped`` counts stored keys per KEK id. If this instance created the keyring while keys
+        wrapped by a local keyring (ids ``local-…``) it does not hold exist, the keyring they need
+        was lost: remove the new file again (so the next start refuses too) and raise
+        :class:`ConfigError` naming the restore. Keys of other providers (``env-…``, plugins) are
+        not its business: a new keyring may be a rewrap target."""
+        lost = {k: n for k, n in wrapped.items() if k.startswith("local-") and k not in self._keys}
+        if not (self.created and lost):
+            return
+        self.path.unlink(missing_ok=True)
+        self.created = False
+        raise ConfigError(
+            f"keyring {self.path} is missing, but the database holds {sum(lost.values())} tenant keys "
+            f"wrapped by KEK(s) {', '.join(sorted(lost))}: without that keyring the data sealed with "
+            f"them cannot be opened; restore {self.path} from backup (mode 0600), or set "
+            "governance.key_provider to the provider that wrapped them; crmhub did not create a new one"
+        )
 
     @property
     def current_kek_id(self) -> str:
@@ -157,21 +180,14 @@ class LocalKeyringProvider(KeyProvider):
                 "this key, or rewrap the vault's keys with the current provider"
             ) from None
 
-    def _check_mode(self) -> None:
-        mode = stat.S_IMODE(self.path.stat().st_mode)
-        if mode & 0o077:
-            raise ConfigError(
-                f"keyring {self.path} is accessible by group/others (mode {mode:04o}); "
-                f"fix with: chmod 600 {self.path}"
-            )
-
     def _load_or_create(self) -> tuple[str, dict[str, bytes]]:
         if not self.path.exists():
             kek = secrets.token_bytes(_KEK_BYTES)
             kek_id = f"local-1-{_kek_fingerprint(kek)}"
             with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
                 self._write(kek_id, {kek_id: kek}, replace=False)
-        self._check_mode()
+                self.created = True
+        refuse_if_shared(self.path, "keyring")
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             current = str(data["current"])
@@ -198,9 +214,8 @@ class LocalKeyringProvider(KeyProvider):
             },
             indent=2,
         ).encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_private(tmp)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(payload)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+import time
 from typing import Any, Protocol
 
 from schemas.errors import DataError
@@ -85,22 +86,38 @@ class _Hmac:
 
 
 class Pseudonymizer:
-    """Stable, tenant-scoped pseudonyms and keyed hashes. Thread-safe; caches derived keys."""
+    """Stable, tenant-scoped pseudonyms and keyed hashes. Thread-safe; caches derived keys.
 
-    def __init__(self, keys: PseudonymKeySource) -> None:
+    A tenant's derived keys are used for at most ``shred_check_s`` seconds (default 1) before the
+    source is asked again: the vault then re-checks that the tenant was not crypto-shredded (by
+    another process too) and raises :class:`~governance.vault.TenantKeysDestroyed` if it was, so a
+    shred stops pseudonymization in a running worker within that bound.
+    """
+
+    def __init__(self, keys: PseudonymKeySource, *, shred_check_s: float = 1.0) -> None:
         self._source = keys
+        self.shred_check_s = shred_check_s
         self._lock = threading.Lock()
-        self._macs: dict[str, tuple[_Hmac, _Hmac]] = {}
+        self._macs: dict[str, tuple[_Hmac, _Hmac, bytes, float]] = {}
 
-    def _tenant_macs(self, tenant: str) -> tuple[_Hmac, _Hmac]:
+    def _tenant_macs(self, tenant: str) -> tuple[_Hmac, _Hmac, bytes, float]:
         macs = self._macs.get(tenant)
-        if macs is None:
+        now = time.monotonic()
+        if macs is not None and now - macs[3] <= self.shred_check_s:
+            return macs
+        try:
             root = self._source.pseudonym_key(tenant)
+        except Exception:
+            self.forget(tenant)
+            raise
+        if macs is None or not hmac.compare_digest(root, macs[2]):
             field_key = hmac.new(root, b"crmhub.pseudonym.field.v1", hashlib.sha256).digest()
             lineage_key = hmac.new(root, b"crmhub.pseudonym.lineage.v1", hashlib.sha256).digest()
-            macs = (_Hmac(field_key), _Hmac(lineage_key))
-            with self._lock:
-                self._macs[tenant] = macs
+            macs = (_Hmac(field_key), _Hmac(lineage_key), root, now)
+        else:
+            macs = (macs[0], macs[1], root, now)
+        with self._lock:
+            self._macs[tenant] = macs
         return macs
 
     def forget(self, tenant: str) -> None:

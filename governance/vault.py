@@ -22,7 +22,13 @@ new key version by itself. Old versions keep opening old data.
 
 ``shred(tenant)`` destroys every key of a tenant (crypto-shredding) and returns a
 :class:`DeletionCertificate`; afterwards nothing sealed for that tenant opens, and the tenant can
-not seal again. Other processes forget cached keys after ``cache_ttl`` seconds.
+not seal again. A vault in another (running) process re-checks the tenant's shredded state at most
+``shred_check_s`` seconds (default 1) after it last did, before it uses a cached key again, so a
+shred takes effect everywhere within that bound — not only when ``cache_ttl`` runs out.
+
+A :class:`~governance.keys.LocalKeyringProvider` that had to *create* its keyring while the
+database holds keys wrapped by another KEK means the keyring was lost: the vault refuses to start
+(:class:`ConfigError` naming the restore) and removes the empty keyring again.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection, Engine
 
-from governance.keys import KeyProvider
+from governance.keys import KeyProvider, LocalKeyringProvider
 from schemas.errors import ConfigError, IntegrityError
 from store import keys as keystore
 from store.keys import KeyKind, KeyStatus
@@ -222,7 +228,8 @@ class Vault:
     Thread-safe; one instance per process is enough. ``rotate_after`` is the number of uses after
     which a data key is replaced (at most 2**32 - ``reserve_block``), ``reserve_block`` how many uses one
     database write reserves, ``cache_ttl`` how long (seconds) unwrapped keys are trusted before
-    their status is read again.
+    their status is read again, ``shred_check_s`` how long (seconds) a tenant's cached keys are used
+    before its shredded state is read again (one indexed query per tenant and interval).
     """
 
     def __init__(
@@ -233,6 +240,7 @@ class Vault:
         rotate_after: int = 2**31,
         reserve_block: int = 10_000,
         cache_ttl: float = 300.0,
+        shred_check_s: float = 1.0,
     ) -> None:
         if reserve_block < 1:
             raise ConfigError("vault reserve_block must be ≥ 1")
@@ -244,11 +252,45 @@ class Vault:
         self.provider = provider
         self.rotate_after = rotate_after
         self.reserve_block = reserve_block
+        if not shred_check_s > 0:
+            raise ConfigError("vault shred_check_s must be > 0 (seconds)")
         self.cache_ttl = cache_ttl
+        self.shred_check_s = shred_check_s
         self._lock = threading.RLock()
         self._active: dict[str, _ActiveBlock] = {}
         self._keys: dict[tuple[str, int], _CachedKey] = {}
         self._pseudonym: dict[str, tuple[bytes, float]] = {}
+        self._shred_checked: dict[str, float] = {}  # tenant → monotonic time of the last check
+        self._refuse_if_keyring_lost()
+
+    def _refuse_if_keyring_lost(self) -> None:
+        """A local keyring created just now must not stand in for a lost one (see the module doc)."""
+        provider = self.provider
+        if not (isinstance(provider, LocalKeyringProvider) and provider.created):
+            return
+        try:
+            with self.engine.connect() as conn:
+                wrapped = keystore.live_kek_ids(conn)
+        except sqlalchemy.exc.DBAPIError:
+            return  # no vault table yet: a database that was never migrated holds no keys
+        provider.refuse_if_replacing(wrapped)
+
+    def _check_not_shredded(self, tenant: str) -> None:
+        """Raise :class:`TenantKeysDestroyed` (and forget the tenant's cached keys) if the tenant was
+        shredded, asking the database at most once per ``shred_check_s``."""
+        now = time.monotonic()
+        last = self._shred_checked.get(tenant)
+        if last is not None and now - last <= self.shred_check_s:
+            return
+        with self.engine.connect() as conn:
+            at = keystore.shredded_at(conn, tenant)
+        if at is not None:
+            with self._lock:
+                self._forget(tenant)
+            raise TenantKeysDestroyed(
+                f"tenant {tenant!r} was crypto-shredded at {at}; its data can no longer be opened or sealed"
+            )
+        self._shred_checked[tenant] = now
 
     # ---- sealing ---------------------------------------------------------------------------
 
@@ -293,6 +335,9 @@ class Vault:
             ):
                 block = self._reserve(tenant)
                 self._active[tenant] = block
+                self._shred_checked[tenant] = time.monotonic()  # the reservation read the key's state
+            else:
+                self._check_not_shredded(tenant)
             block.next_use += 1
             return block.version, block.aead
 
@@ -386,8 +431,9 @@ class Vault:
         now = time.monotonic()
         with self._lock:
             cached = self._keys.get((tenant, version))
-            if cached is not None and now - cached.loaded_at <= self.cache_ttl:
-                return cached.aead
+        if cached is not None and now - cached.loaded_at <= self.cache_ttl:
+            self._check_not_shredded(tenant)
+            return cached.aead
         _check_tenant(tenant)
         row = None
         if 1 <= version <= _MAX_VERSION:
@@ -408,9 +454,11 @@ class Vault:
         aead = self._unwrap_row(tenant, KeyKind.DATA, version, row.wrapped_key, row.kek_id)
         with self._lock:
             self._keys[(tenant, version)] = _CachedKey(aead, now)
+            self._shred_checked[tenant] = now  # the row just read was not destroyed
         return aead
 
     def _forget(self, tenant: str) -> None:
+        self._shred_checked.pop(tenant, None)
         self._active.pop(tenant, None)
         self._pseudonym.pop(tenant, None)
         for k in [k for k in self._keys if k[0] == tenant]:
@@ -424,8 +472,9 @@ class Vault:
         now = time.monotonic()
         with self._lock:
             cached = self._pseudonym.get(tenant)
-            if cached is not None and now - cached[1] <= self.cache_ttl:
-                return cached[0]
+        if cached is not None and now - cached[1] <= self.cache_ttl:
+            self._check_not_shredded(tenant)
+            return cached[0]
         row = self._with_active_key(tenant, KeyKind.PSEUDONYM, lambda _, active: active, attempts=5)
         if row is None:
             raise IntegrityError(
@@ -438,6 +487,7 @@ class Vault:
         )
         with self._lock:
             self._pseudonym[tenant] = (key, now)
+            self._shred_checked[tenant] = now  # the active row just read was not destroyed
         return key
 
     # ---- key management --------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 __all__ = [
     "CANONICAL_SCHEMA",
     "REPORT_FORMAT",
+    "REPORT_FORMAT_V1",
     "Checkpoint",
     "ConsistencyProof",
     "DatasetRef",
@@ -43,7 +44,10 @@ __all__ = [
 CANONICAL_SCHEMA: Final = "crmhub.lineage.event/1"
 """Written into every canonical event so a later format change cannot be confused with this one."""
 
-REPORT_FORMAT: Final = "crmhub.lineage.report/1"
+REPORT_FORMAT: Final = "crmhub.lineage.report/2"
+"""Reports crmhub writes: format 1 plus RFC 9162 consistency proofs between the checkpoints."""
+REPORT_FORMAT_V1: Final = "crmhub.lineage.report/1"
+"""The first report format (no consistency proofs); still read and verified."""
 
 _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 # Keyed digests, hex; the pseudonymizer writes them with a "kh_" tag (governance.pseudonym.keyed_hash).
@@ -254,17 +258,20 @@ class LedgerReport(BaseModel):
     """What an auditor receives: one tenant's entries ``0..size-1`` and the signed checkpoints.
 
     ``checkpoints`` holds every checkpoint the ledger signed up to the report's size (oldest
-    first); the last one covers all entries. ``public_key`` is informational: verify with a key
-    obtained independently.
+    first; from the database and the signer's checkpoint journal); the last one covers all
+    entries. Format 2 adds ``consistency``: for each pair of consecutive checkpoints (the older
+    of size ≥ 1) the RFC 9162 proof that the older tree is a prefix of the newer. ``public_key``
+    is informational: verify with a key obtained independently.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["crmhub.lineage.report/1"] = REPORT_FORMAT
+    format: Literal["crmhub.lineage.report/1", "crmhub.lineage.report/2"] = REPORT_FORMAT
     tenant: str
     origin: str
     public_key: str | None = None
     checkpoints: tuple[Checkpoint, ...] = ()
+    consistency: tuple[ConsistencyProof, ...] = ()
     entries: tuple[ReportEntry, ...] = ()
 
 

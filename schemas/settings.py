@@ -130,6 +130,9 @@ class GovernanceSettings(_Model):
     subprocessors_file: Path | None = Field(
         None, description="subprocessor/transfer registry YAML; default: the one shipped with crmhub"
     )
+    shred_check_s: float = Field(
+        1.0, gt=0, le=300, description="a crypto-shred reaches running processes within this many seconds"
+    )
 
 
 class CodecSettings(_Model):

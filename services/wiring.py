@@ -86,7 +86,7 @@ def key_provider(settings: Settings) -> KeyProvider:
 
 def make_vault(settings: Settings, engine: Engine) -> Vault:
     """The vault over ``engine`` with the configured key provider."""
-    return Vault(engine, key_provider(settings))
+    return Vault(engine, key_provider(settings), shred_check_s=settings.governance.shred_check_s)
 
 
 def credentials(
@@ -135,7 +135,7 @@ def deps_from_settings(
         settings=settings,
         engine=engine,
         vault=vault,
-        pseudonymizer=Pseudonymizer(vault),
+        pseudonymizer=Pseudonymizer(vault, shred_check_s=settings.governance.shred_check_s),
         subprocessors=subprocessors,
         signer=signer,
         connector_factory=connector_factory(settings, engine, oauth),

@@ -2,10 +2,16 @@
 
 The URL comes from settings (``CRMHUB_DATABASE_URL``). SQLite gets WAL mode and a busy timeout so
 several worker threads and processes can share one file; PostgreSQL gets a connection pool.
+
+A SQLite file is private (:mod:`store.files`): its directory is created 0700, the file is created
+0600 before SQLite opens it (SQLite gives the ``-wal`` and ``-shm`` files the database file's mode)
+and an existing file, WAL or shared-memory file readable by group/others is tightened to 0600.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
 from schemas.errors import ConfigError
+from store.files import create_private, private_dir, tighten
 
 # Connection and Engine are re-exported: other packages name the DB types through store.
 __all__ = ["Connection", "Engine", "is_sqlite", "make_engine", "session_scope"]
@@ -45,7 +52,7 @@ def make_engine(url: str, *, echo: bool = False, pooled: bool = True) -> Engine:
         kwargs["poolclass"] = NullPool
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     elif backend == "postgresql":
         kwargs["pool_pre_ping"] = True
@@ -62,6 +69,16 @@ def make_engine(url: str, *, echo: bool = False, pooled: bool = True) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600 (its directory 0700) or tighten an existing one and its
+    WAL/shared-memory files (SQLite creates those with the database file's mode)."""
+    private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(create_private(path))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        tighten(file)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -47,8 +47,10 @@ __all__ = [
     "insert_key",
     "latest_version",
     "list_keys",
+    "live_kek_ids",
     "reserve_uses",
     "retire_active",
+    "shredded_at",
     "tenant_keys",
     "update_wrapping",
 ]
@@ -164,6 +166,32 @@ def list_keys(conn: Connection, tenant: str | None = None) -> Sequence[TenantKey
     if tenant is not None:
         stmt = stmt.where(tenant_keys.c.tenant == tenant)
     return conn.execute(stmt).all()
+
+
+def shredded_at(conn: Connection, tenant: str) -> datetime | None:
+    """When ``tenant``'s keys were destroyed (crypto-shredded), or ``None`` if they were not.
+
+    One indexed lookup (``ix_vault_tenant_keys_status`` starts with the tenant): running vaults ask it
+    every ``shred_check_s`` to drop keys they cached before a shred in another process."""
+    row = conn.execute(
+        select(tenant_keys.c.destroyed_at)
+        .where(tenant_keys.c.tenant == tenant, tenant_keys.c.status == KeyStatus.DESTROYED.value)
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    at: datetime | None = row.destroyed_at
+    return at or datetime.min.replace(tzinfo=UTC)
+
+
+def live_kek_ids(conn: Connection) -> dict[str, int]:
+    """KEK id → number of keys (not destroyed) wrapped by it, over every tenant."""
+    rows = conn.execute(
+        select(tenant_keys.c.kek_id, func.count())
+        .where(tenant_keys.c.status != KeyStatus.DESTROYED.value)
+        .group_by(tenant_keys.c.kek_id)
+    ).all()
+    return {str(kek_id): int(n) for kek_id, n in rows}
 
 
 def retire_active(conn: Connection, tenant: str, kind: KeyKind, *, below_version: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -46,6 +47,7 @@ __all__ = [
     "heads",
     "insert_checkpoint",
     "insert_events",
+    "latest_checkpoint",
     "list_checkpoints",
     "read_event_rows",
     "read_leaf_hashes",
@@ -210,14 +212,26 @@ def list_checkpoints(conn: Connection, tenant: str, *, max_size: int | None = No
     if max_size is not None:
         query = query.where(checkpoints.c.size <= max_size)
     result = conn.execute(query.order_by(checkpoints.c.size, checkpoints.c.id))
-    return [
-        CheckpointRow(
-            origin=r.origin,
-            size=int(r.size),
-            root_hash=bytes(r.root_hash),
-            key_id=r.key_id,
-            signature=bytes(r.signature),
-            signed_at=r.signed_at,
-        )
-        for r in result
-    ]
+    return [_checkpoint_row(r) for r in result]
+
+
+def latest_checkpoint(conn: Connection, tenant: str) -> CheckpointRow | None:
+    """The checkpoint of ``tenant`` with the largest size (the last stored of those), or ``None``."""
+    row = conn.execute(
+        select(checkpoints)
+        .where(checkpoints.c.tenant == tenant)
+        .order_by(checkpoints.c.size.desc(), checkpoints.c.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _checkpoint_row(row)
+
+
+def _checkpoint_row(r: Any) -> CheckpointRow:
+    return CheckpointRow(
+        origin=r.origin,
+        size=int(r.size),
+        root_hash=bytes(r.root_hash),
+        key_id=r.key_id,
+        signature=bytes(r.signature),
+        signed_at=r.signed_at,
+    )

@@ -270,15 +270,29 @@ def lineage_report(
     }
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run as a formula (OWASP "CSV Injection"): a text value
+    starting with ``= + - @``, tab or carriage return gets a leading ``'``. Numbers are left alone."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def lineage_csv(report: dict[str, Any]) -> str:
-    """One row per run, the columns of :data:`LINEAGE_CSV_COLUMNS` (lists joined by ``;``)."""
+    """One row per run, the columns of :data:`LINEAGE_CSV_COLUMNS` (lists joined by ``;``).
+
+    RFC 4180 (CRLF rows, so a field holding CR or LF is quoted); every text cell passes
+    :func:`_csv_cell`, since run, sync and purpose names come from customers' configurations."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(LINEAGE_CSV_COLUMNS)
     for r in report["runs"]:
         c = r["counts"]
         writer.writerow(
-            [
+            _csv_cell(cell) for cell in [
                 r["sync_id"] or "", r["run_id"], r["status"] or "", r["started"] or "", r["finished"] or "",
                 ";".join(r["purposes"]), ";".join(str(v) for v in r["instruction_versions"]),
                 c["pulled"], c["pushed"], c["created"], c["updated"], c["failed"], c["filtered"],

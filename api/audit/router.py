@@ -7,8 +7,11 @@ or denied, is written to the ``audit_access_log`` table and the ``crmhub.audit``
 *id* only.
 
 The app that mounts the router provides an :class:`AuditServices` as ``app.state.audit_services``
-(engine, subprocessor registry, optionally crmhub's public key); without one, it is built from
-``load_settings()`` on first use.
+(engine, subprocessor registry, optionally crmhub's public key and checkpoint journal); without one,
+it is built from ``load_settings()`` on first use. With a journal, every integrity route first
+proves the stored ledger extends the latest checkpoint crmhub signed (journal beside the signing
+key): a database rewritten behind crmhub's back answers 409 ``ledger_inconsistent``, never a proof
+or report of the forgery.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from sqlalchemy.engine import Engine
 
 from api.audit import reports
-from governance.lineage import Ledger, report_to_json
+from governance.lineage import CheckpointJournal, Ledger, report_to_json
 from governance.openlineage import run_events_json
 from governance.registry import Registry
 from schemas.errors import ConfigError, IntegrityError
@@ -46,12 +49,13 @@ def _utcnow() -> datetime:
 @dataclass(frozen=True)
 class AuditServices:
     """What the audit routes read: the database, the registry, crmhub's public key (informational:
-    auditors should obtain it independently) and a clock."""
+    auditors should obtain it independently), the signer's checkpoint journal and a clock."""
 
     engine: Engine
     registry: Registry
     public_key_pem: str | None = None
     clock: Callable[[], datetime] = field(default=_utcnow)
+    journal: CheckpointJournal | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> AuditServices:
@@ -62,8 +66,13 @@ class AuditServices:
 
         registry = load_registry(settings.governance.subprocessors_file or default_subprocessors_file())
         key_file = settings.data_dir / settings.governance.signing_key_file
-        pem = CheckpointSigner.load_or_create(key_file).public_key_pem() if key_file.exists() else None
-        return cls(engine or make_engine(settings.effective_database_url), registry, pem)
+        signer = CheckpointSigner.load_or_create(key_file) if key_file.exists() else None
+        return cls(
+            engine or make_engine(settings.effective_database_url),
+            registry,
+            signer.public_key_pem() if signer else None,
+            journal=signer.journal if signer else None,
+        )
 
 
 def audit_services(request: Request) -> AuditServices:
@@ -197,14 +206,23 @@ def openlineage(who: Auditor, services: Services, run: str | None = None) -> lis
 
 
 def _ledger(services: AuditServices, who: Principal) -> Ledger:
-    return Ledger(services.engine, who.tenant)
+    """The tenant's ledger, proven consistent with the journal's latest checkpoint (409 if not)."""
+    ledger = Ledger(services.engine, who.tenant)
+    if services.journal is not None:
+        journal = services.journal
+        _integrity(lambda: ledger.check_consistency(journal))
+    return ledger
 
 
-def _latest(ledger: Ledger) -> Any:
-    signed = ledger.checkpoints()
+def _latest(ledger: Ledger, services: AuditServices) -> Any:
+    """The latest signed checkpoint: the database's or the journal's, whichever is larger."""
+    signed = ledger.checkpoints()[-1:]
+    journaled = services.journal.latest(ledger.origin) if services.journal is not None else None
+    if journaled is not None:
+        signed.append(journaled)
     if not signed:
         raise HTTPException(status_code=404, detail="the ledger has no signed checkpoint yet")
-    return signed[-1]
+    return max(signed, key=lambda cp: cp.size)
 
 
 def _integrity(call: Callable[[], Any]) -> Any:
@@ -220,7 +238,7 @@ def _integrity(call: Callable[[], Any]) -> Any:
 def checkpoint(who: Auditor, services: Services) -> dict[str, Any]:
     """The latest signed checkpoint (origin, size, root, time, key id, Ed25519 signature) and the
     note body the signature covers."""
-    cp = _latest(_ledger(services, who))
+    cp = _latest(_ledger(services, who), services)
     return {
         "checkpoint": cp.model_dump(mode="json"),
         "signed_body": cp.signed_body().decode("utf-8"),
@@ -235,7 +253,7 @@ def inclusion(
     """RFC 9162 inclusion proof of entry ``index`` in the tree of ``size`` entries (default: the
     latest signed checkpoint's size), with the entry's canonical event text."""
     ledger = _ledger(services, who)
-    size = size if size is not None else _latest(ledger).size
+    size = size if size is not None else _latest(ledger, services).size
     proof = _integrity(lambda: ledger.inclusion_proof(index, size))
     events = ledger.read_events(index, index + 1)
     return {
@@ -254,18 +272,21 @@ def consistency(
     """RFC 9162 consistency proof that the tree of ``first`` entries is a prefix of the tree of
     ``second`` (default: the latest signed checkpoint's size)."""
     ledger = _ledger(services, who)
-    second = second if second is not None else _latest(ledger).size
+    second = second if second is not None else _latest(ledger, services).size
     proof = _integrity(lambda: ledger.consistency_proof(first, second))
     return {"proof": proof.model_dump(mode="json")}
 
 
 @router.get("/integrity/ledger")
 def ledger_report(who: Auditor, services: Services) -> Response:
-    """The full signed ledger report (``crmhub.lineage.report/1``) up to the latest checkpoint — the
-    file ``crmhub audit verify REPORT --public-key KEY`` checks offline."""
+    """The full signed ledger report (``crmhub.lineage.report/2``: checkpoints from the database and
+    the journal, consistency proofs between them) up to the latest checkpoint — the file
+    ``crmhub audit verify REPORT --public-key KEY [--known-checkpoint CP]`` checks offline."""
     ledger = _ledger(services, who)
-    cp = _latest(ledger)
-    report = _integrity(lambda: ledger.export_report(cp, public_key=services.public_key_pem))
+    cp = _latest(ledger, services)
+    report = _integrity(
+        lambda: ledger.export_report(cp, public_key=services.public_key_pem, journal=services.journal)
+    )
     return Response(
         report_to_json(report),
         media_type="application/json",

@@ -45,13 +45,16 @@ One concept a module, all imported from here (the modules are private, as in htt
                :class:`MoveFields`)
 ``_signing``   :class:`CheckpointSigner`, :func:`verify_checkpoint`, :func:`load_public_key`,
                :func:`key_id_for`, :data:`PublicKeyLike`
-``_ledger``    :class:`Ledger`: append, read, roots, checkpoints, inclusion/consistency proofs
+``_journal``   :class:`CheckpointJournal`: every checkpoint a signer signed, outside the database
+``_ledger``    :class:`Ledger`: append, read, roots, checkpoints (consistency-checked before
+               signing: :class:`LedgerInconsistent`), inclusion/consistency proofs
 ``_report``    :func:`build_report`, :func:`report_to_json`, :func:`report_from_json`
 ``_verify``    :func:`verify` and its checks of the signed checkpoint history
 =============  ===================================================================================
 """
 
-from governance.lineage._ledger import Ledger
+from governance.lineage._journal import CheckpointJournal
+from governance.lineage._ledger import Ledger, LedgerInconsistent
 from governance.lineage._report import build_report, report_from_json, report_to_json
 from governance.lineage._run import EventFields, MoveFields, RunRef
 from governance.lineage._signing import (
@@ -64,9 +67,11 @@ from governance.lineage._signing import (
 from governance.lineage._verify import verify
 
 __all__ = [
+    "CheckpointJournal",
     "CheckpointSigner",
     "EventFields",
     "Ledger",
+    "LedgerInconsistent",
     "MoveFields",
     "PublicKeyLike",
     "RunRef",

@@ -6,6 +6,11 @@ leaf hash SHA-256(0x00 || bytes). :meth:`Ledger.append` hands out contiguous ind
 origin, size and root. The instance caches the tenant's RFC 9162 Merkle tree and re-checks what it
 loads, so a stored entry altered behind its back is an :class:`~schemas.errors.IntegrityError`
 naming the index, not a wrong proof.
+
+Before signing, :meth:`Ledger.checkpoint` proves (RFC 9162 consistency proof) that the tree it is
+about to sign extends the latest checkpoint the signer's journal and the database hold for the
+origin; otherwise someone rewrote or truncated signed history and it raises
+:class:`LedgerInconsistent` (code ``ledger_inconsistent``, not retryable) instead of signing it.
 """
 
 from __future__ import annotations
@@ -16,15 +21,25 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 
+from governance.lineage._journal import CheckpointJournal
 from governance.lineage._report import assemble_report
-from governance.lineage._signing import CheckpointSigner, PublicKeyLike, b64
-from governance.merkle import MerkleTree, leaf_hash
+from governance.lineage._signing import CheckpointSigner, PublicKeyLike, b64, verify_checkpoint
+from governance.merkle import MerkleProofError, MerkleTree, leaf_hash, verify_consistency
 from schemas.errors import ConfigError, IntegrityError, PolicyError
 from schemas.lineage import Checkpoint, ConsistencyProof, InclusionProof, LedgerReport, LineageEvent
 from store import lineage as repo
 from store.engine import is_sqlite
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "LedgerInconsistent"]
+
+
+class LedgerInconsistent(IntegrityError):
+    """The stored ledger does not extend a checkpoint crmhub signed: history was rewritten or cut.
+
+    Not retryable (an :class:`IntegrityError`); code ``ledger_inconsistent``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="ledger_inconsistent")
 
 
 def _utc(value: datetime) -> datetime:
@@ -120,9 +135,17 @@ class Ledger:
         return self._sync().root(size)
 
     def checkpoint(self, signer: CheckpointSigner) -> Checkpoint:
-        """Sign and store a checkpoint over every committed entry."""
+        """Sign and store a checkpoint over every committed entry, after proving the entries extend
+        the latest checkpoint signed before (journal and database); :class:`LedgerInconsistent` if
+        they do not. The checkpoint is journaled before it is stored in the database."""
+        # The journal first: whoever signed it had committed those entries, so the head read next is
+        # at least that large unless entries were removed.
+        signed = [cp for cp in (signer.journal.latest(self.origin), self._latest_stored(signer)) if cp]
         tree = self._sync()
+        for earlier in signed:
+            self._prove_extends(tree, earlier)
         checkpoint = signer.sign_checkpoint(self.origin, tree.size, tree.root())
+        signer.journal.record(checkpoint)
         with self._engine.begin() as conn:
             repo.insert_checkpoint(
                 conn,
@@ -138,21 +161,56 @@ class Ledger:
             )
         return checkpoint
 
+    def check_consistency(self, journal: CheckpointJournal) -> Checkpoint | None:
+        """Prove the stored ledger extends the latest checkpoint ``journal`` holds for this origin;
+        returns that checkpoint (``None`` if there is none), else :class:`LedgerInconsistent`."""
+        latest = journal.latest(self.origin)
+        tree = self._sync()
+        if latest is not None:
+            self._prove_extends(tree, latest)
+        return latest
+
+    def _latest_stored(self, signer: CheckpointSigner) -> Checkpoint | None:
+        """The database's latest checkpoint of this origin signed by ``signer``'s key (checked)."""
+        with self._engine.connect() as conn:
+            row = repo.latest_checkpoint(conn, self.tenant)
+        if row is None or row.key_id != signer.key_id:
+            return None  # none yet, or one by an earlier key: the journal speaks for this key
+        stored = _checkpoint_of(row)
+        try:
+            verify_checkpoint(stored, signer.public_key)
+        except IntegrityError:
+            raise LedgerInconsistent(
+                f"the stored checkpoint of {self.origin} at size {row.size} carries an invalid signature: "
+                "the database was tampered with; refusing to sign"
+            ) from None
+        return stored
+
+    def _prove_extends(self, tree: MerkleTree, earlier: Checkpoint) -> None:
+        """RFC 9162: the tree's first ``earlier.size`` entries must have ``earlier``'s root."""
+        if earlier.size > tree.size:
+            raise LedgerInconsistent(
+                f"{self.origin} holds {tree.size} entries, but crmhub signed a checkpoint at size "
+                f"{earlier.size} ({earlier.timestamp:%Y-%m-%dT%H:%M:%SZ}): entries were removed; "
+                "refusing to sign"
+            )
+        if earlier.size == 0:
+            return
+        proof = tree.consistency_proof(earlier.size, tree.size)
+        try:
+            verify_consistency(earlier.size, tree.size, proof, earlier.root, tree.root())
+        except MerkleProofError:
+            raise LedgerInconsistent(
+                f"the stored ledger of {self.origin} is not consistent with the checkpoint crmhub signed "
+                f"at size {earlier.size} ({earlier.timestamp:%Y-%m-%dT%H:%M:%SZ}): signed history was "
+                "rewritten; refusing to sign"
+            ) from None
+
     def checkpoints(self, *, max_size: int | None = None) -> list[Checkpoint]:
         """Stored checkpoints, oldest first (optionally only those covering at most ``max_size``)."""
         with self._engine.connect() as conn:
             rows = repo.list_checkpoints(conn, self.tenant, max_size=max_size)
-        return [
-            Checkpoint(
-                origin=r.origin,
-                size=r.size,
-                root_hash=b64(r.root_hash),
-                timestamp=_utc(r.signed_at),
-                key_id=r.key_id,
-                signature=b64(r.signature),
-            )
-            for r in rows
-        ]
+        return [_checkpoint_of(r) for r in rows]
 
     def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
         """Proof that entry ``index`` is in the tree of ``size`` entries (default: all)."""
@@ -187,22 +245,44 @@ class Ledger:
         return [LineageEvent.from_canonical(r.event) for r in rows]
 
     def export_report(
-        self, checkpoint: Checkpoint | None = None, *, public_key: PublicKeyLike | None = None
+        self,
+        checkpoint: Checkpoint | None = None,
+        *,
+        public_key: PublicKeyLike | None = None,
+        journal: CheckpointJournal | None = None,
     ) -> LedgerReport:
-        """Report of every entry covered by ``checkpoint`` (default: the latest stored one).
+        """Report (format 2) of every entry covered by ``checkpoint`` (default: the latest one stored
+        or journaled), with every checkpoint up to it from the database and ``journal`` and the
+        consistency proofs between them.
 
         Raises :class:`ConfigError` when the ledger has no checkpoint yet (sign one first).
         """
         if checkpoint is None:
-            stored = self.checkpoints()
-            if not stored:
+            latest = [cp for cp in (*self.checkpoints()[-1:], journal and journal.latest(self.origin)) if cp]
+            if not latest:
                 raise ConfigError(f"ledger {self.origin} has no checkpoint; call checkpoint() first")
-            checkpoint = stored[-1]
-        history = self.checkpoints(max_size=checkpoint.size)
-        if checkpoint not in history:
-            history.append(checkpoint)
+            checkpoint = max(latest, key=lambda cp: cp.size)
+        history = {cp.signature: cp for cp in self.checkpoints(max_size=checkpoint.size)}
+        if journal is not None:
+            history.update((cp.signature, cp) for cp in journal.chain(self.origin, max_size=checkpoint.size))
+        history.setdefault(checkpoint.signature, checkpoint)
         with self._engine.connect() as conn:
             rows = repo.read_event_rows(conn, self.tenant, 0, checkpoint.size)
         return assemble_report(
-            self.tenant, self.origin, ((r.idx, r.leaf_hash, r.event) for r in rows), history, public_key
+            self.tenant,
+            self.origin,
+            ((r.idx, r.leaf_hash, r.event) for r in rows),
+            list(history.values()),
+            public_key,
         )
+
+
+def _checkpoint_of(row: repo.CheckpointRow) -> Checkpoint:
+    return Checkpoint(
+        origin=row.origin,
+        size=row.size,
+        root_hash=b64(row.root_hash),
+        timestamp=_utc(row.signed_at),
+        key_id=row.key_id,
+        signature=b64(row.signature),
+    )

@@ -5,6 +5,9 @@ mode-0600 PEM file) and signs checkpoints; :func:`verify_checkpoint` checks one 
 key given in any of the forms :data:`PublicKeyLike` names (:func:`load_public_key`). A key's id
 (:func:`key_id_for`) is the first 8 bytes of SHA-256 over its raw bytes, so an auditor can tell
 which key signed without trusting the checkpoint's word for it.
+
+Each signer keeps a :class:`~governance.lineage._journal.CheckpointJournal` of what it signed:
+beside its key file (``ledger-checkpoints.jsonl``) when loaded from one, in memory otherwise.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,8 +23,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from governance.lineage._journal import JOURNAL_FILE, CheckpointJournal
 from schemas.errors import ConfigError, IntegrityError
 from schemas.lineage import Checkpoint
+from store.files import create_private, refuse_if_shared
 
 __all__ = [
     "CheckpointSigner",
@@ -79,10 +83,14 @@ def encode_public_key(value: PublicKeyLike) -> str:
 class CheckpointSigner:
     """Holds the Ed25519 private key that signs checkpoints; the public key goes to auditors."""
 
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, private_key: Ed25519PrivateKey, *, journal_path: Path | None = None) -> None:
         self._key = private_key
         self.public_key: Ed25519PublicKey = private_key.public_key()
         self.key_id: str = key_id_for(self.public_key)
+        self.journal = CheckpointJournal(
+            journal_path, self.key_id, lambda cp: verify_checkpoint(cp, self.public_key)
+        )
+        """Every checkpoint this key signed (a file when ``journal_path`` is given, else memory)."""
 
     @classmethod
     def generate(cls) -> CheckpointSigner:
@@ -91,7 +99,8 @@ class CheckpointSigner:
 
     @classmethod
     def load_or_create(cls, path: Path | str) -> CheckpointSigner:
-        """Load the PKCS#8 PEM key at ``path``, or create it (mode 0600) if it does not exist.
+        """Load the PKCS#8 PEM key at ``path``, or create it (mode 0600; its directory 0700) if it
+        does not exist; the checkpoint journal is ``ledger-checkpoints.jsonl`` beside it.
 
         Creation is atomic (write a temporary file, then hard-link it into place), so workers
         starting together end up with one key. A key file readable by group or others is refused
@@ -99,15 +108,14 @@ class CheckpointSigner:
         """
         path = Path(path)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint-key-")
+            tmp = str(path.with_name(f".checkpoint-key-{os.urandom(6).hex()}"))
+            fd = create_private(Path(tmp))
             try:
-                os.fchmod(fd, 0o600)
                 os.write(fd, pem)
                 os.fsync(fd)
                 os.close(fd)
@@ -116,15 +124,11 @@ class CheckpointSigner:
                     os.link(tmp, path)
             finally:
                 os.unlink(tmp)
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigError(
-                f"checkpoint key file has mode {mode:o}; it must be private: chmod 600 {path.name}"
-            )
+        refuse_if_shared(path, "checkpoint key file")
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError("checkpoint key file does not hold an Ed25519 private key")
-        return cls(key)
+        return cls(key, journal_path=path.parent / JOURNAL_FILE)
 
     def public_key_pem(self) -> str:
         return self.public_key.public_bytes(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -71,8 +72,15 @@ def make_event(i: int, *, tenant: str = "acme", n_records: int = 3, run: str = "
 
 
 @pytest.fixture(scope="module")
-def signer() -> CheckpointSigner:
-    return CheckpointSigner.generate()
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def signer(signing_key: Ed25519PrivateKey) -> CheckpointSigner:
+    """One key for the module (the 100k report is built once), a fresh signer — and so a fresh
+    in-memory checkpoint journal — per test, since each test has a database of its own."""
+    return CheckpointSigner(signing_key)
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -289,10 +297,11 @@ N = 100_000
 
 
 @pytest.fixture(scope="module")
-def big(signer: CheckpointSigner) -> tuple[LedgerReport, Checkpoint]:
+def big(signing_key: Ed25519PrivateKey) -> tuple[LedgerReport, Checkpoint]:
     """A 100k-entry report with checkpoints every 10k, built in memory."""
     from governance.merkle import MerkleTree
 
+    signer = CheckpointSigner(signing_key)
     base = make_event(0, n_records=2).canonical_bytes().decode()
     # Distinct events without paying pydantic per event: vary the run id in the canonical text.
     datas = [base.replace('"run_id":"run-1"', f'"run_id":"run-{i:06d}"').encode() for i in range(N)]
