@@ -338,7 +338,13 @@ class Vault:
                 with self.engine.begin() as conn:
                     row = keystore.active_key(conn, tenant, kind)
                     if row is None:
-                        self._create_key(conn, tenant, kind, refuse_if_destroyed=True)
+                        # Create version 1 exactly: a concurrent first use that created it meanwhile
+                        # makes this insert a duplicate (reloaded below). latest+1 here would let
+                        # it read the other's fresh version 1 and rotate it away, each first use
+                        # ending with a key of its own (for the never-rotated pseudonym key: two
+                        # sets of pseudonyms for one tenant).
+                        self._refuse_if_shredded(conn, tenant)
+                        self._create_key(conn, tenant, kind, refuse_if_destroyed=False, version=1)
                         continue
                     result = step(conn, row)
             except sqlalchemy.exc.DBAPIError as exc:
@@ -349,11 +355,21 @@ class Vault:
                 return result
         return None
 
-    def _create_key(self, conn: Connection, tenant: str, kind: KeyKind, *, refuse_if_destroyed: bool) -> int:
-        """Insert the next version of (tenant, kind) as active and retire older ones."""
+    def _create_key(
+        self,
+        conn: Connection,
+        tenant: str,
+        kind: KeyKind,
+        *,
+        refuse_if_destroyed: bool,
+        version: int | None = None,
+    ) -> int:
+        """Insert ``version`` (default: the next) of (tenant, kind) as active and retire older ones;
+        a version that exists already raises ``sqlalchemy.exc.IntegrityError``."""
         if refuse_if_destroyed:
             self._refuse_if_shredded(conn, tenant)
-        version = keystore.latest_version(conn, tenant, kind) + 1
+        if version is None:
+            version = keystore.latest_version(conn, tenant, kind) + 1
         if version > _MAX_VERSION:
             raise ConfigError(f"tenant {tenant!r} has exhausted key versions")
         key = secrets.token_bytes(AesGcm.KEY_LEN)

@@ -115,9 +115,11 @@ def create_app(
         max_body_size=web.max_body_bytes,  # 413 beyond it
     )
     app.state.web = ctx
-    # the last added runs first: proxy headers (when trusted) → NUL check → body timeout → headers
-    app.add_middleware(SecurityHeaders, hsts_max_age=web.hsts_max_age_s)
+    # the last added runs first: proxy headers (when trusted) → NUL check → headers → body timeout
+    # (innermost: a BaseHTTPMiddleware would wrap its 408 in an ExceptionGroup, which FastAPI's body
+    # parsing turns into a 400)
     app.add_middleware(BodyTimeout, timeout_s=web.body_timeout_s)
+    app.add_middleware(SecurityHeaders, hsts_max_age=web.hsts_max_age_s)
     app.add_middleware(RejectNulBytes)
     if web.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(web.trusted_proxies))

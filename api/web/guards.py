@@ -19,8 +19,7 @@ import hmac
 import ipaddress
 import time
 
-from fastapi import Request
-from starlette.exceptions import HTTPException
+from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.settings import WebSettings
