@@ -271,21 +271,14 @@ def user_add(tenant: _Tenant, email: _Email) -> None:
 
 @user_app.command("list")
 def user_list(tenant: _Tenant) -> None:
-    """The tenant's logins: email, created, last login, enabled, live sessions."""
-    from rich.table import Table
-
-    table = Table("id", "email", "created", "last login", "enabled", "sessions")
+    """The tenant's logins, one a line, tab-separated: id, email, created, last login, enabled, live
+    sessions."""
+    typer.echo("id\temail\tcreated\tlast_login\tenabled\tsessions")
     for u in list_web_users(load_settings(), tenant):
         last = u["last_login"].isoformat(timespec="seconds") if u["last_login"] else "never"
-        table.add_row(
-            u["id"],
-            u["email"],
-            u["created"].isoformat(timespec="seconds"),
-            last,
-            "yes" if u["enabled"] else "DISABLED",
-            str(u["sessions"]),
-        )
-    out.print(table)
+        created = u["created"].isoformat(timespec="seconds")
+        enabled = "yes" if u["enabled"] else "DISABLED"
+        typer.echo(f"{u['id']}\t{u['email']}\t{created}\t{last}\t{enabled}\t{u['sessions']}")
 
 
 @user_app.command("disable")
