@@ -56,7 +56,6 @@ __all__ = [
     "end_sessions",
     "find_user",
     "get_live_session",
-    "get_session",
     "get_user",
     "list_users",
     "set_disabled",
@@ -299,14 +298,6 @@ def end_sessions(conn: Connection, user_id: str, *, keep: str | None = None) -> 
     if keep is not None:
         stmt = stmt.where(t.c.id_hash != keep)
     return int(conn.execute(stmt).rowcount or 0)
-
-
-def get_session(conn: Connection, id_hash: str, *, now: datetime) -> SessionRow | None:
-    """The session with this hash if it has not expired."""
-    m = conn.execute(select(web_sessions).where(web_sessions.c.id_hash == id_hash)).mappings().one_or_none()
-    if m is None or required_aware(m["expires_at"]) <= now:
-        return None
-    return _session(m)
 
 
 def set_oauth_pending(conn: Connection, id_hash: str, pending: dict[str, str]) -> None:

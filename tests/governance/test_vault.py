@@ -357,7 +357,7 @@ def test_concurrent_first_uses_share_one_pseudonym_key(db_engine, provider) -> N
         vaults = [Vault(db_engine, provider) for _ in range(30)]
         barrier = threading.Barrier(len(vaults))
 
-        def first_use(v: Vault, tenant: str = tenant) -> bytes:
+        def first_use(v: Vault, tenant: str = tenant, barrier: threading.Barrier = barrier) -> bytes:
             barrier.wait()
             return v.pseudonym_key(tenant)
 
