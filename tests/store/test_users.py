@@ -35,10 +35,10 @@ def _tenant_and_user(engine: Engine, tenant: str = "acme", user_id: str = "u1") 
         )
 
 
-def _session(engine: Engine, id_hash: str, user_id: str = "u1", tenant: str = "acme", **kw: object) -> None:
+def _session(engine: Engine, id_hash: str, user_id: str = "u1", tenant: str = "acme") -> None:
     with engine.begin() as conn:
         user_store.create_session(
-            conn, id_hash=id_hash, user_id=user_id, tenant=tenant, now=NOW, expires_at=NOW + HOUR, **kw
+            conn, id_hash=id_hash, user_id=user_id, tenant=tenant, now=NOW, expires_at=NOW + HOUR
         )
 
 
