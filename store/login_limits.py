@@ -11,8 +11,9 @@ concurrent attempts on the row, so N parallel attempts at one key see the counts
 exactly ``limit`` of them are allowed — no check-then-record race. A window starts at a key's first
 attempt and lasts ``window``; an attempt after it starts the count again.
 
-Rows are bounded: :func:`prune` deletes rows whose window has passed, and callers check the
-per-address key first, so one anonymous client makes at most a few rows per window. Every function
+Rows are bounded: :func:`prune` deletes rows whose window has passed (in batches, never waiting on
+a row another login holds), and callers check the per-address key first, so one anonymous client
+makes at most ``2 * per_address_limit + 1`` rows per window. Every function
 takes a SQLAlchemy ``Connection`` and leaves the transaction to the caller.
 """
 
@@ -27,6 +28,7 @@ from sqlmodel import Field, SQLModel
 from store._sql import dialect_insert, table_of
 
 __all__ = [
+    "PRUNE_BATCH",
     "WebLoginAttemptTable",
     "clear",
     "count_rows",
@@ -53,6 +55,10 @@ class WebLoginAttemptTable(SQLModel, table=True):
 
 
 web_login_attempts = table_of(WebLoginAttemptTable)
+
+PRUNE_BATCH = 1000
+"""Expired rows one :func:`prune` deletes at most (bounds the work one login does; each login adds at
+most 3 rows, so pruning keeps up)."""
 
 
 def take_attempt(conn: Connection, key_hash: str, *, now: datetime, since: datetime) -> int:
@@ -85,9 +91,16 @@ def clear(conn: Connection, *key_hashes: str) -> None:
     conn.execute(delete(web_login_attempts).where(web_login_attempts.c.key_hash.in_(key_hashes)))
 
 
-def prune(conn: Connection, *, since: datetime) -> int:
-    """Delete the rows whose window started before ``since``; returns how many."""
-    result = conn.execute(delete(web_login_attempts).where(web_login_attempts.c.window_start < since))
+def prune(conn: Connection, *, since: datetime, limit: int = PRUNE_BATCH) -> int:
+    """Delete up to ``limit`` rows whose window started before ``since``; returns how many. On
+    PostgreSQL rows another transaction holds are skipped (``FOR UPDATE SKIP LOCKED``), so a prune
+    never waits on a login — run it in a transaction of its own, and it can never be part of a
+    deadlock."""
+    t = web_login_attempts
+    expired = select(t.c.key_hash).where(t.c.window_start < since).limit(limit)
+    if conn.dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)
+    result = conn.execute(delete(t).where(t.c.key_hash.in_(expired.scalar_subquery())))
     return int(result.rowcount or 0)
 
 

@@ -75,9 +75,12 @@ class LoginLimiter:
         )
 
     def take(self, keys: LoginKeys, *, now: datetime) -> Taken:
-        """Count the attempt (one transaction; the keys always in the same order, so concurrent
-        attempts cannot deadlock) and prune the counters whose window has passed."""
+        """Prune the counters whose window has passed (a transaction of its own, see
+        :func:`store.login_limits.prune`), then count the attempt (one transaction; the keys always
+        in the same order, so concurrent attempts cannot deadlock)."""
         since = now - self.web.login_window
+        with self.engine.begin() as conn:
+            login_limits.prune(conn, since=since)
         limits = (
             (keys.address, self.web.login_attempts_per_address),
             (keys.client, self.web.login_attempts_per_client),
@@ -85,7 +88,6 @@ class LoginLimiter:
         )
         taken: list[str] = []
         with self.engine.begin() as conn:
-            login_limits.prune(conn, since=since)
             for key, limit in limits:
                 taken.append(key)
                 if login_limits.take_attempt(conn, key, now=now, since=since) > limit:
@@ -100,7 +102,8 @@ class LoginLimiter:
 
     def succeeded(self, keys: LoginKeys) -> None:
         """The password was right: the account's counters start again, the address's count of this
-        attempt is taken back (logging in to one's own account does not reset an address's count)."""
+        attempt is taken back (logging in to one's own account does not reset an address's count).
+        The rows in :meth:`take`'s order (address first), so the two cannot deadlock."""
         with self.engine.begin() as conn:
-            login_limits.clear(conn, keys.client, keys.account)
             login_limits.refund(conn, keys.address)
+            login_limits.clear(conn, keys.client, keys.account)
