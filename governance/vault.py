@@ -45,11 +45,10 @@ from datetime import UTC, datetime
 from typing import Final, TypeVar
 
 import sqlalchemy.exc
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection, Engine
 
+from governance.aead import AesGcm
 from governance.keys import KeyProvider, LocalKeyringProvider
 from schemas.errors import ConfigError, IntegrityError
 from store import keys as keystore
@@ -70,8 +69,8 @@ __all__ = [
 FORMAT_V1: Final = 0x01
 _HEADER = struct.Struct(">BI")
 _HEADER_LEN: Final = _HEADER.size  # 5
-_NONCE_LEN: Final = 12
-_TAG_LEN: Final = 16
+_NONCE_LEN: Final = AesGcm.NONCE_LEN
+_TAG_LEN: Final = AesGcm.TAG_LEN
 OVERHEAD: Final = _HEADER_LEN + _NONCE_LEN + _TAG_LEN  # 33 bytes added to every plaintext
 _MAX_VERSION: Final = 2**31 - 1  # fits a signed 32-bit column on every database; uint32 on the wire
 _NONCE_HARD_LIMIT: Final = 2**32  # SP 800-38D bound for random 96-bit nonces
@@ -80,43 +79,6 @@ _T = TypeVar("_T")
 
 class TenantKeysDestroyed(IntegrityError):
     """The tenant's keys were crypto-shredded: its data can no longer be opened or sealed."""
-
-
-class AesGcm:
-    """AES-256-GCM restricted to what crmhub uses: 32-byte keys, 12-byte nonces, 16-byte tags.
-
-    Any other key size is a :class:`ConfigError`; another nonce size is refused (``ValueError``
-    on encrypt, :class:`IntegrityError` on decrypt, since ciphertexts are untrusted input).
-    """
-
-    KEY_LEN: Final = 32
-    NONCE_LEN: Final = _NONCE_LEN
-    TAG_LEN: Final = _TAG_LEN
-    __slots__ = ("_aead",)
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) != self.KEY_LEN:
-            raise ConfigError(f"AES-256-GCM needs a 32-byte key, got {len(key)} bytes")
-        self._aead = AESGCM(key)
-
-    def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        """``ciphertext || tag`` of ``plaintext``; the nonce must be 12 bytes and never reused."""
-        if len(nonce) != self.NONCE_LEN:
-            raise ValueError("AES-GCM nonce must be 12 bytes")
-        return self._aead.encrypt(nonce, plaintext, aad)
-
-    def decrypt(self, nonce: bytes | memoryview, data: bytes | memoryview, aad: bytes) -> bytes:
-        """Plaintext of ``ciphertext || tag``; :class:`IntegrityError` if anything fails to verify."""
-        if len(nonce) != self.NONCE_LEN:
-            raise IntegrityError("AES-GCM nonce must be 12 bytes")
-        if len(data) < self.TAG_LEN:
-            raise IntegrityError("ciphertext is shorter than the GCM tag")
-        try:
-            return self._aead.decrypt(nonce, data, aad)
-        except InvalidTag:
-            raise IntegrityError(
-                "ciphertext failed to verify (altered, or opened in the wrong context)"
-            ) from None
 
 
 def _lp(*fields: str) -> bytes:
@@ -383,7 +345,13 @@ class Vault:
                 with self.engine.begin() as conn:
                     row = keystore.active_key(conn, tenant, kind)
                     if row is None:
-                        self._create_key(conn, tenant, kind, refuse_if_destroyed=True)
+                        # Create version 1 exactly: a concurrent first use that created it meanwhile
+                        # makes this insert a duplicate (reloaded below). latest+1 here would let
+                        # it read the other's fresh version 1 and rotate it away, each first use
+                        # ending with a key of its own (for the never-rotated pseudonym key: two
+                        # sets of pseudonyms for one tenant).
+                        self._refuse_if_shredded(conn, tenant)
+                        self._create_key(conn, tenant, kind, refuse_if_destroyed=False, version=1)
                         continue
                     result = step(conn, row)
             except sqlalchemy.exc.DBAPIError as exc:
@@ -394,11 +362,21 @@ class Vault:
                 return result
         return None
 
-    def _create_key(self, conn: Connection, tenant: str, kind: KeyKind, *, refuse_if_destroyed: bool) -> int:
-        """Insert the next version of (tenant, kind) as active and retire older ones."""
+    def _create_key(
+        self,
+        conn: Connection,
+        tenant: str,
+        kind: KeyKind,
+        *,
+        refuse_if_destroyed: bool,
+        version: int | None = None,
+    ) -> int:
+        """Insert ``version`` (default: the next) of (tenant, kind) as active and retire older ones;
+        a version that exists already raises ``sqlalchemy.exc.IntegrityError``."""
         if refuse_if_destroyed:
             self._refuse_if_shredded(conn, tenant)
-        version = keystore.latest_version(conn, tenant, kind) + 1
+        if version is None:
+            version = keystore.latest_version(conn, tenant, kind) + 1
         if version > _MAX_VERSION:
             raise ConfigError(f"tenant {tenant!r} has exhausted key versions")
         key = secrets.token_bytes(AesGcm.KEY_LEN)

@@ -15,6 +15,7 @@ their replacement, rather than silently ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -56,6 +57,7 @@ __all__ = [
     "ScheduleSettings",
     "Settings",
     "TemporalSettings",
+    "WebSettings",
     "WorkerSettings",
     "config_path",
     "load_settings",
@@ -177,6 +179,81 @@ class ScheduleSettings(_Model):
         return v
 
 
+class WebSettings(_Model):
+    """The web app (``crmhub web``): whose forwarded headers to believe, the login limits, the
+    password-hash budget, sessions, ``/metrics`` access and request limits."""
+
+    trusted_proxies: tuple[str, ...] = Field(
+        (),
+        description="IP addresses or CIDR networks of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; default none: the TCP peer is the client",
+    )
+    login_window: timedelta = Field(timedelta(minutes=5), description="the window the login limits count in")
+    login_attempts_per_client: int = Field(
+        5, ge=1, le=1000, description="login attempts at one account from one client address per window"
+    )
+    login_attempts_per_account: int = Field(
+        20, ge=1, le=10_000, description="login attempts at one account from all addresses per window"
+    )
+    login_attempts_per_address: int = Field(
+        50,
+        ge=1,
+        le=100_000,
+        description="login attempts from one client address (an IPv6 client: its /64) at any accounts "
+        "per window; bounds the rows one anonymous client makes",
+    )
+    password_hash_slots: int = Field(
+        2, ge=1, le=64, description="password hashes computed at once (scrypt: 16 MiB and ~50 ms each)"
+    )
+    password_hash_wait_s: float = Field(
+        2.0, gt=0, le=60, description="how long a login waits for a hash slot before a 503"
+    )
+    sessions_per_user: int = Field(
+        10, ge=1, le=1000, description="live sessions per user; a new login ends the oldest beyond it"
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="bearer token /metrics requires (CRMHUB_WEB__METRICS_TOKEN); unset: /metrics answers "
+        "loopback clients only",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=1_073_741_824, description="request bodies above this are refused (413)"
+    )
+    body_timeout_s: float = Field(
+        15.0, gt=0, le=3600, description="time a client has to send a request body (else 408)"
+    )
+    keep_alive_timeout_s: int = Field(5, ge=1, le=600, description="idle keep-alive connections close after")
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="connections and requests at once; beyond it uvicorn answers 503",
+    )
+    hsts_max_age_s: int = Field(
+        31_536_000, ge=0, le=63_072_000, description="Strict-Transport-Security max-age on https; 0 omits it"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR network without host bits (e.g. 10.0.0.5 "
+                    "or 10.0.0.0/24)"
+                ) from None
+        return v
+
+    @field_validator("login_window")
+    @classmethod
+    def _window(cls, v: timedelta) -> timedelta:
+        if not timedelta(seconds=10) <= v <= timedelta(days=1):
+            raise ValueError("must be between 10 seconds and 1 day (ISO 8601 like PT5M or seconds)")
+        return v
+
+
 class SandboxSettings(_Model):
     host: str = "127.0.0.1"
     salesforce_port: int = Field(8701, ge=0, le=65535, description="0 picks a free port")
@@ -292,6 +369,7 @@ class Settings(BaseSettings):
     governance: GovernanceSettings = GovernanceSettings()
     codec: CodecSettings = CodecSettings()
     oauth: OAuthSettings = OAuthSettings()
+    web: WebSettings = WebSettings()
     connectors: dict[str, dict[str, JsonValue]] = Field(
         default_factory=dict,
         description="per provider, options of its connector's config (e.g. "

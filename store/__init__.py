@@ -5,6 +5,7 @@ Modules (each holds one concept's table, its row type and the functions on it):
 :mod:`~store.staging`, :mod:`~store.dead_letters` (and the quarantine), :mod:`~store.id_map`,
 :mod:`~store.connections` (and OAuth states), :mod:`~store.keys` (the vault's wrapped keys),
 :mod:`~store.lineage` (the ledger), :mod:`~store.users` (web users and sessions),
+:mod:`~store.login_limits` (the web login rate limit's counters),
 :mod:`~store.auditors` (auditor tokens, access log, DSR exports), :mod:`~store.codec_audit`;
 :mod:`~store.dsr` queries across them for data-subject requests and offboarding;
 :mod:`~store.engine` makes engines and :mod:`~store.migrate` applies the migrations.
@@ -42,6 +43,7 @@ from store import (
     instructions,
     keys,
     lineage,
+    login_limits,
     runs,
     staging,
     syncs,
@@ -58,6 +60,7 @@ __all__ = [
     "instructions",
     "keys",
     "lineage",
+    "login_limits",
     "metadata",
     "runs",
     "staging",

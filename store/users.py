@@ -1,13 +1,17 @@
 """Web app users, server-side sessions and failed logins: tables and the small functions on them.
 
-Tables (migration ``0007_users``)::
+Tables (migrations ``0007_users``, ``0010_web_accounts``)::
 
     web_users           id → tenant, email_hash (the tenant's keyed hash of the lower-cased email,
                         for lookup), email_sealed (vault ciphertext, for display), password_hash
-                        (scrypt, see :mod:`api.web.security`), created, last_login
+                        (scrypt, see :mod:`api.web.security`), created, last_login, disabled_at
     web_sessions        id_hash (SHA-256 of the session cookie) → user, tenant, expiry, and the OAuth
                         authorizations it started ({SHA-256 of state: provider})
-    web_login_failures  key_hash (SHA-256 of tenant, email hash and client IP) → when a login failed
+
+A session is live only while it has not expired, its user exists and is not disabled, and its tenant
+exists (:func:`get_live_session`, asked on every request): disabling or removing a user, or
+offboarding its tenant, ends its sessions at once. The login rate limit's counters are in
+:mod:`store.login_limits`.
 
 No plaintext email, password, session token or OAuth state is stored. Every function takes a
 SQLAlchemy ``Connection`` and leaves the transaction to the caller.
@@ -23,7 +27,6 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Index,
-    Integer,
     LargeBinary,
     PrimaryKeyConstraint,
     String,
@@ -38,25 +41,27 @@ from sqlmodel import Field, SQLModel
 
 from schemas.errors import ConfigError
 from store._sql import aware, required_aware, table_of
+from store.tenants import tenants
 
 __all__ = [
     "SessionRow",
     "UserRow",
-    "WebLoginFailureTable",
     "WebSessionTable",
     "WebUserTable",
-    "clear_login_failures",
-    "count_login_failures",
+    "count_sessions",
     "create_session",
     "create_user",
     "delete_session",
+    "delete_user",
+    "end_sessions",
     "find_user",
-    "get_session",
+    "get_live_session",
     "get_user",
-    "record_login_failure",
+    "list_users",
+    "set_disabled",
     "set_last_login",
     "set_oauth_pending",
-    "web_login_failures",
+    "set_password_hash",
     "web_sessions",
     "web_users",
 ]
@@ -78,6 +83,7 @@ class WebUserTable(SQLModel, table=True):
     password_hash: str = Field(sa_type=String(255))
     created: datetime = Field(sa_type=DateTime(timezone=True))
     last_login: datetime | None = Field(sa_type=DateTime(timezone=True))
+    disabled_at: datetime | None = Field(sa_type=DateTime(timezone=True))
 
 
 class WebSessionTable(SQLModel, table=True):
@@ -87,6 +93,7 @@ class WebSessionTable(SQLModel, table=True):
     __table_args__ = (
         PrimaryKeyConstraint("id_hash", name="pk_web_sessions"),
         Index("ix_web_sessions_expires", "expires_at"),
+        Index("ix_web_sessions_user", "user_id"),
     )
 
     id_hash: str = Field(sa_type=String(64), primary_key=True)
@@ -97,24 +104,8 @@ class WebSessionTable(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=DateTime(timezone=True))
 
 
-class WebLoginFailureTable(SQLModel, table=True):
-    """Declaration of the ``web_login_failures`` table (read and written through
-    :data:`web_login_failures`)."""
-
-    __tablename__ = "web_login_failures"
-    __table_args__ = (
-        PrimaryKeyConstraint("id", name="pk_web_login_failures"),
-        Index("ix_web_login_failures_key", "key_hash", "at"),
-    )
-
-    id: int = Field(sa_type=Integer, primary_key=True)
-    key_hash: str = Field(sa_type=String(64))
-    at: datetime = Field(sa_type=DateTime(timezone=True))
-
-
 web_users = table_of(WebUserTable)
 web_sessions = table_of(WebSessionTable)
-web_login_failures = table_of(WebLoginFailureTable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +119,11 @@ class UserRow:
     password_hash: str
     created: datetime
     last_login: datetime | None
+    disabled_at: datetime | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_at is None
 
 
 def _user(m: Any) -> UserRow:
@@ -139,6 +135,7 @@ def _user(m: Any) -> UserRow:
         m["password_hash"],
         required_aware(m["created"]),
         aware(m["last_login"]),
+        aware(m["disabled_at"]),
     )
 
 
@@ -164,6 +161,7 @@ def create_user(
             password_hash=password_hash,
             created=now,
             last_login=None,
+            disabled_at=None,
         )
     )
     return UserRow(id, tenant, email_hash, email_sealed, password_hash, now, None)
@@ -180,8 +178,36 @@ def get_user(conn: Connection, id: str) -> UserRow | None:
     return None if m is None else _user(m)
 
 
+def list_users(conn: Connection, tenant: str) -> list[UserRow]:
+    """The tenant's users, oldest first."""
+    stmt = select(web_users).where(web_users.c.tenant == tenant).order_by(web_users.c.created, web_users.c.id)
+    return [_user(m) for m in conn.execute(stmt).mappings()]
+
+
 def set_last_login(conn: Connection, id: str, *, now: datetime) -> None:
     conn.execute(update(web_users).where(web_users.c.id == id).values(last_login=now))
+
+
+def set_disabled(conn: Connection, id: str, *, at: datetime | None) -> bool:
+    """Disable the user (``at``: when) and end its sessions, or enable it (``at=None``); False when
+    there is no such user."""
+    done = conn.execute(update(web_users).where(web_users.c.id == id).values(disabled_at=at)).rowcount
+    if at is not None:
+        end_sessions(conn, id)
+    return bool(done)
+
+
+def set_password_hash(conn: Connection, id: str, password_hash: str) -> bool:
+    """Replace the user's password hash; False when there is no such user. Ending its other sessions
+    is the caller's choice (:func:`end_sessions`)."""
+    stmt = update(web_users).where(web_users.c.id == id).values(password_hash=password_hash)
+    return bool(conn.execute(stmt).rowcount)
+
+
+def delete_user(conn: Connection, id: str) -> bool:
+    """Delete the user and its sessions; False when there is no such user."""
+    end_sessions(conn, id)
+    return bool(conn.execute(delete(web_users).where(web_users.c.id == id)).rowcount)
 
 
 # ---- sessions ------------------------------------------------------------------------------------
@@ -200,9 +226,17 @@ class SessionRow:
 
 
 def create_session(
-    conn: Connection, *, id_hash: str, user_id: str, tenant: str, now: datetime, expires_at: datetime
+    conn: Connection,
+    *,
+    id_hash: str,
+    user_id: str,
+    tenant: str,
+    now: datetime,
+    expires_at: datetime,
+    keep_per_user: int | None = None,
 ) -> None:
-    """Record a new session and drop sessions that expired."""
+    """Record a new session and drop sessions that expired; with ``keep_per_user``, also the user's
+    oldest sessions beyond that many (this one included)."""
     conn.execute(delete(web_sessions).where(web_sessions.c.expires_at < now))
     conn.execute(
         web_sessions.insert().values(
@@ -214,13 +248,18 @@ def create_session(
             expires_at=expires_at,
         )
     )
+    if keep_per_user is not None:
+        t = web_sessions
+        newest = (
+            select(t.c.id_hash)
+            .where(t.c.user_id == user_id)
+            .order_by(t.c.created.desc(), t.c.id_hash)
+            .limit(keep_per_user)
+        )
+        conn.execute(delete(t).where(t.c.user_id == user_id, t.c.id_hash.not_in(newest.scalar_subquery())))
 
 
-def get_session(conn: Connection, id_hash: str, *, now: datetime) -> SessionRow | None:
-    """The session with this hash if it has not expired."""
-    m = conn.execute(select(web_sessions).where(web_sessions.c.id_hash == id_hash)).mappings().one_or_none()
-    if m is None or required_aware(m["expires_at"]) <= now:
-        return None
+def _session(m: Any) -> SessionRow:
     return SessionRow(
         m["id_hash"],
         m["user_id"],
@@ -231,6 +270,36 @@ def get_session(conn: Connection, id_hash: str, *, now: datetime) -> SessionRow 
     )
 
 
+def get_live_session(conn: Connection, id_hash: str, *, now: datetime) -> SessionRow | None:
+    """The session with this hash if it has not expired, its user exists in its tenant and is not
+    disabled, and the tenant exists — one query, asked on every request."""
+    s, u = web_sessions, web_users
+    stmt = (
+        select(s)
+        .join(u, (u.c.id == s.c.user_id) & (u.c.tenant == s.c.tenant))
+        .join(tenants, tenants.c.id == s.c.tenant)
+        .where(s.c.id_hash == id_hash, s.c.expires_at > now, u.c.disabled_at.is_(None))
+    )
+    m = conn.execute(stmt).mappings().one_or_none()
+    return None if m is None else _session(m)
+
+
+def count_sessions(conn: Connection, user_id: str, *, now: datetime) -> int:
+    """The user's unexpired sessions."""
+    t = web_sessions
+    stmt = select(func.count()).where(t.c.user_id == user_id, t.c.expires_at > now)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def end_sessions(conn: Connection, user_id: str, *, keep: str | None = None) -> int:
+    """Delete the user's sessions (but the one whose hash is ``keep``); returns how many."""
+    t = web_sessions
+    stmt = delete(t).where(t.c.user_id == user_id)
+    if keep is not None:
+        stmt = stmt.where(t.c.id_hash != keep)
+    return int(conn.execute(stmt).rowcount or 0)
+
+
 def set_oauth_pending(conn: Connection, id_hash: str, pending: dict[str, str]) -> None:
     """Replace the session's in-flight OAuth authorizations ({state hash: provider})."""
     conn.execute(update(web_sessions).where(web_sessions.c.id_hash == id_hash).values(oauth_pending=pending))
@@ -238,27 +307,3 @@ def set_oauth_pending(conn: Connection, id_hash: str, pending: dict[str, str]) -
 
 def delete_session(conn: Connection, id_hash: str) -> None:
     conn.execute(delete(web_sessions).where(web_sessions.c.id_hash == id_hash))
-
-
-# ---- login rate limit ----------------------------------------------------------------------------
-
-
-def record_login_failure(conn: Connection, key_hash: str, *, now: datetime) -> None:
-    conn.execute(web_login_failures.insert().values(key_hash=key_hash, at=now))
-
-
-def count_login_failures(conn: Connection, key_hash: str, *, since: datetime) -> int:
-    """Failures for this key at or after ``since``; older rows of the key are deleted on the way."""
-    conn.execute(
-        delete(web_login_failures).where(
-            web_login_failures.c.key_hash == key_hash, web_login_failures.c.at < since
-        )
-    )
-    stmt = select(func.count()).where(
-        web_login_failures.c.key_hash == key_hash, web_login_failures.c.at >= since
-    )
-    return int(conn.execute(stmt).scalar_one())
-
-
-def clear_login_failures(conn: Connection, key_hash: str) -> None:
-    conn.execute(delete(web_login_failures).where(web_login_failures.c.key_hash == key_hash))

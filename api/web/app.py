@@ -18,15 +18,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.audit import AuditServices
 from api.audit import router as audit_router
 from api.web import (
+    routes_account,
     routes_auth,
     routes_connections,
     routes_instructions,
@@ -35,8 +38,10 @@ from api.web import (
     routes_syncs,
 )
 from api.web.context import STATIC_DIR, TEMPLATES_DIR, LazyTemporal, Metrics, TemporalGetter, WebContext
+from api.web.guards import BodyTimeout
+from api.web.login_limit import LoginLimiter
 from api.web.render import render
-from api.web.security import RejectNulBytes, SecurityHeaders
+from api.web.security import PasswordHashing, RejectNulBytes, SecurityHeaders
 from api.web.session import NotLoggedIn
 from connectors.oauth import OAuthProviderConfig
 from governance.pseudonym import Pseudonymizer
@@ -76,6 +81,8 @@ def create_app(
     callback = redirect_uri or settings.oauth.redirect_uri or DEFAULT_REDIRECT_URI
     oauth = credentials(settings, engine, vault, redirect_uri=callback, configs=oauth_configs)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    pseudonymizer = Pseudonymizer(vault)
+    web = settings.web
     ctx = WebContext(
         settings=settings,
         engine=engine,
@@ -84,7 +91,9 @@ def create_app(
         connectors=connector_factory(settings, engine, oauth),
         temporal=temporal or LazyTemporal(settings),
         templates=templates,
-        pseudonymizer=Pseudonymizer(vault),
+        pseudonymizer=pseudonymizer,
+        login_limiter=LoginLimiter(engine, pseudonymizer, web),
+        passwords=PasswordHashing(slots=web.password_hash_slots, wait_s=web.password_hash_wait_s),
         metrics=Metrics(),
         owns_engine=owns_engine,
     )
@@ -103,16 +112,24 @@ def create_app(
         redoc_url=None,
         # no 307 from /oauth/callback/ (or any path) to its slashless twin: a URL is served as sent
         redirect_slashes=False,
+        max_body_size=web.max_body_bytes,  # 413 beyond it
     )
     app.state.web = ctx
-    app.add_middleware(SecurityHeaders)
+    # the last added runs first: proxy headers (when trusted) → NUL check → headers → body timeout
+    # (innermost: a BaseHTTPMiddleware would wrap its 408 in an ExceptionGroup, which FastAPI's body
+    # parsing turns into a 400)
+    app.add_middleware(BodyTimeout, timeout_s=web.body_timeout_s)
+    app.add_middleware(SecurityHeaders, hsts_max_age=web.hsts_max_age_s)
     app.add_middleware(RejectNulBytes)
+    if web.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(web.trusted_proxies))
     _count_responses(app, ctx.metrics)
     _error_pages(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     for module in (
         routes_ops,
         routes_auth,
+        routes_account,
         routes_pages,
         routes_connections,
         routes_syncs,
@@ -133,13 +150,28 @@ def _count_responses(app: FastAPI, metrics: Metrics) -> None:
         return response
 
 
-_TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Not allowed", 503: "Unavailable"}
+_TITLES = {
+    400: "Bad request",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Not allowed",
+    408: "Too slow",
+    413: "Too large",
+    503: "Unavailable",
+}
 
 
 def _error_pages(app: FastAPI) -> None:
     @app.exception_handler(NotLoggedIn)
     async def not_logged_in(request: Request, _exc: NotLoggedIn) -> RedirectResponse:
         return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes each field's submitted value as "input" (a form model's: every
+        # field, the password included): say where and what is wrong, never the value
+        problems = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": problems}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

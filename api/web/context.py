@@ -1,5 +1,6 @@
 """What the web app's routes share: settings, database, vault, OAuth service, connector factory,
-the Temporal client (connected lazily, in the server's event loop), templates and metrics."""
+the Temporal client (connected lazily, in the server's event loop), templates, metrics, the login
+rate limit and the bounded password hashing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
+from api.web.login_limit import LoginLimiter
+from api.web.security import PasswordHashing
 from governance.pseudonym import Pseudonymizer
 from governance.vault import Vault
 from schemas.errors import ConfigError, TransientError
@@ -92,6 +95,8 @@ class WebContext:
     temporal: TemporalGetter
     templates: Jinja2Templates
     pseudonymizer: Pseudonymizer
+    login_limiter: LoginLimiter
+    passwords: PasswordHashing
     metrics: Metrics = field(default_factory=Metrics)
     owns_engine: bool = True
 

@@ -3,8 +3,10 @@
 templates, the constraints are what the server accepts (a value outside them is a 422, as for any
 form field), and a route that takes the same form takes the same model.
 
-The login form stays plain ``Form()`` parameters on purpose: for a form model, FastAPI's 422 for a
-missing field echoes every field received as its ``input`` — the password included.
+FastAPI's own 422 answer echoes every field received as its ``input`` (for a form model with a
+missing field: all of them, a password included); the app's validation handler
+(:func:`api.web.app.create_app`) answers with each problem's location, message and type only, so a
+model may hold password fields (:class:`PasswordChangeForm`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,20 @@ from pydantic import BaseModel, Field
 
 from store.syncs import SyncSpec
 
-__all__ = ["InstructionForm", "NewSyncForm", "parse_mapping"]
+__all__ = ["InstructionForm", "NewSyncForm", "PasswordChangeForm", "parse_mapping"]
 
 _MAX_ID = 64
 _MAX_NAME = 128
 _MAX_LIST = 500
+_MAX_PASSWORD = 1024  # scrypt hashes any length; this bounds the work and the body
+
+
+class PasswordChangeForm(BaseModel):
+    """The password-change form (``account_password.html``), posted to ``/account/password``."""
+
+    current_password: str = Field(max_length=_MAX_PASSWORD)
+    new_password: str = Field(max_length=_MAX_PASSWORD)
+    confirm_password: str = Field(max_length=_MAX_PASSWORD)
 
 
 class InstructionForm(BaseModel):

@@ -1,10 +1,15 @@
-"""Login and logout. Logins are rate limited: 5 failures in 5 minutes for one tenant + email + client
-IP answer 429 until the window has passed (checked before the password, so guessing stops)."""
+"""Login and logout. Logins are rate limited (:mod:`api.web.login_limit`): by default 5 attempts in 5
+minutes at one account from one client address, 20 at one account, 50 from one address — beyond
+them 429 until the window has passed, counted atomically before the password is checked. The
+password check runs in a bounded number of hash slots (503 with ``Retry-After`` when they stay
+full); an unknown organisation or email is checked against a dummy hash, so the answer and its time
+do not tell which accounts exist, nor does a disabled one's.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -12,19 +17,20 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import Response
 
 from api.web.context import WebContext
+from api.web.guards import address_bucket, client_address
 from api.web.render import POST_RESPONSES, render
-from api.web.security import DUMMY_HASH, login_key, verify_password
+from api.web.security import DUMMY_HASH, PasswordHashBusy
 from api.web.session import LOGIN_CSRF_COOKIE, SESSION_COOKIE, CsrfChecked, optional_session, start_session
 from store import tenants as tenant_store
 from store import users as user_store
 
-__all__ = ["MAX_FAILURES", "WINDOW", "router"]
+__all__ = ["router"]
 
 log = logging.getLogger("crmhub.web")
 router = APIRouter(tags=["auth"])
 
-MAX_FAILURES = 5
-WINDOW = timedelta(minutes=5)
+BUSY_RETRY_AFTER_S = 2
+"""Seconds a 503 for busy password-hash slots asks the client to wait."""
 
 
 @router.get("/login", response_class=HTMLResponse, responses={200: {"description": "the login form"}})
@@ -39,7 +45,8 @@ def login_page(request: Request) -> HTMLResponse:
     responses={
         **POST_RESPONSES,
         401: {"description": "wrong credentials"},
-        429: {"description": "too many failures"},
+        429: {"description": "too many attempts"},
+        503: {"description": "every password-hash slot is busy (Retry-After)"},
     },
 )
 def login(
@@ -52,41 +59,38 @@ def login(
     """Check the credentials and start a session (cookie HttpOnly, SameSite=Lax, Secure on https)."""
     ctx: WebContext = request.app.state.web
     tenant = organisation.strip().lower()
-    ip = request.client.host if request.client else "-"
-    key = login_key(tenant, email, ip)
+    email = email.strip().lower()
+    keys = ctx.login_limiter.keys(tenant, email, address_bucket(client_address(request)))
     now = datetime.now(UTC)
-    with ctx.engine.begin() as conn:
-        failures = user_store.count_login_failures(conn, key, since=now - WINDOW)
-    if failures >= MAX_FAILURES:
+    taken = ctx.login_limiter.take(keys, now=now)
+    if not taken.allowed:
         ctx.metrics.logins.labels("rate_limited").inc()
         log.warning("web login rate limited")
-        return render(
-            request,
-            "login.html",
-            {"error": "Too many failed attempts. Wait a few minutes and try again.", "organisation": tenant},
-            status=429,
+        return _login_error(
+            request, tenant, "Too many failed attempts. Wait a few minutes and try again.", 429
         )
     user = None
     with ctx.engine.connect() as conn:
         known_tenant = bool(tenant) and tenant_store.get_tenant(conn, tenant) is not None
     if known_tenant:
-        email_hash = ctx.pseudonymizer.keyed_hash(tenant, email.strip().lower())
+        email_hash = ctx.pseudonymizer.keyed_hash(tenant, email)
         with ctx.engine.connect() as conn:
             user = user_store.find_user(conn, tenant, email_hash)
-    ok = verify_password(password, user.password_hash if user else DUMMY_HASH) and user is not None
-    if not ok or user is None:
-        with ctx.engine.begin() as conn:
-            user_store.record_login_failure(conn, key, now=now)
+    try:
+        matches = ctx.passwords.verify(password, user.password_hash if user else DUMMY_HASH)
+    except PasswordHashBusy:
+        ctx.login_limiter.refund(taken)
+        ctx.metrics.logins.labels("busy").inc()
+        log.warning("web login refused: every password-hash slot is busy")
+        busy = _login_error(request, tenant, "The server is busy. Try again in a moment.", 503)
+        busy.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+        return busy
+    if not matches or user is None or not user.enabled:
         ctx.metrics.logins.labels("failed").inc()
         log.info("web login failed: tenant=%s", tenant if known_tenant else "<unknown>")
-        return render(
-            request,
-            "login.html",
-            {"error": "Organisation, email or password is wrong.", "organisation": tenant},
-            status=401,
-        )
+        return _login_error(request, tenant, "Organisation, email or password is wrong.", 401)
+    ctx.login_limiter.succeeded(keys)
     with ctx.engine.begin() as conn:
-        user_store.clear_login_failures(conn, key)
         user_store.set_last_login(conn, user.id, now=now)
     response = RedirectResponse("/", status_code=303)
     start_session(request, response, user_id=user.id, tenant=user.tenant)
@@ -94,6 +98,10 @@ def login(
     ctx.metrics.logins.labels("ok").inc()
     log.info("web login: tenant=%s user=%s", user.tenant, user.id)
     return response
+
+
+def _login_error(request: Request, tenant: str, message: str, status: int) -> HTMLResponse:
+    return render(request, "login.html", {"error": message, "organisation": tenant}, status=status)
 
 
 @router.post("/logout", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES)

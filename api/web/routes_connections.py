@@ -8,7 +8,7 @@ the browser session that started it) → 303 to the provider's consent page. The
 callback was *reached at* (scheme, Host, raw path, and any query besides the authorization response's
 own parameters), so a code delivered anywhere but the registered redirect URI — another scheme, host,
 port, an encoded path, an added query — is refused before a token call. Behind a proxy, the proxy
-must pass ``X-Forwarded-Proto``/``Host`` (uvicorn trusts them from 127.0.0.1). An
+must pass ``X-Forwarded-Proto`` and ``Host``, and be listed in ``web.trusted_proxies``. An
 :class:`OAuthCallbackError` renders a 400 page. Codes and states never reach a log line.
 """
 
@@ -18,13 +18,14 @@ import hashlib
 import logging
 from enum import StrEnum
 from typing import Annotated
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.responses import Response
 
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
+from api.web.security import csp_with_form_targets
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope
 from connectors.hubspot.config import EXPORT_SCOPE
@@ -83,8 +84,8 @@ def _reached_at(request: Request) -> str:
 @router.get("/connections", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def connections_page(request: Request, scope: Scope) -> HTMLResponse:
     """The tenant's CRM connections with their status, and the Connect buttons."""
-    configured = set(scope.ctx.oauth.configs)
-    return render(
+    configured = scope.ctx.oauth.configs
+    page = render(
         request,
         "connections.html",
         {
@@ -94,6 +95,12 @@ def connections_page(request: Request, scope: Scope) -> HTMLResponse:
             "reauth": ConnectionStatus.REAUTHORIZATION_REQUIRED,
         },
     )
+    # the Connect buttons' POST redirects to the provider's consent page: form-action must allow it
+    origins = [urlsplit(c.authorize_url) for c in configured.values()]
+    page.headers["Content-Security-Policy"] = csp_with_form_targets(
+        f"{o.scheme}://{o.netloc}" for o in origins
+    )
+    return page
 
 
 @router.post(

@@ -1,12 +1,14 @@
 """Ops endpoints: ``/healthz`` (the process answers), ``/readyz`` (database reachable, migrations
-current, Temporal reachable; 503 naming what is not) and ``/metrics`` (Prometheus text format)."""
+current, Temporal reachable; 503 naming what is not) and ``/metrics`` (Prometheus text format; only
+with ``web.metrics_token`` as a bearer token, or when that is unset only from loopback: 404 else, so
+the endpoint is not advertised)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -14,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.service import RPCError
 
 from api.web.context import WebContext
+from api.web.guards import metrics_allowed
 from schemas.errors import TransientError
 from store.migrate import is_current
 
@@ -55,9 +58,14 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        404: {"description": "no metrics token sent (web.metrics_token), or not from loopback"},
+    },
 )
 def metrics(request: Request) -> PlainTextResponse:
     """Prometheus metrics of this web process (logins, OAuth connects, responses by status class)."""
     ctx: WebContext = request.app.state.web
+    if not metrics_allowed(request, ctx.settings.web):
+        raise HTTPException(status_code=404, detail="Not Found")
     return PlainTextResponse(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,13 +1,17 @@
 """Passwords, session tokens, CSRF tokens and security headers of the web app.
 
-* Passwords: ``hashlib.scrypt`` (n=2**14, r=8, p=1, 16-byte salt, 32-byte key), stored as
-  ``scrypt$n$r$p$salt$hash`` (base64), compared in constant time.
+* Passwords: ``hashlib.scrypt`` (n=2**14, r=8, p=1, 16-byte salt, 32-byte key: 16 MiB and ~50 ms a
+  hash), stored as ``scrypt$n$r$p$salt$hash`` (base64), compared in constant time. The web app hashes
+  through :class:`PasswordHashing`: at most ``web.password_hash_slots`` at once, so a flood of
+  logins cannot exhaust memory or CPU — beyond that a login waits briefly, then gets a 503.
 * Session cookie: 256 random bits; the database keeps only its SHA-256. HttpOnly, SameSite=Lax,
   Secure when the request came over https.
 * CSRF: a logged-in form carries HMAC-SHA256(session token, "csrf") — derivable only from the cookie,
   stored nowhere. The login form (no session yet) uses a double-submit cookie.
-* Headers on every response: a CSP without inline scripts, X-Frame-Options DENY, Referrer-Policy,
-  X-Content-Type-Options nosniff.
+* Headers on every response: a CSP without inline scripts, ``frame-ancestors 'none'`` and
+  ``form-action 'self'`` (the connections page adds the configured OAuth providers' authorize origins,
+  where its Connect buttons' POST redirects to: :func:`csp_with_form_targets`), X-Frame-Options DENY,
+  Referrer-Policy, X-Content-Type-Options nosniff; over https also Strict-Transport-Security.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
+from collections.abc import Iterable
 
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -24,24 +30,38 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "CSP",
+    "DUMMY_HASH",
+    "MIN_PASSWORD",
+    "PasswordHashBusy",
+    "PasswordHashing",
     "RejectNulBytes",
     "SecurityHeaders",
+    "csp_with_form_targets",
     "csrf_for_session",
     "hash_password",
-    "login_key",
     "new_token",
     "token_hash",
     "verify_password",
 ]
 
 _N, _R, _P, _DKLEN = 2**14, 8, 1, 32
+
+MIN_PASSWORD = 12
+"""The shortest password crmhub accepts for a web user (CLI and password page alike)."""
 _MAXMEM = 64 * 1024 * 1024
 
-# 'form-action https:' lets the Connect buttons' POST redirect on to the provider's consent page.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self' https:"
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
+
+
+def csp_with_form_targets(origins: Iterable[str]) -> str:
+    """:data:`CSP` whose ``form-action`` also allows ``origins`` (browsers apply ``form-action`` to
+    the redirects a form submission follows, so a page whose form POST redirects to a provider's
+    consent page must name that origin)."""
+    extra = " ".join(sorted(set(origins)))
+    return f"{CSP} {extra}" if extra else CSP
 
 
 # The auditors' HTML reports are standalone files (styled inline so they read the same offline).
@@ -84,6 +104,39 @@ def verify_password(password: str, stored: str) -> bool:
 DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
 
+class PasswordHashBusy(Exception):
+    """Every password-hash slot stayed taken for the whole wait: answer 503 and let the client retry."""
+
+
+class PasswordHashing:
+    """Password hashing and checking with at most ``slots`` hashes computing at once (thread-safe);
+    a call that finds no free slot within ``wait_s`` raises :class:`PasswordHashBusy`."""
+
+    def __init__(self, *, slots: int, wait_s: float) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self.wait_s = wait_s
+
+    def _take(self) -> None:
+        if not self._slots.acquire(timeout=self.wait_s):
+            raise PasswordHashBusy
+
+    def verify(self, password: str, stored: str) -> bool:
+        """:func:`verify_password` within a slot."""
+        self._take()
+        try:
+            return verify_password(password, stored)
+        finally:
+            self._slots.release()
+
+    def hash(self, password: str) -> str:
+        """:func:`hash_password` within a slot."""
+        self._take()
+        try:
+            return hash_password(password)
+        finally:
+            self._slots.release()
+
+
 def new_token() -> str:
     """256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)
@@ -96,12 +149,6 @@ def token_hash(token: str) -> str:
 def csrf_for_session(session_token: str) -> str:
     """The CSRF token of a session: only someone holding the session cookie can compute it."""
     return hmac.new(session_token.encode("utf-8"), b"crmhub-csrf", hashlib.sha256).hexdigest()
-
-
-def login_key(tenant: str, email: str, ip: str) -> str:
-    """The rate-limit key of a login attempt (a hash: no email or IP is stored)."""
-    material = f"{tenant}\x00{email.strip().lower()}\x00{ip}".encode()
-    return hashlib.sha256(material).hexdigest()
 
 
 class RejectNulBytes:
@@ -132,12 +179,19 @@ class RejectNulBytes:
 
 
 class SecurityHeaders(BaseHTTPMiddleware):
-    """Adds the security headers to every response."""
+    """Adds the security headers to every response (HSTS with ``hsts_max_age`` seconds on https; 0
+    omits it). A response that set its own CSP keeps it."""
+
+    def __init__(self, app: ASGIApp, *, hsts_max_age: int = 0) -> None:
+        super().__init__(app)
+        self.hsts = f"max-age={hsts_max_age}; includeSubDomains" if hsts_max_age else None
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         csp = AUDIT_CSP if request.url.path.startswith("/audit/") else CSP
         response.headers.setdefault("Content-Security-Policy", csp)
+        if self.hsts and request.url.scheme == "https":
+            response.headers["Strict-Transport-Security"] = self.hsts
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Content-Type-Options"] = "nosniff"

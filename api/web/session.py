@@ -1,5 +1,9 @@
 """Login sessions (server-side, cookie ``crmhub_session``) and the CSRF check of every form.
 
+Every request re-reads its session with :func:`store.users.get_live_session`: a session whose user
+was disabled or removed, or whose tenant is gone, is no session — the change takes effect at the
+next request, on every web process.
+
 ``require_session`` raises :class:`NotLoggedIn`, which the app answers with a redirect to ``/login``
 (303); ``check_csrf`` answers 403 when a POST lacks the right ``csrf_token`` field.
 """
@@ -68,7 +72,7 @@ def optional_session(request: Request) -> Session | None:
         return None
     id_hash = token_hash(token)
     with _ctx(request).engine.connect() as conn:
-        row = user_store.get_session(conn, id_hash, now=datetime.now(UTC))
+        row = user_store.get_live_session(conn, id_hash, now=datetime.now(UTC))
     if row is None:
         return None
     session = Session(token, id_hash, row.user_id, row.tenant, row.oauth_pending)
@@ -97,10 +101,12 @@ def set_cookie(request: Request, response: Response, name: str, value: str, max_
 
 
 def start_session(request: Request, response: Response, *, user_id: str, tenant: str) -> None:
-    """Create a session for the user and set its cookie on ``response``."""
+    """Create a session for the user and set its cookie on ``response``; the user's oldest sessions
+    beyond ``web.sessions_per_user`` end."""
     token = new_token()
     now = datetime.now(UTC)
-    with _ctx(request).engine.begin() as conn:
+    ctx = _ctx(request)
+    with ctx.engine.begin() as conn:
         user_store.create_session(
             conn,
             id_hash=token_hash(token),
@@ -108,6 +114,7 @@ def start_session(request: Request, response: Response, *, user_id: str, tenant:
             tenant=tenant,
             now=now,
             expires_at=now + SESSION_TTL,
+            keep_per_user=ctx.settings.web.sessions_per_user,
         )
     set_cookie(request, response, SESSION_COOKIE, token, int(SESSION_TTL.total_seconds()))
 

@@ -345,3 +345,23 @@ def test_concurrent_processes_never_exceed_the_use_limit(db_engine, provider) ->
         assert [reader.open("acme", ct, **CTX) for ct in cts] == [f"{i}:{n}".encode() for n in range(60)]
     active = [k for k in reader.list_keys("acme") if k.kind == "data" and k.status == "active"]
     assert len(active) == 1
+
+
+def test_concurrent_first_uses_share_one_pseudonym_key(db_engine, provider) -> None:
+    """Thirty vault instances (as processes would) ask for a new tenant's pseudonym key at once: one
+    key is created and all get it (issue 16: a first use that read "no key" and then "version 1"
+    used to create version 2, and the two callers pseudonymised with different keys)."""
+    import threading
+
+    for tenant in (f"t{i}" for i in range(5)):
+        vaults = [Vault(db_engine, provider) for _ in range(30)]
+        barrier = threading.Barrier(len(vaults))
+
+        def first_use(v: Vault, tenant: str = tenant, barrier: threading.Barrier = barrier) -> bytes:
+            barrier.wait()
+            return v.pseudonym_key(tenant)
+
+        with ThreadPoolExecutor(max_workers=len(vaults)) as pool:
+            keys = set(pool.map(first_use, vaults))
+        assert len(keys) == 1, tenant
+        assert [k.version for k in Vault(db_engine, provider).list_keys(tenant)] == [1]

@@ -108,3 +108,44 @@ def test_a_file_listing_regions_gets_exactly_those(tmp_path) -> None:
         "default_region: fra\nregions:\n  fra: {task_queue: q-fra, jurisdiction: EEA}\n"
     )
     assert set(load_settings().regions) == {"fra"}
+
+
+def test_the_shipped_web_block_is_valid_when_uncommented(monkeypatch, tmp_path) -> None:
+    text = (REPO / "temporal.yaml").read_text()
+    block = text[text.index("# web:") :]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines() if line.startswith("# "))
+    path = tmp_path / "web.yaml"
+    path.write_text(uncommented + "\n")  # metrics_token stays a comment: it belongs in the environment
+    monkeypatch.setenv("CRMHUB_CONFIG", str(path))
+    web = load_settings().web
+    assert web.trusted_proxies == () and web.login_window == timedelta(minutes=5)
+    assert web.login_attempts_per_client == 5 and web.password_hash_slots == 2 and web.metrics_token is None
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "says"),
+    [
+        (
+            "CRMHUB_WEB__TRUSTED_PROXIES",
+            '["10.0.0.1/24"]',
+            "'10.0.0.1/24' is not an IP address or CIDR network without host bits",
+        ),
+        ("CRMHUB_WEB__TRUSTED_PROXIES", '["proxy.example"]', "not an IP address or CIDR network"),
+        ("CRMHUB_WEB__LOGIN_WINDOW", "PT1S", "web.login_window"),
+        ("CRMHUB_WEB__PASSWORD_HASH_SLOTS", "0", "web.password_hash_slots"),
+    ],
+)
+def test_bad_web_settings_name_the_field(monkeypatch, env: str, value: str, says: str) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert says in str(err.value)
+    assert env in str(err.value)
+
+
+def test_trusted_proxies_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("CRMHUB_WEB__TRUSTED_PROXIES", '["10.0.0.5", "192.168.0.0/16", "::1"]')
+    monkeypatch.setenv("CRMHUB_WEB__METRICS_TOKEN", "t0ken-t0ken-t0ken")
+    web = load_settings().web
+    assert web.trusted_proxies == ("10.0.0.5", "192.168.0.0/16", "::1")
+    assert web.metrics_token is not None and "t0ken" not in repr(web)
