@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
@@ -34,10 +36,10 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from connectors.base import Connector
-from governance.policy import PlanRefused, Screening, Transform, apply_transforms, check, project, screen
+from governance.lineage import RunRef
+from governance.policy import PageProcessor, PlanRefused, Quarantined, Transform, check
 from governance.vault import key_version_of
-from schemas.connector import Record, StreamState
-from schemas.errors import ConfigError, DataError
+from schemas.connector import StreamState
 from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import BatchRef, PullInput
 from store import dead_letters as dead_letter_store
@@ -46,7 +48,7 @@ from store import staging as staging_store
 from workflows.context import ActivityKit, SyncContext
 from workflows.liveness import Keepalive
 from workflows.metrics import count_pull
-from workflows.staging import Held, PendingPart, dead_letter_id, open_part, resume, seal_part
+from workflows.staging import PendingPart, dead_letter_id, open_part, resume, seal_part
 
 __all__ = ["QUARANTINE_NAMESPACE", "PullProgress", "batch_id_of", "drift_lines", "pull_batch"]
 
@@ -123,48 +125,53 @@ def batch_id_of(run_id: str, seq: int) -> str:
 
 def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records: int) -> BatchRef:
     """Pull one batch (see the module docstring); ``records=0`` and ``deleted=0``: nothing staged."""
-    deps = kit.deps
-    plan = inp.plan
-    ctx = kit.context(plan.tenant, plan.sync_id, instruction_hash=plan.instruction_hash)
-    now = deps.clock()
-    tenant = ctx.tenant.id
+    deps, plan = kit.deps, inp.plan
     batch_id = batch_id_of(plan.run_id, inp.batch_seq)
     progress = resume(PullProgress, batch_id)
     if progress is not None and progress.finished:
         return progress.ref(inp.batch_seq)
+    with deps.engine.connect() as conn:  # one read: the run's context, its planned schema, kept parts
+        ctx = kit.context(
+            plan.tenant, plan.sync_id, run_id=plan.run_id, instruction_hash=plan.instruction_hash, conn=conn
+        )
+        recorded = run_store.run_schema(conn, plan.run_id)
+        kept = progress.parts if progress else []
+        earlier = (
+            [p for p in staging_store.get_staged(conn, plan.tenant, batch_id) if p.part in kept]
+            if kept
+            else []
+        )
+    now = deps.clock()
     try:  # the instruction may have expired since the plan
         checked = check(ctx.sync_plan(now), ctx.instruction, at=now, registry=deps.transforms)
     except PlanRefused as exc:
         kit.refuse(ctx, plan.run_id, exc, exc.reason)
         raise
-    transforms: list[Transform] = []
-    for ref in checked.transforms:
-        t = deps.transforms.get(ref)
-        if t is None:  # pragma: no cover - check() refused unknown transforms already
-            raise ConfigError(f"transform {ref} is not registered")
-        transforms.append(t)
-    with deps.engine.begin() as conn:  # parts staged by an attempt that did not heartbeat them
-        staging_store.delete_staged(conn, tenant, batch_id, keep=progress.parts if progress else [])
     if progress is None:
         progress = PullProgress(batch_id=batch_id, state=inp.state)
-    keys = _staged_keys(kit, ctx, batch_id) if progress.parts else []  # for the pull event
+    stager = _Stager(
+        kit, ctx, plan.run_id, inp.batch_seq, now + timedelta(days=ctx.instruction.retention_days)
+    )
+    stager.parts += earlier
+    keys = [k for p in earlier for k in open_part(deps.vault, ctx, p)[0]]  # for the pull event
     withheld = set(progress.withheld_fields)
-    expires = now + timedelta(days=ctx.instruction.retention_days)
     fields = sorted(checked.fields_read)
-    keyed_hash = deps.pseudonymizer.keyed_hash
     started = time.monotonic()
     pending = PendingPart()
     state, has_more = progress.state, progress.has_more
 
-    planned_types = dict(plan.source_types)
     connector = deps.connector_factory(ctx.spec.source_connection_id)
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
         pk = kit.stream_spec(connector, ctx.spec.source_connection_id, ctx.spec.source_stream).primary_key
-        live_types, new_drift = _drift(kit, ctx, plan.run_id, connector)
+        live_types, new_drift = _drift(ctx, recorded, connector)
         if progress.drift:  # an earlier attempt of this batch saw it first (and may have reported it)
             new_drift = list(dict.fromkeys([*progress.drift, *new_drift]))
         progress = progress.model_copy(update={"drift": new_drift})
+        governance = PageProcessor.for_check(
+            checked, ctx.instruction, deps.transforms, key_field=pk, pseudonymizer=deps.pseudonymizer,
+            planned_types=dict(plan.source_types), live_types=live_types,
+        )  # fmt: skip
         while (
             has_more
             and progress.pages + pending.pages < inp.max_pages
@@ -175,52 +182,39 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
                 raise CancelledError("pull cancelled")
             size = min(page_size, inp.max_records - progress.records - progress.quarantined - pending.read)
             page = connector.read_page(ctx.spec.source_stream, state, size, fields)
-            keys_in: list[str] = []
-            for rec in page.records:
-                rid = rec.get(pk)
-                if rid is None or rid == "":
-                    raise DataError(f"a {ctx.spec.source_stream} record came without its key {pk}")
-                keys_in.append(keyed_hash(tenant, str(rid)))
-            screened = screen(page.records, planned_types, live=live_types)
-            pending.keys += [keys_in[i] for i in screened.kept_positions]
-            if screened.held:
-                pending.held += _held(kit, ctx, page.records, keys_in, screened)
-            projection = project(
-                screened.kept, ctx.instruction, ctx.spec.source_stream, pseudonymizer=deps.pseudonymizer
-            )
-            pending.records += apply_transforms(projection.records, transforms)
-            pending.deleted += [keyed_hash(tenant, str(d)) for d in page.deleted_ids]
-            pending.pages += 1
-            pending.calls += page.calls
-            pending.withheld_values += projection.withheld_values
-            pending.pseudonymized += sum(projection.pseudonymized.values())
-            withheld.update(projection.withheld_fields)
+            governed = governance.process(page.records, page.deleted_ids)
+            pending.add(governed, calls=page.calls)
+            withheld.update(governed.withheld_fields)
             state, has_more = page.next_state, page.has_more
             if pending.read >= part_records or len(pending.deleted) >= part_records:
-                progress = _stage(kit, ctx, plan.run_id, inp.batch_seq, progress, pending, expires)
-                progress = progress.fold(pending, state, has_more, withheld)
+                progress = stager.stage(progress, pending).fold(pending, state, has_more, withheld)
                 keys += pending.keys
                 pending = PendingPart()
             # Liveness; the details are the resume point of the last staged part, never unstaged pages.
             keepalive.beat(progress)
         if pending:
-            progress = _stage(kit, ctx, plan.run_id, inp.batch_seq, progress, pending, expires)
+            progress = stager.stage(progress, pending)
             keys += pending.keys
         progress = progress.fold(pending, state, has_more, withheld)  # pages with nothing to stage too
         keepalive.beat(progress)
     finally:
         connector.close()
         keepalive.stop()  # last: a cancellation deferred until now is raised here
+    stager.drop_unreported(progress)
 
     if progress.records or progress.deleted or progress.quarantined or progress.drift:
+        run = ctx.run(plan.run_id)
         held_keys = _quarantined_keys(kit, ctx, batch_id) if progress.quarantined else []
-        contract = _contract_events(kit, ctx, plan.run_id, progress, held_keys)
+        contract = _contract_events(kit, ctx, run, progress, held_keys)
         events = contract  # a batch that pulled nothing but saw drift
         if progress.records or progress.deleted or progress.quarantined:
             pseudonymized = checked.pseudonymized_fields
-            pulled = _events(kit, ctx, plan.run_id, progress, keys + held_keys, transforms, pseudonymized)
+            transforms = governance.transforms
+            pulled = _events(
+                kit, ctx, run, progress, keys + held_keys, transforms, pseudonymized, stager.parts
+            )
             events = [pulled[0], *contract, *pulled[1:]]
-        kit.append_once(tenant, plan.run_id, batch_id, events)
+        kit.append_once(ctx.tenant.id, plan.run_id, batch_id, events)
         if progress.drift:
             with deps.engine.begin() as conn:
                 run_store.add_run_drift(conn, plan.run_id, progress.drift)
@@ -230,67 +224,67 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
     return progress.ref(inp.batch_seq)
 
 
-def _stage(
-    kit: ActivityKit,
-    ctx: SyncContext,
-    run_id: str,
-    seq: int,
-    progress: PullProgress,
-    pending: PendingPart,
-    expires: datetime,
-) -> PullProgress:
-    """Seal and store ``pending`` as the batch's next part; returns the progress with it listed."""
-    number = max(progress.parts, default=-1) + 1
-    sealed, sealed_deleted = seal_part(kit.deps.vault, ctx, progress.batch_id, number, pending)
-    with kit.deps.engine.begin() as conn:
-        staging_store.put_staged(
-            conn,
-            staging_store.StagedPart(
-                batch_id=progress.batch_id,
-                part=number,
-                tenant=ctx.tenant.id,
-                sync_id=ctx.spec.id,
-                run_id=run_id,
-                seq=seq,
-                sealed=sealed,
-                records=len(pending.records),
-                deleted=len(pending.deleted),
-                deleted_keys=sealed_deleted,
-                created=kit.deps.clock(),
-                expires_at=expires,
-            ),
-        )
-        batch = progress.batch_id
-        held = [_letter(kit, ctx, run_id, batch, number, i, h) for i, h in enumerate(pending.held)]
-        dead_letter_store.add_dead_letters(conn, held)
-    return progress.model_copy(update={"parts": [*progress.parts, number]})
+@dataclass
+class _Stager:
+    """Seals and stores the parts of one batch, each with its quarantined records, one transaction a
+    part. The first write of an attempt also drops the parts an earlier attempt staged but never
+    reported in a heartbeat (those beyond the resume point): a retry reads those pages again."""
 
+    kit: ActivityKit
+    ctx: SyncContext
+    run_id: str
+    seq: int
+    expires: datetime
+    parts: list[staging_store.StagedPart] = field(default_factory=list)  # the batch's, in order
+    dropped: bool = False  # the unreported parts are gone
 
-def _staged_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list[str]:
-    with kit.deps.engine.connect() as conn:
-        parts = staging_store.get_staged(conn, ctx.tenant.id, batch_id)
-    keys: list[str] = []
-    for p in parts:
-        keys += open_part(kit.deps.vault, ctx, p)[0]
-    return keys
+    def stage(self, progress: PullProgress, pending: PendingPart) -> PullProgress:
+        """Seal and store ``pending`` as the batch's next part; returns the progress with it listed."""
+        deps, tenant, batch = self.kit.deps, self.ctx.tenant.id, progress.batch_id
+        number = max(progress.parts, default=-1) + 1
+        sealed, sealed_deleted = seal_part(deps.vault, self.ctx, batch, number, pending)
+        part = staging_store.StagedPart(
+            batch_id=batch, part=number, tenant=tenant, sync_id=self.ctx.spec.id, run_id=self.run_id,
+            seq=self.seq, sealed=sealed, records=len(pending.records), deleted=len(pending.deleted),
+            deleted_keys=sealed_deleted, created=deps.clock(), expires_at=self.expires,
+        )  # fmt: skip
+        held = [
+            _letter(self.kit, self.ctx, self.run_id, batch, number, i, h) for i, h in enumerate(pending.held)
+        ]
+        with deps.engine.begin() as conn:
+            if not self.dropped:
+                staging_store.delete_staged(conn, tenant, batch, keep=progress.parts)
+            staging_store.put_staged(conn, part)
+            dead_letter_store.add_dead_letters(conn, held)
+        self.dropped = True
+        self.parts.append(part)
+        return progress.model_copy(update={"parts": [*progress.parts, number]})
+
+    def drop_unreported(self, progress: PullProgress) -> None:
+        """Drop the unreported parts of an earlier attempt when this one staged nothing."""
+        if not self.dropped:
+            with self.kit.deps.engine.begin() as conn:
+                staging_store.delete_staged(conn, self.ctx.tenant.id, progress.batch_id, keep=progress.parts)
+            self.dropped = True
 
 
 def _events(
     kit: ActivityKit,
     ctx: SyncContext,
-    run_id: str,
+    run: RunRef,
     progress: PullProgress,
     keys: list[str],
-    transforms: list[Transform],
+    transforms: Sequence[Transform],
     pseudonymized_fields: list[str],
+    parts: list[staging_store.StagedPart],
 ) -> list[LineageEvent]:
     src = ctx.source_endpoint()
     batch_id = progress.batch_id
+    at = kit.deps.clock()
     events = [
-        kit.event(
-            ctx,
-            run_id,
+        run.event(
             EventKind.PULL,
+            at=at,
             source=ctx.source_dataset(),
             destination=ctx.staging_dataset(),
             counts={
@@ -315,43 +309,28 @@ def _events(
             },
         )
     ]
-    transfer = ctx.registry.transfer(
-        tenant=ctx.tenant.id,
-        run_id=run_id,
-        from_region=src.region,
-        to_region=ctx.home,
-        subprocessor=ctx.registry.processor.id,
-        record_id_hashes=keys,
-        sync_id=ctx.spec.id,
-        purpose=ctx.instruction.purpose,
-        instruction_version=ctx.instruction.version,
-        instruction_hash=ctx.instruction.content_hash,
-        source=ctx.source_dataset(),
-        destination=ctx.staging_dataset(),
-        timestamp=kit.deps.clock(),
-    )
+    transfer = ctx.registry.transfer_for(
+        run, from_region=src.region, to_region=ctx.home, subprocessor=ctx.registry.processor.id, at=at,
+        record_id_hashes=keys, source=ctx.source_dataset(), destination=ctx.staging_dataset(),
+    )  # fmt: skip
     if transfer is not None:
         events.append(transfer)
     if transforms:
         events.append(
-            kit.event(
-                ctx,
-                run_id,
+            run.event(
                 EventKind.TRANSFORM,
+                at=at,
                 source=ctx.staging_dataset(),
                 destination=ctx.staging_dataset(),
                 counts={"records": progress.records},
                 details={"batch_id": batch_id, "transforms": ",".join(t.ref for t in transforms)},
             )
         )
-    with kit.deps.engine.connect() as conn:  # every part, those of an earlier attempt included
-        parts = staging_store.get_staged(conn, ctx.tenant.id, batch_id)
-    for p in parts:
+    for p in sorted(parts, key=lambda p: p.part):  # every part, those of an earlier attempt included
         events.append(
-            kit.event(
-                ctx,
-                run_id,
+            run.event(
                 EventKind.STORE,
+                at=at,
                 source=ctx.source_dataset(),
                 destination=ctx.staging_dataset(),
                 counts={"records": p.records, "deleted": p.deleted, "bytes": len(p.sealed)},
@@ -381,12 +360,10 @@ def drift_lines(planned: dict[str, str], live: dict[str, str]) -> list[str]:
 
 
 def _drift(
-    kit: ActivityKit, ctx: SyncContext, run_id: str, connector: Connector
+    ctx: SyncContext, recorded: tuple[dict[str, str], list[str]] | None, connector: Connector
 ) -> tuple[dict[str, str], list[str]]:
     """The live field types of the source and the drift not yet reported in this run (none when the
     run recorded no planned schema: a run planned before schema contracts existed)."""
-    with kit.deps.engine.connect() as conn:
-        recorded = run_store.run_schema(conn, run_id)
     if recorded is None:
         return {}, []
     planned, reported = recorded
@@ -394,23 +371,8 @@ def _drift(
     return live, [line for line in drift_lines(planned, live) if line not in reported]
 
 
-def _held(
-    kit: ActivityKit, ctx: SyncContext, records: list[Record], keys: list[str], screened: Screening
-) -> list[Held]:
-    """The quarantined records of a page, projected to the instruction (and pseudonymized) like the
-    records that go on: the quarantine holds nothing the staging would not."""
-    picked = [records[i] for i, _ in screened.held]
-    projection = project(
-        picked, ctx.instruction, ctx.spec.source_stream, pseudonymizer=kit.deps.pseudonymizer
-    )
-    return [
-        Held(keys[i], rec, "; ".join(m.reason for m in misfits))
-        for (i, misfits), rec in zip(screened.held, projection.records, strict=True)
-    ]
-
-
 def _letter(
-    kit: ActivityKit, ctx: SyncContext, run_id: str, batch_id: str, part: int, index: int, held: Held
+    kit: ActivityKit, ctx: SyncContext, run_id: str, batch_id: str, part: int, index: int, held: Quarantined
 ) -> dead_letter_store.DeadLetter:
     """A quarantined record as a dead letter: the record sealed (like every dead letter), the
     reason in clear (field and type names only)."""
@@ -448,17 +410,16 @@ def _quarantined_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list
 
 
 def _contract_events(
-    kit: ActivityKit, ctx: SyncContext, run_id: str, progress: PullProgress, held_keys: list[str]
+    kit: ActivityKit, ctx: SyncContext, run: RunRef, progress: PullProgress, held_keys: list[str]
 ) -> list[LineageEvent]:
     """The ``quarantine`` and ``drift`` events of a batch (names and types, never values)."""
     events: list[LineageEvent] = []
     batch_id = progress.batch_id
     if progress.quarantined:
         events.append(
-            kit.event(
-                ctx,
-                run_id,
+            run.event(
                 EventKind.QUARANTINE,
+                at=kit.deps.clock(),
                 source=ctx.source_dataset(),
                 destination=DatasetRef(namespace=QUARANTINE_NAMESPACE, name=ctx.spec.id),
                 counts={"records": progress.quarantined},
@@ -475,10 +436,9 @@ def _contract_events(
     if progress.drift:
         kinds = [line.split(" ", 1)[0] for line in progress.drift]
         events.append(
-            kit.event(
-                ctx,
-                run_id,
+            run.event(
                 EventKind.DRIFT,
+                at=kit.deps.clock(),
                 source=ctx.source_dataset(),
                 counts={k: kinds.count(k) for k in ("added", "dropped", "retyped")},
                 details={"batch_id": batch_id, "changes": " | ".join(progress.drift)},

@@ -77,18 +77,22 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     if batch.records == 0 and batch.deleted == 0:
         return PushResult(batch_id=batch.batch_id, pushed=0)
     deps = kit.deps
-    ctx = kit.context(plan.tenant, plan.sync_id, instruction_hash=plan.instruction_hash)
-    tenant = ctx.tenant.id
     progress = resume(PushProgress, batch.batch_id)
     if progress is not None and progress.finished:
-        delete_staging(kit, tenant, batch.batch_id)
+        delete_staging(kit, plan.tenant, batch.batch_id)
         return progress.result()
-    with deps.engine.connect() as conn:
-        parts = staging_store.staged_parts(conn, tenant, batch.batch_id)
-    if not parts:
-        return _already_pushed(kit, ctx, plan.run_id, batch)
     progress = progress or PushProgress(batch_id=batch.batch_id)
     done_before = set(progress.done_parts)
+    with deps.engine.connect() as conn:  # one read: the run's context, the parts and the first to write
+        ctx = kit.context(
+            plan.tenant, plan.sync_id, run_id=plan.run_id, instruction_hash=plan.instruction_hash, conn=conn
+        )
+        parts = staging_store.staged_parts(conn, plan.tenant, batch.batch_id)
+        todo = [n for n in parts if n not in done_before]
+        first = staging_store.get_staged(conn, plan.tenant, batch.batch_id, part=todo[0]) if todo else []
+    tenant = ctx.tenant.id
+    if not parts:
+        return _already_pushed(kit, ctx, plan.run_id, batch)
 
     # Fail closed before anything leaves: the move to the destination's region must be permitted.
     dst = ctx.destination_endpoint()
@@ -101,13 +105,14 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     try:
         spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
         writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive)
-        for number in parts:
-            if number in done_before:
-                continue
+        for number in todo:
             if activity.is_cancelled():
                 raise CancelledError("push cancelled")
-            with deps.engine.connect() as conn:
-                (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
+            if first and first[0].part == number:
+                part = first.pop()
+            else:
+                with deps.engine.connect() as conn:
+                    (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
             keys, records, deleted = open_part(deps.vault, ctx, part)
             progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
@@ -330,11 +335,11 @@ def _events(
 ) -> list[LineageEvent]:
     dst = ctx.destination_endpoint()
     batch_id = progress.batch_id
+    run, at = ctx.run(run_id), kit.deps.clock()
     events = [
-        kit.event(
-            ctx,
-            run_id,
+        run.event(
             EventKind.PUSH,
+            at=at,
             source=ctx.staging_dataset(),
             destination=ctx.destination_dataset(),
             counts={
@@ -351,29 +356,18 @@ def _events(
             details={"batch_id": batch_id},
         )
     ]
-    transfer = ctx.registry.transfer(
-        tenant=ctx.tenant.id,
-        run_id=run_id,
-        from_region=ctx.home,
-        to_region=dst.region,
-        subprocessor=dst.subprocessor,
-        record_id_hashes=[*accepted, *gone],
-        sync_id=ctx.spec.id,
-        purpose=ctx.instruction.purpose,
-        instruction_version=ctx.instruction.version,
-        instruction_hash=ctx.instruction.content_hash,
-        source=ctx.staging_dataset(),
+    transfer = ctx.registry.transfer_for(
+        run, from_region=ctx.home, to_region=dst.region, subprocessor=dst.subprocessor, at=at,
+        record_id_hashes=[*accepted, *gone], source=ctx.staging_dataset(),
         destination=ctx.destination_dataset(),
-        timestamp=kit.deps.clock(),
-    )
+    )  # fmt: skip
     if transfer is not None:
         events.append(transfer)
     if progress.deletes_propagated or progress.deletes_failed or progress.deletes_unmapped:
         events.append(
-            kit.event(
-                ctx,
-                run_id,
+            run.event(
                 EventKind.DELETE,
+                at=at,
                 source=ctx.source_dataset(),
                 destination=ctx.destination_dataset(),
                 counts={

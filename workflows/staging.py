@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
+from governance.policy import GovernedPage, Quarantined
 from governance.vault import Vault
 from schemas.connector import Record
 from schemas.errors import DataError, IntegrityError
@@ -25,7 +26,6 @@ from store import staging as staging_store
 from workflows.context import SyncContext
 
 __all__ = [
-    "Held",
     "PendingPart",
     "dead_letter_id",
     "open_part",
@@ -38,16 +38,6 @@ _VERSION = 1
 _P = TypeVar("_P", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A quarantined record: its keyed hash, the record (projected to the instruction, pseudonymized)
-    and the reason (field, planned and observed type — never the value)."""
-
-    key: str
-    record: Record
-    reason: str
-
-
 @dataclass
 class PendingPart:
     """Pages read but not yet staged: records with their keys, deleted keys, quarantined records,
@@ -56,11 +46,22 @@ class PendingPart:
     keys: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
-    held: list[Held] = field(default_factory=list)
+    held: list[Quarantined] = field(default_factory=list)
     pages: int = 0
     calls: int = 0
     withheld_values: int = 0
     pseudonymized: int = 0
+
+    def add(self, page: GovernedPage, *, calls: int) -> None:
+        """Add one governed page (and the vendor calls it took)."""
+        self.keys += page.keys
+        self.records += page.records
+        self.deleted += page.deleted
+        self.held += page.quarantined
+        self.pages += 1
+        self.calls += calls
+        self.withheld_values += page.withheld_values
+        self.pseudonymized += page.pseudonymized
 
     def __bool__(self) -> bool:
         """True when there is something to stage (records, deletes or quarantined records)."""
