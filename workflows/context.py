@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -23,7 +23,7 @@ from governance.policy import ProcessingInstruction, SyncPlan
 from governance.registry import Endpoint, Registry, TenantResidency
 from schemas.connector import StreamSpec
 from schemas.errors import ConfigError, CrmhubError, IntegrityError, PolicyError
-from schemas.lineage import DatasetRef, EventKind, LineageEvent
+from schemas.lineage import DatasetRef, DetailValue, EventKind, LineageEvent
 from schemas.sync import SyncStatus
 from services.wiring import ActivityDeps
 from store import connections as connection_store
@@ -35,7 +35,15 @@ from store.connections import ConnectionRow
 from store.engine import Connection
 from workflows.errors import to_application_error, unexpected_error
 
-__all__ = ["STAGING_NAMESPACE", "ActivityKit", "SyncContext", "endpoint_of", "with_residency"]
+__all__ = [
+    "STAGING_NAMESPACE",
+    "ActivityKit",
+    "BatchEvents",
+    "Route",
+    "SyncContext",
+    "endpoint_of",
+    "with_residency",
+]
 
 STAGING_NAMESPACE = "crmhub://staging"
 """Lineage dataset namespace of crmhub's sealed staging store (dataset name: the sync id)."""
@@ -147,6 +155,64 @@ class SyncContext:
     def run(self, run_id: str) -> RunRef:
         """The citation of run ``run_id`` of this sync in its lineage events."""
         return RunRef.of(self.tenant.id, run_id, sync_id=self.spec.id, instruction=self.instruction)
+
+    def inbound(self) -> Route:
+        """A pull's move: the source dataset, by its vendor, from its region into staging at home."""
+        src = self.source_endpoint()
+        return Route(
+            source=self.source_dataset(), destination=self.staging_dataset(), subprocessor=src.subprocessor,
+            region_from=src.region, region_to=self.home,
+        )  # fmt: skip
+
+    def stored(self, destination: DatasetRef | None = None) -> Route:
+        """Source records kept by crmhub at home: in staging, or in ``destination`` (the quarantine)."""
+        return Route(
+            source=self.source_dataset(), destination=destination or self.staging_dataset(),
+            subprocessor=self.registry.processor.id, region_to=self.home,
+        )  # fmt: skip
+
+    def outbound(self, source: DatasetRef) -> Route:
+        """A push's move: ``source`` to the destination dataset, by its vendor, from home to its region."""
+        dst = self.destination_endpoint()
+        return Route(
+            source=source, destination=self.destination_dataset(), subprocessor=dst.subprocessor,
+            region_from=self.home, region_to=dst.region,
+        )  # fmt: skip
+
+
+class Route(TypedDict, total=False):
+    """Where a lineage event's records went: datasets, the subprocessor and the regions."""
+
+    source: DatasetRef | None
+    destination: DatasetRef | None
+    subprocessor: str | None
+    region_from: str | None
+    region_to: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEvents:
+    """Makes the lineage events of one batch of a run: each cites the run, names the batch first
+    among its details, and all carry one time."""
+
+    run: RunRef
+    batch_id: str
+    at: datetime
+
+    def __call__(
+        self,
+        kind: EventKind,
+        route: Route,
+        counts: Mapping[str, int],
+        hashes: Sequence[str] = (),
+        **details: DetailValue,
+    ) -> LineageEvent:
+        """A ``kind`` event of the batch: records moved along ``route``, ``counts``, the records'
+        keyed ``hashes`` and ``details`` (names and numbers, never values)."""
+        return self.run.event(
+            kind, at=self.at, counts=counts, record_id_hashes=tuple(hashes),
+            details={"batch_id": self.batch_id, **details}, **route,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,6 @@ transforms ran, and one ``store`` event per part.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from connectors.base import Connector
-from governance.lineage import RunRef
 from governance.policy import PageProcessor, PlanRefused, Quarantined, Transform, check
 from governance.vault import key_version_of
 from schemas.connector import StreamState
@@ -45,10 +43,10 @@ from schemas.sync import BatchRef, PullInput
 from store import dead_letters as dead_letter_store
 from store import runs as run_store
 from store import staging as staging_store
-from workflows.context import ActivityKit, SyncContext
+from workflows.context import ActivityKit, BatchEvents, Route, SyncContext
 from workflows.liveness import Keepalive
 from workflows.metrics import count_pull
-from workflows.staging import PendingPart, dead_letter_id, open_part, resume, seal_part
+from workflows.staging import PendingPart, open_part, resume, seal_letter, seal_part
 
 __all__ = ["QUARANTINE_NAMESPACE", "PullProgress", "batch_id_of", "drift_lines", "pull_batch"]
 
@@ -203,17 +201,10 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
     stager.drop_unreported(progress)
 
     if progress.records or progress.deleted or progress.quarantined or progress.drift:
-        run = ctx.run(plan.run_id)
         held_keys = _quarantined_keys(kit, ctx, batch_id) if progress.quarantined else []
-        contract = _contract_events(kit, ctx, run, progress, held_keys)
-        events = contract  # a batch that pulled nothing but saw drift
-        if progress.records or progress.deleted or progress.quarantined:
-            pseudonymized = checked.pseudonymized_fields
-            transforms = governance.transforms
-            pulled = _events(
-                kit, ctx, run, progress, keys + held_keys, transforms, pseudonymized, stager.parts
-            )
-            events = [pulled[0], *contract, *pulled[1:]]
+        ev = BatchEvents(ctx.run(plan.run_id), batch_id, deps.clock())
+        lineage = _Lineage(ctx, ev, progress, checked.pseudonymized_fields)
+        events = lineage.pulled(keys + held_keys, held_keys, governance.transforms, stager.parts)
         kit.append_once(ctx.tenant.id, plan.run_id, batch_id, events)
         if progress.drift:
             with deps.engine.begin() as conn:
@@ -268,84 +259,75 @@ class _Stager:
             self.dropped = True
 
 
-def _events(
-    kit: ActivityKit,
-    ctx: SyncContext,
-    run: RunRef,
-    progress: PullProgress,
-    keys: list[str],
-    transforms: Sequence[Transform],
-    pseudonymized_fields: list[str],
-    parts: list[staging_store.StagedPart],
-) -> list[LineageEvent]:
-    src = ctx.source_endpoint()
-    batch_id = progress.batch_id
-    at = kit.deps.clock()
-    events = [
-        run.event(
-            EventKind.PULL,
-            at=at,
-            source=ctx.source_dataset(),
-            destination=ctx.staging_dataset(),
-            counts={
-                "records": progress.records + progress.quarantined,
-                "staged": progress.records,
-                "quarantined": progress.quarantined,
-                "deleted": progress.deleted,
-                "withheld_values": progress.withheld_values,
-                "withheld_fields": len(progress.withheld_fields),
-                "pseudonymized": progress.pseudonymized,
-                "pages": progress.pages,
-                "calls": progress.calls,
-            },
-            record_id_hashes=tuple(keys),
-            subprocessor=src.subprocessor,
-            region_from=src.region,
-            region_to=ctx.home,
-            details={
-                "batch_id": batch_id,
-                "withheld": ",".join(progress.withheld_fields),
-                "pseudonymized_fields": ",".join(pseudonymized_fields),
-            },
-        )
-    ]
-    transfer = ctx.registry.transfer_for(
-        run, from_region=src.region, to_region=ctx.home, subprocessor=ctx.registry.processor.id, at=at,
-        record_id_hashes=keys, source=ctx.source_dataset(), destination=ctx.staging_dataset(),
-    )  # fmt: skip
-    if transfer is not None:
-        events.append(transfer)
-    if transforms:
-        events.append(
-            run.event(
-                EventKind.TRANSFORM,
-                at=at,
-                source=ctx.staging_dataset(),
-                destination=ctx.staging_dataset(),
-                counts={"records": progress.records},
-                details={"batch_id": batch_id, "transforms": ",".join(t.ref for t in transforms)},
-            )
-        )
-    for p in sorted(parts, key=lambda p: p.part):  # every part, those of an earlier attempt included
-        events.append(
-            run.event(
-                EventKind.STORE,
-                at=at,
-                source=ctx.source_dataset(),
-                destination=ctx.staging_dataset(),
-                counts={"records": p.records, "deleted": p.deleted, "bytes": len(p.sealed)},
-                subprocessor=ctx.registry.processor.id,
-                region_to=ctx.home,
-                details={
-                    "batch_id": batch_id,
-                    "part": p.part,
-                    "sealed": True,
-                    "key_version": key_version_of(p.sealed),
-                    "expires_at": p.expires_at.isoformat(),
-                },
-            )
-        )
-    return events
+@dataclass(frozen=True, slots=True)
+class _Lineage:
+    """The lineage events of one pulled batch."""
+
+    ctx: SyncContext
+    ev: BatchEvents
+    progress: PullProgress
+    pseudonymized_fields: list[str]
+
+    def pulled(
+        self,
+        keys: list[str],
+        held_keys: list[str],
+        transforms: Sequence[Transform],
+        parts: list[staging_store.StagedPart],
+    ) -> list[LineageEvent]:
+        """``pull`` (every record read: ``keys``), then ``quarantine`` and ``drift`` (names and
+        types, never values), ``transfer`` when the source region is not home, ``transform`` when
+        transforms ran, one ``store`` per part; a batch that read nothing but saw drift: ``drift``."""
+        ctx, ev, progress = self.ctx, self.ev, self.progress
+        if not (progress.records or progress.deleted or progress.quarantined):
+            return self.contract(held_keys)
+        counts = {
+            "records": progress.records + progress.quarantined, "staged": progress.records,
+            "quarantined": progress.quarantined, "deleted": progress.deleted,
+            "withheld_values": progress.withheld_values, "withheld_fields": len(progress.withheld_fields),
+            "pseudonymized": progress.pseudonymized, "pages": progress.pages, "calls": progress.calls,
+        }  # fmt: skip
+        withheld, pseudonymized = ",".join(progress.withheld_fields), ",".join(self.pseudonymized_fields)
+        events = [ev(EventKind.PULL, ctx.inbound(), counts, keys, withheld=withheld,
+                     pseudonymized_fields=pseudonymized)]  # fmt: skip
+        events += self.contract(held_keys)
+        staging = ctx.staging_dataset()
+        transfer = ctx.registry.transfer_for(
+            ev.run, from_region=ctx.source_endpoint().region, to_region=ctx.home,
+            subprocessor=ctx.registry.processor.id, at=ev.at, record_id_hashes=keys,
+            source=ctx.source_dataset(), destination=staging,
+        )  # fmt: skip
+        if transfer is not None:
+            events.append(transfer)
+        if transforms:
+            refs = ",".join(t.ref for t in transforms)
+            within = Route(source=staging, destination=staging)
+            events.append(ev(EventKind.TRANSFORM, within, {"records": progress.records}, transforms=refs))
+        for p in sorted(parts, key=lambda p: p.part):  # every part, those of an earlier attempt included
+            size = {"records": p.records, "deleted": p.deleted, "bytes": len(p.sealed)}
+            events.append(
+                ev(EventKind.STORE, ctx.stored(), size, part=p.part, sealed=True,
+                   key_version=key_version_of(p.sealed), expires_at=p.expires_at.isoformat())
+            )  # fmt: skip
+        return events
+
+    def contract(self, held_keys: list[str]) -> list[LineageEvent]:
+        """The ``quarantine`` and ``drift`` events of the batch."""
+        ctx, ev, progress = self.ctx, self.ev, self.progress
+        events: list[LineageEvent] = []
+        if progress.quarantined:
+            held = ctx.stored(DatasetRef(namespace=QUARANTINE_NAMESPACE, name=ctx.spec.id))
+            reasons = " | ".join(f"{r}: {n}" for r, n in progress.reasons.items())
+            events.append(
+                ev(EventKind.QUARANTINE, held, {"records": progress.quarantined}, held_keys, sealed=True,
+                   reasons=reasons)
+            )  # fmt: skip
+        if progress.drift:
+            kinds = [line.split(" ", 1)[0] for line in progress.drift]
+            counts = {k: kinds.count(k) for k in ("added", "dropped", "retyped")}
+            source = Route(source=ctx.source_dataset())
+            events.append(ev(EventKind.DRIFT, source, counts, changes=" | ".join(progress.drift)))
+        return events
 
 
 def drift_lines(planned: dict[str, str], live: dict[str, str]) -> list[str]:
@@ -376,28 +358,11 @@ def _letter(
 ) -> dead_letter_store.DeadLetter:
     """A quarantined record as a dead letter: the record sealed (like every dead letter), the
     reason in clear (field and type names only)."""
-    deps, tenant, sync_id = kit.deps, ctx.tenant.id, ctx.spec.id
-    letter_id = dead_letter_id(tenant, sync_id, batch_id, part, "quarantine", index)
     body = {"record": held.record, "vendor_message": None, "kind": "quarantine", "reason": held.reason}
-    sealed = deps.vault.seal(
-        tenant,
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
-        dataset="dead-letter",
-        object_id=letter_id,
-        purpose=ctx.instruction.purpose,
-    )
-    return dead_letter_store.DeadLetter(
-        id=letter_id,
-        tenant=tenant,
-        sync_id=sync_id,
-        run_id=run_id,
-        batch_id=batch_id,
-        record_key_hash=held.key,
-        sealed_record=sealed,
-        error_code=dead_letter_store.QUARANTINED,
-        error_message=f"quarantined: {held.reason}",
-        created=deps.clock(),
-    )
+    return seal_letter(
+        kit.deps.vault, ctx, run_id, (batch_id, part, "quarantine", index), held.key, body,
+        code=dead_letter_store.QUARANTINED, message=f"quarantined: {held.reason}", created=kit.deps.clock(),
+    )  # fmt: skip
 
 
 def _quarantined_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list[str]:
@@ -407,41 +372,3 @@ def _quarantined_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list
             conn, ctx.tenant.id, ctx.spec.id, batch_id=batch_id, limit=1_000_000
         )
     return [d.record_key_hash for d in letters]
-
-
-def _contract_events(
-    kit: ActivityKit, ctx: SyncContext, run: RunRef, progress: PullProgress, held_keys: list[str]
-) -> list[LineageEvent]:
-    """The ``quarantine`` and ``drift`` events of a batch (names and types, never values)."""
-    events: list[LineageEvent] = []
-    batch_id = progress.batch_id
-    if progress.quarantined:
-        events.append(
-            run.event(
-                EventKind.QUARANTINE,
-                at=kit.deps.clock(),
-                source=ctx.source_dataset(),
-                destination=DatasetRef(namespace=QUARANTINE_NAMESPACE, name=ctx.spec.id),
-                counts={"records": progress.quarantined},
-                record_id_hashes=tuple(held_keys),
-                subprocessor=ctx.registry.processor.id,
-                region_to=ctx.home,
-                details={
-                    "batch_id": batch_id,
-                    "sealed": True,
-                    "reasons": " | ".join(f"{r}: {n}" for r, n in progress.reasons.items()),
-                },
-            )
-        )
-    if progress.drift:
-        kinds = [line.split(" ", 1)[0] for line in progress.drift]
-        events.append(
-            run.event(
-                EventKind.DRIFT,
-                at=kit.deps.clock(),
-                source=ctx.source_dataset(),
-                counts={k: kinds.count(k) for k in ("added", "dropped", "retyped")},
-                details={"batch_id": batch_id, "changes": " | ".join(progress.drift)},
-            )
-        )
-    return events

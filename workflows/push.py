@@ -17,7 +17,6 @@ part but its hashes only the parts written by the last attempt.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
@@ -32,10 +31,10 @@ from schemas.sync import BatchRef, PushInput, PushResult
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import staging as staging_store
-from workflows.context import ActivityKit, SyncContext
+from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
 from workflows.metrics import count_push
-from workflows.staging import dead_letter_id, open_part, redact, resume
+from workflows.staging import open_part, redact, resume, seal_letter
 
 __all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "push_batch"]
 
@@ -287,29 +286,13 @@ class _Writer:
         vendor_message: str | None,
     ) -> dead_letter_store.DeadLetter:
         """A dead letter: record and vendor message sealed; code and a redacted message in clear."""
-        deps, tenant, sync_id = self.kit.deps, self.ctx.tenant.id, self.ctx.spec.id
-        letter_id = dead_letter_id(tenant, sync_id, part.batch_id, part.part, kind, index)
         body = {"record": record, "vendor_message": vendor_message, "kind": kind}
-        sealed = deps.vault.seal(
-            tenant,
-            json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
-            dataset="dead-letter",
-            object_id=letter_id,
-            purpose=self.ctx.instruction.purpose,
-        )
         shown = redact(vendor_message, record)
-        return dead_letter_store.DeadLetter(
-            id=letter_id,
-            tenant=tenant,
-            sync_id=sync_id,
-            run_id=self.run_id,
-            batch_id=part.batch_id,
-            record_key_hash=key,
-            sealed_record=sealed,
-            error_code=code,
-            error_message=f"{kind} refused: {code}" + (f" ({shown})" if shown else ""),
-            created=deps.clock(),
-        )
+        return seal_letter(
+            self.kit.deps.vault, self.ctx, self.run_id, (part.batch_id, part.part, kind, index), key, body,
+            code=code, message=f"{kind} refused: {code}" + (f" ({shown})" if shown else ""),
+            created=self.kit.deps.clock(),
+        )  # fmt: skip
 
 
 def _accepted_earlier(kit: ActivityKit, ctx: SyncContext, batch_id: str, parts: set[int]) -> list[str]:
@@ -333,55 +316,28 @@ def _events(
     accepted: list[str],
     gone: list[str],
 ) -> list[LineageEvent]:
+    """``push`` (keys the destination accepted), ``transfer`` when the destination region is not
+    home, ``delete`` when source deletes were propagated (or could not be)."""
+    ev = BatchEvents(ctx.run(run_id), progress.batch_id, kit.deps.clock())
+    counts = {
+        "pushed": progress.created + progress.updated, "created": progress.created,
+        "updated": progress.updated, "failed": progress.failed, "calls": progress.calls,
+    }  # fmt: skip
+    events = [ev(EventKind.PUSH, ctx.outbound(ctx.staging_dataset()), counts, accepted)]
     dst = ctx.destination_endpoint()
-    batch_id = progress.batch_id
-    run, at = ctx.run(run_id), kit.deps.clock()
-    events = [
-        run.event(
-            EventKind.PUSH,
-            at=at,
-            source=ctx.staging_dataset(),
-            destination=ctx.destination_dataset(),
-            counts={
-                "pushed": progress.created + progress.updated,
-                "created": progress.created,
-                "updated": progress.updated,
-                "failed": progress.failed,
-                "calls": progress.calls,
-            },
-            record_id_hashes=tuple(accepted),
-            subprocessor=dst.subprocessor,
-            region_from=ctx.home,
-            region_to=dst.region,
-            details={"batch_id": batch_id},
-        )
-    ]
     transfer = ctx.registry.transfer_for(
-        run, from_region=ctx.home, to_region=dst.region, subprocessor=dst.subprocessor, at=at,
+        ev.run, from_region=ctx.home, to_region=dst.region, subprocessor=dst.subprocessor, at=ev.at,
         record_id_hashes=[*accepted, *gone], source=ctx.staging_dataset(),
         destination=ctx.destination_dataset(),
     )  # fmt: skip
     if transfer is not None:
         events.append(transfer)
     if progress.deletes_propagated or progress.deletes_failed or progress.deletes_unmapped:
-        events.append(
-            run.event(
-                EventKind.DELETE,
-                at=at,
-                source=ctx.source_dataset(),
-                destination=ctx.destination_dataset(),
-                counts={
-                    "deleted": progress.deletes_propagated,
-                    "failed": progress.deletes_failed,
-                    "not_at_destination": progress.deletes_unmapped,
-                },
-                record_id_hashes=tuple(gone),
-                subprocessor=dst.subprocessor,
-                region_from=ctx.home,
-                region_to=dst.region,
-                details={"batch_id": batch_id},
-            )
-        )
+        counts = {
+            "deleted": progress.deletes_propagated, "failed": progress.deletes_failed,
+            "not_at_destination": progress.deletes_unmapped,
+        }  # fmt: skip
+        events.append(ev(EventKind.DELETE, ctx.outbound(ctx.source_dataset()), counts, gone))
     return events
 
 

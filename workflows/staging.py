@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -22,6 +23,7 @@ from governance.policy import GovernedPage, Quarantined
 from governance.vault import Vault
 from schemas.connector import Record
 from schemas.errors import DataError, IntegrityError
+from store import dead_letters as dead_letter_store
 from store import staging as staging_store
 from workflows.context import SyncContext
 
@@ -31,6 +33,7 @@ __all__ = [
     "open_part",
     "redact",
     "resume",
+    "seal_letter",
     "seal_part",
 ]
 
@@ -123,6 +126,37 @@ def open_part(
         )
         deleted = list(json.loads(raw))
     return keys, records, deleted
+
+
+def seal_letter(
+    vault: Vault,
+    ctx: SyncContext,
+    run_id: str,
+    where: tuple[str, int, str, int],
+    key: str,
+    body: dict[str, Any],
+    *,
+    code: str,
+    message: str,
+    created: datetime,
+) -> dead_letter_store.DeadLetter:
+    """The dead letter of one record, ``where`` = (batch, part, kind, index in the part): ``body``
+    (the record and what was said about it) sealed like staging, ``code`` and ``message`` (names and
+    codes, never values) in clear, under a deterministic id (:func:`dead_letter_id`)."""
+    tenant, sync_id = ctx.tenant.id, ctx.spec.id
+    batch_id, part, kind, index = where
+    letter_id = dead_letter_id(tenant, sync_id, batch_id, part, kind, index)
+    sealed = vault.seal(
+        tenant,
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
+        dataset="dead-letter",
+        object_id=letter_id,
+        purpose=ctx.instruction.purpose,
+    )
+    return dead_letter_store.DeadLetter(
+        id=letter_id, tenant=tenant, sync_id=sync_id, run_id=run_id, batch_id=batch_id,
+        record_key_hash=key, sealed_record=sealed, error_code=code, error_message=message, created=created,
+    )  # fmt: skip
 
 
 def dead_letter_id(tenant: str, sync_id: str, batch_id: str, part: int, kind: str, index: int) -> str:
