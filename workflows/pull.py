@@ -8,19 +8,24 @@ added, dropped or retyped since the plan is *drift*, reported once per run (a ``
 one. Added fields are never read (reads name the plan's fields only); a dropped field is simply
 absent from the records.
 
-Per page: the keyed hash of each record's source id (before anything else: the id itself leaves
-only if the instruction allows it); :func:`governance.policy.screen` against the run's planned
-field types — a record whose value no longer fits is *quarantined*: projected like any other,
-sealed as a dead letter with code ``QUARANTINED_TYPE_MISMATCH`` and a reason naming the field, the
-planned and the observed type, never pushed; the rest go through
-:func:`governance.policy.project` (fields outside the instruction never leave the call; marked
+Per page, one governance call (:class:`governance.policy.PageProcessor`): the keyed hash of each
+record's source id (before anything else: the id itself leaves only if the instruction allows it),
+the type contract against the run's planned field types — a record whose value no longer fits is
+*quarantined*: projected like any other, sealed as a dead letter with code
+``QUARANTINED_TYPE_MISMATCH`` and a reason naming the field, the planned and the observed type,
+never pushed — then the projection (fields outside the instruction never leave the call; marked
 fields become pseudonyms), the declared transforms, and the deleted ids as keyed hashes. Pages
-gather into parts of ``part_records``; each part is sealed and stored (with its quarantined
-records), then heartbeated as :class:`PullProgress` — the resume point of a retry. After the last
-part: one ``pull`` event (counts of everything pulled, every record's keyed hash), a
+gather into parts of ``part_records``; each part is sealed and stored with its quarantined records
+in one transaction, then heartbeated as :class:`PullProgress` — the resume point of a retry. After
+the last part: one ``pull`` event (counts of everything pulled, every record's keyed hash), a
 ``quarantine`` event when records were held back, a ``drift`` event for changes first seen, a
 ``transfer`` event when the source region is not the processing region, a ``transform`` event when
 transforms ran, and one ``store`` event per part.
+
+The database, per attempt: one read (the run's context — cached per worker, see
+:meth:`~workflows.context.ActivityKit.context` —, its planned schema and, on a resume, the parts
+kept), one write per part (the first also drops parts an earlier attempt staged but never
+reported), one lineage append; a pull that staged nothing drops those parts in a write of its own.
 """
 
 from __future__ import annotations
@@ -147,10 +152,8 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         raise
     if progress is None:
         progress = PullProgress(batch_id=batch_id, state=inp.state)
-    stager = _Stager(
-        kit, ctx, plan.run_id, inp.batch_seq, now + timedelta(days=ctx.instruction.retention_days)
-    )
-    stager.parts += earlier
+    expires = now + timedelta(days=ctx.instruction.retention_days)
+    stager = _Stager(kit, ctx, plan.run_id, inp.batch_seq, expires, parts=earlier)
     keys = [k for p in earlier for k in open_part(deps.vault, ctx, p)[0]]  # for the pull event
     withheld = set(progress.withheld_fields)
     fields = sorted(checked.fields_read)

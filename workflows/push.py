@@ -6,7 +6,10 @@ nothing — then per-record outcomes: accepted → ``id_map`` (source key hash �
 refused → a dead letter (sealed record and vendor message, vendor code, redacted message), so bad
 records never block good ones. Staged deletes are looked up in the id map and deleted at the
 destination (``DELETE``) when its stream supports it, else dead-lettered ``DELETE_NOT_SUPPORTED``.
-Each written part is heartbeated as :class:`PushProgress`; a retry skips it.
+Each written part is heartbeated as :class:`PushProgress`; a retry skips it. The database, per
+attempt: one read (the run's context — cached per worker —, the batch's parts and the first one to
+write), a read of each further part, one write per part (its id map rows and dead letters), one
+lineage append, the staging's deletion.
 
 The move to the destination's region is checked before anything is written (fail closed). After
 the last part: a ``push`` event (counts, keyed hashes of accepted records), a ``transfer`` event when
