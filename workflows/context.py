@@ -217,9 +217,9 @@ class BatchEvents:
 
 @dataclass(frozen=True, slots=True)
 class _RunParts:
-    """What a run reads of its sync once per worker (see :meth:`ActivityKit.context`)."""
+    """What a run reads once per worker for the sync's ``spec`` (see :meth:`ActivityKit.context`)."""
 
-    sync: sync_store.SyncRow
+    spec: sync_store.SyncSpec
     instruction: ProcessingInstruction
     source: ConnectionRow
     destination: ConnectionRow
@@ -234,7 +234,7 @@ class ActivityKit:
         self._lock = threading.Lock()
         self._ledgers: dict[str, Ledger] = {}
         self._stream_specs: dict[tuple[str, str], StreamSpec] = {}
-        self._runs: dict[tuple[str, str, str, str], _RunParts] = {}  # oldest first
+        self._runs: dict[tuple[str, str, str], _RunParts] = {}  # oldest first
         self._registries: dict[tenant_store.TenantRow, Registry] = {}
 
     @staticmethod
@@ -283,11 +283,11 @@ class ActivityKit:
         """The sync as the run ``run_id`` sees it; :class:`IntegrityError` if its stored instruction
         was altered or, given ``instruction_hash``, is not the one the run was planned under.
 
-        A run's sync, instruction and connections are read once per worker: the first attempt of a
-        run's later activities (``instruction_hash`` given) takes them from the cache the plan or an
-        earlier activity filled; a retry (attempt > 1) reads them afresh. The tenant row (home
-        region, authorised subprocessors) is read every time — a revoked authorisation stops the
-        next activity (fail closed). ``conn`` lets the caller share its read transaction."""
+        The tenant row (home region, authorised subprocessors: a revoked authorisation stops the
+        next activity) and the sync row are read every time; the instruction and the connections
+        the sync names are read once per run and worker while the sync's spec stays as it was (an
+        edited mapping, a new instruction version or other connections: read again), and afresh by
+        a retry (attempt > 1). ``conn`` lets the caller share its read transaction."""
         if conn is None:
             with self.deps.engine.connect() as own:
                 return self.context(
@@ -296,28 +296,31 @@ class ActivityKit:
         tenant = tenant_store.get_tenant(conn, tenant_id)
         if tenant is None:
             raise ConfigError(f"unknown tenant {tenant_id!r}")
-        key = (tenant_id, sync_id, run_id or "", instruction_hash or "")
-        parts = self._cached(key) if run_id and instruction_hash else None
-        if parts is None:
-            parts = self._load(conn, tenant_id, sync_id)
-            if instruction_hash is not None and parts.instruction.content_hash != instruction_hash:
-                raise IntegrityError(
-                    f"instruction v{parts.instruction.version} differs from the one this run was "
-                    "planned under; plan again"
-                )
+        sync = sync_store.get_sync(conn, tenant_id, sync_id)
+        if sync is None:
+            raise ConfigError(f"tenant {tenant_id!r} has no sync {sync_id!r}")
+        key = (tenant_id, sync_id, run_id or "")
+        parts = self._cached(key) if run_id else None
+        if parts is None or parts.spec != sync.spec:
+            parts = self._load(conn, sync)
             if run_id:
-                self._remember((tenant_id, sync_id, run_id, parts.instruction.content_hash), parts)
+                self._remember(key, parts)
+        if instruction_hash is not None and parts.instruction.content_hash != instruction_hash:
+            raise IntegrityError(
+                f"instruction v{parts.instruction.version} differs from the one this run was planned "
+                "under; plan again"
+            )
         return SyncContext(
-            tenant, parts.sync, parts.instruction, self._registry(tenant), parts.source, parts.destination
+            tenant, sync, parts.instruction, self._registry(tenant), parts.source, parts.destination
         )
 
-    def _cached(self, key: tuple[str, str, str, str]) -> _RunParts | None:
+    def _cached(self, key: tuple[str, str, str]) -> _RunParts | None:
         if activity.info().attempt > 1:  # a retry sees the store as it is now
             return None
         with self._lock:
             return self._runs.get(key)
 
-    def _remember(self, key: tuple[str, str, str, str], parts: _RunParts) -> None:
+    def _remember(self, key: tuple[str, str, str], parts: _RunParts) -> None:
         with self._lock:
             self._runs.pop(key, None)
             self._runs[key] = parts
@@ -336,22 +339,20 @@ class ActivityKit:
                 self._registries[tenant] = registry
         return registry
 
-    def _load(self, conn: Connection, tenant_id: str, sync_id: str) -> _RunParts:
-        sync = sync_store.get_sync(conn, tenant_id, sync_id)
-        if sync is None:
-            raise ConfigError(f"tenant {tenant_id!r} has no sync {sync_id!r}")
-        row = instruction_store.get_instruction(conn, tenant_id, sync.spec.instruction_version)
+    def _load(self, conn: Connection, sync: sync_store.SyncRow) -> _RunParts:
+        spec = sync.spec
+        row = instruction_store.get_instruction(conn, spec.tenant, spec.instruction_version)
         if row is None:
             raise ConfigError(
-                f"sync {sync_id!r} cites instruction v{sync.spec.instruction_version}, which tenant "
-                f"{tenant_id!r} has not stored"
+                f"sync {spec.id!r} cites instruction v{spec.instruction_version}, which tenant "
+                f"{spec.tenant!r} has not stored"
             )
-        source = self._connection(conn, tenant_id, sync.spec.source_connection_id)
-        destination = self._connection(conn, tenant_id, sync.spec.destination_connection_id)
+        source = self._connection(conn, spec.tenant, spec.source_connection_id)
+        destination = self._connection(conn, spec.tenant, spec.destination_connection_id)
         instruction = ProcessingInstruction.from_stored(
-            row.content, content_hash=row.content_hash, version=row.version, tenant=tenant_id
+            row.content, content_hash=row.content_hash, version=row.version, tenant=spec.tenant
         )
-        return _RunParts(sync, instruction, source, destination)
+        return _RunParts(spec, instruction, source, destination)
 
     @staticmethod
     def _connection(conn: Connection, tenant: str, connection_id: str) -> ConnectionRow:
