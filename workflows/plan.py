@@ -67,9 +67,8 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
     except PlanRefused as exc:
         kit.refuse(ctx, inp.run_id, exc, exc.reason)
         raise
-    types = _check_types(
-        kit, ctx, inp.run_id, result, live_types, accepted
-    )  # a refusal before a config error
+    # A refusal before a config error:
+    types = _check_types(kit, ctx, inp.run_id, result, live_types, accepted)
     _check_fields_exist(kit, ctx, result, live)
     _check_route(kit, ctx, inp.run_id)
 
