@@ -1,5 +1,7 @@
 """The sync activities, registered under stable names: ``plan_sync``, ``pull_batch``, ``push_batch``,
-``finish_run``, ``discard_batch``, ``discard_run_staging``. DESIGN.md §1 is the walk they implement::
+``finish_run``, ``discard_batch``, ``discard_run_staging`` (the workflow calls them by method
+reference, ``workflow.execute_activity_method(SyncActivities.pull_batch, …)``; the names keep
+recorded histories replayable). DESIGN.md §1 is the walk they implement::
 
     plan_sync    (control queue) instruction + transfer checks → SyncPlanRef        workflows/plan.py
     pull_batch   (region queue)  pages → project → pseudonymize → transform → seal  workflows/pull.py

@@ -1,16 +1,16 @@
 """What one sync activity call works with: its :class:`SyncContext` (tenant, sync, instruction,
-connections and the tenant's view of the subprocessor registry, loaded from the store and checked)
-and the :class:`ActivityKit` every activity shares (error boundary, ledgers, stream specs, lineage
-events, refusals)."""
+connections and the tenant's view of the subprocessor registry, loaded from the store and checked,
+and the run's lineage citation, :meth:`SyncContext.run`) and the :class:`ActivityKit` every activity
+shares (error boundary, ledgers, stream specs, the runs' contexts, refusals)."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -18,12 +18,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from connectors.base import Connector
-from governance.lineage import Ledger
+from governance.lineage import Ledger, RunRef
 from governance.policy import ProcessingInstruction, SyncPlan
 from governance.registry import Endpoint, Registry, TenantResidency
 from schemas.connector import StreamSpec
 from schemas.errors import ConfigError, CrmhubError, IntegrityError, PolicyError
-from schemas.lineage import DatasetRef, EventKind, LineageEvent
+from schemas.lineage import DatasetRef, DetailValue, EventKind, LineageEvent
 from schemas.sync import SyncStatus
 from services.wiring import ActivityDeps
 from store import connections as connection_store
@@ -35,12 +35,22 @@ from store.connections import ConnectionRow
 from store.engine import Connection
 from workflows.errors import to_application_error, unexpected_error
 
-__all__ = ["STAGING_NAMESPACE", "ActivityKit", "SyncContext", "endpoint_of", "with_residency"]
+__all__ = [
+    "STAGING_NAMESPACE",
+    "ActivityKit",
+    "BatchEvents",
+    "Route",
+    "SyncContext",
+    "endpoint_of",
+    "with_residency",
+]
 
 STAGING_NAMESPACE = "crmhub://staging"
 """Lineage dataset namespace of crmhub's sealed staging store (dataset name: the sync id)."""
 
 _T = TypeVar("_T")
+_CACHED_RUNS = 256
+"""Runs whose context a worker keeps (the oldest is dropped first)."""
 
 
 def _namespace(row: ConnectionRow) -> str:
@@ -142,6 +152,78 @@ class SyncContext:
     def staging_dataset(self) -> DatasetRef:
         return DatasetRef(namespace=STAGING_NAMESPACE, name=self.spec.id)
 
+    def run(self, run_id: str) -> RunRef:
+        """The citation of run ``run_id`` of this sync in its lineage events."""
+        return RunRef.of(self.tenant.id, run_id, sync_id=self.spec.id, instruction=self.instruction)
+
+    def inbound(self) -> Route:
+        """A pull's move: the source dataset, by its vendor, from its region into staging at home."""
+        src = self.source_endpoint()
+        return Route(
+            source=self.source_dataset(), destination=self.staging_dataset(), subprocessor=src.subprocessor,
+            region_from=src.region, region_to=self.home,
+        )  # fmt: skip
+
+    def stored(self, destination: DatasetRef | None = None) -> Route:
+        """Source records kept by crmhub at home: in staging, or in ``destination`` (the quarantine)."""
+        return Route(
+            source=self.source_dataset(), destination=destination or self.staging_dataset(),
+            subprocessor=self.registry.processor.id, region_to=self.home,
+        )  # fmt: skip
+
+    def outbound(self, source: DatasetRef) -> Route:
+        """A push's move: ``source`` to the destination dataset, by its vendor, from home to its region."""
+        dst = self.destination_endpoint()
+        return Route(
+            source=source, destination=self.destination_dataset(), subprocessor=dst.subprocessor,
+            region_from=self.home, region_to=dst.region,
+        )  # fmt: skip
+
+
+class Route(TypedDict, total=False):
+    """Where a lineage event's records went: datasets, the subprocessor and the regions."""
+
+    source: DatasetRef | None
+    destination: DatasetRef | None
+    subprocessor: str | None
+    region_from: str | None
+    region_to: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEvents:
+    """Makes the lineage events of one batch of a run: each cites the run, names the batch first
+    among its details, and all carry one time."""
+
+    run: RunRef
+    batch_id: str
+    at: datetime
+
+    def __call__(
+        self,
+        kind: EventKind,
+        route: Route,
+        counts: Mapping[str, int],
+        hashes: Sequence[str] = (),
+        **details: DetailValue,
+    ) -> LineageEvent:
+        """A ``kind`` event of the batch: records moved along ``route``, ``counts``, the records'
+        keyed ``hashes`` and ``details`` (names and numbers, never values)."""
+        return self.run.event(
+            kind, at=self.at, counts=counts, record_id_hashes=tuple(hashes),
+            details={"batch_id": self.batch_id, **details}, **route,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _RunParts:
+    """What a run reads once per worker for the sync's ``spec`` (see :meth:`ActivityKit.context`)."""
+
+    spec: sync_store.SyncSpec
+    instruction: ProcessingInstruction
+    source: ConnectionRow
+    destination: ConnectionRow
+
 
 class ActivityKit:
     """Shared by every activity thread of a worker: dependencies plus small thread-safe caches (the
@@ -152,6 +234,8 @@ class ActivityKit:
         self._lock = threading.Lock()
         self._ledgers: dict[str, Ledger] = {}
         self._stream_specs: dict[tuple[str, str], StreamSpec] = {}
+        self._runs: dict[tuple[str, str, str], _RunParts] = {}  # oldest first
+        self._registries: dict[tenant_store.TenantRow, Registry] = {}
 
     @staticmethod
     def guarded(name: str, run: Callable[[], _T]) -> _T:
@@ -187,33 +271,88 @@ class ActivityKit:
                 return spec
         raise ConfigError(f"the {connector.name} connection has no stream {stream!r}")
 
-    def context(self, tenant_id: str, sync_id: str, *, instruction_hash: str | None = None) -> SyncContext:
-        """Load the sync; :class:`IntegrityError` if its stored instruction was altered or, given
-        ``instruction_hash``, is not the one the run was planned under."""
-        with self.deps.engine.connect() as conn:
-            tenant = tenant_store.get_tenant(conn, tenant_id)
-            if tenant is None:
-                raise ConfigError(f"unknown tenant {tenant_id!r}")
-            sync = sync_store.get_sync(conn, tenant_id, sync_id)
-            if sync is None:
-                raise ConfigError(f"tenant {tenant_id!r} has no sync {sync_id!r}")
-            row = instruction_store.get_instruction(conn, tenant_id, sync.spec.instruction_version)
-            if row is None:
-                raise ConfigError(
-                    f"sync {sync_id!r} cites instruction v{sync.spec.instruction_version}, which tenant "
-                    f"{tenant_id!r} has not stored"
+    def context(
+        self,
+        tenant_id: str,
+        sync_id: str,
+        *,
+        run_id: str | None = None,
+        instruction_hash: str | None = None,
+        conn: Connection | None = None,
+    ) -> SyncContext:
+        """The sync as the run ``run_id`` sees it; :class:`IntegrityError` if its stored instruction
+        was altered or, given ``instruction_hash``, is not the one the run was planned under.
+
+        The tenant row (home region, authorised subprocessors: a revoked authorisation stops the
+        next activity) and the sync row are read every time; the instruction and the connections
+        the sync names are read once per run and worker while the sync's spec stays as it was (an
+        edited mapping, a new instruction version or other connections: read again), and afresh by
+        a retry (attempt > 1). ``conn`` lets the caller share its read transaction."""
+        if conn is None:
+            with self.deps.engine.connect() as own:
+                return self.context(
+                    tenant_id, sync_id, run_id=run_id, instruction_hash=instruction_hash, conn=own
                 )
-            source = self._connection(conn, tenant_id, sync.spec.source_connection_id)
-            destination = self._connection(conn, tenant_id, sync.spec.destination_connection_id)
-        instruction = ProcessingInstruction.from_stored(
-            row.content, content_hash=row.content_hash, version=row.version, tenant=tenant_id
-        )
-        if instruction_hash is not None and instruction.content_hash != instruction_hash:
+        tenant = tenant_store.get_tenant(conn, tenant_id)
+        if tenant is None:
+            raise ConfigError(f"unknown tenant {tenant_id!r}")
+        sync = sync_store.get_sync(conn, tenant_id, sync_id)
+        if sync is None:
+            raise ConfigError(f"tenant {tenant_id!r} has no sync {sync_id!r}")
+        key = (tenant_id, sync_id, run_id or "")
+        parts = self._cached(key) if run_id else None
+        if parts is None or parts.spec != sync.spec:
+            parts = self._load(conn, sync)
+            if run_id:
+                self._remember(key, parts)
+        if instruction_hash is not None and parts.instruction.content_hash != instruction_hash:
             raise IntegrityError(
-                f"instruction v{row.version} differs from the one this run was planned under; plan again"
+                f"instruction v{parts.instruction.version} differs from the one this run was planned "
+                "under; plan again"
             )
-        registry = with_residency(self.deps.subprocessors, tenant)
-        return SyncContext(tenant, sync, instruction, registry, source, destination)
+        return SyncContext(
+            tenant, sync, parts.instruction, self._registry(tenant), parts.source, parts.destination
+        )
+
+    def _cached(self, key: tuple[str, str, str]) -> _RunParts | None:
+        if activity.info().attempt > 1:  # a retry sees the store as it is now
+            return None
+        with self._lock:
+            return self._runs.get(key)
+
+    def _remember(self, key: tuple[str, str, str], parts: _RunParts) -> None:
+        with self._lock:
+            self._runs.pop(key, None)
+            self._runs[key] = parts
+            while len(self._runs) > _CACHED_RUNS:
+                del self._runs[next(iter(self._runs))]
+
+    def _registry(self, tenant: tenant_store.TenantRow) -> Registry:
+        """The deployment registry with ``tenant``'s residency, built once per tenant row value."""
+        with self._lock:
+            registry = self._registries.get(tenant)
+        if registry is None:
+            registry = with_residency(self.deps.subprocessors, tenant)
+            with self._lock:
+                if len(self._registries) >= _CACHED_RUNS:
+                    self._registries.clear()
+                self._registries[tenant] = registry
+        return registry
+
+    def _load(self, conn: Connection, sync: sync_store.SyncRow) -> _RunParts:
+        spec = sync.spec
+        row = instruction_store.get_instruction(conn, spec.tenant, spec.instruction_version)
+        if row is None:
+            raise ConfigError(
+                f"sync {spec.id!r} cites instruction v{spec.instruction_version}, which tenant "
+                f"{spec.tenant!r} has not stored"
+            )
+        source = self._connection(conn, spec.tenant, spec.source_connection_id)
+        destination = self._connection(conn, spec.tenant, spec.destination_connection_id)
+        instruction = ProcessingInstruction.from_stored(
+            row.content, content_hash=row.content_hash, version=row.version, tenant=spec.tenant
+        )
+        return _RunParts(spec, instruction, source, destination)
 
     @staticmethod
     def _connection(conn: Connection, tenant: str, connection_id: str) -> ConnectionRow:
@@ -221,20 +360,6 @@ class ActivityKit:
         if row is None or row.tenant != tenant:
             raise ConfigError(f"tenant {tenant!r} has no connection {connection_id!r}")
         return row
-
-    def event(self, ctx: SyncContext, run_id: str, kind: EventKind, **fields: Any) -> LineageEvent:
-        """A lineage event of this run, citing the instruction it runs under."""
-        return LineageEvent(
-            kind=kind,
-            tenant=ctx.tenant.id,
-            run_id=run_id,
-            sync_id=ctx.spec.id,
-            instruction_version=ctx.instruction.version,
-            instruction_hash=ctx.instruction.content_hash,
-            purpose=ctx.instruction.purpose,
-            timestamp=self.deps.clock(),
-            **fields,
-        )
 
     def append(self, tenant: str, events: Sequence[LineageEvent]) -> None:
         self.ledger(tenant).append(events)
@@ -257,10 +382,9 @@ class ActivityKit:
         details = {str(k): _detail(v) for k, v in reason.items()}
         details["error"] = type(exc).__name__
         details["code"] = exc.code
-        event = self.event(
-            ctx,
-            run_id,
+        event = ctx.run(run_id).event(
             EventKind.REFUSAL,
+            at=self.deps.clock(),
             source=ctx.source_dataset(),
             destination=ctx.destination_dataset(),
             details=details,

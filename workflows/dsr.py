@@ -16,7 +16,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from schemas.dsr import DsrInput, DsrKind, DsrPlan, DsrResult
+    from schemas.dsr import DsrInput, DsrKind, DsrResult
+    from workflows.dsr_activities import DsrActivities
     from workflows.errors import NON_RETRYABLE_TYPES
 
 __all__ = ["DSR_RETRY", "DataSubjectRequestWorkflow"]
@@ -36,20 +37,18 @@ class DataSubjectRequestWorkflow:
 
     @workflow.run
     async def run(self, inp: DsrInput) -> DsrResult:
-        plan: DsrPlan = await workflow.execute_activity(
-            "dsr_plan",
+        plan = await workflow.execute_activity_method(
+            DsrActivities.dsr_plan,
             inp,
-            result_type=DsrPlan,
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=DSR_RETRY,
             summary=f"plan {inp.kind.value} request {inp.request_id}",
         )
         workflow.set_current_details(f"{inp.kind.value} on {plan.task_queue} over {len(plan.syncs)} syncs")
-        name = "dsr_export" if inp.kind is DsrKind.EXPORT else "dsr_erase"
-        result: DsrResult = await workflow.execute_activity(
-            name,
+        act = DsrActivities.dsr_export if inp.kind is DsrKind.EXPORT else DsrActivities.dsr_erase
+        result = await workflow.execute_activity_method(
+            act,
             inp,
-            result_type=DsrResult,
             task_queue=plan.task_queue,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=timedelta(minutes=2),

@@ -38,6 +38,7 @@ from typing import Any
 
 from temporalio import activity
 
+from governance.lineage import RunRef
 from governance.vault import Vault
 from schemas.connector import ReadMode, Record, StreamState, WriteMode
 from schemas.dsr import DSR_PURPOSE, DsrDestination, DsrInput, DsrKind, DsrPlan, DsrResult
@@ -329,11 +330,10 @@ class DsrActivities:
         self, inp: DsrInput, kind: EventKind, found: _Findings, result: DsrResult, *, reason: str
     ) -> int:
         """Append the request's lineage event (keyed hashes, counts, destinations) and sign a checkpoint."""
-        event = LineageEvent(
-            kind=kind,
-            tenant=inp.tenant,
-            run_id=f"dsr:{inp.request_id}",
-            purpose=DSR_PURPOSE,
+        run = RunRef.of(inp.tenant, f"dsr:{inp.request_id}", purpose=DSR_PURPOSE)
+        event = run.event(
+            kind,
+            at=self.deps.clock(),
             counts={
                 "staging_records": result.staging_records,
                 "dead_letters": result.dead_letters,
@@ -346,7 +346,6 @@ class DsrActivities:
             },
             record_id_hashes=tuple(sorted(found.keys)),
             subprocessor=self.kit.deps.subprocessors.processor.id,
-            timestamp=self.deps.clock(),
             details={
                 "reason": reason,
                 "request_id": inp.request_id,

@@ -3,7 +3,7 @@
     RetentionPurgeWorkflow    activity purge_retention     workflow id maintenance:retention-purge
     KeyRotationCheckWorkflow  activity check_key_rotation  workflow id maintenance:key-rotation-check
 
-Each is one activity call by name (the activities live in :mod:`workflows.maintenance_activities`,
+Each is one activity call by method reference (the activities live in :mod:`workflows.maintenance_activities`,
 registered on the control worker), deterministic and without I/O. The activities are idempotent,
 so retries and a re-run after a failed schedule slot are harmless; errors that no retry can fix
 (bad configuration, an integrity failure) end the run, and the next schedule slot tries again.
@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         RetentionPurgeInput,
         RetentionPurgeResult,
     )
+    from workflows.maintenance_activities import MaintenanceActivities
 
 __all__ = ["MAINTENANCE_RETRY", "KeyRotationCheckWorkflow", "RetentionPurgeWorkflow"]
 
@@ -47,10 +48,9 @@ class RetentionPurgeWorkflow:
     @workflow.run
     async def run(self, inp: RetentionPurgeInput) -> RetentionPurgeResult:
         run_id = inp.run_id or f"retention:{workflow.info().run_id}"
-        result: RetentionPurgeResult = await workflow.execute_activity(
-            "purge_retention",
+        result = await workflow.execute_activity_method(
+            MaintenanceActivities.purge_retention,
             inp.model_copy(update={"run_id": run_id}),
-            result_type=RetentionPurgeResult,
             start_to_close_timeout=_START_TO_CLOSE,
             heartbeat_timeout=_HEARTBEAT,
             retry_policy=MAINTENANCE_RETRY,
@@ -71,10 +71,9 @@ class KeyRotationCheckWorkflow:
 
     @workflow.run
     async def run(self, inp: KeyRotationInput) -> KeyRotationResult:
-        result: KeyRotationResult = await workflow.execute_activity(
-            "check_key_rotation",
+        result = await workflow.execute_activity_method(
+            MaintenanceActivities.check_key_rotation,
             inp,
-            result_type=KeyRotationResult,
             start_to_close_timeout=_START_TO_CLOSE,
             heartbeat_timeout=_HEARTBEAT,
             retry_policy=MAINTENANCE_RETRY,

@@ -29,6 +29,7 @@ from typing import Any
 
 from temporalio import activity
 
+from governance.lineage import RunRef
 from governance.policy import ProcessingInstruction
 from governance.vault import KeyInfo, TenantKeysDestroyed
 from schemas.errors import IntegrityError
@@ -121,19 +122,14 @@ class MaintenanceActivities:
         instruction: ProcessingInstruction | None,
         now: datetime,
     ) -> LineageEvent:
-        return LineageEvent(
-            kind=EventKind.DELETE,
-            tenant=tenant,
-            run_id=run_id,
-            instruction_version=instruction.version if instruction else None,
-            instruction_hash=instruction.content_hash if instruction else None,
-            purpose=instruction.purpose if instruction else None,
+        return RunRef.of(tenant, run_id, instruction=instruction).event(
+            EventKind.DELETE,
+            at=now,
             counts={
                 "staging_parts": result.staging_parts,
                 "dead_letters": result.dead_letters,
                 "id_map_rows": result.id_map_rows,
             },
-            timestamp=now,
             details={
                 "reason": "retention",
                 "retention_days": result.retention_days,

@@ -40,7 +40,9 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
     deps = kit.deps
     now = deps.clock()
     settings = deps.settings
-    ctx = kit.context(inp.tenant, inp.sync_id)
+    with deps.engine.connect() as conn:  # one read: the sync's context and the types it accepted
+        ctx = kit.context(inp.tenant, inp.sync_id, run_id=inp.run_id, conn=conn)
+        accepted = sync_store.accepted_types(conn, ctx.tenant.id, ctx.spec.id)
     region = settings.region_for(ctx.home)
     task_queue = settings.task_queue(region)
     requested = inp.mode or (SyncMode(ctx.spec.default_mode) if ctx.spec.default_mode else None)
@@ -65,7 +67,8 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
     except PlanRefused as exc:
         kit.refuse(ctx, inp.run_id, exc, exc.reason)
         raise
-    types = _check_types(kit, ctx, inp.run_id, result, live_types)  # a refusal before a config error
+    # A refusal before a config error:
+    types = _check_types(kit, ctx, inp.run_id, result, live_types, accepted)
     _check_fields_exist(kit, ctx, result, live)
     _check_route(kit, ctx, inp.run_id)
 
@@ -129,12 +132,15 @@ def _check_fields_exist(kit: ActivityKit, ctx: SyncContext, result: CheckResult,
 
 
 def _check_types(
-    kit: ActivityKit, ctx: SyncContext, run_id: str, result: CheckResult, live: dict[str, str]
+    kit: ActivityKit,
+    ctx: SyncContext,
+    run_id: str,
+    result: CheckResult,
+    live: dict[str, str],
+    earlier: tuple[str, dict[str, str]] | None,
 ) -> dict[str, str]:
-    """The field types this run accepts (the module docstring's rule 3): those accepted earlier
-    under the same instruction, plus the live types of fields read for the first time."""
-    with kit.deps.engine.connect() as conn:
-        earlier = sync_store.accepted_types(conn, ctx.tenant.id, ctx.spec.id)
+    """The field types this run accepts (the module docstring's rule 3): those accepted ``earlier``
+    under the same instruction (hash, types), plus the live types of fields read for the first time."""
     accepted = earlier[1] if earlier and earlier[0] == ctx.instruction.content_hash else {}
     read = {f: live[f] for f in result.fields_read if f in live}
     mine = {f: accepted[f] for f in read if f in accepted}

@@ -8,25 +8,31 @@ added, dropped or retyped since the plan is *drift*, reported once per run (a ``
 one. Added fields are never read (reads name the plan's fields only); a dropped field is simply
 absent from the records.
 
-Per page: the keyed hash of each record's source id (before anything else: the id itself leaves
-only if the instruction allows it); :func:`governance.policy.screen` against the run's planned
-field types — a record whose value no longer fits is *quarantined*: projected like any other,
-sealed as a dead letter with code ``QUARANTINED_TYPE_MISMATCH`` and a reason naming the field, the
-planned and the observed type, never pushed; the rest go through
-:func:`governance.policy.project` (fields outside the instruction never leave the call; marked
+Per page, one governance call (:class:`governance.policy.PageProcessor`): the keyed hash of each
+record's source id (before anything else: the id itself leaves only if the instruction allows it),
+the type contract against the run's planned field types — a record whose value no longer fits is
+*quarantined*: projected like any other, sealed as a dead letter with code
+``QUARANTINED_TYPE_MISMATCH`` and a reason naming the field, the planned and the observed type,
+never pushed — then the projection (fields outside the instruction never leave the call; marked
 fields become pseudonyms), the declared transforms, and the deleted ids as keyed hashes. Pages
-gather into parts of ``part_records``; each part is sealed and stored (with its quarantined
-records), then heartbeated as :class:`PullProgress` — the resume point of a retry. After the last
-part: one ``pull`` event (counts of everything pulled, every record's keyed hash), a
+gather into parts of ``part_records``; each part is sealed and stored with its quarantined records
+in one transaction, then heartbeated as :class:`PullProgress` — the resume point of a retry. After
+the last part: one ``pull`` event (counts of everything pulled, every record's keyed hash), a
 ``quarantine`` event when records were held back, a ``drift`` event for changes first seen, a
 ``transfer`` event when the source region is not the processing region, a ``transform`` event when
 transforms ran, and one ``store`` event per part.
+
+The database, per attempt: one read (the run's context — cached per worker, see
+:meth:`~workflows.context.ActivityKit.context` —, its planned schema and, on a resume, the parts
+kept), one write per part (the first also drops parts an earlier attempt staged but never
+reported), one lineage append; a pull that staged nothing drops those parts in a write of its own.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
@@ -34,19 +40,18 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from connectors.base import Connector
-from governance.policy import PlanRefused, Screening, Transform, apply_transforms, check, project, screen
+from governance.policy import PageProcessor, PlanRefused, Quarantined, Transform, check
 from governance.vault import key_version_of
-from schemas.connector import Record, StreamState
-from schemas.errors import ConfigError, DataError
+from schemas.connector import StreamState
 from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import BatchRef, PullInput
 from store import dead_letters as dead_letter_store
 from store import runs as run_store
 from store import staging as staging_store
-from workflows.context import ActivityKit, SyncContext
+from workflows.context import ActivityKit, BatchEvents, Route, SyncContext
 from workflows.liveness import Keepalive
 from workflows.metrics import count_pull
-from workflows.staging import Held, PendingPart, dead_letter_id, open_part, resume, seal_part
+from workflows.staging import PendingPart, open_part, resume, seal_letter, seal_part
 
 __all__ = ["QUARANTINE_NAMESPACE", "PullProgress", "batch_id_of", "drift_lines", "pull_batch"]
 
@@ -123,48 +128,51 @@ def batch_id_of(run_id: str, seq: int) -> str:
 
 def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records: int) -> BatchRef:
     """Pull one batch (see the module docstring); ``records=0`` and ``deleted=0``: nothing staged."""
-    deps = kit.deps
-    plan = inp.plan
-    ctx = kit.context(plan.tenant, plan.sync_id, instruction_hash=plan.instruction_hash)
-    now = deps.clock()
-    tenant = ctx.tenant.id
+    deps, plan = kit.deps, inp.plan
     batch_id = batch_id_of(plan.run_id, inp.batch_seq)
     progress = resume(PullProgress, batch_id)
     if progress is not None and progress.finished:
         return progress.ref(inp.batch_seq)
+    with deps.engine.connect() as conn:  # one read: the run's context, its planned schema, kept parts
+        ctx = kit.context(
+            plan.tenant, plan.sync_id, run_id=plan.run_id, instruction_hash=plan.instruction_hash, conn=conn
+        )
+        recorded = run_store.run_schema(conn, plan.run_id)
+        kept = progress.parts if progress else []
+        earlier = (
+            [p for p in staging_store.get_staged(conn, plan.tenant, batch_id) if p.part in kept]
+            if kept
+            else []
+        )
+    now = deps.clock()
     try:  # the instruction may have expired since the plan
         checked = check(ctx.sync_plan(now), ctx.instruction, at=now, registry=deps.transforms)
     except PlanRefused as exc:
         kit.refuse(ctx, plan.run_id, exc, exc.reason)
         raise
-    transforms: list[Transform] = []
-    for ref in checked.transforms:
-        t = deps.transforms.get(ref)
-        if t is None:  # pragma: no cover - check() refused unknown transforms already
-            raise ConfigError(f"transform {ref} is not registered")
-        transforms.append(t)
-    with deps.engine.begin() as conn:  # parts staged by an attempt that did not heartbeat them
-        staging_store.delete_staged(conn, tenant, batch_id, keep=progress.parts if progress else [])
     if progress is None:
         progress = PullProgress(batch_id=batch_id, state=inp.state)
-    keys = _staged_keys(kit, ctx, batch_id) if progress.parts else []  # for the pull event
-    withheld = set(progress.withheld_fields)
     expires = now + timedelta(days=ctx.instruction.retention_days)
+    stager = _Stager(kit, ctx, plan.run_id, inp.batch_seq, expires, parts=earlier)
+    keys = [k for p in earlier for k in open_part(deps.vault, ctx, p)[0]]  # for the pull event
+    withheld = set(progress.withheld_fields)
     fields = sorted(checked.fields_read)
-    keyed_hash = deps.pseudonymizer.keyed_hash
     started = time.monotonic()
     pending = PendingPart()
     state, has_more = progress.state, progress.has_more
 
-    planned_types = dict(plan.source_types)
     connector = deps.connector_factory(ctx.spec.source_connection_id)
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
         pk = kit.stream_spec(connector, ctx.spec.source_connection_id, ctx.spec.source_stream).primary_key
-        live_types, new_drift = _drift(kit, ctx, plan.run_id, connector)
+        live_types, new_drift = _drift(ctx, recorded, connector)
         if progress.drift:  # an earlier attempt of this batch saw it first (and may have reported it)
             new_drift = list(dict.fromkeys([*progress.drift, *new_drift]))
         progress = progress.model_copy(update={"drift": new_drift})
+        governance = PageProcessor.for_check(
+            checked, ctx.instruction, deps.transforms, key_field=pk, pseudonymizer=deps.pseudonymizer,
+            planned_types=dict(plan.source_types), live_types=live_types,
+        )  # fmt: skip
         while (
             has_more
             and progress.pages + pending.pages < inp.max_pages
@@ -175,52 +183,32 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
                 raise CancelledError("pull cancelled")
             size = min(page_size, inp.max_records - progress.records - progress.quarantined - pending.read)
             page = connector.read_page(ctx.spec.source_stream, state, size, fields)
-            keys_in: list[str] = []
-            for rec in page.records:
-                rid = rec.get(pk)
-                if rid is None or rid == "":
-                    raise DataError(f"a {ctx.spec.source_stream} record came without its key {pk}")
-                keys_in.append(keyed_hash(tenant, str(rid)))
-            screened = screen(page.records, planned_types, live=live_types)
-            pending.keys += [keys_in[i] for i in screened.kept_positions]
-            if screened.held:
-                pending.held += _held(kit, ctx, page.records, keys_in, screened)
-            projection = project(
-                screened.kept, ctx.instruction, ctx.spec.source_stream, pseudonymizer=deps.pseudonymizer
-            )
-            pending.records += apply_transforms(projection.records, transforms)
-            pending.deleted += [keyed_hash(tenant, str(d)) for d in page.deleted_ids]
-            pending.pages += 1
-            pending.calls += page.calls
-            pending.withheld_values += projection.withheld_values
-            pending.pseudonymized += sum(projection.pseudonymized.values())
-            withheld.update(projection.withheld_fields)
+            governed = governance.process(page.records, page.deleted_ids)
+            pending.add(governed, calls=page.calls)
+            withheld.update(governed.withheld_fields)
             state, has_more = page.next_state, page.has_more
             if pending.read >= part_records or len(pending.deleted) >= part_records:
-                progress = _stage(kit, ctx, plan.run_id, inp.batch_seq, progress, pending, expires)
-                progress = progress.fold(pending, state, has_more, withheld)
+                progress = stager.stage(progress, pending).fold(pending, state, has_more, withheld)
                 keys += pending.keys
                 pending = PendingPart()
             # Liveness; the details are the resume point of the last staged part, never unstaged pages.
             keepalive.beat(progress)
         if pending:
-            progress = _stage(kit, ctx, plan.run_id, inp.batch_seq, progress, pending, expires)
+            progress = stager.stage(progress, pending)
             keys += pending.keys
         progress = progress.fold(pending, state, has_more, withheld)  # pages with nothing to stage too
         keepalive.beat(progress)
     finally:
         connector.close()
         keepalive.stop()  # last: a cancellation deferred until now is raised here
+    stager.drop_unreported(progress)
 
     if progress.records or progress.deleted or progress.quarantined or progress.drift:
         held_keys = _quarantined_keys(kit, ctx, batch_id) if progress.quarantined else []
-        contract = _contract_events(kit, ctx, plan.run_id, progress, held_keys)
-        events = contract  # a batch that pulled nothing but saw drift
-        if progress.records or progress.deleted or progress.quarantined:
-            pseudonymized = checked.pseudonymized_fields
-            pulled = _events(kit, ctx, plan.run_id, progress, keys + held_keys, transforms, pseudonymized)
-            events = [pulled[0], *contract, *pulled[1:]]
-        kit.append_once(tenant, plan.run_id, batch_id, events)
+        ev = BatchEvents(ctx.run(plan.run_id), batch_id, deps.clock())
+        lineage = _Lineage(ctx, ev, progress, checked.pseudonymized_fields)
+        events = lineage.pulled(keys + held_keys, held_keys, governance.transforms, stager.parts)
+        kit.append_once(ctx.tenant.id, plan.run_id, batch_id, events)
         if progress.drift:
             with deps.engine.begin() as conn:
                 run_store.add_run_drift(conn, plan.run_id, progress.drift)
@@ -230,143 +218,119 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
     return progress.ref(inp.batch_seq)
 
 
-def _stage(
-    kit: ActivityKit,
-    ctx: SyncContext,
-    run_id: str,
-    seq: int,
-    progress: PullProgress,
-    pending: PendingPart,
-    expires: datetime,
-) -> PullProgress:
-    """Seal and store ``pending`` as the batch's next part; returns the progress with it listed."""
-    number = max(progress.parts, default=-1) + 1
-    sealed, sealed_deleted = seal_part(kit.deps.vault, ctx, progress.batch_id, number, pending)
-    with kit.deps.engine.begin() as conn:
-        staging_store.put_staged(
-            conn,
-            staging_store.StagedPart(
-                batch_id=progress.batch_id,
-                part=number,
-                tenant=ctx.tenant.id,
-                sync_id=ctx.spec.id,
-                run_id=run_id,
-                seq=seq,
-                sealed=sealed,
-                records=len(pending.records),
-                deleted=len(pending.deleted),
-                deleted_keys=sealed_deleted,
-                created=kit.deps.clock(),
-                expires_at=expires,
-            ),
-        )
-        batch = progress.batch_id
-        held = [_letter(kit, ctx, run_id, batch, number, i, h) for i, h in enumerate(pending.held)]
-        dead_letter_store.add_dead_letters(conn, held)
-    return progress.model_copy(update={"parts": [*progress.parts, number]})
+@dataclass
+class _Stager:
+    """Seals and stores the parts of one batch, each with its quarantined records, one transaction a
+    part. The first write of an attempt also drops the parts an earlier attempt staged but never
+    reported in a heartbeat (those beyond the resume point): a retry reads those pages again."""
+
+    kit: ActivityKit
+    ctx: SyncContext
+    run_id: str
+    seq: int
+    expires: datetime
+    parts: list[staging_store.StagedPart] = field(default_factory=list)  # the batch's, in order
+    dropped: bool = False  # the unreported parts are gone
+
+    def stage(self, progress: PullProgress, pending: PendingPart) -> PullProgress:
+        """Seal and store ``pending`` as the batch's next part; returns the progress with it listed."""
+        deps, tenant, batch = self.kit.deps, self.ctx.tenant.id, progress.batch_id
+        number = max(progress.parts, default=-1) + 1
+        sealed, sealed_deleted = seal_part(deps.vault, self.ctx, batch, number, pending)
+        part = staging_store.StagedPart(
+            batch_id=batch, part=number, tenant=tenant, sync_id=self.ctx.spec.id, run_id=self.run_id,
+            seq=self.seq, sealed=sealed, records=len(pending.records), deleted=len(pending.deleted),
+            deleted_keys=sealed_deleted, created=deps.clock(), expires_at=self.expires,
+        )  # fmt: skip
+        held = [
+            _letter(self.kit, self.ctx, self.run_id, batch, number, i, h) for i, h in enumerate(pending.held)
+        ]
+        with deps.engine.begin() as conn:
+            if not self.dropped:
+                staging_store.delete_staged(conn, tenant, batch, keep=progress.parts)
+            staging_store.put_staged(conn, part)
+            dead_letter_store.add_dead_letters(conn, held)
+        self.dropped = True
+        self.parts.append(part)
+        return progress.model_copy(update={"parts": [*progress.parts, number]})
+
+    def drop_unreported(self, progress: PullProgress) -> None:
+        """Drop the unreported parts of an earlier attempt when this one staged nothing."""
+        if not self.dropped:
+            with self.kit.deps.engine.begin() as conn:
+                staging_store.delete_staged(conn, self.ctx.tenant.id, progress.batch_id, keep=progress.parts)
+            self.dropped = True
 
 
-def _staged_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list[str]:
-    with kit.deps.engine.connect() as conn:
-        parts = staging_store.get_staged(conn, ctx.tenant.id, batch_id)
-    keys: list[str] = []
-    for p in parts:
-        keys += open_part(kit.deps.vault, ctx, p)[0]
-    return keys
+@dataclass(frozen=True, slots=True)
+class _Lineage:
+    """The lineage events of one pulled batch."""
 
+    ctx: SyncContext
+    ev: BatchEvents
+    progress: PullProgress
+    pseudonymized_fields: list[str]
 
-def _events(
-    kit: ActivityKit,
-    ctx: SyncContext,
-    run_id: str,
-    progress: PullProgress,
-    keys: list[str],
-    transforms: list[Transform],
-    pseudonymized_fields: list[str],
-) -> list[LineageEvent]:
-    src = ctx.source_endpoint()
-    batch_id = progress.batch_id
-    events = [
-        kit.event(
-            ctx,
-            run_id,
-            EventKind.PULL,
-            source=ctx.source_dataset(),
-            destination=ctx.staging_dataset(),
-            counts={
-                "records": progress.records + progress.quarantined,
-                "staged": progress.records,
-                "quarantined": progress.quarantined,
-                "deleted": progress.deleted,
-                "withheld_values": progress.withheld_values,
-                "withheld_fields": len(progress.withheld_fields),
-                "pseudonymized": progress.pseudonymized,
-                "pages": progress.pages,
-                "calls": progress.calls,
-            },
-            record_id_hashes=tuple(keys),
-            subprocessor=src.subprocessor,
-            region_from=src.region,
-            region_to=ctx.home,
-            details={
-                "batch_id": batch_id,
-                "withheld": ",".join(progress.withheld_fields),
-                "pseudonymized_fields": ",".join(pseudonymized_fields),
-            },
-        )
-    ]
-    transfer = ctx.registry.transfer(
-        tenant=ctx.tenant.id,
-        run_id=run_id,
-        from_region=src.region,
-        to_region=ctx.home,
-        subprocessor=ctx.registry.processor.id,
-        record_id_hashes=keys,
-        sync_id=ctx.spec.id,
-        purpose=ctx.instruction.purpose,
-        instruction_version=ctx.instruction.version,
-        instruction_hash=ctx.instruction.content_hash,
-        source=ctx.source_dataset(),
-        destination=ctx.staging_dataset(),
-        timestamp=kit.deps.clock(),
-    )
-    if transfer is not None:
-        events.append(transfer)
-    if transforms:
-        events.append(
-            kit.event(
-                ctx,
-                run_id,
-                EventKind.TRANSFORM,
-                source=ctx.staging_dataset(),
-                destination=ctx.staging_dataset(),
-                counts={"records": progress.records},
-                details={"batch_id": batch_id, "transforms": ",".join(t.ref for t in transforms)},
-            )
-        )
-    with kit.deps.engine.connect() as conn:  # every part, those of an earlier attempt included
-        parts = staging_store.get_staged(conn, ctx.tenant.id, batch_id)
-    for p in parts:
-        events.append(
-            kit.event(
-                ctx,
-                run_id,
-                EventKind.STORE,
-                source=ctx.source_dataset(),
-                destination=ctx.staging_dataset(),
-                counts={"records": p.records, "deleted": p.deleted, "bytes": len(p.sealed)},
-                subprocessor=ctx.registry.processor.id,
-                region_to=ctx.home,
-                details={
-                    "batch_id": batch_id,
-                    "part": p.part,
-                    "sealed": True,
-                    "key_version": key_version_of(p.sealed),
-                    "expires_at": p.expires_at.isoformat(),
-                },
-            )
-        )
-    return events
+    def pulled(
+        self,
+        keys: list[str],
+        held_keys: list[str],
+        transforms: Sequence[Transform],
+        parts: list[staging_store.StagedPart],
+    ) -> list[LineageEvent]:
+        """``pull`` (every record read: ``keys``), then ``quarantine`` and ``drift`` (names and
+        types, never values), ``transfer`` when the source region is not home, ``transform`` when
+        transforms ran, one ``store`` per part; a batch that read nothing but saw drift: ``drift``."""
+        ctx, ev, progress = self.ctx, self.ev, self.progress
+        if not (progress.records or progress.deleted or progress.quarantined):
+            return self.contract(held_keys)
+        counts = {
+            "records": progress.records + progress.quarantined, "staged": progress.records,
+            "quarantined": progress.quarantined, "deleted": progress.deleted,
+            "withheld_values": progress.withheld_values, "withheld_fields": len(progress.withheld_fields),
+            "pseudonymized": progress.pseudonymized, "pages": progress.pages, "calls": progress.calls,
+        }  # fmt: skip
+        withheld, pseudonymized = ",".join(progress.withheld_fields), ",".join(self.pseudonymized_fields)
+        events = [ev(EventKind.PULL, ctx.inbound(), counts, keys, withheld=withheld,
+                     pseudonymized_fields=pseudonymized)]  # fmt: skip
+        events += self.contract(held_keys)
+        staging = ctx.staging_dataset()
+        transfer = ctx.registry.transfer_for(
+            ev.run, from_region=ctx.source_endpoint().region, to_region=ctx.home,
+            subprocessor=ctx.registry.processor.id, at=ev.at, record_id_hashes=keys,
+            source=ctx.source_dataset(), destination=staging,
+        )  # fmt: skip
+        if transfer is not None:
+            events.append(transfer)
+        if transforms:
+            refs = ",".join(t.ref for t in transforms)
+            within = Route(source=staging, destination=staging)
+            events.append(ev(EventKind.TRANSFORM, within, {"records": progress.records}, transforms=refs))
+        for p in sorted(parts, key=lambda p: p.part):  # every part, those of an earlier attempt included
+            size = {"records": p.records, "deleted": p.deleted, "bytes": len(p.sealed)}
+            events.append(
+                ev(EventKind.STORE, ctx.stored(), size, part=p.part, sealed=True,
+                   key_version=key_version_of(p.sealed), expires_at=p.expires_at.isoformat())
+            )  # fmt: skip
+        return events
+
+    def contract(self, held_keys: list[str]) -> list[LineageEvent]:
+        """The ``quarantine`` and ``drift`` events of the batch."""
+        ctx, ev, progress = self.ctx, self.ev, self.progress
+        events: list[LineageEvent] = []
+        if progress.quarantined:
+            held = ctx.stored(DatasetRef(namespace=QUARANTINE_NAMESPACE, name=ctx.spec.id))
+            reasons = " | ".join(f"{r}: {n}" for r, n in progress.reasons.items())
+            events.append(
+                ev(EventKind.QUARANTINE, held, {"records": progress.quarantined}, held_keys, sealed=True,
+                   reasons=reasons)
+            )  # fmt: skip
+        if progress.drift:
+            kinds = [line.split(" ", 1)[0] for line in progress.drift]
+            counts = {k: kinds.count(k) for k in ("added", "dropped", "retyped")}
+            source = Route(source=ctx.source_dataset())
+            events.append(ev(EventKind.DRIFT, source, counts, changes=" | ".join(progress.drift)))
+        return events
 
 
 def drift_lines(planned: dict[str, str], live: dict[str, str]) -> list[str]:
@@ -381,12 +345,10 @@ def drift_lines(planned: dict[str, str], live: dict[str, str]) -> list[str]:
 
 
 def _drift(
-    kit: ActivityKit, ctx: SyncContext, run_id: str, connector: Connector
+    ctx: SyncContext, recorded: tuple[dict[str, str], list[str]] | None, connector: Connector
 ) -> tuple[dict[str, str], list[str]]:
     """The live field types of the source and the drift not yet reported in this run (none when the
     run recorded no planned schema: a run planned before schema contracts existed)."""
-    with kit.deps.engine.connect() as conn:
-        recorded = run_store.run_schema(conn, run_id)
     if recorded is None:
         return {}, []
     planned, reported = recorded
@@ -394,48 +356,16 @@ def _drift(
     return live, [line for line in drift_lines(planned, live) if line not in reported]
 
 
-def _held(
-    kit: ActivityKit, ctx: SyncContext, records: list[Record], keys: list[str], screened: Screening
-) -> list[Held]:
-    """The quarantined records of a page, projected to the instruction (and pseudonymized) like the
-    records that go on: the quarantine holds nothing the staging would not."""
-    picked = [records[i] for i, _ in screened.held]
-    projection = project(
-        picked, ctx.instruction, ctx.spec.source_stream, pseudonymizer=kit.deps.pseudonymizer
-    )
-    return [
-        Held(keys[i], rec, "; ".join(m.reason for m in misfits))
-        for (i, misfits), rec in zip(screened.held, projection.records, strict=True)
-    ]
-
-
 def _letter(
-    kit: ActivityKit, ctx: SyncContext, run_id: str, batch_id: str, part: int, index: int, held: Held
+    kit: ActivityKit, ctx: SyncContext, run_id: str, batch_id: str, part: int, index: int, held: Quarantined
 ) -> dead_letter_store.DeadLetter:
     """A quarantined record as a dead letter: the record sealed (like every dead letter), the
     reason in clear (field and type names only)."""
-    deps, tenant, sync_id = kit.deps, ctx.tenant.id, ctx.spec.id
-    letter_id = dead_letter_id(tenant, sync_id, batch_id, part, "quarantine", index)
     body = {"record": held.record, "vendor_message": None, "kind": "quarantine", "reason": held.reason}
-    sealed = deps.vault.seal(
-        tenant,
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
-        dataset="dead-letter",
-        object_id=letter_id,
-        purpose=ctx.instruction.purpose,
-    )
-    return dead_letter_store.DeadLetter(
-        id=letter_id,
-        tenant=tenant,
-        sync_id=sync_id,
-        run_id=run_id,
-        batch_id=batch_id,
-        record_key_hash=held.key,
-        sealed_record=sealed,
-        error_code=dead_letter_store.QUARANTINED,
-        error_message=f"quarantined: {held.reason}",
-        created=deps.clock(),
-    )
+    return seal_letter(
+        kit.deps.vault, ctx, run_id, (batch_id, part, "quarantine", index), held.key, body,
+        code=dead_letter_store.QUARANTINED, message=f"quarantined: {held.reason}", created=kit.deps.clock(),
+    )  # fmt: skip
 
 
 def _quarantined_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list[str]:
@@ -445,43 +375,3 @@ def _quarantined_keys(kit: ActivityKit, ctx: SyncContext, batch_id: str) -> list
             conn, ctx.tenant.id, ctx.spec.id, batch_id=batch_id, limit=1_000_000
         )
     return [d.record_key_hash for d in letters]
-
-
-def _contract_events(
-    kit: ActivityKit, ctx: SyncContext, run_id: str, progress: PullProgress, held_keys: list[str]
-) -> list[LineageEvent]:
-    """The ``quarantine`` and ``drift`` events of a batch (names and types, never values)."""
-    events: list[LineageEvent] = []
-    batch_id = progress.batch_id
-    if progress.quarantined:
-        events.append(
-            kit.event(
-                ctx,
-                run_id,
-                EventKind.QUARANTINE,
-                source=ctx.source_dataset(),
-                destination=DatasetRef(namespace=QUARANTINE_NAMESPACE, name=ctx.spec.id),
-                counts={"records": progress.quarantined},
-                record_id_hashes=tuple(held_keys),
-                subprocessor=ctx.registry.processor.id,
-                region_to=ctx.home,
-                details={
-                    "batch_id": batch_id,
-                    "sealed": True,
-                    "reasons": " | ".join(f"{r}: {n}" for r, n in progress.reasons.items()),
-                },
-            )
-        )
-    if progress.drift:
-        kinds = [line.split(" ", 1)[0] for line in progress.drift]
-        events.append(
-            kit.event(
-                ctx,
-                run_id,
-                EventKind.DRIFT,
-                source=ctx.source_dataset(),
-                counts={k: kinds.count(k) for k in ("added", "dropped", "retyped")},
-                details={"batch_id": batch_id, "changes": " | ".join(progress.drift)},
-            )
-        )
-    return events

@@ -6,7 +6,10 @@ nothing — then per-record outcomes: accepted → ``id_map`` (source key hash �
 refused → a dead letter (sealed record and vendor message, vendor code, redacted message), so bad
 records never block good ones. Staged deletes are looked up in the id map and deleted at the
 destination (``DELETE``) when its stream supports it, else dead-lettered ``DELETE_NOT_SUPPORTED``.
-Each written part is heartbeated as :class:`PushProgress`; a retry skips it.
+Each written part is heartbeated as :class:`PushProgress`; a retry skips it. The database, per
+attempt: one read (the run's context — cached per worker —, the batch's parts and the first one to
+write), a read of each further part, one write per part (its id map rows and dead letters), one
+lineage append, the staging's deletion.
 
 The move to the destination's region is checked before anything is written (fail closed). After
 the last part: a ``push`` event (counts, keyed hashes of accepted records), a ``transfer`` event when
@@ -17,7 +20,6 @@ part but its hashes only the parts written by the last attempt.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
@@ -32,10 +34,10 @@ from schemas.sync import BatchRef, PushInput, PushResult
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import staging as staging_store
-from workflows.context import ActivityKit, SyncContext
+from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
 from workflows.metrics import count_push
-from workflows.staging import dead_letter_id, open_part, redact, resume
+from workflows.staging import open_part, redact, resume, seal_letter
 
 __all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "push_batch"]
 
@@ -77,18 +79,22 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     if batch.records == 0 and batch.deleted == 0:
         return PushResult(batch_id=batch.batch_id, pushed=0)
     deps = kit.deps
-    ctx = kit.context(plan.tenant, plan.sync_id, instruction_hash=plan.instruction_hash)
-    tenant = ctx.tenant.id
     progress = resume(PushProgress, batch.batch_id)
     if progress is not None and progress.finished:
-        delete_staging(kit, tenant, batch.batch_id)
+        delete_staging(kit, plan.tenant, batch.batch_id)
         return progress.result()
-    with deps.engine.connect() as conn:
-        parts = staging_store.staged_parts(conn, tenant, batch.batch_id)
-    if not parts:
-        return _already_pushed(kit, ctx, plan.run_id, batch)
     progress = progress or PushProgress(batch_id=batch.batch_id)
     done_before = set(progress.done_parts)
+    with deps.engine.connect() as conn:  # one read: the run's context, the parts and the first to write
+        ctx = kit.context(
+            plan.tenant, plan.sync_id, run_id=plan.run_id, instruction_hash=plan.instruction_hash, conn=conn
+        )
+        parts = staging_store.staged_parts(conn, plan.tenant, batch.batch_id)
+        todo = [n for n in parts if n not in done_before]
+        first = staging_store.get_staged(conn, plan.tenant, batch.batch_id, part=todo[0]) if todo else []
+    tenant = ctx.tenant.id
+    if not parts:
+        return _already_pushed(kit, ctx, plan.run_id, batch)
 
     # Fail closed before anything leaves: the move to the destination's region must be permitted.
     dst = ctx.destination_endpoint()
@@ -101,13 +107,14 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     try:
         spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
         writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive)
-        for number in parts:
-            if number in done_before:
-                continue
+        for number in todo:
             if activity.is_cancelled():
                 raise CancelledError("push cancelled")
-            with deps.engine.connect() as conn:
-                (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
+            if first and first[0].part == number:
+                part = first.pop()
+            else:
+                with deps.engine.connect() as conn:
+                    (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
             keys, records, deleted = open_part(deps.vault, ctx, part)
             progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
@@ -282,29 +289,13 @@ class _Writer:
         vendor_message: str | None,
     ) -> dead_letter_store.DeadLetter:
         """A dead letter: record and vendor message sealed; code and a redacted message in clear."""
-        deps, tenant, sync_id = self.kit.deps, self.ctx.tenant.id, self.ctx.spec.id
-        letter_id = dead_letter_id(tenant, sync_id, part.batch_id, part.part, kind, index)
         body = {"record": record, "vendor_message": vendor_message, "kind": kind}
-        sealed = deps.vault.seal(
-            tenant,
-            json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
-            dataset="dead-letter",
-            object_id=letter_id,
-            purpose=self.ctx.instruction.purpose,
-        )
         shown = redact(vendor_message, record)
-        return dead_letter_store.DeadLetter(
-            id=letter_id,
-            tenant=tenant,
-            sync_id=sync_id,
-            run_id=self.run_id,
-            batch_id=part.batch_id,
-            record_key_hash=key,
-            sealed_record=sealed,
-            error_code=code,
-            error_message=f"{kind} refused: {code}" + (f" ({shown})" if shown else ""),
-            created=deps.clock(),
-        )
+        return seal_letter(
+            self.kit.deps.vault, self.ctx, self.run_id, (part.batch_id, part.part, kind, index), key, body,
+            code=code, message=f"{kind} refused: {code}" + (f" ({shown})" if shown else ""),
+            created=self.kit.deps.clock(),
+        )  # fmt: skip
 
 
 def _accepted_earlier(kit: ActivityKit, ctx: SyncContext, batch_id: str, parts: set[int]) -> list[str]:
@@ -328,66 +319,28 @@ def _events(
     accepted: list[str],
     gone: list[str],
 ) -> list[LineageEvent]:
+    """``push`` (keys the destination accepted), ``transfer`` when the destination region is not
+    home, ``delete`` when source deletes were propagated (or could not be)."""
+    ev = BatchEvents(ctx.run(run_id), progress.batch_id, kit.deps.clock())
+    counts = {
+        "pushed": progress.created + progress.updated, "created": progress.created,
+        "updated": progress.updated, "failed": progress.failed, "calls": progress.calls,
+    }  # fmt: skip
+    events = [ev(EventKind.PUSH, ctx.outbound(ctx.staging_dataset()), counts, accepted)]
     dst = ctx.destination_endpoint()
-    batch_id = progress.batch_id
-    events = [
-        kit.event(
-            ctx,
-            run_id,
-            EventKind.PUSH,
-            source=ctx.staging_dataset(),
-            destination=ctx.destination_dataset(),
-            counts={
-                "pushed": progress.created + progress.updated,
-                "created": progress.created,
-                "updated": progress.updated,
-                "failed": progress.failed,
-                "calls": progress.calls,
-            },
-            record_id_hashes=tuple(accepted),
-            subprocessor=dst.subprocessor,
-            region_from=ctx.home,
-            region_to=dst.region,
-            details={"batch_id": batch_id},
-        )
-    ]
-    transfer = ctx.registry.transfer(
-        tenant=ctx.tenant.id,
-        run_id=run_id,
-        from_region=ctx.home,
-        to_region=dst.region,
-        subprocessor=dst.subprocessor,
-        record_id_hashes=[*accepted, *gone],
-        sync_id=ctx.spec.id,
-        purpose=ctx.instruction.purpose,
-        instruction_version=ctx.instruction.version,
-        instruction_hash=ctx.instruction.content_hash,
-        source=ctx.staging_dataset(),
+    transfer = ctx.registry.transfer_for(
+        ev.run, from_region=ctx.home, to_region=dst.region, subprocessor=dst.subprocessor, at=ev.at,
+        record_id_hashes=[*accepted, *gone], source=ctx.staging_dataset(),
         destination=ctx.destination_dataset(),
-        timestamp=kit.deps.clock(),
-    )
+    )  # fmt: skip
     if transfer is not None:
         events.append(transfer)
     if progress.deletes_propagated or progress.deletes_failed or progress.deletes_unmapped:
-        events.append(
-            kit.event(
-                ctx,
-                run_id,
-                EventKind.DELETE,
-                source=ctx.source_dataset(),
-                destination=ctx.destination_dataset(),
-                counts={
-                    "deleted": progress.deletes_propagated,
-                    "failed": progress.deletes_failed,
-                    "not_at_destination": progress.deletes_unmapped,
-                },
-                record_id_hashes=tuple(gone),
-                subprocessor=dst.subprocessor,
-                region_from=ctx.home,
-                region_to=dst.region,
-                details={"batch_id": batch_id},
-            )
-        )
+        counts = {
+            "deleted": progress.deletes_propagated, "failed": progress.deletes_failed,
+            "not_at_destination": progress.deletes_unmapped,
+        }  # fmt: skip
+        events.append(ev(EventKind.DELETE, ctx.outbound(ctx.source_dataset()), counts, gone))
     return events
 
 

@@ -13,39 +13,32 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
+from governance.policy import GovernedPage, Quarantined
 from governance.vault import Vault
 from schemas.connector import Record
 from schemas.errors import DataError, IntegrityError
+from store import dead_letters as dead_letter_store
 from store import staging as staging_store
 from workflows.context import SyncContext
 
 __all__ = [
-    "Held",
     "PendingPart",
     "dead_letter_id",
     "open_part",
     "redact",
     "resume",
+    "seal_letter",
     "seal_part",
 ]
 
 _VERSION = 1
 _P = TypeVar("_P", bound=BaseModel)
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A quarantined record: its keyed hash, the record (projected to the instruction, pseudonymized)
-    and the reason (field, planned and observed type — never the value)."""
-
-    key: str
-    record: Record
-    reason: str
 
 
 @dataclass
@@ -56,11 +49,22 @@ class PendingPart:
     keys: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
-    held: list[Held] = field(default_factory=list)
+    held: list[Quarantined] = field(default_factory=list)
     pages: int = 0
     calls: int = 0
     withheld_values: int = 0
     pseudonymized: int = 0
+
+    def add(self, page: GovernedPage, *, calls: int) -> None:
+        """Add one governed page (and the vendor calls it took)."""
+        self.keys += page.keys
+        self.records += page.records
+        self.deleted += page.deleted
+        self.held += page.quarantined
+        self.pages += 1
+        self.calls += calls
+        self.withheld_values += page.withheld_values
+        self.pseudonymized += page.pseudonymized
 
     def __bool__(self) -> bool:
         """True when there is something to stage (records, deletes or quarantined records)."""
@@ -122,6 +126,37 @@ def open_part(
         )
         deleted = list(json.loads(raw))
     return keys, records, deleted
+
+
+def seal_letter(
+    vault: Vault,
+    ctx: SyncContext,
+    run_id: str,
+    where: tuple[str, int, str, int],
+    key: str,
+    body: dict[str, Any],
+    *,
+    code: str,
+    message: str,
+    created: datetime,
+) -> dead_letter_store.DeadLetter:
+    """The dead letter of one record, ``where`` = (batch, part, kind, index in the part): ``body``
+    (the record and what was said about it) sealed like staging, ``code`` and ``message`` (names and
+    codes, never values) in clear, under a deterministic id (:func:`dead_letter_id`)."""
+    tenant, sync_id = ctx.tenant.id, ctx.spec.id
+    batch_id, part, kind, index = where
+    letter_id = dead_letter_id(tenant, sync_id, batch_id, part, kind, index)
+    sealed = vault.seal(
+        tenant,
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
+        dataset="dead-letter",
+        object_id=letter_id,
+        purpose=ctx.instruction.purpose,
+    )
+    return dead_letter_store.DeadLetter(
+        id=letter_id, tenant=tenant, sync_id=sync_id, run_id=run_id, batch_id=batch_id,
+        record_key_hash=key, sealed_record=sealed, error_code=code, error_message=message, created=created,
+    )  # fmt: skip
 
 
 def dead_letter_id(tenant: str, sync_id: str, batch_id: str, part: int, kind: str, index: int) -> str:

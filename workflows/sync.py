@@ -17,6 +17,7 @@ another region — it reports status ``waiting`` with the reason and tries again
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -48,9 +49,11 @@ with workflow.unsafe.imports_passed_through():
         SyncStatus,
     )
     from workflows import search_attributes as sa
+    from workflows.activities import SyncActivities
 
 __all__ = ["CONTROL_QUEUE", "SyncWorkflow"]
 
+_A = TypeVar("_A")
 _T = TypeVar("_T")
 
 CONTROL_QUEUE = "crmhub-control"
@@ -185,16 +188,14 @@ class SyncWorkflow:
     async def _plan_run(self, inp: SyncInput) -> SyncPlanRef:
         assert self._run_id is not None
         try:
-            plan: SyncPlanRef = await workflow.execute_activity(
-                "plan_sync",
+            return await workflow.execute_activity_method(
+                SyncActivities.plan_sync,
                 PlanInput(tenant=inp.tenant, sync_id=inp.sync_id, run_id=self._run_id, mode=inp.mode),
-                result_type=SyncPlanRef,
                 task_queue=workflow.info().task_queue,
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=RetryPolicy(maximum_attempts=5, non_retryable_error_types=_NON_RETRYABLE),
                 summary=f"plan {inp.tenant}/{inp.sync_id}: check instruction and transfer rules",
             )
-            return plan
         except ActivityError as err:
             refused = _cause_type(err) in ("PurposeViolation", "TransferNotPermitted", "PlanRefused")
             self._status = SyncStatus.REFUSED if refused else SyncStatus.FAILED
@@ -215,14 +216,14 @@ class SyncWorkflow:
             time_budget_s=plan.activity_time_budget_s,
         )  # fmt: skip
         return await self._region_activity(
-            "pull_batch", pull, BatchRef, plan,
+            SyncActivities.pull_batch, pull, plan,
             summary=f"pull {plan.source}/{plan.source_stream} batch {seq} after {state.cursor or 'start'}",
             start_to_close=timedelta(seconds=plan.activity_time_budget_s * 5),
         )  # fmt: skip
 
     async def _push(self, plan: SyncPlanRef, batch: BatchRef) -> PushResult:
         return await self._region_activity(
-            "push_batch", PushInput(plan=plan, batch=batch), PushResult, plan,
+            SyncActivities.push_batch, PushInput(plan=plan, batch=batch), plan,
             summary=f"push batch {batch.seq} ({batch.records} records) to "
             f"{plan.destination}/{plan.destination_stream}",
             start_to_close=timedelta(minutes=30),
@@ -230,9 +231,8 @@ class SyncWorkflow:
 
     async def _region_activity(
         self,
-        name: str,
-        arg: object,
-        result_type: type[_T],
+        activity: Callable[[SyncActivities, _A], _T],
+        arg: _A,
         plan: SyncPlanRef,
         *,
         summary: str,
@@ -246,10 +246,9 @@ class SyncWorkflow:
             # so a long wait does not grow the history quickly.
             wait_s = min(plan.region_wait_s * 2**attempt, max(plan.region_wait_s, 900.0))
             try:
-                result: _T = await workflow.execute_activity(
-                    name,
+                result = await workflow.execute_activity_method(
+                    activity,
                     arg,
-                    result_type=result_type,
                     task_queue=plan.task_queue,
                     schedule_to_start_timeout=timedelta(seconds=wait_s),
                     start_to_close_timeout=start_to_close,
@@ -288,8 +287,8 @@ class SyncWorkflow:
     async def _finish(self, plan: SyncPlanRef, state: StreamState, status: SyncStatus, message: str) -> None:
         self._phase = SyncPhase.FINISHING
         self._publish()
-        await workflow.execute_activity(
-            "finish_run",
+        await workflow.execute_activity_method(
+            SyncActivities.finish_run,
             FinishInput(plan=plan, final_state=state, counts=self._counts, status=status, message=message),
             task_queue=workflow.info().task_queue,
             start_to_close_timeout=timedelta(minutes=2),
@@ -308,8 +307,8 @@ class SyncWorkflow:
         if pending is not None:
             pending.cancel()
         await asyncio.shield(
-            workflow.execute_activity(
-                "discard_run_staging",
+            workflow.execute_activity_method(
+                SyncActivities.discard_run_staging,
                 plan,
                 task_queue=plan.task_queue,
                 start_to_close_timeout=timedelta(minutes=5),

@@ -18,6 +18,9 @@ carrying text, a date field a non-date, a checkbox a string), naming field, plan
 type — never the value. :func:`check_types` refuses the next run while a field it reads has another
 type than the one accepted under the same instruction (the controller re-issues the instruction).
 
+A pull does all of it for a page in one call: :meth:`PageProcessor.process` hashes the source ids,
+screens, projects and pseudonymizes, applies the transforms and returns a :class:`GovernedPage`.
+
 Error messages name fields, objects, transforms and purposes — never field values.
 
 One concept a module, all imported from here (the modules are private, as in httpx):
@@ -30,11 +33,14 @@ One concept a module, all imported from here (the modules are private, as in htt
 ``_projection``        :class:`Projection`, :func:`project` (compiled per-object allowlist)
 ``_contract``          :func:`value_kind`, :func:`fits`, :class:`Misfit`, :class:`Screening`,
                        :func:`screen`, :func:`check_types`
+``_page``              :class:`PageProcessor` (one page's whole governance step in one call),
+                       :class:`GovernedPage`, :class:`Quarantined`
 =====================  ==========================================================================
 """
 
 from governance.policy._contract import Misfit, Screening, check_types, fits, screen, value_kind
 from governance.policy._instruction import ProcessingInstruction, load_instruction
+from governance.policy._page import GovernedPage, PageProcessor, Quarantined
 from governance.policy._plan import CheckResult, PlanRefused, SyncPlan, check
 from governance.policy._projection import Projection, project
 from governance.policy._transforms import (
@@ -48,10 +54,13 @@ from schemas.connector import Record
 
 __all__ = [
     "CheckResult",
+    "GovernedPage",
     "Misfit",
+    "PageProcessor",
     "PlanRefused",
     "ProcessingInstruction",
     "Projection",
+    "Quarantined",
     "Record",
     "Screening",
     "SyncPlan",
