@@ -129,7 +129,8 @@ def _form(path: str, ids: dict[str, str]) -> dict[str, Any]:
 
 
 def _fill(path: str, ids: dict[str, str]) -> str:
-    return path.replace("{sync_id}", ids["sync"]).replace("{provider}", "salesforce").replace("{index}", "0").replace("{run_id}", ids["run"])
+    filled = path.replace("{sync_id}", ids["sync"]).replace("{provider}", "salesforce")
+    return filled.replace("{index}", "0").replace("{run_id}", ids["run"])
 
 
 async def test_every_route_as_tenant_a_reads_nothing_of_tenant_b(
