@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from schemas.settings import CodecSettings, DevServerSettings, Settings, TemporalSettings
 from store.codec_audit import list_audit
+from tests.api.web.test_web_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.ports import free_port
 from workers.client import connect
 from workers.codec_server import LOOPBACK_ACTOR
@@ -23,15 +24,6 @@ from workers.codec_server import LOOPBACK_ACTOR
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "temporal-ui"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CRMHUB = [sys.executable, "-m", "api"]
 # A made-up person: the test asserts it is readable in the UI and absent from the raw history.
 SECRET_INPUT = "Contact Ada Lovelace <ada.lovelace@example.org>"
