@@ -24,7 +24,7 @@ from pathlib import Path
 from schemas.errors import ConfigError
 from schemas.settings import OAuthSettings, Settings
 from workers.codec_server import CodecServerSettings, is_loopback
-from workers.devserver import pid_alive, port_open, read_pid, stop_process_group
+from workers.devserver import port_open, read_pid, stop_detached
 
 __all__ = [
     "CodecProcessStatus",
@@ -142,16 +142,7 @@ def start_codec_server(settings: Settings, *, timeout: float = 30.0) -> CodecPro
 def stop_codec_server(settings: Settings, *, timeout: float = 10.0) -> bool:
     """Stop the codec server started by :func:`start_codec_server`; False if none was running."""
     pid_file, _ = _paths(settings)
-    pid = read_pid(pid_file)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
-        return False
-    stop_process_group(pid, timeout)
-    proc = _started.pop(pid, None)
-    if proc is not None:
-        proc.wait(timeout)
-    pid_file.unlink(missing_ok=True)
-    return not pid_alive(pid)
+    return stop_detached(pid_file, _started, timeout)
 
 
 def _settings_json(settings: Settings) -> bytes:

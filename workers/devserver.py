@@ -32,6 +32,7 @@ __all__ = [
     "port_open",
     "read_pid",
     "start_dev_server",
+    "stop_detached",
     "stop_dev_server",
     "stop_process_group",
     "temporal_binary",
@@ -169,12 +170,18 @@ def _ui_answers(host: str, port: int) -> bool:
 def stop_dev_server(settings: Settings, *, timeout: float = 20.0) -> bool:
     """Stop the dev server started by :func:`start_dev_server`; False if none was running."""
     pid_file, _, _ = _paths(settings)
+    return stop_detached(pid_file, _started, timeout)
+
+
+def stop_detached(pid_file: Path, started: dict[int, subprocess.Popen[bytes]], timeout: float) -> bool:
+    """Stop the detached server whose pid ``pid_file`` holds (reaping it if this process started
+    it, i.e. it is in ``started``) and remove the file; False if none was running."""
     pid = read_pid(pid_file)
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return False
     stop_process_group(pid, timeout)
-    proc = _started.pop(pid, None)
+    proc = started.pop(pid, None)
     if proc is not None:
         proc.wait(timeout)
     pid_file.unlink(missing_ok=True)
