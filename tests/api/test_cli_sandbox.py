@@ -110,6 +110,15 @@ def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout
+    audit = [sys.executable, "-m", "api", "audit", "report", "--tenant", "demo", "--format", "html"]
+    html = subprocess.run(
+        audit, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert html.returncode == 0, html.stderr
+    assert "all 2 run(s) reconcile" in html.stdout  # the auditor's first page
+    # created vs updated as HubSpot answered: the full sync into the empty sandbox HubSpot created
+    # every contact; the incremental one updated the 50 modified at the source
+    assert "1,000 (1,000 / 0)" in html.stdout and "50 (0 / 50)" in html.stdout
     status = subprocess.run(
         [sys.executable, "-m", "api", "temporal", "status", "--json"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
@@ -124,3 +133,8 @@ def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
     again = " ".join(rerun.stdout.split())
     assert "HubSpot now holds 980 contacts" in again  # ... the sync follows the new connections
     assert "ledger: verified" in again and again.count("completed") == 2  # the full and incremental rows
+    html = subprocess.run(
+        audit, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "all 4 run(s) reconcile" in html.stdout
+    assert html.stdout.count("1,000 (1,000 / 0)") == 2  # the new sandbox's HubSpot was empty again
