@@ -141,7 +141,9 @@ async def test_schedule_is_shown_and_edited_with_csrf_and_tenant_scope(
         page = (await client.get("/syncs")).text
         assert 'id="temporal-down"' not in page
         assert "none (runs on demand)" in page
-        assert _forms(page) == {"run"}  # never ran: Run now only
+        assert _forms(page) == {"run"}  # no run in Temporal: Run now only
+        # the latest run crmhub recorded (refused) stands in for live progress
+        assert "from crmhub's run records</span>" in page and "not run yet" not in page
         csrf = csrf_of(page)
 
         async def post(sync_id: str, **data: str) -> httpx.Response:
