@@ -24,7 +24,7 @@ from pathlib import Path
 from schemas.errors import ConfigError
 from schemas.settings import OAuthSettings, Settings
 from workers.codec_server import CodecServerSettings, is_loopback
-from workers.devserver import port_open, read_pid, stop_detached
+from workers.devserver import port_open, read_pid, stop_detached, wait_started
 
 __all__ = [
     "CodecProcessStatus",
@@ -127,16 +127,8 @@ def start_codec_server(settings: Settings, *, timeout: float = 30.0) -> CodecPro
         proc.stdin.close()
         pid_file.write_text(str(proc.pid))
         _started[proc.pid] = proc
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = codec_server_status(settings)
-        if status.healthy:
-            return status
-        started = _started.get(status.pid) if status.pid is not None else None
-        if status.pid is None or (started is not None and started.poll() is not None):
-            raise ConfigError(f"the codec server exited at start; see {log_path}")
-        time.sleep(0.2)
-    raise ConfigError(f"the codec server did not answer within {timeout:.0f}s; see {log_path}")
+    wait_started(pid_file, _started, lambda: _healthy(codec.url), "the codec server", log_path, timeout)
+    return codec_server_status(settings)
 
 
 def stop_codec_server(settings: Settings, *, timeout: float = 10.0) -> bool:

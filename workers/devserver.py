@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ __all__ = [
     "stop_process_group",
     "temporal_binary",
     "ui_codec_endpoint",
+    "wait_started",
 ]
 
 
@@ -147,16 +149,34 @@ def start_dev_server(settings: Settings, *, timeout: float = 60.0) -> DevServerS
             )
         pid_file.write_text(str(proc.pid))
         _started[proc.pid] = proc
+
+    def ready() -> bool:
+        return dev_server_status(settings).reachable and _ui_answers(dev.ip, dev.ui_port)
+
+    wait_started(pid_file, _started, ready, "the Temporal dev server", log_path, timeout)
+    return dev_server_status(settings)
+
+
+def wait_started(
+    pid_file: Path,
+    started: dict[int, subprocess.Popen[bytes]],
+    ready: Callable[[], bool],
+    what: str,
+    log_path: Path,
+    timeout: float,
+) -> None:
+    """Wait until ``ready()``; :class:`ConfigError` naming ``log_path`` if the detached server of
+    ``pid_file`` exits first or is not ready within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = dev_server_status(settings)
-        if status.reachable and _ui_answers(dev.ip, dev.ui_port):
-            return status
-        started = _started.get(status.pid) if status.pid is not None else None
-        if status.pid is None or (started is not None and started.poll() is not None):
-            raise ConfigError(f"the Temporal dev server exited at start; see {log_path}")
+        if ready():
+            return
+        pid = read_pid(pid_file)
+        proc = started.get(pid) if pid is not None else None
+        if pid is None or (proc is not None and proc.poll() is not None):
+            raise ConfigError(f"{what} exited at start; see {log_path}")
         time.sleep(0.2)
-    raise ConfigError(f"the Temporal dev server did not become ready within {timeout:.0f}s; see {log_path}")
+    raise ConfigError(f"{what} did not become ready within {timeout:.0f}s; see {log_path}")
 
 
 def _ui_answers(host: str, port: int) -> bool:

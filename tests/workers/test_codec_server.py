@@ -494,3 +494,15 @@ def test_loopback_dev_is_off_by_default_and_only_on_a_loopback_bind(vault: Vault
             create_codec_app(CodecServerSettings(loopback_namespace=NS), vault, bind_host=host)
     # loopback-dev alone (no token) is enough to run, on loopback
     create_codec_app(CodecServerSettings(loopback_namespace=NS), vault, bind_host="::1")
+
+
+def test_loopback_dev_command_refuses_a_non_loopback_bind(db_url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
+    env.update(CRMHUB_DATA_DIR=str(tmp_path / "data"), CRMHUB_DATABASE_URL=db_url)
+    res = subprocess.run(
+        [sys.executable, "-m", "api", "codec-server", "--loopback-dev", "--host", "0.0.0.0",  # noqa: S104
+         "--port", str(free_port())],
+        env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "loopback-dev mode needs the codec server bound to a loopback address" in res.stderr
