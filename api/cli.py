@@ -70,21 +70,34 @@ def _settings() -> Settings:
 
 @temporal_app.command("up")
 def temporal_up() -> None:
-    """Start the dev server (SQLite-persisted under data_dir, UI on 8233, search attributes registered)."""
+    """Start the dev server (SQLite-persisted under data_dir, UI on 8233, search attributes registered)
+    and, beside it, the loopback-dev codec server its UI decodes payloads through."""
+    from workers.codec_process import start_codec_server
     from workers.devserver import start_dev_server
 
-    st = start_dev_server(_settings())
+    settings = _settings()
+    codec = start_codec_server(settings) if settings.temporal.dev_server.codec_server else None
+    st = start_dev_server(settings)
     out.print(f"[green]Temporal dev server running[/] (pid {st.pid}) at {st.address}; UI {st.ui_url}")
     out.print(f"search attributes: {', '.join(st.search_attributes)}")
     out.print(f"log: {st.log_path}")
+    if codec is not None:
+        out.print(
+            f"codec server (loopback-dev, audited as ui-loopback) running (pid {codec.pid}) at {codec.url}; "
+            f"the UI decodes payloads through it; log: {codec.log_path}"
+        )
 
 
 @temporal_app.command("down")
 def temporal_down() -> None:
-    """Stop the dev server started by ``crmhub temporal up``."""
+    """Stop the dev server and the codec server started by ``crmhub temporal up``."""
+    from workers.codec_process import stop_codec_server
     from workers.devserver import stop_dev_server
 
-    out.print("stopped" if stop_dev_server(_settings()) else "no dev server was running")
+    settings = _settings()
+    if stop_codec_server(settings):
+        out.print("codec server stopped")
+    out.print("stopped" if stop_dev_server(settings) else "no dev server was running")
 
 
 @temporal_app.command("status")
@@ -92,9 +105,12 @@ def temporal_status(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
     """Is the dev server running and reachable, and which search attributes does it have."""
+    from workers.codec_process import codec_server_status
     from workers.devserver import dev_server_status
 
-    st = dev_server_status(_settings())
+    settings = _settings()
+    st = dev_server_status(settings)
+    codec = codec_server_status(settings)
     if as_json:
         out.print_json(
             json.dumps(
@@ -105,6 +121,12 @@ def temporal_status(
                     "ui_url": st.ui_url,
                     "reachable": st.reachable,
                     "search_attributes": list(st.search_attributes),
+                    "codec_server": {
+                        "running": codec.running,
+                        "pid": codec.pid,
+                        "url": codec.url,
+                        "healthy": codec.healthy,
+                    },
                 }
             )
         )
@@ -113,6 +135,8 @@ def temporal_status(
         out.print(f"Temporal at {st.address}: {state}; pid {st.pid or '-'}; UI {st.ui_url}")
         if st.search_attributes:
             out.print(f"search attributes: {', '.join(st.search_attributes)}")
+        health = "[green]answering[/]" if codec.healthy else "[red]not answering[/]"
+        out.print(f"codec server at {codec.url}: {health}; pid {codec.pid or '-'}")
     if not st.reachable:
         raise typer.Exit(EXIT_FAILED)
 

@@ -301,7 +301,10 @@ def audit_report(
                 _emit(reports.lineage_csv(data).encode(), output)
                 return
             if fmt == "html":
-                _emit(reports.lineage_html(data).encode(), output)
+                from api.audit.cover import cover_page
+
+                cover = cover_page(engine, registry, tenant, period, data)
+                _emit(reports.lineage_html(data, cover).encode(), output)
                 return
         elif kind == "subprocessors":
             data = reports.subprocessor_report(engine, registry, tenant, period)

@@ -8,7 +8,7 @@ import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,6 +21,7 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowFailureError
 
 from api import syncops
+from api.schedules import parse_interval
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 from schemas.sync import Progress as SyncProgress
@@ -470,17 +471,6 @@ def sync_cancel(tenant: Annotated[str, typer.Option()], sync: Annotated[str, typ
     _signal(syncops.cancel, tenant, sync, "cancellation")
 
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-
-
-def _duration(text: str) -> timedelta:
-    m = _DURATION.match(text.strip())
-    if not m:
-        raise ConfigError(f"interval {text!r} must look like 15m, 1h or 1d")
-    n, unit = int(m.group(1)), m.group(2)
-    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
-
-
 @sync_app.command("schedule")
 def sync_schedule(
     tenant: Annotated[str, typer.Option()],
@@ -506,7 +496,7 @@ def sync_schedule(
                 c,
                 tenant,
                 sync,
-                every=_duration(every) if every else None,
+                every=parse_interval(every) if every else None,
                 paused=paused,
                 trigger_now=trigger,
                 task_queue=settings.temporal.control_task_queue,

@@ -234,6 +234,23 @@ async def _workers(settings: Settings) -> AsyncIterator[None]:
 
 
 @contextlib.contextmanager
+def _codec_server(settings: Settings) -> Iterator[str | None]:
+    """The loopback-dev codec server the dev server's UI decodes through, in this process — or the
+    one ``crmhub temporal up`` left running; None when ``temporal.dev_server.codec_server`` is off."""
+    from workers.codec_process import codec_server_in_thread, codec_server_status
+
+    if not settings.temporal.dev_server.codec_server:
+        yield None
+        return
+    running = codec_server_status(settings)
+    if running.healthy:
+        yield running.url
+        return
+    with codec_server_in_thread(settings) as url:
+        yield url
+
+
+@contextlib.contextmanager
 def _dev_server(settings: Settings, *, keep: bool) -> Iterator[str]:
     from workers.devserver import dev_server_status, start_dev_server, stop_dev_server
 
@@ -263,6 +280,7 @@ def run_demo(settings: Settings, console: Console, *, contacts: int, keep_runnin
     with console.status("migrating the database"):
         upgrade(settings.effective_database_url)
     with (
+        _codec_server(settings) as codec_url,
         _dev_server(settings, keep=keep_running) as ui_url,
         start_sandbox(
             data_dir,
@@ -279,7 +297,7 @@ def run_demo(settings: Settings, console: Console, *, contacts: int, keep_runnin
             f"{contacts:,} Salesforce contacts seeded"
         )
         result = asyncio.run(_run(settings, console, sandbox, ui_url, started))
-        _report(console, result, settings)
+        _report(console, result, settings, codec_url)
         failed = [
             (n, p)
             for n, p in (("full", result.full), ("incremental", result.incremental))
@@ -375,7 +393,7 @@ def _contact_fields(sandbox: RunningSandbox) -> list[str]:
     return [k for k in (sample[0] if sample else {}) if k != "id"]
 
 
-def _report(console: Console, r: DemoResult, settings: Settings) -> None:
+def _report(console: Console, r: DemoResult, settings: Settings, codec_url: str | None) -> None:
     table = Table(title=f"crmhub demo: done in {r.seconds:.0f}s")
     table.add_column("run")
     for col in ("pulled", "pushed", "failed", "deleted", "pseudonymized", "status"):
@@ -417,10 +435,13 @@ def _report(console: Console, r: DemoResult, settings: Settings) -> None:
         f"  Temporal UI      {r.temporal_ui}/namespaces/{settings.temporal.namespace}/workflows"
         "?query=CrmhubTenant%3D%22demo%22"
     )
-    console.print(
-        f"  codec server     crmhub codec-server (http://{settings.codec.host}:{settings.codec.port}) "
-        "to decode payloads in the UI"
-    )
+    if codec_url:
+        console.print(
+            f"  codec server     {codec_url}: the UI decodes inputs and results through it "
+            "(loopback-dev, each decode audited as ui-loopback in codec_audit)"
+        )
+    else:
+        console.print("  codec server     off (temporal.dev_server.codec_server); run crmhub codec-server")
     pub = r.report_path.with_suffix(".pub.pem")
     console.print(f"  lineage report   {r.report_path}")
     console.print(f"  verify offline   crmhub audit verify {r.report_path} --public-key {pub}")

@@ -6,6 +6,7 @@ when one of that id exists, updated in place."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import timedelta
 
 from temporalio.client import (
@@ -24,7 +25,20 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-__all__ = ["install_schedule", "interval_schedule", "next_runs"]
+from schemas.errors import ConfigError
+
+__all__ = ["install_schedule", "interval_schedule", "next_runs", "parse_interval"]
+
+_INTERVAL = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_interval(text: str) -> timedelta:
+    """``15m``, ``1h``, ``1d`` (also ``30s``) as a timedelta; :class:`ConfigError` for anything else."""
+    m = _INTERVAL.match(text.strip())
+    if not m:
+        raise ConfigError(f"interval {text!r} must look like 15m, 1h or 1d")
+    n, unit = int(m.group(1)), m.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
 
 
 def interval_schedule(

@@ -81,7 +81,14 @@ class DevServerSettings(_Model):
         "temporal.db", description="SQLite file under data_dir; history survives restarts"
     )
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
-    ui_codec_endpoint: str | None = Field(None, description="codec server URL the Web UI calls to decode")
+    ui_codec_endpoint: str | None = Field(
+        None, description="codec server URL the Web UI calls to decode; default: codec.url when codec_server"
+    )
+    codec_server: bool = Field(
+        True,
+        description="start a loopback-dev codec server with the dev server (temporal up / demo) so its "
+        "UI decodes payloads without a token; false: run crmhub codec-server yourself",
+    )
 
 
 class TemporalSettings(_Model):
@@ -143,6 +150,12 @@ class CodecSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=1, le=65535)
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8233", "http://localhost:8233")
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the codec server (brackets around an IPv6 host)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 class WorkerSettings(_Model):

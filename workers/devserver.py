@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,16 @@ __all__ = [
     "DevServerStatus",
     "dev_server_args",
     "dev_server_status",
+    "pid_alive",
+    "port_open",
+    "read_pid",
     "start_dev_server",
+    "stop_detached",
     "stop_dev_server",
+    "stop_process_group",
     "temporal_binary",
+    "ui_codec_endpoint",
+    "wait_started",
 ]
 
 
@@ -50,7 +58,7 @@ def temporal_binary() -> Path:
 _started: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
         return True
     return False
@@ -59,6 +67,16 @@ def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
 def _paths(settings: Settings) -> tuple[Path, Path, Path]:
     d = settings.data_dir.resolve()
     return d / "temporal.pid", d / "temporal.log", d / settings.temporal.dev_server.db_filename
+
+
+def ui_codec_endpoint(settings: Settings) -> str | None:
+    """The codec endpoint the dev server's UI calls: ``temporal.dev_server.ui_codec_endpoint`` if set,
+    else the codec server ``crmhub temporal up`` / the demo start beside it (``codec.url``), unless
+    ``temporal.dev_server.codec_server`` is off."""
+    dev = settings.temporal.dev_server
+    if dev.ui_codec_endpoint:
+        return dev.ui_codec_endpoint
+    return settings.codec.url if dev.codec_server else None
 
 
 def dev_server_args(settings: Settings) -> list[str]:
@@ -73,12 +91,13 @@ def dev_server_args(settings: Settings) -> list[str]:
     ]  # fmt: skip
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}=Keyword"]
-    if dev.ui_codec_endpoint:
-        args += ["--ui-codec-endpoint", dev.ui_codec_endpoint]
+    endpoint = ui_codec_endpoint(settings)
+    if endpoint:
+        args += ["--ui-codec-endpoint", endpoint]
     return args
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,12 +107,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_pid(pid_file: Path) -> int | None:
+def read_pid(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 @dataclass(frozen=True)
@@ -112,10 +131,10 @@ def start_dev_server(settings: Settings, *, timeout: float = 60.0) -> DevServerS
     dev = settings.temporal.dev_server
     pid_file, log_path, _ = _paths(settings)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    existing = _read_pid(pid_file)
+    existing = read_pid(pid_file)
     if existing is None:
         for port, what in ((dev.port, "port"), (dev.ui_port, "ui_port")):
-            if _port_open(dev.ip, port):
+            if port_open(dev.ip, port):
                 raise ConfigError(
                     f"port {port} on {dev.ip} is already in use by another process; stop it or set "
                     f"temporal.dev_server.{what} (CRMHUB_TEMPORAL__DEV_SERVER__{what.upper()})"
@@ -130,16 +149,34 @@ def start_dev_server(settings: Settings, *, timeout: float = 60.0) -> DevServerS
             )
         pid_file.write_text(str(proc.pid))
         _started[proc.pid] = proc
+
+    def ready() -> bool:
+        return dev_server_status(settings).reachable and _ui_answers(dev.ip, dev.ui_port)
+
+    wait_started(pid_file, _started, ready, "the Temporal dev server", log_path, timeout)
+    return dev_server_status(settings)
+
+
+def wait_started(
+    pid_file: Path,
+    started: dict[int, subprocess.Popen[bytes]],
+    ready: Callable[[], bool],
+    what: str,
+    log_path: Path,
+    timeout: float,
+) -> None:
+    """Wait until ``ready()``; :class:`ConfigError` naming ``log_path`` if the detached server of
+    ``pid_file`` exits first or is not ready within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = dev_server_status(settings)
-        if status.reachable and _ui_answers(dev.ip, dev.ui_port):
-            return status
-        started = _started.get(status.pid) if status.pid is not None else None
-        if status.pid is None or (started is not None and started.poll() is not None):
-            raise ConfigError(f"the Temporal dev server exited at start; see {log_path}")
+        if ready():
+            return
+        pid = read_pid(pid_file)
+        proc = started.get(pid) if pid is not None else None
+        if pid is None or (proc is not None and proc.poll() is not None):
+            raise ConfigError(f"{what} exited at start; see {log_path}")
         time.sleep(0.2)
-    raise ConfigError(f"the Temporal dev server did not become ready within {timeout:.0f}s; see {log_path}")
+    raise ConfigError(f"{what} did not become ready within {timeout:.0f}s; see {log_path}")
 
 
 def _ui_answers(host: str, port: int) -> bool:
@@ -153,32 +190,45 @@ def _ui_answers(host: str, port: int) -> bool:
 def stop_dev_server(settings: Settings, *, timeout: float = 20.0) -> bool:
     """Stop the dev server started by :func:`start_dev_server`; False if none was running."""
     pid_file, _, _ = _paths(settings)
-    pid = _read_pid(pid_file)
+    return stop_detached(pid_file, _started, timeout)
+
+
+def stop_detached(pid_file: Path, started: dict[int, subprocess.Popen[bytes]], timeout: float) -> bool:
+    """Stop the detached server whose pid ``pid_file`` holds (reaping it if this process started
+    it, i.e. it is in ``started``) and remove the file; False if none was running."""
+    pid = read_pid(pid_file)
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return False
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-    proc = _started.pop(pid, None)
+    stop_process_group(pid, timeout)
+    proc = started.pop(pid, None)
     if proc is not None:
         proc.wait(timeout)
     pid_file.unlink(missing_ok=True)
     return True
 
 
+def stop_process_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group led by ``pid`` (a detached server), SIGKILL it after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def dev_server_status(settings: Settings) -> DevServerStatus:
     dev = settings.temporal.dev_server
     pid_file, log_path, _ = _paths(settings)
-    pid = _read_pid(pid_file)
+    pid = read_pid(pid_file)
     address = f"{dev.ip}:{dev.port}"
     attrs: tuple[str, ...] = ()
-    reachable = _port_open(dev.ip, dev.port)
+    reachable = port_open(dev.ip, dev.port)
     if reachable:
         try:
             attrs = asyncio.run(_search_attributes(address, settings.temporal.namespace))

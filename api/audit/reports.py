@@ -306,9 +306,13 @@ def lineage_csv(report: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def lineage_html(report: dict[str, Any]) -> str:
-    """A printable HTML page of the report (values escaped)."""
-    return _jinja.get_template("lineage.html").render(report=report)
+def lineage_html(
+    report: dict[str, Any], cover: dict[str, Any] | None = None, *, filter_action: str | None = None
+) -> str:
+    """A printable HTML page of the report (values escaped): the auditor's first page
+    (:func:`api.audit.cover.cover_page`) when ``cover`` is given, then the figures per run. With
+    ``filter_action`` (the URL serving the page) it carries a period form that requests it again."""
+    return _jinja.get_template("lineage.html").render(report=report, cover=cover, filter_action=filter_action)
 
 
 def _route_index(registry: Registry) -> dict[tuple[str, str, str], Any]:

@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from sqlalchemy.engine import Engine
 
 from api.audit import reports
+from api.audit.cover import cover_page
 from governance.lineage import CheckpointJournal, Ledger, report_to_json
 from governance.openlineage import run_events_json
 from governance.registry import Registry
@@ -158,6 +159,7 @@ def whoami(who: Auditor) -> dict[str, str]:
 
 @router.get("/lineage", response_model=None)
 def lineage(
+    request: Request,
     who: Auditor,
     services: Services,
     start: From = None,
@@ -165,8 +167,10 @@ def lineage(
     format: Literal["json", "csv", "html"] = "json",
 ) -> Response:
     """Per sync and run: pulled, pushed, failed, filtered, withheld; purposes and instruction
-    versions; datasets — as JSON, CSV or a printable HTML page."""
-    report = reports.lineage_report(services.engine, who.tenant, _period(start, end), now=services.clock())
+    versions; datasets — as JSON, CSV or a printable HTML page whose first page is the auditor's
+    summary (purposes, data categories, subprocessors, transfers, reconciliation per run)."""
+    period = _period(start, end)
+    report = reports.lineage_report(services.engine, who.tenant, period, now=services.clock())
     if format == "csv":
         return PlainTextResponse(
             reports.lineage_csv(report),
@@ -174,7 +178,10 @@ def lineage(
             headers={"Content-Disposition": f'attachment; filename="{who.tenant}-lineage.csv"'},
         )
     if format == "html":
-        return HTMLResponse(reports.lineage_html(report))
+        cover = cover_page(
+            services.engine, services.registry, who.tenant, period, report, now=services.clock()
+        )
+        return HTMLResponse(reports.lineage_html(report, cover, filter_action=_route(request)))
     return JSONResponse(report)
 
 

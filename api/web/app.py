@@ -35,6 +35,7 @@ from api.web import (
     routes_instructions,
     routes_ops,
     routes_pages,
+    routes_runs,
     routes_syncs,
 )
 from api.web.context import STATIC_DIR, TEMPLATES_DIR, LazyTemporal, Metrics, TemporalGetter, WebContext
@@ -133,6 +134,7 @@ def create_app(
         routes_pages,
         routes_connections,
         routes_syncs,
+        routes_runs,
         routes_instructions,
     ):
         app.include_router(module.router)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -32,7 +32,7 @@ from schemas.sync import Progress, SyncMode, SyncStatus
 from services.syncconfig import SyncHealth, repoint, sync_health
 from store.syncs import SyncRow
 
-__all__ = ["router"]
+__all__ = ["SyncView", "router", "temporal_client"]
 
 log = logging.getLogger("crmhub.web")
 router = APIRouter(tags=["syncs"])
@@ -47,39 +47,90 @@ NO_ANSWER = (
 _ACTIVE = {SyncStatus.RUNNING, SyncStatus.PAUSED, SyncStatus.WAITING}
 
 
+TEMPORAL_DOWN = "Temporal is unreachable"
+
+
 @dataclass(frozen=True)
 class SyncView:
+    """One sync as the pages show it. ``temporal_down``: Temporal could not be reached at all (one
+    banner for the page, every button disabled) — unlike ``progress_error``, where Temporal answered
+    but no worker did."""
+
     row: SyncRow
     progress: Progress | None
     progress_error: str | None
     schedule: str
+    every: timedelta | None = None
+    schedule_paused: bool = False
+    temporal_down: bool = False
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The buttons the sync's state allows: ``pause`` while a run goes, ``resume`` while it is
+        paused, else ``run`` (which joins a run no worker reported on); none while Temporal is down."""
+        if self.temporal_down:
+            return ()
+        status = self.progress.status if self.progress is not None else None
+        if status is SyncStatus.PAUSED:
+            return ("resume",)
+        if status in (SyncStatus.RUNNING, SyncStatus.WAITING):
+            return ("pause",)
+        return ("run",)
 
 
-async def _live(scope: TenantScope, row: SyncRow) -> SyncView:
-    """Progress and schedule of one sync from Temporal; Temporal down is shown, not raised."""
-    tenant, sid = scope.tenant, row.spec.id
+async def temporal_client(scope: TenantScope) -> tuple[Client | None, str | None]:
+    """The tenant's Temporal client, or None and why (Temporal down is shown, not raised)."""
     try:
-        client = await scope.ctx.temporal()
+        return await scope.ctx.temporal(), None
+    except TransientError as exc:
+        return None, exc.message
+
+
+async def _live(scope: TenantScope, row: SyncRow, client: Client | None) -> SyncView:
+    """Progress and schedule of one sync from Temporal (``client`` None: Temporal is down)."""
+    tenant, sid = scope.tenant, row.spec.id
+    if client is None:
+        return SyncView(row, None, TEMPORAL_DOWN, "unknown (Temporal unreachable)", temporal_down=True)
+    progress: Progress | None = None
+    error: str | None = None
+    try:
         progress = await asyncio.wait_for(syncops.progress(client, tenant, sid), timeout=QUERY_TIMEOUT_S)
     except TransientError as exc:
         return SyncView(row, None, exc.message, "unknown")
     except (TimeoutError, RPCError):
-        return SyncView(row, None, NO_ANSWER, "unknown")
+        error = NO_ANSWER
     try:
         info = await syncops.schedule(client, tenant, sid)
-        schedule = f"every {info.every}" + (" (paused)" if info.paused else "")
     except ConfigError:
-        schedule = "none (runs on demand)"
-    return SyncView(row, progress, None, schedule)
+        return SyncView(row, progress, error, "none (runs on demand)")
+    except RPCError:
+        return SyncView(row, progress, error, "unknown")
+    shown = f"every {_interval(info.every)}" + (" (paused)" if info.paused else "")
+    return SyncView(row, progress, error, shown, every=info.every, schedule_paused=info.paused)
+
+
+def _interval(every: timedelta) -> str:
+    """``timedelta`` as the form writes it (``15m``, ``1h``, ``1d``)."""
+    seconds = int(every.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 @router.get("/syncs", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 async def syncs_page(request: Request, scope: Scope) -> HTMLResponse:
-    """Every sync of the tenant with its live state and the pause / resume / run-now buttons."""
+    """Every sync of the tenant with its live state, its schedule (editable) and the buttons its
+    state allows; one banner, and disabled buttons, when Temporal is unreachable."""
     rows = await run_in_threadpool(scope.syncs)
-    views = [await _live(scope, r) for r in rows]
+    client, down = await temporal_client(scope)
+    views = [await _live(scope, r, client) for r in rows]
     health = {r.spec.id: await run_in_threadpool(_health, scope, r.spec.id) for r in rows}
-    return render(request, "syncs.html", {"views": views, "health": health, "active": _ACTIVE})
+    return render(
+        request,
+        "syncs.html",
+        {"views": views, "health": health, "active": _ACTIVE, "temporal_down": down, "interval": _interval},
+    )
 
 
 def _health(scope: TenantScope, sync_id: str) -> SyncHealth:
@@ -137,7 +188,8 @@ def create_sync(
 async def sync_page(request: Request, sync_id: str, scope: Scope) -> HTMLResponse:
     """One sync: live progress (refreshing while it runs), its runs report and lineage summary."""
     row = await run_in_threadpool(scope.sync, sync_id)
-    view = await _live(scope, row)
+    client, down = await temporal_client(scope)
+    view = await _live(scope, row, client)
     runs = await run_in_threadpool(scope.runs, sync_id)
     events = await run_in_threadpool(scope.lineage_events)
     by_kind: dict[str, int] = {}
@@ -155,6 +207,8 @@ async def sync_page(request: Request, sync_id: str, scope: Scope) -> HTMLRespons
             "lineage_total": len(events),
             "refresh": running,
             "h": health,
+            "temporal_down": down,
+            "interval": _interval,
         },
     )
 

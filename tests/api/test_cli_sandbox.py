@@ -90,6 +90,8 @@ def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
     env = _env(tmp_path)
     env["CRMHUB_TEMPORAL__DEV_SERVER__PORT"] = str(free_port())
     env["CRMHUB_TEMPORAL__DEV_SERVER__UI_PORT"] = str(free_port())
+    codec_port = free_port()
+    env["CRMHUB_CODEC__PORT"] = str(codec_port)
     res = subprocess.run(
         [sys.executable, "-m", "api", "demo", "--contacts", "1000"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
@@ -99,6 +101,8 @@ def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
     assert "HubSpot now holds 980 contacts" in out  # 1,000 synced, then 20 deleted at the source
     assert "ledger: verified" in out
     assert "Title" in out  # named among the fields the instruction withholds
+    # the dev server's UI decodes through the codec server the demo served in-process
+    assert f"codec server http://127.0.0.1:{codec_port}: the UI decodes inputs and results" in out
     report = tmp_path / "data" / "reports" / "demo-lineage.json"
     verified = subprocess.run(
         [sys.executable, "-m", "api", "audit", "verify", str(report), "--public-key",
@@ -106,11 +110,21 @@ def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout
+    audit = [sys.executable, "-m", "api", "audit", "report", "--tenant", "demo", "--format", "html"]
+    html = subprocess.run(
+        audit, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert html.returncode == 0, html.stderr
+    assert "all 2 run(s) reconcile" in html.stdout  # the auditor's first page
+    # created vs updated as HubSpot answered: the full sync into the empty sandbox HubSpot created
+    # every contact; the incremental one updated the 50 modified at the source
+    assert "1,000 (1,000 / 0)" in html.stdout and "50 (0 / 50)" in html.stdout
     status = subprocess.run(
         [sys.executable, "-m", "api", "temporal", "status", "--json"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert json.loads(status.stdout)["reachable"] is False  # the demo stopped what it started
+    assert json.loads(status.stdout)["codec_server"]["healthy"] is False
     rerun = subprocess.run(
         [sys.executable, "-m", "api", "demo", "--contacts", "1000"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
@@ -119,3 +133,8 @@ def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
     again = " ".join(rerun.stdout.split())
     assert "HubSpot now holds 980 contacts" in again  # ... the sync follows the new connections
     assert "ledger: verified" in again and again.count("completed") == 2  # the full and incremental rows
+    html = subprocess.run(
+        audit, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "all 4 run(s) reconcile" in html.stdout
+    assert html.stdout.count("1,000 (1,000 / 0)") == 2  # the new sandbox's HubSpot was empty again

@@ -174,6 +174,13 @@ async def _seed(settings: Settings, sandbox: RunningSandbox, engine: Engine) -> 
             conn, request_id="dsr-zebra-0001", tenant=B, sealed=b"zebra-export", now=now,
             expires_at=now + timedelta(days=1),
         )  # fmt: skip
+        run_store.start_run(
+            conn, run_id="run-acme-1", tenant=A, sync_id=A_SYNC, mode="full", trigger="manual",
+            status="running", now=now,
+        )  # fmt: skip
+        run_store.finish_run(
+            conn, "run-acme-1", status="completed", counts={"pulled": 3}, message="", now=now
+        )
         a_conns = connection_store.list_connections(conn, tenant=A)
         b_conns = connection_store.list_connections(conn, tenant=B)
         runs = run_store.list_runs(conn, B, B_SYNC)
@@ -225,6 +232,8 @@ async def _seed(settings: Settings, sandbox: RunningSandbox, engine: Engine) -> 
         "version": str(a_ins.version),
         "index": "0",
         "first": "1",
+        "run_id": "run-acme-1",  # A's run page
+        "every": "1h",  # a schedule form (on A's "nosuchsync" when swept with POST)
     }
     b_runs = {r.run_id for r in runs}
     return Tenants(a_values, b_ids, {B_SYNC}, {c.id for c in b_conns}, markers, a_token, b_token, b_runs)

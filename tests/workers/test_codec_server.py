@@ -150,9 +150,10 @@ def test_the_server_decodes_with_the_configured_key_provider(
     vaults: list[Vault] = []
     served: list[object] = []
 
-    def build(codec_settings: CodecServerSettings, vault: Vault) -> object:
+    def build(codec_settings: CodecServerSettings, vault: Vault, *, bind_host: str | None) -> object:
         vaults.append(vault)
-        return create_codec_app(codec_settings, vault)
+        assert bind_host == "127.0.0.1"  # the default bind, which loopback-dev checks
+        return create_codec_app(codec_settings, vault, bind_host=bind_host)
 
     monkeypatch.setattr(codec_server, "create_codec_app", build)
     monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
@@ -415,3 +416,93 @@ def test_codec_server_command_serves_over_http(db_url: str, db_engine: Engine, t
         output = proc.communicate(timeout=30)[0].decode()
     assert OPS_TOKEN not in output
     assert _audit(db_engine) == [("alice", NS, "decode", 1, "ok")]
+
+
+# ---- loopback-dev mode (the dev server's UI, which sends no token) ------------------------------
+
+LOCAL_UI = "http://127.0.0.1:8233"
+
+
+def _loopback_client(
+    vault: Vault, peer: str = "127.0.0.1", base_url: str = "http://127.0.0.1:8081"
+) -> TestClient:
+    settings = CodecServerSettings(tokens=parse_tokens(f"alice:{OPS_TOKEN}:{NS}"), loopback_namespace=NS)
+    app = create_codec_app(settings, vault, bind_host="127.0.0.1")
+    return TestClient(app, base_url=base_url, client=(peer, 40000))
+
+
+def _ui_headers(origin: str = LOCAL_UI, namespace: str = NS) -> dict[str, str]:
+    # what the dev server's UI 2.54.1 sends (observed in Chromium): no Authorization, no cookie
+    return {"Content-Type": "application/json", "X-Namespace": namespace, "Origin": origin}
+
+
+def test_loopback_dev_decodes_for_the_local_ui_and_audits_it(vault: Vault, db_engine: Engine) -> None:
+    client = _loopback_client(vault)
+    body = _encrypted_body(vault, NS, [{"email": "ada@example.invalid"}])
+    resp = client.post("/decode?preserveStorageRefs=true", content=body, headers=_ui_headers())
+    assert resp.status_code == 200, resp.text
+    assert json.loads(_payloads(resp.text)[0].data) == {"email": "ada@example.invalid"}
+    assert resp.headers["access-control-allow-origin"] == LOCAL_UI
+    assert _audit(db_engine) == [("ui-loopback", NS, "decode", 1, "ok")]
+
+
+def test_loopback_dev_still_takes_tokens_and_refuses_a_wrong_one(vault: Vault, db_engine: Engine) -> None:
+    client = _loopback_client(vault)
+    body = _encrypted_body(vault, NS, ["x"])
+    assert client.post("/decode", content=body, headers=_headers()).status_code == 200
+    # a wrong token is not rescued by loopback-dev: the caller meant to authenticate
+    wrong = client.post("/decode", content=body, headers={**_ui_headers(), "Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert _audit(db_engine) == [("alice", NS, "decode", 1, "ok")]
+
+
+@pytest.mark.parametrize(
+    ("peer", "base_url", "headers"),
+    [
+        ("10.1.2.3", "http://127.0.0.1:8081", _ui_headers()),  # not a loopback peer
+        ("127.0.0.1", "http://crmhub.example:8081", _ui_headers()),  # Host not loopback (rebinding)
+        ("127.0.0.1", "http://127.0.0.1:8081", _ui_headers(origin="http://evil.example")),
+        ("127.0.0.1", "http://127.0.0.1:8081", {"Content-Type": "application/json", "X-Namespace": NS}),
+        ("127.0.0.1", "http://127.0.0.1:8081", _ui_headers(namespace=OTHER_NS)),
+    ],
+    ids=["remote-peer", "foreign-host", "foreign-origin", "no-origin", "other-namespace"],
+)
+def test_loopback_dev_refuses_anything_but_the_local_ui(
+    vault: Vault, db_engine: Engine, peer: str, base_url: str, headers: dict[str, str]
+) -> None:
+    client = _loopback_client(vault, peer=peer, base_url=base_url)
+    resp = client.post("/decode", content=_encrypted_body(vault, NS, ["x"]), headers=headers)
+    assert resp.status_code == 401
+    assert "x" not in resp.text
+    assert _audit(db_engine) == []
+
+
+def test_loopback_dev_is_off_by_default_and_only_on_a_loopback_bind(vault: Vault, db_engine: Engine) -> None:
+    off = TestClient(
+        create_codec_app(
+            CodecServerSettings(tokens=parse_tokens(f"alice:{OPS_TOKEN}:{NS}")), vault, bind_host="127.0.0.1"
+        ),
+        base_url="http://127.0.0.1:8081",
+        client=("127.0.0.1", 40000),
+    )
+    assert (
+        off.post("/decode", content=_encrypted_body(vault, NS, ["x"]), headers=_ui_headers()).status_code
+        == 401
+    )
+    for host in ("0.0.0.0", "192.0.2.10", None):  # noqa: S104 - asserts such a bind is refused
+        with pytest.raises(ConfigError, match="loopback"):
+            create_codec_app(CodecServerSettings(loopback_namespace=NS), vault, bind_host=host)
+    # loopback-dev alone (no token) is enough to run, on loopback
+    create_codec_app(CodecServerSettings(loopback_namespace=NS), vault, bind_host="::1")
+
+
+def test_loopback_dev_command_refuses_a_non_loopback_bind(db_url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMHUB_")}
+    env.update(CRMHUB_DATA_DIR=str(tmp_path / "data"), CRMHUB_DATABASE_URL=db_url)
+    res = subprocess.run(
+        [sys.executable, "-m", "api", "codec-server", "--loopback-dev", "--host", "0.0.0.0",  # noqa: S104
+         "--port", str(free_port())],
+        env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "loopback-dev mode needs the codec server bound to a loopback address" in res.stderr

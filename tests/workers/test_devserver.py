@@ -32,6 +32,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         CRMHUB_DATA_DIR=str(tmp_path / "data"),
         CRMHUB_TEMPORAL__DEV_SERVER__PORT=str(free_port()),
         CRMHUB_TEMPORAL__DEV_SERVER__UI_PORT=str(free_port()),
+        CRMHUB_CODEC__PORT=str(free_port()),
         COLUMNS="200",
     )
     return env
@@ -89,3 +90,21 @@ async def test_session_environment_has_crmhub_search_attributes(temporal_env) ->
         ListSearchAttributesRequest(namespace=temporal_env.client.namespace)
     )
     assert {k.name for k in ALL} <= set(resp.custom_attributes)
+
+
+def test_the_ui_is_pointed_at_the_codec_server_unless_told_otherwise(tmp_path: Path) -> None:
+    from schemas.settings import CodecSettings, DevServerSettings, Settings, TemporalSettings
+    from workers.devserver import dev_server_args
+
+    def endpoint(**dev: object) -> str | None:
+        settings = Settings(
+            data_dir=tmp_path,
+            codec=CodecSettings(port=18081),
+            temporal=TemporalSettings(dev_server=DevServerSettings.model_validate(dev)),
+        )
+        args = dev_server_args(settings)
+        return args[args.index("--ui-codec-endpoint") + 1] if "--ui-codec-endpoint" in args else None
+
+    assert endpoint() == "http://127.0.0.1:18081"
+    assert endpoint(ui_codec_endpoint="https://codec.example.org") == "https://codec.example.org"
+    assert endpoint(codec_server=False) is None

@@ -75,7 +75,7 @@ def _seed(engine: Engine, settings: Settings, tenant: str, name: str, marker: st
             conn, run_id=f"run-{marker}", tenant=tenant, sync_id=sync_id, mode="full", trigger="manual",
             status="completed", now=now, message=f"{marker} run message",
         )  # fmt: skip
-    return {"connection": conn_id, "sync": sync_id}
+    return {"connection": conn_id, "sync": sync_id, "run": f"run-{marker}"}
 
 
 def _db_snapshot(engine: Engine, tenant: str) -> list[Any]:
@@ -123,12 +123,14 @@ def _form(path: str, ids: dict[str, str]) -> dict[str, Any]:
         },
         "/instructions/preview": instruction,
         "/instructions/save": instruction,
+        "/syncs/{sync_id}/schedule": {"every": "1h", "paused": "true"},  # paused: it never fires
     }
     return forms.get(path, {})
 
 
 def _fill(path: str, ids: dict[str, str]) -> str:
-    return path.replace("{sync_id}", ids["sync"]).replace("{provider}", "salesforce").replace("{index}", "0")
+    filled = path.replace("{sync_id}", ids["sync"]).replace("{provider}", "salesforce")
+    return filled.replace("{index}", "0").replace("{run_id}", ids["run"])
 
 
 async def test_every_route_as_tenant_a_reads_nothing_of_tenant_b(
