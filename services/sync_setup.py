@@ -16,7 +16,8 @@ A new sync is stored only if (:meth:`SyncSetup.check`, then insert in one transa
   :func:`services.syncconfig.check_covers`); every destination field exists and is writable, the
   upsert key included; every field the destination requires on create is mapped;
 * each connection's region is known: the sync's named endpoint instance, else the one the vendor
-  said at connect (asked again here if the connect could not: :meth:`ConnectionConnectors.locate`),
+  said at connect (asked again here if the connect could not:
+  :meth:`services.connectors.ConnectionConnectors.locate`),
   else the host's — and is one the subprocessor registry lists. So a sync whose optional fields are
   left empty is not refused at run time for its region.
 
@@ -36,15 +37,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Connection, Engine
 
+from connectors.base import Connector
 from governance.policy import ProcessingInstruction, default_registry
 from governance.registry import Endpoint, Registry
 from schemas.connector import FieldSpec, StreamSchema, StreamSpec
 from schemas.errors import ConfigError, PolicyError
-from services.connectors import ConnectionConnectors
 from services.syncconfig import NotCovered, check_covers
 from store import connections as connection_store
 from store import instructions as instruction_store
@@ -54,6 +56,7 @@ from store.connections import ConnectionRow
 from store.syncs import SyncRow, SyncSpec
 
 __all__ = [
+    "Connectors",
     "FieldRow",
     "MappingDraft",
     "NewSyncRefused",
@@ -64,6 +67,14 @@ __all__ = [
 ]
 
 _SUGGESTIONS = 3
+
+
+class Connectors(Protocol):
+    """What the checks need of :class:`services.connectors.ConnectionConnectors`."""
+
+    def __call__(self, connection_id: str) -> Connector: ...
+
+    def locate(self, connection_id: str) -> str | None: ...
 
 
 class NewSyncRefused(ConfigError):
@@ -262,7 +273,7 @@ class SyncSetup:
     (``connectors``) and the subprocessor ``registry``. Thread-safe (each call builds and closes
     its connectors)."""
 
-    def __init__(self, engine: Engine, connectors: ConnectionConnectors, registry: Registry) -> None:
+    def __init__(self, engine: Engine, connectors: Connectors, registry: Registry) -> None:
         self.engine = engine
         self.connectors = connectors
         self.registry = registry
@@ -450,7 +461,9 @@ class SyncSetup:
                 )
             if not found.writable:
                 raise NewSyncRefused(
-                    f"{obj}'s field {name} is read-only{suggest(name, writable)}", field=field, unknown=False
+                    f"field {name} of {obj} is read-only; map a writable field{suggest(name, writable)}",
+                    field=field,
+                    unknown=False,
                 )
         mapped = set(spec.mapping.values()) | {spec.destination_id_property}
         missing = [f.name for f in schema.fields if f.required and f.writable and f.name not in mapped]
