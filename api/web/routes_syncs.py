@@ -137,6 +137,9 @@ def _new_sync_page(
     connections = scope.active_connections()
     page: dict[str, Any] = {"connections": connections, "latest": latest, "form": form, "step": 1}
     src_id, dst_id = form.get("source_connection_id"), form.get("destination_connection_id")
+    own = {c.id for c in scope.connections()}  # an inactive one is said so by the vendor step
+    if (src_id and src_id not in own) or (dst_id and dst_id not in own):  # unknown or another tenant's
+        raise HTTPException(status_code=404, detail="no such connection")
     if not src_id and connections:  # the destination defaults to another connection than the source
         first = connections[0]
         others = [c for c in connections[1:] if c.provider != first.provider] or connections[1:]
