@@ -63,6 +63,7 @@ __all__ = [
     "SyncSetup",
     "check_new_sync",
     "suggest",
+    "type_family",
     "type_mismatch",
 ]
 
@@ -123,11 +124,17 @@ _FAMILY = {
 }
 
 
+def type_family(describe_type: str) -> str:
+    """``text``, ``number``, ``bool`` or ``time``: what values a describe type holds."""
+    return _FAMILY.get(describe_type.lower(), "text")
+
+
 def type_mismatch(source_type: str, destination_type: str) -> str | None:
     """Why a ``source_type`` value may not fit a ``destination_type`` field (``None``: it fits).
-    Anything fits a text field; numbers, booleans and dates fit only their own kind."""
-    dst = _FAMILY.get(destination_type.lower(), "text")
-    src = _FAMILY.get(source_type.lower(), "text")
+    Anything fits a text field; numbers, booleans and dates fit only their own kind (the editor's
+    script, ``api/web/static/new_sync.js``, applies the same rule as the user picks)."""
+    dst = type_family(destination_type)
+    src = type_family(source_type)
     if dst == "text" or src == dst:
         return None
     return f"{source_type} values into a {destination_type} field"

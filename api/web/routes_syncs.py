@@ -31,7 +31,7 @@ from api.web.tenancy import Scope, TenantScope
 from governance.registry import Endpoint
 from schemas.errors import ConfigError, CrmhubError, TransientError
 from schemas.sync import Progress, SyncMode, SyncStatus
-from services.sync_setup import NewSyncRefused, type_mismatch
+from services.sync_setup import NewSyncRefused, type_family, type_mismatch
 from services.syncconfig import SyncHealth, repoint, sync_health
 from store.connections import ConnectionRow
 from store.syncs import SyncRow
@@ -182,6 +182,7 @@ def _new_sync_page(
     page["step"] = 3
     page["draft"] = draft
     page["type_mismatch"] = type_mismatch
+    page["type_family"] = type_family
     page["chosen"] = draft.suggested() if chosen is None else chosen
     page["pseudonymized"] = set(latest.content.get("pseudonymize", {}).get(form["source_stream"], ()))
     page["unmapped_required"] = draft.unmapped_required(page["chosen"])

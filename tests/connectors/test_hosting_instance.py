@@ -4,6 +4,7 @@ names endpoint instances — HubSpot's ``dataHostingLocation`` as is, Salesforce
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -12,7 +13,7 @@ from connectors.hubspot import HubSpotConnector
 from connectors.salesforce.connector import instance_region
 from sandbox.salesforce import SalesforceSandbox
 from sandbox.tls import SandboxCA
-from tests.connectors.hubspot_harness import Served, connect, hs_ca, portal  # noqa: F401 - fixtures
+from tests.connectors.hubspot_harness import connect, hs_ca, portal  # noqa: F401 - fixtures
 from tests.connectors.salesforce_harness import Org, serve, sf_ca  # noqa: F401 - fixtures
 
 
@@ -23,16 +24,14 @@ def test_hubspot_reads_the_data_hosting_location(
     location: str,
 ) -> None:
     hosted = location.upper() if location == "ap1" else location  # any case from the vendor
-    served_iter = portal(hs_ca, {}, data_hosting_location=hosted)
-    served = next(served_iter)
-    connector = connect(served)
-    try:
-        before = connector.client.calls
-        assert connector.hosting_instance() == location  # lower-cased as the registry names them
-        assert connector.client.calls == before + 1
-    finally:
-        connector.close()  # before the portal stops: no pooled TLS connection outlives it
-        served_iter.close()
+    with contextlib.contextmanager(portal)(hs_ca, {}, data_hosting_location=hosted) as served:
+        connector = connect(served)
+        try:
+            before = connector.client.calls
+            assert connector.hosting_instance() == location  # lower-cased as the registry names them
+            assert connector.client.calls == before + 1
+        finally:
+            connector.close()  # before the portal stops: no pooled TLS connection outlives it
 
 
 @pytest.fixture(params=["EU44", "NA135", "USA244S", "GBR12S", "AP9"])

@@ -215,9 +215,12 @@ async def test_customer_connects_configures_and_runs_a_sync_in_a_browser(
                 "MailingCountry": "",  # no name or label match: the user picks it
             }
             assert await page.locator("#mapping .badge.ok").count() == 4
-            await page.select_option(
-                "select[aria-label='destination of MailingCountry']", "MailingCountry=country"
-            )
+            country = "select[aria-label='destination of MailingCountry']"
+            check = page.locator("tr[data-source=MailingCountry] td.check")
+            await page.select_option(country, "MailingCountry=lead_score")  # flagged as the user picks
+            assert await check.inner_text() == "type mismatch: string values into a number field"
+            await page.select_option(country, "MailingCountry=country")
+            assert await check.inner_text() == "ok"
             assert await page.input_value("select[name=source_key_property]") == "Email"
             assert await page.input_value("select[name=destination_id_property]") == "email"
             await page.fill("input[name=sync_id]", "contacts")
