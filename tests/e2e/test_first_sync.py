@@ -17,9 +17,9 @@ from schemas.sync import SyncMode, SyncStatus
 from services.sync_setup import SyncSetup
 from services.wiring import connector_factory, subprocessor_registry
 from store import connections as connection_store
-from store import instructions as instruction_store
 from store import syncs as sync_store
-from store import tenants as tenant_store
+from tests.api.web.conftest import make_tenant
+from tests.services.test_sync_setup import add_instruction
 from tests.sync_support import World, run_sync
 
 pytestmark = pytest.mark.integration
@@ -35,24 +35,8 @@ def seed_counts() -> dict[str, dict[str, int]]:
 
 async def test_a_sync_left_at_its_defaults_runs_to_completion(settings: Any, world: World) -> None:
     engine = world.connected.engine
-    ins = demo_instruction(TENANT)
-    with engine.begin() as conn:
-        tenant_store.create_tenant(
-            conn,
-            id=TENANT,
-            name="First Sync GmbH",
-            home_region="eea",
-            authorised_subprocessors=["salesforce", "hubspot"],
-            now=ins.valid_from,
-        )
-        instruction_store.add_instruction(
-            conn,
-            tenant=TENANT,
-            version=1,
-            content=ins.model_dump(mode="json"),
-            content_hash=ins.content_hash,
-            now=ins.valid_from,
-        )
+    make_tenant(engine, TENANT)  # EEA, Salesforce and HubSpot authorised
+    add_instruction(engine, demo_instruction(TENANT))
     connectors = connector_factory(settings, engine, world.oauth)
     ids = {}
     for crm in ("salesforce", "hubspot"):

@@ -5,17 +5,15 @@ connection), else the host's; none of them → ``unknown_endpoint`` naming the f
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import pytest
 
 from governance.registry import Registry, load_registry
 from schemas.errors import PolicyError
 from services.wiring import default_subprocessors_file
-from store.connections import ConnectionRow, ConnectionStatus
+from store.connections import ConnectionRow
+from tests.services.test_connectors import connection_row
 from workflows.context import endpoint_of
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -24,24 +22,7 @@ def registry() -> Registry:
 
 
 def row(provider: str, url: str, region: str | None) -> ConnectionRow:
-    return ConnectionRow(
-        id=f"{provider}-1",
-        tenant="acme",
-        provider=provider,
-        status=ConnectionStatus.ACTIVE,
-        status_message=None,
-        instance_url=url,
-        scopes=(),
-        access_token_sealed=None,
-        refresh_token_sealed=None,
-        access_expires_at=None,
-        refreshed_at=None,
-        refresh_claim_owner=None,
-        refresh_claimed_until=None,
-        created_at=NOW,
-        updated_at=NOW,
-        region_instance=region,
-    )
+    return replace(connection_row(provider, url), region_instance=region)
 
 
 def test_the_stored_region_is_used_when_the_sync_names_none(registry: Registry) -> None:

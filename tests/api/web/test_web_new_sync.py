@@ -19,25 +19,16 @@ from sqlalchemy.engine import Engine
 from api.demo import demo_instruction
 from sandbox.runtime import RunningSandbox
 from store import connections as connection_store
-from store import instructions as instruction_store
 from store import syncs as sync_store
 from tests.api.web.conftest import csrf_of, make_tenant
 from tests.api.web.test_web_connect import browser, connect, sandbox  # noqa: F401 - fixtures
+from tests.services.test_sync_setup import add_instruction
 
 pytestmark = pytest.mark.integration
 
 
 def store_instruction(engine: Engine, tenant: str = "acme") -> None:
-    ins = demo_instruction(tenant)
-    with engine.begin() as conn:
-        instruction_store.add_instruction(
-            conn,
-            tenant=tenant,
-            version=1,
-            content=ins.model_dump(mode="json"),
-            content_hash=ins.content_hash,
-            now=datetime.now(UTC),
-        )
+    add_instruction(engine, demo_instruction(tenant))
 
 
 def selected(page: str, name: str) -> str | None:
