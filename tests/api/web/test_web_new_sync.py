@@ -62,6 +62,8 @@ async def test_new_sync_in_steps_with_guidance_and_defaults(
             c.provider: c.region_instance for c in connection_store.list_connections(conn, tenant="acme")
         }
     assert regions == {"salesforce": "eu", "hubspot": "eu1"}
+    listing = (await browser.get("/connections")).text  # shown with the connections too
+    assert "<td>eu</td>" in listing and "<td>eu1</td>" in listing
     store_instruction(db_engine)
 
     first = await browser.get("/syncs/new")
