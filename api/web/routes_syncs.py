@@ -33,7 +33,7 @@ from schemas.errors import ConfigError, CrmhubError, TransientError
 from schemas.sync import Progress, SyncMode, SyncStatus
 from services.sync_setup import NewSyncRefused, type_family, type_mismatch
 from services.syncconfig import SyncHealth, repoint, sync_health
-from store.connections import ConnectionRow
+from store.connections import ConnectionInfo, ConnectionRow
 from store.syncs import SyncRow
 
 __all__ = ["router"]
@@ -98,7 +98,7 @@ class Side:
     """One end of the new sync as the form shows it: the connection, its live objects and where its
     data is hosted (the registry endpoint; ``region_error``: it must be named)."""
 
-    connection: ConnectionRow
+    connection: ConnectionInfo  # the public view: no sealed token reaches a template
     streams: list[str]
     endpoint: Endpoint | None
     region_name: str | None
@@ -111,9 +111,9 @@ def _side(scope: TenantScope, row: ConnectionRow, field: str, named: str | None)
     try:
         endpoint = setup.region(row, named or None, field)
     except NewSyncRefused as exc:
-        return Side(row, streams, None, None, exc.message)
+        return Side(row.info(), streams, None, None, exc.message)
     region = setup.registry.regions.get(endpoint.region)
-    return Side(row, streams, endpoint, region.name if region else endpoint.region, None)
+    return Side(row.info(), streams, endpoint, region.name if region else endpoint.region, None)
 
 
 def _closest(name: str, choices: list[str]) -> str:

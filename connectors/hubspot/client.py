@@ -245,7 +245,8 @@ class HubSpotClient:
     def account_details(self) -> JSON:
         """``GET /account-info/v3/details``: the portal's account details, ``dataHostingLocation``
         included (https://developers.hubspot.com/docs/api-reference/legacy/account/account-information/
-        get-account-details). The SDK has no account-info API, so the request goes through the
+        get-account-details; its guide lists the ``oauth`` scope, which crmhub asks for). The SDK
+        has no account-info API, so the request goes through the
         generic ``call_api`` of the objects client (same host, token and TLS settings)."""
         return self._call(
             "account details",
