@@ -230,6 +230,7 @@ def connect_cmd(
     """Connect a CRM with OAuth (authorization code + PKCE): open the consent page, wait for the callback."""
     from connectors.hubspot.config import EXPORT_SCOPE
     from connectors.oauth import OAuthCallbackError
+    from services.wiring import connector_factory
 
     settings = load_settings()
     if allow_exports and provider is not ProviderName.HUBSPOT:
@@ -257,6 +258,9 @@ def connect_cmd(
                 return CallbackOutcome(exc.http_status, str(exc), error=exc)
             except CrmhubError as exc:
                 return CallbackOutcome(502, str(exc), error=exc)
+            # where the vendor hosts the data, stored with the connection (failed: asked at sync create)
+            region = connector_factory(settings, service.engine, service).locate(info.id)
+            info = info.model_copy(update={"region_instance": region})
             return CallbackOutcome(
                 200, f"crmhub is connected to {provider.value} (connection {info.id}).", info
             )
@@ -272,7 +276,9 @@ def connect_cmd(
     typer.echo(f"connection id: {info.id}")
     out.print(
         f"[green]connected[/] {info.provider} for tenant {info.tenant}: status {info.status.value}, "
-        f"instance {info.instance_url}, scopes {' '.join(info.scopes)}",
+        f"instance {info.instance_url}, "
+        f"data hosted at {info.region_instance or 'unknown (asked again at sync create)'}, "
+        f"scopes {' '.join(info.scopes)}",
         soft_wrap=True,
     )
 
@@ -305,7 +311,7 @@ def connections_list(
             r.tenant,
             r.provider,
             status,
-            r.instance_url or "-",
+            (r.instance_url or "-") + (f"\ndata hosted at {r.region_instance}" if r.region_instance else ""),
             " ".join(r.scopes),
             f"{r.updated_at:%Y-%m-%d %H:%M:%S}Z",
         )

@@ -41,6 +41,12 @@ def sandbox_cmd(
     companies: Annotated[int, typer.Option(help="Salesforce accounts and HubSpot companies to seed")] = 100,
     salesforce_port: Annotated[int | None, typer.Option(help="0 = any free port")] = None,
     hubspot_port: Annotated[int | None, typer.Option(help="0 = any free port")] = None,
+    salesforce_instance: Annotated[
+        str, typer.Option(help="the org's instance (Organization.InstanceName): EU44, NA135, UK12 …")
+    ] = "EU44",
+    hubspot_location: Annotated[
+        str, typer.Option(help="the portal's data-hosting location: eu1, na1 …")
+    ] = "eu1",
 ) -> None:
     """Serve the Salesforce and HubSpot emulators over HTTPS on loopback until Ctrl-C."""
     from sandbox.runtime import start_sandbox
@@ -60,6 +66,8 @@ def sandbox_cmd(
         hubspot_port=sb.hubspot_port if hubspot_port is None else hubspot_port,
         seed=sb.seed,
         seed_counts=counts,
+        salesforce_instance=salesforce_instance,
+        hubspot_location=hubspot_location,
     ) as running:
         _print_sandbox(running.info, counts, time.monotonic() - started, settings.data_dir.resolve())
         wait_for_interrupt()

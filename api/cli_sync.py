@@ -158,11 +158,21 @@ def _store_instruction(path: Path, *, tenant: str | None = None) -> int:
 @sync_app.command("create")
 def sync_create(
     path: Annotated[Path, typer.Argument(help="sync definition YAML (see examples/sync.yaml)")],
+    same_connection: Annotated[
+        bool,
+        typer.Option(
+            "--same-connection",
+            help="the destination is the source connection on purpose (otherwise refused)",
+        ),
+    ] = False,
 ) -> None:
     """Create a sync from a YAML definition (source, destination, mapping, instruction version).
 
     Checked like the web app's form (:mod:`services.sync_setup`): the tenant, its instruction
-    version and both connections must exist and be the tenant's."""
+    version and both connections must be the tenant's, the destination another connection, both
+    objects live streams of their connections, every mapped field a live field the instruction
+    allows, and every field the destination requires mapped; endpoints left out are the regions
+    the vendors reported at connect."""
     try:
         spec = sync_store.SyncSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except ValidationError as exc:
@@ -172,11 +182,13 @@ def sync_create(
         raise ConfigError(
             f"cannot read {path}: {type(exc).__name__}; check the path and YAML syntax"
         ) from None
-    from services.sync_setup import create_sync
+    from services.wiring import sync_setup
 
-    engine = _engine(load_settings())
+    settings = load_settings()
+    engine = _engine(settings)
     try:
-        create_sync(engine, spec, now=_now())
+        with sync_setup(settings, engine) as setup:
+            setup.create(spec, same_connection=same_connection, now=_now())
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc.message}", code=exc.code) from None
     finally:

@@ -90,6 +90,13 @@ class Connector(ABC):
     ) -> WriteResult:
         """Write ``records``; one outcome per record, in order. Upserts match on ``external_id``."""
 
+    def hosting_instance(self) -> str | None:
+        """Optional: where the vendor hosts this connection's data, as the subprocessor registry
+        names endpoint instances (``governance/subprocessors.yaml``: HubSpot ``na1``/``eu1``,
+        Salesforce ``na``/``eu``/``uk``), read from the vendor; ``None`` (the default): the connector
+        cannot tell, so a sync must name its endpoint instance."""
+        return None
+
     lists_ids: ClassVar[bool] = False
     """Whether :meth:`list_ids` is implemented (id reconciliation is possible)."""
 

@@ -156,15 +156,20 @@ def start_sandbox(
     seed: int = 1,
     seed_counts: Mapping[str, Mapping[str, int]] | None = None,
     redirect_uris: tuple[str, ...] = DEFAULT_REDIRECT_URIS,
+    salesforce_instance: str = "EU44",
+    hubspot_location: str = "eu1",
 ) -> Iterator[RunningSandbox]:
     """Serve Salesforce and HubSpot emulators until the context exits.
 
     ``seed_counts`` e.g. ``{"salesforce": {"Contact": 10_000}, "hubspot": {"companies": 100}}``.
+    ``salesforce_instance`` (``Organization.InstanceName``) and ``hubspot_location`` (the account's
+    ``dataHostingLocation``) say where the emulated org's and portal's data live; the defaults are
+    EU, like the demo's tenant.
     """
     _check_ours(data_dir / CLIENTS_FILE)
     ca = SandboxCA.ensure(data_dir / "sandbox-ca")
-    sf = SalesforceSandbox()
-    hs = HubSpotSandbox()
+    sf = SalesforceSandbox(instance_name=salesforce_instance)
+    hs = HubSpotSandbox(data_hosting_location=hubspot_location)
     counts = seed_counts or {}
     if counts.get("salesforce"):
         sf.seed(counts["salesforce"], seed=seed)

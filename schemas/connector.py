@@ -158,6 +158,7 @@ class FieldSpec(BaseModel):
     external_id: bool = False
     compound: str | None = Field(None, description="the compound field this one is a component of")
     is_compound: bool = False
+    required: bool = Field(False, description="a create must set it (no vendor default)")
 
 
 class StreamSchema(BaseModel):

@@ -4,6 +4,10 @@ from settings (``connectors.<provider>.<option>``), and the CA bundle its API ca
 provider's ``ca_file`` OAuth setting (:func:`services.oauth_clients.api_ca_files`; none: the system
 store).
 
+:meth:`ConnectionConnectors.locate` asks the vendor, at connect time, where a connection's data
+lives and stores it with the connection (``connections.region_instance``): the registry endpoint a
+sync's transfer checks use when the sync names none (:func:`workflows.context.endpoint_of`).
+
 The connector class comes from the entry-point registry (:mod:`connectors.registry`), so a
 third-party connector plugin works too, as long as its config model takes the API base as
 ``instance_url`` or ``base_url`` and an optional ``ca_bundle``, and its constructor takes
@@ -12,7 +16,9 @@ third-party connector plugin works too, as long as its config model takes the AP
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -21,7 +27,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from connectors.base import Connector, TokenSource
 from connectors.registry import Registry as ConnectorRegistry
 from connectors.registry import load_registry
-from schemas.errors import ConfigError, ReauthorizationRequired
+from schemas.errors import ConfigError, CrmhubError, ReauthorizationRequired
 from store import connections as connection_store
 from store.connections import ConnectionRow, ConnectionStatus
 from store.engine import Engine
@@ -33,6 +39,8 @@ ConnectorFactory = Callable[[str], Connector]
 
 TokenSourceFactory = Callable[[str], TokenSource]
 """``tokens(connection_id) -> TokenSource`` (e.g. ``OAuthService.token_source``)."""
+
+log = logging.getLogger(__name__)
 
 # Config fields each connection fills in (see ``_config``): settings must not override them.
 _FROM_CONNECTION = frozenset({"instance_url", "base_url", "ca_bundle", "rate_limit_key", "granted_scopes"})
@@ -99,6 +107,28 @@ class ConnectionConnectors:
                 code=row.status.value,
             )
         return row
+
+    def locate(self, connection_id: str) -> str | None:
+        """Ask the vendor where connection ``connection_id``'s data lives
+        (:meth:`Connector.hosting_instance`) and store the answer with the connection; returns it
+        (``None``: the connector cannot tell). A vendor failure is logged and answers ``None``, so a
+        connect never fails for it: the new-sync check asks again (:mod:`services.sync_setup`)."""
+        try:
+            connector = self(connection_id)
+            try:
+                instance = connector.hosting_instance()
+            finally:
+                connector.close()
+        except CrmhubError as exc:
+            log.warning(
+                "region lookup failed: connection=%s error=%s", connection_id, exc.code or exc.kind.value
+            )
+            return None
+        if instance is not None:
+            with self.engine.begin() as conn:
+                connection_store.set_region_instance(conn, connection_id, instance, now=datetime.now(UTC))
+        log.info("connection region: connection=%s instance=%s", connection_id, instance)
+        return instance
 
     def __call__(self, connection_id: str) -> Connector:
         row = self.connection(connection_id)

@@ -46,6 +46,7 @@ __all__ = [
     "Refusal",
     "Repointed",
     "SyncHealth",
+    "check_covers",
     "parse_pairs",
     "repoint",
     "sync_health",
@@ -128,11 +129,12 @@ def _instruction(row: instruction_store.InstructionRow, tenant: str) -> Processi
     )
 
 
-def _check_covers(
+def check_covers(
     spec: sync_store.SyncSpec, ins: ProcessingInstruction, *, at: datetime, registry: TransformRegistry
 ) -> None:
     """The plan check a run makes (:func:`governance.policy.check`), with the sync's mapping plus its
-    key. Transforms this process does not know are left to the worker's plan."""
+    key (:class:`NotCovered` naming the field and the fix). Transforms this process does not know
+    are left to the worker's plan. The new-sync check (:mod:`services.sync_setup`) runs it too."""
     mapping = dict(spec.mapping)
     mapping.setdefault(spec.source_key_property, spec.destination_id_property)
     plan = SyncPlan(
@@ -209,7 +211,7 @@ def repoint(
     ins = _instruction(ins_row, tenant)
     mapping = edit.apply(spec.mapping) if edit else dict(spec.mapping)
     changed = spec.model_copy(update={"mapping": mapping, "instruction_version": target})
-    _check_covers(changed, ins, at=now, registry=registry)
+    check_covers(changed, ins, at=now, registry=registry)
     if target != spec.instruction_version:
         sync_store.set_sync_instruction(conn, tenant, sync_id, target, now=now)
     if mapping != spec.mapping:

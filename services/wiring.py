@@ -4,7 +4,8 @@ service and the connector factory.
 
 :func:`deps_from_settings` builds the whole graph (:class:`ActivityDeps`) for a worker; the CLI, the
 web app, the codec server, the demo, tests and benchmarks take the parts they need from the same
-builders (:func:`key_provider`, :func:`make_vault`, :func:`credentials`, :func:`connector_factory`),
+builders (:func:`key_provider`, :func:`make_vault`, :func:`credentials`, :func:`connector_factory`,
+:func:`sync_setup`),
 so every process uses the configured key provider and the configured OAuth clients
 (:mod:`services.oauth_clients`). Tests build an :class:`ActivityDeps` directly when they need to
 swap a part.
@@ -12,7 +13,8 @@ swap a part.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from schemas.settings import Settings
 from services.connectors import ConnectionConnectors, ConnectorFactory
 from services.credentials import OAuthService
 from services.oauth_clients import api_ca_files, oauth_configs
+from services.sync_setup import SyncSetup
 from store.engine import Engine, make_engine
 
 __all__ = [
@@ -38,6 +41,8 @@ __all__ = [
     "deps_from_settings",
     "key_provider",
     "make_vault",
+    "subprocessor_registry",
+    "sync_setup",
 ]
 
 
@@ -108,11 +113,29 @@ def credentials(
     return OAuthService(engine, vault, chosen)
 
 
+def subprocessor_registry(settings: Settings) -> Registry:
+    """The deployment's subprocessor and transfer registry (``governance.subprocessors_file``, else
+    the packaged one)."""
+    return load_registry(settings.governance.subprocessors_file or default_subprocessors_file())
+
+
 def connector_factory(settings: Settings, engine: Engine, oauth: OAuthService) -> ConnectionConnectors:
     """Connectors of stored connections: tokens from ``oauth``, options and CA files from settings."""
     return ConnectionConnectors(
         engine, oauth.token_source, ca_files=api_ca_files(settings), options=settings.connectors
     )
+
+
+@contextmanager
+def sync_setup(settings: Settings, engine: Engine) -> Iterator[SyncSetup]:
+    """The new-sync checks (:class:`services.sync_setup.SyncSetup`) over ``engine``, the tenants'
+    connections (tokens through the configured OAuth clients) and the registry, for one block."""
+    vault = make_vault(settings, engine)
+    oauth = credentials(settings, engine, vault)
+    try:
+        yield SyncSetup(engine, connector_factory(settings, engine, oauth), subprocessor_registry(settings))
+    finally:
+        oauth.close()
 
 
 def deps_from_settings(
@@ -127,8 +150,7 @@ def deps_from_settings(
     fails here, at start."""
     engine = engine or make_engine(settings.effective_database_url)
     vault = vault or make_vault(settings, engine)
-    registry_file = settings.governance.subprocessors_file or default_subprocessors_file()
-    subprocessors = load_registry(registry_file)
+    subprocessors = subprocessor_registry(settings)
     signer = CheckpointSigner.load_or_create(settings.data_dir / settings.governance.signing_key_file)
     oauth = credentials(settings, engine, vault, configs=oauth_configs)
     return ActivityDeps(

@@ -52,6 +52,7 @@ __all__ = [
     "oauth_states",
     "purge_states",
     "release_claim",
+    "set_region_instance",
     "store_tokens",
 ]
 
@@ -71,6 +72,8 @@ class ConnectionTable(SQLModel, table=True):
     status: str = Field(sa_type=String(32))
     status_message: str | None = Field(sa_type=String(500))
     instance_url: str | None = Field(sa_type=String(500))
+    # the registry endpoint instance the vendor said hosts the data (set after connect; None: unknown)
+    region_instance: str | None = Field(default=None, sa_type=String(32))
     scopes: str = Field(default="", sa_type=String(2000), sa_column_kwargs={"server_default": ""})
     access_token_sealed: bytes | None = Field(sa_type=LargeBinary)
     refresh_token_sealed: bytes | None = Field(sa_type=LargeBinary)
@@ -129,6 +132,7 @@ class ConnectionInfo(BaseModel):
     refreshed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    region_instance: str | None = None  # where the vendor hosts the data (registry endpoint instance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,7 @@ class ConnectionRow:
     refresh_claimed_until: datetime | None
     created_at: datetime
     updated_at: datetime
+    region_instance: str | None = None
 
     @classmethod
     def from_mapping(cls, m: Any) -> ConnectionRow:
@@ -169,6 +174,7 @@ class ConnectionRow:
             refresh_claimed_until=aware(m["refresh_claimed_until"]),
             created_at=required_aware(m["created_at"]),
             updated_at=required_aware(m["updated_at"]),
+            region_instance=m["region_instance"],
         )
 
     def info(self) -> ConnectionInfo:
@@ -185,6 +191,7 @@ class ConnectionRow:
             refreshed_at=self.refreshed_at,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            region_instance=self.region_instance,
         )
 
 
@@ -238,6 +245,13 @@ def list_connections(conn: Connection, *, tenant: str | None = None) -> list[Con
     if tenant is not None:
         stmt = stmt.where(connections.c.tenant == tenant)
     return [ConnectionRow.from_mapping(m) for m in conn.execute(stmt).mappings()]
+
+
+def set_region_instance(conn: Connection, id: str, instance: str | None, *, now: datetime) -> None:
+    """Record where the vendor hosts connection ``id``'s data (a registry endpoint instance)."""
+    conn.execute(
+        update(connections).where(connections.c.id == id).values(region_instance=instance, updated_at=now)
+    )
 
 
 def store_tokens(

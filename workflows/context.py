@@ -59,10 +59,13 @@ def _namespace(row: ConnectionRow) -> str:
 
 
 def endpoint_of(registry: Registry, row: ConnectionRow, instance: str | None) -> Endpoint:
-    """The registry endpoint of a connection: the sync's named instance, else the one whose host is
-    the connection's host; :class:`PolicyError` (``unknown_endpoint``) when neither is registered."""
+    """The registry endpoint of a connection: the sync's named instance, else the one the vendor said
+    hosts the connection's data (stored at connect: ``row.region_instance``), else the one whose host
+    is the connection's host; :class:`PolicyError` (``unknown_endpoint``) when none is registered."""
     if instance:
         return registry.endpoint(row.provider, instance)
+    if row.region_instance:
+        return registry.endpoint(row.provider, row.region_instance)
     host = urlsplit(row.instance_url).hostname if row.instance_url else None
     for e in registry.endpoints:
         if e.connector == row.provider and host and e.host == host:

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
@@ -23,6 +24,8 @@ from schemas.errors import ConfigError, TransientError
 from schemas.settings import Settings
 from services.connectors import ConnectionConnectors
 from services.credentials import OAuthService
+from services.sync_setup import SyncSetup
+from services.wiring import subprocessor_registry
 
 __all__ = ["Metrics", "TemporalGetter", "WebContext"]
 
@@ -99,6 +102,11 @@ class WebContext:
     passwords: PasswordHashing
     metrics: Metrics = field(default_factory=Metrics)
     owns_engine: bool = True
+
+    @cached_property
+    def sync_setup(self) -> SyncSetup:
+        """The new-sync checks and mapping editor (:mod:`services.sync_setup`), built on first use."""
+        return SyncSetup(self.engine, self.connectors, subprocessor_registry(self.settings))
 
     def close(self) -> None:
         self.oauth.close()

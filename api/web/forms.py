@@ -48,24 +48,33 @@ class InstructionForm(BaseModel):
 
 
 class NewSyncForm(BaseModel):
-    """The new-sync form (``sync_new.html``), posted to ``/syncs``: the sync from one connection's
-    object to another's, and its mapping (``SourceField=destination_field``, one a line)."""
+    """The new-sync form's last step (``sync_new.html``), posted to ``/syncs``: the sync from one
+    connection's object to another's and its mapping. ``mapping`` entries are the editor's selects
+    (``SourceField=destination_field``, empty for a field not synced) or lines of
+    ``SourceField=destination_field`` (one textarea); ``same_connection`` says a sync of a
+    connection into itself is meant. The endpoints are optional: the connections' stored regions
+    are used when they are empty."""
 
     sync_id: str = Field(max_length=_MAX_ID)
     source_connection_id: str = Field(max_length=_MAX_ID)
     source_stream: str = Field(max_length=_MAX_NAME)
     destination_connection_id: str = Field(max_length=_MAX_ID)
     destination_stream: str = Field(max_length=_MAX_NAME)
-    mapping: str = Field(max_length=20_000)
+    mapping: list[str] = Field(default_factory=list, max_length=_MAX_LIST)
     source_key_property: str = Field(max_length=_MAX_NAME)
     destination_id_property: str = Field(max_length=_MAX_NAME)
     name: str = Field("", max_length=255)
     source_endpoint: str = Field("", max_length=_MAX_ID)
     destination_endpoint: str = Field("", max_length=_MAX_ID)
+    same_connection: bool = False
+
+    def pairs(self) -> dict[str, str]:
+        """The mapping chosen (``ValueError`` as :func:`parse_mapping`)."""
+        return parse_mapping("\n".join(self.mapping))
 
     def spec(self, tenant: str, instruction_version: int) -> SyncSpec:
         """The sync this form describes, under ``instruction_version``; raises ``ValueError`` for a
-        mapping that is not ``SourceField=destination_field`` lines, ``ValidationError`` for a
+        mapping that is not ``SourceField=destination_field`` entries, ``ValidationError`` for a
         value :class:`SyncSpec` refuses."""
         return SyncSpec(
             tenant=tenant,
@@ -77,7 +86,7 @@ class NewSyncForm(BaseModel):
             destination_connection_id=self.destination_connection_id,
             destination_stream=self.destination_stream,
             destination_endpoint=self.destination_endpoint or None,
-            mapping=parse_mapping(self.mapping),
+            mapping=self.pairs(),
             destination_id_property=self.destination_id_property,
             source_key_property=self.source_key_property,
             instruction_version=instruction_version,
@@ -97,5 +106,5 @@ def parse_mapping(text: str) -> dict[str, str]:
             raise ValueError(f"mapping line {line[:60]!r} is not 'SourceField=destination_field'")
         mapping[src.strip()] = dst.strip()
     if not mapping:
-        raise ValueError("the mapping is empty")
+        raise ValueError("the mapping is empty: map at least one source field to a destination field")
     return mapping

@@ -8,13 +8,14 @@ another instruction version with ``POST /syncs/{id}/instruction`` (:func:`servic
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -27,9 +28,12 @@ from api.web.forms import NewSyncForm
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
 from api.web.tenancy import Scope, TenantScope
+from governance.registry import Endpoint
 from schemas.errors import ConfigError, CrmhubError, TransientError
 from schemas.sync import Progress, SyncMode, SyncStatus
+from services.sync_setup import NewSyncRefused, type_family, type_mismatch
 from services.syncconfig import SyncHealth, repoint, sync_health
+from store.connections import ConnectionInfo, ConnectionRow
 from store.syncs import SyncRow
 
 __all__ = ["SyncView", "router", "temporal_client"]
@@ -137,49 +141,159 @@ def _health(scope: TenantScope, sync_id: str) -> SyncHealth:
     return sync_health(scope.ctx.engine, scope.tenant, sync_id)
 
 
+# ---- new sync: connections → objects → mapping (one server-rendered page, filled in steps) ------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One end of the new sync as the form shows it: the connection, its live objects and where its
+    data is hosted (the registry endpoint; ``region_error``: it must be named)."""
+
+    connection: ConnectionInfo  # the public view: no sealed token reaches a template
+    streams: list[str]
+    endpoint: Endpoint | None
+    region_name: str | None
+    region_error: str | None
+
+
+def _side(scope: TenantScope, row: ConnectionRow, field: str, named: str | None) -> Side:
+    setup = scope.ctx.sync_setup
+    streams = sorted(s.name for s in setup.streams(scope.tenant, row.id))
+    try:
+        endpoint = setup.region(row, named or None, field)
+    except NewSyncRefused as exc:
+        return Side(row.info(), streams, None, None, exc.message)
+    region = setup.registry.regions.get(endpoint.region)
+    return Side(row.info(), streams, endpoint, region.name if region else endpoint.region, None)
+
+
+def _closest(name: str, choices: list[str]) -> str:
+    hits = difflib.get_close_matches(name.casefold(), [c.casefold() for c in choices], n=1, cutoff=0.5)
+    return next((c for c in choices if hits and c.casefold() == hits[0]), "")
+
+
 def _new_sync_page(
-    request: Request, scope: TenantScope, form: dict[str, Any], error: str | None = None, status: int = 200
+    request: Request,
+    scope: TenantScope,
+    form: dict[str, Any],
+    *,
+    chosen: dict[str, str] | None = None,
+    error: str | None = None,
+    status: int = 200,
 ) -> HTMLResponse:
-    """The new-sync form filled with ``form`` (the values posted, or none), with ``error`` above it."""
-    return render(
-        request,
-        "sync_new.html",
-        {
-            "connections": scope.active_connections(),
-            "latest": scope.latest_instruction(),
-            "error": error,
-            "form": form,
-        },
-        status=status,
-    )
+    """The new-sync page at the step ``form`` reaches: 1 connections, 2 objects (the connections'
+    live streams), 3 the mapping editor (:meth:`SyncSetup.draft`); ``error`` above the step it is
+    about. ``chosen``: the mapping posted (default: the auto-matched one)."""
+    latest = scope.latest_instruction()
+    connections = scope.active_connections()
+    page: dict[str, Any] = {"connections": connections, "latest": latest, "form": form, "step": 1}
+    src_id, dst_id = form.get("source_connection_id"), form.get("destination_connection_id")
+    own = {c.id for c in scope.connections()}  # an inactive one is said so by the vendor step
+    if (src_id and src_id not in own) or (dst_id and dst_id not in own):  # unknown or another tenant's
+        raise HTTPException(status_code=404, detail="no such connection")
+    if not src_id and connections:  # the destination defaults to another connection than the source
+        first = connections[0]
+        others = [c for c in connections[1:] if c.provider != first.provider] or connections[1:]
+        page["form"] = {
+            **form,
+            "source_connection_id": first.id,
+            "destination_connection_id": others[0].id if others else first.id,
+        }
+    if latest is None or not src_id or not dst_id:
+        return render(request, "sync_new.html", {**page, "error": error}, status=status)
+    setup = scope.ctx.sync_setup
+    try:
+        source, dest = setup.pair(scope.tenant, src_id, dst_id, bool(form.get("same_connection")))
+        page["source"] = _side(scope, source, "source_endpoint", form.get("source_endpoint"))
+        page["destination"] = _side(scope, dest, "destination_endpoint", form.get("destination_endpoint"))
+    except NewSyncRefused as exc:
+        if exc.unknown:
+            raise HTTPException(status_code=404, detail="no such connection") from None
+        return render(request, "sync_new.html", {**page, "error": error or exc.message}, status=400)
+    except CrmhubError as exc:  # the vendor did not answer (token, network): said on the page
+        return render(request, "sync_new.html", {**page, "error": error or exc.message}, status=502)
+    page["step"] = 2
+    if not form.get("source_stream"):
+        allowed = [o for o in latest.content.get("allowed_fields", {}) if o in page["source"].streams]
+        form = {**form, "source_stream": allowed[0] if allowed else ""}
+    if not form.get("destination_stream"):
+        form = {**form, "destination_stream": _closest(form["source_stream"], page["destination"].streams)}
+    page["form"] = form
+    if not form.get("objects_chosen"):
+        return render(request, "sync_new.html", {**page, "error": error}, status=status)
+    try:
+        draft = setup.draft(
+            scope.tenant,
+            latest.version,
+            (source.id, form["source_stream"]),
+            (dest.id, form["destination_stream"]),
+        )
+    except NewSyncRefused as exc:
+        return render(request, "sync_new.html", {**page, "error": exc.message}, status=400)
+    page["step"] = 3
+    page["draft"] = draft
+    page["type_mismatch"] = type_mismatch
+    page["type_family"] = type_family
+    page["chosen"] = draft.suggested() if chosen is None else chosen
+    page["pseudonymized"] = set(latest.content.get("pseudonymize", {}).get(form["source_stream"], ()))
+    page["unmapped_required"] = draft.unmapped_required(page["chosen"])
+    defaults = {
+        "sync_id": f"{form['source_stream']}-to-{dest.provider}".lower().replace("_", "-")[:64],
+        "source_key_property": draft.source_key or "",
+        "destination_id_property": draft.destination_id or "",
+    }
+    page["form"] = {**defaults, **{k: v for k, v in form.items() if v}}
+    return render(request, "sync_new.html", {**page, "error": error}, status=status)
 
 
 @router.get("/syncs/new", response_class=HTMLResponse, responses=PAGE_RESPONSES)
-def new_sync_page(request: Request, scope: Scope) -> HTMLResponse:
-    """The form to create a sync from one connection's object to another's."""
-    return _new_sync_page(request, scope, {})
+def new_sync_page(
+    request: Request,
+    scope: Scope,
+    source_connection_id: Annotated[str, Query(max_length=64)] = "",
+    destination_connection_id: Annotated[str, Query(max_length=64)] = "",
+    same_connection: bool = False,
+    source_stream: Annotated[str, Query(max_length=128)] = "",
+    destination_stream: Annotated[str, Query(max_length=128)] = "",
+    objects_chosen: bool = False,
+) -> HTMLResponse:
+    """The form to create a sync, in steps: pick the connections (the destination must differ
+    unless ``same_connection``), then objects from their live streams, then the mapping editor."""
+    form = {
+        "source_connection_id": source_connection_id,
+        "destination_connection_id": destination_connection_id,
+        "same_connection": same_connection,
+        "source_stream": source_stream.strip(),
+        "destination_stream": destination_stream.strip(),
+        "objects_chosen": objects_chosen,
+    }
+    return _new_sync_page(request, scope, form)
 
 
 @router.post("/syncs", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES)
 def create_sync(
     request: Request, scope: Scope, _csrf: CsrfChecked, form: Annotated[NewSyncForm, Form()]
 ) -> Response:
-    """Create a sync under the tenant's latest instruction version."""
+    """Create a sync under the tenant's latest instruction version, after the checks
+    ``crmhub sync create`` runs too (:mod:`services.sync_setup`)."""
     latest = scope.latest_instruction()
     error: str | None = None
+    chosen: dict[str, str] | None = None
     if latest is None:
         error = "Store a processing instruction first (Instruction page)."
     elif not re.fullmatch(SYNC_ID, form.sync_id):
         error = "The sync id is 1-64 lowercase letters, digits, '-' or '_'."
     else:
         try:
-            scope.create_sync(form.spec(scope.tenant, latest.version))
+            chosen = form.pairs()
+            scope.create_sync(form.spec(scope.tenant, latest.version), same_connection=form.same_connection)
         except ValidationError as exc:
             error = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         except (ValueError, ConfigError) as exc:
             error = exc.message if isinstance(exc, ConfigError) else str(exc)
     if error is not None:
-        return _new_sync_page(request, scope, form.model_dump(), error, status=400)
+        values = {**form.model_dump(exclude={"mapping"}), "objects_chosen": True}
+        return _new_sync_page(request, scope, values, chosen=chosen, error=error, status=400)
     log.info("web sync created: tenant=%s sync=%s", scope.tenant, form.sync_id)
     return RedirectResponse(f"/syncs/{form.sync_id}", status_code=303)
 

@@ -19,7 +19,7 @@ from api.web.context import WebContext
 from api.web.session import Session, require_session
 from governance.lineage import Ledger
 from schemas.lineage import LineageEvent
-from services.sync_setup import NewSyncRefused, create_sync
+from services.sync_setup import NewSyncRefused
 from store import connections as connection_store
 from store import instructions as instruction_store
 from store import runs as run_store
@@ -129,13 +129,14 @@ class TenantScope:
             raise _not_found("sync")
         return row
 
-    def create_sync(self, spec: SyncSpec) -> SyncRow:
-        """Create the sync after the check ``crmhub sync create`` runs too; something the tenant does
-        not have (another tenant's connection included) is a 404, like any unknown id."""
+    def create_sync(self, spec: SyncSpec, *, same_connection: bool = False) -> SyncRow:
+        """Create the sync after the check ``crmhub sync create`` runs too
+        (:meth:`services.sync_setup.SyncSetup.create`); something the tenant does not have
+        (another tenant's connection included) is a 404, like any unknown id."""
         if spec.tenant != self.tenant:
             raise _not_found("tenant")
         try:
-            return create_sync(self.ctx.engine, spec, now=datetime.now(UTC))
+            return self.ctx.sync_setup.create(spec, same_connection=same_connection, now=datetime.now(UTC))
         except NewSyncRefused as exc:
             if exc.unknown and exc.field.endswith("connection_id"):
                 raise _not_found("connection") from None

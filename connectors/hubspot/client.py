@@ -242,6 +242,24 @@ class HubSpotClient:
             raise TransientError("HubSpot properties answer has no results list")
         return [r for r in results if isinstance(r, dict)]
 
+    def account_details(self) -> JSON:
+        """``GET /account-info/v3/details``: the portal's account details, ``dataHostingLocation``
+        included (https://developers.hubspot.com/docs/api-reference/legacy/account/account-information/
+        get-account-details; its guide lists the ``oauth`` scope, which crmhub asks for). The SDK
+        has no account-info API, so the request goes through the
+        generic ``call_api`` of the objects client (same host, token and TLS settings)."""
+        return self._call(
+            "account details",
+            lambda: self._objects_client.call_api(
+                "/account-info/v3/details",
+                "GET",
+                header_params={"Accept": "application/json"},
+                auth_settings=["oauth2"],
+                **self._raw(),
+            ),
+            expect=dict,
+        ).body
+
     def start_export(self, body: Mapping[str, Any]) -> str:
         """``POST /crm/v3/exports/export/async`` (scope ``crm.export``) → the export's task id.
 

@@ -87,6 +87,14 @@ class HubSpotConnector(Connector):
         self._writer.know_types(stream, {f.name: f.type for f in fields})
         return StreamSchema(stream=stream, fields=tuple(sorted(fields, key=lambda f: f.name)))
 
+    def hosting_instance(self) -> str | None:
+        """The portal's ``dataHostingLocation`` from the account information API (``na1``, ``eu1``,
+        … — the registry's HubSpot endpoint instances are named the same); ``None`` if it answers
+        none."""
+        self.client.refresh_token_view()
+        location = self.client.account_details().get("dataHostingLocation")
+        return location.strip().lower() if isinstance(location, str) and location.strip() else None
+
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
         """See :mod:`connectors.hubspot.reader`: full via the list API (or an export, see
         :mod:`connectors.hubspot.exports`), incremental via keyset search."""

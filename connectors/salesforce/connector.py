@@ -54,7 +54,23 @@ from schemas.connector import (
 )
 from schemas.errors import ConfigError, CrmhubError
 
-__all__ = ["SalesforceConnector"]
+__all__ = ["SalesforceConnector", "instance_region"]
+
+# Organization.InstanceName (a string of up to 5 characters in the field reference:
+# https://developer.salesforce.com/docs/atlas.en-us.sfFieldRef.meta/sfFieldRef/salesforce_field_reference_Organization.htm)
+# → the registry's Salesforce endpoint instance (governance/subprocessors.yaml). GUESS: Salesforce
+# documents no table of instance prefixes; these follow the names its trust site shows (classic
+# "NA135"/"EU44"/"UK…", Hyperforce "USA…"/"DEU…"/"FRA…"/"GBR…"). An unlisted prefix is not guessed:
+# it answers None and the sync must name its endpoint instance.
+_INSTANCE_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("USA", "na"),
+    ("NA", "na"),
+    ("DEU", "eu"),
+    ("FRA", "eu"),
+    ("EU", "eu"),
+    ("GBR", "uk"),
+    ("UK", "uk"),
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +201,18 @@ class SalesforceConnector(Connector):
                 )
             )
         return out
+
+    def hosting_instance(self) -> str | None:
+        """The registry instance (``na``, ``eu``, ``uk``) of the org's ``Organization.InstanceName``
+        (one query, see :func:`instance_region`); ``None`` when the instance is not one we map."""
+        result = self._client.query(
+            "SELECT InstanceName FROM Organization",
+            include_deleted=False,
+            batch_size=200,
+            what="organization instance",
+        )
+        name = result.records[0].get("InstanceName") if result.records else None
+        return instance_region(name) if isinstance(name, str) else None
 
     @staticmethod
     def _object(stream: str) -> str:
@@ -397,3 +425,13 @@ class SalesforceConnector(Connector):
         types = {str(f.get("name")): str(f.get("type")) for f in described[1]} if described else None
         result = write_records(self._client, sobject, records, mode, ext, field_types=types)
         return WriteResult(result.outcomes, calls=self._client.calls - calls)
+
+
+def instance_region(instance_name: str) -> str | None:
+    """``"EU44"`` → ``"eu"``, ``"NA135"`` → ``"na"``, ``"USA244S"`` → ``"na"``; ``None`` for an
+    instance whose prefix is not mapped (see ``_INSTANCE_PREFIXES``: a guess)."""
+    upper = instance_name.strip().upper()
+    for prefix, region in _INSTANCE_PREFIXES:
+        if upper.startswith(prefix) and upper[len(prefix) : len(prefix) + 1].isdigit():
+            return region
+    return None

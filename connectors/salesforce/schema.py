@@ -48,6 +48,12 @@ def stream_schema(stream: str, fields: Sequence[Mapping[str, Any]]) -> StreamSch
                 external_id=bool(f.get("externalId")),
                 compound=compound if isinstance(compound, str) else None,
                 is_compound=ftype in COMPOUND_TYPES,
+                # required on create: not nillable, createable and not defaulted by the org (the
+                # describe field properties: https://developer.salesforce.com/docs/atlas.en-us.api.meta/
+                # api/sforce_api_calls_describesobjects_describesobjectresult.htm#field)
+                required=not f.get("nillable", True)
+                and bool(f.get("createable"))
+                and not f.get("defaultedOnCreate"),
             )
         )
     return StreamSchema(stream=stream, fields=tuple(specs))

@@ -228,12 +228,16 @@ class HubSpotSandbox(VendorSandbox):
         export_rows_per_s: float | None = None,
         export_queue_delay_s: float = 0.0,
         quirks: Quirks | None = None,
+        data_hosting_location: str = "eu1",
     ) -> None:
         super().__init__(
             store=store or RecordStore(store_path),
             oauth=OAuthServer(access_ttl_s=1800, rotate_refresh_tokens=False, require_pkce=require_pkce),
         )
         self.portal_id = portal_id
+        # Where the portal's data lives, as GET /account-info/v3/details answers it ("na1", "eu1", …);
+        # the default matches the demo's EEA tenant.
+        self.data_hosting_location = data_hosting_location
         self.quirks = quirks or Quirks()
         self.user_id = 7_654_321
         self.user_email = "sandbox-admin@crmhub.test"
@@ -599,6 +603,11 @@ class HubSpotSandbox(VendorSandbox):
                 ]
         routes += [
             Route(
+                "/account-info/v3/details",
+                self._api("hs.account_info.details", self._account_details),
+                methods=["GET"],
+            ),
+            Route(
                 "/crm/v3/objects/{objectType}",
                 self._api("hs.objects.unknown", self._unknown_type),
                 methods=["GET", "POST"],
@@ -661,6 +670,26 @@ class HubSpotSandbox(VendorSandbox):
             ),
         ]
         return routes
+
+    async def _account_details(self, request: Request) -> Response:
+        # The account information API's details, with the portal's dataHostingLocation:
+        # https://developers.hubspot.com/docs/api-reference/legacy/account/account-information/get-account-details
+        # (fields as documented there; the values besides portalId/dataHostingLocation are the sandbox's).
+        return json_response(
+            {
+                "portalId": self.portal_id,
+                "accountType": "STANDARD",
+                "timeZone": "Europe/Berlin",
+                "companyCurrency": "EUR",
+                "additionalCurrencies": [],
+                "utcOffset": "+01:00",
+                "utcOffsetMilliseconds": 3_600_000,
+                "uiDomain": "app-eu1.hubspot.com"
+                if self.data_hosting_location.startswith("eu")
+                else "app.hubspot.com",
+                "dataHostingLocation": self.data_hosting_location,
+            }
+        )
 
     async def _unknown_type(self, request: Request) -> Response:
         raise ApiError(

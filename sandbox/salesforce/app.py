@@ -52,7 +52,7 @@ from sandbox.salesforce.latecommit import LateCommits, Transaction
 from sandbox.salesforce.querybatch import batch_size_for
 from sandbox.salesforce.recyclebin import RecycleBin
 from sandbox.salesforce.seed import seed_records
-from sandbox.salesforce.soql import SoqlError, parse
+from sandbox.salesforce.soql import Query, SoqlError, parse
 
 __all__ = ["SalesforceSandbox", "identity_url", "sign_identity"]
 
@@ -171,12 +171,16 @@ class SalesforceSandbox(VendorSandbox):
         max_open_cursors: int = 10,
         redirect_uris: Iterable[str] = ("http://127.0.0.1:8765/oauth/callback",),
         store: RecordStore | None = None,
+        instance_name: str = "EU44",
     ) -> None:
         super().__init__(
             store=store or RecordStore(store_path),
             oauth=OAuthServer(access_ttl_s=7200, rotate_refresh_tokens=rotate_refresh_tokens),
         )
         self.api_version = api_version if api_version.startswith("v") else f"v{api_version}"
+        # The org's instance (Organization.InstanceName, e.g. "EU44", "NA135"); the default is an EU
+        # instance, matching the demo's EEA tenant.
+        self.instance_name = instance_name
         self.daily_api_limit = daily_api_limit
         self.query_batch_size = query_batch_size
         self.cursor_ttl_s = cursor_ttl_s
@@ -532,7 +536,10 @@ class SalesforceSandbox(VendorSandbox):
     def _first_page(
         self, soql: str, version: str, token: str, batch: int, include_deleted: bool
     ) -> dict[str, Any]:
-        compiled = compile_query(parse(soql), self.schema, include_deleted=include_deleted)
+        query = parse(soql)
+        if query.sobject.lower() == "organization":
+            return self._organization(query, version)
+        compiled = compile_query(query, self.schema, include_deleted=include_deleted)
         matching = self.store.count(compiled.sobject, compiled.where_sql, compiled.params)
         total = max(0, matching - compiled.offset)
         if compiled.limit is not None:
@@ -544,6 +551,32 @@ class SalesforceSandbox(VendorSandbox):
         batch = batch_size_for(batch, compiled, self.schema.field_map(compiled.sobject))
         rows = fetch_page(self.store, compiled, after=None, offset=compiled.offset, limit=min(batch, total))
         return self._page_body(compiled, rows, 0, total, batch, version, token, None)
+
+    def _organization(self, query: Query, version: str) -> dict[str, Any]:
+        """The org's one ``Organization`` row: Id, Name, InstanceName, IsSandbox, OrganizationType
+        (fields of the Organization object: https://developer.salesforce.com/docs/atlas.en-us.sfFieldRef.meta/
+        sfFieldRef/salesforce_field_reference_Organization.htm); other fields are INVALID_FIELD."""
+        org_id = "00D000000000001EAA"
+        values: dict[str, Any] = {
+            "Id": org_id,
+            "Name": "crmhub sandbox org",
+            "InstanceName": self.instance_name,
+            "IsSandbox": False,
+            "OrganizationType": "Enterprise Edition",
+        }
+        known = {k.lower(): k for k in values}
+        record: dict[str, Any] = {
+            "attributes": {
+                "type": "Organization",
+                "url": f"/services/data/{version}/sobjects/Organization/{org_id}",
+            }
+        }
+        for ref in query.fields:
+            name = known.get(ref.name.lower())
+            if name is None:
+                raise SoqlError("INVALID_FIELD", f"No such column '{ref.name}' on entity 'Organization'")
+            record[name] = values[name]
+        return {"totalSize": 1, "done": True, "records": [record]}
 
     def _page_body(
         self,

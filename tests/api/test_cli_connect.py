@@ -139,7 +139,10 @@ def test_connect_then_list_then_disconnect(provider, sandbox, env, tmp_path, red
         "refreshed_at",
         "created_at",
         "updated_at",
+        "region_instance",
     }
+    assert rows[0]["region_instance"] == {"salesforce": "eu", "hubspot": "eu1"}[provider]  # read at connect
+    assert "data hosted at " + rows[0]["region_instance"] in stdout
 
     table = crmhub(env, tmp_path, "connections", "list", "--tenant", "acme")
     assert table.returncode == 0 and connection_id in table.stdout and "active" in table.stdout

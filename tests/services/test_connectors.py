@@ -11,10 +11,12 @@ import pytest
 
 from connectors.hubspot import HubSpotConnector
 from connectors.salesforce import SalesforceConnector
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, ReauthorizationRequired
 from schemas.settings import load_settings
 from services.connectors import ConnectionConnectors
+from store import connections as connection_store
 from store.connections import ConnectionRow, ConnectionStatus
+from tests.api.web.conftest import make_tenant
 
 
 def factory(options: dict[str, dict[str, Any]]) -> ConnectionConnectors:
@@ -89,3 +91,41 @@ def test_a_connections_ca_is_its_providers_ca_file_not_a_sandbox_file(tmp_path: 
     hs: Any = connectors._config(HubSpotConnector, connection_row("hubspot", "https://127.0.0.1:8702"))
     assert sf.ca_bundle == ca
     assert hs.ca_bundle is None
+
+
+class DeadTokens:
+    """A token source whose refresh token died (what a revoked app looks like to a connector)."""
+
+    def access_token(self) -> str:
+        raise ReauthorizationRequired("connection c1 needs a new OAuth connect", code="invalid_grant")
+
+    def refresh(self, rejected: str) -> str:
+        raise AssertionError("never reached")
+
+
+def test_locate_never_fails_a_connect_and_stores_nothing_it_did_not_hear(
+    db_engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vendor that cannot be asked where the data lives answers ``None`` (logged with the error
+    code only); the connection keeps no region, and the new-sync check asks again."""
+    make_tenant(db_engine, "acme")
+    with db_engine.begin() as conn:
+        connection_store.insert_connection(
+            conn,
+            id="c1",
+            tenant="acme",
+            provider="hubspot",
+            instance_url="https://api.hubapi.com",
+            scopes=("oauth",),
+            access_token_sealed=b"sealed-a",
+            refresh_token_sealed=b"sealed-r",
+            access_expires_at=None,
+            now=datetime.now(UTC),
+        )
+    connectors = ConnectionConnectors(db_engine, lambda _id: DeadTokens())
+    caplog.set_level("WARNING", logger="services.connectors")
+    assert connectors.locate("c1") is None
+    assert "region lookup failed: connection=c1 error=invalid_grant" in caplog.text
+    with db_engine.connect() as conn:
+        row = connection_store.get_connection(conn, "c1")
+    assert row is not None and row.region_instance is None

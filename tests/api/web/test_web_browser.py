@@ -2,8 +2,10 @@
 connects Salesforce and HubSpot through the sandbox's OAuth consent pages (clicking Allow / Connect
 app), writes the processing instruction in the editor (seeing the withheld fields before saving),
 creates a sync, runs it with an in-process worker on the session Temporal dev server, and watches
-progress until the report shows what moved. Every page is screenshotted to
-``test-artifacts/web/``.
+progress until the report shows what moved. The new sync is made as issue 17 asks: the destination
+defaults to the other connection, the regions are shown (read from the vendors at connect), a typo
+in the object turns into "did you mean Contact?", the fixed object opens the mapping editor with the
+fields auto-matched. Every page is screenshotted to ``<the test's tmp dir>/screenshots/``.
 
 The sandbox serves HTTPS with its own CA, which Chromium does not trust: the browser context sets
 ``ignore_https_errors=True`` for the consent pages only a person would see. The app's own
@@ -34,7 +36,6 @@ from tests.stack import sandbox_oauth_configs, stack_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "web"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -94,24 +95,25 @@ def server(settings: Settings, sandbox: RunningSandbox, port: int) -> Iterator[s
     thread.join(timeout=20)
 
 
-async def shot(page: Page, name: str) -> None:
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+async def shot(page: Page, shots: Path, name: str) -> None:
+    await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
 
-async def connect(page: Page, base: str, label: str, button: str, name: str) -> None:
+async def connect(page: Page, shots: Path, base: str, label: str, button: str, name: str) -> None:
     await page.goto(f"{base}/connections")
     await page.click(f"text=Connect {label}")
     await page.wait_for_selector(button)  # the provider's consent page
     assert page.url.startswith("https://127.0.0.1:")
-    await shot(page, f"03-consent-{name}")
+    await shot(page, shots, f"03-consent-{name}")
     await page.click(button)
     await page.wait_for_url(f"{base}/connections?connected=*")
 
 
 async def test_customer_connects_configures_and_runs_a_sync_in_a_browser(
-    server: str, settings: Settings, sandbox: RunningSandbox
+    server: str, settings: Settings, sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
     base = server
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -133,20 +135,20 @@ async def test_customer_connects_configures_and_runs_a_sync_in_a_browser(
             # log in
             await page.goto(f"{base}/")
             assert page.url == f"{base}/login"
-            await shot(page, "01-login")
+            await shot(page, shots, "01-login")
             await page.fill("input[name=organisation]", "acme")
             await page.fill("input[name=email]", "ana@acme.example")
             await page.fill("input[name=password]", PASSWORD)
             await page.click("button:has-text('Log in')")
             await page.wait_for_url(f"{base}/")
             assert "Acme GmbH" in await page.content()
-            await shot(page, "02-dashboard")
+            await shot(page, shots, "02-dashboard")
 
             # connect both CRMs through their consent pages
-            await connect(page, base, "Salesforce", "#oaapprove", "salesforce")
-            await connect(page, base, "HubSpot", "#grant", "hubspot")
+            await connect(page, shots, base, "Salesforce", "#oaapprove", "salesforce")
+            await connect(page, shots, base, "HubSpot", "#grant", "hubspot")
             assert await page.locator(".badge.ok").count() == 2
-            await shot(page, "04-connections")
+            await shot(page, shots, "04-connections")
 
             # the instruction editor: see what is withheld before saving
             await page.goto(f"{base}/instructions")
@@ -169,28 +171,61 @@ async def test_customer_connects_configures_and_runs_a_sync_in_a_browser(
             withheld = await page.locator("code.withheld").all_inner_texts()
             assert {"Title", "MailingCity", "Lead_Score__c"} <= set(withheld)
             assert "Email" not in withheld
-            await shot(page, "05-instruction-preview")
+            await shot(page, shots, "05-instruction-preview")
             await page.click("text=Save as new version")
             await page.wait_for_url(f"{base}/instructions?saved=1")
-            await shot(page, "06-instructions")
+            await shot(page, shots, "06-instructions")
 
-            # create the sync
+            # create the sync: connections, then objects (a typo first), then the mapping editor
             await page.goto(f"{base}/syncs/new")
+            source = page.locator("select[name=source_connection_id] option:checked")
+            destination = page.locator("select[name=destination_connection_id] option:checked")
+            assert (await source.inner_text()).startswith("salesforce")
+            assert (await destination.inner_text()).startswith("hubspot")  # not the source by default
+            await shot(page, shots, "07-new-sync-connections")
+            async with page.expect_navigation():
+                await page.click("button:has-text('Next: objects')")
+            regions = await page.locator(".region").all_inner_texts()  # shown, not asked
+            assert regions == [
+                "Data hosted at eu (European Economic Area), as salesforce reported it.",
+                "Data hosted at eu1 (European Economic Area), as hubspot reported it.",
+            ]
+            assert await page.locator("input[name=source_endpoint]").count() == 0
+            assert await page.input_value("input[name=destination_stream]") == "contacts"
+            await page.fill("input[name=source_stream]", "Contacts")  # the typo of issue 17
+            async with page.expect_navigation():
+                await page.click("button:has-text('Next: mapping')")
+            guidance = await page.locator("#sync-error").inner_text()
+            assert "source_stream: the salesforce connection has no object 'Contacts'" in guidance
+            assert "did you mean Contact?" in guidance
+            assert await page.locator("#step-mapping").count() == 0
+            await shot(page, shots, "08-new-sync-typo")
+            await page.fill("input[name=source_stream]", "Contact")
+            async with page.expect_navigation():
+                await page.click("button:has-text('Next: mapping')")
+            auto = {
+                f: await page.input_value(f"select[aria-label='destination of {f}']")
+                for f in ("Email", "FirstName", "LastName", "Phone", "MailingCountry")
+            }
+            assert auto == {
+                "Email": "Email=email",
+                "FirstName": "FirstName=firstname",
+                "LastName": "LastName=lastname",
+                "Phone": "Phone=phone",
+                "MailingCountry": "",  # no name or label match: the user picks it
+            }
+            assert await page.locator("#mapping .badge.ok").count() == 4
+            country = "select[aria-label='destination of MailingCountry']"
+            check = page.locator("tr[data-source=MailingCountry] td.check")
+            await page.select_option(country, "MailingCountry=lead_score")  # flagged as the user picks
+            assert await check.inner_text() == "type mismatch: string values into a number field"
+            await page.select_option(country, "MailingCountry=country")
+            assert await check.inner_text() == "ok"
+            assert await page.input_value("select[name=source_key_property]") == "Email"
+            assert await page.input_value("select[name=destination_id_property]") == "email"
             await page.fill("input[name=sync_id]", "contacts")
             await page.fill("input[name=name]", "Salesforce contacts to HubSpot")
-            await page.select_option(
-                "select[name=source_connection_id]", label=await _option(page, "salesforce", "source")
-            )
-            await page.fill("input[name=source_endpoint]", "eu")
-            await page.select_option(
-                "select[name=destination_connection_id]", label=await _option(page, "hubspot", "destination")
-            )
-            await page.fill("input[name=destination_endpoint]", "eu1")
-            await page.fill(
-                "textarea[name=mapping]",
-                "Email=email\nFirstName=firstname\nLastName=lastname\nPhone=phone\nMailingCountry=country",
-            )
-            await shot(page, "07-new-sync")
+            await shot(page, shots, "09-new-sync-mapping")
             await page.click("text=Create sync")
             await page.wait_for_url(f"{base}/syncs/contacts")
 
@@ -201,21 +236,23 @@ async def test_customer_connects_configures_and_runs_a_sync_in_a_browser(
                 await page.wait_for_selector(
                     "#progress .badge.running, #progress .badge.completed", timeout=60_000
                 )
-                await shot(page, "08-sync-progress")
+                await shot(page, shots, "10-sync-progress")
                 await page.wait_for_selector("#progress .badge.completed", timeout=180_000)  # meta refresh
             report = await page.locator("#report").inner_text()
             assert f"{CONTACTS:,}" in report and "completed" in report
-            await shot(page, "09-sync-report")
+            await shot(page, shots, "11-sync-report")
             await page.goto(f"{base}/syncs")
             assert "completed" in await page.content()
-            await shot(page, "10-syncs")
+            await shot(page, shots, "12-syncs")
             await page.goto(f"{base}/")
-            await shot(page, "11-dashboard-after")
+            await shot(page, shots, "13-dashboard-after")
             await page.click("text=Log out")
             await page.wait_for_url(f"{base}/login")
             assert errors == []  # no CSP violation or script error on any page
-            # nothing failed to load from the app (the sandbox's consent pages have no favicon)
-            assert [f for f in failed if base in f.split(" ", 1)[1]] == []
+            # nothing failed to load from the app (the sandbox's consent pages have no favicon) but
+            # the one refused step: the typo, answered 400 with its guidance
+            from_app = [f for f in failed if base in f.split(" ", 1)[1]]
+            assert len(from_app) == 1 and from_app[0].startswith(f"400 {base}/syncs/new?"), from_app
         finally:
             await context.close()
             await browser.close()
