@@ -3,6 +3,7 @@
 Modules (each holds one concept's table, its row type and the functions on it):
 :mod:`~store.tenants`, :mod:`~store.instructions`, :mod:`~store.syncs`, :mod:`~store.runs`,
 :mod:`~store.staging`, :mod:`~store.dead_letters` (and the quarantine), :mod:`~store.id_map`,
+:mod:`~store.reconcile` (delete reconciliation),
 :mod:`~store.connections` (and OAuth states), :mod:`~store.keys` (the vault's wrapped keys),
 :mod:`~store.lineage` (the ledger), :mod:`~store.users` (web users and sessions),
 :mod:`~store.auditors` (auditor tokens, access log, DSR exports), :mod:`~store.codec_audit`;
@@ -42,6 +43,7 @@ from store import (
     instructions,
     keys,
     lineage,
+    reconcile,
     runs,
     staging,
     syncs,
@@ -59,6 +61,7 @@ __all__ = [
     "keys",
     "lineage",
     "metadata",
+    "reconcile",
     "runs",
     "staging",
     "syncs",

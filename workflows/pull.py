@@ -45,6 +45,7 @@ from store import runs as run_store
 from store import staging as staging_store
 from workflows.context import ActivityKit, SyncContext
 from workflows.liveness import Keepalive
+from workflows.merges import fold_page
 from workflows.metrics import count_pull
 from workflows.staging import Held, PendingPart, dead_letter_id, open_part, resume, seal_part
 
@@ -74,6 +75,7 @@ class PullProgress(BaseModel):
     quarantined: int = 0
     reasons: dict[str, int] = {}  # quarantine reason → records (field and type names only)
     drift: list[str] = []  # drift first reported by this batch
+    reconcile: str | None = None  # a page's Page.reconcile (persisted on the sync: workflows.merges)
     finished: bool = False  # lineage appended: a retry only returns the BatchRef
 
     def ref(self, seq: int) -> BatchRef:
@@ -90,6 +92,7 @@ class PullProgress(BaseModel):
             pseudonymized=self.pseudonymized,
             next_state=self.state,
             has_more=self.has_more,
+            reconcile=self.reconcile,
         )
 
     def fold(
@@ -189,7 +192,9 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
                 screened.kept, ctx.instruction, ctx.spec.source_stream, pseudonymizer=deps.pseudonymizer
             )
             pending.records += apply_transforms(projection.records, transforms)
-            pending.deleted += [keyed_hash(tenant, str(d)) for d in page.deleted_ids]
+            reconcile = fold_page(kit, ctx, pending, page)  # deletes, merges, reconcile (issue 13)
+            if reconcile and not progress.reconcile:
+                progress = progress.model_copy(update={"reconcile": reconcile})
             pending.pages += 1
             pending.calls += page.calls
             pending.withheld_values += projection.withheld_values
