@@ -8,7 +8,7 @@ the real stack — dev server, sandbox CRMs over HTTPS, in-process region worker
   reconciliation deletes exactly the purged records at HubSpot — after a listing that fails (a
   sandbox fault) deleted nothing; a dry run counts; the fraction guard refuses a mass delete until
   ``force``;
-* a HubSpot GDPR delete (reported by nothing) → a manual reconciliation deletes it at Salesforce.
+* a HubSpot GDPR delete (reported by nothing) → the reconciliation's schedule deletes it at Salesforce.
 
 API calls are counted at the sandboxes: listing pages and delete batches at their minimum.
 """
@@ -16,13 +16,16 @@ API calls are counted at the sandboxes: listing pages and delete batches at thei
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError
+from typer.testing import CliRunner, Result
 
 from api import reconcileops
+from api.cli import app as cli
 from api.demo import _workers
 from governance.lineage import Ledger
 from sandbox.faults import FaultPlan, FaultRule
@@ -41,6 +44,7 @@ from tests.sync_support import (
     check_ledger,
     create_sync,
     source_records,
+    worker_env,
 )
 from workflows.reconcile import ReconcileWorkflow
 
@@ -77,6 +81,15 @@ async def _reconciled(world: World, d: Direction, *, before: str | None) -> tupl
     return run_id, await asyncio.wait_for(handle.result(), timeout=180)
 
 
+async def _wait_for_start(world: World, d: Direction, before: str | None) -> None:
+    """Until a reconciliation other than ``before`` exists (a schedule starts it asynchronously)."""
+    for _ in range(100):
+        if await _last_run(world.connected.client, d) not in (None, before):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the schedule started no reconciliation")
+
+
 async def _reconcile(world: World, d: Direction, **options: bool) -> ReconcileResult:
     """A manual reconciliation (``crmhub sync reconcile``), awaited."""
     handle = await reconcileops.start(
@@ -87,6 +100,11 @@ async def _reconcile(world: World, d: Direction, **options: bool) -> ReconcileRe
         **options,
     )
     return await asyncio.wait_for(handle.result(), timeout=180)
+
+
+async def _crmhub(*args: str) -> Result:
+    """``crmhub ARGS`` in-process (its own event loop, on a thread)."""
+    return await asyncio.to_thread(CliRunner().invoke, cli, list(args))
 
 
 async def _incremental(world: World, d: Direction) -> None:
@@ -194,21 +212,37 @@ async def test_an_emptied_recycle_bin_is_reconciled_exactly_after_a_failed_listi
     check_ledger(world, d)
 
 
-async def test_a_mass_disappearance_is_refused_until_forced(world: World) -> None:
+async def test_a_mass_disappearance_is_refused_until_forced_with_the_cli(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in worker_env(world.settings).items():
+        if key.startswith("CRMHUB_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COLUMNS", "250")
     d = SF_CONTACTS_TO_HS
     sf, hs = world.sf, world.hs
     sf.seed({"Contact": 40})
     await create_sync(world, d)
+    sync = ["sync", "reconcile", "--tenant", d.tenant, "--sync", d.sync_id]
     async with _workers(world.settings):
         await world.run(d, SyncMode.FULL)
         for rid in sorted(r["id"] for r in sf.live_records("Contact"))[:25]:
             sf.delete_record("Contact", rid)
         sf.empty_recycle_bin("Contact")
-        refused = await _reconcile(world, d)
-        assert (refused.outcome, refused.vanished, refused.deleted) == (ReconcileOutcome.REFUSED, 25, 0)
-        assert "--force" in refused.message and len(hs.live_records("contacts")) == 40
-        forced = await _reconcile(world, d, force=True)
-    assert (forced.outcome, forced.deleted) == (ReconcileOutcome.COMPLETED, 25)
+        refused = await _crmhub(*sync)
+        assert refused.exit_code == 1, refused.output
+        assert "refused" in refused.output and "62.5%" in refused.output and "--force" in refused.output
+        assert len(hs.live_records("contacts")) == 40
+        dry = await _crmhub(*sync, "--dry-run", "--json")
+        assert dry.exit_code == 0, dry.output
+        counted = ReconcileResult.model_validate_json(dry.output)
+        assert (counted.outcome, counted.mapped, counted.vanished, counted.deleted) == (
+            ReconcileOutcome.DRY_RUN, 40, 25, 0
+        )  # fmt: skip
+        forced = await _crmhub(*sync, "--force", "--json")
+    assert forced.exit_code == 0, forced.output
+    done = ReconcileResult.model_validate_json(forced.output)
+    assert (done.outcome, done.deleted, done.delete_calls) == (ReconcileOutcome.COMPLETED, 25, 1)
     check_destination(world, d, source_records(world, d))
 
 
@@ -226,7 +260,16 @@ async def test_a_hubspot_gdpr_delete_reaches_salesforce_through_a_reconciliation
         assert len(sf.live_records("Contact")) == 250
         hs.calls.clear()
         sf.calls.clear()
-        done = await _reconcile(world, d)
+        # The reconciliation's Temporal Schedule (paused: it only runs when triggered here).
+        sid, _ = await reconcileops.schedule(
+            world.connected.client, d.tenant, d.sync_id, timedelta(days=1), paused=True,
+            task_queue=world.settings.temporal.control_task_queue,
+        )  # fmt: skip
+        before = await _last_run(world.connected.client, d)
+        await world.connected.client.get_schedule_handle(sid).trigger()
+        await _wait_for_start(world, d, before)
+        _, done = await _reconciled(world, d, before=before)
+        await world.connected.client.get_schedule_handle(sid).delete()
     assert (done.outcome, done.listed, done.vanished, done.deleted) == (ReconcileOutcome.COMPLETED, 247, 3, 3)
     assert done.list_calls == 3 and _calls(hs, "hs.list.contacts") == 3  # ceil(247 / 100)
     assert done.delete_calls == 1 and _calls(sf, "sf.collections") == 1  # ≤ 200 ids a call
@@ -234,5 +277,5 @@ async def test_a_hubspot_gdpr_delete_reaches_salesforce_through_a_reconciliation
     assert not set(erased) & at_sf and len(at_sf) == 247
     check_destination(world, d, source_records(world, d))
     (event,) = [e for e in _events(world, d, EventKind.DELETE) if e.details.get("reconcile")]
-    assert event.counts["deleted"] == 3 and event.details["reason"] == "manual"
+    assert event.counts["deleted"] == 3 and event.details["reason"] == "schedule"
     check_ledger(world, d)
