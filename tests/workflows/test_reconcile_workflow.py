@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from schemas import reconcile as rc
 from schemas.connector import StreamState
 from tests.workflows import test_maintenance
+from tests.workflows.test_sync_workflow import keep_history
 from workflows.reconcile import ReconcileWorkflow
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,7 @@ class Stubs:
 client = test_maintenance.client  # the dev server client with the pydantic converter
 
 
-async def _run(client: Client, stubs: Stubs) -> rc.ReconcileResult:
+async def _run(client: Client, stubs: Stubs, record: str | None = None) -> rc.ReconcileResult:
     with ThreadPoolExecutor(max_workers=2) as pool:
         async with Worker(
             client,
@@ -74,18 +75,21 @@ async def _run(client: Client, stubs: Stubs) -> rc.ReconcileResult:
             activities=[stubs.begin, stubs.list_ids, stubs.apply],
             activity_executor=pool,
         ):
-            result: rc.ReconcileResult = await client.execute_workflow(
+            handle = await client.start_workflow(
                 ReconcileWorkflow.run,
                 rc.ReconcileInput(tenant="acme", sync_id="contacts"),
                 id=f"reconcile-test-{uuid.uuid4().hex}",
                 task_queue=stubs.queue,
             )
+            result = await handle.result()
+            if record:
+                await keep_history(handle, record)
             return result
 
 
 async def test_the_listing_resumes_from_each_activitys_state_until_its_end(client: Client) -> None:
     stubs = Stubs(f"rq-{uuid.uuid4().hex}", pages=3)
-    result = await _run(client, stubs)
+    result = await _run(client, stubs, record="reconcile_completed")
     assert stubs.listed == [(0, None), (1, "after-0"), (2, "after-1")]
     (applied,) = stubs.applied
     assert applied.complete and (applied.list_pages, applied.list_calls) == (6, 6)
@@ -94,7 +98,7 @@ async def test_the_listing_resumes_from_each_activitys_state_until_its_end(clien
 
 async def test_a_listing_that_keeps_failing_ends_incomplete_after_its_attempts(client: Client) -> None:
     stubs = Stubs(f"rq-{uuid.uuid4().hex}", pages=3, fail=True)
-    result = await _run(client, stubs)
+    result = await _run(client, stubs, record="reconcile_listing_truncated")
     assert stubs.list_attempts == 3  # the plan's list_attempts, then the listing counts as truncated
     (applied,) = stubs.applied
     assert not applied.complete and "503 SERVER_UNAVAILABLE" in applied.why_incomplete
