@@ -32,6 +32,7 @@ from sandbox.faults import FaultPlan, FaultRule
 from schemas.lineage import EventKind
 from schemas.reconcile import ReconcileOutcome, ReconcileResult, reconcile_workflow_id
 from schemas.sync import SyncMode, SyncStatus
+from services.syncconfig import sync_health
 from store import id_map as id_map_store
 from store import reconcile as reconcile_store
 from tests.e2e.test_sync_directions import _stamped_after
@@ -192,6 +193,9 @@ async def test_an_emptied_recycle_bin_is_reconciled_exactly_after_a_failed_listi
         with world.connected.engine.connect() as conn:
             need = reconcile_store.reconcile_need(conn, d.tenant, d.sync_id)
         assert need is not None and need.reason == "DELETE_LOG_PURGED"  # still owed
+        health = sync_health(world.connected.engine, d.tenant, d.sync_id)
+        assert health.reconcile == "DELETE_LOG_PURGED" and health.last_run is not None
+        assert health.last_run.mode != "reconcile"  # the sync's own runs, not the reconciliations
         sf.faults.clear()
         dry = await _reconcile(world, d, dry_run=True)
         assert (dry.outcome, dry.vanished, dry.deleted) == (ReconcileOutcome.DRY_RUN, 10, 0)
@@ -206,6 +210,7 @@ async def test_an_emptied_recycle_bin_is_reconciled_exactly_after_a_failed_listi
     check_destination(world, d, source_records(world, d))  # exactly the purged ones left HubSpot
     with world.connected.engine.connect() as conn:
         assert reconcile_store.reconcile_need(conn, d.tenant, d.sync_id) is None
+    assert sync_health(world.connected.engine, d.tenant, d.sync_id).reconcile is None
     deletes = [e for e in _events(world, d, EventKind.DELETE) if e.details.get("reconcile")]
     assert [e.counts["deleted"] for e in deletes] == [0, 10]  # the automatic one, then this one
     assert len(deletes[-1].record_id_hashes) == 10
