@@ -359,6 +359,13 @@ def _print_health(h: SyncHealth, tenant: str) -> None:
             f"while the sync cites instruction v{h.instruction_version}",
             soft_wrap=True,
         )
+    if h.reconcile:
+        out.print(
+            f"[yellow]deletes to reconcile[/] ({h.reconcile}: the source could not prove every delete was "
+            f"seen; pending until a reconciliation completes): crmhub sync reconcile --tenant {tenant} "
+            f"--sync {h.sync_id} [--dry-run]",
+            soft_wrap=True,
+        )
     if h.needs_instruction:
         base = f"crmhub sync set-instruction --tenant {tenant} --sync {h.sync_id}"
         newer = h.latest_instruction if (h.latest_instruction or 0) > h.instruction_version else None

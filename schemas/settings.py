@@ -177,6 +177,17 @@ class WorkerSettings(_Model):
         60.0, ge=1, le=86_400, description="wait for a region's worker before reporting it"
     )
     metrics_port: int | None = Field(None, ge=1, le=65535)
+    reconcile_max_delete_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a delete reconciliation that would delete more than this fraction of the records "
+        "mapped at the destination deletes nothing and says so (a truncated listing looks like mass "
+        "deletion); --force overrides it",
+    )
+    reconcile_list_attempts: int = Field(
+        5, ge=1, le=100, description="tries of one id-listing activity before the listing counts as truncated"
+    )
 
 
 class ScheduleSettings(_Model):

@@ -105,6 +105,7 @@ class SyncCarry(_Model):
     batch_seq: int
     paused: bool = False
     drift: tuple[str, ...] = ()  # source schema changes the run has seen so far
+    reconcile: str | None = None  # a pull's Page.reconcile: a reconciliation follows the run
 
 
 class PlanInput(_Model):
@@ -168,6 +169,9 @@ class BatchRef(_Model):
     pseudonymized: int = 0
     next_state: StreamState
     has_more: bool
+    # The source could no longer prove it reported every delete (``Page.reconcile``; persisted on the
+    # sync by the pull): the run starts a reconciliation when it completes.
+    reconcile: str | None = None
 
 
 class PushInput(_Model):

@@ -37,6 +37,7 @@ from schemas.lineage import EventKind
 from schemas.sync import SyncStatus
 from store import dead_letters as dead_letter_store
 from store import instructions as instruction_store
+from store import reconcile as reconcile_store
 from store import runs as run_store
 from store import syncs as sync_store
 
@@ -250,6 +251,7 @@ class SyncHealth:
     drift: tuple[str, ...]  # source schema changes seen by the latest run that planned
     refusal: Refusal | None  # the latest run was refused
     will_refuse: tuple[str, ...]  # fields retyped under the instruction cited: the next run is refused
+    reconcile: str | None = None  # the source could not prove every delete: a reconciliation is owed
 
     @property
     def needs_instruction(self) -> bool:
@@ -291,7 +293,8 @@ def sync_health(engine: Engine, tenant: str, sync_id: str, *, recent: int = 5) -
         row = sync_store.get_sync(conn, tenant, sync_id)
         if row is None:
             raise ConfigError(f"tenant {tenant!r} has no sync {sync_id!r}")
-        runs = run_store.list_runs(conn, tenant, sync_id, limit=recent)
+        runs = [r for r in run_store.list_runs(conn, tenant, sync_id, limit=recent) if r.mode != "reconcile"]
+        need = reconcile_store.reconcile_need(conn, tenant, sync_id)
         latest = instruction_store.latest_instruction(conn, tenant)
         cited = instruction_store.get_instruction(conn, tenant, row.spec.instruction_version)
         accepted = sync_store.accepted_types(conn, tenant, sync_id)
@@ -320,4 +323,5 @@ def sync_health(engine: Engine, tenant: str, sync_id: str, *, recent: int = 5) -
         drift=drift,
         refusal=refusal,
         will_refuse=tuple(will_refuse),
+        reconcile=need.reason if need else None,
     )

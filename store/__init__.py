@@ -3,6 +3,7 @@
 Modules (each holds one concept's table, its row type and the functions on it):
 :mod:`~store.tenants`, :mod:`~store.instructions`, :mod:`~store.syncs`, :mod:`~store.runs`,
 :mod:`~store.staging`, :mod:`~store.dead_letters` (and the quarantine), :mod:`~store.id_map`,
+:mod:`~store.reconcile` (delete reconciliation),
 :mod:`~store.connections` (and OAuth states), :mod:`~store.keys` (the vault's wrapped keys),
 :mod:`~store.lineage` (the ledger), :mod:`~store.users` (web users and sessions),
 :mod:`~store.login_limits` (the web login rate limit's counters),
@@ -44,6 +45,7 @@ from store import (
     keys,
     lineage,
     login_limits,
+    reconcile,
     runs,
     staging,
     syncs,
@@ -62,6 +64,7 @@ __all__ = [
     "lineage",
     "login_limits",
     "metadata",
+    "reconcile",
     "runs",
     "staging",
     "syncs",

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from store._sql import chunks
 from store.dead_letters import dead_letters
 from store.id_map import id_map
+from store.reconcile import reconcile_listing
 from store.staging import staging_batches
 from store.syncs import syncs
 
@@ -55,6 +56,7 @@ _TENANT_TABLES = {
     "staging_parts": staging_batches,
     "dead_letters": dead_letters,
     "id_map_rows": id_map,
+    "reconcile_listing_rows": reconcile_listing,  # keyed hashes of listed source ids (transient)
 }
 
 

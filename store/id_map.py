@@ -12,20 +12,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import DateTime, PrimaryKeyConstraint, String, delete, select
+from sqlalchemy import DateTime, Index, PrimaryKeyConstraint, String, delete, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from store._sql import chunks, dialect_insert, table_of
 
-__all__ = ["IdMapTable", "delete_id_map", "id_map", "lookup_id_map", "purge_id_map", "upsert_id_map"]
+__all__ = [
+    "IdMapTable",
+    "delete_id_map",
+    "id_map",
+    "lookup_id_map",
+    "purge_id_map",
+    "shared_destinations",
+    "upsert_id_map",
+]
 
 
 class IdMapTable(SQLModel, table=True):
     """Declaration of the ``id_map`` table (read and written through :data:`id_map`)."""
 
     __tablename__ = "id_map"
-    __table_args__ = (PrimaryKeyConstraint("tenant", "sync_id", "source_key_hash", name="pk_id_map"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("tenant", "sync_id", "source_key_hash", name="pk_id_map"),
+        Index("ix_id_map_destination", "tenant", "sync_id", "destination_id"),  # 0012_reconcile
+    )
 
     tenant: str = Field(sa_type=String(128), primary_key=True)
     sync_id: str = Field(sa_type=String(128), primary_key=True)
@@ -63,6 +74,22 @@ def lookup_id_map(conn: Connection, tenant: str, sync_id: str, hashes: Sequence[
             id_map.c.tenant == tenant, id_map.c.sync_id == sync_id, id_map.c.source_key_hash.in_(chunk)
         )
         out.update({str(r[0]): str(r[1]) for r in conn.execute(stmt)})
+    return out
+
+
+def shared_destinations(
+    conn: Connection, tenant: str, sync_id: str, destination_ids: Sequence[str], *, besides: Sequence[str]
+) -> set[str]:
+    """Those of ``destination_ids`` still mapped from a source key hash not in ``besides``: records
+    another live source record landed in (a merge winner upserted by the loser's external id), which
+    deleting the ``besides`` keys must not delete (index ``ix_id_map_destination``)."""
+    leaving = set(besides)
+    out: set[str] = set()
+    for chunk in chunks(list(dict.fromkeys(destination_ids))):
+        stmt = select(id_map.c.destination_id, id_map.c.source_key_hash).where(
+            id_map.c.tenant == tenant, id_map.c.sync_id == sync_id, id_map.c.destination_id.in_(chunk)
+        )
+        out.update(str(r[0]) for r in conn.execute(stmt) if str(r[1]) not in leaving)
     return out
 
 

@@ -74,6 +74,8 @@ class SyncTable(SQLModel, table=True):
     created: datetime = Field(sa_type=DateTime(timezone=True))
     updated: datetime = Field(sa_type=DateTime(timezone=True))
     accepted_types: dict[str, Any] | None = Field(sa_type=JSON)
+    reconcile: str | None = Field(default=None, sa_type=String(64))  # 0012_reconcile: see store.reconcile
+    reconcile_requested: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 syncs = table_of(SyncTable)

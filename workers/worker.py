@@ -24,6 +24,8 @@ from workflows.dsr import DataSubjectRequestWorkflow
 from workflows.dsr_activities import DsrActivities
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
+from workflows.reconcile import ReconcileTriggerWorkflow, ReconcileWorkflow
+from workflows.reconcile_activities import ReconcileActivities
 from workflows.sync import SyncWorkflow
 from workflows.trigger import SyncTriggerWorkflow
 
@@ -42,6 +44,7 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
     w = settings.worker
     maintenance = MaintenanceActivities(activities.deps)
     dsr = DsrActivities(activities.deps)
+    reconcile = ReconcileActivities(activities.deps)
     control = Worker(
         client,
         task_queue=settings.temporal.control_task_queue,
@@ -51,12 +54,15 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
             RetentionPurgeWorkflow,
             KeyRotationCheckWorkflow,
             DataSubjectRequestWorkflow,
+            ReconcileWorkflow,
+            ReconcileTriggerWorkflow,
         ],
         activities=[
             activities.plan_sync,
             activities.finish_run,
             *maintenance.activities(),
             *dsr.control_activities(),
+            reconcile.begin_reconcile,
         ],
         activity_executor=executor,
         max_concurrent_activities=w.max_concurrent_activities,
@@ -66,7 +72,8 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
         client,
         task_queue=settings.task_queue(region),
         activities=[activities.pull_batch, activities.push_batch, activities.discard_batch,
-                    activities.discard_run_staging, *dsr.region_activities()],
+                    activities.discard_run_staging, *dsr.region_activities(),
+                    reconcile.list_source_ids, reconcile.apply_reconcile],
         activity_executor=executor,
         max_concurrent_activities=w.max_concurrent_activities,
     )  # fmt: skip

@@ -50,6 +50,7 @@ from store import runs as run_store
 from store import staging as staging_store
 from workflows.context import ActivityKit, BatchEvents, Route, SyncContext
 from workflows.liveness import Keepalive
+from workflows.merges import fold_page
 from workflows.metrics import count_pull
 from workflows.staging import PendingPart, open_part, resume, seal_letter, seal_part
 
@@ -79,6 +80,7 @@ class PullProgress(BaseModel):
     quarantined: int = 0
     reasons: dict[str, int] = {}  # quarantine reason → records (field and type names only)
     drift: list[str] = []  # drift first reported by this batch
+    reconcile: str | None = None  # a page's Page.reconcile (persisted on the sync: workflows.merges)
     finished: bool = False  # lineage appended: a retry only returns the BatchRef
 
     def ref(self, seq: int) -> BatchRef:
@@ -95,6 +97,7 @@ class PullProgress(BaseModel):
             pseudonymized=self.pseudonymized,
             next_state=self.state,
             has_more=self.has_more,
+            reconcile=self.reconcile,
         )
 
     def fold(
@@ -186,6 +189,9 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
             governed = governance.process(page.records, page.deleted_ids)
             pending.add(governed, calls=page.calls)
             withheld.update(governed.withheld_fields)
+            reconcile = fold_page(kit, ctx, pending, page)  # merges, reconcile (issue 13)
+            if reconcile and not progress.reconcile:
+                progress = progress.model_copy(update={"reconcile": reconcile})
             state, has_more = page.next_state, page.has_more
             if pending.read >= part_records or len(pending.deleted) >= part_records:
                 progress = stager.stage(progress, pending).fold(pending, state, has_more, withheld)

@@ -5,7 +5,9 @@ property), ``write_batch(UPSERT, external_id=…)`` — idempotent, so a rewritt
 nothing — then per-record outcomes: accepted → ``id_map`` (source key hash → destination id);
 refused → a dead letter (sealed record and vendor message, vendor code, redacted message), so bad
 records never block good ones. Staged deletes are looked up in the id map and deleted at the
-destination (``DELETE``) when its stream supports it, else dead-lettered ``DELETE_NOT_SUPPORTED``.
+destination (``DELETE``) when its stream supports it, else dead-lettered ``DELETE_NOT_SUPPORTED`` —
+except a destination record another live source key still maps (the merge guard,
+:mod:`workflows.merges`): its mapping is dropped, the record kept.
 Each written part is heartbeated as :class:`PushProgress`; a retry skips it. The database, per
 attempt: one read (the run's context — cached per worker —, the batch's parts and the first one to
 write), a read of each further part, one write per part (its id map rows and dead letters), one
@@ -13,9 +15,10 @@ lineage append, the staging's deletion.
 
 The move to the destination's region is checked before anything is written (fail closed). After
 the last part: a ``push`` event (counts, keyed hashes of accepted records), a ``transfer`` event when
-the destination region is not the processing region, a ``delete`` event for propagated deletes;
-then the staged batch is deleted. After a resumed push the ``delete`` event's counts cover every
-part but its hashes only the parts written by the last attempt.
+the destination region is not the processing region, a ``delete`` event for propagated deletes,
+a ``merge`` event when the source reported merges; then the staged batch is deleted. After a resumed
+push the ``delete`` event's counts cover every part but its hashes (and the ``merge`` event) only the
+parts written by the last attempt.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from store import id_map as id_map_store
 from store import staging as staging_store
 from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
+from workflows.merges import merge_event, spare_shared
 from workflows.metrics import count_push
-from workflows.staging import open_part, redact, resume, seal_letter
+from workflows.staging import open_part, redact, resume, seal_letter, staged_merges
 
 __all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "push_batch"]
 
@@ -59,6 +63,7 @@ class PushProgress(BaseModel):
     deletes_propagated: int = 0
     deletes_failed: int = 0
     deletes_unmapped: int = 0
+    deletes_kept: int = 0  # mapping dropped, record kept: another live source key maps it (merge guard)
     calls: int = 0
     finished: bool = False  # lineage appended: a retry only deletes the staging
 
@@ -102,6 +107,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
 
     accepted: list[str] = []
     gone: list[str] = []
+    kept: list[str] = []  # issue 13 merge guard: see workflows.merges
+    merged: dict[str, str] = {}
     connector = deps.connector_factory(ctx.spec.destination_connection_id)
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
@@ -116,10 +123,12 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
                 with deps.engine.connect() as conn:
                     (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
             keys, records, deleted = open_part(deps.vault, ctx, part)
+            merged.update(staged_merges(deps.vault, ctx, part))
             progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
-            progress, removed = writer.delete(part, deleted, progress)
+            progress, removed, spared = writer.delete(part, deleted, progress)
             gone += removed
+            kept += spared
             progress = progress.model_copy(update={"done_parts": [*progress.done_parts, number]})
             keepalive.beat(progress)
     finally:
@@ -127,9 +136,10 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
         keepalive.stop()  # last: a cancellation deferred until now is raised here
     if done_before:
         accepted = _accepted_earlier(kit, ctx, batch.batch_id, done_before) + accepted
-    kit.append_once(
-        tenant, plan.run_id, batch.batch_id, _events(kit, ctx, plan.run_id, progress, accepted, gone)
-    )
+    ev = BatchEvents(ctx.run(plan.run_id), batch.batch_id, deps.clock())
+    events = _events(ev, ctx, progress, accepted, gone)
+    events += merge_event(ev, ctx, merged, deleted=gone, kept=kept)
+    kit.append_once(tenant, plan.run_id, batch.batch_id, events)
     count_push(
         plan,
         pushed=progress.created + progress.updated,
@@ -222,15 +232,18 @@ class _Writer:
 
     def delete(
         self, part: staging_store.StagedPart, deleted: list[str], progress: PushProgress
-    ) -> tuple[PushProgress, list[str]]:
-        """Propagate one part's source deletes through the id map; returns progress and deleted keys."""
+    ) -> tuple[PushProgress, list[str], list[str]]:
+        """Propagate one part's source deletes through the id map; returns progress, deleted keys and
+        the keys whose mapping was dropped while their destination record stays (merge guard)."""
         if not deleted:
-            return progress, []
+            return progress, [], []
         tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
         stream = self.stream
         with self.kit.deps.engine.connect() as conn:
             found = id_map_store.lookup_id_map(conn, tenant, sync_id, deleted)
-        targets = [(i, k, found[k]) for i, k in enumerate(deleted) if k in found]
+            targets = [(i, k, found[k]) for i, k in enumerate(deleted) if k in found]
+            targets, spared = spare_shared(conn, tenant, sync_id, targets, leaving=deleted)
+        kept = [k for _, k, _ in spared]
         letters: list[dead_letter_store.DeadLetter] = []
         gone: list[str] = []
         calls = 0
@@ -259,17 +272,18 @@ class _Writer:
                         self.letter(part, "delete", i, k, {"destination_id": dest_id}, *_why(outcome))
                     )
         with self.kit.deps.engine.begin() as conn:
-            id_map_store.delete_id_map(conn, tenant, sync_id, gone)
+            id_map_store.delete_id_map(conn, tenant, sync_id, [*gone, *kept])
             dead_letter_store.add_dead_letters(conn, letters)
         progress = progress.model_copy(
             update={
                 "deletes_propagated": progress.deletes_propagated + len(gone),
                 "deletes_failed": progress.deletes_failed + len(letters),
-                "deletes_unmapped": progress.deletes_unmapped + len(deleted) - len(targets),
+                "deletes_unmapped": progress.deletes_unmapped + len(deleted) - len(targets) - len(kept),
+                "deletes_kept": progress.deletes_kept + len(kept),
                 "calls": progress.calls + calls,
             }
         )
-        return progress, gone
+        return progress, gone, kept
 
     def _check_outcomes(self, result: WriteResult, sent: int) -> None:
         if len(result.outcomes) != sent:
@@ -312,16 +326,14 @@ def _accepted_earlier(kit: ActivityKit, ctx: SyncContext, batch_id: str, parts: 
 
 
 def _events(
-    kit: ActivityKit,
+    ev: BatchEvents,
     ctx: SyncContext,
-    run_id: str,
     progress: PushProgress,
     accepted: list[str],
     gone: list[str],
 ) -> list[LineageEvent]:
     """``push`` (keys the destination accepted), ``transfer`` when the destination region is not
     home, ``delete`` when source deletes were propagated (or could not be)."""
-    ev = BatchEvents(ctx.run(run_id), progress.batch_id, kit.deps.clock())
     counts = {
         "pushed": progress.created + progress.updated, "created": progress.created,
         "updated": progress.updated, "failed": progress.failed, "calls": progress.calls,
@@ -335,10 +347,16 @@ def _events(
     )  # fmt: skip
     if transfer is not None:
         events.append(transfer)
-    if progress.deletes_propagated or progress.deletes_failed or progress.deletes_unmapped:
+    if (
+        progress.deletes_propagated
+        or progress.deletes_failed
+        or progress.deletes_unmapped
+        or progress.deletes_kept
+    ):
         counts = {
             "deleted": progress.deletes_propagated, "failed": progress.deletes_failed,
             "not_at_destination": progress.deletes_unmapped,
+            **({"kept_shared": progress.deletes_kept} if progress.deletes_kept else {}),
         }  # fmt: skip
         events.append(ev(EventKind.DELETE, ctx.outbound(ctx.source_dataset()), counts, gone))
     return events

@@ -3,8 +3,9 @@
 A staged part is a vault ``seal_batch`` of compact JSON ``{"v": 1, "keys": [kh_…], "records": […]}``
 (``keys[i]`` is the keyed hash of ``records[i]``'s source id) with AAD
 ``(tenant, sync, "<batch>/<part>", purpose)``; its deleted source ids, as keyed hashes, are sealed
-the same way under ``"<batch>/<part>/deleted"``. A part moved to another batch, sync, tenant or
-purpose does not open.
+the same way under ``"<batch>/<part>/deleted"`` — a JSON list, or ``{"deleted": […], "merged": {loser:
+winner}}`` when the source reported merges (keyed hashes both; :func:`staged_merges`). A part moved
+to another batch, sync, tenant or purpose does not open.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "resume",
     "seal_letter",
     "seal_part",
+    "staged_merges",
 ]
 
 _VERSION = 1
@@ -50,6 +52,7 @@ class PendingPart:
     records: list[Record] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     held: list[Quarantined] = field(default_factory=list)
+    merged: dict[str, str] = field(default_factory=dict)  # loser key → winner key (workflows.merges)
     pages: int = 0
     calls: int = 0
     withheld_values: int = 0
@@ -94,10 +97,13 @@ def seal_part(
     purpose = ctx.instruction.purpose
     sealed = vault.seal_batch(ctx.tenant.id, blob, sync=ctx.spec.id, batch=name, purpose=purpose)
     sealed_deleted = None
-    if pending.deleted:
+    if pending.deleted or pending.merged:
+        gone: Any = (
+            {"deleted": pending.deleted, "merged": pending.merged} if pending.merged else pending.deleted
+        )
         sealed_deleted = vault.seal_batch(
             ctx.tenant.id,
-            json.dumps(pending.deleted, separators=(",", ":")).encode(),
+            json.dumps(gone, separators=(",", ":")).encode(),
             sync=ctx.spec.id,
             batch=f"{name}/deleted",
             purpose=purpose,
@@ -119,13 +125,33 @@ def open_part(
     keys, records = body["keys"], body["records"]
     if len(keys) != len(records):
         raise IntegrityError("staged part is inconsistent (keys and records differ in number)")
-    deleted: list[str] = []
-    if part.deleted_keys is not None:
-        raw = vault.open_batch(
-            ctx.tenant.id, part.deleted_keys, sync=ctx.spec.id, batch=f"{name}/deleted", purpose=purpose
-        )
-        deleted = list(json.loads(raw))
-    return keys, records, deleted
+    return keys, records, _open_deleted(vault, ctx, part)[0]
+
+
+def staged_merges(vault: Vault, ctx: SyncContext, part: staging_store.StagedPart) -> dict[str, str]:
+    """The merges a staged part carries: loser key hash → winner key hash (empty: none)."""
+    return _open_deleted(vault, ctx, part)[1]
+
+
+def _open_deleted(
+    vault: Vault, ctx: SyncContext, part: staging_store.StagedPart
+) -> tuple[list[str], dict[str, str]]:
+    if part.deleted_keys is None:
+        return [], {}
+    name = _name(part.batch_id, part.part)
+    raw = vault.open_batch(
+        ctx.tenant.id,
+        part.deleted_keys,
+        sync=ctx.spec.id,
+        batch=f"{name}/deleted",
+        purpose=ctx.instruction.purpose,
+    )
+    body = json.loads(raw)
+    if isinstance(body, list):
+        return [str(k) for k in body], {}
+    if not isinstance(body, dict) or not isinstance(body.get("merged"), dict):
+        raise IntegrityError("staged deletes have an unknown format")
+    return [str(k) for k in body["deleted"]], {str(k): str(v) for k, v in body["merged"].items()}
 
 
 def seal_letter(

@@ -33,6 +33,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from schemas.connector import StreamState
+    from schemas.reconcile import ReconcileInput
     from schemas.sync import (
         BatchRef,
         FinishInput,
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import search_attributes as sa
     from workflows.activities import SyncActivities
+    from workflows.reconcile import start_reconciliation
 
 __all__ = ["CONTROL_QUEUE", "SyncWorkflow"]
 
@@ -83,6 +85,7 @@ class SyncWorkflow:
         self._message = ""
         self._input: SyncInput | None = None
         self._drift: list[str] = []  # source schema changes seen during this execution
+        self._reconcile: str | None = None  # a pull's Page.reconcile: reconcile after the run (issue 13)
 
     # -- ops controls -----------------------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class SyncWorkflow:
             self._run_id, plan, state = carry.run_id, carry.plan, carry.state
             self._counts, seq, self._paused = carry.counts, carry.batch_seq, carry.paused
             self._drift = list(carry.drift)
+            self._reconcile = carry.reconcile
             self._plan = plan
         else:
             self._run_id = str(workflow.uuid4())
@@ -146,6 +150,7 @@ class SyncWorkflow:
                     pseudonymized=batch.pseudonymized, quarantined=batch.quarantined, batches=1,
                 )  # fmt: skip
                 self._drift += [d for d in batch.drift if d not in self._drift]
+                self._reconcile = self._reconcile or batch.reconcile
                 if pending is not None:
                     self._account(await pending)
                     pending = None
@@ -162,7 +167,7 @@ class SyncWorkflow:
                         pending = None
                     carry = SyncCarry(
                         run_id=self._run_id, plan=plan, state=state, counts=self._counts, batch_seq=seq,
-                        paused=self._paused, drift=tuple(self._drift),
+                        paused=self._paused, drift=tuple(self._drift), reconcile=self._reconcile,
                     )  # fmt: skip
                     workflow.continue_as_new(SyncInput(tenant=inp.tenant, sync_id=inp.sync_id, mode=plan.mode,
                                                        trigger=inp.trigger, carry=carry))  # fmt: skip
@@ -183,6 +188,10 @@ class SyncWorkflow:
             await self._finish(plan, state, SyncStatus.FAILED, _describe(err))
             raise ApplicationError(f"sync run failed: {_describe(err)}", non_retryable=True) from err
         await self._finish(plan, state, SyncStatus.COMPLETED, "")
+        if self._reconcile:  # the source lost deletes it can no longer report: compare the ids
+            await start_reconciliation(
+                ReconcileInput(tenant=inp.tenant, sync_id=inp.sync_id, trigger="sync", reason=self._reconcile)
+            )
         return self._counts
 
     async def _plan_run(self, inp: SyncInput) -> SyncPlanRef:

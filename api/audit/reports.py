@@ -201,6 +201,8 @@ def lineage_report(
             _add(counts, "erased", sum(c.values()))
         elif e.kind is EventKind.REFUSAL:
             _add(counts, "refusals", 1)
+        elif e.kind is EventKind.MERGE:
+            _add(counts, "merged_at_source", c.get("merged", 0))
         elif e.kind is EventKind.QUARANTINE:
             _add(counts, "quarantined", c.get("records", 0))
         elif e.kind is EventKind.DRIFT:
@@ -215,7 +217,7 @@ def lineage_report(
         counts = run["counts"]
         for key in ("pulled", "pushed", "created", "updated", "failed", "quarantined", "withheld_values",
                     "pseudonymized", "deleted_at_source", "deletes_propagated", "erased",
-                    "refusals"):  # fmt: skip
+                    "refusals", "merged_at_source"):  # fmt: skip
             counts.setdefault(key, 0)
         held = counts["pushed"] + counts["failed"] + counts["quarantined"]
         counts["filtered"] = max(counts["pulled"] - held, 0)

@@ -92,10 +92,11 @@ class HubSpotConfig(RetryConfig):
         "the next scan covers the gap (deletes arrive up to this much later, none is lost); 0: every read",
     )
     merges_as_deletes: bool = Field(
-        False,
+        True,
         description="also report ids merged away at the source in Page.deleted_ids (they are always in "
-        "Page.merged_into); off until the workflow re-points a loser's mapping when the winner was "
-        "upserted into the loser's destination record (same external id) instead of deleting it",
+        "Page.merged_into), so the losers' destination records are deleted; the workflow's merge guard "
+        "keeps a destination record the winner was upserted into (same external id). Off: merged-away "
+        "records stay at the destination until a reconciliation finds them",
     )
     portal_utc_offset_min: int | None = Field(
         None,

@@ -70,7 +70,7 @@ def test_a_merge_reports_both_old_ids_on_the_new_record_and_reads_it_once(
     assert [r["id"] for r in records] == [merged.id]
     assert "hs_merged_object_ids" not in records[0]  # used, not handed on: it was not asked for
     assert {k: v for p in pages for k, v in p.merged_into.items()} == {"7": merged.id, "9": merged.id}
-    assert [d for p in pages for d in p.deleted_ids] == []  # merges_as_deletes is off by default
+    assert sorted(d for p in pages for d in p.deleted_ids) == ["7", "9"]  # merges_as_deletes: on by default
     assert sum(p.calls for p in pages) == 2  # one search, one archived-list page (nothing archived)
     # the old ids are in neither list, and resolve to the result
     assert {r.id for r in hs.store.dump("contacts")}.isdisjoint({"7", "9"})
@@ -85,6 +85,16 @@ def test_merges_as_deletes_puts_the_losers_in_deleted_ids(small: Served, connect
     assert [r["id"] for p in pages for r in p.records] == [second]
     assert sorted(d for p in pages for d in p.deleted_ids) == sorted(["3", "4", "5", first], key=str)
     assert set(pages[0].merged_into) == {"3", "4", "5", first}
+
+
+def test_without_merges_as_deletes_the_losers_are_only_reported_as_merged(
+    small: Served, connect: Connect
+) -> None:
+    _, conn, start = _started(small, connect(small, merges_as_deletes=False))
+    merged = small.hs.merge_records("contacts", "3", "4")
+    pages, _ = _incremental(small, conn, start)
+    assert [d for p in pages for d in p.deleted_ids] == []
+    assert {k: v for p in pages for k, v in p.merged_into.items()} == {"3": merged, "4": merged}
 
 
 def test_a_legacy_merge_keeps_the_primary_id_and_reports_only_the_other(

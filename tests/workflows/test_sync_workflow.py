@@ -160,7 +160,7 @@ async def test_runs_every_batch_and_overlaps_push_with_pull(running) -> None:
     assert fake.overlapped(), "push of batch n should overlap pull of batch n+1"
     progress = await handle.query(SyncWorkflow.progress)
     assert progress.status is SyncStatus.COMPLETED and progress.counts.pulled == 50
-    await _keep(handle, "sync_completed")
+    await keep_history(handle, "sync_completed")
 
 
 async def test_continue_as_new_keeps_counts_and_cursor(running) -> None:
@@ -173,7 +173,7 @@ async def test_continue_as_new_keeps_counts_and_cursor(running) -> None:
     runs = [e async for e in client.list_workflows(f"WorkflowId = '{handle.id}'")]
     assert len(runs) == 4  # 2 + 2 + 2 + 1 batches
     assert len({f.plan.run_id for f in fake.finished}) == 1  # one logical run
-    await _keep(handle, "sync_last_run_after_continue_as_new")
+    await keep_history(handle, "sync_last_run_after_continue_as_new")
 
 
 async def test_pause_and_resume(running) -> None:
@@ -190,7 +190,7 @@ async def test_pause_and_resume(running) -> None:
     await handle.signal(SyncWorkflow.resume)
     counts = await handle.result()
     assert counts.pulled == 50
-    await _keep(handle, "sync_paused_resumed")
+    await keep_history(handle, "sync_paused_resumed")
 
 
 async def test_refused_plan_fails_closed_with_the_reason(running) -> None:
@@ -204,7 +204,7 @@ async def test_refused_plan_fails_closed_with_the_reason(running) -> None:
     progress = await handle.query(SyncWorkflow.progress)
     assert progress.status is SyncStatus.REFUSED
     assert not fake.pulls
-    await _keep(handle, "sync_refused")
+    await keep_history(handle, "sync_refused")
 
 
 async def test_cancel_discards_staging_and_records_the_run(running) -> None:
@@ -218,7 +218,7 @@ async def test_cancel_discards_staging_and_records_the_run(running) -> None:
         await handle.result()
     assert fake.discarded
     assert fake.finished[-1].status is SyncStatus.CANCELLED
-    await _keep(handle, "sync_cancelled")
+    await keep_history(handle, "sync_cancelled")
 
 
 async def test_without_a_worker_of_the_region_it_waits_and_says_why(client, queues) -> None:
@@ -237,13 +237,13 @@ async def test_without_a_worker_of_the_region_it_waits_and_says_why(client, queu
         async with Worker(client, task_queue=region, activities=region_acts):
             counts = await handle.result()
     assert counts.pulled == 50
-    await _keep(handle, "sync_waited_for_region")
+    await keep_history(handle, "sync_waited_for_region")
 
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def _keep(handle: WorkflowHandle[SyncWorkflow, RunCounts], name: str) -> None:
+async def keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
     """With CRMHUB_RECORD_HISTORIES=1, save the run's history for the replay test (test_replay.py)."""
     if os.environ.get("CRMHUB_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
