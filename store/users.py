@@ -50,6 +50,7 @@ __all__ = [
     "create_session",
     "create_user",
     "delete_session",
+    "delete_tenant_users",
     "find_user",
     "get_session",
     "get_user",
@@ -238,6 +239,13 @@ def set_oauth_pending(conn: Connection, id_hash: str, pending: dict[str, str]) -
 
 def delete_session(conn: Connection, id_hash: str) -> None:
     conn.execute(delete(web_sessions).where(web_sessions.c.id_hash == id_hash))
+
+
+def delete_tenant_users(conn: Connection, tenant: str) -> dict[str, int]:
+    """Delete every web user of ``tenant`` and every session of the tenant (offboarding); counts."""
+    sessions = conn.execute(delete(web_sessions).where(web_sessions.c.tenant == tenant)).rowcount
+    users = conn.execute(delete(web_users).where(web_users.c.tenant == tenant)).rowcount
+    return {"web_sessions": int(sessions), "web_users": int(users)}
 
 
 # ---- login rate limit ----------------------------------------------------------------------------

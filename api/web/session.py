@@ -1,7 +1,9 @@
 """Login sessions (server-side, cookie ``crmhub_session``) and the CSRF check of every form.
 
-``require_session`` raises :class:`NotLoggedIn`, which the app answers with a redirect to ``/login``
-(303); ``check_csrf`` answers 403 when a POST lacks the right ``csrf_token`` field.
+A session counts only while its user still exists for its tenant (checked on every request, so
+offboarding or deleting a user ends its sessions at once). ``require_session`` raises
+:class:`NotLoggedIn`, which the app answers with a redirect to ``/login`` (303); ``check_csrf``
+answers 403 when a POST lacks the right ``csrf_token`` field.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
 from api.web.context import WebContext
 from api.web.security import csrf_for_session, new_token, token_hash
+from store import tenants as tenant_store
 from store import users as user_store
 
 __all__ = [
@@ -69,11 +73,23 @@ def optional_session(request: Request) -> Session | None:
     id_hash = token_hash(token)
     with _ctx(request).engine.connect() as conn:
         row = user_store.get_session(conn, id_hash, now=datetime.now(UTC))
-    if row is None:
-        return None
+        if row is None or not _still_allowed(conn, row):
+            return None
     session = Session(token, id_hash, row.user_id, row.tenant, row.oauth_pending)
     request.state.session = session
     return session
+
+
+def _still_allowed(conn: Connection, row: user_store.SessionRow) -> bool:
+    """Re-checked on every request: the session's user still exists, for the session's tenant, and
+    that tenant still exists (an offboarded tenant's users are deleted, so its sessions end at once
+    even if one survived)."""
+    user = user_store.get_user(conn, row.user_id)
+    return (
+        user is not None
+        and user.tenant == row.tenant
+        and tenant_store.get_tenant(conn, row.tenant) is not None
+    )
 
 
 def require_session(request: Request) -> Session:
