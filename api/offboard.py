@@ -244,6 +244,16 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def _go_on_or_stop(
+    engine: Engine, signer: CheckpointSigner, tenant: str, revocations: list[Revocation], allow: bool
+) -> None:
+    """Raise :class:`RevocationIncomplete` if a grant is still live, unless the operator allowed it."""
+    failed = [r for r in revocations if not r.ended]
+    if failed and not allow:
+        Ledger(engine, tenant).checkpoint(signer)  # the revoke events so far are signed, like a run's
+        raise RevocationIncomplete(tenant, failed)
+
+
 def offboard_tenant(
     engine: Engine,
     vault: Vault,
@@ -266,15 +276,17 @@ def offboard_tenant(
     run = RunRef(tenant=tenant, run_id=f"offboard:{tenant}:{format_timestamp(started)}")
     revocations = revoke_tenant(oauth, run)
     progress("grants revoked", len(revocations), len(revocations))
-    failed = [r for r in revocations if not r.ended]
-    if failed and not allow_unrevoked:
-        ledger = Ledger(engine, tenant)
-        ledger.checkpoint(signer)  # the revoke events so far are signed, like any other run's
-        raise RevocationIncomplete(tenant, failed)
+    _go_on_or_stop(engine, signer, tenant, revocations, allow_unrevoked)
     export = export_tenant(engine, vault, signer, tenant, progress=progress)
     blob = json.dumps(export, ensure_ascii=False, indent=1, default=str).encode()
     export_path = out_dir / f"{tenant}-export.json"
     _write_private(export_path, blob)
+    # A connection made while the above ran (a user connecting a CRM meanwhile) is revoked too.
+    revocations += revoke_tenant(
+        oauth, run, holding_tokens_only=True, skip={r.connection_id for r in revocations}
+    )
+    _go_on_or_stop(engine, signer, tenant, revocations, allow_unrevoked)
+    failed = [r for r in revocations if not r.ended]
     now = datetime.now(UTC)
     with engine.begin() as conn:
         held = {

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -90,15 +90,28 @@ def revoke_tenant(
     oauth: OAuthService,
     run: RunRef,
     *,
+    holding_tokens_only: bool = False,
+    skip: Collection[str] = (),
     retry: RequestRetry = DEFAULT_RETRY,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[Revocation]:
     """End every grant of ``run.tenant``'s connections (oldest first) and append one ``revoke``
     lineage event per connection to the tenant's ledger. Never raises for a vendor failure: that
-    is a ``failed`` outcome."""
+    is a ``failed`` outcome. ``holding_tokens_only`` leaves out connections that hold no tokens
+    (no ``not_held`` outcomes) and ``skip`` the connection ids given: a second pass that catches
+    a connection made while the first one ran."""
     with oauth.engine.connect() as conn:
-        rows = connection_store.list_connections(conn, tenant=run.tenant)
+        rows = [
+            r
+            for r in connection_store.list_connections(conn, tenant=run.tenant)
+            if r.id not in skip
+            and (
+                not holding_tokens_only
+                or r.access_token_sealed is not None
+                or r.refresh_token_sealed is not None
+            )
+        ]
     results = [_revoke_one(oauth, row, retry=retry, sleep=sleep, clock=clock) for row in rows]
     if results:
         at = clock()

@@ -297,3 +297,42 @@ async def test_offboarded_web_users_and_sessions_are_refused(
         users = user_store.web_users
         assert conn.execute(sessions.select().where(sessions.c.tenant == TENANT)).all() == []
         assert conn.execute(users.select().where(users.c.tenant == TENANT)).all() == []
+
+
+async def test_a_connection_made_while_offboarding_runs_is_revoked_too(
+    settings: Settings, sandbox: RunningSandbox, demo: Connected, tmp_path: Path
+) -> None:
+    """A user connects a CRM after the first revocation pass (here: while the export runs): the
+    second pass revokes it before anything is deleted, and the certificate lists it."""
+    from api.demo import connect_crm
+    from api.offboard import offboard_tenant
+    from governance.lineage import CheckpointSigner
+    from sandbox.tls import SandboxCA
+
+    grants = _grants(demo, sandbox)
+    signer = CheckpointSigner.load_or_create(settings.data_dir / settings.governance.signing_key_file)
+    late: list[str] = []
+    with OAuthService(demo.engine, demo.vault, sandbox_oauth_configs(sandbox)) as oauth:
+
+        def meanwhile(step: str, done: int, total: int) -> None:
+            if step == "syncs" and not late:
+                ca = SandboxCA(Path(sandbox.info.ca_path).parent)
+                late.append(connect_crm(oauth, TENANT, "salesforce", ca))
+                late.append(_open(demo, late[0], "refresh"))
+
+        cert = offboard_tenant(
+            demo.engine, demo.vault, signer, TENANT, tmp_path / "out", oauth=oauth, progress=meanwhile
+        )
+    assert len(late) == 2
+    outcomes = {c["connection"]: c["outcome"] for c in cert["connections"]}
+    assert outcomes == {
+        grants["salesforce"].connection_id: "revoked",
+        grants["hubspot"].connection_id: "revoked",
+        late[0]: "revoked",
+    }
+    client = TokenClient(next(c for c in sandbox_oauth_configs(sandbox) if c.provider.value == "salesforce"))
+    try:
+        with pytest.raises(DeadRefreshToken):
+            client.refresh(late[1])
+    finally:
+        client.close()
