@@ -1,4 +1,5 @@
-"""``crmhub dsr export|erase``, ``crmhub keys list|rotate|rewrap|shred`` and ``crmhub tenant offboard``.
+"""``crmhub dsr export|erase``, ``crmhub keys list|rotate|rewrap|shred`` and ``crmhub tenant offboard``
+(``--allow-unrevoked``: go on past a grant the vendor could not revoke).
 
 Data-subject requests run as ``DataSubjectRequestWorkflow`` (started on the control queue; the work
 runs on the tenant's region queue): the subject crosses Temporal sealed by the vault, the export
@@ -331,16 +332,30 @@ def tenant_offboard(
         Path, typer.Option("--out", help="directory for the export and the certificate")
     ] = Path("."),
     yes: Annotated[bool, _confirm("the tenant's data is deleted and its keys destroyed")] = False,
+    allow_unrevoked: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unrevoked",
+            help="go on even if a vendor could not revoke a grant; the certificate records it unrevoked",
+        ),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Offboard a tenant: export everything crmhub holds → delete it → crypto-shred its keys →
-    deletion certificate with per-store counts (both files in --out, mode 0600)."""
+    """Offboard a tenant: revoke every OAuth grant at the vendors → export everything crmhub holds →
+    delete it (web users and sessions too) → crypto-shred its keys → deletion certificate with each
+    connection's revoke outcome and per-store counts (both files in --out, mode 0600).
+
+    If a grant cannot be revoked, nothing is deleted and the command exits 1 naming the connection;
+    run it again once the vendor answers (it is idempotent), or pass --allow-unrevoked."""
     from api.offboard import offboard_tenant
+    from services.wiring import credentials
 
     if not yes:
         raise ConfigError("offboarding deletes the tenant's data and destroys its keys; confirm with --yes")
     settings = load_settings()
-    with _tenant_vault(settings, tenant) as (engine, vault), Progress(
+    with _tenant_vault(settings, tenant) as (engine, vault), credentials(
+        settings, engine, vault
+    ) as oauth, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err, transient=True, disable=as_json,
     ) as bar:  # fmt: skip
@@ -351,12 +366,18 @@ def tenant_offboard(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
-        cert = offboard_tenant(engine, vault, _signer(settings), tenant, out_dir, progress=step)
+        cert = offboard_tenant(
+            engine, vault, _signer(settings), tenant, out_dir,
+            oauth=oauth, allow_unrevoked=allow_unrevoked, progress=step,
+        )  # fmt: skip
     if as_json:
         out.print_json(json.dumps(cert))
         return
     stores = ", ".join(f"{k} {v:,}" for k, v in cert["stores"].items())
     out.print(f"[bold]{tenant} offboarded[/] at {cert['completed_at']}")
+    for c in cert["connections"]:
+        why = f" — {c['reason']}" if c["reason"] else ""
+        out.print(f"  grant        {c['provider']} {c['connection']}: {c['outcome']}{why}", soft_wrap=True)
     out.print(f"  export       {out_dir / cert['export']['file']} (sha256 {cert['export']['sha256'][:16]}…)")
     out.print(f"  deleted      {stores}", soft_wrap=True)
     out.print(f"  keys         {cert['keys']['keys_destroyed']} destroyed (crypto-shredding)")

@@ -1,13 +1,22 @@
-"""Tenant offboarding: export → delete the record-bearing rows → crypto-shred → deletion certificate.
+"""Tenant offboarding: revoke the OAuth grants → export → delete → crypto-shred → deletion certificate.
 
+0. **revoke** — every connection's grant is ended at its vendor first (:mod:`services.revocation`:
+   bounded retries, one ``revoke`` lineage event per connection). If a revocation failed, nothing
+   else happens: :class:`RevocationIncomplete` names the connections and why, the failed ones keep
+   their tokens, and running the offboarding again retries them (what was revoked stays revoked;
+   nothing was deleted yet). Only ``allow_unrevoked`` goes on regardless, and the certificate then
+   records each unrevoked connection as ``failed`` with its reason.
 1. **export** — everything crmhub holds for the tenant, opened: staged records, dead letters, the id
    map, syncs, instructions, runs, connections (metadata only, never tokens) and the signed ledger
    report; written as JSON (mode 0600) for the controller.
 2. **delete** — staging parts, dead letters, id-map rows, pending DSR exports; connections' sealed
-   OAuth tokens erased (connections marked revoked); auditor tokens revoked.
+   OAuth tokens erased (connections marked revoked); auditor tokens revoked; the tenant's web users
+   and their sessions deleted (nobody logs in for it any more).
 3. **crypto-shred** — :meth:`Vault.shred` destroys the tenant's data and pseudonym keys: anything
    sealed that survives elsewhere (backups) no longer opens, and pseudonyms cannot be recomputed.
-4. **certificate** — per-store counts, the export's SHA-256, the vault's
+4. **certificate** (format ``crmhub.offboarding.certificate/2``) — each connection with its revoke
+   outcome (``revoked``, ``already_invalid``, ``not_held`` or — only with ``allow_unrevoked`` —
+   ``failed``) and attempts, per-store counts, the export's SHA-256, the vault's
    :class:`~governance.vault.DeletionCertificate`, the ``erase`` lineage event's index and the signed
    checkpoint covering it; ``digest`` = sha256 of the canonical JSON of the rest.
 
@@ -29,11 +38,13 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 
-from governance.lineage import CheckpointSigner, Ledger, report_to_json
+from governance.lineage import CheckpointSigner, Ledger, RunRef, report_to_json
 from governance.policy import ProcessingInstruction
 from governance.vault import Vault
-from schemas.errors import ConfigError
-from schemas.lineage import EventKind, LineageEvent, format_timestamp
+from schemas.errors import ConfigError, CrmhubError, ErrorKind
+from schemas.lineage import EventKind, format_timestamp
+from services.credentials import OAuthService
+from services.revocation import Revocation, revoke_tenant
 from store import auditors as auditor_store
 from store import connections as connection_store
 from store import dead_letters as dead_letter_store
@@ -44,12 +55,43 @@ from store import runs as run_store
 from store import staging as staging_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
+from store import users as user_store
+from store.connections import ConnectionStatus
 from workflows.staging import open_part
 
-__all__ = ["CERTIFICATE_FORMAT", "EXPORT_FORMAT", "export_tenant", "offboard_tenant", "open_dead_letter"]
+__all__ = [
+    "CERTIFICATE_FORMAT",
+    "EXPORT_FORMAT",
+    "RevocationIncomplete",
+    "export_tenant",
+    "offboard_tenant",
+    "open_dead_letter",
+]
 
 EXPORT_FORMAT = "crmhub.tenant.export/1"
-CERTIFICATE_FORMAT = "crmhub.offboarding.certificate/1"
+CERTIFICATE_FORMAT = "crmhub.offboarding.certificate/2"
+"""/2: ``connections`` lists each connection's revoke outcome; ``unrevoked_allowed`` says whether the
+operator let offboarding go on past a failed revocation."""
+
+
+class RevocationIncomplete(CrmhubError):
+    """Some grants could not be revoked at the vendor: no data was deleted, no certificate issued.
+
+    ``failed`` are those connections' outcomes (reasons, never tokens). Fix the cause and run the
+    offboarding again (it retries them), or pass ``--allow-unrevoked`` to record them unrevoked."""
+
+    kind = ErrorKind.TRANSIENT
+
+    def __init__(self, tenant: str, failed: list[Revocation]) -> None:
+        names = "; ".join(f"{r.provider} connection {r.connection_id}: {r.reason}" for r in failed)
+        super().__init__(
+            f"offboarding of {tenant} stopped before deleting anything: {len(failed)} OAuth grant(s) "
+            f"could not be revoked ({names}); fix that and run 'crmhub tenant offboard --tenant "
+            f"{tenant}' again, or add --allow-unrevoked to offboard and record them unrevoked",
+            code="revocation_incomplete",
+        )
+        self.failed = failed
+
 
 Progress = Callable[[str, int, int], None]
 """``progress(step, done, total)``"""
@@ -202,6 +244,16 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def _go_on_or_stop(
+    engine: Engine, signer: CheckpointSigner, tenant: str, revocations: list[Revocation], allow: bool
+) -> None:
+    """Raise :class:`RevocationIncomplete` if a grant is still live, unless the operator allowed it."""
+    failed = [r for r in revocations if not r.ended]
+    if failed and not allow:
+        Ledger(engine, tenant).checkpoint(signer)  # the revoke events so far are signed, like a run's
+        raise RevocationIncomplete(tenant, failed)
+
+
 def offboard_tenant(
     engine: Engine,
     vault: Vault,
@@ -209,14 +261,32 @@ def offboard_tenant(
     tenant: str,
     out_dir: Path,
     *,
+    oauth: OAuthService,
+    allow_unrevoked: bool = False,
     progress: Progress = _noop,
 ) -> dict[str, Any]:
-    """Export, delete, shred, certify (see the module docstring). Returns the certificate, which is
-    also written to ``out_dir/<tenant>-deletion-certificate.json`` next to ``<tenant>-export.json``."""
+    """Revoke, export, delete, shred, certify (see the module docstring). Returns the certificate,
+    also written to ``out_dir/<tenant>-deletion-certificate.json`` next to ``<tenant>-export.json``.
+    Raises :class:`RevocationIncomplete` (before deleting anything) if a grant could not be revoked
+    and ``allow_unrevoked`` is not set."""
+    with engine.connect() as conn:
+        if tenant_store.get_tenant(conn, tenant) is None:
+            raise ConfigError(f"unknown tenant {tenant!r}")
+    started = datetime.now(UTC)
+    run = RunRef(tenant=tenant, run_id=f"offboard:{tenant}:{format_timestamp(started)}")
+    revocations = revoke_tenant(oauth, run)
+    progress("grants revoked", len(revocations), len(revocations))
+    _go_on_or_stop(engine, signer, tenant, revocations, allow_unrevoked)
     export = export_tenant(engine, vault, signer, tenant, progress=progress)
     blob = json.dumps(export, ensure_ascii=False, indent=1, default=str).encode()
     export_path = out_dir / f"{tenant}-export.json"
     _write_private(export_path, blob)
+    # A connection made while the above ran (a user connecting a CRM meanwhile) is revoked too.
+    revocations += revoke_tenant(
+        oauth, run, holding_tokens_only=True, skip={r.connection_id for r in revocations}
+    )
+    _go_on_or_stop(engine, signer, tenant, revocations, allow_unrevoked)
+    failed = [r for r in revocations if not r.ended]
     now = datetime.now(UTC)
     with engine.begin() as conn:
         held = {
@@ -229,8 +299,14 @@ def offboard_tenant(
             ).rowcount
         )
         conns = connection_store.list_connections(conn, tenant=tenant)
-        for c in conns:
-            connection_store.delete_tokens(conn, c.id, "tenant offboarded", now=now)
+        for c in conns:  # revoked ones hold no tokens any more; failed ones (allow_unrevoked) do
+            if c.access_token_sealed is not None or c.refresh_token_sealed is not None:
+                message = f"tenant offboarded; the grant could NOT be revoked at {c.provider}"
+                connection_store.delete_tokens(conn, c.id, message, now=now)
+            elif c.status is not ConnectionStatus.REVOKED:
+                connection_store.delete_tokens(
+                    conn, c.id, f"tenant offboarded (was {c.status.value})", now=now
+                )
         held["connection_tokens"] = len(conns)
         held["auditor_tokens_revoked"] = int(
             conn.execute(
@@ -242,21 +318,23 @@ def offboard_tenant(
                 .values(revoked_at=now)
             ).rowcount
         )
+        held |= user_store.delete_tenant_users(conn, tenant)
     progress("deleted", 1, 1)
     keys = vault.shred(tenant)
     ledger = Ledger(engine, tenant)
+    outcomes = [r.as_dict() for r in revocations]
     (index,) = ledger.append(
         [
-            LineageEvent(
-                kind=EventKind.ERASE,
-                tenant=tenant,
-                run_id=f"offboard:{tenant}:{format_timestamp(now)}",
-                counts={k: v for k, v in held.items()} | {"keys_destroyed": keys.keys_destroyed},
-                timestamp=now,
+            run.event(
+                EventKind.ERASE,
+                at=now,
+                counts={k: v for k, v in held.items()}
+                | {"keys_destroyed": keys.keys_destroyed, "grants_unrevoked": len(failed)},
                 details={
                     "reason": "tenant offboarding",
-                    "method": "rows deleted; keys crypto-shredded",
+                    "method": "grants revoked at the vendors; rows deleted; keys crypto-shredded",
                     "key_certificate": keys.digest,
+                    "unrevoked_allowed": bool(failed),
                 },
             )
         ]
@@ -266,6 +344,8 @@ def offboard_tenant(
         "format": CERTIFICATE_FORMAT,
         "tenant": tenant,
         "completed_at": format_timestamp(datetime.now(UTC)),
+        "connections": outcomes,
+        "unrevoked_allowed": bool(failed),
         "export": {"file": export_path.name, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)},
         "stores": held,
         "keys": keys.model_dump(mode="json"),

@@ -61,6 +61,7 @@ class AccessToken:
     expires_at: float
     calls: int = 0
     revoked: bool = False
+    refresh_token: str | None = None  # the refresh token of the grant this token was issued under
 
 
 @dataclass
@@ -228,19 +229,27 @@ class OAuthServer:
                 raise OAuthError("invalid_grant", "expired access/refresh token")
             if self.rotate_refresh_tokens:
                 entry.revoked = True
-        grant = self._grant(client.client_id, entry.scope, with_refresh=self.rotate_refresh_tokens)
+        grant = self._grant(
+            client.client_id, entry.scope, with_refresh=self.rotate_refresh_tokens, under=refresh_token
+        )
         if not self.rotate_refresh_tokens:
             grant = TokenGrant(
                 grant.access_token, refresh_token, grant.expires_in, grant.scope, grant.issued_at
             )
         return grant
 
-    def _grant(self, client_id: str, scope: str, *, with_refresh: bool) -> TokenGrant:
+    def _grant(
+        self, client_id: str, scope: str, *, with_refresh: bool, under: str | None = None
+    ) -> TokenGrant:
+        """New tokens; the access token remembers the refresh token of its grant (the new one, or
+        ``under``: the one it was refreshed with), so revoking that refresh token can take it along."""
         now = time.time()
         access = self.token_prefix + secrets.token_urlsafe(32)
         refresh = self.token_prefix + secrets.token_urlsafe(40) if with_refresh else None
         with self._lock:
-            self._access[access] = AccessToken(access, client_id, scope, now + self.access_ttl_s)
+            self._access[access] = AccessToken(
+                access, client_id, scope, now + self.access_ttl_s, refresh_token=refresh or under
+            )
             if refresh is not None:
                 self._refresh[refresh] = _Refresh(refresh, client_id, scope)
         return TokenGrant(access, refresh, self.access_ttl_s, scope, now)
@@ -281,16 +290,39 @@ class OAuthServer:
             tok = self._access.get(access_token)
             return tok if tok is not None and not tok.revoked and tok.expires_at >= time.time() else None
 
-    def revoke(self, token: str) -> bool:
-        """Revoke an access or refresh token (revoking a refresh token kills its access tokens' renewal)."""
+    def revoke(self, token: str, *, with_access_tokens: bool = False) -> bool:
+        """Revoke a live access or refresh token; False if it is unknown or already revoked.
+
+        Revoking a refresh token ends its renewal; ``with_access_tokens`` also revokes every access
+        token issued under it (Salesforce's documented revoke; HubSpot's refresh-token delete
+        leaves them to expire)."""
         with self._lock:
-            if token in self._access:
-                self._access[token].revoked = True
-                return True
-            if token in self._refresh:
-                self._refresh[token].revoked = True
-                return True
+            if (tok := self._access.get(token)) is not None:
+                was_live = not tok.revoked
+                tok.revoked = True
+                return was_live
+            if (entry := self._refresh.get(token)) is not None:
+                was_live = not entry.revoked
+                entry.revoked = True
+                if with_access_tokens:
+                    for access in self._access.values():
+                        if access.refresh_token == token:
+                            access.revoked = True
+                return was_live
             return False
+
+    def revoke_client(self, client_id: str) -> int:
+        """Revoke every access and refresh token issued to ``client_id`` (an app uninstalled from
+        the org/portal this sandbox is); returns how many were live."""
+        with self._lock:
+            live: list[AccessToken | _Refresh] = [
+                t for t in self._access.values() if t.client_id == client_id
+            ]
+            live += [t for t in self._refresh.values() if t.client_id == client_id]
+            count = sum(not t.revoked for t in live)
+            for t in live:
+                t.revoked = True
+            return count
 
     def expire_all_access_tokens(self) -> None:
         """Fault helper: every issued access token is now expired."""

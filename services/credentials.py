@@ -155,6 +155,21 @@ class OAuthService:
                 f"OAuth provider {name!r} is not configured (configured: {configured}){hint}"
             ) from None
 
+    def client(self, provider: str | Provider) -> TokenClient:
+        """The token client of ``provider`` (revocation uses it); :class:`ConfigError` if not configured."""
+        return self._client(provider)
+
+    def open_tokens(self, row: ConnectionRow) -> tuple[str | None, str | None]:
+        """The connection's (access, refresh) tokens in the clear, None where it holds none: for
+        ending the grant at the provider (:mod:`services.revocation`) and nothing else."""
+        access = (
+            None if row.access_token_sealed is None else self._open(row, "access", row.access_token_sealed)
+        )
+        refresh = (
+            None if row.refresh_token_sealed is None else self._open(row, "refresh", row.refresh_token_sealed)
+        )
+        return access, refresh
+
     # ---- connect -----------------------------------------------------------------------------
 
     def begin_authorization(

@@ -43,6 +43,7 @@ __all__ = [
     "connections",
     "consume_state",
     "delete_tokens",
+    "delete_tokens_if_unchanged",
     "get_connection",
     "get_state",
     "insert_connection",
@@ -278,11 +279,14 @@ def store_tokens(
     conn.execute(update(connections).where(connections.c.id == id).values(**values))
 
 
-def _drop_tokens(conn: Connection, id: str, status: ConnectionStatus, message: str, now: datetime) -> None:
-    """Erase the sealed tokens (and any refresh claim) and set the connection's status."""
-    conn.execute(
+def _drop_tokens(
+    conn: Connection, id: str, status: ConnectionStatus, message: str, now: datetime, *conditions: Any
+) -> bool:
+    """Erase the sealed tokens (and any refresh claim) and set the connection's status, where
+    ``conditions`` hold too; True if the row was changed."""
+    result = conn.execute(
         update(connections)
-        .where(connections.c.id == id)
+        .where(connections.c.id == id, *conditions)
         .values(
             status=status.value,
             status_message=message[:500],
@@ -294,6 +298,7 @@ def _drop_tokens(conn: Connection, id: str, status: ConnectionStatus, message: s
             updated_at=now,
         )
     )
+    return result.rowcount == 1
 
 
 def mark_reauthorization_required(conn: Connection, id: str, message: str, *, now: datetime) -> None:
@@ -304,6 +309,16 @@ def mark_reauthorization_required(conn: Connection, id: str, message: str, *, no
 def delete_tokens(conn: Connection, id: str, message: str, *, now: datetime) -> None:
     """Erase the sealed tokens and mark the connection ``revoked`` (disconnect)."""
     _drop_tokens(conn, id, ConnectionStatus.REVOKED, message, now)
+
+
+def delete_tokens_if_unchanged(
+    conn: Connection, id: str, *, refresh_token_sealed: bytes | None, message: str, now: datetime
+) -> bool:
+    """:func:`delete_tokens`, only if the connection still holds ``refresh_token_sealed`` (the
+    grant that was just revoked); False if a refresh rotated it meanwhile (revoke the new one)."""
+    held = connections.c.refresh_token_sealed
+    same = held.is_(None) if refresh_token_sealed is None else held == refresh_token_sealed
+    return _drop_tokens(conn, id, ConnectionStatus.REVOKED, message, now, same)
 
 
 def claim_refresh(conn: Connection, id: str, *, owner: str, until: datetime) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "create_session",
     "create_user",
     "delete_session",
+    "delete_tenant_users",
     "delete_user",
     "end_sessions",
     "find_user",
@@ -307,3 +308,10 @@ def set_oauth_pending(conn: Connection, id_hash: str, pending: dict[str, str]) -
 
 def delete_session(conn: Connection, id_hash: str) -> None:
     conn.execute(delete(web_sessions).where(web_sessions.c.id_hash == id_hash))
+
+
+def delete_tenant_users(conn: Connection, tenant: str) -> dict[str, int]:
+    """Delete every web user of ``tenant`` and every session of the tenant (offboarding); counts."""
+    sessions = conn.execute(delete(web_sessions).where(web_sessions.c.tenant == tenant)).rowcount
+    users = conn.execute(delete(web_users).where(web_users.c.tenant == tenant)).rowcount
+    return {"web_sessions": int(sessions), "web_users": int(users)}

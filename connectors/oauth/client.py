@@ -1,5 +1,6 @@
 """The token-endpoint client of one OAuth client registration, over httpx: the authorization-code
-exchange (with the PKCE verifier), the refresh grant, and revocation. No database, no vault: what
+exchange (with the PKCE verifier), the refresh grant, revocation, and ending a whole grant
+(:meth:`TokenClient.end_grant`: both tokens, and HubSpot's app uninstall). No database, no vault: what
 to do with a :class:`Grant` is the caller's (:mod:`services.credentials` seals and stores it).
 
 Errors (all from :mod:`schemas.errors`, except :class:`DeadRefreshToken`)::
@@ -9,7 +10,7 @@ Errors (all from :mod:`schemas.errors`, except :class:`DeadRefreshToken`)::
                                     BAD_REFRESH_TOKEN): the caller marks the connection for
                                     reauthorization and never retries
     ConfigError                     client credentials refused (invalid_client, HTTP 401, …)
-    AuthError                       any other refusal of a refresh or a revocation
+    AuthError                       any other refusal of a refresh, a revocation or an uninstall
     RateLimited                     429 (``retry_after`` from Retry-After)
     TransientError                  5xx, timeout, network error, a redirect, a malformed body
 
@@ -185,19 +186,75 @@ class TokenClient:
                 f"{self.name} refused the token refresh ({refused.label}{refused.detail})", code=refused.label
             ) from None
 
-    def revoke(self, token: str) -> None:
-        """Revoke ``token`` at the provider (Salesforce ``POST revoke``; HubSpot ``DELETE
-        refresh-tokens/{token}``). Already invalid or unknown (400/404) counts as revoked."""
+    def revoke(self, token: str, *, instance_url: str | None = None) -> bool:
+        """Revoke ``token`` at the provider; True if it was revoked now, False if the provider says
+        it is already invalid or unknown (400/404: nothing left to revoke).
+
+        Salesforce: ``POST {instance_url or login}/services/oauth2/revoke`` with ``token=…`` — a
+        refresh token is revoked together with every access token issued from it; 200 on success,
+        400 ``invalid_token``/``unsupported_token_type`` otherwise (developer.salesforce.com,
+        "Revoking OAuth Tokens"). HubSpot: ``DELETE /oauth/v1/refresh-tokens/{token}`` — deletes
+        the refresh token only; "access tokens generated with the refresh token will not be
+        affected" (developers.hubspot.com, "Managing tokens"); see :meth:`uninstall`."""
         cfg = self.config
         if cfg.provider is Provider.HUBSPOT:
             request = self._http.build_request("DELETE", f"{cfg.revoke_url}/{quote(token, safe='')}")
         else:
-            request = self._http.build_request("POST", cfg.revoke_url, data={"token": token})
+            url = f"{instance_url}/services/oauth2/revoke" if instance_url else cfg.revoke_url
+            request = self._http.build_request("POST", url, data={"token": token})
         response = self._send(request, what="revocation endpoint")
         if response.status_code in (400, 404):  # already invalid or unknown: nothing left to revoke
-            return
+            return False
         if response.status_code >= 300:
             raise AuthError(f"{self.name} refused the revocation (HTTP {response.status_code})")
+        return True
+
+    def uninstall(self, access_token: str) -> bool:
+        """HubSpot only: uninstall crmhub's app from the portal the access token belongs to
+        (``DELETE {api_url}/appinstalls/v3/external-install``, Bearer access token with the
+        ``oauth`` scope → 204; developers.hubspot.com, "App uninstalls API"). The only documented
+        way to end a HubSpot grant's access tokens before they expire. False if the token itself
+        was refused (401: expired or already invalid), so the caller may refresh and try again."""
+        api_url = self.config.instance_url_fixed
+        if self.config.provider is not Provider.HUBSPOT or api_url is None:
+            raise ConfigError(f"{self.name} has no app-uninstall endpoint")
+        request = self._http.build_request(
+            "DELETE",
+            f"{api_url}/appinstalls/v3/external-install",
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
+        response = self._send(request, what="app-uninstall endpoint")
+        if response.status_code == 401:
+            return False
+        if response.status_code >= 300:
+            raise AuthError(f"{self.name} refused to uninstall the app (HTTP {response.status_code})")
+        return True
+
+    def end_grant(
+        self, *, refresh_token: str | None, access_token: str | None, instance_url: str | None = None
+    ) -> bool:
+        """End a whole grant at the provider so that neither token works any more; True if the
+        provider revoked something now, False if it said everything was already invalid.
+
+        Salesforce: revoke the refresh token (its access tokens go with it), then the stored
+        access token (so a live session does not depend on that cascade). HubSpot: uninstall the
+        app with the access token — refreshed once if it was refused — then delete the refresh
+        token. Raises :class:`TransientError` / :class:`RateLimited` (worth a retry) or
+        :class:`AuthError` / :class:`ConfigError` (not); never with a token in the message."""
+        if self.config.provider is Provider.SALESFORCE:
+            revoked = False
+            for token in (refresh_token, access_token):
+                if token is not None:
+                    revoked = self.revoke(token, instance_url=instance_url) or revoked
+            return revoked
+        uninstalled = access_token is not None and self.uninstall(access_token)
+        if not uninstalled and refresh_token is not None:
+            try:
+                uninstalled = self.uninstall(self.refresh(refresh_token).access_token)
+            except DeadRefreshToken:  # the grant is already dead at HubSpot
+                uninstalled = False
+        deleted = refresh_token is not None and self.revoke(refresh_token)
+        return uninstalled or deleted
 
     def revoke_quietly(self, token: str) -> None:
         """:meth:`revoke`, logging (without the token) instead of raising."""

@@ -22,6 +22,7 @@ Endpoints (``{t}`` is ``contacts``, ``companies`` or ``deals``, or their ``0-1``
     GET    /oauth/authorize, POST /oauth/authorize  consent page (sandbox.hubspot.oauth_pages)
     POST   /oauth/v1/token                          token endpoint
     GET    /oauth/v1/access-tokens/{token}, GET|DELETE /oauth/v1/refresh-tokens/{token}
+    DELETE /appinstalls/v3/external-install         uninstall the app (Bearer access token) → 204
 
 Every ``/crm`` call needs ``Authorization: Bearer`` with an OAuth access token or a private-app
 token (:meth:`HubSpotSandbox.issue_private_app_token`), passes the rate limiter and carries the
@@ -668,6 +669,11 @@ class HubSpotSandbox(VendorSandbox):
                 _named("hs.oauth.refresh_token", self._pages.refresh_token),
                 methods=["GET", "DELETE"],
             ),
+            Route(
+                "/appinstalls/v3/external-install",
+                _named("hs.appinstalls.uninstall", self._uninstall),
+                methods=["DELETE"],
+            ),
         ]
         return routes
 
@@ -690,6 +696,23 @@ class HubSpotSandbox(VendorSandbox):
                 "dataHostingLocation": self.data_hosting_location,
             }
         )
+
+    async def _uninstall(self, request: Request) -> Response:
+        """``DELETE /appinstalls/v3/external-install`` (App uninstalls API): an OAuth access token
+        with the ``oauth`` scope uninstalls the app from its portal → 204. The docs say the app is
+        removed from the account; that every token of the install stops working with it (here: all
+        of the app's tokens, the sandbox being one portal) is a guess."""
+        auth = self._authenticate(request)
+        if isinstance(auth, Response):
+            return auth
+        token = request.headers["authorization"][7:].strip()
+        live = self.oauth.peek_access(token)
+        if auth.private_app or live is None:
+            return error_response(401, "INVALID_AUTHENTICATION", MISSING_AUTH_MESSAGE)
+        if "oauth" not in auth.scopes:
+            return error_response(403, "MISSING_SCOPES", MISSING_SCOPES_MESSAGE)
+        self.oauth.revoke_client(live.client_id)
+        return Response(status_code=204)
 
     async def _unknown_type(self, request: Request) -> Response:
         raise ApiError(

@@ -5,7 +5,9 @@ PKCE (code_challenge / code_verifier): same page, "Proof Key for Code Exchange".
 Token response fields (no ``expires_in``): https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/intro_understanding_web_server_oauth_flow.htm
 Refresh token flow (no new refresh token unless rotation is on):
 https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_refresh_token_flow.htm&type=5
-Revoke: https://help.salesforce.com/s/articleView?id=sf.remoteaccess_revoke_token.htm&type=5
+Revoke: https://help.salesforce.com/s/articleView?id=sf.remoteaccess_revoke_token.htm&type=5 and
+https://developer.salesforce.com/docs/platform/mobile-sdk/guide/oauth-revoking-tokens.html ("If a
+refresh token is included, Salesforce revokes it and any associated access tokens").
 
 Token-endpoint errors are HTTP 400 ``{"error", "error_description"}`` (recorded:
 ``oauth_error_invalid_grant.simple_salesforce.json``, ``oauth_error_expired_refresh_token.captured.json``).
@@ -239,8 +241,12 @@ def routes(sb: SalesforceSandbox) -> list[BaseRoute]:
     @endpoint("sf.oauth.revoke")
     async def revoke(request: Request) -> Response:
         form = await _form(request) if request.method == "POST" else dict(request.query_params)
-        if not sb.oauth.revoke(form.get("token", "")):
-            return _oauth_error("unsupported_token_type", "this token type is not supported")
+        # A refresh token is revoked "and any associated access tokens"; an access token alone.
+        # Errors are 400 ``invalid_token`` ("Token was invalid") or ``unsupported_token_type``
+        # (Revoking OAuth Tokens, Mobile SDK guide); which one an unknown or already revoked token
+        # gets is not documented — ``invalid_token`` is a guess.
+        if not sb.oauth.revoke(form.get("token", ""), with_access_tokens=True):
+            return _oauth_error("invalid_token", "Token was invalid")
         return Response(status_code=200)
 
     @endpoint("sf.oauth.userinfo")

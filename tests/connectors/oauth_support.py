@@ -32,6 +32,15 @@ HS_TOKEN = "https://api.hubapi.com/oauth/v1/token"
 HS_REFRESH_TOKENS = "https://api.hubapi.com/oauth/v1/refresh-tokens"
 
 
+HS_UNINSTALL = "https://api.hubapi.com/appinstalls/v3/external-install"
+
+
+SF_INSTANCE = "https://acme.my.salesforce.com"  # the instance_url of sf_grant()
+
+
+SF_INSTANCE_REVOKE = f"{SF_INSTANCE}/services/oauth2/revoke"
+
+
 SF_SECRET = "sf-client-secret-0123456789"
 
 

@@ -28,7 +28,10 @@ from schemas.errors import AuthError, ConfigError, RateLimited, TransientError
 from tests.connectors.oauth_support import (
     HS_REFRESH_TOKENS,
     HS_TOKEN,
+    HS_UNINSTALL,
     REDIRECT,
+    SF_INSTANCE,
+    SF_INSTANCE_REVOKE,
     SF_REVOKE,
     SF_SECRET,
     SF_TOKEN,
@@ -270,7 +273,7 @@ def test_revocation_and_the_httpx_log_never_show_the_token(hs_client, sf_client,
     assert route.calls.last.request.url.raw_path.endswith(b"/hs-refresh%2Fwith%3Fodd%3Dchars")
     assert "hs-refresh" not in caplog.text and "[redacted]" in caplog.text
     mock.post(SF_REVOKE).mock(side_effect=[httpx.Response(400), httpx.Response(403)])
-    sf_client.revoke("already-invalid")  # 400: nothing left to revoke
+    assert sf_client.revoke("already-invalid") is False  # 400: nothing left to revoke
     with pytest.raises(AuthError, match="HTTP 403"):
         sf_client.revoke("sf-refresh-1")
 
@@ -291,3 +294,80 @@ def test_tls_is_always_verified_against_the_configured_ca(tmp_path) -> None:
     assert isinstance(ctx, ssl.SSLContext)
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2 and ctx.check_hostname
     assert ctx.verify_mode is ssl.CERT_REQUIRED
+
+
+# ---- ending a whole grant (offboarding) ----------------------------------------------------------
+
+
+def test_revoke_says_whether_the_provider_revoked_and_salesforce_revokes_at_the_instance(
+    sf_client, hs_client, mock
+) -> None:
+    invalid = httpx.Response(400, json={"error": "invalid_token", "error_description": "Token was invalid"})
+    at_instance = mock.post(SF_INSTANCE_REVOKE).mock(side_effect=[httpx.Response(200), invalid])
+    assert sf_client.revoke("sf-refresh-1", instance_url=SF_INSTANCE) is True
+    assert sf_client.revoke("sf-refresh-1", instance_url=SF_INSTANCE) is False
+    assert [form_of(c.request) for c in at_instance.calls] == [{"token": "sf-refresh-1"}] * 2
+    mock.delete(url__startswith=f"{HS_REFRESH_TOKENS}/").mock(
+        side_effect=[httpx.Response(204), httpx.Response(404)]
+    )
+    assert hs_client.revoke("hs-refresh-1") is True
+    assert hs_client.revoke("hs-refresh-1") is False
+
+
+def test_salesforce_end_grant_revokes_the_refresh_token_then_the_access_token(sf_client, mock) -> None:
+    route = mock.post(SF_INSTANCE_REVOKE).mock(side_effect=[httpx.Response(200), httpx.Response(400)])
+    assert sf_client.end_grant(
+        refresh_token="sf-refresh-1", access_token="sf-access-1", instance_url=SF_INSTANCE
+    )
+    assert [form_of(c.request)["token"] for c in route.calls] == ["sf-refresh-1", "sf-access-1"]
+    route.mock(side_effect=[httpx.Response(400), httpx.Response(400)])
+    assert not sf_client.end_grant(
+        refresh_token="sf-refresh-1", access_token="sf-access-1", instance_url=SF_INSTANCE
+    )  # both already invalid
+
+
+def test_hubspot_end_grant_uninstalls_the_app_then_deletes_the_refresh_token(hs_client, mock) -> None:
+    uninstall = mock.delete(HS_UNINSTALL).mock(return_value=httpx.Response(204))
+    delete = mock.delete(url__startswith=f"{HS_REFRESH_TOKENS}/").mock(return_value=httpx.Response(204))
+    assert hs_client.end_grant(refresh_token="hs-refresh-1", access_token="hs-access-1")
+    assert uninstall.calls.last.request.headers["Authorization"] == "Bearer hs-access-1"
+    assert delete.calls.last.request.url.path == "/oauth/v1/refresh-tokens/hs-refresh-1"
+
+
+def test_hubspot_end_grant_refreshes_a_refused_access_token_once(hs_client, mock) -> None:
+    uninstall = mock.delete(HS_UNINSTALL).mock(side_effect=[httpx.Response(401), httpx.Response(204)])
+    token = mock.post(HS_TOKEN).mock(return_value=httpx.Response(200, json=hs_grant(access="hs-access-2")))
+    mock.delete(url__startswith=f"{HS_REFRESH_TOKENS}/").mock(return_value=httpx.Response(204))
+    assert hs_client.end_grant(refresh_token="hs-refresh-1", access_token="hs-access-1")
+    assert token.call_count == 1 and form_of(token.calls.last.request)["refresh_token"] == "hs-refresh-1"
+    assert [c.request.headers["Authorization"] for c in uninstall.calls] == [
+        "Bearer hs-access-1",
+        "Bearer hs-access-2",
+    ]
+
+
+def test_hubspot_end_grant_of_a_dead_grant_is_already_invalid(hs_client, mock) -> None:
+    mock.delete(HS_UNINSTALL).mock(return_value=httpx.Response(401))
+    mock.post(HS_TOKEN).mock(
+        return_value=httpx.Response(
+            400, json={"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown"}
+        )
+    )
+    mock.delete(url__startswith=f"{HS_REFRESH_TOKENS}/").mock(return_value=httpx.Response(404))
+    assert hs_client.end_grant(refresh_token="hs-refresh-1", access_token="hs-access-1") is False
+
+
+def test_end_grant_failures_keep_their_retry_meaning_and_show_no_token(sf_client, hs_client, mock) -> None:
+    mock.delete(HS_UNINSTALL).mock(side_effect=[httpx.Response(403), httpx.Response(503)])
+    with pytest.raises(AuthError, match="uninstall the app") as refused:
+        hs_client.end_grant(refresh_token="hs-refresh-1", access_token="hs-access-1")
+    with pytest.raises(TransientError, match="HTTP 503") as down:
+        hs_client.end_grant(refresh_token="hs-refresh-1", access_token="hs-access-1")
+    mock.post(SF_INSTANCE_REVOKE).mock(return_value=httpx.Response(429, headers={"Retry-After": "3"}))
+    with pytest.raises(RateLimited) as limited:
+        sf_client.end_grant(refresh_token="sf-refresh-1", access_token=None, instance_url=SF_INSTANCE)
+    assert limited.value.retry_after == 3
+    for exc in (refused.value, down.value, limited.value):
+        assert "refresh-1" not in shown_text(exc) and "access-1" not in shown_text(exc)
+    with pytest.raises(ConfigError, match="no app-uninstall"):
+        sf_client.uninstall("sf-access-1")

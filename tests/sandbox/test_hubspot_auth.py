@@ -231,3 +231,32 @@ def test_injected_faults_429_503_and_dropped_connection(served: Served) -> None:
     served.hs.calls.clear()
     assert default.get_page(limit=1).results  # first try 429, retried after Retry-After: 1
     assert [c.status for c in served.hs.calls.all()] == [429, 200]
+
+
+def test_refresh_token_delete_spares_access_tokens_and_uninstall_ends_them(served: Served) -> None:
+    """``DELETE /oauth/v1/refresh-tokens/{token}`` deletes the refresh token only ("Access tokens
+    generated with the refresh token will not be affected"); ``DELETE
+    /appinstalls/v3/external-install`` with an ``oauth``-scoped access token uninstalls the app,
+    and with it every token of the install (that part a guess, see the sandbox)."""
+    app = served.hs.register_app([REDIRECT])
+    grant = served.hs.issue_oauth_tokens(app.client_id)
+    other = served.hs.issue_oauth_tokens(app.client_id)
+    narrow = served.hs.issue_oauth_tokens(app.client_id, scope="crm.objects.contacts.read")
+    uninstall = "/appinstalls/v3/external-install"
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    with httpx.Client(base_url=served.srv.url, verify=served.ca.client_context()) as http:
+        assert http.delete(f"/oauth/v1/refresh-tokens/{grant.refresh_token}").status_code == 204
+        assert http.get("/crm/v3/objects/contacts", headers=bearer(grant.access_token)).status_code == 200
+        assert http.delete(uninstall).status_code == 401
+        missing = http.delete(uninstall, headers=bearer(narrow.access_token))
+        assert missing.status_code == 403 and missing.json()["category"] == "MISSING_SCOPES"
+        assert http.delete(uninstall, headers=bearer(grant.access_token)).status_code == 204
+        for token in (grant.access_token, other.access_token, narrow.access_token):
+            assert http.get("/crm/v3/objects/contacts", headers=bearer(token)).status_code == 401
+        form = {"grant_type": "refresh_token", "client_id": app.client_id, "client_secret": app.client_secret}
+        dead = http.post("/oauth/v1/token", data={**form, "refresh_token": other.refresh_token})
+        assert dead.status_code == 400 and dead.json()["status"] == "BAD_REFRESH_TOKEN"
+    assert served.hs.calls.counts()["hs.appinstalls.uninstall"] == 3

@@ -248,3 +248,27 @@ def test_unknown_client_and_grant_type(http: httpx.Client, org: Org) -> None:
         "error": "invalid_client",
         "error_description": "invalid client credentials",
     }
+
+
+def test_revoking_a_refresh_token_revokes_its_access_tokens(http: httpx.Client, org: Org) -> None:
+    """Salesforce: "If a refresh token is included, Salesforce revokes it and any associated access
+    tokens" (Revoking OAuth Tokens); other grants' tokens live on."""
+    verifier, challenge = pkce()
+    code = code_from(consent(http, org, challenge=challenge), org.sb.client.redirect_uris[0])
+    first = exchange(http, org, code, verifier).json()
+    renewed = refresh(http, org, first["refresh_token"]).json()
+    unrelated = org.sb.issue_token()
+    tokens = (first["access_token"], renewed["access_token"])
+
+    def limits(token: str) -> int:
+        return http.get(
+            "/services/data/v59.0/limits", headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+
+    assert [limits(t) for t in tokens] == [200, 200]
+    assert http.post("/services/oauth2/revoke", data={"token": first["refresh_token"]}).status_code == 200
+    assert [limits(t) for t in tokens] == [401, 401]
+    assert limits(unrelated) == 200
+    again = http.post("/services/oauth2/revoke", data={"token": first["access_token"]})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_token"
+    assert [c.status for c in org.sb.calls.all() if c.endpoint == "sf.oauth.revoke"] == [200, 400]
