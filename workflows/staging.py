@@ -57,6 +57,7 @@ class PendingPart:
     calls: int = 0
     withheld_values: int = 0
     pseudonymized: int = 0
+    suppressed: int = 0  # records of suppressed data subjects the pages brought (dropped)
 
     def add(self, page: GovernedPage, *, calls: int) -> None:
         """Add one governed page (and the vendor calls it took)."""
@@ -68,6 +69,7 @@ class PendingPart:
         self.calls += calls
         self.withheld_values += page.withheld_values
         self.pseudonymized += page.pseudonymized
+        self.suppressed += page.suppressed
 
     def __bool__(self) -> bool:
         """True when there is something to stage (records, deletes or quarantined records)."""
