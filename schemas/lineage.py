@@ -2,9 +2,9 @@
 
 A :class:`LineageEvent` describes one step of a run over a *batch* of records (pull, transform,
 store, push, delete, erase, export, transfer, refusal, quarantine, drift, merge, revoke, restrict,
-rectify). It never holds raw
-record ids or PII: the caller passes keyed hashes of record ids (hex HMAC digests made with the
-tenant's key), which the model checks are hex strings of a digest's length.
+rectify, notice, incident). It never holds raw record ids or PII: the caller passes keyed hashes of
+record ids (hex HMAC digests made with the tenant's key), which the model checks are hex strings of a
+digest's length.
 
 :meth:`LineageEvent.canonical_bytes` is the leaf input of the Merkle tree: sorted-key compact JSON,
 UTF-8, timestamps as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, so the same event always hashes the
@@ -75,6 +75,8 @@ class EventKind(StrEnum):
     REVOKE = "revoke"  # a connection's OAuth grant ended at the vendor (offboarding), or why not
     RESTRICT = "restrict"  # a data subject's restriction (Art. 18) or objection (Art. 21): suppressed
     RECTIFY = "rectify"  # a data subject's corrected values pushed to the destinations (Art. 16)
+    NOTICE = "notice"  # a notice to the controller: enqueued, then each delivery attempt's outcome
+    INCIDENT = "incident"  # a personal-data breach: when crmhub became aware, scope, when notified
 
 
 class TransferMechanism(StrEnum):

@@ -42,7 +42,7 @@ from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
 from workflows.merges import merge_event, spare_shared
 from workflows.metrics import count_push
-from workflows.staging import open_part, redact, resume, seal_letter, staged_merges
+from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
 
 __all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "destination_record", "push_batch"]
 
@@ -123,8 +123,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
             else:
                 with deps.engine.connect() as conn:
                     (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
-            keys, records, deleted = open_part(deps.vault, ctx, part)
-            merged.update(staged_merges(deps.vault, ctx, part))
+            keys, records, deleted, merges = open_part_and_merges(deps.vault, ctx, part)
+            merged.update(merges)
             progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
             progress, removed, spared = writer.delete(part, deleted, progress)
