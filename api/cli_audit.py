@@ -175,6 +175,9 @@ def token_create(
     """Create an auditor token and print it once (only its hash is stored)."""
     from datetime import UTC, datetime, timedelta
 
+    from schemas.settings import load_settings
+    from services.access_ledger import record_cli_access
+    from services.wiring import make_vault
     from store import auditors
 
     engine = _engine()
@@ -184,6 +187,9 @@ def token_create(
         expires = now + timedelta(days=expires_days) if expires_days else None
         with engine.begin() as conn:
             row, token = auditors.create_token(conn, tenant=tenant, name=name, now=now, expires_at=expires)
+        settings = load_settings()
+        record_cli_access(settings, engine, make_vault(settings, engine), tenant, "auditor_token_create",
+                          target=f"auditor token {row.id}")  # fmt: skip
     finally:
         engine.dispose()
     if as_json:

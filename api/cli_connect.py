@@ -230,6 +230,7 @@ def connect_cmd(
     """Connect a CRM with OAuth (authorization code + PKCE): open the consent page, wait for the callback."""
     from connectors.hubspot.config import EXPORT_SCOPE
     from connectors.oauth import OAuthCallbackError
+    from services.access_ledger import record_cli_access
     from services.wiring import connector_factory
 
     settings = load_settings()
@@ -261,6 +262,14 @@ def connect_cmd(
             # where the vendor hosts the data, stored with the connection (failed: asked at sync create)
             region = connector_factory(settings, service.engine, service).locate(info.id)
             info = info.model_copy(update={"region_instance": region})
+            record_cli_access(
+                settings,
+                service.engine,
+                service.vault,
+                tenant,
+                "connect",
+                target=f"connection {info.id} ({provider})",
+            )
             return CallbackOutcome(
                 200, f"crmhub is connected to {provider.value} (connection {info.id}).", info
             )
@@ -328,9 +337,15 @@ def connections_disconnect(
     ] = False,
 ) -> None:
     """Revoke a connection's tokens at the provider and delete them here (status becomes revoked)."""
-    service = _service(load_settings(), redirect_uri=None)
+    from services.access_ledger import record_cli_access
+
+    settings = load_settings()
+    service = _service(settings, redirect_uri=None)
     try:
         info = service.disconnect(connection_id, force=force)
+        record_cli_access(
+            settings, service.engine, service.vault, info.tenant, "disconnect", target=f"connection {info.id}"
+        )
     finally:
         service.close()
         service.engine.dispose()

@@ -69,6 +69,7 @@ async def run_dsr(
     corrections: dict[str, Any] | None = None,
 ) -> tuple[DsrResult, dict[str, Any] | None]:
     """Start the request's workflow, wait for it; for an export, fetch and open the sealed export."""
+    from services.access_ledger import record_cli_access
     from store import auditors as auditor_store
     from workers.client import connect
     from workflows.dsr_activities import open_export, seal_subject
@@ -93,6 +94,11 @@ async def run_dsr(
             result_type=DsrResult,
         )
         result: DsrResult = await handle.result()
+        record_cli_access(
+            settings, connected.engine, connected.vault, tenant, f"dsr_{kind.value}",
+            target=f"request {request_id}",
+            counts={"held": result.held, "destinations": len(result.destinations)},
+        )  # fmt: skip
         export = None
         if result.export_ready:
             with connected.engine.begin() as conn:
@@ -352,8 +358,12 @@ def keys_list(
 @keys_app.command("rotate")
 def keys_rotate(tenant: Tenant, as_json: AsJson = False) -> None:
     """Start a new data-key version for the tenant (new seals use it; old data still opens)."""
-    with _tenant_vault(load_settings(), tenant) as (_, vault):
+    from services.access_ledger import record_cli_access
+
+    settings = load_settings()
+    with _tenant_vault(settings, tenant) as (engine, vault):
         version = vault.rotate(tenant)
+        record_cli_access(settings, engine, vault, tenant, "key_rotate", target=f"data key v{version}")
     if as_json:
         out.print_json(json.dumps({"tenant": tenant, "version": version}))
     else:
@@ -398,7 +408,10 @@ def keys_shred(
     if not yes:
         raise ConfigError("keys shred destroys the tenant's keys for good; confirm with --yes")
     settings = load_settings()
+    from services.access_ledger import record_cli_access
+
     with _tenant_vault(settings, tenant) as (engine, vault):
+        record_cli_access(settings, engine, vault, tenant, "key_shred")  # before: the actor is a keyed hash
         cert = vault.shred(tenant)
         ledger = Ledger(engine, tenant)
         ledger.append(
@@ -450,6 +463,7 @@ def tenant_offboard(
     If a grant cannot be revoked, nothing is deleted and the command exits 1 naming the connection;
     run it again once the vendor answers (it is idempotent), or pass --allow-unrevoked."""
     from api.offboard import offboard_tenant
+    from services.access_ledger import record_cli_access
     from services.wiring import credentials
 
     if not yes:
@@ -468,6 +482,10 @@ def tenant_offboard(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done, total=total)
 
+        # recorded first: the export holds the ledger, and the keys (the actor's keyed hash) go
+        record_cli_access(
+            settings, engine, vault, tenant, "offboarding_export", target=f"export to {out_dir.name or '.'}"
+        )
         cert = offboard_tenant(
             engine, vault, _signer(settings), tenant, out_dir,
             oauth=oauth, allow_unrevoked=allow_unrevoked, progress=step,

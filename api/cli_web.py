@@ -137,6 +137,7 @@ def add_user(settings: Settings, tenant: str, email: str, password: str, role: s
     user id."""
     from api.web.security import hash_password
     from governance.pseudonym import Pseudonymizer
+    from services.access_ledger import record_cli_access
     from services.wiring import make_vault
     from store import users as user_store
 
@@ -162,6 +163,7 @@ def add_user(settings: Settings, tenant: str, email: str, password: str, role: s
                 now=datetime.now(UTC),
                 role=role,
             )
+        record_cli_access(settings, engine, vault, tenant, "user_add", target=f"web user {user_id} as {role}")
     return user_id
 
 
@@ -222,23 +224,43 @@ def set_user_enabled(settings: Settings, tenant: str, email: str, *, enabled: bo
 
 def set_user_role(settings: Settings, tenant: str, email: str, role: str) -> str:
     """Change the user's role (their live sessions see it on their next request); returns its id."""
+    from services.access_ledger import record_cli_access
+    from services.wiring import make_vault
     from store import users as user_store
 
     with _engine(settings, tenant) as engine:
         user = find_web_user(settings, engine, tenant, email)
         with engine.begin() as conn:
             user_store.set_role(conn, user.id, role)
+        record_cli_access(
+            settings,
+            engine,
+            make_vault(settings, engine),
+            tenant,
+            "user_role",
+            target=f"web user {user.id} as {role}",
+        )
     return user.id
 
 
 def remove_user(settings: Settings, tenant: str, email: str) -> str:
     """Delete the user and its sessions; returns its id."""
+    from services.access_ledger import record_cli_access
+    from services.wiring import make_vault
     from store import users as user_store
 
     with _engine(settings, tenant) as engine:
         user = find_web_user(settings, engine, tenant, email)
         with engine.begin() as conn:
             user_store.delete_user(conn, user.id)
+        record_cli_access(
+            settings,
+            engine,
+            make_vault(settings, engine),
+            tenant,
+            "user_remove",
+            target=f"web user {user.id}",
+        )
     return user.id
 
 

@@ -75,6 +75,7 @@ class EventKind(StrEnum):
     REVOKE = "revoke"  # a connection's OAuth grant ended at the vendor (offboarding), or why not
     RESTRICT = "restrict"  # a data subject's restriction (Art. 18) or objection (Art. 21): suppressed
     RECTIFY = "rectify"  # a data subject's corrected values pushed to the destinations (Art. 16)
+    ACCESS = "access"  # a human touched personal data or its protection (who: a keyed or opaque id)
     NOTICE = "notice"  # a notice to the controller: enqueued, then each delivery attempt's outcome
     INCIDENT = "incident"  # a personal-data breach: when crmhub became aware, scope, when notified
 

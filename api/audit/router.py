@@ -197,6 +197,13 @@ def transfers(who: Auditor, services: Services, start: From = None, end: To = No
     return reports.transfer_report(services.engine, services.registry, who.tenant, _period(start, end))
 
 
+@router.get("/access")
+def human_access(who: Auditor, services: Services, start: From = None, end: To = None) -> dict[str, Any]:
+    """The human access ledger: every person's touch of the tenant's personal data or its protection
+    (action, actor as a keyed or opaque id, target, ledger index — verifiable in the ledger report)."""
+    return reports.access_report(services.engine, who.tenant, _period(start, end))
+
+
 @router.get("/records-of-processing")
 def records_of_processing(who: Auditor, services: Services) -> dict[str, Any]:
     """The GDPR Art. 30(2) record crmhub keeps as processor for this controller."""

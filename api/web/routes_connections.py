@@ -179,6 +179,7 @@ def oauth_callback(
         )
         return _callback_error(request, exc.message)
     ctx.metrics.oauth_connects.labels(provider, "ok").inc()
+    scope.record_access("connect", target=f"connection {info.id} ({provider})")
     ctx.connectors.locate(info.id)  # where the vendor hosts the data; a failure is retried at new sync
     return RedirectResponse(f"/connections?connected={info.id}", status_code=303)
 

@@ -96,6 +96,7 @@ def move_syncs(
                 raise _MoveRefused
     except _MoveRefused:
         return _instructions(request, scope, move_errors=errors, chosen=ids, status=400)
+    scope.record_access("sync_instruction", target=f"{len(ids)} syncs → instruction v{version}")
     log.info("web syncs moved: tenant=%s version=%s syncs=%d", scope.tenant, version, len(ids))
     return RedirectResponse(f"/syncs?moved={version}", status_code=303)
 
@@ -247,5 +248,6 @@ def save(
     row = scope.add_instruction(
         version=ins.version, content=ins.model_dump(mode="json"), content_hash=ins.content_hash
     )
+    scope.record_access("instruction_edit", target=f"instruction v{row.version}")
     log.info("web instruction saved: tenant=%s version=%s", scope.tenant, row.version)
     return RedirectResponse(f"/instructions?saved={row.version}", status_code=303)

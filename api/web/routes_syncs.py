@@ -350,6 +350,7 @@ def set_instruction(
         target = latest.version
     with scope.ctx.engine.begin() as conn:  # a refusal (ConfigError) changes nothing: the error page says why
         repoint(conn, scope.tenant, sync_id, now=datetime.now(UTC), version=target)
+    scope.record_access("sync_instruction", target=f"sync {sync_id} → instruction v{target}")
     log.info("web sync instruction: tenant=%s sync=%s version=%s", scope.tenant, sync_id, target)
     return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
 

@@ -20,6 +20,7 @@ from api.web.context import WebContext
 from api.web.session import Session, require_session
 from governance.lineage import Ledger
 from schemas.lineage import LineageEvent
+from services.access_ledger import record_access, settings_signer, web_actor
 from services.sync_setup import NewSyncRefused
 from store import connections as connection_store
 from store import instructions as instruction_store
@@ -149,6 +150,15 @@ class TenantScope:
 
     def lineage_events(self) -> list[LineageEvent]:
         return Ledger(self.ctx.engine, self.tenant).read_events()
+
+    def record_access(self, action: str, target: str | None = None) -> int:
+        """Record this user's touch of personal data or its protection in the human access ledger
+        (:mod:`services.access_ledger`; the actor is the user's opaque id)."""
+        actor = web_actor(self.session.user_id)
+        return record_access(
+            self.ctx.engine, self.tenant, action, actor, at=datetime.now(UTC), target=target,
+            signer=settings_signer(self.ctx.settings),
+        )  # fmt: skip
 
 
 def web_context(request: Request) -> WebContext:

@@ -5,7 +5,8 @@ next *full* sync brings neither back (their records are dropped at read time and
 ``suppressed`` in the pull event, never named), and neither is at HubSpot. A third subject's
 rectification reaches HubSpot through the sync's instruction (the pseudonymized Phone arrives as a
 pseudonym) and mapping. The ledger the auditor fetches through the audit API verifies offline with
-``crmhub audit verify`` and holds the restrict, erase and rectify events and the suppressed count.
+``crmhub audit verify`` and holds the restrict, erase and rectify events and the suppressed count;
+the auditor API lists each request as a human-access event with the operator's keyed id.
 """
 
 from __future__ import annotations
@@ -139,3 +140,12 @@ async def test_restricted_and_erased_subjects_stay_out_and_a_rectification_reach
     assert not suppressed_keys & {k for ev in pulls for k in ev.record_id_hashes}
     text = ledger_file.read_text()
     assert restricted["Email"] not in text and "Corrected-Name" not in text
+
+    # -- the human access ledger: each request (and the token's creation) with its actor -------------
+    access = client.get("/audit/access", headers={"Authorization": f"Bearer {token}"}).json()
+    assert access["by_action"] == {"dsr_erase": 1, "dsr_rectify": 1, "dsr_restrict": 1}
+    actors = {x["actor"] for x in access["events"]}
+    assert len(actors) == 1 and actors.pop().startswith("cli:kh_")  # the operator, as a keyed hash
+    indexes = {x["index"] for x in access["events"]}
+    assert indexes <= {i for i, ev in enumerate(events) if ev.kind is EventKind.ACCESS}  # verified above
+    assert rectified["Email"] not in json.dumps(access)

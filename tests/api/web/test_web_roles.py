@@ -6,12 +6,15 @@ request of a live session."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
+from api.audit.reports import access_report
 from api.cli import app as cli
 from api.cli_web import add_user
 from schemas.errors import ConfigError
@@ -84,7 +87,11 @@ async def test_each_route_answers_each_role(app: FastAPI, role_users: dict[str, 
 
 
 async def test_a_role_change_applies_to_the_live_session(
-    app: FastAPI, role_users: dict[str, str], web_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    app: FastAPI,
+    role_users: dict[str, str],
+    web_settings: Settings,
+    db_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CRMHUB_DATA_DIR", str(web_settings.data_dir))
     monkeypatch.setenv("CRMHUB_DATABASE_URL", web_settings.database_url)
@@ -102,6 +109,12 @@ async def test_a_role_change_applies_to_the_live_session(
             "editor@acme.example": "editor",
             "viewer@acme.example": "editor",
         }
+    # each user change is a human-access event with the operator as a keyed hash, never an e-mail
+    access = access_report(db_engine, "acme")
+    assert access["by_action"] == {"user_add": 3, "user_role": 1}
+    (changed,) = [x for x in access["events"] if x["action"] == "user_role"]
+    assert changed["actor"].startswith("cli:kh_") and changed["target"].endswith(" as editor")
+    assert "@" not in json.dumps(access)
 
 
 def test_an_unknown_role_names_the_choices(web_settings: Settings, db_engine: Engine) -> None:
