@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from connectors.base import Connector, TokenSource
+from connectors.hubspot.associations import Linker
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.reader import ID_PROPERTY, MODIFIED_PROPERTY, StreamReader
@@ -14,6 +15,8 @@ from schemas.connector import (
     CheckResult,
     FieldSpec,
     IdPage,
+    Link,
+    LinkResult,
     Page,
     Record,
     StreamSchema,
@@ -39,6 +42,7 @@ class HubSpotConnector(Connector):
         self.client = HubSpotClient(config, tokens, **client_options)
         self._reader = StreamReader(self.client, config)
         self._writer = BatchWriter(self.client, config)
+        self._linker = Linker(self.client)
         self.region = config.region or ("eu" if "api-eu1." in config.base_url else "unknown")
 
     def _stream(self, stream: str) -> str:
@@ -107,6 +111,18 @@ class HubSpotConnector(Connector):
         """See :mod:`connectors.hubspot.writer`: one outcome per record, bad records isolated."""
         self.client.refresh_token_view()
         return self._writer.write_batch(self._stream(stream), records, mode, external_id=external_id)
+
+    links: ClassVar[bool] = True
+
+    def write_links(self, stream: str, parent_stream: str, links: Sequence[Link]) -> LinkResult:
+        """Associations v4 batch archive + create (see :mod:`connectors.hubspot.associations`)."""
+        self.client.refresh_token_view()
+        return self._linker.write_links(self._stream(stream), self._stream(parent_stream), links)
+
+    def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Each child's associated parents, primary first (associations v4 batch read)."""
+        self.client.refresh_token_view()
+        return self._linker.read_links(self._stream(stream), self._stream(parent_stream), child_ids)
 
     lists_ids: ClassVar[bool] = True
 

@@ -49,6 +49,7 @@ from starlette.routing import BaseRoute, Route
 
 from sandbox.base import Handler, VendorSandbox, endpoint
 from sandbox.faults import FaultDecision, FaultKind
+from sandbox.hubspot.associations import Associations
 from sandbox.hubspot.errors import (
     CRM_ERROR_LINKS,
     MISSING_AUTH_MESSAGE,
@@ -246,6 +247,7 @@ class HubSpotSandbox(VendorSandbox):
         self.properties = PropertyRegistry()
         self.objects = CrmObjects(self.store, self.properties, portal_id)
         self.merges = Merges(self.store, self.objects)
+        self.associations = Associations(self.store)
         self.limits = RateLimiter(
             burst_limit=burst_limit,
             burst_window_s=burst_window_s,
@@ -602,6 +604,7 @@ class HubSpotSandbox(VendorSandbox):
                         methods=["DELETE"],
                     ),
                 ]
+        routes += self.associations.routes(self._api)
         routes += [
             Route(
                 "/account-info/v3/details",
