@@ -30,6 +30,7 @@ from schemas.errors import ConfigError, PolicyError, PurposeViolation, TransferN
 from schemas.sync import PlanInput, SyncMode, SyncPlanRef, SyncStatus
 from store import runs as run_store
 from store import syncs as sync_store
+from workflows.associations import check_relationships, declared
 from workflows.context import ActivityKit, SyncContext
 
 __all__ = ["plan_sync"]
@@ -70,6 +71,13 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
     # A refusal before a config error:
     types = _check_types(kit, ctx, inp.run_id, result, live_types, accepted)
     _check_fields_exist(kit, ctx, result, live)
+    if declared(ctx.spec.mapping):  # relationships: resolvable and writable (workflows.associations)
+        destination = deps.connector_factory(ctx.spec.destination_connection_id)
+        try:
+            with deps.engine.connect() as conn:
+                check_relationships(conn, ctx, destination)
+        finally:
+            destination.close()
     _check_route(kit, ctx, inp.run_id)
 
     with deps.engine.begin() as conn:

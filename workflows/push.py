@@ -37,6 +37,8 @@ from schemas.sync import BatchRef, PushInput, PushResult
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import staging as staging_store
+from store.associations import Deferred
+from workflows.associations import LinkCounts, Linking, is_relationship, release, waiting_children
 from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
 from workflows.merges import merge_event, spare_shared
@@ -65,6 +67,7 @@ class PushProgress(BaseModel):
     deletes_unmapped: int = 0
     deletes_kept: int = 0  # mapping dropped, record kept: another live source key maps it (merge guard)
     calls: int = 0
+    links: LinkCounts = LinkCounts()  # relationships (workflows.associations)
     finished: bool = False  # lineage appended: a retry only deletes the staging
 
     def result(self) -> PushResult:
@@ -113,7 +116,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
         spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
-        writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive)
+        linking = Linking.of(kit, ctx, connector)
+        writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive, linking)
         for number in todo:
             if activity.is_cancelled():
                 raise CancelledError("push cancelled")
@@ -172,6 +176,7 @@ class _Writer:
     connector: Connector
     stream: StreamSpec
     keepalive: Keepalive
+    linking: Linking | None = None
 
     def upsert(
         self, part: staging_store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
@@ -186,7 +191,9 @@ class _Writer:
             if key is None or (isinstance(key, str) and not key.strip()):
                 letters.append(self.letter(part, "upsert", i, keys[i], rec, "MISSING_EXTERNAL_ID", None))
                 continue
-            out = {dst: rec[src] for src, dst in spec.mapping.items() if src in rec}
+            out = {
+                dst: rec[src] for src, dst in spec.mapping.items() if src in rec and not is_relationship(dst)
+            }
             out[spec.destination_id_property] = key
             mapped.append(out)
             positions.append(i)
@@ -206,6 +213,7 @@ class _Writer:
         pairs: list[tuple[str, str]] = []
         created = updated = 0
         ok: list[str] = []
+        children: list[tuple[int, str, str, Record]] = []
         for pos, outcome in zip(positions, result.outcomes, strict=True):
             if not outcome.ok:
                 letters.append(self.letter(part, "upsert", pos, keys[pos], records[pos], *_why(outcome)))
@@ -217,18 +225,42 @@ class _Writer:
             ok.append(keys[pos])
             if outcome.id:
                 pairs.append((keys[pos], outcome.id))
+                children.append((pos, keys[pos], outcome.id, records[pos]))
         with self.kit.deps.engine.begin() as conn:
             id_map_store.upsert_id_map(conn, self.ctx.tenant.id, spec.id, pairs, now=self.kit.deps.clock())
             dead_letter_store.add_dead_letters(conn, letters)
+            waiting = waiting_children(conn, self.ctx, [k for k, _ in pairs])
+        links = self._links(part, children, waiting, dict(pairs))
         progress = progress.model_copy(
             update={
                 "created": progress.created + created,
                 "updated": progress.updated + updated,
                 "failed": progress.failed + len(letters),
-                "calls": progress.calls + result.calls,
+                "calls": progress.calls + result.calls + links.calls,
+                "links": progress.links.plus(links),
             }
         )
         return progress, ok
+
+    def _links(
+        self,
+        part: staging_store.StagedPart,
+        children: list[tuple[int, str, str, Record]],
+        waiting: list[Deferred],
+        landed: dict[str, str],
+    ) -> LinkCounts:
+        """This part's relationships: its children linked to their parents, and the children that
+        waited for the parents it landed released (:mod:`workflows.associations`)."""
+
+        def letter(
+            kind: str, index: int, key: str, record: Record, code: str, message: str | None
+        ) -> dead_letter_store.DeadLetter:
+            return self.letter(part, kind, index, key, record, code, message)
+
+        links = self.linking.link(children, letter) if self.linking and children else LinkCounts()
+        if waiting:
+            links = links.plus(release(self.kit, self.ctx, self.connector, waiting, landed, letter))
+        return links
 
     def delete(
         self, part: staging_store.StagedPart, deleted: list[str], progress: PushProgress
@@ -337,6 +369,7 @@ def _events(
     counts = {
         "pushed": progress.created + progress.updated, "created": progress.created,
         "updated": progress.updated, "failed": progress.failed, "calls": progress.calls,
+        **progress.links.lineage(),
     }  # fmt: skip
     events = [ev(EventKind.PUSH, ctx.outbound(ctx.staging_dataset()), counts, accepted)]
     dst = ctx.destination_endpoint()
