@@ -4,7 +4,7 @@ a window, then apply it to everyone who did not object.
 * :func:`propose` — the first proposal records the registry crmhub ran under as version 1 (applied);
   the new version gets the next number and a window that closes ``window`` later. One proposal is
   open at a time. Every tenant the change concerns (:func:`governance.registry_versions.affects`)
-  gets a ``registry`` event ``step=notice`` in its ledger.
+  gets a controller notice (:mod:`services.notices`) and a ``registry`` event ``step=notice``.
 * :func:`object_to` — a tenant objects to an open version before its window closes, choosing
   ``keep`` (its syncs keep running on the versions it accepted) or ``stop``; ``step=objection``.
 * :func:`close` — once the window has closed the version is applied: each tenant's ledger gets
@@ -19,7 +19,6 @@ repeated only for events (the rows say what was decided).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -39,6 +38,7 @@ from governance.registry_versions import (
 )
 from schemas.errors import ConfigError
 from schemas.lineage import DetailValue, EventKind, LineageEvent, format_timestamp
+from services.notices import NoticeKind, enqueue_notice
 from store import subprocessor_versions as version_store
 from store import tenants as tenant_store
 from store.subprocessor_versions import ObjectionChoice, ObjectionRow, VersionRow
@@ -56,9 +56,6 @@ __all__ = [
 
 MAX_WINDOW: Final = timedelta(days=365)
 """The longest objection window accepted (a typo of a year or more is refused)."""
-
-Notify = Callable[[str, VersionRow, RegistryChange], None]
-"""Delivers a change notice to a tenant's contact (tenant, the proposed version, what it changes)."""
 
 
 def run_id_of(version: int) -> str:
@@ -102,10 +99,10 @@ def propose(
     summary: str,
     window: timedelta,
     now: datetime,
-    notify: Notify | None = None,
 ) -> Proposal:
     """Record ``new`` as the next version, its window closing ``window`` after ``now``, and notify the
-    tenants it concerns (a ``notice`` event each; ``notify`` delivers the notice too). A change that
+    tenants it concerns: a controller notice each (:func:`services.notices.enqueue_notice`, delivered
+    to the tenant's contacts) and a ``registry`` event ``step=notice`` citing it. A change that
     changes nothing, a window outside 0..:data:`MAX_WINDOW` or an open proposal is a
     :class:`ConfigError`."""
     if not timedelta(0) <= window <= MAX_WINDOW:
@@ -158,10 +155,20 @@ def propose(
         "other": ",".join(change.other) or None,
         "window_closes": format_timestamp(row.window_closes),
     }
+    facts: dict[str, DetailValue] = {
+        "version": row.version,
+        "previous_version": rows[-1].version,
+        "window_closes": details["window_closes"],
+        **{k: details[k] for k in ("added", "removed", "changed", "other") if details[k] is not None},
+    }
     for tenant in concerned:
-        Ledger(engine, tenant).append([registry_event(tenant, row.version, "notice", at=now, **details)])
-        if notify is not None:
-            notify(tenant, row, change)
+        notice = enqueue_notice(
+            engine, tenant=tenant, kind=NoticeKind.SUBPROCESSOR_CHANGE, facts=facts,
+            subject=run_id_of(row.version), now=now,
+        )  # fmt: skip
+        Ledger(engine, tenant).append(
+            [registry_event(tenant, row.version, "notice", at=now, notice_id=notice.notice_id, **details)]
+        )
     return Proposal(row, change, tuple(concerned))
 
 

@@ -175,7 +175,8 @@ def _check_route(kit: ActivityKit, ctx: SyncContext, run_id: str) -> None:
     instruction = ctx.instruction
     held = ctx.registry_held_by
     if held is not None and held.choice is ObjectionChoice.STOP:
-        stopped = PolicyError(
+        # The controller's objection withdraws the authorisation: processing would be outside its instruction.
+        stopped = PurposeViolation(
             f"tenant {ctx.tenant.id!r} objected to subprocessor registry version {held.version} and "
             f"chose that its syncs stop; they stay refused while the objection stands",
             code="subprocessor_objection",
