@@ -37,13 +37,14 @@ from schemas.sync import BatchRef, PushInput, PushResult
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import staging as staging_store
+from store.syncs import SyncSpec
 from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
 from workflows.merges import merge_event, spare_shared
 from workflows.metrics import count_push
-from workflows.staging import open_part, redact, resume, seal_letter, staged_merges
+from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
 
-__all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "push_batch"]
+__all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "destination_record", "push_batch"]
 
 WRITE_CHUNK = 500
 """Records per ``write_batch`` call; the activity heartbeats between calls (connectors split further
@@ -122,8 +123,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
             else:
                 with deps.engine.connect() as conn:
                     (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
-            keys, records, deleted = open_part(deps.vault, ctx, part)
-            merged.update(staged_merges(deps.vault, ctx, part))
+            keys, records, deleted, merges = open_part_and_merges(deps.vault, ctx, part)
+            merged.update(merges)
             progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
             progress, removed, spared = writer.delete(part, deleted, progress)
@@ -162,6 +163,17 @@ def _why(outcome: RecordOutcome) -> tuple[str, str | None]:
     return (outcome.error_code or "VENDOR_REFUSED", outcome.error_message)
 
 
+def destination_record(spec: SyncSpec, rec: Record) -> Record | None:
+    """``rec`` mapped to the destination's fields, keyed by its external id (the source key
+    property's value); None when the record lacks that key (dead-lettered ``MISSING_EXTERNAL_ID``)."""
+    key = rec.get(spec.source_key_property)
+    if key is None or (isinstance(key, str) and not key.strip()):
+        return None
+    out = {dst: rec[src] for src, dst in spec.mapping.items() if src in rec}
+    out[spec.destination_id_property] = key
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Writer:
     """Writes the parts of one batch to one destination connector."""
@@ -182,12 +194,10 @@ class _Writer:
         positions: list[int] = []
         letters: list[dead_letter_store.DeadLetter] = []
         for i, rec in enumerate(records):
-            key = rec.get(spec.source_key_property)
-            if key is None or (isinstance(key, str) and not key.strip()):
+            out = destination_record(spec, rec)
+            if out is None:
                 letters.append(self.letter(part, "upsert", i, keys[i], rec, "MISSING_EXTERNAL_ID", None))
                 continue
-            out = {dst: rec[src] for src, dst in spec.mapping.items() if src in rec}
-            out[spec.destination_id_property] = key
             mapped.append(out)
             positions.append(i)
         outcomes: list[RecordOutcome] = []

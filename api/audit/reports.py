@@ -6,6 +6,7 @@ Every function takes the tenant explicitly and reads only that tenant's rows. No
 record content: the ledger holds counts, dataset names, regions, subprocessors and keyed hashes.
 
 * :func:`lineage_report` — per sync and run: pulled / pushed / failed / quarantined / filtered /
+  suppressed (records of restricted, objecting or erased data subjects a pull dropped; not pulled) /
   withheld, deletes, schema drift, purposes and instruction versions, datasets, subprocessors,
   ledger index range. The counts reconcile: pulled = pushed + failed + quarantined + filtered, where
   ``quarantined`` are records held back because a value no longer fit its field's planned type
@@ -186,6 +187,7 @@ def lineage_report(
             _add(counts, "deleted_at_source", c.get("deleted", 0))
             _add(counts, "withheld_values", c.get("withheld_values", 0))
             _add(counts, "pseudonymized", c.get("pseudonymized", 0))
+            _add(counts, "suppressed", c.get("suppressed", 0))  # data subjects' records dropped unread
             withheld = e.details.get("withheld")
             if isinstance(withheld, str) and withheld:
                 run["withheld_fields"].update(withheld.split(","))
@@ -217,7 +219,7 @@ def lineage_report(
         counts = run["counts"]
         for key in ("pulled", "pushed", "created", "updated", "failed", "quarantined", "withheld_values",
                     "pseudonymized", "deleted_at_source", "deletes_propagated", "erased",
-                    "refusals", "merged_at_source"):  # fmt: skip
+                    "refusals", "merged_at_source", "suppressed"):  # fmt: skip
             counts.setdefault(key, 0)
         held = counts["pushed"] + counts["failed"] + counts["quarantined"]
         counts["filtered"] = max(counts["pulled"] - held, 0)
