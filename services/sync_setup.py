@@ -94,15 +94,16 @@ class NewSyncRefused(ConfigError):
         self.unknown = unknown
 
 
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """``"; did you mean Contact?"`` for the choices closest to ``name`` (case-insensitive), or ``""``."""
+def suggest(name: str, choices: Iterable[str], shown: Mapping[str, str] | None = None) -> str:
+    """``"; did you mean Contact?"`` for the choices closest to ``name`` (case-insensitive), or ``""``;
+    ``shown`` names what a matched choice suggests instead (an alias → its object's name)."""
     by_folded: dict[str, str] = {}
     for c in choices:
-        by_folded.setdefault(c.casefold(), c)
+        by_folded.setdefault(c.casefold(), (shown or {}).get(c, c))
     close = difflib.get_close_matches(name.casefold(), list(by_folded), n=_SUGGESTIONS, cutoff=0.6)
     if not close:
         return ""
-    return "; did you mean " + " or ".join(by_folded[c] for c in close) + "?"
+    return "; did you mean " + " or ".join(dict.fromkeys(by_folded[c] for c in close)) + "?"
 
 
 def _listed(names: Sequence[str], limit: int = 12) -> str:
@@ -336,9 +337,16 @@ class SyncSetup:
                     )
                 return s
         names = [s.name for s in streams]
+        # A custom object's other names (HubSpot's objectTypeId "2-…", fullyQualifiedName) point at
+        # the name a sync uses; a near miss of one suggests that name too.
+        alias_of = {a: s.name for s in streams for a in s.aliases}
+        named = next((n for a, n in alias_of.items() if a.casefold() == name.casefold()), None)
+        if named is not None:
+            hint = f"; did you mean {named}? ({name} is its {row.provider} id; a sync names the object)"
+        else:
+            hint = suggest(name, [*names, *alias_of], alias_of)
         raise NewSyncRefused(
-            f"the {row.provider} connection has no object {name!r}{suggest(name, names)} "
-            f"(its objects: {_listed(names)})",
+            f"the {row.provider} connection has no object {name!r}{hint} (its objects: {_listed(names)})",
             field=field,
             unknown=False,
         )
