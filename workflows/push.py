@@ -32,7 +32,7 @@ from temporalio.exceptions import CancelledError
 from connectors.base import Connector
 from schemas.connector import OutcomeStatus, Record, RecordOutcome, StreamSpec, WriteMode, WriteResult
 from schemas.errors import DataError
-from schemas.lineage import EventKind, LineageEvent
+from schemas.lineage import DetailValue, EventKind, LineageEvent
 from schemas.sync import BatchRef, PushInput, PushResult, SyncWriteMode
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
@@ -68,6 +68,8 @@ class PushProgress(BaseModel):
     deletes_kept: int = 0  # mapping dropped, record kept: another live source key maps it (merge guard)
     deletes_kept_by_mode: int = 0  # not propagated: the sync's write mode keeps destination records
     skipped: dict[str, int] = {}  # reason → records the write mode refused to write
+    resolved: int = 0  # dead letters of records the destination accepted at last
+    resolved_runs: list[str] = []  # the runs that had refused them
     calls: int = 0
     finished: bool = False  # lineage appended: a retry only deletes the staging
 
@@ -255,6 +257,8 @@ class _Writer:
         with self.kit.deps.engine.begin() as conn:
             id_map_store.upsert_id_map(conn, self.ctx.tenant.id, spec.id, pairs, now=self.kit.deps.clock())
             id_map_store.delete_id_map(conn, self.ctx.tenant.id, spec.id, unmapped)
+            # Accepted at last (fixed at the source since): their earlier refusals are resolved.
+            resolved = dead_letter_store.resolve_dead_letters(conn, self.ctx.tenant.id, spec.id, ok)
             dead_letter_store.add_dead_letters(conn, letters)
         progress = progress.model_copy(
             update={
@@ -263,6 +267,8 @@ class _Writer:
                 "failed": progress.failed + len(letters),
                 "calls": progress.calls + calls,
                 "skipped": skipped,
+                "resolved": progress.resolved + len(resolved),
+                "resolved_runs": sorted({*progress.resolved_runs, *(run for _, run in resolved)}),
             }
         )
         return progress, ok
@@ -391,9 +397,12 @@ def _events(
     if progress.skipped:  # refused by the write mode: counted per reason, never dead letters
         counts["skipped"] = sum(progress.skipped.values())
         counts.update({f"skipped_{reason.lower()}": n for reason, n in sorted(progress.skipped.items())})
-    events = [
-        ev(EventKind.PUSH, ctx.outbound(ctx.staging_dataset()), counts, accepted, write_mode=mode.value)
-    ]
+    links: dict[str, DetailValue] = {}
+    if progress.resolved:  # links this push to the refusals it resolved (their runs' push events)
+        counts["resolved"] = progress.resolved
+        links["resolved_refusals_of_runs"] = ",".join(progress.resolved_runs)
+    route = ctx.outbound(ctx.staging_dataset())
+    events = [ev(EventKind.PUSH, route, counts, accepted, write_mode=mode.value, **links)]
     dst = ctx.destination_endpoint()
     transfer = ctx.registry.transfer_for(
         ev.run, from_region=ctx.home, to_region=dst.region, subprocessor=dst.subprocessor, at=ev.at,
