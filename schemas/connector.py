@@ -217,6 +217,11 @@ class StreamSpec(BaseModel):
     writable: bool = True
     supports_deletes: bool = True
     default_external_id: str | None = None
+    label: str = ""
+    custom: bool = False  # a custom object (Salesforce ``__c``, a HubSpot schema's ``2-…`` object)
+    aliases: tuple[
+        str, ...
+    ] = ()  # other names the vendor knows it by (HubSpot: objectTypeId, fullyQualifiedName)
 
 
 class CheckResult(BaseModel):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, PrimaryKeyConstraint, String, delete, func, select
+from sqlalchemy import DateTime, Index, Integer, PrimaryKeyConstraint, String, Table, delete, func, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
@@ -153,16 +153,22 @@ def set_links(
     conn.execute(stmt, values)
 
 
-def drop_links(conn: Connection, tenant: str, sync_id: str, field: str, child_hashes: Sequence[str]) -> int:
-    """Forget links (unlinked at the destination); returns how many."""
-    t = association_links.c
+def _drop(
+    conn: Connection, table: Table, tenant: str, sync_id: str, field: str, hashes: Sequence[str]
+) -> int:
+    t = table.c
     n = 0
-    for chunk in chunks(list(child_hashes)):
-        stmt = delete(association_links).where(
+    for chunk in chunks(list(hashes)):
+        stmt = delete(table).where(
             t.tenant == tenant, t.sync_id == sync_id, t.field == field, t.child_key_hash.in_(chunk)
         )
         n += int(conn.execute(stmt).rowcount)
     return n
+
+
+def drop_links(conn: Connection, tenant: str, sync_id: str, field: str, child_hashes: Sequence[str]) -> int:
+    """Forget links (unlinked at the destination); returns how many."""
+    return _drop(conn, association_links, tenant, sync_id, field, child_hashes)
 
 
 def count_deferred(conn: Connection, tenant: str, sync_id: str) -> int:
@@ -205,14 +211,7 @@ def drop_deferred(
     conn: Connection, tenant: str, sync_id: str, field: str, child_hashes: Sequence[str]
 ) -> int:
     """Take children off the queue (linked, unlinked or dead-lettered); returns how many."""
-    t = association_deferrals.c
-    n = 0
-    for chunk in chunks(list(child_hashes)):
-        stmt = delete(association_deferrals).where(
-            t.tenant == tenant, t.sync_id == sync_id, t.field == field, t.child_key_hash.in_(chunk)
-        )
-        n += int(conn.execute(stmt).rowcount)
-    return n
+    return _drop(conn, association_deferrals, tenant, sync_id, field, child_hashes)
 
 
 def waiting_on(

@@ -63,6 +63,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Conn
             runtime=runtime,
         )
     except RuntimeError as exc:
+        engine.dispose()
         raise ConfigError(
             f"cannot reach Temporal at {t.address} (namespace {t.namespace}); start the dev server with "
             f"'crmhub temporal up' or fix temporal.address (CRMHUB_TEMPORAL__ADDRESS)"

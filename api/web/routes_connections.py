@@ -27,7 +27,7 @@ from starlette.responses import Response
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.security import csp_with_form_targets
 from api.web.session import CsrfChecked
-from api.web.tenancy import Scope
+from api.web.tenancy import AdminScope, Scope
 from connectors.hubspot.config import EXPORT_SCOPE
 from connectors.oauth import OAuthCallbackError
 from store import users as user_store
@@ -112,7 +112,7 @@ def connections_page(request: Request, scope: Scope) -> HTMLResponse:
 def connect(
     request: Request,
     provider: ProviderName,
-    scope: Scope,
+    scope: AdminScope,
     _csrf: CsrfChecked,
     allow_exports: Annotated[str | None, Form(max_length=8)] = None,
 ) -> Response:
@@ -148,7 +148,7 @@ def connect(
 )
 def oauth_callback(
     request: Request,
-    scope: Scope,
+    scope: AdminScope,
     state: Annotated[str | None, Query(max_length=512)] = None,
     code: Annotated[str | None, Query(max_length=4096)] = None,
     error: Annotated[str | None, Query(max_length=256)] = None,

@@ -41,6 +41,7 @@ import urllib3
 from hubspot.crm import exports as hs_exports
 from hubspot.crm import objects as hs_objects
 from hubspot.crm import properties as hs_properties
+from hubspot.crm import schemas as hs_schemas
 from hubspot.crm.associations import v4 as hs_associations
 from urllib3.util.retry import Retry
 
@@ -147,11 +148,13 @@ class HubSpotClient:
         self._exports_client = hs_exports.ApiClient(self._configuration(hs_exports.Configuration()))
         self._assoc_client = hs_associations.ApiClient(self._configuration(hs_associations.Configuration()))
         self._assoc = hs_associations.BatchApi(self._assoc_client)
+        self._schemas_client = hs_schemas.ApiClient(self._configuration(hs_schemas.Configuration()))
         self._basic = hs_objects.BasicApi(self._objects_client)
         self._search = hs_objects.SearchApi(self._objects_client)
         self._batch = hs_objects.BatchApi(self._objects_client)
         self._props = hs_properties.CoreApi(self._properties_client)
         self._exports = hs_exports.PublicExportsApi(self._exports_client)
+        self._schemas = hs_schemas.CoreApi(self._schemas_client)
 
     def _configuration(self, cfg: Any) -> Any:
         cfg.host = self.config.base_url
@@ -182,6 +185,7 @@ class HubSpotClient:
         self._properties_client.configuration.access_token = token
         self._exports_client.configuration.access_token = token
         self._assoc_client.configuration.access_token = token
+        self._schemas_client.configuration.access_token = token
 
     # -- endpoints --------------------------------------------------------------------------------
 
@@ -261,6 +265,16 @@ class HubSpotClient:
         results = body.get("results")
         if not isinstance(results, list):
             raise TransientError("HubSpot properties answer has no results list")
+        return [r for r in results if isinstance(r, dict)]
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """``GET /crm/v3/schemas`` (scope ``crm.schemas.custom.read``): the portal's custom object
+        schemas with their properties, one call for all
+        (https://developers.hubspot.com/docs/guides/api/crm/objects/custom-objects)."""
+        body = self._call("schemas", lambda: self._schemas.get_all(**self._raw()), expect=dict).body
+        results = body.get("results")
+        if not isinstance(results, list):
+            raise TransientError("HubSpot schemas answer has no results list")
         return [r for r in results if isinstance(r, dict)]
 
     def account_details(self) -> JSON:
@@ -343,6 +357,7 @@ class HubSpotClient:
             self._properties_client,
             self._exports_client,
             self._assoc_client,
+            self._schemas_client,
         ):
             manager = client.rest_client.pool_manager
             # urllib3 2.x's PoolManager.clear() forgets its pools without closing their sockets.
@@ -419,6 +434,8 @@ class HubSpotClient:
             except hs_exports.ApiException as exc:
                 status, data, headers = exc.status, exc.body, exc.headers
             except hs_associations.ApiException as exc:
+                status, data, headers = exc.status, exc.body, exc.headers
+            except hs_schemas.ApiException as exc:
                 status, data, headers = exc.status, exc.body, exc.headers
         except urllib3.exceptions.HTTPError as exc:
             failure = _connection_error(what, exc)
