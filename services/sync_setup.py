@@ -8,6 +8,8 @@ A new sync is stored only if (:meth:`SyncSetup.check`, then insert in one transa
   controller's CRM (:func:`check_new_sync`, store reads only);
 * the destination is another connection than the source, unless the user says they mean it
   (``same_connection``: the web form's checkbox, ``crmhub sync create --same-connection``);
+* the write mode is one the destination can honour (``archive`` needs HubSpot:
+  :func:`schemas.sync.write_mode_refusal`);
 * both objects are among the connection's live streams (:meth:`Connector.streams`) — a typo is
   refused with the closest names (``did you mean Contact?``, :mod:`difflib`) — and the destination
   object is writable;
@@ -47,6 +49,7 @@ from governance.policy import ProcessingInstruction, default_registry
 from governance.registry import Endpoint, Registry
 from schemas.connector import FieldSpec, StreamSchema, StreamSpec
 from schemas.errors import ConfigError, PolicyError
+from schemas.sync import write_mode_refusal
 from services.syncconfig import NotCovered, check_covers
 from store import connections as connection_store
 from store import instructions as instruction_store
@@ -431,6 +434,9 @@ class SyncSetup:
         source, dest = self.pair(
             spec.tenant, spec.source_connection_id, spec.destination_connection_id, same_connection
         )
+        refusal = write_mode_refusal(spec.write_mode, dest.provider)
+        if refusal is not None:
+            raise NewSyncRefused(refusal, field="write_mode", unknown=False)
         ins = self.instruction(spec.tenant, spec.instruction_version)
         self.stream(spec.tenant, source.id, spec.source_stream, "source_stream")
         self.stream(spec.tenant, dest.id, spec.destination_stream, "destination_stream")
