@@ -27,6 +27,7 @@ from services.sync_setup import NewSyncRefused, SyncSetup
 from services.wiring import connector_factory, subprocessor_registry
 from store import syncs as sync_store
 from tests.api.web.conftest import make_tenant
+from tests.connectors.test_hubspot_custom_objects import PROJECTS
 from tests.services.test_sync_setup import add_instruction
 from tests.sync_support import World, run_sync
 
@@ -34,18 +35,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TENANT = "custom-objects"
 N = 250
+# The connector tests' schema, with a property the instruction does not allow.
 PROJECTS_SCHEMA = {
-    "name": "projects",
-    "labels": {"singular": "Project", "plural": "Projects"},
-    "primaryDisplayProperty": "project_name",
-    "requiredProperties": ["project_name", "project_code"],
-    "searchableProperties": ["project_name"],
-    "properties": [
-        {"name": "project_name", "label": "Project name"},
-        {"name": "project_code", "label": "Project code", "hasUniqueValue": True},
-        {"name": "budget", "label": "Budget", "type": "number", "fieldType": "number"},
-        {"name": "internal_notes", "label": "Internal notes"},
-    ],
+    **PROJECTS,
+    "properties": [*PROJECTS["properties"], {"name": "internal_notes", "label": "Internal notes"}],
 }
 PROJECT_FIELDS = [
     {"name": "Code__c", "type": "string", "label": "Code", "length": 32, "external_id": True, "unique": True},
