@@ -5,12 +5,13 @@ of ``/crm/v3/objects/{objectType}/…`` routes, placed after the standard object
 path segment (objectTypeId ``2-…`` or fullyQualifiedName ``p{portalId}_{name}``) and hands the request
 to the same handlers the standard objects use, so lists, search, batch upsert/read/archive and
 properties behave alike. An unknown segment keeps HubSpot's answer, 400 "Unable to infer object
-type from: …". Fault-rule names: ``hs.schemas.list|create|get``, ``hs.custom.objects`` and
-``hs.custom.search``.
+type from: …". Fault-rule (and call-count) names: ``hs.schemas.list|create|get`` and
+``hs.custom.<op>`` (``search``, ``batch.upsert``, ``batch.read``, ``batch.archive``, ``list``, …).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.hubspot.errors import ApiError, json_response
-from sandbox.hubspot.schema import object_type
+from sandbox.hubspot.schema import ObjectType, object_type
 from sandbox.hubspot.schemas import (
     OBJECTS_READ_SCOPE,
     OBJECTS_WRITE_SCOPE,
@@ -52,7 +53,6 @@ class CustomRoutes:
 
     def routes(self) -> list[BaseRoute]:
         api = self.sandbox._api
-        objects = "/crm/v3/objects/{objectType}"
         routes: list[BaseRoute] = []
         # The guide names /crm/v3/schemas, the API reference (and hubspot-api-client)
         # /crm-object-schemas/v3/schemas: both are served.
@@ -68,22 +68,25 @@ class CustomRoutes:
                     methods=["GET"],
                 ),
             ]
-        return [
-            *routes,
-            Route(
-                f"{objects}/search",
-                api("hs.custom.search", self._records, search=True, scope=self._scope),
-                methods=["POST"],
-            ),
-            Route(
-                objects, api("hs.custom.objects", self._records, scope=self._scope), methods=["GET", "POST"]
-            ),
-            Route(
-                f"{objects}/{{rest:path}}",
-                api("hs.custom.objects", self._records, scope=self._scope),
-                methods=["GET", "POST", "PATCH", "DELETE"],
-            ),
+        objects = "/crm/v3/objects/{objectType}"
+        ops: list[tuple[str, str, str]] = [
+            ("search", "POST", f"{objects}/search"),
+            *((f"batch.{verb}", "POST", f"{objects}/batch/{verb}") for verb in _BATCH_VERBS),
+            ("list", "GET", objects),
+            ("create", "POST", objects),
+            ("get", "GET", f"{objects}/{{objectId}}"),
+            ("update", "PATCH", f"{objects}/{{objectId}}"),
+            ("archive", "DELETE", f"{objects}/{{objectId}}"),
         ]
+        for op, method, path in ops:
+            routes.append(
+                Route(
+                    path,
+                    api(f"hs.custom.{op}", self._records(op), search=op == "search", scope=self._scope(op)),
+                    methods=[method],
+                )
+            )
+        return routes
 
     # -- schemas ---------------------------------------------------------------------------------
 
@@ -114,31 +117,33 @@ class CustomRoutes:
             raise ApiError(400, "VALIDATION_ERROR", f"Unable to infer object type from: {key}")
         return obj
 
-    def _scope(self, request: Request) -> str | None:
+    def _scope(self, op: str) -> Callable[[Request], str | None]:
         """Custom object records need ``crm.objects.custom.read`` (reads, search, batch/read) or
         ``.write``; an unknown object type needs none (it is refused with 400 first)."""
-        key = request.path_params["objectType"]
-        if object_type(key) is not None or self.sandbox.schemas.resolve(key) is None:
-            return None
-        rest = str(request.path_params.get("rest", ""))
-        reads = request.method == "GET" or rest in ("search", "batch/read")
-        return OBJECTS_READ_SCOPE if reads else OBJECTS_WRITE_SCOPE
+        needed = OBJECTS_READ_SCOPE if op in ("search", "batch.read", "list", "get") else OBJECTS_WRITE_SCOPE
 
-    async def _records(self, request: Request) -> Response:
-        ot = self._object(request).ot
+        def scope(request: Request) -> str | None:
+            key = request.path_params["objectType"]
+            known = object_type(key) is None and self.sandbox.schemas.resolve(key) is not None
+            return needed if known else None
+
+        return scope
+
+    def _records(self, op: str) -> Callable[[Request], Awaitable[Response]]:
+        """The standard objects' handler of ``op`` for the custom object the path names."""
         sb = self.sandbox
-        rest = str(request.path_params.get("rest", "search" if request.url.path.endswith("/search") else ""))
-        method = request.method
-        if rest == "":
-            handler = sb._list(ot) if method == "GET" else sb._create(ot)
-        elif rest == "search" and method == "POST":
-            handler = sb._search(ot)
-        elif rest.startswith("batch/") and rest[6:] in _BATCH_VERBS and method == "POST":
-            handler = getattr(sb, f"_batch_{rest[6:]}")(ot)
-        elif "/" not in rest and method in ("GET", "PATCH", "DELETE"):
-            request.scope["path_params"] = {**request.path_params, "objectId": rest}
-            handler = {"GET": sb._get, "PATCH": sb._update, "DELETE": sb._archive}[method](ot)
-        else:
-            raise ApiError(404, "NOT_FOUND", f"No route for {method} {request.url.path}")
-        response: Response = await handler(request)
-        return response
+        factories: dict[str, Callable[[ObjectType], Callable[[Request], Awaitable[Response]]]] = {
+            "search": sb._search,
+            "list": sb._list,
+            "create": sb._create,
+            "get": sb._get,
+            "update": sb._update,
+            "archive": sb._archive,
+            **{f"batch.{verb}": getattr(sb, f"_batch_{verb}") for verb in _BATCH_VERBS},
+        }
+        factory = factories[op]
+
+        async def handle(request: Request) -> Response:
+            return await factory(self._object(request).ot)(request)
+
+        return handle

@@ -164,3 +164,22 @@ def test_without_the_schemas_scope_only_standard_objects(
     assert [s.name for s in unknown.streams()] == ["contacts", "companies", "deals"]
     with pytest.raises(ConfigError, match="unknown HubSpot stream"):
         unknown.read_page("projects", StreamState(), 10, ["project_code"])
+
+
+def test_custom_records_need_the_custom_object_scopes(served: Served, type_id: str) -> None:
+    narrow = SandboxTokens(served.hs, scope="crm.objects.contacts.read").access_token()
+    reader = SandboxTokens(served.hs, scope="crm.objects.custom.read").access_token()
+    with httpx.Client(verify=served.ca.client_context()) as http:
+
+        def call(token: str, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+            return http.request(
+                method, f"{served.srv.url}{path}", json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+
+        schemas = call(narrow, "GET", "/crm/v3/schemas")
+        listed = call(narrow, "GET", f"/crm/v3/objects/{type_id}")
+        read = call(reader, "GET", f"/crm/v3/objects/{type_id}")
+        write = call(reader, "POST", f"/crm/v3/objects/{type_id}/batch/upsert", {"inputs": []})
+    assert schemas.status_code == 403 and schemas.json()["category"] == "MISSING_SCOPES"
+    assert listed.status_code == 403 and read.status_code == 200 and write.status_code == 403
+    assert write.json()["errors"][0]["context"]["requiredGranularScopes"] == ["crm.objects.custom.write"]

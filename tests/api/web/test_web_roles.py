@@ -28,6 +28,7 @@ ADMIN_ONLY = [
     ("POST", "/instructions/save", {"connection_id": "nope"}),
     ("POST", "/instructions/move-syncs", {"version": "1"}),
     ("POST", "/syncs/nosuch/instruction", {"version": "1"}),
+    ("POST", "/subprocessors/object", {"version": "2", "choice": "keep"}),
 ]
 EDITOR = [
     ("GET", "/syncs/new", None),
@@ -42,6 +43,7 @@ EVERYONE = [
     ("GET", "/syncs", None),
     ("GET", "/connections", None),
     ("GET", "/instructions", None),
+    ("GET", "/subprocessors", None),
 ]
 
 
