@@ -29,6 +29,7 @@ from api.web.security import csp_with_form_targets
 from api.web.session import CsrfChecked
 from api.web.tenancy import AdminScope, Scope
 from connectors.hubspot.config import EXPORT_SCOPE
+from connectors.hubspot.objects import CUSTOM_SCOPES
 from connectors.oauth import OAuthCallbackError
 from store import users as user_store
 from store.connections import ConnectionStatus
@@ -115,11 +116,14 @@ def connect(
     scope: AdminScope,
     _csrf: CsrfChecked,
     allow_exports: Annotated[str | None, Form(max_length=8)] = None,
+    allow_custom_objects: Annotated[str | None, Form(max_length=8)] = None,
 ) -> Response:
     """Start the OAuth flow (authorization code + PKCE): redirect to the provider's consent page.
 
     ``allow_exports`` (HubSpot's checkbox) also asks for ``crm.export``: full reads of large
-    objects then go through HubSpot's Exports API (a Super Admin must grant it)."""
+    objects then go through HubSpot's Exports API (a Super Admin must grant it);
+    ``allow_custom_objects`` asks for the custom-object scopes (the portal's custom objects are
+    then offered as streams)."""
     oauth = scope.ctx.oauth
     if provider.value not in oauth.configs:
         return render(
@@ -128,7 +132,11 @@ def connect(
             {"title": "Not configured", "message": f"No {LABELS[provider.value]} OAuth app is configured."},
             status=400,
         )
-    extra = (EXPORT_SCOPE,) if allow_exports and provider is ProviderName.HUBSPOT else ()
+    hubspot = provider is ProviderName.HUBSPOT
+    extra = (
+        *((EXPORT_SCOPE,) if allow_exports and hubspot else ()),
+        *(CUSTOM_SCOPES if allow_custom_objects and hubspot else ()),
+    )
     req = oauth.begin_authorization(scope.tenant, provider.value, extra_scopes=extra)
     pending = dict(scope.session.oauth_pending)
     pending[hashlib.sha256(req.state.encode()).hexdigest()] = provider.value

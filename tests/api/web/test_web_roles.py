@@ -31,6 +31,7 @@ ADMIN_ONLY = [
     ("POST", "/instructions/save", {"connection_id": "nope"}),
     ("POST", "/instructions/move-syncs", {"version": "1"}),
     ("POST", "/syncs/nosuch/instruction", {"version": "1"}),
+    ("POST", "/subprocessors/object", {"version": "2", "choice": "keep"}),
 ]
 EDITOR = [
     ("GET", "/syncs/new", None),
@@ -45,6 +46,7 @@ EVERYONE = [
     ("GET", "/syncs", None),
     ("GET", "/connections", None),
     ("GET", "/instructions", None),
+    ("GET", "/subprocessors", None),
 ]
 
 
