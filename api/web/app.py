@@ -91,7 +91,7 @@ def create_app(
         vault=vault,
         oauth=oauth,
         connectors=connector_factory(settings, engine, oauth),
-        temporal=temporal or LazyTemporal(settings),
+        temporal=temporal or LazyTemporal(settings, vault),
         templates=templates,
         pseudonymizer=pseudonymizer,
         login_limiter=LoginLimiter(engine, pseudonymizer, web),
