@@ -4,6 +4,7 @@ Modules (each holds one concept's table, its row type and the functions on it):
 :mod:`~store.tenants`, :mod:`~store.instructions`, :mod:`~store.syncs`, :mod:`~store.runs`,
 :mod:`~store.staging`, :mod:`~store.dead_letters` (and the quarantine), :mod:`~store.id_map`,
 :mod:`~store.reconcile` (delete reconciliation), :mod:`~store.suppressions` (data subjects a pull drops),
+:mod:`~store.associations` (relationships' links and the children waiting for their parent),
 :mod:`~store.connections` (and OAuth states), :mod:`~store.keys` (the vault's wrapped keys),
 :mod:`~store.lineage` (the ledger), :mod:`~store.users` (web users and sessions),
 :mod:`~store.login_limits` (the web login rate limit's counters),
@@ -36,6 +37,7 @@ from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
 from store import (
+    associations,
     auditors,
     codec_audit,
     connections,
@@ -49,6 +51,7 @@ from store import (
     reconcile,
     runs,
     staging,
+    subprocessor_versions,
     suppressions,
     syncs,
     tenants,
@@ -56,6 +59,7 @@ from store import (
 )
 
 __all__ = [
+    "associations",
     "auditors",
     "codec_audit",
     "connections",
@@ -70,6 +74,7 @@ __all__ = [
     "reconcile",
     "runs",
     "staging",
+    "subprocessor_versions",
     "suppressions",
     "syncs",
     "tenants",

@@ -30,7 +30,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Engine
 
+from api.audit.registry_history import registry_history
 from governance.registry import Registry
+from governance.registry_versions import effective_registry
 from schemas.errors import ConfigError
 from schemas.lineage import EventKind, LineageEvent, format_timestamp
 from store import instructions as instruction_store
@@ -333,7 +335,8 @@ def subprocessor_report(
         row = tenant_store.get_tenant(conn, tenant)
     authorised = set(row.authorised_subprocessors) if row else set()
     seen: dict[str, dict[str, Any]] = {}
-    for _, e in tenant_events(engine, tenant, period):
+    events = tenant_events(engine, tenant, period)
+    for _, e in events:
         if not e.subprocessor:
             continue
         s = seen.get(e.subprocessor)
@@ -379,6 +382,7 @@ def subprocessor_report(
         "period": period.as_dict(),
         "authorised_subprocessors": sorted(authorised),
         "subprocessors": out,
+        "registry": registry_history(engine, registry, tenant, events),
     }
 
 
@@ -460,8 +464,13 @@ def records_of_processing(
         instructions = [
             i for v in list(versions) if (i := instruction_store.get_instruction(conn, tenant, int(v)))
         ]
+        registry = effective_registry(conn, registry, tenant).registry  # the version it runs under
     proc = registry.processor
-    authorised = [s for s in registry.subprocessors if s.id in row.authorised_subprocessors]
+    authorised = [
+        s
+        for s in registry.subprocessors
+        if s.role == "infrastructure" or s.id in row.authorised_subprocessors
+    ]
     third = [
         {
             "from": t.from_region,
@@ -477,12 +486,31 @@ def records_of_processing(
     return {
         "format": "crmhub.audit.art30-2/1",
         "generated_at": format_timestamp(now or datetime.now(UTC)),
-        "processor": {"id": proc.id, "entity": proc.entity, "country": proc.country, "service": proc.service},
-        "controller": {"tenant": row.id, "name": row.name, "home_region": row.home_region},
+        "processor": {
+            "id": proc.id,
+            "entity": proc.entity,
+            "country": proc.country,
+            "service": proc.service,
+            **_contact(registry, proc.id),
+        },
+        "controller": {
+            "tenant": row.id,
+            "name": row.name,
+            "home_region": row.home_region,
+            **_contact(registry, row.id),
+        },
+        # Art. 30(2)(a) asks for representative and DPO "where applicable": listed, not judged.
+        "not_recorded": [
+            f"{role} {field}"
+            for role, party in (("processor", proc.id), ("controller", row.id))
+            for field in ("contact", "representative", "dpo")
+            if _contact(registry, party)[field] is None
+        ],
         "categories_of_processing": _instruction_entries(instructions),
         "subprocessors": [
             {
                 "id": s.id,
+                "role": s.role,
                 "entity": s.entity,
                 "service": s.service,
                 "country": s.country,
@@ -492,4 +520,17 @@ def records_of_processing(
         ],
         "transfers_to_third_countries": {"permitted_routes": third, "observed_routes": observed},
         "security_measures": list(SECURITY_MEASURES),
+    }
+
+
+def _contact(registry: Registry, party: str) -> dict[str, Any]:
+    """Art. 30(2)(a) details of ``party`` (processor or tenant id): contact, representative (Art. 27)
+    and DPO (Art. 37) — ``None`` where the registry records none."""
+    c = registry.contacts.get(party)
+    if c is None:
+        return {"contact": None, "representative": None, "dpo": None}
+    return {
+        "contact": {"name": c.name, "address": c.address, "email": c.email},
+        "representative": c.representative.model_dump() if c.representative else None,
+        "dpo": c.dpo.model_dump() if c.dpo else None,
     }

@@ -198,6 +198,10 @@ class SalesforceConnector(Connector):
                     cursor_field=CURSOR_FIELD if o.get("replicateable", True) else None,
                     writable=bool(o.get("createable") or o.get("updateable")),
                     supports_deletes=bool(o.get("replicateable", True)),
+                    label=str(o.get("labelPlural") or o.get("label") or ""),
+                    # describeGlobal marks custom objects (``__c``) with custom: true
+                    # (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_describeGlobal.htm)
+                    custom=bool(o.get("custom")),
                 )
             )
         return out
