@@ -75,6 +75,7 @@ from connectors.oauth import (
 )
 from governance.vault import Vault
 from schemas.errors import AuthError, ConfigError, RateLimited, ReauthorizationRequired, TransientError
+from services.notices import NoticeKind, enqueue_notice
 from services.token_source import DbTokenSource
 from store import connections as store
 from store.connections import ConnectionInfo, ConnectionRow, ConnectionStatus
@@ -345,8 +346,6 @@ class OAuthService:
 
     def _notify_reauthorization(self, tenant: str, connection_id: str, provider: str) -> None:
         """Tell the controller a person must connect again (one notice per connection and window)."""
-        from services.notices import NoticeKind, enqueue_notice
-
         facts = {"connection_id": connection_id, "provider": provider}
         try:
             enqueue_notice(self.engine, tenant=tenant, kind=NoticeKind.REAUTHORIZATION_NEEDED, facts=facts,
