@@ -139,7 +139,9 @@ def create_app(
     ):
         app.include_router(module.router)
     # the auditors' read-only API (bearer tokens of their own, see api.audit.router)
-    app.state.audit_services = AuditServices.from_settings(settings, engine=engine)
+    app.state.audit_services = AuditServices.from_settings(
+        settings, engine=engine, pseudonymizer=pseudonymizer
+    )
     app.include_router(audit_router, prefix="/audit", responses=AUDIT_RESPONSES)
     return app
 
