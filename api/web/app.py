@@ -82,7 +82,7 @@ def create_app(
     callback = redirect_uri or settings.oauth.redirect_uri or DEFAULT_REDIRECT_URI
     oauth = credentials(settings, engine, vault, redirect_uri=callback, configs=oauth_configs)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-    pseudonymizer = Pseudonymizer(vault)
+    pseudonymizer = Pseudonymizer(vault, shred_check_s=settings.governance.shred_check_s)
     web = settings.web
     ctx = WebContext(
         settings=settings,
