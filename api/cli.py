@@ -21,6 +21,7 @@ from api.cli_demo import register as register_demo
 from api.cli_dsr import register as register_dsr
 from api.cli_maintenance import register as register_maintenance
 from api.cli_reconcile import register as register_reconcile
+from api.cli_subprocessors import register as register_subprocessors
 from api.cli_sync import register as register_sync
 from api.cli_web import register as register_web
 from schemas.errors import ConfigError, CrmhubError
@@ -51,6 +52,7 @@ app.add_typer(connectors_app, name="connectors")
 register_codec(app)
 register_audit(app)
 register_sync(app)
+register_subprocessors(app)
 register_reconcile()
 register_maintenance(app)
 register_dsr(app)

@@ -226,16 +226,30 @@ def connect_cmd(
             "file and lists it in the portal's export log)",
         ),
     ] = False,
+    allow_custom_objects: Annotated[
+        bool,
+        typer.Option(
+            "--allow-custom-objects",
+            help="HubSpot only: also ask for the custom-object scopes (crm.schemas.custom.read, "
+            "crm.objects.custom.read/write), so the portal's custom objects can be synced",
+        ),
+    ] = False,
 ) -> None:
     """Connect a CRM with OAuth (authorization code + PKCE): open the consent page, wait for the callback."""
     from connectors.hubspot.config import EXPORT_SCOPE
+    from connectors.hubspot.objects import CUSTOM_SCOPES
     from connectors.oauth import OAuthCallbackError
     from services.wiring import connector_factory
 
     settings = load_settings()
     if allow_exports and provider is not ProviderName.HUBSPOT:
         raise typer.BadParameter("--allow-exports is for hubspot only (Salesforce reads in bulk without it)")
-    extra_scopes = (EXPORT_SCOPE,) if allow_exports else ()
+    if allow_custom_objects and provider is not ProviderName.HUBSPOT:
+        raise typer.BadParameter("--allow-custom-objects is for hubspot only (Salesforce lists every object)")
+    extra_scopes = (
+        *((EXPORT_SCOPE,) if allow_exports else ()),
+        *(CUSTOM_SCOPES if allow_custom_objects else ()),
+    )
     service = _service(settings, redirect_uri=redirect_uri, provider=provider.value)
     try:
         cfg = service.config(provider)

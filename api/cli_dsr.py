@@ -1,5 +1,5 @@
-"""``crmhub dsr export|erase``, ``crmhub keys list|rotate|rewrap|shred`` and ``crmhub tenant offboard``
-(``--allow-unrevoked``: go on past a grant the vendor could not revoke).
+"""``crmhub dsr export|erase|restrict|object|rectify``, ``crmhub keys list|rotate|rewrap|shred`` and
+``crmhub tenant offboard`` (``--allow-unrevoked``: go on past a grant the vendor could not revoke).
 
 Data-subject requests run as ``DataSubjectRequestWorkflow`` (started on the control queue; the work
 runs on the tenant's region queue): the subject crosses Temporal sealed by the vault, the export
@@ -66,6 +66,7 @@ async def run_dsr(
     ids: list[str],
     propagate: bool = False,
     scan_sources: bool = True,
+    corrections: dict[str, Any] | None = None,
 ) -> tuple[DsrResult, dict[str, Any] | None]:
     """Start the request's workflow, wait for it; for an export, fetch and open the sealed export."""
     from store import auditors as auditor_store
@@ -80,7 +81,7 @@ async def run_dsr(
             request_id=request_id,
             tenant=tenant,
             kind=kind,
-            sealed_subject=seal_subject(connected.vault, tenant, request_id, email, ids),
+            sealed_subject=seal_subject(connected.vault, tenant, request_id, email, ids, corrections),
             propagate=propagate,
             scan_sources=scan_sources,
         )
@@ -104,7 +105,15 @@ async def run_dsr(
         connected.engine.dispose()
 
 
-def _dsr(tenant: str, kind: DsrKind, email: str | None, ids: list[str], propagate: bool, scan: bool) -> Any:
+def _dsr(
+    tenant: str,
+    kind: DsrKind,
+    email: str | None,
+    ids: list[str],
+    propagate: bool,
+    scan: bool,
+    corrections: dict[str, Any] | None = None,
+) -> Any:
     from temporalio.client import WorkflowFailureError
 
     settings = load_settings()
@@ -113,7 +122,16 @@ def _dsr(tenant: str, kind: DsrKind, email: str | None, ids: list[str], propagat
             f"{kind.value} request for one data subject of {tenant} (DataSubjectRequestWorkflow)"
         ):
             return asyncio.run(
-                run_dsr(settings, tenant, kind, email=email, ids=ids, propagate=propagate, scan_sources=scan)
+                run_dsr(
+                    settings,
+                    tenant,
+                    kind,
+                    email=email,
+                    ids=ids,
+                    propagate=propagate,
+                    scan_sources=scan,
+                    corrections=corrections,
+                )
             )
     except WorkflowFailureError as exc:
         cause: BaseException | None = exc.cause
@@ -131,12 +149,16 @@ def _summary(result: DsrResult) -> None:
     )
     for d in result.destinations:
         extra = f", deleted {d.deleted}, failed {d.failed}" if result.propagated else ""
+        if result.kind is DsrKind.RECTIFY:
+            extra = f", rectified {d.rectified}, failed {d.failed}"
         codes = f" ({', '.join(d.error_codes)})" if d.error_codes else ""
         out.print(
             f"  destination {d.connector}/{d.stream} (sync {d.sync_id}): {d.records} records{extra}{codes}"
         )
     for note in result.notes:
         out.print(f"  [yellow]note:[/] {note}", soft_wrap=True)
+    if result.suppressed:
+        out.print(f"suppressed: {result.suppressed} source records are never pulled again")
     if result.ledger_index is not None:
         out.print(f"recorded as lineage event {result.ledger_index} ({result.kind.value})")
 
@@ -194,6 +216,86 @@ def dsr_erase(
                 "the destinations above still hold the subject's data: "
                 "rerun with --propagate to delete it there"
             )
+    if any(d.failed for d in result.destinations):
+        raise typer.Exit(EXIT_FAILED)
+
+
+Propagate = Annotated[
+    bool, typer.Option("--propagate", help="delete the subject's records at the destinations too")
+]
+
+
+def _restrict(
+    tenant: str, kind: DsrKind, subject: str | None, ids: list[str], propagate: bool, as_json: bool
+) -> None:
+    result, _ = _dsr(tenant, kind, subject, ids, propagate, True)
+    if as_json:
+        out.print_json(result.model_dump_json())
+    else:
+        _summary(result)
+        if result.destinations and not propagate:
+            out.print("the destinations above still hold the subject's data: rerun with --propagate")
+    if any(d.failed for d in result.destinations):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@dsr_app.command("restrict")
+def dsr_restrict(
+    tenant: Tenant,
+    subject: Email = None,
+    ids: Ids = None,
+    propagate: Propagate = False,
+    as_json: AsJson = False,
+) -> None:
+    """Restrict processing (Art. 18): the subject's source records are suppressed (keyed hashes on
+    the suppression list, checked on every page a sync reads) and dropped from staging;
+    ``--propagate`` deletes them at the destinations."""
+    _restrict(tenant, DsrKind.RESTRICT, subject, ids or [], propagate, as_json)
+
+
+@dsr_app.command("object")
+def dsr_object(
+    tenant: Tenant,
+    subject: Email = None,
+    ids: Ids = None,
+    propagate: Propagate = False,
+    as_json: AsJson = False,
+) -> None:
+    """Record an objection (Art. 21): enforced like a restriction."""
+    _restrict(tenant, DsrKind.OBJECT, subject, ids or [], propagate, as_json)
+
+
+def _corrections(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"--set takes FIELD=VALUE (a source field name), got {pair!r}")
+        out[name.strip()] = value
+    return out
+
+
+@dsr_app.command("rectify")
+def dsr_rectify(
+    tenant: Tenant,
+    subject: Email = None,
+    ids: Ids = None,
+    values: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="FIELD=VALUE, a source field's corrected value (repeatable)"),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Rectification (Art. 16): push the subject's corrected values to every destination holding
+    their records, through the sync's instruction and mapping."""
+    corrections = _corrections(values or [])
+    if not corrections:
+        raise typer.BadParameter("pass at least one --set FIELD=VALUE")
+    result, _ = _dsr(tenant, DsrKind.RECTIFY, subject, ids or [], False, True, corrections)
+    if as_json:
+        out.print_json(result.model_dump_json())
+    else:
+        _summary(result)
     if any(d.failed for d in result.destinations):
         raise typer.Exit(EXIT_FAILED)
 

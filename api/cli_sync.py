@@ -25,7 +25,7 @@ from api.schedules import parse_interval
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 from schemas.sync import Progress as SyncProgress
-from schemas.sync import SyncMode, SyncStatus
+from schemas.sync import SyncMode, SyncStatus, SyncWriteMode
 from services.syncconfig import MappingEdit, NotCovered, SyncHealth, parse_pairs, repoint, sync_health
 from store import instructions as instruction_store
 from store import syncs as sync_store
@@ -165,6 +165,14 @@ def sync_create(
             help="the destination is the source connection on purpose (otherwise refused)",
         ),
     ] = False,
+    write_mode: Annotated[
+        SyncWriteMode | None,
+        typer.Option(
+            "--write-mode",
+            help="upsert (default), update-only, create-only, mirror (also delete what vanished at the "
+            "source) or archive (HubSpot destinations); overrides the YAML's write_mode",
+        ),
+    ] = None,
 ) -> None:
     """Create a sync from a YAML definition (source, destination, mapping, instruction version).
 
@@ -182,6 +190,8 @@ def sync_create(
         raise ConfigError(
             f"cannot read {path}: {type(exc).__name__}; check the path and YAML syntax"
         ) from None
+    if write_mode is not None:
+        spec = spec.model_copy(update={"write_mode": write_mode})
     from services.wiring import sync_setup
 
     settings = load_settings()
@@ -194,8 +204,29 @@ def sync_create(
     finally:
         engine.dispose()
     out.print(
-        f"sync [bold]{spec.id}[/] of {spec.tenant} created: {spec.source_stream} → {spec.destination_stream}"
+        f"sync [bold]{spec.id}[/] of {spec.tenant} created: {spec.source_stream} → {spec.destination_stream} "
+        f"(write mode {spec.write_mode.value})"
     )
+
+
+@sync_app.command("write-mode")
+def sync_write_mode(
+    tenant: Annotated[str, typer.Option(help="tenant id")],
+    sync: Annotated[str, typer.Option(help="sync id")],
+    mode: Annotated[
+        SyncWriteMode, typer.Argument(help="upsert, update-only, create-only, mirror or archive")
+    ],
+) -> None:
+    """Change what the sync's next runs may write at the destination (create, update, delete);
+    each run's ``push`` lineage event names the mode it wrote under."""
+    settings = load_settings()
+    engine = _engine(settings)
+    try:
+        with engine.begin() as conn:
+            sync_store.set_sync_write_mode(conn, tenant, sync, mode, now=_now())
+    finally:
+        engine.dispose()
+    out.print(f"sync [bold]{sync}[/] of {tenant}: write mode {mode.value} from its next run")
 
 
 @sync_app.command("run")
@@ -284,6 +315,7 @@ def _print_progress(p: SyncProgress | None, as_json: bool) -> None:
     table.add_column("pulled", justify="right")
     table.add_column("pushed", justify="right")
     table.add_column("failed", justify="right")
+    table.add_column("skipped", justify="right")
     table.add_column("quarantined", justify="right")
     table.add_column("deleted", justify="right")
     table.add_column("withheld values", justify="right")
@@ -293,6 +325,7 @@ def _print_progress(p: SyncProgress | None, as_json: bool) -> None:
         f"{c.pulled:,}",
         f"{c.pushed:,}",
         f"{c.failed:,}",
+        f"{c.skipped:,}",
         f"{c.quarantined:,}",
         f"{c.deleted:,}",
         f"{c.withheld_fields:,}",

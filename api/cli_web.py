@@ -132,8 +132,9 @@ def _engine(settings: Settings, tenant: str) -> Iterator[Engine]:
         engine.dispose()
 
 
-def add_user(settings: Settings, tenant: str, email: str, password: str) -> str:
-    """Create a web user for an existing tenant that was not offboarded; returns the user id."""
+def add_user(settings: Settings, tenant: str, email: str, password: str, role: str = "admin") -> str:
+    """Create a web user for an existing tenant that was not offboarded, with ``role`` (admin ·
+    editor · viewer); returns the user id."""
     from api.web.security import hash_password
     from governance.pseudonym import Pseudonymizer
     from services.wiring import make_vault
@@ -167,6 +168,7 @@ def add_user(settings: Settings, tenant: str, email: str, password: str) -> str:
                 email_sealed=sealed,
                 password_hash=hash_password(password),
                 now=datetime.now(UTC),
+                role=role,
             )
     return user_id
 
@@ -209,6 +211,7 @@ def list_web_users(settings: Settings, tenant: str) -> list[dict[str, Any]]:
                 "last_login": u.last_login,
                 "enabled": u.enabled,
                 "sessions": counts[u.id],
+                "role": u.role,
             }
             for u in users
         ]
@@ -222,6 +225,17 @@ def set_user_enabled(settings: Settings, tenant: str, email: str, *, enabled: bo
         user = find_web_user(settings, engine, tenant, email)
         with engine.begin() as conn:
             user_store.set_disabled(conn, user.id, at=None if enabled else datetime.now(UTC))
+    return user.id
+
+
+def set_user_role(settings: Settings, tenant: str, email: str, role: str) -> str:
+    """Change the user's role (their live sessions see it on their next request); returns its id."""
+    from store import users as user_store
+
+    with _engine(settings, tenant) as engine:
+        user = find_web_user(settings, engine, tenant, email)
+        with engine.begin() as conn:
+            user_store.set_role(conn, user.id, role)
     return user.id
 
 
@@ -261,6 +275,12 @@ def web_user_logout(settings: Settings, tenant: str, email: str) -> int:
 
 _Tenant = Annotated[str, typer.Option(help="the tenant the user acts for")]
 _Email = Annotated[str, typer.Option(help="login email")]
+_Role = Annotated[
+    str,
+    typer.Option(
+        help="admin (instructions, connections, users, notifications) · editor (syncs) · viewer (reads)"
+    ),
+]
 
 
 def _new_password() -> str:
@@ -271,22 +291,29 @@ def _new_password() -> str:
 
 
 @user_app.command("add")
-def user_add(tenant: _Tenant, email: _Email) -> None:
-    """Create a login (password from CRMHUB_WEB_PASSWORD, else prompted twice)."""
-    user_id = add_user(load_settings(), tenant, email, _new_password())
-    out.print(f"web user created for tenant [bold]{tenant}[/] (id {user_id})")
+def user_add(tenant: _Tenant, email: _Email, role: _Role = "admin") -> None:
+    """Create a login with a role (password from CRMHUB_WEB_PASSWORD, else prompted twice)."""
+    user_id = add_user(load_settings(), tenant, email, _new_password(), role)
+    out.print(f"web user created for tenant [bold]{tenant}[/] as {role} (id {user_id})")
+
+
+@user_app.command("role")
+def user_role(tenant: _Tenant, email: _Email, role: _Role) -> None:
+    """Change a login's role; it applies from the user's next request."""
+    user_id = set_user_role(load_settings(), tenant, email, role)
+    out.print(f"web user {user_id} of tenant [bold]{tenant}[/] is now {role}")
 
 
 @user_app.command("list")
 def user_list(tenant: _Tenant) -> None:
     """The tenant's logins, one a line, tab-separated: id, email, created, last login, enabled, live
-    sessions."""
-    typer.echo("id\temail\tcreated\tlast_login\tenabled\tsessions")
+    sessions, role."""
+    typer.echo("id\temail\tcreated\tlast_login\tenabled\tsessions\trole")
     for u in list_web_users(load_settings(), tenant):
         last = u["last_login"].isoformat(timespec="seconds") if u["last_login"] else "never"
         created = u["created"].isoformat(timespec="seconds")
         enabled = "yes" if u["enabled"] else "DISABLED"
-        typer.echo(f"{u['id']}\t{u['email']}\t{created}\t{last}\t{enabled}\t{u['sessions']}")
+        typer.echo(f"{u['id']}\t{u['email']}\t{created}\t{last}\t{enabled}\t{u['sessions']}\t{u['role']}")
 
 
 @user_app.command("disable")

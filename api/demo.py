@@ -41,7 +41,7 @@ from sandbox.tls import SandboxCA
 from schemas.errors import TransientError
 from schemas.lineage import LineageEvent, VerificationResult
 from schemas.settings import OAuthSettings, Settings
-from schemas.sync import Progress, SyncMode, SyncStatus
+from schemas.sync import Progress, SyncMode, SyncStatus, SyncWriteMode
 from services.credentials import OAuthService
 from services.wiring import credentials
 from store import instructions as instruction_store
@@ -131,6 +131,7 @@ def create_demo_sync(
         destination_id_property="email",
         source_key_property="Email",
         instruction_version=ins.version,
+        write_mode=SyncWriteMode.MIRROR,  # the demo's sync keeps HubSpot equal to Salesforce, deletes too
     )
     with engine.begin() as conn:
         if tenant_store.get_tenant(conn, tenant) is None:

@@ -31,7 +31,7 @@ from governance.registry import load_registry
 from governance.vault import Vault
 from sandbox.runtime import start_sandbox
 from schemas.settings import load_settings
-from schemas.sync import PlanInput, PullInput, PushInput
+from schemas.sync import PlanInput, PullInput, PushInput, SyncWriteMode
 from services.credentials import OAuthService
 from services.wiring import ActivityDeps, connector_factory, credentials, default_subprocessors_file
 from store import instructions as instruction_store
@@ -113,6 +113,7 @@ def run_once(n: int, db_url: str | None, workdir: Path, keyring: Path) -> dict[s
                     source_endpoint="eu", destination_connection_id=hs, destination_stream="contacts",
                     destination_endpoint="eu1", mapping=MAPPING, destination_id_property="email",
                     source_key_property="Email", instruction_version=1,
+                    write_mode=SyncWriteMode.MIRROR,
                 ),
                 now=now,
             )  # fmt: skip

@@ -36,6 +36,8 @@ from pydantic import BaseModel
 from schemas.connector import (
     CheckResult,
     IdPage,
+    Link,
+    LinkResult,
     Page,
     Record,
     SchemaDrift,
@@ -110,6 +112,19 @@ class Connector(ABC):
         raise ConfigError(
             f"the {self.name} connector cannot list the ids of {stream!r} (no id reconciliation)",
             code="LIST_IDS_UNSUPPORTED",
+        )
+
+    links: ClassVar[bool] = False
+    """Whether :meth:`write_links` is implemented (relationships can be written)."""
+
+    def write_links(self, stream: str, parent_stream: str, links: Sequence[Link]) -> LinkResult:
+        """Optional: link records of ``stream`` to their parents in ``parent_stream`` (a HubSpot
+        association, a Salesforce lookup field), unlinking each ``Link.previous_id`` first, through
+        the vendor's batch endpoints only. The default refuses with
+        :class:`~schemas.errors.ConfigError` code ``LINKS_UNSUPPORTED`` (see ``links``)."""
+        raise ConfigError(
+            f"the {self.name} connector cannot link {stream!r} records to {parent_stream!r}",
+            code="LINKS_UNSUPPORTED",
         )
 
     def close(self) -> None:  # noqa: B027 - optional hook: release HTTP sessions

@@ -37,7 +37,9 @@ from schemas.errors import ConfigError, PolicyError, TransferNotPermitted
 from schemas.lineage import LineageEvent, TransferMechanism
 
 __all__ = [
+    "ContactPerson",
     "Endpoint",
+    "PartyContact",
     "Region",
     "Registry",
     "Subprocessor",
@@ -70,7 +72,28 @@ class Subprocessor(_Model):
     service: str
     country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2 of the entity")
     regions: tuple[str, ...] = Field(min_length=1)
-    role: Literal["processor", "subprocessor"] = "subprocessor"
+    role: Literal["processor", "subprocessor", "infrastructure"] = "subprocessor"
+    """``infrastructure``: a provider crmhub itself runs on (hosting, database, Temporal); it
+    processes every tenant's data in the tenant's home region, so it needs no per-tenant
+    authorisation but must operate there (Art. 28(2): a change to it is a subprocessor change)."""
+
+
+class ContactPerson(_Model):
+    """A named contact: a representative (Art. 27) or a data protection officer (Art. 37)."""
+
+    name: str = Field(min_length=1)
+    email: str = Field(min_length=3)
+    address: str | None = None
+
+
+class PartyContact(_Model):
+    """A party's Art. 30(2)(a) details: name and contact, its representative and DPO (if any)."""
+
+    name: str = Field(min_length=1)
+    address: str = Field(min_length=1)
+    email: str = Field(min_length=3)
+    representative: ContactPerson | None = None
+    dpo: ContactPerson | None = None
 
 
 class Endpoint(_Model):
@@ -111,6 +134,9 @@ class Registry(_Model):
     endpoints: tuple[Endpoint, ...] = ()
     transfers: tuple[TransferRoute, ...] = ()
     tenants: tuple[TenantResidency, ...] = ()
+    contacts: dict[str, PartyContact] = Field(
+        default_factory=dict, description="Art. 30(2)(a) details by party: the processor's id or a tenant id"
+    )
 
     @model_validator(mode="after")
     def _cross_references(self) -> Registry:
@@ -154,6 +180,11 @@ class Registry(_Model):
     def processor(self) -> Subprocessor:
         return next(s for s in self.subprocessors if s.role == "processor")
 
+    @property
+    def infrastructure(self) -> tuple[Subprocessor, ...]:
+        """The providers crmhub runs on (hosting, database, Temporal): every run uses them."""
+        return tuple(s for s in self.subprocessors if s.role == "infrastructure")
+
     def subprocessor(self, sub_id: str) -> Subprocessor:
         """The entry for ``sub_id``; :class:`PolicyError` if it is not registered."""
         for s in self.subprocessors:
@@ -196,9 +227,10 @@ class Registry(_Model):
             ) from None
 
     def check_authorised(self, tenant: str, sub_id: str) -> Subprocessor:
-        """The subprocessor, if ``tenant`` authorised it (the processor itself always is)."""
+        """The subprocessor, if ``tenant`` authorised it (crmhub itself and its infrastructure always
+        are: a change to those goes through the objection window, :mod:`services.subprocessor_changes`)."""
         sub = self.subprocessor(sub_id)
-        if sub.role == "processor" or sub_id in self.tenant(tenant).authorised_subprocessors:
+        if sub.role != "subprocessor" or sub_id in self.tenant(tenant).authorised_subprocessors:
             return sub
         raise PolicyError(
             f"tenant {tenant!r} has not authorised subprocessor {sub_id!r}",

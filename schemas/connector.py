@@ -17,6 +17,8 @@ __all__ = [
     "CheckResult",
     "FieldSpec",
     "IdPage",
+    "Link",
+    "LinkResult",
     "OutcomeStatus",
     "Page",
     "ReadMode",
@@ -104,6 +106,26 @@ class IdPage:
     next_state: StreamState
     has_more: bool
     calls: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One relationship of a destination record: child ``child_id`` → parent ``parent_id`` (both
+    destination record ids). ``previous_id`` is the parent it was linked to before (unlinked
+    first: a re-parented child); ``parent_id`` ``None`` only unlinks (the source cleared its lookup)."""
+
+    child_id: str
+    parent_id: str | None
+    previous_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkResult:
+    """What a :meth:`~connectors.base.Connector.write_links` call did: ``failed`` maps the index of a
+    link the vendor refused to (vendor code, message without values); ``calls`` API calls."""
+
+    failed: dict[int, tuple[str, str]] = field(default_factory=dict)
+    calls: int = 0
 
 
 class OutcomeStatus(StrEnum):
@@ -195,6 +217,11 @@ class StreamSpec(BaseModel):
     writable: bool = True
     supports_deletes: bool = True
     default_external_id: str | None = None
+    label: str = ""
+    custom: bool = False  # a custom object (Salesforce ``__c``, a HubSpot schema's ``2-…`` object)
+    aliases: tuple[
+        str, ...
+    ] = ()  # other names the vendor knows it by (HubSpot: objectTypeId, fullyQualifiedName)
 
 
 class CheckResult(BaseModel):

@@ -37,18 +37,22 @@ class _Model(BaseModel):
 
 class DsrKind(StrEnum):
     EXPORT = "export"  # Art. 15 access / Art. 20 portability
-    ERASE = "erase"  # Art. 17 erasure
+    ERASE = "erase"  # Art. 17 erasure (and suppressed: never pulled again)
+    RESTRICT = "restrict"  # Art. 18 restriction: suppressed at read time, kept out of the destinations
+    OBJECT = "object"  # Art. 21 objection: as a restriction
+    RECTIFY = "rectify"  # Art. 16 rectification: corrected values pushed to the destinations
 
 
 class DsrInput(_Model):
-    """One request: ``sealed_subject`` is ``Vault.seal`` of ``{"email": …, "ids": […]}`` (dataset
+    """One request: ``sealed_subject`` is ``Vault.seal`` of ``{"email": …, "ids": […]}`` (a
+    rectification adds ``"corrections": {source field: value}``) (dataset
     ``dsr-subject``, object id ``request_id``, purpose :data:`DSR_PURPOSE`), base64."""
 
     request_id: str = Field(min_length=8, max_length=64)
     tenant: str = Field(min_length=1, max_length=128)
     kind: DsrKind
     sealed_subject: str
-    propagate: bool = False  # erase: delete at the destinations too (WriteMode.DELETE)
+    propagate: bool = False  # erase/restrict/object: delete at the destinations too (WriteMode.DELETE)
     scan_sources: bool = True  # look the subject up in each sync's source to find its record ids
 
 
@@ -69,6 +73,7 @@ class DsrDestination(_Model):
     connection_id: str
     records: int = 0  # destination records mapped to the subject (id map)
     deleted: int = 0  # deleted there by --propagate
+    rectified: int = 0  # records updated there with the corrected values (rectify)
     failed: int = 0
     error_codes: list[str] = []
 
@@ -87,7 +92,8 @@ class DsrResult(_Model):
     destinations: list[DsrDestination] = []
     propagated: bool = False
     export_ready: bool = False
-    ledger_index: int | None = None  # of the export/erase event
+    suppressed: int = 0  # source keys put on the suppression list (erase, restrict, object)
+    ledger_index: int | None = None  # of the request's event (export, erase, restrict, rectify)
     notes: list[str] = []
 
     @property

@@ -1,8 +1,9 @@
 """Lineage models: the events the ledger records, signed checkpoints, proofs and the audit report.
 
 A :class:`LineageEvent` describes one step of a run over a *batch* of records (pull, transform,
-store, push, delete, erase, export, transfer, refusal, quarantine, drift, merge, revoke). It never holds raw
-record ids or PII: the caller passes keyed hashes of record ids (hex HMAC digests made with the
+store, push, delete, erase, export, transfer, refusal, quarantine, drift, merge, revoke, restrict,
+rectify, notice, incident) or a step of a subprocessor-registry change (registry). It never holds
+raw record ids or PII: the caller passes keyed hashes of record ids (hex HMAC digests made with the
 tenant's key), which the model checks are hex strings of a digest's length.
 
 :meth:`LineageEvent.canonical_bytes` is the leaf input of the Merkle tree: sorted-key compact JSON,
@@ -72,6 +73,13 @@ class EventKind(StrEnum):
     DRIFT = "drift"  # the source schema changed during a run (once per change and run)
     MERGE = "merge"  # records merged at the source (loser → winner): losers' destination records deleted
     REVOKE = "revoke"  # a connection's OAuth grant ended at the vendor (offboarding), or why not
+    # The subprocessor registry (Art. 28(2)): a change noticed, objected to, applied or not applied
+    # to the tenant, and the version a run was planned under (details["step"], details["version"]).
+    REGISTRY = "registry"
+    RESTRICT = "restrict"  # a data subject's restriction (Art. 18) or objection (Art. 21): suppressed
+    RECTIFY = "rectify"  # a data subject's corrected values pushed to the destinations (Art. 16)
+    NOTICE = "notice"  # a notice to the controller: enqueued, then each delivery attempt's outcome
+    INCIDENT = "incident"  # a personal-data breach: when crmhub became aware, scope, when notified
 
 
 class TransferMechanism(StrEnum):

@@ -48,6 +48,7 @@ __all__ = [
     "DevServerSettings",
     "GovernanceSettings",
     "HubSpotClientSettings",
+    "NoticeSettings",
     "OAuthClientSettings",
     "OAuthClients",
     "OAuthSettings",
@@ -141,6 +142,19 @@ class GovernanceSettings(_Model):
     )
     shred_check_s: float = Field(
         1.0, gt=0, le=300, description="a crypto-shred reaches running processes within this many seconds"
+    )
+
+
+class NoticeSettings(_Model):
+    """How notices reach controllers (:mod:`services.notices`): the SMTP relay and the limits."""
+
+    smtp_host: str = Field("127.0.0.1", description="SMTP relay host the notice e-mails go through")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP relay port")
+    smtp_starttls: bool = Field(False, description="upgrade the SMTP session with STARTTLS")
+    sender: str = Field("crmhub@localhost", description="From address of notice e-mails")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="per SMTP session / webhook request")
+    throttle: timedelta = Field(
+        timedelta(hours=1), description="one notice per tenant, kind and subject within this window"
     )
 
 
@@ -394,6 +408,7 @@ class Settings(BaseSettings):
     codec: CodecSettings = CodecSettings()
     oauth: OAuthSettings = OAuthSettings()
     web: WebSettings = WebSettings()
+    notices: NoticeSettings = NoticeSettings()
     connectors: dict[str, dict[str, JsonValue]] = Field(
         default_factory=dict,
         description="per provider, options of its connector's config (e.g. "

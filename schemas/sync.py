@@ -29,7 +29,9 @@ __all__ = [
     "SyncPhase",
     "SyncPlanRef",
     "SyncStatus",
+    "SyncWriteMode",
     "sync_workflow_id",
+    "write_mode_refusal",
 ]
 
 
@@ -45,6 +47,41 @@ class _Model(BaseModel):
 class SyncMode(StrEnum):
     FULL = "full"  # backfill: every live record
     INCREMENTAL = "incremental"  # changes since the sync's stored cursor, deletes included
+
+
+class SyncWriteMode(StrEnum):
+    """How a sync writes its destination (chosen per sync; every ``push`` lineage event names it).
+
+    Records a mode refuses to write are *skipped* — counted and named in lineage with a reason, not
+    dead-lettered. Only ``mirror`` and ``archive`` carry source deletes to the destination; the
+    other modes keep destination records whose source vanished (counted as ``kept_by_mode``).
+    """
+
+    UPSERT = "upsert"  # create or update by the destination id property (the default)
+    UPDATE_ONLY = "update-only"  # update records this sync wrote before (its id map); never create
+    CREATE_ONLY = "create-only"  # create records this sync has not written; never update
+    MIRROR = "mirror"  # upsert, and delete at the destination what vanished at the source
+    ARCHIVE = "archive"  # upsert, and archive (never hard-delete) what vanished at the source
+
+    @property
+    def propagates_deletes(self) -> bool:
+        return self in (SyncWriteMode.MIRROR, SyncWriteMode.ARCHIVE)
+
+
+def write_mode_refusal(mode: SyncWriteMode, destination_provider: str) -> str | None:
+    """Why a destination cannot honour ``mode`` (for a config error naming ``write_mode``), or None.
+
+    HubSpot's delete *is* an archive (``batch/archive``: the record is archived, not erased, and
+    can be restored — guess: for 90 days, not verified here), so ``archive`` deletes through it.
+    Salesforce has no archive: its delete moves a record to the Recycle Bin — that is ``mirror``, so
+    ``archive`` is refused there rather than pretending."""
+    if mode is SyncWriteMode.ARCHIVE and destination_provider != "hubspot":
+        return (
+            f"write_mode 'archive' needs a destination that archives (HubSpot); {destination_provider} "
+            "has no archive (its delete is a Recycle Bin delete): choose 'mirror' to delete there, or "
+            "'upsert' to keep destination records whose source vanished"
+        )
+    return None
 
 
 class SyncStatus(StrEnum):
@@ -71,6 +108,7 @@ class RunCounts(_Model):
     created: int = 0
     updated: int = 0
     failed: int = 0  # dead-lettered at the destination
+    skipped: int = 0  # refused by the sync's write mode (update-only of an unknown record, ...)
     quarantined: int = 0  # held back at the pull: a value no longer fits the type planned for its field
     deleted: int = 0  # deletes seen at the source
     withheld_fields: int = 0  # field values dropped by the instruction's allowlist
@@ -186,6 +224,7 @@ class PushResult(_Model):
     updated: int = 0
     failed: int = 0  # dead-lettered with the vendor error
     calls: int = 0
+    skipped: int = 0  # refused by the sync's write mode, with a reason in the push event
 
 
 class FinishInput(_Model):

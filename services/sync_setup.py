@@ -8,6 +8,8 @@ A new sync is stored only if (:meth:`SyncSetup.check`, then insert in one transa
   controller's CRM (:func:`check_new_sync`, store reads only);
 * the destination is another connection than the source, unless the user says they mean it
   (``same_connection``: the web form's checkbox, ``crmhub sync create --same-connection``);
+* the write mode is one the destination can honour (``archive`` needs HubSpot:
+  :func:`schemas.sync.write_mode_refusal`);
 * both objects are among the connection's live streams (:meth:`Connector.streams`) — a typo is
   refused with the closest names (``did you mean Contact?``, :mod:`difflib`) — and the destination
   object is writable;
@@ -47,11 +49,13 @@ from governance.policy import ProcessingInstruction, default_registry
 from governance.registry import Endpoint, Registry
 from schemas.connector import FieldSpec, StreamSchema, StreamSpec
 from schemas.errors import ConfigError, PolicyError
+from schemas.sync import write_mode_refusal
 from services.syncconfig import NotCovered, check_covers
 from store import connections as connection_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
+from store.associations import is_relationship
 from store.connections import ConnectionRow
 from store.syncs import SyncRow, SyncSpec
 
@@ -91,15 +95,16 @@ class NewSyncRefused(ConfigError):
         self.unknown = unknown
 
 
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """``"; did you mean Contact?"`` for the choices closest to ``name`` (case-insensitive), or ``""``."""
+def suggest(name: str, choices: Iterable[str], shown: Mapping[str, str] | None = None) -> str:
+    """``"; did you mean Contact?"`` for the choices closest to ``name`` (case-insensitive), or ``""``;
+    ``shown`` names what a matched choice suggests instead (an alias → its object's name)."""
     by_folded: dict[str, str] = {}
     for c in choices:
-        by_folded.setdefault(c.casefold(), c)
+        by_folded.setdefault(c.casefold(), (shown or {}).get(c, c))
     close = difflib.get_close_matches(name.casefold(), list(by_folded), n=_SUGGESTIONS, cutoff=0.6)
     if not close:
         return ""
-    return "; did you mean " + " or ".join(by_folded[c] for c in close) + "?"
+    return "; did you mean " + " or ".join(dict.fromkeys(by_folded[c] for c in close)) + "?"
 
 
 def _listed(names: Sequence[str], limit: int = 12) -> str:
@@ -333,9 +338,16 @@ class SyncSetup:
                     )
                 return s
         names = [s.name for s in streams]
+        # A custom object's other names (HubSpot's objectTypeId "2-…", fullyQualifiedName) point at
+        # the name a sync uses; a near miss of one suggests that name too.
+        alias_of = {a: s.name for s in streams for a in s.aliases}
+        named = next((n for a, n in alias_of.items() if a.casefold() == name.casefold()), None)
+        if named is not None:
+            hint = f"; did you mean {named}? ({name} is its {row.provider} id; a sync names the object)"
+        else:
+            hint = suggest(name, [*names, *alias_of], alias_of)
         raise NewSyncRefused(
-            f"the {row.provider} connection has no object {name!r}{suggest(name, names)} "
-            f"(its objects: {_listed(names)})",
+            f"the {row.provider} connection has no object {name!r}{hint} (its objects: {_listed(names)})",
             field=field,
             unknown=False,
         )
@@ -423,6 +435,9 @@ class SyncSetup:
         source, dest = self.pair(
             spec.tenant, spec.source_connection_id, spec.destination_connection_id, same_connection
         )
+        refusal = write_mode_refusal(spec.write_mode, dest.provider)
+        if refusal is not None:
+            raise NewSyncRefused(refusal, field="write_mode", unknown=False)
         ins = self.instruction(spec.tenant, spec.instruction_version)
         self.stream(spec.tenant, source.id, spec.source_stream, "source_stream")
         self.stream(spec.tenant, dest.id, spec.destination_stream, "destination_stream")
@@ -459,7 +474,8 @@ class SyncSetup:
         writable = [n for n, f in fields.items() if f.writable]
         obj = f"the {row.provider} object {spec.destination_stream}"
         wanted = [("destination_id_property", spec.destination_id_property)]
-        wanted += [("mapping", d) for d in spec.mapping.values()]
+        # a relationship (``@companies``) is no field: the plan checks its parent sync
+        wanted += [("mapping", d) for d in spec.mapping.values() if not is_relationship(d)]
         for field, name in wanted:
             found = fields.get(name)
             if found is None:

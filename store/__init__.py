@@ -3,7 +3,8 @@
 Modules (each holds one concept's table, its row type and the functions on it):
 :mod:`~store.tenants`, :mod:`~store.instructions`, :mod:`~store.syncs`, :mod:`~store.runs`,
 :mod:`~store.staging`, :mod:`~store.dead_letters` (and the quarantine), :mod:`~store.id_map`,
-:mod:`~store.reconcile` (delete reconciliation),
+:mod:`~store.reconcile` (delete reconciliation), :mod:`~store.suppressions` (data subjects a pull drops),
+:mod:`~store.associations` (relationships' links and the children waiting for their parent),
 :mod:`~store.connections` (and OAuth states), :mod:`~store.keys` (the vault's wrapped keys),
 :mod:`~store.lineage` (the ledger), :mod:`~store.users` (web users and sessions),
 :mod:`~store.login_limits` (the web login rate limit's counters),
@@ -36,6 +37,7 @@ from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
 from store import (
+    associations,
     auditors,
     codec_audit,
     connections,
@@ -45,15 +47,19 @@ from store import (
     keys,
     lineage,
     login_limits,
+    notices,
     reconcile,
     runs,
     staging,
+    subprocessor_versions,
+    suppressions,
     syncs,
     tenants,
     users,
 )
 
 __all__ = [
+    "associations",
     "auditors",
     "codec_audit",
     "connections",
@@ -64,9 +70,12 @@ __all__ = [
     "lineage",
     "login_limits",
     "metadata",
+    "notices",
     "reconcile",
     "runs",
     "staging",
+    "subprocessor_versions",
+    "suppressions",
     "syncs",
     "tenants",
     "users",

@@ -6,6 +6,8 @@ A dead letter is a record the destination refused: its vault ciphertext, the key
 records a pull held back because a value no longer fit its planned type (error code
 :data:`QUARANTINED`, the reason names field and types) — so retention, erasure and export cover them
 like every other held record. A sync holds one letter per refused record, its latest refusal.
+A letter ends when the destination accepts its record (a later run after a fix at the source):
+:func:`resolve_dead_letters` deletes it and the push lineage names the refusal's run.
 Every function takes a SQLAlchemy ``Connection`` and leaves the transaction to the caller.
 """
 
@@ -33,6 +35,7 @@ __all__ = [
     "list_dead_letters",
     "list_quarantined",
     "purge_dead_letters",
+    "resolve_dead_letters",
 ]
 
 QUARANTINED = "QUARANTINED_TYPE_MISMATCH"
@@ -207,3 +210,24 @@ def purge_dead_letters(conn: Connection, tenant: str, *, before: datetime) -> in
     how many."""
     stmt = delete(dead_letters).where(dead_letters.c.tenant == tenant, dead_letters.c.created < before)
     return int(conn.execute(stmt).rowcount)
+
+
+def resolve_dead_letters(
+    conn: Connection, tenant: str, sync_id: str, key_hashes: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The destination accepted these records at last: delete their dead letters (the quarantine's
+    excepted) and return ``(letter id, run id of the refusal)`` of each, for the lineage that links
+    the success to the original refusal."""
+    found: list[tuple[str, str]] = []
+    for chunk in chunks(list(dict.fromkeys(key_hashes))):
+        where = (
+            dead_letters.c.tenant == tenant,
+            dead_letters.c.sync_id == sync_id,
+            dead_letters.c.record_key_hash.in_(chunk),
+            dead_letters.c.error_code != QUARANTINED,
+        )
+        rows = conn.execute(select(dead_letters.c.id, dead_letters.c.run_id).where(*where)).all()
+        if rows:
+            found += [(str(r[0]), str(r[1])) for r in rows]
+            conn.execute(delete(dead_letters).where(*where))
+    return found

@@ -26,6 +26,7 @@ from sqlmodel import Field, SQLModel
 
 from schemas.connector import StreamState
 from schemas.errors import ConfigError
+from schemas.sync import SyncWriteMode, write_mode_refusal
 from store._sql import required_aware, table_of
 from store.connections import get_connection
 from store.instructions import get_instruction
@@ -42,6 +43,7 @@ __all__ = [
     "set_sync_instruction",
     "set_sync_mapping",
     "set_sync_status",
+    "set_sync_write_mode",
     "syncs",
     "update_cursor",
 ]
@@ -76,6 +78,7 @@ class SyncTable(SQLModel, table=True):
     accepted_types: dict[str, Any] | None = Field(sa_type=JSON)
     reconcile: str | None = Field(default=None, sa_type=String(64))  # 0012_reconcile: see store.reconcile
     reconcile_requested: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    write_mode: str | None = Field(default=None, sa_type=String(16))  # 0014_write_modes: SyncWriteMode
 
 
 syncs = table_of(SyncTable)
@@ -86,7 +89,8 @@ class SyncSpec(pydantic.BaseModel):
 
     ``mapping`` is {source field: destination field}. The destination's ``destination_id_property``
     (the upsert key, e.g. HubSpot ``email`` or Salesforce ``External_Id__c``) is filled from the
-    source field ``source_key_property``. ``source_endpoint``/``destination_endpoint`` name the
+    source field ``source_key_property``. ``write_mode`` says what the push may write (create, update,
+    delete: :class:`~schemas.sync.SyncWriteMode`). ``source_endpoint``/``destination_endpoint`` name the
     registry endpoint instance (e.g. ``eu``, ``eu1``, ``na1``) when the connection URL does not
     tell (a Salesforce My Domain, the sandbox).
     """
@@ -108,6 +112,7 @@ class SyncSpec(pydantic.BaseModel):
     transforms: tuple[str, ...] = ()
     instruction_version: int = pydantic.Field(ge=1)
     default_mode: str | None = None
+    write_mode: SyncWriteMode = SyncWriteMode.UPSERT
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,7 @@ def create_sync(conn: Connection, spec: SyncSpec, *, now: datetime, status: str 
     if get_sync(conn, spec.tenant, spec.id) is not None:
         raise ConfigError(f"sync {spec.id!r} of tenant {spec.tenant!r} already exists")
     values = spec.model_dump()
+    values["write_mode"] = spec.write_mode.value
     values["transforms"] = list(spec.transforms)
     conn.execute(
         syncs.insert().values(
@@ -145,7 +151,10 @@ def get_sync(conn: Connection, tenant: str, id: str) -> SyncRow | None:
     m = conn.execute(select(syncs).where(syncs.c.tenant == tenant, syncs.c.id == id)).mappings().one_or_none()
     if m is None:
         return None
-    spec = SyncSpec.model_validate({k: m[k] for k in SyncSpec.model_fields})
+    values = {k: m[k] for k in SyncSpec.model_fields}
+    # A row written before 0014 without a mode (the migration fills them): those syncs propagated deletes.
+    values["write_mode"] = values["write_mode"] or SyncWriteMode.MIRROR
+    spec = SyncSpec.model_validate(values)
     cursor = None if m["cursor"] is None else StreamState.model_validate(m["cursor"])
     return SyncRow(
         spec,
@@ -248,3 +257,19 @@ def set_accepted_types(
     """Record the field types the sync's runs accept under the instruction ``instruction_hash``."""
     value = {"instruction_hash": instruction_hash, "types": dict(sorted(types.items()))}
     conn.execute(_update(tenant, id).values(accepted_types=value))
+
+
+def set_sync_write_mode(
+    conn: Connection, tenant: str, id: str, mode: SyncWriteMode, *, now: datetime
+) -> None:
+    """Change what the sync's next pushes may write; a :class:`ConfigError` naming ``write_mode``
+    if the sync is unknown or its destination cannot honour ``mode``
+    (:func:`~schemas.sync.write_mode_refusal`)."""
+    row = get_sync(conn, tenant, id)
+    if row is None:
+        raise ConfigError(f"tenant {tenant!r} has no sync {id!r}")
+    dest = get_connection(conn, row.spec.destination_connection_id)
+    refusal = write_mode_refusal(mode, dest.provider if dest is not None else "?")
+    if refusal is not None:
+        raise ConfigError(refusal)
+    conn.execute(_update(tenant, id).values(write_mode=mode.value, updated=now))

@@ -1,10 +1,11 @@
 """Web app users, server-side sessions and failed logins: tables and the small functions on them.
 
-Tables (migrations ``0007_users``, ``0010_web_accounts``)::
+Tables (migrations ``0007_users``, ``0010_web_accounts``, ``0017_roles_suppression``)::
 
     web_users           id → tenant, email_hash (the tenant's keyed hash of the lower-cased email,
                         for lookup), email_sealed (vault ciphertext, for display), password_hash
-                        (scrypt, see :mod:`api.web.security`), created, last_login, disabled_at
+                        (scrypt, see :mod:`api.web.security`), created, last_login, disabled_at,
+                        role (:data:`ROLES`: admin · editor · viewer; users before 0017 are admins)
     web_sessions        id_hash (SHA-256 of the session cookie) → user, tenant, expiry, and the OAuth
                         authorizations it started ({SHA-256 of state: provider})
 
@@ -44,6 +45,7 @@ from store._sql import aware, required_aware, table_of
 from store.tenants import tenants
 
 __all__ = [
+    "ROLES",
     "SessionRow",
     "UserRow",
     "WebSessionTable",
@@ -63,9 +65,15 @@ __all__ = [
     "set_last_login",
     "set_oauth_pending",
     "set_password_hash",
+    "set_role",
     "web_sessions",
     "web_users",
 ]
+
+
+ROLES = ("admin", "editor", "viewer")
+"""A web user's role in its tenant: ``admin`` changes instructions, connections, users and
+notification settings; ``editor`` creates and runs syncs; ``viewer`` only reads."""
 
 
 class WebUserTable(SQLModel, table=True):
@@ -85,6 +93,7 @@ class WebUserTable(SQLModel, table=True):
     created: datetime = Field(sa_type=DateTime(timezone=True))
     last_login: datetime | None = Field(sa_type=DateTime(timezone=True))
     disabled_at: datetime | None = Field(sa_type=DateTime(timezone=True))
+    role: str = Field(sa_type=String(16), sa_column_kwargs={"server_default": "admin"})
 
 
 class WebSessionTable(SQLModel, table=True):
@@ -121,6 +130,7 @@ class UserRow:
     created: datetime
     last_login: datetime | None
     disabled_at: datetime | None = None
+    role: str = "admin"
 
     @property
     def enabled(self) -> bool:
@@ -137,6 +147,7 @@ def _user(m: Any) -> UserRow:
         required_aware(m["created"]),
         aware(m["last_login"]),
         aware(m["disabled_at"]),
+        m["role"],
     )
 
 
@@ -149,8 +160,11 @@ def create_user(
     email_sealed: bytes,
     password_hash: str,
     now: datetime,
+    role: str = "admin",
 ) -> UserRow:
-    """Insert a user; the same email twice in one tenant is a :class:`ConfigError`."""
+    """Insert a user; the same email twice in one tenant, or a role not in :data:`ROLES`, is a
+    :class:`ConfigError`."""
+    _check_role(role)
     if find_user(conn, tenant, email_hash) is not None:
         raise ConfigError(f"tenant {tenant!r} already has a user with this email")
     conn.execute(
@@ -163,9 +177,21 @@ def create_user(
             created=now,
             last_login=None,
             disabled_at=None,
+            role=role,
         )
     )
-    return UserRow(id, tenant, email_hash, email_sealed, password_hash, now, None)
+    return UserRow(id, tenant, email_hash, email_sealed, password_hash, now, None, role=role)
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ConfigError(f"role {role!r} is not one of {', '.join(ROLES)}: pass --role admin|editor|viewer")
+
+
+def set_role(conn: Connection, id: str, role: str) -> bool:
+    """Change a user's role (their sessions see it on the next request); False if no such user."""
+    _check_role(role)
+    return bool(conn.execute(update(web_users).where(web_users.c.id == id).values(role=role)).rowcount)
 
 
 def find_user(conn: Connection, tenant: str, email_hash: str) -> UserRow | None:
@@ -224,6 +250,7 @@ class SessionRow:
     oauth_pending: dict[str, str]
     created: datetime
     expires_at: datetime
+    role: str = "admin"  # the user's role as of this read (get_live_session)
 
 
 def create_session(
@@ -268,6 +295,7 @@ def _session(m: Any) -> SessionRow:
         dict(m["oauth_pending"]),
         required_aware(m["created"]),
         required_aware(m["expires_at"]),
+        m.get("role", "admin"),
     )
 
 
@@ -276,7 +304,7 @@ def get_live_session(conn: Connection, id_hash: str, *, now: datetime) -> Sessio
     disabled, and the tenant exists — one query, asked on every request."""
     s, u = web_sessions, web_users
     stmt = (
-        select(s)
+        select(s, u.c.role)
         .join(u, (u.c.id == s.c.user_id) & (u.c.tenant == s.c.tenant))
         .join(tenants, tenants.c.id == s.c.tenant)
         .where(s.c.id_hash == id_hash, s.c.expires_at > now, u.c.disabled_at.is_(None))

@@ -50,7 +50,7 @@ from governance.pseudonym import Pseudonymizer
 from sandbox.runtime import RunningSandbox, start_sandbox
 from sandbox.tls import SandboxCA
 from schemas.settings import Settings
-from schemas.sync import Progress, SyncMode
+from schemas.sync import Progress, SyncMode, SyncWriteMode
 from services.credentials import OAuthService
 from store import instructions as instruction_store
 from store import syncs as sync_store
@@ -235,10 +235,15 @@ async def open_world(settings: Settings, sandbox: RunningSandbox) -> AsyncIterat
 
 
 async def create_sync(
-    world: World, d: Direction, *, extra_scopes: Mapping[str, Sequence[str]] | None = None
+    world: World,
+    d: Direction,
+    *,
+    extra_scopes: Mapping[str, Sequence[str]] | None = None,
+    write_mode: SyncWriteMode = SyncWriteMode.MIRROR,
 ) -> None:
     """Tenant (EEA) with both CRMs connected through OAuth (asking, per CRM, ``extra_scopes`` too),
-    instruction v1 and the sync."""
+    instruction v1 and the sync (``mirror`` unless told: these tests check the destination equals
+    the source, deletes included)."""
     extra = extra_scopes or {}
     connections = {
         crm: await asyncio.to_thread(
@@ -262,6 +267,7 @@ async def create_sync(
         destination_id_property=d.destination_id,
         source_key_property=d.source_key,
         instruction_version=ins.version,
+        write_mode=write_mode,
     )
     with world.connected.engine.begin() as conn:
         tenant_store.create_tenant(

@@ -37,8 +37,13 @@ class Connected:
     vault: Vault
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Connected:
-    """Connect with crmhub's encrypted data converter. Raises ConfigError naming the fix."""
+async def connect(
+    settings: Settings, *, runtime: Runtime | None = None, vault: Vault | None = None
+) -> Connected:
+    """Connect with crmhub's encrypted data converter. Raises ConfigError naming the fix.
+
+    ``vault``: the caller's (the codec seals and opens through it and its engine, which the caller
+    keeps and disposes); by default a vault over a new engine, which ``Connected.engine`` returns."""
     t = settings.temporal
     tls: bool | TLSConfig = False
     if t.tls:
@@ -50,8 +55,9 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Conn
     if t.api_key_env and not api_key:
         raise ConfigError(f"temporal.api_key_env names {t.api_key_env}, which is not set; export it")
     ensure_current(settings.effective_database_url)
-    engine = make_engine(settings.effective_database_url)
-    vault = make_vault(settings, engine)
+    owned = vault is None
+    engine = make_engine(settings.effective_database_url) if vault is None else vault.engine
+    vault = vault or make_vault(settings, engine)
     codec = VaultPayloadCodec(vault, t.namespace)
     try:
         client = await Client.connect(
@@ -63,6 +69,8 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Conn
             runtime=runtime,
         )
     except RuntimeError as exc:
+        if owned:
+            engine.dispose()
         raise ConfigError(
             f"cannot reach Temporal at {t.address} (namespace {t.namespace}); start the dev server with "
             f"'crmhub temporal up' or fix temporal.address (CRMHUB_TEMPORAL__ADDRESS)"

@@ -21,6 +21,7 @@ from connectors.base import Connector
 from governance.lineage import Ledger, RunRef
 from governance.policy import ProcessingInstruction, SyncPlan
 from governance.registry import Endpoint, Registry, TenantResidency
+from governance.registry_versions import effective_registry
 from schemas.connector import StreamSpec
 from schemas.errors import ConfigError, CrmhubError, IntegrityError, PolicyError
 from schemas.lineage import DatasetRef, DetailValue, EventKind, LineageEvent
@@ -33,6 +34,7 @@ from store import syncs as sync_store
 from store import tenants as tenant_store
 from store.connections import ConnectionRow
 from store.engine import Connection
+from store.subprocessor_versions import ObjectionRow
 from workflows.errors import to_application_error, unexpected_error
 
 __all__ = [
@@ -111,9 +113,11 @@ class SyncContext:
     tenant: tenant_store.TenantRow
     sync: sync_store.SyncRow
     instruction: ProcessingInstruction
-    registry: Registry  # the deployment registry with this tenant's residency from the store
+    registry: Registry  # the tenant's effective registry version with its residency from the store
     source: ConnectionRow
     destination: ConnectionRow
+    registry_version: int | None = None  # None: the registry is not versioned (the configured file)
+    registry_held_by: ObjectionRow | None = None  # the tenant's objection holding newer versions back
 
     @property
     def spec(self) -> sync_store.SyncSpec:
@@ -238,7 +242,8 @@ class ActivityKit:
         self._ledgers: dict[str, Ledger] = {}
         self._stream_specs: dict[tuple[str, str], StreamSpec] = {}
         self._runs: dict[tuple[str, str, str], _RunParts] = {}  # oldest first
-        self._registries: dict[tenant_store.TenantRow, Registry] = {}
+        self._registries: dict[tuple[tenant_store.TenantRow, int], Registry] = {}
+        self._versions: dict[str, Registry] = {}  # registry versions by content hash
 
     @staticmethod
     def guarded(name: str, run: Callable[[], _T]) -> _T:
@@ -313,8 +318,16 @@ class ActivityKit:
                 f"instruction v{parts.instruction.version} differs from the one this run was planned "
                 "under; plan again"
             )
+        effective = effective_registry(conn, self.deps.subprocessors, tenant_id, self._versions)
         return SyncContext(
-            tenant, sync, parts.instruction, self._registry(tenant), parts.source, parts.destination
+            tenant,
+            sync,
+            parts.instruction,
+            self._registry(tenant, effective.registry),
+            parts.source,
+            parts.destination,
+            effective.version,
+            effective.held_by,
         )
 
     def _cached(self, key: tuple[str, str, str]) -> _RunParts | None:
@@ -330,16 +343,17 @@ class ActivityKit:
             while len(self._runs) > _CACHED_RUNS:
                 del self._runs[next(iter(self._runs))]
 
-    def _registry(self, tenant: tenant_store.TenantRow) -> Registry:
-        """The deployment registry with ``tenant``'s residency, built once per tenant row value."""
+    def _registry(self, tenant: tenant_store.TenantRow, version: Registry) -> Registry:
+        """The registry ``version`` with ``tenant``'s residency, built once per (row, version)."""
+        key = (tenant, id(version))
         with self._lock:
-            registry = self._registries.get(tenant)
+            registry = self._registries.get(key)
         if registry is None:
-            registry = with_residency(self.deps.subprocessors, tenant)
+            registry = with_residency(version, tenant)
             with self._lock:
                 if len(self._registries) >= _CACHED_RUNS:
                     self._registries.clear()
-                self._registries[tenant] = registry
+                self._registries[key] = registry
         return registry
 
     def _load(self, conn: Connection, sync: sync_store.SyncRow) -> _RunParts:

@@ -1,9 +1,10 @@
-"""``DataSubjectRequestWorkflow`` (workflow id ``dsr:{tenant}:{request_id}``): export or erase one
-data subject's data.
+"""``DataSubjectRequestWorkflow`` (workflow id ``dsr:{tenant}:{request_id}``): export, erase,
+restrict (or object to the processing of) or rectify one data subject's data.
 
 1. ``dsr_plan`` on the control queue: the tenant exists; its region's task queue.
-2. ``dsr_export`` or ``dsr_erase`` on that **region** queue (they open the tenant's sealed data and
-   talk to its CRMs, so they run only where the tenant's data may be processed).
+2. ``dsr_export``, ``dsr_erase``, ``dsr_restrict`` or ``dsr_rectify`` on that **region** queue (they
+   open the tenant's sealed data and talk to its CRMs, so they run only where the tenant's data may be
+   processed).
 
 Only the request id, the vault-sealed subject and counts cross Temporal. Deterministic, no I/O.
 """
@@ -45,7 +46,13 @@ class DataSubjectRequestWorkflow:
             summary=f"plan {inp.kind.value} request {inp.request_id}",
         )
         workflow.set_current_details(f"{inp.kind.value} on {plan.task_queue} over {len(plan.syncs)} syncs")
-        act = DsrActivities.dsr_export if inp.kind is DsrKind.EXPORT else DsrActivities.dsr_erase
+        act = {
+            DsrKind.EXPORT: DsrActivities.dsr_export,
+            DsrKind.ERASE: DsrActivities.dsr_erase,
+            DsrKind.RESTRICT: DsrActivities.dsr_restrict,
+            DsrKind.OBJECT: DsrActivities.dsr_restrict,
+            DsrKind.RECTIFY: DsrActivities.dsr_rectify,
+        }[inp.kind]
         result = await workflow.execute_activity_method(
             act,
             inp,

@@ -29,7 +29,6 @@ Both are idempotent (a retry finds less or nothing) and heartbeat as they go. Er
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -39,10 +38,9 @@ from typing import Any
 from temporalio import activity
 
 from governance.lineage import RunRef
-from governance.vault import Vault
 from schemas.connector import ReadMode, Record, StreamState, WriteMode
 from schemas.dsr import DSR_PURPOSE, DsrDestination, DsrInput, DsrKind, DsrPlan, DsrResult
-from schemas.errors import ConfigError, CrmhubError, DataError
+from schemas.errors import ConfigError, CrmhubError
 from schemas.lineage import EventKind, LineageEvent, format_timestamp
 from services.wiring import ActivityDeps
 from store import auditors as auditor_store
@@ -51,42 +49,18 @@ from store import dsr as dsr_store
 from store import id_map as id_map_store
 from store import lineage as ledger_store
 from store import staging as staging_store
+from store import suppressions as suppression_store
 from store import tenants as tenant_store
 from workflows.context import ActivityKit, SyncContext
+from workflows.dsr_rectify import rectify_destination
+from workflows.dsr_subject import open_corrections, open_export, open_subject, seal_subject
 from workflows.staging import PendingPart, open_part, seal_part
 
-__all__ = ["EXPORT_FORMAT", "DsrActivities", "open_subject", "seal_subject"]
+__all__ = ["EXPORT_FORMAT", "DsrActivities", "open_export", "open_subject", "seal_subject"]
 
 EXPORT_FORMAT = "crmhub.dsr.export/1"
 _PAGE = 2000
 _EXPORT_TTL = timedelta(days=1)
-
-
-def seal_subject(vault: Vault, tenant: str, request_id: str, email: str | None, ids: list[str]) -> str:
-    """The ``sealed_subject`` of a :class:`DsrInput` (base64 of the vault ciphertext)."""
-    if not email and not ids:
-        raise ConfigError("a data-subject request needs the subject's e-mail or a record id")
-    body = json.dumps({"email": email, "ids": ids}, separators=(",", ":")).encode()
-    sealed = vault.seal(tenant, body, dataset="dsr-subject", object_id=request_id, purpose=DSR_PURPOSE)
-    return base64.b64encode(sealed).decode("ascii")
-
-
-def open_subject(vault: Vault, inp: DsrInput) -> tuple[str | None, list[str]]:
-    try:
-        sealed = base64.b64decode(inp.sealed_subject, validate=True)
-    except ValueError:
-        raise DataError("the request's sealed subject is not base64") from None
-    body = json.loads(
-        vault.open(inp.tenant, sealed, dataset="dsr-subject", object_id=inp.request_id, purpose=DSR_PURPOSE)
-    )
-    return body.get("email"), [str(i) for i in body.get("ids", [])]
-
-
-def open_export(vault: Vault, tenant: str, request_id: str, sealed: bytes) -> dict[str, Any]:
-    """The export JSON a ``dsr_export`` stored (the CLI calls this)."""
-    blob = vault.open(tenant, sealed, dataset="dsr-export", object_id=request_id, purpose=DSR_PURPOSE)
-    data: dict[str, Any] = json.loads(blob)
-    return data
 
 
 @dataclass
@@ -108,6 +82,7 @@ class _SyncFindings:
     ctx: SyncContext
     keys: set[str] = field(default_factory=set)
     source_ids: list[str] = field(default_factory=list)
+    source_records: list[Record] = field(default_factory=list)  # as read (allowed fields), for rectify
     staging: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     staged_records: list[dict[str, Any]] = field(default_factory=list)
     letters: list[dict[str, Any]] = field(default_factory=list)
@@ -137,7 +112,7 @@ class DsrActivities:
         return [self.dsr_plan]
 
     def region_activities(self) -> list[Callable[..., Any]]:
-        return [self.dsr_export, self.dsr_erase]
+        return [self.dsr_export, self.dsr_erase, self.dsr_restrict, self.dsr_rectify]
 
     # ---- plan ----------------------------------------------------------------------------------
 
@@ -225,26 +200,91 @@ class DsrActivities:
     def _erase(self, inp: DsrInput) -> DsrResult:
         if inp.kind is not DsrKind.ERASE:
             raise ConfigError("dsr_erase serves erase requests only")
+        return self._remove(inp, EventKind.ERASE, reason="data-subject erasure request")
+
+    @activity.defn(name="dsr_restrict")
+    def dsr_restrict(self, inp: DsrInput) -> DsrResult:
+        """Suppress the subject at read time (restriction or objection): their staged records are
+        dropped, their source keys suppressed, and with ``propagate`` their destination records
+        deleted. Dead letters stay (stored, not processed)."""
+        return self.kit.guarded("dsr_restrict", lambda: self._restrict(inp))
+
+    def _restrict(self, inp: DsrInput) -> DsrResult:
+        if inp.kind not in (DsrKind.RESTRICT, DsrKind.OBJECT):
+            raise ConfigError("dsr_restrict serves restriction and objection requests only")
+        reason = "restriction" if inp.kind is DsrKind.RESTRICT else "objection"
+        return self._remove(inp, EventKind.RESTRICT, reason=f"data-subject {reason} request")
+
+    def _remove(self, inp: DsrInput, kind: EventKind, *, reason: str) -> DsrResult:
+        """Erase (everything crmhub holds) or restrict (staging only; the id map too when the
+        destination records are deleted) — then put the subject's source keys on the suppression
+        list, so no later sync brings them back."""
         found = self._locate(inp)
         destinations = [self._destination(s) for s in found.syncs if s.id_map]
         if inp.propagate:
             destinations = [self._propagate(s) for s in found.syncs if s.id_map]
+        erase = inp.kind is DsrKind.ERASE
         staged = letters = ids = 0
         for s in found.syncs:
             with self.deps.engine.begin() as conn:
                 staged += self._reseal(conn, s)
-                letters += dsr_store.delete_dead_letters(conn, inp.tenant, [x["id"] for x in s.letters])
-                ids += id_map_store.delete_id_map(conn, inp.tenant, s.ctx.spec.id, sorted(s.id_map))
-            activity.heartbeat(f"erased in {s.ctx.spec.id}")
+                if erase:
+                    letters += dsr_store.delete_dead_letters(conn, inp.tenant, [x["id"] for x in s.letters])
+                if erase or inp.propagate:
+                    ids += id_map_store.delete_id_map(conn, inp.tenant, s.ctx.spec.id, sorted(s.id_map))
+            activity.heartbeat(f"{inp.kind.value}: done in {s.ctx.spec.id}")
+        with self.deps.engine.begin() as conn:
+            suppressed = suppression_store.add_suppressions(
+                conn, inp.tenant, sorted(found.keys), reason=inp.kind.value, request_id=inp.request_id,
+                now=self.deps.clock(),
+            )  # fmt: skip
         result = self._result(inp, found, destinations, export_ready=False).model_copy(
             update={
                 "staging_records": staged,
-                "dead_letters": letters,
+                "dead_letters": letters if erase else len([x for s in found.syncs for x in s.letters]),
                 "id_map_rows": ids,
                 "propagated": inp.propagate,
+                "suppressed": suppressed,
             }
         )
-        index = self._record(inp, EventKind.ERASE, found, result, reason="data-subject erasure request")
+        if not found.keys:
+            result = result.model_copy(
+                update={"notes": [*result.notes, "the subject was not found: nothing to suppress"]}
+            )
+        index = self._record(inp, kind, found, result, reason=reason)
+        return result.model_copy(update={"ledger_index": index})
+
+    # ---- rectify ---------------------------------------------------------------------------------
+
+    @activity.defn(name="dsr_rectify")
+    def dsr_rectify(self, inp: DsrInput) -> DsrResult:
+        """Push the subject's corrected values to every destination that holds their records."""
+        return self.kit.guarded("dsr_rectify", lambda: self._rectify(inp))
+
+    def _rectify(self, inp: DsrInput) -> DsrResult:
+        if inp.kind is not DsrKind.RECTIFY:
+            raise ConfigError("dsr_rectify serves rectification requests only")
+        if not inp.scan_sources:
+            raise ConfigError("a rectification reads the subject's source records: drop --no-source-scan")
+        corrections = open_corrections(self.deps.vault, inp)
+        if not corrections:
+            raise ConfigError("a rectification needs at least one corrected value: pass --set FIELD=VALUE")
+        found = self._locate(inp)
+        destinations: list[DsrDestination] = []
+        for s in found.syncs:
+            if not s.id_map:
+                continue
+            dest, note = rectify_destination(
+                self.kit, s.ctx, s.source_records, corrections, self._destination(s)
+            )
+            destinations.append(dest)
+            if note:
+                found.notes.append(note)
+        result = self._result(inp, found, destinations, export_ready=False)
+        fields = ",".join(sorted(corrections))
+        index = self._record(
+            inp, EventKind.RECTIFY, found, result, reason="data-subject rectification request", fields=fields
+        )
         return result.model_copy(update={"ledger_index": index})
 
     def _reseal(self, conn: Any, s: _SyncFindings) -> int:
@@ -327,10 +367,18 @@ class DsrActivities:
         )
 
     def _record(
-        self, inp: DsrInput, kind: EventKind, found: _Findings, result: DsrResult, *, reason: str
+        self,
+        inp: DsrInput,
+        kind: EventKind,
+        found: _Findings,
+        result: DsrResult,
+        *,
+        reason: str,
+        fields: str = "",
     ) -> int:
         """Append the request's lineage event (keyed hashes, counts, destinations) and sign a checkpoint."""
         run = RunRef.of(inp.tenant, f"dsr:{inp.request_id}", purpose=DSR_PURPOSE)
+        dests = result.destinations
         event = run.event(
             kind,
             at=self.deps.clock(),
@@ -343,6 +391,8 @@ class DsrActivities:
                 "destination_records": sum(d.records for d in result.destinations),
                 "destination_deleted": sum(d.deleted for d in result.destinations),
                 "destination_failed": sum(d.failed for d in result.destinations),
+                **({"suppressed": result.suppressed} if result.suppressed else {}),
+                **({"destination_rectified": n} if (n := sum(d.rectified for d in dests)) else {}),
             },
             record_id_hashes=tuple(sorted(found.keys)),
             subprocessor=self.kit.deps.subprocessors.processor.id,
@@ -351,6 +401,7 @@ class DsrActivities:
                 "request_id": inp.request_id,
                 "propagated": result.propagated,
                 "destinations": ",".join(f"{d.connector}/{d.stream}" for d in result.destinations),
+                **({"fields": fields} if fields else {}),  # names of corrected fields, never values
             },
         )
         (index,) = self.kit.ledger(inp.tenant).append([event])
@@ -413,6 +464,7 @@ class DsrActivities:
                     if match(rec) and rec.get(pk) not in (None, ""):
                         rid = str(rec[pk])
                         s.source_ids.append(rid)
+                        s.source_records.append(rec)
                         s.keys.add(deps.pseudonymizer.keyed_hash(tenant, rid))
                 pages += 1
                 activity.heartbeat(f"{ctx.spec.id}: source page {pages}")

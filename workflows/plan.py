@@ -8,7 +8,11 @@ Two checks, both before any record moves:
 2. route — source endpoint → crmhub in the tenant's home region → destination endpoint: every
    region must be in the instruction's ``permitted_regions``, both vendors in its
    ``permitted_subprocessors``, and the registry must permit each move (authorised subprocessors,
-   recorded routes out of the EEA).
+   recorded routes out of the EEA), and crmhub's infrastructure (hosting, database, Temporal) must
+   operate in the home region. The registry is the tenant's effective version
+   (:mod:`governance.registry_versions`): a tenant that objected to a change and chose ``stop`` is
+   refused (rule ``subprocessor_objection``); once the registry is versioned, the run cites the
+   version in a ``registry`` event (``step=planned``).
 
 3. types — the describe types of the fields the run reads are its contract (``source_types``; a
    pull quarantines a value that no longer fits). Runs under one instruction accept one set of
@@ -27,9 +31,12 @@ from typing import Any
 from governance.policy import CheckResult, PlanRefused, check, check_types
 from schemas.connector import ReadMode, StreamState
 from schemas.errors import ConfigError, PolicyError, PurposeViolation, TransferNotPermitted
+from schemas.lineage import EventKind
 from schemas.sync import PlanInput, SyncMode, SyncPlanRef, SyncStatus
 from store import runs as run_store
 from store import syncs as sync_store
+from store.subprocessor_versions import ObjectionChoice
+from workflows.associations import check_relationships, declared
 from workflows.context import ActivityKit, SyncContext
 
 __all__ = ["plan_sync"]
@@ -70,7 +77,25 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
     # A refusal before a config error:
     types = _check_types(kit, ctx, inp.run_id, result, live_types, accepted)
     _check_fields_exist(kit, ctx, result, live)
+    if declared(ctx.spec.mapping):  # relationships: resolvable and writable (workflows.associations)
+        destination = deps.connector_factory(ctx.spec.destination_connection_id)
+        try:
+            with deps.engine.connect() as conn:
+                check_relationships(conn, ctx, destination)
+        finally:
+            destination.close()
     _check_route(kit, ctx, inp.run_id)
+    if ctx.registry_version is not None:  # the run cites the registry version it was planned under
+        cited = ctx.run(inp.run_id).event(
+            EventKind.REGISTRY,
+            at=now,
+            details={
+                "step": "planned",
+                "version": ctx.registry_version,
+                "objected_version": ctx.registry_held_by.version if ctx.registry_held_by else None,
+            },
+        )
+        kit.append(ctx.tenant.id, [cited])
 
     with deps.engine.begin() as conn:
         run_store.start_run(
@@ -156,6 +181,20 @@ def _check_route(kit: ActivityKit, ctx: SyncContext, run_id: str) -> None:
     """The transfer rule of the module docstring; refusals are recorded, then raised."""
     home = ctx.home
     instruction = ctx.instruction
+    held = ctx.registry_held_by
+    if held is not None and held.choice is ObjectionChoice.STOP:
+        # The controller's objection withdraws the authorisation: processing would be outside its instruction.
+        stopped = PurposeViolation(
+            f"tenant {ctx.tenant.id!r} objected to subprocessor registry version {held.version} and "
+            f"chose that its syncs stop; they stay refused while the objection stands",
+            code="subprocessor_objection",
+        )
+        kit.refuse(
+            ctx, run_id, stopped,
+            {"rule": "subprocessor_objection", "objected_version": held.version,
+             "registry_version": ctx.registry_version},
+        )  # fmt: skip
+        raise stopped
     try:
         src, dst = ctx.source_endpoint(), ctx.destination_endpoint()
         outside = sorted(
@@ -171,6 +210,8 @@ def _check_route(kit: ActivityKit, ctx: SyncContext, run_id: str) -> None:
         registry.check_authorised(ctx.tenant.id, src.subprocessor)
         registry.check_transfer(home, src.region, home, registry.processor.id, tenant=ctx.tenant.id)
         registry.check_transfer(home, home, dst.region, dst.subprocessor, tenant=ctx.tenant.id)
+        for infra in registry.infrastructure:  # hosting, database, Temporal: in the home region
+            registry.check_transfer(home, home, home, infra.id)
     except TransferNotPermitted as exc:
         kit.refuse(ctx, run_id, exc, {"rule": "transfer", **_route_reason(ctx)})
         raise

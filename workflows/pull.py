@@ -17,7 +17,9 @@ never pushed — then the projection (fields outside the instruction never leave
 fields become pseudonyms), the declared transforms, and the deleted ids as keyed hashes. Pages
 gather into parts of ``part_records``; each part is sealed and stored with its quarantined records
 in one transaction, then heartbeated as :class:`PullProgress` — the resume point of a retry. After
-the last part: one ``pull`` event (counts of everything pulled, every record's keyed hash), a
+the last part: one ``pull`` event (counts of everything pulled, every record's keyed hash; records
+of data subjects on the suppression list are dropped in the governance call and only counted, as
+``suppressed``, never named), a
 ``quarantine`` event when records were held back, a ``drift`` event for changes first seen, a
 ``transfer`` event when the source region is not the processing region, a ``transform`` event when
 transforms ran, and one ``store`` event per part.
@@ -48,6 +50,7 @@ from schemas.sync import BatchRef, PullInput
 from store import dead_letters as dead_letter_store
 from store import runs as run_store
 from store import staging as staging_store
+from store import suppressions as suppression_store
 from workflows.context import ActivityKit, BatchEvents, Route, SyncContext
 from workflows.liveness import Keepalive
 from workflows.merges import fold_page
@@ -78,6 +81,7 @@ class PullProgress(BaseModel):
     withheld_fields: list[str] = []
     pseudonymized: int = 0
     quarantined: int = 0
+    suppressed: int = 0  # records of suppressed data subjects dropped at read time (store.suppressions)
     reasons: dict[str, int] = {}  # quarantine reason → records (field and type names only)
     drift: list[str] = []  # drift first reported by this batch
     reconcile: str | None = None  # a page's Page.reconcile (persisted on the sync: workflows.merges)
@@ -119,6 +123,7 @@ class PullProgress(BaseModel):
                 "withheld_fields": sorted(withheld),
                 "pseudonymized": self.pseudonymized + pending.pseudonymized,
                 "quarantined": self.quarantined + len(pending.held),
+                "suppressed": self.suppressed + pending.suppressed,
                 "reasons": dict(sorted(reasons.items())),
             }
         )
@@ -141,6 +146,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
             plan.tenant, plan.sync_id, run_id=plan.run_id, instruction_hash=plan.instruction_hash, conn=conn
         )
         recorded = run_store.run_schema(conn, plan.run_id)
+        suppressed = suppression_store.suppressed_keys(conn, plan.tenant)
         kept = progress.parts if progress else []
         earlier = (
             [p for p in staging_store.get_staged(conn, plan.tenant, batch_id) if p.part in kept]
@@ -174,7 +180,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         progress = progress.model_copy(update={"drift": new_drift})
         governance = PageProcessor.for_check(
             checked, ctx.instruction, deps.transforms, key_field=pk, pseudonymizer=deps.pseudonymizer,
-            planned_types=dict(plan.source_types), live_types=live_types,
+            planned_types=dict(plan.source_types), live_types=live_types, suppressed=suppressed,
         )  # fmt: skip
         while (
             has_more
@@ -209,7 +215,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         keepalive.stop()  # last: a cancellation deferred until now is raised here
     stager.drop_unreported(progress)
 
-    if progress.records or progress.deleted or progress.quarantined or progress.drift:
+    if progress.records or progress.deleted or progress.quarantined or progress.drift or progress.suppressed:
         held_keys = _quarantined_keys(kit, ctx, batch_id) if progress.quarantined else []
         ev = BatchEvents(ctx.run(plan.run_id), batch_id, deps.clock())
         lineage = _Lineage(ctx, ev, progress, checked.pseudonymized_fields)
@@ -288,13 +294,15 @@ class _Lineage:
         types, never values), ``transfer`` when the source region is not home, ``transform`` when
         transforms ran, one ``store`` per part; a batch that read nothing but saw drift: ``drift``."""
         ctx, ev, progress = self.ctx, self.ev, self.progress
-        if not (progress.records or progress.deleted or progress.quarantined):
+        if not (progress.records or progress.deleted or progress.quarantined or progress.suppressed):
             return self.contract(held_keys)
         counts = {
             "records": progress.records + progress.quarantined, "staged": progress.records,
             "quarantined": progress.quarantined, "deleted": progress.deleted,
             "withheld_values": progress.withheld_values, "withheld_fields": len(progress.withheld_fields),
             "pseudonymized": progress.pseudonymized, "pages": progress.pages, "calls": progress.calls,
+            # records of restricted, objecting or erased subjects dropped at read time: a count only
+            **({"suppressed": progress.suppressed} if progress.suppressed else {}),
         }  # fmt: skip
         withheld, pseudonymized = ",".join(progress.withheld_fields), ",".join(self.pseudonymized_fields)
         events = [ev(EventKind.PULL, ctx.inbound(), counts, keys, withheld=withheld,

@@ -32,18 +32,22 @@ from temporalio.exceptions import CancelledError
 from connectors.base import Connector
 from schemas.connector import OutcomeStatus, Record, RecordOutcome, StreamSpec, WriteMode, WriteResult
 from schemas.errors import DataError
-from schemas.lineage import EventKind, LineageEvent
-from schemas.sync import BatchRef, PushInput, PushResult
+from schemas.lineage import DetailValue, EventKind, LineageEvent
+from schemas.sync import BatchRef, PushInput, PushResult, SyncWriteMode
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import staging as staging_store
+from store.associations import Deferred
+from store.syncs import SyncSpec
+from workflows.associations import LinkCounts, Linking, is_relationship, release, waiting_children
 from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
 from workflows.merges import merge_event, spare_shared
 from workflows.metrics import count_push
-from workflows.staging import open_part, redact, resume, seal_letter, staged_merges
+from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
+from workflows.write_modes import NOT_AT_DESTINATION, plan_writes, refused_as_skip
 
-__all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "push_batch"]
+__all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "destination_record", "push_batch"]
 
 WRITE_CHUNK = 500
 """Records per ``write_batch`` call; the activity heartbeats between calls (connectors split further
@@ -64,7 +68,12 @@ class PushProgress(BaseModel):
     deletes_failed: int = 0
     deletes_unmapped: int = 0
     deletes_kept: int = 0  # mapping dropped, record kept: another live source key maps it (merge guard)
+    deletes_kept_by_mode: int = 0  # not propagated: the sync's write mode keeps destination records
+    skipped: dict[str, int] = {}  # reason → records the write mode refused to write
+    resolved: int = 0  # dead letters of records the destination accepted at last
+    resolved_runs: list[str] = []  # the runs that had refused them
     calls: int = 0
+    links: LinkCounts = LinkCounts()  # relationships (workflows.associations)
     finished: bool = False  # lineage appended: a retry only deletes the staging
 
     def result(self) -> PushResult:
@@ -75,6 +84,7 @@ class PushProgress(BaseModel):
             updated=self.updated,
             failed=self.failed,
             calls=self.calls,
+            skipped=sum(self.skipped.values()),
         )
 
 
@@ -113,7 +123,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
         spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
-        writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive)
+        linking = Linking.of(kit, ctx, connector)
+        writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive, linking)
         for number in todo:
             if activity.is_cancelled():
                 raise CancelledError("push cancelled")
@@ -122,8 +133,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
             else:
                 with deps.engine.connect() as conn:
                     (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
-            keys, records, deleted = open_part(deps.vault, ctx, part)
-            merged.update(staged_merges(deps.vault, ctx, part))
+            keys, records, deleted, merges = open_part_and_merges(deps.vault, ctx, part)
+            merged.update(merges)
             progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
             progress, removed, spared = writer.delete(part, deleted, progress)
@@ -162,6 +173,17 @@ def _why(outcome: RecordOutcome) -> tuple[str, str | None]:
     return (outcome.error_code or "VENDOR_REFUSED", outcome.error_message)
 
 
+def destination_record(spec: SyncSpec, rec: Record) -> Record | None:
+    """``rec`` mapped to the destination's fields, keyed by its external id (the source key
+    property's value); None when the record lacks that key (dead-lettered ``MISSING_EXTERNAL_ID``)."""
+    key = rec.get(spec.source_key_property)
+    if key is None or (isinstance(key, str) and not key.strip()):
+        return None
+    out = {dst: rec[src] for src, dst in spec.mapping.items() if src in rec and not is_relationship(dst)}
+    out[spec.destination_id_property] = key
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Writer:
     """Writes the parts of one batch to one destination connector."""
@@ -172,41 +194,62 @@ class _Writer:
     connector: Connector
     stream: StreamSpec
     keepalive: Keepalive
+    linking: Linking | None = None
 
     def upsert(
         self, part: staging_store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
     ) -> tuple[PushProgress, list[str]]:
-        """Upsert one part's records; returns the progress and the keys the destination accepted."""
+        """Write one part's records as the sync's write mode says (:mod:`workflows.write_modes`);
+        returns the progress and the keys the destination accepted."""
         spec = self.ctx.spec
         mapped: list[Record] = []
         positions: list[int] = []
         letters: list[dead_letter_store.DeadLetter] = []
         for i, rec in enumerate(records):
-            key = rec.get(spec.source_key_property)
-            if key is None or (isinstance(key, str) and not key.strip()):
+            out = destination_record(spec, rec)
+            if out is None:
                 letters.append(self.letter(part, "upsert", i, keys[i], rec, "MISSING_EXTERNAL_ID", None))
                 continue
-            out = {dst: rec[src] for src, dst in spec.mapping.items() if src in rec}
-            out[spec.destination_id_property] = key
             mapped.append(out)
             positions.append(i)
-        outcomes: list[RecordOutcome] = []
+        known: dict[str, str] = {}
+        if spec.write_mode in (SyncWriteMode.UPDATE_ONLY, SyncWriteMode.CREATE_ONLY):
+            with self.kit.deps.engine.connect() as conn:  # the id map decides: no vendor read per record
+                known = id_map_store.lookup_id_map(
+                    conn, self.ctx.tenant.id, spec.id, [keys[p] for p in positions]
+                )
+        plan = plan_writes(spec, self.stream, [keys[p] for p in positions], mapped, known)
+        outcomes: dict[int, RecordOutcome] = {}
         calls = 0
-        for start in range(0, len(mapped), WRITE_CHUNK):
-            if start:  # liveness between vendor round trips (a paced vendor can take a while)
-                self.keepalive.beat(progress)
-            chunk = mapped[start : start + WRITE_CHUNK]
-            answer = self.connector.write_batch(
-                spec.destination_stream, chunk, WriteMode.UPSERT, external_id=spec.destination_id_property
-            )
-            self._check_outcomes(answer, len(chunk))
-            outcomes += answer.outcomes
-            calls += answer.calls
-        result = WriteResult(outcomes, calls=calls)
+        for group in plan.groups:
+            for start in range(0, len(group.indexes), WRITE_CHUNK):
+                if calls:  # liveness between vendor round trips (a paced vendor can take a while)
+                    self.keepalive.beat(progress)
+                idx = group.indexes[start : start + WRITE_CHUNK]
+                chunk = [group.records[j] for j in range(start, start + len(idx))]
+                answer = self.connector.write_batch(
+                    spec.destination_stream, chunk, group.mode, external_id=group.external_id
+                )
+                self._check_outcomes(answer, len(chunk))
+                outcomes.update(zip(idx, answer.outcomes, strict=True))
+                calls += answer.calls
         pairs: list[tuple[str, str]] = []
         created = updated = 0
         ok: list[str] = []
-        for pos, outcome in zip(positions, result.outcomes, strict=True):
+        children: list[tuple[int, str, str, Record]] = []
+        skipped = dict(progress.skipped)
+        unmapped: list[str] = []
+        for j, pos in enumerate(positions):
+            reason = plan.skipped.get(j)
+            outcome = outcomes.get(j)
+            if reason is None and outcome is not None and not outcome.ok:
+                reason = refused_as_skip(spec.write_mode, outcome.error_code)
+                if reason == NOT_AT_DESTINATION:
+                    unmapped.append(keys[pos])  # deleted at the destination meanwhile: forget the pair
+            if reason is not None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            assert outcome is not None
             if not outcome.ok:
                 letters.append(self.letter(part, "upsert", pos, keys[pos], records[pos], *_why(outcome)))
                 continue
@@ -217,18 +260,48 @@ class _Writer:
             ok.append(keys[pos])
             if outcome.id:
                 pairs.append((keys[pos], outcome.id))
+                children.append((pos, keys[pos], outcome.id, records[pos]))
         with self.kit.deps.engine.begin() as conn:
             id_map_store.upsert_id_map(conn, self.ctx.tenant.id, spec.id, pairs, now=self.kit.deps.clock())
+            id_map_store.delete_id_map(conn, self.ctx.tenant.id, spec.id, unmapped)
+            # Accepted at last (fixed at the source since): their earlier refusals are resolved.
+            resolved = dead_letter_store.resolve_dead_letters(conn, self.ctx.tenant.id, spec.id, ok)
             dead_letter_store.add_dead_letters(conn, letters)
+            waiting = waiting_children(conn, self.ctx, [k for k, _ in pairs])
+        links = self._links(part, children, waiting, dict(pairs))
         progress = progress.model_copy(
             update={
                 "created": progress.created + created,
                 "updated": progress.updated + updated,
                 "failed": progress.failed + len(letters),
-                "calls": progress.calls + result.calls,
+                "calls": progress.calls + calls + links.calls,
+                "links": progress.links.plus(links),
+                "skipped": skipped,
+                "resolved": progress.resolved + len(resolved),
+                "resolved_runs": sorted({*progress.resolved_runs, *(run for _, run in resolved)}),
             }
         )
         return progress, ok
+
+    def _links(
+        self,
+        part: staging_store.StagedPart,
+        children: list[tuple[int, str, str, Record]],
+        waiting: list[Deferred],
+        landed: dict[str, str],
+    ) -> LinkCounts:
+        """This part's relationships: its children linked to their parents, and the children that
+        waited for the parents it landed released (:mod:`workflows.associations`)."""
+
+        def letter(
+            kind: str, index: int, key: str, record: Record, code: str, message: str | None
+        ) -> dead_letter_store.DeadLetter:
+            return self.letter(part, kind, index, key, record, code, message)
+
+        links = self.linking.link(children, letter) if self.linking and children else LinkCounts()
+        if waiting:
+            links = links.plus(release(self.kit, self.ctx, self.connector, waiting, landed, letter))
+        return links
 
     def delete(
         self, part: staging_store.StagedPart, deleted: list[str], progress: PushProgress
@@ -238,6 +311,18 @@ class _Writer:
         if not deleted:
             return progress, [], []
         tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
+        if not self.ctx.spec.write_mode.propagates_deletes:  # upsert / update-only / create-only keep them
+            with self.kit.deps.engine.connect() as conn:
+                mapped = id_map_store.lookup_id_map(conn, tenant, sync_id, deleted)
+            kept_by_mode = progress.deletes_kept_by_mode + len(mapped)
+            unmapped = progress.deletes_unmapped + len(deleted) - len(mapped)
+            return (
+                progress.model_copy(
+                    update={"deletes_kept_by_mode": kept_by_mode, "deletes_unmapped": unmapped}
+                ),
+                [],
+                [],
+            )
         stream = self.stream
         with self.kit.deps.engine.connect() as conn:
             found = id_map_store.lookup_id_map(conn, tenant, sync_id, deleted)
@@ -337,8 +422,18 @@ def _events(
     counts = {
         "pushed": progress.created + progress.updated, "created": progress.created,
         "updated": progress.updated, "failed": progress.failed, "calls": progress.calls,
+        **progress.links.lineage(),
     }  # fmt: skip
-    events = [ev(EventKind.PUSH, ctx.outbound(ctx.staging_dataset()), counts, accepted)]
+    mode = ctx.spec.write_mode
+    if progress.skipped:  # refused by the write mode: counted per reason, never dead letters
+        counts["skipped"] = sum(progress.skipped.values())
+        counts.update({f"skipped_{reason.lower()}": n for reason, n in sorted(progress.skipped.items())})
+    links: dict[str, DetailValue] = {}
+    if progress.resolved:  # links this push to the refusals it resolved (their runs' push events)
+        counts["resolved"] = progress.resolved
+        links["resolved_refusals_of_runs"] = ",".join(progress.resolved_runs)
+    route = ctx.outbound(ctx.staging_dataset())
+    events = [ev(EventKind.PUSH, route, counts, accepted, write_mode=mode.value, **links)]
     dst = ctx.destination_endpoint()
     transfer = ctx.registry.transfer_for(
         ev.run, from_region=ctx.home, to_region=dst.region, subprocessor=dst.subprocessor, at=ev.at,
@@ -352,13 +447,17 @@ def _events(
         or progress.deletes_failed
         or progress.deletes_unmapped
         or progress.deletes_kept
+        or progress.deletes_kept_by_mode
     ):
         counts = {
             "deleted": progress.deletes_propagated, "failed": progress.deletes_failed,
             "not_at_destination": progress.deletes_unmapped,
             **({"kept_shared": progress.deletes_kept} if progress.deletes_kept else {}),
+            **({"kept_by_mode": progress.deletes_kept_by_mode} if progress.deletes_kept_by_mode else {}),
         }  # fmt: skip
-        events.append(ev(EventKind.DELETE, ctx.outbound(ctx.source_dataset()), counts, gone))
+        events.append(
+            ev(EventKind.DELETE, ctx.outbound(ctx.source_dataset()), counts, gone, write_mode=mode.value)
+        )
     return events
 
 
@@ -375,6 +474,7 @@ def _already_pushed(kit: ActivityKit, ctx: SyncContext, run_id: str, batch: Batc
                 updated=c.get("updated", 0),
                 failed=c.get("failed", 0),
                 calls=c.get("calls", 0),
+                skipped=c.get("skipped", 0),
             )
     raise DataError(
         f"staged batch {batch.batch_id} is gone (discarded, or purged after its retention) and was never "

@@ -220,6 +220,8 @@ class ReconcileActivities:
     ) -> tuple[ReconcileResult, list[str]]:
         """Delete the vanished records at the destination, :data:`DELETE_CHUNK` a call; the keys deleted."""
         deps, kit = self.deps, self.kit
+        if not ctx.spec.write_mode.propagates_deletes:  # upsert / update-only / create-only keep them
+            return progress.result, []
         tenant, sync_id = ctx.tenant.id, plan.sync_id
         dst = ctx.destination_endpoint()
         ctx.registry.check_transfer(ctx.home, ctx.home, dst.region, dst.subprocessor, tenant=tenant)
@@ -288,7 +290,15 @@ class ReconcileActivities:
         }  # fmt: skip
         route = ctx.outbound(ctx.source_dataset())
         events = [
-            ev(EventKind.DELETE, route, counts, deleted, reconcile=True, reason=plan.reason or plan.trigger)
+            ev(
+                EventKind.DELETE,
+                route,
+                counts,
+                deleted,
+                reconcile=True,
+                reason=plan.reason or plan.trigger,
+                write_mode=ctx.spec.write_mode.value,
+            )
         ]
         dst = ctx.destination_endpoint()
         transfer = ctx.registry.transfer_for(

@@ -4,8 +4,8 @@ A staged part is a vault ``seal_batch`` of compact JSON ``{"v": 1, "keys": [kh_�
 (``keys[i]`` is the keyed hash of ``records[i]``'s source id) with AAD
 ``(tenant, sync, "<batch>/<part>", purpose)``; its deleted source ids, as keyed hashes, are sealed
 the same way under ``"<batch>/<part>/deleted"`` — a JSON list, or ``{"deleted": […], "merged": {loser:
-winner}}`` when the source reported merges (keyed hashes both; :func:`staged_merges`). A part moved
-to another batch, sync, tenant or purpose does not open.
+winner}}`` when the source reported merges (keyed hashes both; :func:`open_part_and_merges`). A part
+moved to another batch, sync, tenant or purpose does not open.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ __all__ = [
     "PendingPart",
     "dead_letter_id",
     "open_part",
+    "open_part_and_merges",
     "redact",
     "resume",
     "seal_letter",
     "seal_part",
-    "staged_merges",
 ]
 
 _VERSION = 1
@@ -57,6 +57,7 @@ class PendingPart:
     calls: int = 0
     withheld_values: int = 0
     pseudonymized: int = 0
+    suppressed: int = 0  # records of suppressed data subjects the pages brought (dropped)
 
     def add(self, page: GovernedPage, *, calls: int) -> None:
         """Add one governed page (and the vendor calls it took)."""
@@ -68,6 +69,7 @@ class PendingPart:
         self.calls += calls
         self.withheld_values += page.withheld_values
         self.pseudonymized += page.pseudonymized
+        self.suppressed += page.suppressed
 
     def __bool__(self) -> bool:
         """True when there is something to stage (records, deletes or quarantined records)."""
@@ -116,6 +118,15 @@ def open_part(
 ) -> tuple[list[str], list[Record], list[str]]:
     """Keys, records and deleted keys of one staged part; :class:`IntegrityError` if it does not open
     in this context or is malformed."""
+    keys, records, deleted, _ = open_part_and_merges(vault, ctx, part)
+    return keys, records, deleted
+
+
+def open_part_and_merges(
+    vault: Vault, ctx: SyncContext, part: staging_store.StagedPart
+) -> tuple[list[str], list[Record], list[str], dict[str, str]]:
+    """:func:`open_part` and the merges the part carries (loser key hash → winner key hash; empty:
+    none), each sealed blob opened once."""
     name = _name(part.batch_id, part.part)
     purpose = ctx.instruction.purpose
     blob = vault.open_batch(ctx.tenant.id, part.sealed, sync=ctx.spec.id, batch=name, purpose=purpose)
@@ -125,12 +136,8 @@ def open_part(
     keys, records = body["keys"], body["records"]
     if len(keys) != len(records):
         raise IntegrityError("staged part is inconsistent (keys and records differ in number)")
-    return keys, records, _open_deleted(vault, ctx, part)[0]
-
-
-def staged_merges(vault: Vault, ctx: SyncContext, part: staging_store.StagedPart) -> dict[str, str]:
-    """The merges a staged part carries: loser key hash → winner key hash (empty: none)."""
-    return _open_deleted(vault, ctx, part)[1]
+    deleted, merged = _open_deleted(vault, ctx, part)
+    return keys, records, deleted, merged
 
 
 def _open_deleted(

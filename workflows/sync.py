@@ -285,7 +285,7 @@ class SyncWorkflow:
     def _account(self, result: PushResult) -> None:
         self._counts = self._counts.plus(
             pushed=result.pushed, created=result.created, updated=result.updated, failed=result.failed,
-            destination_calls=result.calls,
+            skipped=result.skipped, destination_calls=result.calls,
         )  # fmt: skip
 
     async def _wait_while_paused(self) -> None:
@@ -348,7 +348,8 @@ class SyncWorkflow:
             f"**{p.status.value}** · phase {p.phase.value} · run {p.run_id}",
             f"pulled {c.pulled:,} · pushed {c.pushed:,} · failed {c.failed:,} · deleted {c.deleted:,} · "
             f"withheld field values {c.withheld_fields:,} · batches {c.batches}"
-            + (f" · quarantined {c.quarantined:,}" if c.quarantined else ""),
+            + (f" · quarantined {c.quarantined:,}" if c.quarantined else "")
+            + (f" · skipped by the write mode {c.skipped:,}" if c.skipped else ""),
             f"cursor {p.cursor or '-'} · region {p.region or '-'}",
         ]
         if p.drift:

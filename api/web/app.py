@@ -36,6 +36,7 @@ from api.web import (
     routes_ops,
     routes_pages,
     routes_runs,
+    routes_subprocessors,
     routes_syncs,
 )
 from api.web.context import STATIC_DIR, TEMPLATES_DIR, LazyTemporal, Metrics, TemporalGetter, WebContext
@@ -90,7 +91,7 @@ def create_app(
         vault=vault,
         oauth=oauth,
         connectors=connector_factory(settings, engine, oauth),
-        temporal=temporal or LazyTemporal(settings),
+        temporal=temporal or LazyTemporal(settings, vault),
         templates=templates,
         pseudonymizer=pseudonymizer,
         login_limiter=LoginLimiter(engine, pseudonymizer, web),
@@ -136,6 +137,7 @@ def create_app(
         routes_syncs,
         routes_runs,
         routes_instructions,
+        routes_subprocessors,
     ):
         app.include_router(module.router)
     # the auditors' read-only API (bearer tokens of their own, see api.audit.router)

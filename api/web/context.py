@@ -57,12 +57,16 @@ class Metrics:
 
 class LazyTemporal:
     """Connects once, in the event loop that first asks; a failure is remembered for a few seconds so a
-    page with Temporal down does not wait on every request."""
+    page with Temporal down does not wait on every request. The client's payload codec seals through
+    ``vault`` (the web app's, over its engine); without one it makes its own vault and engine, which
+    :meth:`close` disposes (the web app's close calls it)."""
 
-    def __init__(self, settings: Settings, *, retry_after_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, vault: Vault | None = None, *, retry_after_s: float = 5.0) -> None:
         self.settings = settings
+        self.vault = vault
         self.retry_after_s = retry_after_s
         self._client: Client | None = None
+        self._owned: Engine | None = None
         self._failed_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -77,13 +81,19 @@ class LazyTemporal:
             from workers.client import connect
 
             try:
-                connected = await connect(self.settings)
+                connected = await connect(self.settings, vault=self.vault)
             except ConfigError as exc:
                 self._failed_at = time.monotonic()
                 raise TransientError(str(exc)) from None
-            connected.engine.dispose()  # the web app has its own engine; keep only the client
+            if self.vault is None:
+                self._owned = connected.engine
             self._client = connected.client
             return self._client
+
+    def close(self) -> None:
+        """Dispose the engine this getter made (none when it was given the web app's vault)."""
+        if self._owned is not None:
+            self._owned.dispose()
 
 
 @dataclass
@@ -110,5 +120,7 @@ class WebContext:
 
     def close(self) -> None:
         self.oauth.close()
+        if isinstance(self.temporal, LazyTemporal):
+            self.temporal.close()
         if self.owns_engine:
             self.engine.dispose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from schemas.sync import SyncWriteMode
 from store.syncs import SyncSpec
 
 __all__ = ["InstructionForm", "NewSyncForm", "PasswordChangeForm", "parse_mapping"]
@@ -67,6 +68,7 @@ class NewSyncForm(BaseModel):
     source_endpoint: str = Field("", max_length=_MAX_ID)
     destination_endpoint: str = Field("", max_length=_MAX_ID)
     same_connection: bool = False
+    write_mode: SyncWriteMode = SyncWriteMode.UPSERT
 
     def pairs(self) -> dict[str, str]:
         """The mapping chosen (``ValueError`` as :func:`parse_mapping`)."""
@@ -90,6 +92,7 @@ class NewSyncForm(BaseModel):
             destination_id_property=self.destination_id_property,
             source_key_property=self.source_key_property,
             instruction_version=instruction_version,
+            write_mode=self.write_mode,
         )
 
 

@@ -27,8 +27,9 @@ from starlette.responses import Response
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.security import csp_with_form_targets
 from api.web.session import CsrfChecked
-from api.web.tenancy import Scope
+from api.web.tenancy import AdminScope, Scope
 from connectors.hubspot.config import EXPORT_SCOPE
+from connectors.hubspot.objects import CUSTOM_SCOPES
 from connectors.oauth import OAuthCallbackError
 from store import users as user_store
 from store.connections import ConnectionStatus
@@ -112,14 +113,17 @@ def connections_page(request: Request, scope: Scope) -> HTMLResponse:
 def connect(
     request: Request,
     provider: ProviderName,
-    scope: Scope,
+    scope: AdminScope,
     _csrf: CsrfChecked,
     allow_exports: Annotated[str | None, Form(max_length=8)] = None,
+    allow_custom_objects: Annotated[str | None, Form(max_length=8)] = None,
 ) -> Response:
     """Start the OAuth flow (authorization code + PKCE): redirect to the provider's consent page.
 
     ``allow_exports`` (HubSpot's checkbox) also asks for ``crm.export``: full reads of large
-    objects then go through HubSpot's Exports API (a Super Admin must grant it)."""
+    objects then go through HubSpot's Exports API (a Super Admin must grant it);
+    ``allow_custom_objects`` asks for the custom-object scopes (the portal's custom objects are
+    then offered as streams)."""
     oauth = scope.ctx.oauth
     if provider.value not in oauth.configs:
         return render(
@@ -128,7 +132,11 @@ def connect(
             {"title": "Not configured", "message": f"No {LABELS[provider.value]} OAuth app is configured."},
             status=400,
         )
-    extra = (EXPORT_SCOPE,) if allow_exports and provider is ProviderName.HUBSPOT else ()
+    hubspot = provider is ProviderName.HUBSPOT
+    extra = (
+        *((EXPORT_SCOPE,) if allow_exports and hubspot else ()),
+        *(CUSTOM_SCOPES if allow_custom_objects and hubspot else ()),
+    )
     req = oauth.begin_authorization(scope.tenant, provider.value, extra_scopes=extra)
     pending = dict(scope.session.oauth_pending)
     pending[hashlib.sha256(req.state.encode()).hexdigest()] = provider.value
@@ -148,7 +156,7 @@ def connect(
 )
 def oauth_callback(
     request: Request,
-    scope: Scope,
+    scope: AdminScope,
     state: Annotated[str | None, Query(max_length=512)] = None,
     code: Annotated[str | None, Query(max_length=4096)] = None,
     error: Annotated[str | None, Query(max_length=256)] = None,

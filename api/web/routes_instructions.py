@@ -21,7 +21,7 @@ from starlette.responses import Response
 from api.web.forms import InstructionForm
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
-from api.web.tenancy import Scope, TenantScope
+from api.web.tenancy import AdminScope, Scope, TenantScope
 from governance.policy import ProcessingInstruction
 from schemas.errors import ConfigError
 from services.syncconfig import repoint
@@ -70,7 +70,7 @@ def _instructions(
 )
 def move_syncs(
     request: Request,
-    scope: Scope,
+    scope: AdminScope,
     _csrf: CsrfChecked,
     version: Annotated[int, Form(ge=1, le=2**31 - 1)],
     sync_id: Annotated[list[str] | None, Form(max_length=200)] = None,
@@ -184,7 +184,7 @@ def _draft(scope: TenantScope, connection_id: str, stream: str) -> InstructionFo
 @router.get("/instructions/edit", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def edit_page(
     request: Request,
-    scope: Scope,
+    scope: AdminScope,
     connection_id: Annotated[str, Query(max_length=64)],
     stream: Annotated[str, Query(max_length=128)] = "",
 ) -> HTMLResponse:
@@ -228,7 +228,7 @@ def _problems(exc: ValidationError) -> str:
 
 @router.post("/instructions/preview", response_class=HTMLResponse, responses=POST_RESPONSES)
 def preview(
-    request: Request, scope: Scope, _csrf: CsrfChecked, form: Annotated[InstructionForm, Form()]
+    request: Request, scope: AdminScope, _csrf: CsrfChecked, form: Annotated[InstructionForm, Form()]
 ) -> HTMLResponse:
     """Show what the ticked fields would withhold, without saving."""
     return _editor(request, scope, form)
@@ -236,7 +236,7 @@ def preview(
 
 @router.post("/instructions/save", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES)
 def save(
-    request: Request, scope: Scope, _csrf: CsrfChecked, form: Annotated[InstructionForm, Form()]
+    request: Request, scope: AdminScope, _csrf: CsrfChecked, form: Annotated[InstructionForm, Form()]
 ) -> Response:
     """Store the edited instruction as the next version."""
     scope.connection(form.connection_id)

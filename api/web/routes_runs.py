@@ -20,7 +20,7 @@ from api.schedules import parse_interval
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.routes_syncs import temporal_client
 from api.web.session import CsrfChecked
-from api.web.tenancy import Scope, TenantScope
+from api.web.tenancy import EditorScope, Scope, TenantScope
 from schemas.errors import ConfigError
 from store import dead_letters as dead_letter_store
 from store import runs as run_store
@@ -41,7 +41,7 @@ SHOWN_LETTERS = 500
 )
 async def set_schedule(
     sync_id: str,
-    scope: Scope,
+    scope: EditorScope,
     _csrf: CsrfChecked,
     every: Annotated[str, Form(max_length=16)],
     paused: Annotated[bool, Form()] = False,

@@ -27,7 +27,7 @@ from api import syncops
 from api.web.forms import NewSyncForm
 from api.web.render import PAGE_RESPONSES, POST_RESPONSES, render
 from api.web.session import CsrfChecked
-from api.web.tenancy import Scope, TenantScope
+from api.web.tenancy import AdminScope, EditorScope, Scope, TenantScope
 from governance.registry import Endpoint
 from schemas.errors import ConfigError, CrmhubError, TransientError
 from schemas.sync import Progress, SyncMode, SyncStatus
@@ -249,7 +249,7 @@ def _new_sync_page(
 @router.get("/syncs/new", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def new_sync_page(
     request: Request,
-    scope: Scope,
+    scope: EditorScope,
     source_connection_id: Annotated[str, Query(max_length=64)] = "",
     destination_connection_id: Annotated[str, Query(max_length=64)] = "",
     same_connection: bool = False,
@@ -272,7 +272,7 @@ def new_sync_page(
 
 @router.post("/syncs", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES)
 def create_sync(
-    request: Request, scope: Scope, _csrf: CsrfChecked, form: Annotated[NewSyncForm, Form()]
+    request: Request, scope: EditorScope, _csrf: CsrfChecked, form: Annotated[NewSyncForm, Form()]
 ) -> Response:
     """Create a sync under the tenant's latest instruction version, after the checks
     ``crmhub sync create`` runs too (:mod:`services.sync_setup`)."""
@@ -335,7 +335,7 @@ async def sync_page(request: Request, sync_id: str, scope: Scope) -> HTMLRespons
 )
 def set_instruction(
     sync_id: str,
-    scope: Scope,
+    scope: AdminScope,
     _csrf: CsrfChecked,
     version: Annotated[int | None, Form(ge=1, le=2**31 - 1)] = None,
 ) -> RedirectResponse:
@@ -380,7 +380,7 @@ async def _signal(scope: TenantScope, sync_id: str, action: str, mode: SyncMode 
     "/syncs/{sync_id}/run", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES
 )
 async def run_now(
-    sync_id: str, scope: Scope, _csrf: CsrfChecked, mode: Annotated[SyncMode | None, Form()] = None
+    sync_id: str, scope: EditorScope, _csrf: CsrfChecked, mode: Annotated[SyncMode | None, Form()] = None
 ) -> RedirectResponse:
     """Start a run now (or join the one in progress); default mode: incremental once it has a cursor."""
     await _signal(scope, sync_id, "run", mode)
@@ -397,7 +397,7 @@ async def _client(scope: TenantScope) -> Client:
 @router.post(
     "/syncs/{sync_id}/pause", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES
 )
-async def pause(sync_id: str, scope: Scope, _csrf: CsrfChecked) -> RedirectResponse:
+async def pause(sync_id: str, scope: EditorScope, _csrf: CsrfChecked) -> RedirectResponse:
     """Pause the run in progress (it stops between batches)."""
     await _signal(scope, sync_id, "pause")
     return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
@@ -406,7 +406,7 @@ async def pause(sync_id: str, scope: Scope, _csrf: CsrfChecked) -> RedirectRespo
 @router.post(
     "/syncs/{sync_id}/resume", response_class=RedirectResponse, status_code=303, responses=POST_RESPONSES
 )
-async def resume(sync_id: str, scope: Scope, _csrf: CsrfChecked) -> RedirectResponse:
+async def resume(sync_id: str, scope: EditorScope, _csrf: CsrfChecked) -> RedirectResponse:
     """Resume a paused run."""
     await _signal(scope, sync_id, "resume")
     return RedirectResponse(f"/syncs/{sync_id}", status_code=303)

@@ -51,6 +51,7 @@ class Session:
     user_id: str
     tenant: str
     oauth_pending: dict[str, str]
+    role: str = "admin"  # the user's role, read with the session on every request (store.users.ROLES)
 
     @property
     def csrf(self) -> str:
@@ -75,7 +76,7 @@ def optional_session(request: Request) -> Session | None:
         row = user_store.get_live_session(conn, id_hash, now=datetime.now(UTC))
     if row is None:
         return None
-    session = Session(token, id_hash, row.user_id, row.tenant, row.oauth_pending)
+    session = Session(token, id_hash, row.user_id, row.tenant, row.oauth_pending, row.role)
     request.state.session = session
     return session
 

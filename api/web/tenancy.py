@@ -8,6 +8,7 @@ its methods are the only way routes read or write tenant data: each query filter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -32,7 +33,7 @@ from store.runs import RunRow
 from store.syncs import SyncRow, SyncSpec
 from store.tenants import TenantRow
 
-__all__ = ["TenantScope", "tenant_scope"]
+__all__ = ["AdminScope", "EditorScope", "Scope", "TenantScope", "tenant_scope"]
 
 
 def _not_found(what: str) -> HTTPException:
@@ -161,3 +162,25 @@ def tenant_scope(request: Request, session: Annotated[Session, Depends(require_s
 
 
 Scope = Annotated[TenantScope, Depends(tenant_scope)]
+"""Any logged-in user of the tenant (a viewer too): reading pages, their own password."""
+
+
+def _role_scope(*allowed: str) -> Callable[[TenantScope], TenantScope]:
+    def scope_of_role(scope: Scope) -> TenantScope:
+        role = scope.session.role
+        if role not in allowed:
+            raise HTTPException(
+                status_code=403,
+                detail=f"This needs the {' or '.join(allowed)} role; you are signed in as {role}. "
+                "Ask an admin of your tenant to do it, or to change your role.",
+            )
+        return scope
+
+    return scope_of_role
+
+
+AdminScope = Annotated[TenantScope, Depends(_role_scope("admin"))]
+"""Only admins: processing instructions (and which one a sync runs under), connections, users and
+notification settings."""
+EditorScope = Annotated[TenantScope, Depends(_role_scope("admin", "editor"))]
+"""Admins and editors: create, run, pause, resume and schedule syncs."""

@@ -41,6 +41,8 @@ import urllib3
 from hubspot.crm import exports as hs_exports
 from hubspot.crm import objects as hs_objects
 from hubspot.crm import properties as hs_properties
+from hubspot.crm import schemas as hs_schemas
+from hubspot.crm.associations import v4 as hs_associations
 from urllib3.util.retry import Retry
 
 from connectors.base import TokenSource
@@ -144,11 +146,15 @@ class HubSpotClient:
         self._objects_client = hs_objects.ApiClient(self._configuration(hs_objects.Configuration()))
         self._properties_client = hs_properties.ApiClient(self._configuration(hs_properties.Configuration()))
         self._exports_client = hs_exports.ApiClient(self._configuration(hs_exports.Configuration()))
+        self._assoc_client = hs_associations.ApiClient(self._configuration(hs_associations.Configuration()))
+        self._assoc = hs_associations.BatchApi(self._assoc_client)
+        self._schemas_client = hs_schemas.ApiClient(self._configuration(hs_schemas.Configuration()))
         self._basic = hs_objects.BasicApi(self._objects_client)
         self._search = hs_objects.SearchApi(self._objects_client)
         self._batch = hs_objects.BatchApi(self._objects_client)
         self._props = hs_properties.CoreApi(self._properties_client)
         self._exports = hs_exports.PublicExportsApi(self._exports_client)
+        self._schemas = hs_schemas.CoreApi(self._schemas_client)
 
     def _configuration(self, cfg: Any) -> Any:
         cfg.host = self.config.base_url
@@ -178,6 +184,8 @@ class HubSpotClient:
         self._objects_client.configuration.access_token = token
         self._properties_client.configuration.access_token = token
         self._exports_client.configuration.access_token = token
+        self._assoc_client.configuration.access_token = token
+        self._schemas_client.configuration.access_token = token
 
     # -- endpoints --------------------------------------------------------------------------------
 
@@ -232,6 +240,23 @@ class HubSpotClient:
         )
         return answer.status, answer.body
 
+    def associations(
+        self, from_type: str, to_type: str, verb: str, inputs: Sequence[Mapping[str, Any]]
+    ) -> tuple[int, JSON]:
+        """``POST /crm/v4/associations/{from}/{to}/batch/{verb}`` (create, archive, read) through the
+        SDK's associations v4 ``BatchApi``: (status, body) — 201/200, 207 with ``errors``, 204 for
+        archive. Each is idempotent (a pair associated twice is one association), so all resend."""
+        api = {"create": self._assoc.create, "archive": self._assoc.archive, "read": self._assoc.get_page}[
+            verb
+        ]
+        payload = {"inputs": list(inputs)}
+        answer = self._call(
+            f"associations {verb}",
+            lambda: api(from_type, to_type, payload, **self._raw()),
+            expect=dict if verb != "archive" else None,
+        )
+        return answer.status, answer.body
+
     def properties(self, object_type: str) -> list[dict[str, Any]]:
         """``GET /crm/v3/properties/{t}``: live property definitions."""
         body = self._call(
@@ -240,6 +265,16 @@ class HubSpotClient:
         results = body.get("results")
         if not isinstance(results, list):
             raise TransientError("HubSpot properties answer has no results list")
+        return [r for r in results if isinstance(r, dict)]
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """``GET /crm/v3/schemas`` (scope ``crm.schemas.custom.read``): the portal's custom object
+        schemas with their properties, one call for all
+        (https://developers.hubspot.com/docs/guides/api/crm/objects/custom-objects)."""
+        body = self._call("schemas", lambda: self._schemas.get_all(**self._raw()), expect=dict).body
+        results = body.get("results")
+        if not isinstance(results, list):
+            raise TransientError("HubSpot schemas answer has no results list")
         return [r for r in results if isinstance(r, dict)]
 
     def account_details(self) -> JSON:
@@ -317,7 +352,13 @@ class HubSpotClient:
 
     def close(self) -> None:
         """Close pooled connections."""
-        for client in (self._objects_client, self._properties_client, self._exports_client):
+        for client in (
+            self._objects_client,
+            self._properties_client,
+            self._exports_client,
+            self._assoc_client,
+            self._schemas_client,
+        ):
             manager = client.rest_client.pool_manager
             # urllib3 2.x's PoolManager.clear() forgets its pools without closing their sockets.
             for key in list(manager.pools.keys()):
@@ -391,6 +432,10 @@ class HubSpotClient:
             except hs_properties.ApiException as exc:
                 status, data, headers = exc.status, exc.body, exc.headers
             except hs_exports.ApiException as exc:
+                status, data, headers = exc.status, exc.body, exc.headers
+            except hs_associations.ApiException as exc:
+                status, data, headers = exc.status, exc.body, exc.headers
+            except hs_schemas.ApiException as exc:
                 status, data, headers = exc.status, exc.body, exc.headers
         except urllib3.exceptions.HTTPError as exc:
             failure = _connection_error(what, exc)

@@ -1,4 +1,5 @@
-"""``HubSpotConnector``: contacts, companies and deals of one HubSpot portal (DESIGN.md §3)."""
+"""``HubSpotConnector``: contacts, companies, deals and the custom objects of one HubSpot portal
+(DESIGN.md §3; custom objects: :mod:`connectors.hubspot.objects`)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from connectors.base import Connector, TokenSource
+from connectors.hubspot.associations import Linker
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.config import HubSpotConfig
-from connectors.hubspot.reader import ID_PROPERTY, MODIFIED_PROPERTY, StreamReader
+from connectors.hubspot.objects import ObjectCatalog
+from connectors.hubspot.reader import ID_PROPERTY, StreamReader
 from connectors.hubspot.writer import BatchWriter
 from schemas.connector import (
     CheckResult,
     FieldSpec,
     IdPage,
+    Link,
+    LinkResult,
     Page,
     Record,
     StreamSchema,
@@ -39,12 +44,13 @@ class HubSpotConnector(Connector):
         self.client = HubSpotClient(config, tokens, **client_options)
         self._reader = StreamReader(self.client, config)
         self._writer = BatchWriter(self.client, config)
+        self._linker = Linker(self.client)
+        self.catalog = ObjectCatalog(self.client, config)
         self.region = config.region or ("eu" if "api-eu1." in config.base_url else "unknown")
 
     def _stream(self, stream: str) -> str:
-        if stream not in MODIFIED_PROPERTY:
-            raise ConfigError(f"unknown HubSpot stream {stream!r}; use one of {sorted(MODIFIED_PROPERTY)}")
-        return stream
+        """The path segment of ``stream`` (a custom object's objectTypeId); ConfigError if unknown."""
+        return self.catalog.resolve(stream).api_type
 
     def check(self) -> CheckResult:
         """One list call for a single contact: proves the token, the scopes and reachability."""
@@ -56,21 +62,29 @@ class HubSpotConnector(Connector):
         return CheckResult(ok=True, message="HubSpot portal reachable; token accepted")
 
     def streams(self) -> list[StreamSpec]:
+        """The standard objects and the portal's custom objects (one schemas call, see
+        :mod:`connectors.hubspot.objects`)."""
+        self.client.refresh_token_view()
         return [
             StreamSpec(
-                name=name,
+                name=obj.stream,
                 primary_key=ID_PROPERTY,
-                cursor_field=modified,
-                default_external_id=self.config.id_property(name),
+                cursor_field=obj.modified,
+                default_external_id=self.catalog.default_external_id(obj),
+                label=obj.label,
+                custom=obj.custom,
+                aliases=obj.aliases,
             )
-            for name, modified in MODIFIED_PROPERTY.items()
+            for obj in self.catalog.objects()
         ]
 
     def describe(self, stream: str) -> StreamSchema:
-        """Live properties: HubSpot type, writable unless calculated/read-only, unique if hasUniqueValue."""
+        """Live properties: HubSpot type, writable unless calculated/read-only, unique if hasUniqueValue;
+        required if a custom object's schema lists it in ``requiredProperties``."""
         self.client.refresh_token_view()
+        obj = self.catalog.resolve(stream)
         fields = []
-        for p in self.client.properties(self._stream(stream)):
+        for p in self.client.properties(obj.api_type):
             meta = p.get("modificationMetadata") or {}
             unique = bool(p.get("hasUniqueValue")) or (stream == "contacts" and p.get("name") == "email")
             fields.append(
@@ -82,10 +96,11 @@ class HubSpotConnector(Connector):
                     writable=not p.get("calculated") and not meta.get("readOnlyValue"),
                     unique=unique,
                     external_id=unique,
+                    required=p.get("name") in obj.required,
                 )
             )
-        self._writer.know_types(stream, {f.name: f.type for f in fields})
-        return StreamSchema(stream=stream, fields=tuple(sorted(fields, key=lambda f: f.name)))
+        self._writer.know_types(obj.api_type, {f.name: f.type for f in fields})
+        return StreamSchema(stream=obj.stream, fields=tuple(sorted(fields, key=lambda f: f.name)))
 
     def hosting_instance(self) -> str | None:
         """The portal's ``dataHostingLocation`` from the account information API (``na1``, ``eu1``,
@@ -107,6 +122,18 @@ class HubSpotConnector(Connector):
         """See :mod:`connectors.hubspot.writer`: one outcome per record, bad records isolated."""
         self.client.refresh_token_view()
         return self._writer.write_batch(self._stream(stream), records, mode, external_id=external_id)
+
+    links: ClassVar[bool] = True
+
+    def write_links(self, stream: str, parent_stream: str, links: Sequence[Link]) -> LinkResult:
+        """Associations v4 batch archive + create (see :mod:`connectors.hubspot.associations`)."""
+        self.client.refresh_token_view()
+        return self._linker.write_links(self._stream(stream), self._stream(parent_stream), links)
+
+    def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Each child's associated parents, primary first (associations v4 batch read)."""
+        self.client.refresh_token_view()
+        return self._linker.read_links(self._stream(stream), self._stream(parent_stream), child_ids)
 
     lists_ids: ClassVar[bool] = True
 

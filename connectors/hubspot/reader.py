@@ -63,6 +63,7 @@ MODIFIED_PROPERTY = {
     "companies": "hs_lastmodifieddate",
     "deals": "hs_lastmodifieddate",
 }
+CUSTOM_MODIFIED = "hs_lastmodifieddate"  # every custom object's modification property
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
 SEARCH_MAX_RESULTS = 10_000  # HubSpot refuses a search page past its 10,000th result
@@ -183,7 +184,8 @@ class StreamReader:
         return [str(r["id"]) for r in _results(body)], _next_after(body)
 
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
-        modified = MODIFIED_PROPERTY.get(stream)
+        # A custom object is addressed by its objectTypeId "2-…" (connectors.hubspot.objects).
+        modified = MODIFIED_PROPERTY.get(stream) or (CUSTOM_MODIFIED if stream.startswith("2-") else None)
         if modified is None:
             raise ConfigError(f"unknown HubSpot stream {stream!r}; use one of {sorted(MODIFIED_PROPERTY)}")
         if page_size < 1:

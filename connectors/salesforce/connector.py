@@ -35,7 +35,7 @@ from connectors.salesforce.config import SalesforceConfig
 from connectors.salesforce.idlist import list_ids
 from connectors.salesforce.overlap import FLOOR_KEY, SEEN_KEY
 from connectors.salesforce.reading import BULK_KEYS, Overlap, counted_page, rest_page
-from connectors.salesforce.runs import end_page, start_run
+from connectors.salesforce.runs import COVERED_KEY, end_page, start_run
 from connectors.salesforce.schema import CURSOR_FIELD, FieldPlan, plan_fields, rest_datetime, stream_schema
 from connectors.salesforce.soql import format_datetime, is_ident
 from connectors.salesforce.writing import write_records
@@ -198,6 +198,10 @@ class SalesforceConnector(Connector):
                     cursor_field=CURSOR_FIELD if o.get("replicateable", True) else None,
                     writable=bool(o.get("createable") or o.get("updateable")),
                     supports_deletes=bool(o.get("replicateable", True)),
+                    label=str(o.get("labelPlural") or o.get("label") or ""),
+                    # describeGlobal marks custom objects (``__c``) with custom: true
+                    # (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_describeGlobal.htm)
+                    custom=bool(o.get("custom")),
                 )
             )
         return out
@@ -326,6 +330,13 @@ class SalesforceConnector(Connector):
         overlap = self._overlap()
         if state.mode is ReadMode.FULL:
             path = extra.get("path")
+            if path is None and COVERED_KEY not in extra:
+                # A full read sees every record live when it starts, so the delete log only has to
+                # cover deletes from then on: without this mark the first incremental run would ask
+                # from the newest record's SystemModstamp and, on an org whose records are older than
+                # the recycle bin keeps deletes (15 days), report a purge that never happened.
+                extra[COVERED_KEY] = str(int(self._clock() * 1000))
+                state = state.model_copy(update={"extra": extra})
             if path is None:
                 fresh = state.cursor is None and state.page_token is None
                 threshold = self.config.bulk_threshold

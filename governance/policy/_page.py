@@ -4,12 +4,14 @@
 its key field, the run's planned and live field types, the checked transforms, the tenant's
 pseudonymizer); :meth:`PageProcessor.process` takes a page as the connector returned it and does,
 in this order: the keyed hash of every record's source id (before anything else — the id itself
-leaves only if the instruction allows it), the type contract (:func:`screen`: a record whose value
-no longer fits its planned type is quarantined), the projection to the allowed fields with
-pseudonymization (:func:`project`, quarantined records too: the quarantine holds nothing the staging
-would not), the declared transforms (:func:`apply_transforms`) and the keyed hashes of the deleted
-ids. The :class:`GovernedPage` it returns is everything the pull stages and records in lineage:
-records with their keys, quarantined records with theirs and why, deleted keys and what was withheld
+leaves only if the instruction allows it), the suppression list (a record whose keyed hash names a
+restricted, objecting or erased data subject is dropped here and only counted), the type contract
+(:func:`screen`: a record whose value no longer fits its planned type is quarantined), the
+projection to the allowed fields with pseudonymization (:func:`project`, quarantined records too:
+the quarantine holds nothing the staging would not), the declared transforms
+(:func:`apply_transforms`) and the keyed hashes of the deleted ids. The :class:`GovernedPage` it
+returns is everything the pull stages and records in lineage: records with their keys, quarantined
+records with theirs and why, deleted keys, how many records were suppressed, and what was withheld
 or pseudonymized (names and counts, never values).
 """
 
@@ -51,6 +53,7 @@ class GovernedPage:
     withheld_fields: tuple[str, ...]  # names of fields the instruction kept out
     withheld_values: int
     pseudonymized: int  # values replaced by pseudonyms
+    suppressed: int = 0  # records of suppressed data subjects dropped (counted, never kept)
 
     @property
     def read(self) -> int:
@@ -70,6 +73,7 @@ class PageProcessor:
     transforms: Sequence[Transform] = ()
     planned_types: Mapping[str, str] | None = None  # the run's type contract (None: not checked)
     live_types: Mapping[str, str] | None = None  # the describe types now, named in a reason
+    suppressed: frozenset[str] = frozenset()  # keyed hashes a data-subject request suppressed
 
     @classmethod
     def for_check(
@@ -82,6 +86,7 @@ class PageProcessor:
         pseudonymizer: Pseudonymizer,
         planned_types: Mapping[str, str] | None = None,
         live_types: Mapping[str, str] | None = None,
+        suppressed: frozenset[str] = frozenset(),
     ) -> PageProcessor:
         """The processor of a plan that passed :func:`~governance.policy.check` under
         ``instruction``, its transforms taken from ``registry``."""
@@ -93,7 +98,7 @@ class PageProcessor:
             transforms.append(t)
         return cls(
             instruction, checked.source_object, key_field, pseudonymizer, tuple(transforms),
-            planned_types, live_types,
+            planned_types, live_types, suppressed,
         )  # fmt: skip
 
     def process(self, records: Sequence[Record], deleted_ids: Sequence[object] = ()) -> GovernedPage:
@@ -107,6 +112,12 @@ class PageProcessor:
             if rid is None or rid == "":
                 raise DataError(f"a {self.source_object} record came without its key {self.key_field}")
             keys.append(keyed_hash(tenant, str(rid)))
+        dropped = 0
+        if self.suppressed:
+            kept_pairs = [(k, r) for k, r in zip(keys, records, strict=True) if k not in self.suppressed]
+            dropped = len(keys) - len(kept_pairs)
+            if dropped:
+                keys, records = [k for k, _ in kept_pairs], [r for _, r in kept_pairs]
         screened = screen(records, self.planned_types or {}, live=self.live_types)
         held: list[Quarantined] = []
         if screened.held:
@@ -129,4 +140,5 @@ class PageProcessor:
             withheld_fields=kept.withheld_fields,
             withheld_values=kept.withheld_values,
             pseudonymized=sum(kept.pseudonymized.values()),
+            suppressed=dropped,
         )

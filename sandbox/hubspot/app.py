@@ -49,6 +49,7 @@ from starlette.routing import BaseRoute, Route
 
 from sandbox.base import Handler, VendorSandbox, endpoint
 from sandbox.faults import FaultDecision, FaultKind
+from sandbox.hubspot.associations import Associations
 from sandbox.hubspot.errors import (
     CRM_ERROR_LINKS,
     MISSING_AUTH_MESSAGE,
@@ -70,6 +71,7 @@ from sandbox.hubspot.exports import (
 from sandbox.hubspot.merges import Merges
 from sandbox.hubspot.oauth_pages import OAuthPages
 from sandbox.hubspot.objects import CrmObjects
+from sandbox.hubspot.objecttypes import CustomRoutes
 from sandbox.hubspot.quirks import Quirks, decode_list_cursor, encode_list_cursor
 from sandbox.hubspot.ratelimit import Limited, RateLimiter
 from sandbox.hubspot.schema import (
@@ -82,6 +84,7 @@ from sandbox.hubspot.schema import (
     iso_ms,
     object_type,
 )
+from sandbox.hubspot.schemas import CustomSchemas
 from sandbox.hubspot.search import compile_search
 from sandbox.hubspot.seed import company_rows, contact_rows, deal_rows
 from sandbox.jsonbody import BadJson, parse_body
@@ -245,7 +248,9 @@ class HubSpotSandbox(VendorSandbox):
         self.hub_domain = "crmhub-sandbox.hubspot.test"
         self.properties = PropertyRegistry()
         self.objects = CrmObjects(self.store, self.properties, portal_id)
+        self.schemas = CustomSchemas(portal_id, self.properties)
         self.merges = Merges(self.store, self.objects)
+        self.associations = Associations(self.store)
         self.limits = RateLimiter(
             burst_limit=burst_limit,
             burst_window_s=burst_window_s,
@@ -264,6 +269,7 @@ class HubSpotSandbox(VendorSandbox):
         self._app_ids: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pages = OAuthPages(self)
+        self._custom = CustomRoutes(self)
         for ot in OBJECT_TYPES.values():
             for prop in ("external_id", *(("email",) if ot.name == "contacts" else ())):
                 self.store.ensure_field_index(ot.name, prop)
@@ -272,9 +278,20 @@ class HubSpotSandbox(VendorSandbox):
 
     def _ot(self, obj: str) -> ObjectType:
         ot = object_type(obj)
+        custom = None if ot is not None else self.schemas.resolve(obj, by_name=True)
+        if custom is not None:
+            return custom.ot
         if ot is None:
             raise ValueError(f"unknown HubSpot object type {obj!r}; use one of {sorted(OBJECT_TYPES)}")
         return ot
+
+    def live_records(self, obj: str) -> list[dict[str, Any]]:
+        """Every live record of ``obj`` (a standard or custom object, by any of its names)."""
+        return super().live_records(self._ot(obj).name)
+
+    def create_schema(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Define a custom object as ``POST /crm/v3/schemas`` does; returns its schema."""
+        return self._custom.define(body)
 
     def issue_private_app_token(self, name: str = "crmhub private app") -> str:
         """A static private-app access token (``pat-na1-<uuid>``), valid until revoked."""
@@ -496,8 +513,16 @@ class HubSpotSandbox(VendorSandbox):
             context={"expire time": [iso_ms(int(expired_at * 1000))]},
         )
 
-    def _api(self, name: str, inner: _Inner, *, search: bool = False, scope: str | None = None) -> Handler:
-        """Auth, the rate limiter, ``scope`` (403 MISSING_SCOPES without it) and ApiError rendering."""
+    def _api(
+        self,
+        name: str,
+        inner: _Inner,
+        *,
+        search: bool = False,
+        scope: str | Callable[[Request], str | None] | None = None,
+    ) -> Handler:
+        """Auth, the rate limiter, ``scope`` (403 MISSING_SCOPES without it; a callable names the
+        scope a request needs, or None) and ApiError rendering."""
         sandbox = self
 
         async def handler(request: Request) -> Response:
@@ -513,7 +538,8 @@ class HubSpotSandbox(VendorSandbox):
                     send_retry_after=sandbox.quirks.retry_after_header,
                 )
             try:
-                if scope is not None and not auth.allows(scope):
+                needed = scope(request) if callable(scope) else scope
+                if needed is not None and not auth.allows(needed):
                     raise ApiError(
                         403,
                         "MISSING_SCOPES",
@@ -521,7 +547,7 @@ class HubSpotSandbox(VendorSandbox):
                         errors=[
                             {
                                 "message": "One or more of the following scopes are required.",
-                                "context": {"requiredGranularScopes": [scope]},
+                                "context": {"requiredGranularScopes": [needed]},
                             }
                         ],
                         links={"scopes": SCOPES_LINK},
@@ -602,6 +628,8 @@ class HubSpotSandbox(VendorSandbox):
                         methods=["DELETE"],
                     ),
                 ]
+        routes += self.associations.routes(self._api)
+        routes += self._custom.routes()
         routes += [
             Route(
                 "/account-info/v3/details",
@@ -1033,6 +1061,9 @@ class HubSpotSandbox(VendorSandbox):
 
     def _prop_type(self, request: Request) -> ObjectType:
         ot = object_type(request.path_params["objectType"])
+        custom = None if ot is not None else self.schemas.resolve(request.path_params["objectType"])
+        if custom is not None:
+            return custom.ot
         if ot is None:
             raise ApiError(
                 400,

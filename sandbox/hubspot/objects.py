@@ -34,7 +34,7 @@ _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
-_SYSTEM = ("createdate", "hs_object_id")
+_SYSTEM = ("hs_object_id",)
 # A property value holds at most 65,536 characters (HubSpot's property-field limits:
 # https://knowledge.hubspot.com/properties/property-field-types-in-hubspot, "Single-line text").
 MAX_VALUE_CHARS = 65_536
@@ -130,13 +130,13 @@ class CrmObjects:
             names = [n for n in ot.default_properties if n in live]
         else:
             names = [n for n in dict.fromkeys(requested) if n in live]
-            names += [n for n in (*_SYSTEM, ot.modified_property) if n not in names]
+            names += [n for n in (*_SYSTEM, ot.created_property, ot.modified_property) if n not in names]
         return sorted(names)
 
     def value(self, ot: ObjectType, row: RecordRow, name: str) -> str | None:
         if name == "hs_object_id":
             return row.id
-        if name == "createdate":
+        if name == ot.created_property:
             return iso_ms(row.created)
         if name == ot.modified_property:
             return iso_ms(row.modstamp)

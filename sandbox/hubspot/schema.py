@@ -73,6 +73,8 @@ class ObjectType:
     modified_property: str  # "lastmodifieddate" for contacts, "hs_lastmodifieddate" otherwise
     default_properties: tuple[str, ...]  # returned when a request names none
     aliases: tuple[str, ...] = ()
+    # Custom objects name their create date ``hs_createdate`` (sandbox.hubspot.schemas).
+    created_property: str = "createdate"
 
 
 # Default returned properties per object, and the last-modified property name, from the "Searchable CRM

@@ -76,7 +76,7 @@ class _Compiler:
             raise _bad(f"Property {name} does not exist")
         if name == "hs_object_id":
             return "num", pdef
-        if name == "createdate":
+        if name == self.ot.created_property:
             return "created", pdef
         if name == self.ot.modified_property:
             return "modstamp", pdef

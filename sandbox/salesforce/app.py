@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from sandbox.faults import FaultDecision, FaultKind
 from sandbox.oauth import OAuthServer
 from sandbox.records import RecordStore
 from sandbox.salesforce import bulk, collections_delete, oauth_pages
+from sandbox.salesforce.customobjects import CUSTOM_NAME, custom_key_prefix, custom_object_fields
 from sandbox.salesforce.describe import REQUIRED_ON_CREATE, SYSTEM_FIELDS, Schema
 from sandbox.salesforce.engine import (
     ORG_ID,
@@ -47,7 +48,7 @@ from sandbox.salesforce.engine import (
     sort_key,
 )
 from sandbox.salesforce.http import JSON_TYPE, ApiError, bearer_token, json_response, read_json
-from sandbox.salesforce.ids import KEY_PREFIXES, is_valid_id, make_id, to_18
+from sandbox.salesforce.ids import is_valid_id, make_id, to_18
 from sandbox.salesforce.latecommit import LateCommits, Transaction
 from sandbox.salesforce.querybatch import batch_size_for
 from sandbox.salesforce.recyclebin import RecycleBin
@@ -216,6 +217,21 @@ class SalesforceSandbox(VendorSandbox):
         """A fresh access token for the default connected app (skips the browser flow)."""
         return self.oauth.issue_direct(self.client.client_id, scope).access_token
 
+    def add_custom_object(
+        self, name: str, label: str, plural: str, fields: Sequence[Mapping[str, Any]]
+    ) -> str:
+        """Define a custom object (``Project__c``) as Setup would; returns its key prefix. ``fields``
+        are its own ``__c`` fields (see :func:`sandbox.salesforce.customobjects.custom_object_fields`);
+        an ``externalId`` one is indexed like ``External_Id__c``."""
+        if not CUSTOM_NAME.match(name):
+            raise ValueError(f"custom object {name!r}: a custom object's API name ends in __c")
+        prefix = custom_key_prefix(self.schema.custom_count() + 1)
+        self.schema.add_object(name, label, plural, custom_object_fields(label, fields), prefix)
+        for f in self.schema.fields(name):
+            if f.get("externalId"):
+                self.store.ensure_field_index(name, f["name"])
+        return prefix
+
     def add_field(self, obj: str, field_def: dict[str, Any]) -> None:
         """Add a field to ``obj``'s schema (shows in describe; queryable at once)."""
         self.schema.add_field(obj, field_def)
@@ -259,7 +275,7 @@ class SalesforceSandbox(VendorSandbox):
     def create_record(self, obj: str, fields: Mapping[str, Any]) -> str:
         obj = self._object(obj)
         serial = self.store.next_num(obj)
-        sf_id = make_id(KEY_PREFIXES.get(obj, "a00"), serial)
+        sf_id = make_id(self.schema.key_prefix(obj), serial)
         data = self._with_name(obj, {k: v for k, v in fields.items() if k not in SYSTEM_FIELDS})
         stamp = self.store.clock.now_ms()
         # Through self.late: a long transaction or the late-commit mode may hold it back.
@@ -955,7 +971,7 @@ class SalesforceSandbox(VendorSandbox):
         if errors:
             return _Outcome(errors=errors, created=True)
         serial = self.store.next_num(obj)
-        sf_id = make_id(KEY_PREFIXES.get(obj, "a00"), serial)
+        sf_id = make_id(self.schema.key_prefix(obj), serial)
         self._claim(obj, clean, sf_id, claims)
         defaults = {"Status": "Open - Not Contacted"} if obj == "Lead" else {}
         data = self._with_name(obj, {**defaults, **clean})

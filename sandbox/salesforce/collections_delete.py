@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sandbox.salesforce.http import ApiError, json_response
-from sandbox.salesforce.ids import KEY_PREFIXES, is_valid_id, to_18
+from sandbox.salesforce.ids import is_valid_id, to_18
 
 if TYPE_CHECKING:
     from sandbox.salesforce.app import SalesforceSandbox
@@ -29,7 +29,6 @@ __all__ = ["delete"]
 
 LIMIT = 200
 _ID_SHAPE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
-_BY_PREFIX = {prefix: obj for obj, prefix in KEY_PREFIXES.items()}
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -57,7 +56,7 @@ async def delete(sb: SalesforceSandbox, request: Request) -> Response:
                     plan.append((rid, None, _error("MALFORMED_ID", f"malformed id {rid}")))
                     continue
                 rid18 = to_18(rid) if is_valid_id(rid) else rid
-                obj = _BY_PREFIX.get(rid18[:3])
+                obj = sb.schema.object_for_prefix(rid18[:3])
                 row = sb.store.get(obj, rid18, include_deleted=True) if obj in sb.schema.objects() else None
                 if obj is None or row is None:
                     plan.append((rid18, None, _error("NOT_FOUND", "The requested resource does not exist")))

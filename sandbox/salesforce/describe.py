@@ -155,6 +155,11 @@ def make_field(
     }
 
 
+def system_fields(label: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The system fields every object has: (the head: Id, IsDeleted; the tail: owner and audit)."""
+    return _system_head(label), _system_tail()
+
+
 def _system_head(label: str) -> list[dict[str, Any]]:
     return [
         make_field(
@@ -442,6 +447,35 @@ class Schema:
             "Lead": _lead_fields(),
         }
         self._version = 0
+        self._prefixes: dict[str, str] = {}  # custom object → key prefix
+        self._labels: dict[str, tuple[str, str]] = {}
+
+    def add_object(
+        self, name: str, label: str, plural: str, fields: list[dict[str, Any]], key_prefix: str
+    ) -> None:
+        """Define a custom object (see :mod:`sandbox.salesforce.customobjects`)."""
+        with self._lock:
+            if self.canonical_object(name) is not None:
+                raise ValueError(f"an object named {name} exists already")
+            self._fields[name] = fields
+            self._prefixes[name] = key_prefix
+            self._labels[name] = (label, plural)
+            self._version += 1
+
+    def custom_count(self) -> int:
+        return len(self._prefixes)
+
+    def key_prefix(self, obj: str) -> str:
+        """The object's key prefix (the first three characters of its record ids)."""
+        return KEY_PREFIXES.get(obj) or self._prefixes.get(obj, "a00")
+
+    def object_for_prefix(self, prefix: str) -> str | None:
+        """The object whose record ids start with ``prefix``; None if none."""
+        by_prefix = {p: o for o, p in (*KEY_PREFIXES.items(), *self._prefixes.items())}
+        return by_prefix.get(prefix)
+
+    def labels(self, obj: str) -> tuple[str, str]:
+        return _LABELS.get(obj) or self._labels.get(obj, (obj, obj + "s"))
 
     @property
     def version(self) -> int:
@@ -515,9 +549,9 @@ class Schema:
 
     def describe(self, obj: str, version: str) -> dict[str, Any]:
         """The ``/sobjects/{obj}/describe`` body, shaped like the recorded Contact describe."""
-        label, plural = _LABELS.get(obj, (obj, obj + "s"))
+        label, plural = self.labels(obj)
         base = f"/services/data/{version}/sobjects/{obj}"
-        prefix = KEY_PREFIXES.get(obj, "a00")
+        prefix = self.key_prefix(obj)
         return {
             "actionOverrides": [],
             "activateable": False,
@@ -596,7 +630,7 @@ class Schema:
         """The ``/sobjects/`` body: encoding, maxBatchSize and one summary per object."""
         out = []
         for obj in self.objects():
-            label, plural = _LABELS.get(obj, (obj, obj + "s"))
+            label, plural = self.labels(obj)
             out.append(
                 {
                     "activateable": False,
@@ -610,7 +644,7 @@ class Schema:
                     "hasSubtypes": False,
                     "isInterface": False,
                     "isSubtype": False,
-                    "keyPrefix": KEY_PREFIXES.get(obj, "a00"),
+                    "keyPrefix": self.key_prefix(obj),
                     "label": label,
                     "labelPlural": plural,
                     "layoutable": True,

@@ -133,7 +133,8 @@ def test_bulk_path_returns_exactly_what_the_rest_path_returns(big_org: Org) -> N
     assert bulk.records == rest.records  # same order, same flat shape, same typed values
     assert bulk.final_state.cursor == rest.final_state.cursor
     assert bulk.final_state.tie_break == rest.final_state.tie_break
-    assert bulk.states[1].extra == {"path": "bulk"}  # chosen by the first page's count
+    assert bulk.states[1].extra["path"] == "bulk"  # chosen by the first page's count
+    assert set(bulk.states[1].extra) == {"path", "covered"}  # covered: when the full read began
     assert bulk.states[2].extra["path"] == "bulk" and "bulk_job" in bulk.states[2].extra
 
 

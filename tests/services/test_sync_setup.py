@@ -425,3 +425,40 @@ def test_type_mismatches_and_suggestions() -> None:
     assert type_mismatch("string", "date") == "string values into a date field"
     assert suggest("Contacts", ["Account", "Contact", "Lead"]) == "; did you mean Contact?"
     assert suggest("zzz", ["Account"]) == ""
+
+
+def test_a_custom_object_is_suggested_by_name_and_by_its_vendor_id(
+    setup: SyncSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    projects = StreamSpec(
+        name="projects",
+        primary_key="hs_object_id",
+        default_external_id="project_code",
+        custom=True,
+        aliases=("2-1000001", "p24681357_projects"),
+    )
+    monkeypatch.setattr(f"{__name__}.HS_STREAMS", [*HS_STREAMS, projects])
+    err = refusal(setup, spec_of(destination_stream="2-1000001"))
+    assert err.field == "destination_stream" and err.message == (
+        "destination_stream: the hubspot connection has no object '2-1000001'; did you mean projects? "
+        "(2-1000001 is its hubspot id; a sync names the object) (its objects: companies, contacts, projects)"
+    )
+    err = refusal(setup, spec_of(destination_stream="project"))
+    assert "did you mean projects?" in err.message
+    err = refusal(setup, spec_of(destination_stream="2-1000010"))  # a near miss of the objectTypeId
+    assert "did you mean projects?" in err.message
+    assert (
+        suggest("2-100001", ["contacts", "2-1000001"], {"2-1000001": "projects"})
+        == "; did you mean projects?"
+    )
+
+
+def test_a_relationship_is_no_destination_field(setup: SyncSetup) -> None:
+    """``{lookup: "@companies"}`` declares a relationship (workflows.associations): the destination
+    check does not look for a property ``@companies`` (the plan checks its parent sync), while the
+    lookup field is checked like any mapped source field (live at the source, allowed)."""
+    err = refusal(setup, spec_of(mapping={"Email": "email", "Emial": "@companies"}))
+    assert err.message == "mapping: the salesforce object Contact has no field 'Emial'; did you mean Email?"
+    row = setup.create(spec_of(mapping={"Email": "email", "FirstName": "@companies"}))
+    assert row.spec.mapping["FirstName"] == "@companies"
+    assert syncs_of(setup.engine) == 1

@@ -89,7 +89,8 @@ def test_removing_a_user_ends_its_sessions_and_only_its(db_engine: Engine) -> No
         assert user_store.count_sessions(conn, "u1", now=NOW) == 0
         assert [u.id for u in user_store.list_users(conn, "acme")] == ["u2"]
         assert user_store.set_password_hash(conn, "u2", "scrypt$y")
-        assert user_store.get_user(conn, "u2").password_hash == "scrypt$y"  # type: ignore[union-attr]
+        changed = user_store.get_user(conn, "u2")
+        assert changed is not None and changed.password_hash == "scrypt$y"
     assert _live(db_engine, "b0")
 
 

@@ -133,6 +133,7 @@ class World:
             "destination_id_property": "email",
             "source_key_property": "Email",
             "instruction_version": 1,
+            "write_mode": "mirror",  # the delete tests propagate source deletes
             **over,
         }
         spec = sync_store.SyncSpec.model_validate(data)

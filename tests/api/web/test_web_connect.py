@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sandbox.consent import press_consent
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
+from schemas.sync import SyncWriteMode
 from store import connections as connection_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
@@ -227,3 +228,13 @@ async def test_create_sync_form(
     listing = (await browser.get("/syncs")).text
     assert "Email → email" in listing and "v1" in listing
     assert (await browser.post("/syncs", data=form)).status_code == 400  # the id exists
+    assert row.spec.write_mode is SyncWriteMode.UPSERT and 'id="write-mode">upsert<' in detail.text
+    r = await browser.post("/syncs", data={**form, "sync_id": "contacts-mirror", "write_mode": "mirror"})
+    assert r.status_code == 303
+    with db_engine.connect() as conn:
+        mirrored = sync_store.get_sync(conn, "acme", "contacts-mirror")
+    assert mirrored is not None and mirrored.spec.write_mode is SyncWriteMode.MIRROR
+    r = await browser.post("/syncs", data={**form, "sync_id": "contacts-x", "write_mode": "sideways"})
+    assert r.status_code in (400, 422)  # not a write mode: refused, nothing stored
+    with db_engine.connect() as conn:
+        assert sync_store.get_sync(conn, "acme", "contacts-x") is None

@@ -45,11 +45,11 @@ async def test_user_lifecycle_from_the_cli(
     tenant, email = tenant_user
     who = ["--tenant", tenant, "--email", email]
     header, row = _ok(run, "list", "--tenant", tenant).splitlines()
-    assert header.split("\t") == ["id", "email", "created", "last_login", "enabled", "sessions"]
-    assert row.split("\t")[1] == email and row.endswith("\tnever\tyes\t0")
+    assert header.split("\t") == ["id", "email", "created", "last_login", "enabled", "sessions", "role"]
+    assert row.split("\t")[1] == email and row.endswith("\tnever\tyes\t0\tadmin")
     async with asgi_client(app) as c:
         assert (await login(c, tenant, email)).status_code == 303
-        assert _ok(run, "list", "--tenant", tenant).splitlines()[1].endswith("\tyes\t1")  # 1 session
+        assert _ok(run, "list", "--tenant", tenant).splitlines()[1].endswith("\tyes\t1\tadmin")  # 1 session
 
         assert "disabled; its sessions ended" in _said(run, "disable", *who)
         assert (await c.get("/")).status_code == 303

@@ -88,3 +88,26 @@ def test_an_object_outside_the_instruction_is_refused(registry: TransformRegistr
     other = PageProcessor(proc.instruction, "Lead", "Id", PS)
     with pytest.raises(PlanRefused):
         other.process([{"Id": "00Q1"}])
+
+
+def test_suppressed_subjects_are_dropped_before_anything_and_only_counted(
+    registry: TransformRegistry,
+) -> None:
+    proc = processor(registry, live={**PLANNED, "FirstName": "double"})
+    gone = {PS.keyed_hash("acme", "003A1"), PS.keyed_hash("acme", "003A2")}  # a kept and a misfit record
+    suppressing = PageProcessor.for_check(
+        check(
+            plan(field_mapping={"Id": "salesforce_id", "Email": "email"}, transforms=("full_name",)),
+            proc.instruction, at=NOW, registry=registry,
+        ),
+        proc.instruction, registry, key_field="Id", pseudonymizer=PS, planned_types=PLANNED,
+        suppressed=frozenset(gone),
+    )  # fmt: skip
+    governed = suppressing.process(records(), deleted_ids=["003A1"])
+    assert governed.suppressed == 2
+    assert governed.keys == [PS.keyed_hash("acme", "003A3")] and len(governed.records) == 1
+    assert governed.quarantined == []  # the misfit was suppressed first: not even held
+    assert governed.read == 1
+    # a suppressed subject's deletion at the source still reaches the destination
+    assert governed.deleted == [PS.keyed_hash("acme", "003A1")]
+    assert processor(registry).process(records()).suppressed == 0

@@ -1,0 +1,106 @@
+"""Relationships as HubSpot associations (CRM associations v4, batch endpoints only).
+
+:meth:`Linker.write_links` archives each re-parented child's previous association
+(``POST /crm/v4/associations/{from}/{to}/batch/archive``) and creates the new ones
+(``.../batch/create``), :data:`BATCH` pairs a call: ``ceil(archived / BATCH) + ceil(linked / BATCH)``
+calls for a batch of links. :meth:`Linker.read_links` reads children's parents
+(``.../batch/read``, at most 1,000 ids a call: developer changelog "Bug Fix: Batch Read Limit for
+HubSpot Associations API", 2025-02-10).
+
+The association type is the *primary* one where HubSpot has it (a Salesforce ``Contact.AccountId``
+is the contact's one account): contact→company ``1``, deal→company ``5``; else the unlabeled type
+(deal→contact ``3``). Type ids: https://developers.hubspot.com/docs/api-reference/crm-associations-v4/guide
+("Association type id values").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from connectors.hubspot.client import HubSpotClient
+from schemas.connector import Link, LinkResult
+from schemas.errors import ConfigError
+
+__all__ = ["ASSOCIATION_TYPE", "BATCH", "Linker"]
+
+BATCH = 1_000
+"""Pairs per batch create/archive/read call (read's documented maximum; create/archive accept at
+least as many)."""
+
+ASSOCIATION_TYPE: dict[tuple[str, str], int] = {
+    ("contacts", "companies"): 1,  # primary company
+    ("deals", "companies"): 5,  # primary company
+    ("deals", "contacts"): 3,
+}
+
+
+def _type_of(stream: str, parent_stream: str) -> int:
+    kind = ASSOCIATION_TYPE.get((stream, parent_stream))
+    if kind is None:
+        pairs = ", ".join(f"{a}→{b}" for a, b in ASSOCIATION_TYPE)
+        raise ConfigError(f"HubSpot cannot link {stream} to {parent_stream}; relationships: {pairs}")
+    return kind
+
+
+class Linker:
+    """Writes and reads one portal's associations through :class:`HubSpotClient`."""
+
+    def __init__(self, client: HubSpotClient) -> None:
+        self.client = client
+
+    def write_links(self, stream: str, parent_stream: str, links: Sequence[Link]) -> LinkResult:
+        kind = _type_of(stream, parent_stream)
+        calls = self.client.calls
+        failed: dict[int, tuple[str, str]] = {}
+        unlink = [(i, lk) for i, lk in enumerate(links) if lk.previous_id and lk.previous_id != lk.parent_id]
+        for start in range(0, len(unlink), BATCH):
+            chunk = unlink[start : start + BATCH]
+            inputs = [{"from": {"id": lk.child_id}, "to": [{"id": lk.previous_id}]} for _, lk in chunk]
+            self.client.associations(stream, parent_stream, "archive", inputs)
+        link = [(i, lk) for i, lk in enumerate(links) if lk.parent_id]
+        for start in range(0, len(link), BATCH):
+            chunk = link[start : start + BATCH]
+            inputs = [
+                {
+                    "from": {"id": lk.child_id},
+                    "to": {"id": lk.parent_id},
+                    "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": kind}],
+                }
+                for _, lk in chunk
+            ]
+            _, body = self.client.associations(stream, parent_stream, "create", inputs)
+            failed |= _refused(chunk, body)
+        return LinkResult(failed, self.client.calls - calls)
+
+    def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Parent ids of each child (children without a parent are absent), primary first."""
+        kind = _type_of(stream, parent_stream)
+        out: dict[str, list[str]] = {}
+        ids = list(dict.fromkeys(child_ids))
+        for start in range(0, len(ids), BATCH):
+            inputs = [{"id": cid} for cid in ids[start : start + BATCH]]
+            _, body = self.client.associations(stream, parent_stream, "read", inputs)
+            for result in (body or {}).get("results") or []:
+                child = str((result.get("from") or {}).get("id", ""))
+                to = [t for t in result.get("to") or [] if isinstance(t, dict)]
+                to.sort(
+                    key=lambda t: not any(x.get("typeId") == kind for x in t.get("associationTypes") or [])
+                )
+                out[child] = [str(t.get("toObjectId")) for t in to]
+        return out
+
+
+def _refused(chunk: Sequence[tuple[int, Link]], body: Any) -> dict[int, tuple[str, str]]:
+    """Links a 207 answer lists in ``errors`` (by the child or parent id in their context)."""
+    out: dict[int, tuple[str, str]] = {}
+    for err in (body or {}).get("errors") or []:
+        if not isinstance(err, dict):
+            continue
+        context = err.get("context") or {}
+        named = {str(v) for vs in context.values() if isinstance(vs, list) for v in vs}
+        code = str(err.get("category") or "ERROR")
+        for i, lk in chunk:
+            if lk.child_id in named or (lk.parent_id or "") in named:
+                out.setdefault(i, (code, f"HubSpot refused this association ({code})"))
+    return out

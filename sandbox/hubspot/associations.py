@@ -1,0 +1,270 @@
+"""CRM associations v4: batch create, archive and read between records of two object types.
+
+Endpoints (https://developers.hubspot.com/docs/api-reference/crm-associations-v4/guide, "Associate
+records" / "Retrieve associated records" / "Remove associations"; the hubspot-api-client SDK's
+``crm.associations.v4.BatchApi`` calls the same paths)::
+
+    POST /crm/v4/associations/{fromObjectType}/{toObjectType}/batch/create
+         {"inputs": [{"from": {"id"}, "to": {"id"}, "types": [{"associationCategory", "associationTypeId"}]}]}
+         → 201 {"status": "COMPLETE", "results": [{"fromObjectTypeId", "fromObjectId", "toObjectTypeId",
+           "toObjectId", "labels"}]}; 207 with "errors" when some inputs name a record that does not exist
+    POST .../batch/archive   {"inputs": [{"from": {"id"}, "to": [{"id"}]}]} → 204 (every type of each pair)
+    POST .../batch/read      {"inputs": [{"id"}]} → 200 {"results": [{"from": {"id"}, "to": [{"toObjectId",
+           "associationTypes": [{"category", "typeId", "label"}]}]}]}
+
+Rules emulated:
+
+* associations are stored once and read from both sides: a contact→company pair is also the
+  company→contact pair, with the inverse type ids (the type id table of the guide, "Association type
+  id values": contact→company 279 unlabeled / 1 primary, company→contact 280 / 2, deal→contact 3,
+  contact→deal 4, deal→company 341 / 5 primary, company→deal 342 / 6).
+* a record has at most one *primary* company: associating another company as primary moves the
+  primary label there (the guide, "Set a primary company": "the previous primary company will become
+  an unlabeled association").
+* a labeled association also carries the unlabeled type (guess: the guide shows labeled pairs
+  listed with the unlabeled type beside the label).
+* batch read takes at most 1,000 inputs (developer changelog "Bug Fix: Batch Read Limit for HubSpot
+  Associations API", effective 2025-02-10: larger requests are rejected).
+* guess: batch create/archive take at most 2,000 inputs (Workato's HubSpot batch-associate action
+  documents 2,000 as the request maximum; HubSpot's guide names no figure).
+* an association change does not move the records' ``lastmodifieddate``/``hs_lastmodifieddate``
+  (guess, from integrators' reports: association-only changes are not found by a search on the
+  modification date, which is why crmhub reads associations of mapped records itself).
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sandbox.hubspot.errors import ApiError
+from sandbox.hubspot.schema import ObjectType, object_type
+from sandbox.records import RecordStore
+
+__all__ = ["ASSOCIATION_TYPES", "PRIMARY", "Associations"]
+
+READ_LIMIT = 1_000
+WRITE_LIMIT = 2_000  # guess: see the module docstring
+
+# (from, to) → {type id: label}; the first id of each pair is the unlabeled type.
+ASSOCIATION_TYPES: dict[tuple[str, str], dict[int, str | None]] = {
+    ("contacts", "companies"): {279: None, 1: "Primary"},
+    ("companies", "contacts"): {280: None, 2: "Primary"},
+    ("deals", "contacts"): {3: None},
+    ("contacts", "deals"): {4: None},
+    ("deals", "companies"): {341: None, 5: "Primary"},
+    ("companies", "deals"): {342: None, 6: "Primary"},
+}
+PRIMARY = {("contacts", "companies"): 1, ("deals", "companies"): 5}
+_INVERSE = {279: 280, 1: 2, 3: 4, 341: 342, 5: 6}
+_INVERSE |= {v: k for k, v in _INVERSE.items()}
+
+_Inner = Callable[[Request], Awaitable[Response]]
+_Api = Callable[[str, _Inner], Callable[[Request], Awaitable[Response]]]
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Associations:
+    """The portal's associations: ``(from type, from id, to type, to id) → type ids``, kept in one
+    canonical direction per object pair (the first of the pair in :data:`ASSOCIATION_TYPES` order)."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+        self.lock = threading.Lock()
+        self._pairs: dict[tuple[str, str, str, str], set[int]] = {}
+
+    # -- Python handle ---------------------------------------------------------------------------
+
+    def _canonical(
+        self, f: str, fid: str, t: str, tid: str, types: set[int]
+    ) -> tuple[tuple[str, str, str, str], set[int]]:
+        order = list(ASSOCIATION_TYPES)
+        if order.index((f, t)) <= order.index((t, f)):
+            return (f, fid, t, tid), types
+        return (t, tid, f, fid), {_INVERSE.get(x, x) for x in types}
+
+    def associate(self, f: str, fid: str, t: str, tid: str, type_ids: Sequence[int]) -> None:
+        """Associate two records with ``type_ids`` (as seen from ``f``); a primary moves here."""
+        allowed = ASSOCIATION_TYPES.get((f, t))
+        if allowed is None:
+            raise ApiError(400, "VALIDATION_ERROR", f"{f} cannot be associated with {t}")
+        bad = [x for x in type_ids if x not in allowed]
+        if bad:
+            raise ApiError(
+                400, "VALIDATION_ERROR", f"association type ids {bad} do not exist between {f} and {t}"
+            )
+        types = set(type_ids) | {next(iter(allowed))}
+        primary = PRIMARY.get((f, t))
+        with self.lock:
+            if primary is not None and primary in types:  # the previous primary becomes unlabeled
+                for other in self._view(f, fid, t):
+                    k, kt = self._canonical(f, fid, t, other, {primary})
+                    self._pairs[k] -= kt
+            key, canon = self._canonical(f, fid, t, tid, types)
+            self._pairs.setdefault(key, set()).update(canon)
+
+    def _view(self, f: str, fid: str, t: str) -> list[str]:
+        """Ids of the ``t`` records associated with ``f`` record ``fid`` (the lock held)."""
+        out = []
+        for a, aid, b, bid in self._pairs:
+            if (a, aid, b) == (f, fid, t):
+                out.append(bid)
+            elif (b, bid, a) == (f, fid, t):
+                out.append(aid)
+        return out
+
+    def remove(self, f: str, fid: str, t: str, tid: str) -> bool:
+        """Remove every association type between two records."""
+        key, _ = self._canonical(f, fid, t, tid, set())
+        with self.lock:
+            return self._pairs.pop(key, None) is not None
+
+    def of(self, f: str, fid: str, t: str) -> dict[str, set[int]]:
+        """``to id → type ids`` (as seen from ``f``) of one record."""
+        out: dict[str, set[int]] = {}
+        with self.lock:
+            for (a, aid, b, bid), types in self._pairs.items():
+                if (a, aid, b) == (f, fid, t):
+                    out[bid] = set(types)
+                elif (b, bid, a) == (f, fid, t):
+                    out[aid] = {_INVERSE.get(x, x) for x in types}
+        return out
+
+    def pairs(self, f: str, t: str) -> set[tuple[str, str]]:
+        """Every associated ``(from id, to id)`` between two object types (whole-state checks)."""
+        out: set[tuple[str, str]] = set()
+        with self.lock:
+            for a, aid, b, bid in self._pairs:
+                if (a, b) == (f, t):
+                    out.add((aid, bid))
+                elif (b, a) == (f, t):
+                    out.add((bid, aid))
+        return out
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def routes(self, api: _Api) -> list[BaseRoute]:
+        base = "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch"
+        return [
+            Route(f"{base}/create", api("hs.associations.create", self._create), methods=["POST"]),
+            Route(f"{base}/archive", api("hs.associations.archive", self._archive), methods=["POST"]),
+            Route(f"{base}/read", api("hs.associations.read", self._read), methods=["POST"]),
+        ]
+
+    @staticmethod
+    def _types(request: Request) -> tuple[ObjectType, ObjectType]:
+        f = object_type(str(request.path_params["fromObjectType"]))
+        t = object_type(str(request.path_params["toObjectType"]))
+        if f is None or t is None or (f.name, t.name) not in ASSOCIATION_TYPES:
+            raise ApiError(400, "VALIDATION_ERROR", "unknown object type pair for associations")
+        return f, t
+
+    @staticmethod
+    async def _inputs(request: Request, limit: int) -> list[Mapping[str, Any]]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "VALIDATION_ERROR", "Invalid input JSON on line 1") from None
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+            raise ApiError(400, "VALIDATION_ERROR", "inputs must be a list of objects")
+        if len(inputs) > limit:
+            raise ApiError(400, "VALIDATION_ERROR", f"Batch input limit is {limit}; got {len(inputs)} inputs")
+        return inputs
+
+    def _exists(self, ot: ObjectType, rid: str) -> bool:
+        return rid.isdigit() and self.store.get(ot.name, rid) is not None
+
+    @staticmethod
+    def _id(value: Any) -> str:
+        return str(value.get("id", "")) if isinstance(value, dict) else ""
+
+    async def _create(self, request: Request) -> Response:
+        f, t = self._types(request)
+        inputs = await self._inputs(request, WRITE_LIMIT)
+        started = _now_iso()
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for item in inputs:
+            fid, tid = self._id(item.get("from")), self._id(item.get("to"))
+            types = [
+                int(x.get("associationTypeId", 0))
+                for x in item.get("types") or []
+                if isinstance(x, dict) and str(x.get("associationTypeId", "")).isdigit()
+            ]
+            missing = [i for ot, i in ((f, fid), (t, tid)) if not self._exists(ot, i)]
+            if missing or not types:
+                # guess: the error shape of a batch/create naming a record that does not exist
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": "VALIDATION_ERROR" if missing else "INVALID_TYPE",
+                        "message": "record does not exist" if missing else "no association types given",
+                        "context": {"fromObjectId": [fid], "toObjectId": [tid]},
+                    }
+                )
+                continue
+            self.associate(f.name, fid, t.name, tid, types)
+            labels = [ASSOCIATION_TYPES[(f.name, t.name)].get(x) for x in types]
+            results.append(
+                {
+                    "fromObjectTypeId": f.type_id, "fromObjectId": int(fid),
+                    "toObjectTypeId": t.type_id, "toObjectId": int(tid),
+                    "labels": [label for label in labels if label],
+                }
+            )  # fmt: skip
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started,
+                                "completedAt": _now_iso()}  # fmt: skip
+        if errors:
+            body |= {"errors": errors, "numErrors": len(errors)}
+        return JSONResponse(body, status_code=207 if errors else 201)
+
+    async def _archive(self, request: Request) -> Response:
+        f, t = self._types(request)
+        for item in await self._inputs(request, WRITE_LIMIT):
+            fid = self._id(item.get("from"))
+            for to in item.get("to") or []:
+                self.remove(f.name, fid, t.name, self._id(to))
+        return Response(status_code=204)
+
+    async def _read(self, request: Request) -> Response:
+        f, t = self._types(request)
+        inputs = await self._inputs(request, READ_LIMIT)
+        started = _now_iso()
+        labels = ASSOCIATION_TYPES[(f.name, t.name)]
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for item in inputs:
+            fid = self._id(item)
+            found = self.of(f.name, fid, t.name)
+            if not found:
+                # guess: HubSpot lists an input without associations as a NO_ASSOCIATIONS_FOUND error
+                errors.append({"status": "error", "category": "NO_ASSOCIATIONS_FOUND",
+                               "message": f"No {t.name} is associated with {f.name} {fid}.",
+                               "context": {"fromObjectId": [fid]}})  # fmt: skip
+                continue
+            to = [
+                {
+                    "toObjectId": int(tid),
+                    "associationTypes": [
+                        {"category": "HUBSPOT_DEFINED", "typeId": x, "label": labels.get(x)}
+                        for x in sorted(types)
+                    ],
+                }
+                for tid, types in sorted(found.items(), key=lambda kv: int(kv[0]))
+            ]
+            results.append({"from": {"id": fid}, "to": to})
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started,
+                                "completedAt": _now_iso()}  # fmt: skip
+        if errors:
+            body |= {"errors": errors, "numErrors": len(errors)}
+        return JSONResponse(body, status_code=207 if errors else 200)

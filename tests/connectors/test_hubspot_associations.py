@@ -1,0 +1,95 @@
+"""HubSpot associations v4 through the connector and the sandbox over HTTPS: links written with one
+batch create (and one batch archive for re-parented children) per 1,000 pairs, read back with one
+batch read, a primary company that moves, refused pairs reported per link, unknown pairs refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from connectors.hubspot import HubSpotConnector
+from sandbox.tls import SandboxCA
+from schemas.connector import Link
+from schemas.errors import ConfigError
+from tests.connectors import hubspot_harness
+from tests.connectors.hubspot_harness import portal
+from tests.sandbox.hubspot_support import Served
+
+hs_ca = hubspot_harness.hs_ca
+connect = hubspot_harness.connect
+Connect = Callable[..., HubSpotConnector]
+
+
+@pytest.fixture
+def served(hs_ca: SandboxCA) -> Iterator[Served]:
+    yield from portal(hs_ca, {"contacts": 1_200, "companies": 3})
+
+
+def _ids(served: Served, obj: str) -> list[str]:
+    return sorted((r["id"] for r in served.hs.live_records(obj)), key=int)
+
+
+def test_1200_contacts_linked_in_two_creates_and_read_in_two_reads(served: Served, connect: Connect) -> None:
+    contacts, companies = _ids(served, "contacts"), _ids(served, "companies")
+    links = [Link(cid, companies[i % 3]) for i, cid in enumerate(contacts)]
+    hs = connect(served)
+    result = hs.write_links("contacts", "companies", links)
+    assert (result.failed, result.calls) == ({}, 2)  # ceil(1,200 / 1,000) batch creates
+    expected = {(lk.child_id, lk.parent_id) for lk in links}
+    assert served.hs.associations.pairs("contacts", "companies") == expected
+    assert served.hs.associations.pairs("companies", "contacts") == {(b, a) for a, b in expected}
+    # HubSpot's primary type (1) with the unlabeled one (279), as the contact sees it
+    assert served.hs.associations.of("contacts", contacts[0], "companies") == {companies[0]: {1, 279}}
+
+    calls = hs.client.calls
+    read = hs.read_links("contacts", "companies", contacts)
+    assert hs.client.calls - calls == 2  # ceil(1,200 / 1,000) batch reads
+    assert {c: p[0] for c, p in read.items()} == {lk.child_id: lk.parent_id for lk in links}
+
+
+def test_reparented_contact_moves_with_one_archive_and_one_create(served: Served, connect: Connect) -> None:
+    contacts, companies = _ids(served, "contacts"), _ids(served, "companies")
+    hs = connect(served)
+    hs.write_links("contacts", "companies", [Link(c, companies[0]) for c in contacts[:10]])
+    moved = [Link(c, companies[1], previous_id=companies[0]) for c in contacts[:4]]
+    result = hs.write_links("contacts", "companies", moved)
+    assert (result.failed, result.calls) == ({}, 2)
+    pairs = served.hs.associations.pairs("contacts", "companies")
+    assert {p for c, p in pairs if c in contacts[:4]} == {companies[1]}
+    assert {p for c, p in pairs if c in contacts[4:10]} == {companies[0]}
+    assert len(pairs) == 10
+    unlinked = hs.write_links("contacts", "companies", [Link(contacts[5], None, previous_id=companies[0])])
+    assert unlinked.calls == 1
+    assert served.hs.associations.of("contacts", contacts[5], "companies") == {}
+
+
+def test_primary_moves_to_the_newer_company(served: Served, connect: Connect) -> None:
+    contacts, companies = _ids(served, "contacts"), _ids(served, "companies")
+    hs = connect(served)
+    hs.write_links("contacts", "companies", [Link(contacts[0], companies[0])])
+    hs.write_links("contacts", "companies", [Link(contacts[0], companies[1])])  # no previous given
+    assert served.hs.associations.of("contacts", contacts[0], "companies") == {
+        companies[0]: {279},
+        companies[1]: {1, 279},
+    }
+
+
+def test_a_missing_parent_fails_its_link_only(served: Served, connect: Connect) -> None:
+    contacts, companies = _ids(served, "contacts"), _ids(served, "companies")
+    links = [Link(contacts[0], companies[0]), Link(contacts[1], "999999999"), Link(contacts[2], companies[2])]
+    result = connect(served).write_links("contacts", "companies", links)
+    assert result.calls == 1
+    assert list(result.failed) == [1]
+    assert result.failed[1][0] == "VALIDATION_ERROR"
+    assert served.hs.associations.pairs("contacts", "companies") == {
+        (contacts[0], companies[0]),
+        (contacts[2], companies[2]),
+    }
+
+
+def test_an_unknown_relationship_is_refused_without_a_call(served: Served, connect: Connect) -> None:
+    hs = connect(served)
+    with pytest.raises(ConfigError, match="cannot link companies to contacts"):
+        hs.write_links("companies", "contacts", [Link("1", "2")])
+    assert hs.client.calls == 0

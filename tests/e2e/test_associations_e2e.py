@@ -1,0 +1,193 @@
+"""End to end (issue 14): relationships through the real stack — the dev server, the sandbox CRMs
+over HTTPS, in-process region workers, OAuth connections, ``db_url``.
+
+Salesforce Accounts → HubSpot companies and Salesforce Contacts → HubSpot contacts, the contacts
+sync declaring ``{"AccountId": "@companies"}``. The contacts sync runs *first*: every contact lands,
+none can be associated yet, all wait in the deferral queue (counted in lineage); the accounts sync
+then lands the companies and releases them — every contact associated with its account's company
+(count and pairs checked at HubSpot) in one associations batch create. Re-parented contacts move on
+the next incremental run (one batch archive + one batch create). An instruction that does not allow
+``AccountId`` refuses the plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from api.demo import _workers, connect_crm
+from governance.lineage import Ledger
+from governance.policy import ProcessingInstruction
+from governance.pseudonym import Pseudonymizer
+from schemas.lineage import EventKind
+from schemas.sync import SyncMode, SyncStatus
+from store import associations as links_store
+from store import dead_letters as dead_letter_store
+from store import instructions as instruction_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
+from tests.sync_support import ENDPOINT, Direction, World, check_ledger, run_sync
+from workflows import associations
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ACCOUNTS, CONTACTS = "accounts", "contacts"
+
+
+def _instruction(tenant: str, contact_fields: list[str]) -> ProcessingInstruction:
+    return ProcessingInstruction.model_validate(
+        {
+            "tenant": tenant, "version": 1, "purpose": "crm-sync",
+            "data_categories": ["contact_details", "business_contact"],
+            "allowed_fields": {"Account": ["Id", "Name", "SystemModstamp"], "Contact": contact_fields},
+            "pseudonymize": {"Account": ["Id"]},
+            "retention_days": 7, "permitted_regions": ["eea"],
+            "permitted_subprocessors": ["salesforce", "hubspot"], "valid_from": "2025-01-01T00:00:00Z",
+        }
+    )  # fmt: skip
+
+
+async def _tenant(world: World, tenant: str, contact_fields: list[str]) -> None:
+    """Tenant, both CRMs connected, the instruction, the accounts and the contacts syncs."""
+    conns = {
+        crm: await asyncio.to_thread(connect_crm, world.oauth, tenant, crm, world.ca)
+        for crm in ("salesforce", "hubspot")
+    }
+    ins = _instruction(tenant, contact_fields)
+    now = datetime.now(UTC)
+
+    def spec(
+        id: str, src: str, dst: str, mapping: dict[str, str], key: str, dst_id: str
+    ) -> sync_store.SyncSpec:
+        return sync_store.SyncSpec(
+            tenant=tenant, id=id, source_connection_id=conns["salesforce"], source_stream=src,
+            source_endpoint=ENDPOINT["salesforce"], destination_connection_id=conns["hubspot"],
+            destination_stream=dst, destination_endpoint=ENDPOINT["hubspot"], mapping=mapping,
+            destination_id_property=dst_id, source_key_property=key, instruction_version=1,
+        )  # fmt: skip
+
+    with world.connected.engine.begin() as conn:
+        tenant_store.create_tenant(conn, id=tenant, name=f"{tenant} GmbH", home_region="eea",
+                                   authorised_subprocessors=["salesforce", "hubspot"], now=now)  # fmt: skip
+        instruction_store.add_instruction(conn, tenant=tenant, version=1, content=ins.model_dump(mode="json"),
+                                          content_hash=ins.content_hash, now=now)  # fmt: skip
+        accounts = spec(ACCOUNTS, "Account", "companies", {"Name": "name"}, "Id", "external_id")
+        sync_store.create_sync(conn, accounts, now=now)
+        contacts = {
+            "Email": "email",
+            "FirstName": "firstname",
+            "LastName": "lastname",
+            "AccountId": "@companies",
+        }
+        sync_store.create_sync(
+            conn, spec(CONTACTS, "Contact", "contacts", contacts, "Email", "email"), now=now
+        )
+
+
+def _expected_pairs(world: World, tenant: str) -> set[tuple[str, str]]:
+    """(HubSpot contact id, HubSpot company id) each Salesforce contact's account should give."""
+    ps = Pseudonymizer(world.connected.vault)
+    company = {r["external_id"]: r["id"] for r in world.hs.live_records("companies")}
+    contact = {r["email"]: r["id"] for r in world.hs.live_records("contacts")}
+    out = set()
+    for c in world.sf.live_records("Contact"):
+        out.add((contact[c["Email"].lower()], company[str(ps.pseudonymize(tenant, c["AccountId"]))]))
+    return out
+
+
+def _push_counts(world: World, tenant: str, run_id: str | None) -> dict[str, int]:
+    """The push events' counts of one run, summed."""
+    out: dict[str, int] = {}
+    for e in Ledger(world.connected.engine, tenant).read_events(run_id=run_id):
+        if e.kind is EventKind.PUSH:
+            for k, v in e.counts.items():
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+async def test_contacts_wait_for_their_companies_then_follow_a_reparenting(world: World) -> None:
+    tenant = "sf-assoc"
+    sf, hs = world.sf, world.hs
+    sf.seed({"Account": 40, "Contact": 600})
+    await _tenant(world, tenant, ["Id", "Email", "FirstName", "LastName", "AccountId", "SystemModstamp"])
+    async with _workers(world.settings):
+        first = await run_sync(world.connected, world.settings, tenant, CONTACTS)  # children first
+        assert first.status is SyncStatus.COMPLETED
+        assert (first.counts.pushed, first.counts.failed) == (600, 0)
+        assert hs.associations.pairs("contacts", "companies") == set()
+        with world.connected.engine.connect() as conn:
+            assert links_store.count_deferred(conn, tenant, CONTACTS) == 600  # none dropped
+        pushed = _push_counts(world, tenant, first.run_id)
+        assert (pushed["deferred"], pushed.get("linked", 0), pushed["calls"]) == (
+            600,
+            0,
+            6,
+        )  # 6 upserts of 100
+
+        parents = await run_sync(world.connected, world.settings, tenant, ACCOUNTS)
+        assert parents.status is SyncStatus.COMPLETED and parents.counts.pushed == 40
+        pairs = hs.associations.pairs("contacts", "companies")
+        assert len(pairs) == 600
+        assert pairs == _expected_pairs(world, tenant)
+        with world.connected.engine.connect() as conn:
+            assert links_store.count_deferred(conn, tenant, CONTACTS) == 0
+        released = _push_counts(world, tenant, parents.run_id)
+        # 1 companies upsert (40 ≤ 100) + 1 associations batch create (600 ≤ 1,000)
+        assert (released["released"], released["link_calls"], released["calls"]) == (600, 1, 2)
+
+        # Re-parent 10 contacts (a Salesforce lookup change bumps SystemModstamp): they move.
+        accounts = sorted(r["id"] for r in sf.live_records("Account"))
+        moved = sorted(sf.live_records("Contact"), key=lambda r: r["id"])[:10]
+        for c in moved:
+            new = next(a for a in accounts if a != c["AccountId"])
+            sf.update_record("Contact", c["id"], {"AccountId": new})
+        inc = await run_sync(world.connected, world.settings, tenant, CONTACTS, SyncMode.INCREMENTAL)
+    assert inc.status is SyncStatus.COMPLETED and inc.counts.pushed == 10
+    pairs = hs.associations.pairs("contacts", "companies")
+    assert len(pairs) == 600  # moved, not added: each contact keeps exactly one company
+    assert pairs == _expected_pairs(world, tenant)
+    moved_counts = _push_counts(world, tenant, inc.run_id)
+    # 1 contacts upsert + 1 associations batch archive + 1 associations batch create
+    assert (moved_counts["linked"], moved_counts["link_calls"], moved_counts["calls"]) == (10, 2, 3)
+    for c in moved:
+        contact_id = next(r["id"] for r in hs.live_records("contacts") if r["email"] == c["Email"].lower())
+        assert len(hs.associations.of("contacts", contact_id, "companies")) == 1
+    d = Direction(
+        tenant, "salesforce", "Contact", "hubspot", "contacts", {}, "Email", "email", "SystemModstamp"
+    )
+    assert check_ledger(world, d)["push.released"] == 600  # the ledger verifies offline
+
+
+async def test_a_lookup_the_instruction_does_not_allow_refuses_the_plan(world: World) -> None:
+    tenant = "sf-assoc-refused"
+    world.sf.seed({"Account": 2, "Contact": 5})
+    await _tenant(world, tenant, ["Id", "Email", "FirstName", "LastName", "SystemModstamp"])  # no AccountId
+    async with _workers(world.settings):
+        refused: Any = await run_sync(world.connected, world.settings, tenant, CONTACTS, may_fail=True)
+    assert refused.status is SyncStatus.REFUSED
+    assert "AccountId" in refused.message and "allowed_fields.Contact" in refused.message
+    assert world.hs.live_records("contacts") == []
+
+
+async def test_a_full_deferral_queue_dead_letters_the_rest_naming_the_parent_sync(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = "sf-assoc-bound"
+    monkeypatch.setattr(associations, "DEFERRAL_LIMIT", 5)
+    world.sf.seed({"Account": 3, "Contact": 20})
+    await _tenant(world, tenant, ["Id", "Email", "FirstName", "LastName", "AccountId", "SystemModstamp"])
+    async with _workers(world.settings):
+        first = await run_sync(world.connected, world.settings, tenant, CONTACTS)
+        assert (first.counts.pushed, first.counts.failed) == (20, 0)  # the contacts themselves land
+        with world.connected.engine.connect() as conn:
+            assert links_store.count_deferred(conn, tenant, CONTACTS) == 5
+            letters = dead_letter_store.list_dead_letters(conn, tenant, CONTACTS)
+        assert [dl.error_code for dl in letters] == ["PARENT_NOT_SYNCED"] * 15
+        assert all(f"run sync {ACCOUNTS!r} first" in dl.error_message for dl in letters)
+        pushed = _push_counts(world, tenant, first.run_id)
+        assert (pushed["deferred"], pushed["link_failed"]) == (5, 15)  # none silently dropped
+        await run_sync(world.connected, world.settings, tenant, ACCOUNTS)
+    assert len(world.hs.associations.pairs("contacts", "companies")) == 5  # the waiting ones, released

@@ -1,0 +1,329 @@
+"""Relationships in the push (issue 14): a child record linked to its parent at the destination.
+
+**Declared in the mapping.** A mapping entry whose destination is ``@<parent stream>`` is a
+relationship: ``{"AccountId": "@companies"}`` on a Salesforce Contact → HubSpot contacts sync
+links each contact to the company its ``AccountId`` became. Its source field is read like any
+other mapped field, so the instruction must allow it (``allowed_fields.Contact`` lists
+``AccountId``) or :func:`governance.policy.check` refuses the plan (rule ``mapping``); it must not be
+pseudonymized (a pseudonym resolves nothing) and exactly one sync of the tenant must write the
+parent stream through the same destination connection (the *parent sync*) — else the plan fails
+with a :class:`~schemas.errors.ConfigError` naming the fix (:func:`check_relationships`).
+
+**Resolved through the id map, parents first.** After a part's upsert, each accepted child's
+lookup value is hashed like the parent sync hashed its source keys, and looked up in the parent
+sync's id map. Found: the connector links child → parent (HubSpot associations v4 batch create;
+a re-parented child's previous link archived first; an unchanged link costs nothing — the links
+written are kept in :mod:`store.associations`). A cleared lookup unlinks. Not found (the parent was
+not synced yet): the child waits in the sync's **deferral queue** (persisted, attempts counted),
+and the parent sync's push that lands the parent links it (:func:`release`) — never dropped.
+The queue holds at most :data:`DEFERRAL_LIMIT` children per sync; a child that finds it full is
+dead-lettered ``PARENT_NOT_SYNCED`` naming the parent sync to run first. A link the vendor refuses
+is dead-lettered with the vendor's code. The push event counts ``linked``, ``unlinked``,
+``deferred``, ``released`` and ``link_failed`` (lineage).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Connection
+
+from connectors.base import Connector
+from schemas.connector import Link, Record
+from schemas.errors import ConfigError
+from store import associations as links_store
+from store import dead_letters as dead_letter_store
+from store import id_map as id_map_store
+from workflows.context import ActivityKit, SyncContext
+
+__all__ = [
+    "DEFERRAL_LIMIT",
+    "MARK",
+    "LinkCounts",
+    "Linking",
+    "Relationship",
+    "check_relationships",
+    "declared",
+    "is_relationship",
+    "release",
+    "waiting_children",
+]
+
+MARK = links_store.RELATIONSHIP_MARK
+is_relationship = links_store.is_relationship
+DEFERRAL_LIMIT = 10_000
+"""Children per sync that may wait for their parent; beyond it they are dead-lettered."""
+
+# (kind, index in its part, key hash, record shown in the letter, code, message) → a dead letter
+LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.DeadLetter]
+
+
+def declared(mapping: dict[str, str]) -> list[tuple[str, str]]:
+    """(source lookup field, parent stream) of each relationship the mapping declares."""
+    return [(src, dst[1:]) for src, dst in mapping.items() if is_relationship(dst)]
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    field: str  # the source lookup field (Contact.AccountId)
+    parent_stream: str  # the destination stream of the parent (companies)
+    parent_sync_id: str  # the sync whose id map resolves the parent
+
+
+class LinkCounts(BaseModel):
+    """What the relationships of a push did (heartbeated with the push's progress)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    linked: int = 0
+    unlinked: int = 0
+    deferred: int = 0
+    released: int = 0
+    failed: int = 0
+    calls: int = 0
+
+    def plus(self, other: LinkCounts) -> LinkCounts:
+        return LinkCounts(**{k: getattr(self, k) + getattr(other, k) for k in LinkCounts.model_fields})
+
+    def lineage(self) -> dict[str, int]:
+        """The push event's relationship counts (none when nothing was linked or waiting)."""
+        counts = {
+            "linked": self.linked, "unlinked": self.unlinked, "deferred": self.deferred,
+            "released": self.released, "link_failed": self.failed, "link_calls": self.calls,
+        }  # fmt: skip
+        return counts if any(counts.values()) else {}
+
+
+def relationships(conn: Connection, ctx: SyncContext) -> list[Relationship]:
+    """The sync's relationships with their parent syncs (:class:`ConfigError` when one has none or
+    several)."""
+    spec = ctx.spec
+    out: list[Relationship] = []
+    for field, parent in declared(spec.mapping):
+        ids = [
+            s
+            for s in links_store.syncs_writing(conn, ctx.tenant.id, spec.destination_connection_id, parent)
+            if s != spec.id
+        ]
+        if len(ids) != 1:
+            found = f"syncs {ids} write it" if ids else "no sync of the tenant writes it"
+            raise ConfigError(
+                f"sync {spec.id!r} links {field} to {parent}, but {found} through the same destination "
+                f"connection; keep exactly one sync into {parent} (the parent sync) and run it first",
+                code="RELATIONSHIP_PARENT",
+            )
+        out.append(Relationship(field, parent, ids[0]))
+    return out
+
+
+def check_relationships(conn: Connection, ctx: SyncContext, connector: Connector) -> None:
+    """Plan-time: every declared relationship can be resolved and written (module docstring)."""
+    pairs = declared(ctx.spec.mapping)
+    if not pairs:
+        return
+    hidden = set(ctx.instruction.pseudonymize.get(ctx.spec.source_stream, ()))
+    for field, _ in pairs:
+        if field in hidden:
+            raise ConfigError(
+                f"sync {ctx.spec.id!r} links by {field}, which the instruction pseudonymizes "
+                f"(pseudonymize.{ctx.spec.source_stream}); a pseudonym resolves no parent — leave "
+                f"{field} in clear or drop the relationship",
+                code="RELATIONSHIP_PSEUDONYMIZED",
+            )
+    if not connector.links:
+        raise ConfigError(
+            f"the {connector.name} connector cannot write relationships; drop the @ entries of the mapping",
+            code="LINKS_UNSUPPORTED",
+        )
+    relationships(conn, ctx)
+
+
+def waiting_children(conn: Connection, ctx: SyncContext, keys: Sequence[str]) -> list[links_store.Deferred]:
+    """Children (of any sync) waiting for these just-pushed records of this sync (as parents)."""
+    return links_store.waiting_on(conn, ctx.tenant.id, ctx.spec.id, keys) if keys else []
+
+
+@dataclass(frozen=True, slots=True)
+class Linking:
+    """Links one part's accepted children to their parents (see the module docstring)."""
+
+    kit: ActivityKit
+    ctx: SyncContext
+    connector: Connector
+    rels: tuple[Relationship, ...]
+
+    @classmethod
+    def of(cls, kit: ActivityKit, ctx: SyncContext, connector: Connector) -> Linking | None:
+        if not declared(ctx.spec.mapping):
+            return None
+        with kit.deps.engine.connect() as conn:
+            return cls(kit, ctx, connector, tuple(relationships(conn, ctx)))
+
+    def link(self, accepted: Sequence[tuple[int, str, str, Record]], letter: LetterFn) -> LinkCounts:
+        """``accepted``: (index in the part, child key hash, child destination id, source record)."""
+        counts = LinkCounts()
+        for rel in self.rels:
+            counts = counts.plus(self._link(rel, accepted, letter))
+        return counts
+
+    def _link(
+        self, rel: Relationship, accepted: Sequence[tuple[int, str, str, Record]], letter: LetterFn
+    ) -> LinkCounts:
+        tenant, spec = self.ctx.tenant.id, self.ctx.spec
+        keyed_hash = self.kit.deps.pseudonymizer.keyed_hash
+        now = self.kit.deps.clock()
+        wanted: dict[str, str | None] = {}  # child key → parent key hash (None: unlink)
+        rows = [(i, k, cid, rec) for i, k, cid, rec in accepted if rel.field in rec]
+        for _, k, _, rec in rows:
+            value = rec[rel.field]
+            wanted[k] = None if value is None or str(value).strip() == "" else keyed_hash(tenant, str(value))
+        with self.kit.deps.engine.connect() as conn:
+            current = links_store.links_of(conn, tenant, spec.id, rel.field, list(wanted))
+            parents = id_map_store.lookup_id_map(
+                conn, tenant, rel.parent_sync_id, [h for h in wanted.values() if h]
+            )
+            room = DEFERRAL_LIMIT - links_store.count_deferred(conn, tenant, spec.id)
+        links: list[Link] = []
+        keys: list[str] = []
+        deferred: list[links_store.Deferred] = []
+        letters: list[dead_letter_store.DeadLetter] = []
+        settled: list[str] = []  # off the queue: linked, unlinked, unchanged or dead-lettered
+        for i, k, child, _ in rows:
+            have = current.get(k)
+            previous = have[1] if have and have[0] == child else None
+            target = wanted[k]
+            parent = parents.get(target) if target else None
+            if target is None or parent is not None:
+                settled.append(k)
+                if parent != previous:
+                    links.append(Link(child, parent, previous))
+                    keys.append(k)
+                continue
+            if previous is not None:  # re-parented to a parent not synced yet: unlink the old one now
+                links.append(Link(child, None, previous))
+                keys.append(k)
+            if room > 0:
+                room -= 1
+                deferred.append(
+                    links_store.Deferred(spec.id, rel.field, k, child, spec.destination_stream,
+                                         rel.parent_stream, rel.parent_sync_id, target, 1, now)
+                )  # fmt: skip
+            else:
+                settled.append(k)
+                why = (
+                    f"{rel.field}: its parent is not in {rel.parent_stream} yet and {DEFERRAL_LIMIT} "
+                    f"children of this sync already wait; run sync {rel.parent_sync_id!r} first"
+                )
+                letters.append(
+                    letter(f"link {rel.field}", i, k, {"destination_id": child}, "PARENT_NOT_SYNCED", why)
+                )
+        counts = self._write(
+            rel, links, keys, letters, accepted_index={k: i for i, k, _, _ in rows}, letter=letter
+        )
+        with self.kit.deps.engine.begin() as conn:
+            links_store.drop_deferred(conn, tenant, spec.id, rel.field, settled)
+            links_store.defer(conn, tenant, deferred, now=now)
+            dead_letter_store.add_dead_letters(conn, letters)
+        return counts.plus(LinkCounts(deferred=len(deferred), failed=len(letters) - counts.failed))
+
+    def _write(
+        self,
+        rel: Relationship,
+        links: list[Link],
+        keys: list[str],
+        letters: list[dead_letter_store.DeadLetter],
+        *,
+        accepted_index: dict[str, int],
+        letter: LetterFn,
+    ) -> LinkCounts:
+        return write(
+            self.kit, self.ctx, self.connector, self.ctx.spec.id, rel.field, self.ctx.spec.destination_stream,
+            rel.parent_stream, list(zip(keys, links, strict=True)), letters,
+            _refuser(letter, f"link {rel.field}", accepted_index),
+        )  # fmt: skip
+
+
+def write(
+    kit: ActivityKit,
+    ctx: SyncContext,
+    connector: Connector,
+    sync_id: str,
+    field: str,
+    stream: str,
+    parent_stream: str,
+    keyed: list[tuple[str, Link]],
+    letters: list[dead_letter_store.DeadLetter],
+    refused: Callable[[str, str, str], dead_letter_store.DeadLetter],
+) -> LinkCounts:
+    """Write ``keyed`` (child key hash, link) links of one relationship and record them; refused
+    links go to ``letters`` (added by the caller)."""
+    if not keyed:
+        return LinkCounts()
+    result = connector.write_links(stream, parent_stream, [lk for _, lk in keyed])
+    done: list[tuple[str, str, str]] = []
+    gone: list[str] = []
+    linked = unlinked = 0
+    for n, (k, lk) in enumerate(keyed):
+        if n in result.failed:
+            letters.append(refused(k, *result.failed[n]))
+        elif lk.parent_id is None:
+            gone.append(k)
+            unlinked += 1
+        else:
+            done.append((k, lk.child_id, lk.parent_id))
+            linked += 1
+    with kit.deps.engine.begin() as conn:
+        links_store.set_links(conn, ctx.tenant.id, sync_id, field, done, now=kit.deps.clock())
+        links_store.drop_links(conn, ctx.tenant.id, sync_id, field, gone)
+    return LinkCounts(linked=linked, unlinked=unlinked, failed=len(result.failed), calls=result.calls)
+
+
+def release(
+    kit: ActivityKit,
+    ctx: SyncContext,
+    connector: Connector,
+    waiting: Sequence[links_store.Deferred],
+    parents: dict[str, str],
+    letter: LetterFn,
+) -> LinkCounts:
+    """Link the children waiting for parents this push just landed (``parents``: key hash →
+    destination id); the parent sync's destination connection is the children's (by construction)."""
+    groups: dict[tuple[str, str, str, str], list[links_store.Deferred]] = defaultdict(list)
+    for d in waiting:
+        if d.parent_key_hash in parents:
+            groups[(d.sync_id, d.field, d.child_stream, d.parent_stream)].append(d)
+    counts = LinkCounts()
+    tenant = ctx.tenant.id
+    for (sync_id, field, stream, parent_stream), items in groups.items():
+        with kit.deps.engine.connect() as conn:
+            current = links_store.links_of(conn, tenant, sync_id, field, [d.child_key_hash for d in items])
+        keyed = []
+        position = {d.child_key_hash: n for n, d in enumerate(items)}
+        for d in items:
+            have = current.get(d.child_key_hash)
+            previous = have[1] if have and have[0] == d.child_id else None
+            keyed.append((d.child_key_hash, Link(d.child_id, parents[d.parent_key_hash], previous)))
+        letters: list[dead_letter_store.DeadLetter] = []
+        done = write(
+            kit, ctx, connector, sync_id, field, stream, parent_stream, keyed, letters,
+            _refuser(letter, f"release {sync_id} {field}", position),
+        )  # fmt: skip
+        with kit.deps.engine.begin() as conn:
+            links_store.drop_deferred(conn, tenant, sync_id, field, [d.child_key_hash for d in items])
+            dead_letter_store.add_dead_letters(conn, letters)
+        counts = counts.plus(done.model_copy(update={"released": done.linked, "linked": 0}))
+    return counts
+
+
+def _refuser(
+    letter: LetterFn, kind: str, position: dict[str, int]
+) -> Callable[[str, str, str], dead_letter_store.DeadLetter]:
+    """A refused link's dead letter: ``kind`` and the child's position, the vendor's code and message."""
+
+    def refused(key: str, code: str, message: str) -> dead_letter_store.DeadLetter:
+        return letter(kind, position[key], key, {}, code, message)
+
+    return refused
