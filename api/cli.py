@@ -20,6 +20,7 @@ from api.cli_connect import connect_cmd, connections_app
 from api.cli_demo import register as register_demo
 from api.cli_dsr import register as register_dsr
 from api.cli_maintenance import register as register_maintenance
+from api.cli_notices import register as register_notices
 from api.cli_reconcile import register as register_reconcile
 from api.cli_subprocessors import register as register_subprocessors
 from api.cli_sync import register as register_sync
@@ -56,6 +57,7 @@ register_subprocessors(app)
 register_reconcile()
 register_maintenance(app)
 register_dsr(app)
+register_notices()
 register_web(app)
 register_demo(app)
 app.command("connect")(connect_cmd)

@@ -363,7 +363,8 @@ def audit_access_log(
     limit: Annotated[int, typer.Option(min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
-    """Who called the audit API (token ids, routes, outcomes), newest first."""
+    """Who called the audit API (token ids, routes, outcomes), newest first; denied requests as one
+    line per hour, reason and client hash with their count."""
     from store import auditors
 
     engine = _engine()
@@ -374,11 +375,12 @@ def audit_access_log(
         engine.dispose()
     data = [
         {"at": r.at.isoformat(), "token_id": r.token_id, "tenant": r.tenant, "route": r.route,
-         "query": r.query, "outcome": r.outcome, "client": r.client}
+         "query": r.query, "outcome": r.outcome, "client": r.client, "count": r.count}
         for r in rows
     ]  # fmt: skip
     if as_json:
         out.print_json(json.dumps(data))
         return
     for d in data:
-        out.print(f"{d['at']}  {d['outcome']:<8} {d['token_id'] or '-':<16} {d['route']} {d['query']}")
+        times = f" ({d['count']} requests)" if d["count"] != 1 else ""
+        out.print(f"{d['at']}  {d['outcome']:<8} {d['token_id'] or '-':<16} {d['route']} {d['query']}{times}")

@@ -133,12 +133,13 @@ def _engine(settings: Settings, tenant: str) -> Iterator[Engine]:
 
 
 def add_user(settings: Settings, tenant: str, email: str, password: str, role: str = "admin") -> str:
-    """Create a web user for an existing tenant with ``role`` (admin · editor · viewer); returns the
-    user id."""
+    """Create a web user for an existing tenant that was not offboarded, with ``role`` (admin ·
+    editor · viewer); returns the user id."""
     from api.web.security import hash_password
     from governance.pseudonym import Pseudonymizer
     from services.access_ledger import record_cli_access
     from services.wiring import make_vault
+    from store import keys as key_store
     from store import users as user_store
 
     email = email.strip().lower()
@@ -146,6 +147,13 @@ def add_user(settings: Settings, tenant: str, email: str, password: str, role: s
         raise ConfigError("--email must be an email address")
     _check_password(password)
     with _engine(settings, tenant) as engine:
+        with engine.connect() as conn:
+            shredded = key_store.shredded_at(conn, tenant)
+        if shredded is not None:
+            raise ConfigError(
+                f"tenant {tenant!r} was offboarded (its keys were destroyed at {shredded:%Y-%m-%d %H:%M} "
+                f"UTC): it can have no web users; create a new tenant with: crmhub tenant create NEW_ID"
+            )
         vault = make_vault(settings, engine)
         user_id = str(uuid.uuid4())
         email_hash = Pseudonymizer(vault).keyed_hash(tenant, email)

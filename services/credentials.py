@@ -75,6 +75,7 @@ from connectors.oauth import (
 )
 from governance.vault import Vault
 from schemas.errors import AuthError, ConfigError, RateLimited, ReauthorizationRequired, TransientError
+from services.notices import NoticeKind, enqueue_notice
 from services.token_source import DbTokenSource
 from store import connections as store
 from store.connections import ConnectionInfo, ConnectionRow, ConnectionStatus
@@ -343,6 +344,15 @@ class OAuthService:
                 return self._refresh_claimed(connection_id, rejected_access_token)
             return self._refresh_row_locked(connection_id, rejected_access_token)
 
+    def _notify_reauthorization(self, tenant: str, connection_id: str, provider: str) -> None:
+        """Tell the controller a person must connect again (one notice per connection and window)."""
+        facts = {"connection_id": connection_id, "provider": provider}
+        try:
+            enqueue_notice(self.engine, tenant=tenant, kind=NoticeKind.REAUTHORIZATION_NEEDED, facts=facts,
+                           subject=connection_id, now=self.clock())  # fmt: skip
+        except Exception as exc:  # the refusal itself must still reach the caller
+            log.error("reauthorization notice for %s not enqueued: %s", connection_id, type(exc).__name__)
+
     def _refresh_row_locked(self, connection_id: str, rejected: str | None) -> tuple[str, datetime | None]:
         """PostgreSQL: hold ``SELECT … FOR UPDATE`` across the token call; commit before returning."""
         dead: ReauthorizationRequired | None = None
@@ -361,6 +371,7 @@ class OAuthService:
                 result = self._store_grant(conn, row, grant, sealed)
         if dead is not None:
             log.warning("oauth connection %s needs reauthorization", connection_id)
+            self._notify_reauthorization(row.tenant, connection_id, row.provider)
             raise dead
         return result
 
@@ -399,6 +410,7 @@ class OAuthService:
             with self._write_locked() as conn:
                 store.mark_reauthorization_required(conn, row.id, exc.message, now=self.clock())
             log.warning("oauth connection %s needs reauthorization", connection_id)
+            self._notify_reauthorization(row.tenant, connection_id, row.provider)
             raise
         except BaseException:
             with self._write_locked() as conn:

@@ -55,6 +55,7 @@ from store import connections as connection_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
+from store.associations import is_relationship
 from store.connections import ConnectionRow
 from store.syncs import SyncRow, SyncSpec
 
@@ -473,7 +474,8 @@ class SyncSetup:
         writable = [n for n, f in fields.items() if f.writable]
         obj = f"the {row.provider} object {spec.destination_stream}"
         wanted = [("destination_id_property", spec.destination_id_property)]
-        wanted += [("mapping", d) for d in spec.mapping.values()]
+        # a relationship (``@companies``) is no field: the plan checks its parent sync
+        wanted += [("mapping", d) for d in spec.mapping.values() if not is_relationship(d)]
         for field, name in wanted:
             found = fields.get(name)
             if found is None:

@@ -33,11 +33,21 @@ __all__ = [
     "defer",
     "drop_deferred",
     "drop_links",
+    "is_relationship",
     "links_of",
     "set_links",
     "syncs_writing",
     "waiting_on",
 ]
+
+
+RELATIONSHIP_MARK = "@"
+
+
+def is_relationship(destination: str) -> bool:
+    """Is a mapping destination a relationship (``@<parent stream>``, see
+    :mod:`workflows.associations`) rather than a destination field?"""
+    return destination.startswith(RELATIONSHIP_MARK) and len(destination) > 1
 
 
 class AssociationLinkTable(SQLModel, table=True):

@@ -3,8 +3,13 @@
 Tables (migration ``0008_auditors``)::
 
     auditor_tokens    id → tenant, name, SHA-256 of the secret, created/expires/revoked/last used
-    audit_access_log  one row per audit API request: token id (never the token), tenant, route,
-                      query parameters (periods, indexes, formats — no PII), outcome
+    audit_access_log  one row per *granted* audit API request: token id (never the token), tenant,
+                      route, query parameters (periods, indexes, formats — no PII), the client
+                      address as a keyed hash (never the address)
+    audit_access_denied  denied requests, aggregated (migration ``0019_access_log_bounds``): one row
+                      per (hour, reason, client hash) with a count, first/last time and the last
+                      route; at most :data:`DENIED_ROWS_PER_BUCKET` clients per hour (the rest
+                      counted under :data:`OVERFLOW_CLIENT`), kept :data:`DENIED_RETENTION`
     dsr_exports       request id → the vault-sealed JSON of a data-subject export, until the CLI
                       that started the request fetches it (expires after a day)
 
@@ -19,7 +24,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -32,6 +37,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     delete,
+    func,
     select,
     update,
 )
@@ -39,24 +45,32 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from schemas.errors import ConfigError
-from store._sql import aware, required_aware, table_of
+from store._sql import aware, dialect_insert, required_aware, table_of
 
 __all__ = [
+    "DENIED_RETENTION",
+    "DENIED_ROWS_PER_BUCKET",
+    "OVERFLOW_CLIENT",
     "TOKEN_PREFIX",
     "AccessOutcome",
     "AccessRow",
     "AuditAccessTable",
+    "AuditDeniedTable",
     "AuditorToken",
     "AuditorTokenTable",
+    "DenialReason",
     "DsrExportTable",
+    "audit_access_denied",
     "audit_access_log",
     "auditor_tokens",
     "authenticate",
+    "count_denied_rows",
     "create_token",
     "dsr_exports",
     "list_access",
     "list_tokens",
     "log_access",
+    "log_denied",
     "pop_dsr_export",
     "put_dsr_export",
     "revoke_token",
@@ -103,6 +117,22 @@ class AuditAccessTable(SQLModel, table=True):
     client: str | None = Field(sa_type=String(255))
 
 
+class AuditDeniedTable(SQLModel, table=True):
+    """Declaration of the ``audit_access_denied`` table (read and written through
+    :data:`audit_access_denied`)."""
+
+    __tablename__ = "audit_access_denied"
+    __table_args__ = (PrimaryKeyConstraint("bucket", "reason", "client_hash", name="pk_audit_access_denied"),)
+
+    bucket: datetime = Field(sa_type=DateTime(timezone=True), primary_key=True)
+    reason: str = Field(sa_type=String(16), primary_key=True)
+    client_hash: str = Field(sa_type=String(64), primary_key=True)
+    count: int = Field(sa_type=Integer)
+    first_at: datetime = Field(sa_type=DateTime(timezone=True))
+    last_at: datetime = Field(sa_type=DateTime(timezone=True))
+    route: str = Field(sa_type=String(255))
+
+
 class DsrExportTable(SQLModel, table=True):
     """Declaration of the ``dsr_exports`` table (read and written through :data:`dsr_exports`)."""
 
@@ -118,6 +148,7 @@ class DsrExportTable(SQLModel, table=True):
 
 auditor_tokens = table_of(AuditorTokenTable)
 audit_access_log = table_of(AuditAccessTable)
+audit_access_denied = table_of(AuditDeniedTable)
 dsr_exports = table_of(DsrExportTable)
 
 
@@ -128,6 +159,26 @@ def _hash(secret: str) -> str:
 class AccessOutcome(StrEnum):
     GRANTED = "granted"
     DENIED = "denied"  # no token, unknown, revoked or expired
+
+
+class DenialReason(StrEnum):
+    """Why a request was denied (the aggregate's key; never the token itself)."""
+
+    NO_TOKEN = "no_token"  # noqa: S105 - a reason, not a secret
+    NOT_A_TOKEN = "not_a_token"  # noqa: S105 - not of the form crmhub_aud_<id>_<secret>
+    REJECTED = "rejected"  # one of our ids, but unknown, wrong secret, revoked or expired
+
+
+DENIED_ROWS_PER_BUCKET = 256
+"""Distinct clients one hour of denied requests keeps a row for; the rest share one row per reason."""
+
+OVERFLOW_CLIENT = "overflow"
+"""The client hash of denied requests beyond :data:`DENIED_ROWS_PER_BUCKET` in their hour."""
+
+DENIED_RETENTION = timedelta(days=90)
+"""How long denied-request aggregates are kept (older hours are deleted as new denials arrive)."""
+
+_BUCKET = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +287,7 @@ class AccessRow:
     query: str
     outcome: str
     client: str | None
+    count: int = 1
 
 
 def log_access(
@@ -249,7 +301,8 @@ def log_access(
     outcome: AccessOutcome,
     client: str | None,
 ) -> None:
-    """Append one access-log row (the caller passes no PII: route, parameters, token id)."""
+    """Append one access-log row (the caller passes no PII: route, parameters, token id, the client
+    as a keyed hash). For granted requests; denied ones go to :func:`log_denied`."""
     conn.execute(
         audit_access_log.insert().values(
             at=at,
@@ -263,12 +316,66 @@ def log_access(
     )
 
 
+def _bucket(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def log_denied(
+    conn: Connection, *, at: datetime, reason: DenialReason, client_hash: str | None, route: str
+) -> None:
+    """Count one denied request in its hour's row for ``(reason, client_hash)`` (one upsert), so
+    anonymous traffic cannot grow the table without bound: per hour at most
+    :data:`DENIED_ROWS_PER_BUCKET` clients get a row of their own, the rest are counted under
+    :data:`OVERFLOW_CLIENT`; hours older than :data:`DENIED_RETENTION` are deleted."""
+    t = audit_access_denied
+    bucket = _bucket(at)
+    conn.execute(delete(t).where(t.c.bucket < bucket - DENIED_RETENTION))
+    client = (client_hash or "-")[:64]
+    exists = select(t.c.count).where(
+        t.c.bucket == bucket, t.c.reason == reason.value, t.c.client_hash == client
+    )
+    if conn.execute(exists).first() is None:
+        rows = conn.execute(select(func.count()).select_from(t).where(t.c.bucket == bucket)).scalar_one()
+        if rows >= DENIED_ROWS_PER_BUCKET:
+            client = OVERFLOW_CLIENT
+    insert = dialect_insert(conn, t).values(
+        bucket=bucket, reason=reason.value, client_hash=client, count=1, first_at=at, last_at=at,
+        route=route[:255],
+    )  # fmt: skip
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=[t.c.bucket, t.c.reason, t.c.client_hash],
+            set_={"count": t.c.count + 1, "last_at": at, "route": route[:255]},
+        )
+    )
+
+
+def count_denied_rows(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(audit_access_denied)).scalar_one())
+
+
 def list_access(conn: Connection, tenant: str | None = None, *, limit: int = 1000) -> list[AccessRow]:
-    """Access-log rows (of one tenant or all), newest first."""
+    """Access-log rows (of one tenant or all), newest first: every granted request, and (without
+    ``tenant``: a denied request names no tenant) the denied aggregates, each as one row with its
+    count, at its last request."""
     stmt = select(audit_access_log)
     if tenant is not None:
         stmt = stmt.where(audit_access_log.c.tenant == tenant)
     stmt = stmt.order_by(audit_access_log.c.id.desc()).limit(limit)
+    out = _granted(conn, stmt)
+    if tenant is None:
+        d = audit_access_denied
+        denied = select(d).order_by(d.c.last_at.desc()).limit(limit)
+        out += [
+            AccessRow(required_aware(m["last_at"]), None, None, m["route"], m["reason"],
+                      AccessOutcome.DENIED.value, m["client_hash"], int(m["count"]))
+            for m in conn.execute(denied).mappings()
+        ]  # fmt: skip
+        out.sort(key=lambda r: r.at, reverse=True)  # stable: granted rows keep their id order
+    return out[:limit]
+
+
+def _granted(conn: Connection, stmt: Any) -> list[AccessRow]:
     out = []
     for m in conn.execute(stmt).mappings():
         out.append(

@@ -25,6 +25,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from schemas.errors import ConfigError
+from schemas.lineage import DetailValue
 from schemas.sync import (
     BatchRef,
     FinishInput,
@@ -35,6 +36,7 @@ from schemas.sync import (
     SyncPlanRef,
     SyncStatus,
 )
+from services.notices import NoticeKind
 from services.wiring import ActivityDeps
 from store import runs as run_store
 from store import staging as staging_store
@@ -135,6 +137,13 @@ class SyncActivities:
             purged = staging_store.purge_expired_staging(conn, now=now)
         if purged:
             activity.logger.info("purged %d staged parts past their retention", purged)
+        if inp.status is SyncStatus.FAILED:
+            facts: dict[str, DetailValue] = {
+                "sync_id": plan.sync_id,
+                "run_id": plan.run_id,
+                "failed_records": inp.counts.failed,
+            }
+            self.kit.notify(plan.tenant, NoticeKind.RUN_FAILED, plan.sync_id, facts)
         self.kit.ledger(plan.tenant).checkpoint(deps.signer)
 
     @activity.defn(name="discard_batch")

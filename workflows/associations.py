@@ -52,17 +52,13 @@ __all__ = [
     "waiting_children",
 ]
 
-MARK = "@"
+MARK = links_store.RELATIONSHIP_MARK
+is_relationship = links_store.is_relationship
 DEFERRAL_LIMIT = 10_000
 """Children per sync that may wait for their parent; beyond it they are dead-lettered."""
 
 # (kind, index in its part, key hash, record shown in the letter, code, message) → a dead letter
 LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.DeadLetter]
-
-
-def is_relationship(destination: str) -> bool:
-    """Is a mapping destination a relationship (``@<parent stream>``) rather than a field?"""
-    return destination.startswith(MARK) and len(destination) > 1
 
 
 def declared(mapping: dict[str, str]) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from schemas.connector import StreamSpec
 from schemas.errors import ConfigError, CrmhubError, IntegrityError, PolicyError
 from schemas.lineage import DatasetRef, DetailValue, EventKind, LineageEvent
 from schemas.sync import SyncStatus
+from services.notices import NoticeKind, enqueue_notice
 from services.wiring import ActivityDeps
 from store import connections as connection_store
 from store import instructions as instruction_store
@@ -425,3 +426,22 @@ class ActivityKit:
             )
             sync_store.set_sync_status(conn, ctx.tenant.id, ctx.spec.id, SyncStatus.REFUSED.value, now=now)
         activity.logger.warning("run %s refused: %s", run_id, exc.code)
+        # A transfer the instruction would need but no mechanism covers: the instruction itself would
+        # infringe Chapter V, which Art. 28(3) last sentence says to tell the controller.
+        kind = (
+            NoticeKind.INSTRUCTION_INFRINGEMENT
+            if exc.code == "transfer_not_permitted"
+            else NoticeKind.RUN_REFUSED
+        )
+        self.notify(
+            ctx.tenant.id, kind, ctx.spec.id, {"sync_id": ctx.spec.id, "run_id": run_id, "code": exc.code}
+        )
+
+    def notify(self, tenant: str, kind: NoticeKind, subject: str, facts: Mapping[str, DetailValue]) -> None:
+        """Enqueue a notice to the tenant's contacts (throttled per kind and ``subject``); the
+        delivery workflow sends it (:mod:`services.notices`)."""
+        throttle = self.deps.settings.notices.throttle
+        enqueue_notice(
+            self.deps.engine, tenant=tenant, kind=kind, facts=facts, subject=subject, throttle=throttle,
+            now=self.deps.clock(),
+        )  # fmt: skip

@@ -30,12 +30,16 @@ from api.audit import reports
 from api.audit.cover import cover_page
 from governance.lineage import CheckpointJournal, Ledger, report_to_json
 from governance.openlineage import run_events_json
+from governance.pseudonym import Pseudonymizer
 from governance.registry import Registry
 from schemas.errors import ConfigError, IntegrityError
 from schemas.settings import Settings
 from store import auditors as auditor_store
 
-__all__ = ["AuditServices", "Principal", "audit_services", "auditor", "router"]
+__all__ = ["CLIENT_KEY_SCOPE", "AuditServices", "Principal", "audit_services", "auditor", "router"]
+
+CLIENT_KEY_SCOPE = "crmhub:audit-client"
+"""The vault scope (not a tenant: tenant ids have no ':') of the client addresses' HMAC key."""
 
 log = logging.getLogger("crmhub.audit")
 
@@ -50,29 +54,45 @@ def _utcnow() -> datetime:
 @dataclass(frozen=True)
 class AuditServices:
     """What the audit routes read: the database, the registry, crmhub's public key (informational:
-    auditors should obtain it independently), the signer's checkpoint journal and a clock."""
+    auditors should obtain it independently), the signer's checkpoint journal, a clock and the
+    pseudonymizer that keys the client addresses' hashes (None: no client address is kept)."""
 
     engine: Engine
     registry: Registry
     public_key_pem: str | None = None
     clock: Callable[[], datetime] = field(default=_utcnow)
     journal: CheckpointJournal | None = None
+    pseudonymizer: Pseudonymizer | None = None
+
+    def client_hash(self, request: Request) -> str | None:
+        """The keyed hash of the request's client address (None without a pseudonymizer)."""
+        if self.pseudonymizer is None or request.client is None:
+            return None
+        return self.pseudonymizer.keyed_hash(CLIENT_KEY_SCOPE, request.client.host)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, engine: Engine | None = None) -> AuditServices:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        pseudonymizer: Pseudonymizer | None = None,
+    ) -> AuditServices:
         from governance.lineage import CheckpointSigner
         from governance.registry import load_registry
-        from services.wiring import default_subprocessors_file
+        from services.wiring import default_subprocessors_file, make_vault
         from store.engine import make_engine
 
         registry = load_registry(settings.governance.subprocessors_file or default_subprocessors_file())
         key_file = settings.data_dir / settings.governance.signing_key_file
         signer = CheckpointSigner.load_or_create(key_file) if key_file.exists() else None
+        engine = engine or make_engine(settings.effective_database_url)
         return cls(
-            engine or make_engine(settings.effective_database_url),
+            engine,
             registry,
             signer.public_key_pem() if signer else None,
             journal=signer.journal if signer else None,
+            pseudonymizer=pseudonymizer or Pseudonymizer(make_vault(settings, engine)),
         )
 
 
@@ -104,27 +124,30 @@ def _route(request: Request) -> str:
 
 
 def auditor(request: Request, services: Services) -> Principal:
-    """The single gate of every audit route: a valid token → its tenant; log the access either way."""
+    """The single gate of every audit route: a valid token → its tenant; log the access either way
+    (granted: a row; denied: a count in its hour's aggregate)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else ""
     now = services.clock()
     query = "&".join(f"{k}={request.query_params[k]}" for k in _LOGGED_PARAMS if k in request.query_params)
     route = f"{request.method} {_route(request)}"
-    client = request.client.host if request.client else None
+    client = services.client_hash(request)
     with services.engine.begin() as conn:
         row = auditor_store.authenticate(conn, token, now=now) if token else None
         outcome = auditor_store.AccessOutcome.GRANTED if row else auditor_store.AccessOutcome.DENIED
         token_id = row.id if row else auditor_store.token_id_of(token)
-        auditor_store.log_access(
-            conn,
-            at=now,
-            token_id=token_id,
-            tenant=row.tenant if row else None,
-            route=route,
-            query=query,
-            outcome=outcome,
-            client=client,
-        )
+        if row is not None:
+            auditor_store.log_access(
+                conn, at=now, token_id=token_id, tenant=row.tenant, route=route, query=query,
+                outcome=outcome, client=client,
+            )  # fmt: skip
+        else:
+            reason = (
+                auditor_store.DenialReason.REJECTED if token_id
+                else auditor_store.DenialReason.NOT_A_TOKEN if token
+                else auditor_store.DenialReason.NO_TOKEN
+            )  # fmt: skip
+            auditor_store.log_denied(conn, at=now, reason=reason, client_hash=client, route=route)
     log.info("audit access %s: token %s, %s %s", outcome.value, token_id or "-", route, query)
     if row is None:
         raise HTTPException(

@@ -83,7 +83,7 @@ def create_app(
     callback = redirect_uri or settings.oauth.redirect_uri or DEFAULT_REDIRECT_URI
     oauth = credentials(settings, engine, vault, redirect_uri=callback, configs=oauth_configs)
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-    pseudonymizer = Pseudonymizer(vault)
+    pseudonymizer = Pseudonymizer(vault, shred_check_s=settings.governance.shred_check_s)
     web = settings.web
     ctx = WebContext(
         settings=settings,
@@ -141,7 +141,9 @@ def create_app(
     ):
         app.include_router(module.router)
     # the auditors' read-only API (bearer tokens of their own, see api.audit.router)
-    app.state.audit_services = AuditServices.from_settings(settings, engine=engine)
+    app.state.audit_services = AuditServices.from_settings(
+        settings, engine=engine, pseudonymizer=pseudonymizer
+    )
     app.include_router(audit_router, prefix="/audit", responses=AUDIT_RESPONSES)
     return app
 

@@ -3,7 +3,8 @@ minutes at one account from one client address, 20 at one account, 50 from one a
 them 429 until the window has passed, counted atomically before the password is checked. The
 password check runs in a bounded number of hash slots (503 with ``Retry-After`` when they stay
 full); an unknown organisation or email is checked against a dummy hash, so the answer and its time
-do not tell which accounts exist, nor does a disabled one's.
+do not tell which accounts exist, nor does a disabled one's. An offboarded (crypto-shredded)
+organisation is one whose keys are gone: its logins are wrong credentials (401) like an unknown one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from api.web.guards import address_bucket, client_address
 from api.web.render import POST_RESPONSES, render
 from api.web.security import DUMMY_HASH, PasswordHashBusy
 from api.web.session import LOGIN_CSRF_COOKIE, SESSION_COOKIE, CsrfChecked, optional_session, start_session
+from governance.vault import TenantKeysDestroyed
 from store import tenants as tenant_store
 from store import users as user_store
 
@@ -73,9 +75,13 @@ def login(
     with ctx.engine.connect() as conn:
         known_tenant = bool(tenant) and tenant_store.get_tenant(conn, tenant) is not None
     if known_tenant:
-        email_hash = ctx.pseudonymizer.keyed_hash(tenant, email)
-        with ctx.engine.connect() as conn:
-            user = user_store.find_user(conn, tenant, email_hash)
+        try:
+            email_hash: str | None = ctx.pseudonymizer.keyed_hash(tenant, email)
+        except TenantKeysDestroyed:  # offboarded: no user can be found (and none is left)
+            email_hash = None
+        if email_hash is not None:
+            with ctx.engine.connect() as conn:
+                user = user_store.find_user(conn, tenant, email_hash)
     try:
         matches = ctx.passwords.verify(password, user.password_hash if user else DUMMY_HASH)
     except PasswordHashBusy:

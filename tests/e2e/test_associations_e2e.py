@@ -25,10 +25,12 @@ from governance.pseudonym import Pseudonymizer
 from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
+from store import dead_letters as dead_letter_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
 from tests.sync_support import ENDPOINT, Direction, World, check_ledger, run_sync
+from workflows import associations
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -168,3 +170,24 @@ async def test_a_lookup_the_instruction_does_not_allow_refuses_the_plan(world: W
     assert refused.status is SyncStatus.REFUSED
     assert "AccountId" in refused.message and "allowed_fields.Contact" in refused.message
     assert world.hs.live_records("contacts") == []
+
+
+async def test_a_full_deferral_queue_dead_letters_the_rest_naming_the_parent_sync(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = "sf-assoc-bound"
+    monkeypatch.setattr(associations, "DEFERRAL_LIMIT", 5)
+    world.sf.seed({"Account": 3, "Contact": 20})
+    await _tenant(world, tenant, ["Id", "Email", "FirstName", "LastName", "AccountId", "SystemModstamp"])
+    async with _workers(world.settings):
+        first = await run_sync(world.connected, world.settings, tenant, CONTACTS)
+        assert (first.counts.pushed, first.counts.failed) == (20, 0)  # the contacts themselves land
+        with world.connected.engine.connect() as conn:
+            assert links_store.count_deferred(conn, tenant, CONTACTS) == 5
+            letters = dead_letter_store.list_dead_letters(conn, tenant, CONTACTS)
+        assert [dl.error_code for dl in letters] == ["PARENT_NOT_SYNCED"] * 15
+        assert all(f"run sync {ACCOUNTS!r} first" in dl.error_message for dl in letters)
+        pushed = _push_counts(world, tenant, first.run_id)
+        assert (pushed["deferred"], pushed["link_failed"]) == (5, 15)  # none silently dropped
+        await run_sync(world.connected, world.settings, tenant, ACCOUNTS)
+    assert len(world.hs.associations.pairs("contacts", "companies")) == 5  # the waiting ones, released

@@ -565,6 +565,25 @@ def test_dead_refresh_token_requires_reauthorization_without_retrying(
     assert route.call_count == 1
 
 
+def test_a_dead_refresh_token_notifies_the_controller_once(svc, mock, db_engine) -> None:
+    from governance.lineage import Ledger
+    from schemas.lineage import EventKind
+
+    info = connect(svc, mock, "salesforce", sf_grant())
+    mock.post(SF_TOKEN).mock(
+        return_value=httpx.Response(
+            400, json=_fixture("salesforce/oauth_error_invalid_grant.simple_salesforce.json")
+        )
+    )
+    for _ in range(2):
+        with pytest.raises(ReauthorizationRequired):
+            svc.refresh(info.id, "sf-access-1")
+    notices = [e for e in Ledger(db_engine, "acme").read_events() if e.kind is EventKind.NOTICE]
+    assert [(e.details["notice_kind"], e.details["fact_connection_id"]) for e in notices] == [
+        ("reauthorization_needed", info.id)
+    ]
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [({"Retry-After": "7"}, 7.0), ({"Retry-After": "Mon, 05 Jan 2026 12:00:30 GMT"}, 30.0), ({}, None)],

@@ -451,3 +451,14 @@ def test_a_custom_object_is_suggested_by_name_and_by_its_vendor_id(
         suggest("2-100001", ["contacts", "2-1000001"], {"2-1000001": "projects"})
         == "; did you mean projects?"
     )
+
+
+def test_a_relationship_is_no_destination_field(setup: SyncSetup) -> None:
+    """``{lookup: "@companies"}`` declares a relationship (workflows.associations): the destination
+    check does not look for a property ``@companies`` (the plan checks its parent sync), while the
+    lookup field is checked like any mapped source field (live at the source, allowed)."""
+    err = refusal(setup, spec_of(mapping={"Email": "email", "Emial": "@companies"}))
+    assert err.message == "mapping: the salesforce object Contact has no field 'Emial'; did you mean Email?"
+    row = setup.create(spec_of(mapping={"Email": "email", "FirstName": "@companies"}))
+    assert row.spec.mapping["FirstName"] == "@companies"
+    assert syncs_of(setup.engine) == 1

@@ -653,3 +653,24 @@ def test_connectors_of_one_connection_share_the_portals_pacing(world: World) -> 
     finally:
         a.close()
         b.close()
+
+
+def test_a_refused_and_a_failed_run_each_enqueue_one_throttled_notice(world: World) -> None:
+    world.add_sync(mapping={**MAPPING, "MailingCity": "city"})
+    for run in ("run-1", "run-2"):  # the same refusal twice: the controller hears it once
+        with pytest.raises(ApplicationError):
+            world.plan(run_id=run)
+    (refusal,) = world.events("run-1")
+    world.add_sync("other")
+    plan = world.plan("other", run_id="run-3")
+    for _ in range(2):  # a failing run, twice within the throttle window
+        world.env().run(
+            world.acts.finish_run,
+            FinishInput(plan=plan, final_state=plan.start_state, counts=RunCounts(failed=2),
+                        status=SyncStatus.FAILED, message="destination unreachable"),
+        )  # fmt: skip
+    notices = [e for e in Ledger(world.engine, TENANT).read_events() if e.kind is EventKind.NOTICE]
+    got = [(e.details["notice_kind"], e.details["phase"], e.details["fact_sync_id"]) for e in notices]
+    assert got == [("run_refused", "enqueued", "contacts"), ("run_failed", "enqueued", "other")]
+    assert notices[0].details["fact_code"] == refusal.details["code"]
+    assert (notices[1].details["fact_run_id"], notices[1].details["fact_failed_records"]) == ("run-3", 2)
