@@ -24,6 +24,8 @@ from workflows.dsr import DataSubjectRequestWorkflow
 from workflows.dsr_activities import DsrActivities
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
+from workflows.notice_activities import NoticeActivities
+from workflows.notices import NoticeDeliveryWorkflow
 from workflows.reconcile import ReconcileTriggerWorkflow, ReconcileWorkflow
 from workflows.reconcile_activities import ReconcileActivities
 from workflows.sync import SyncWorkflow
@@ -56,11 +58,13 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
             DataSubjectRequestWorkflow,
             ReconcileWorkflow,
             ReconcileTriggerWorkflow,
+            NoticeDeliveryWorkflow,
         ],
         activities=[
             activities.plan_sync,
             activities.finish_run,
             *maintenance.activities(),
+            *NoticeActivities(activities.deps).activities(),
             *dsr.control_activities(),
             reconcile.begin_reconcile,
         ],

@@ -1,0 +1,44 @@
+"""The notice-delivery activities (control queue; they read no record content):
+``pending_notice_contacts`` (contact ids a notice has not reached) and ``deliver_notice`` (one send,
+:func:`services.notices.deliver`; a failure is a retryable error naming only its class)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+
+from schemas.notices import DeliverInput, NoticeDeliveryInput
+from services import notices
+from services.wiring import ActivityDeps
+from workflows.context import ActivityKit
+
+__all__ = ["NoticeActivities"]
+
+
+class NoticeActivities:
+    """Bound to the worker's dependencies (engine, vault, settings.notices, clock)."""
+
+    def __init__(self, deps: ActivityDeps) -> None:
+        self.deps = deps
+        self.kit = ActivityKit(deps)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.pending_notice_contacts, self.deliver_notice]
+
+    @activity.defn(name="pending_notice_contacts")
+    def pending_notice_contacts(self, inp: NoticeDeliveryInput) -> list[str]:
+        return self.kit.guarded(
+            "pending_notice_contacts", lambda: notices.pending_deliveries(self.deps.engine, inp.notice_id)
+        )
+
+    @activity.defn(name="deliver_notice")
+    def deliver_notice(self, inp: DeliverInput) -> int:
+        d = self.deps
+        return self.kit.guarded(
+            "deliver_notice",
+            lambda: notices.deliver(
+                d.engine, d.vault, d.settings.notices, inp.notice_id, inp.contact_id, now=d.clock()
+            ),
+        )
