@@ -199,8 +199,12 @@ async def _seed(settings: Settings, sandbox: RunningSandbox, engine: Engine) -> 
         | {d.batch_id for d in letters}
         | {str(b_ins.version), str(len(events) - 1), *(str(cp.size) for cp in b_cps)}
     )
+    # the token's whole secret: token_urlsafe may itself hold "_", so splitting on the last one
+    # could leave a two-letter fragment that any page happens to contain
+    b_secret = b_token.removeprefix(f"{auditors.TOKEN_PREFIX}{b_token_row.id}_")
+    assert len(b_secret) >= 40
     markers = (
-        {B, B_SYNC, B_USER, b_token_row.id, b_token.rsplit("_", 1)[-1], b_ins.content_hash}
+        {B, B_SYNC, B_USER, b_token_row.id, b_secret, b_ins.content_hash}
         | {c.id for c in b_conns}
         | {r.run_id for r in runs}
         | {d.id for d in letters}
