@@ -44,6 +44,7 @@ from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
 from workflows.merges import merge_event, spare_shared
 from workflows.metrics import count_push
+from workflows.reverse_links import is_relink
 from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
 from workflows.write_modes import NOT_AT_DESTINATION, plan_writes, refused_as_skip
 
@@ -205,7 +206,11 @@ class _Writer:
         mapped: list[Record] = []
         positions: list[int] = []
         letters: list[dead_letter_store.DeadLetter] = []
+        relinks: list[int] = []  # relationships only (an association change: workflows.reverse_links)
         for i, rec in enumerate(records):
+            if is_relink(rec):
+                relinks.append(i)
+                continue
             out = destination_record(spec, rec)
             if out is None:
                 letters.append(self.letter(part, "upsert", i, keys[i], rec, "MISSING_EXTERNAL_ID", None))
@@ -218,6 +223,11 @@ class _Writer:
                 known = id_map_store.lookup_id_map(
                     conn, self.ctx.tenant.id, spec.id, [keys[p] for p in positions]
                 )
+        prefilled = (
+            self.linking.prefill([keys[p] for p in positions], [records[p] for p in positions], mapped)
+            if self.linking
+            else {}
+        )
         plan = plan_writes(spec, self.stream, [keys[p] for p in positions], mapped, known)
         outcomes: dict[int, RecordOutcome] = {}
         calls = 0
@@ -268,7 +278,15 @@ class _Writer:
             resolved = dead_letter_store.resolve_dead_letters(conn, self.ctx.tenant.id, spec.id, ok)
             dead_letter_store.add_dead_letters(conn, letters)
             waiting = waiting_children(conn, self.ctx, [k for k, _ in pairs])
-        links = self._links(part, children, waiting, dict(pairs))
+            at_destination = (
+                id_map_store.lookup_id_map(conn, self.ctx.tenant.id, spec.id, [keys[i] for i in relinks])
+                if relinks
+                else {}
+            )
+        children += [
+            (i, keys[i], at_destination[keys[i]], records[i]) for i in relinks if keys[i] in at_destination
+        ]
+        links = self._links(part, children, waiting, dict(pairs), prefilled)
         progress = progress.model_copy(
             update={
                 "created": progress.created + created,
@@ -289,6 +307,7 @@ class _Writer:
         children: list[tuple[int, str, str, Record]],
         waiting: list[Deferred],
         landed: dict[str, str],
+        prefilled: dict[str, dict[str, str | None]],
     ) -> LinkCounts:
         """This part's relationships: its children linked to their parents, and the children that
         waited for the parents it landed released (:mod:`workflows.associations`)."""
@@ -298,7 +317,7 @@ class _Writer:
         ) -> dead_letter_store.DeadLetter:
             return self.letter(part, kind, index, key, record, code, message)
 
-        links = self.linking.link(children, letter) if self.linking and children else LinkCounts()
+        links = self.linking.link(children, letter, prefilled) if self.linking and children else LinkCounts()
         if waiting:
             links = links.plus(release(self.kit, self.ctx, self.connector, waiting, landed, letter))
         return links
