@@ -167,15 +167,36 @@ async def test_contacts_get_their_account_from_hubspot_associations_and_follow_a
             parent[c] = next(co for co in companies if co != parent[c])
             hs.associations.associate("contacts", c, "companies", parent[c], [1])
         inc = await run_sync(world.connected, world.settings, tenant, CONTACTS, SyncMode.INCREMENTAL)
-    assert inc.status is SyncStatus.COMPLETED and inc.counts.pushed == 0  # no contact was modified
-    assert _pairs_at_salesforce(world) == set(parent.items())  # moved, each contact one account
-    swept = _counts(world, tenant, inc.run_id, EventKind.PULL)
-    assert (swept["links_checked"], swept["links_changed"], swept["link_calls"]) == (500, 10, 1)
-    relinked = _counts(world, tenant, inc.run_id, EventKind.PUSH)
-    assert (relinked["linked"], relinked["link_calls"], relinked["calls"]) == (10, 1, 1)
-    calls = _calls(world)
-    assert (calls["hs.associations.read"], calls["sf.collections"]) == (1, 1)
-    assert "sf.collections_upsert" not in calls  # relinks are no upserts
+        assert inc.status is SyncStatus.COMPLETED and inc.counts.pushed == 0  # no contact was modified
+        assert _pairs_at_salesforce(world) == set(parent.items())  # moved, each contact one account
+        swept = _counts(world, tenant, inc.run_id, EventKind.PULL)
+        assert (swept["links_checked"], swept["links_changed"], swept["link_calls"]) == (500, 10, 1)
+        relinked = _counts(world, tenant, inc.run_id, EventKind.PUSH)
+        assert (relinked["linked"], relinked["link_calls"], relinked["calls"]) == (10, 1, 1)
+        calls = _calls(world)
+        assert (calls["hs.associations.read"], calls["sf.collections"]) == (1, 1)
+        assert "sf.collections_upsert" not in calls  # relinks are no upserts
+
+        # Re-parented to a company not synced yet: unlinked now, waits, linked by the companies run.
+        assert parents.cursor is not None and parents.cursor.isdigit()
+        hs.store.clock.freeze(int(parents.cursor) + 1)  # as if made while the companies read ran
+        try:
+            newco = hs.create_record("companies", {"name": "Newco SE"})
+        finally:
+            hs.store.clock.unfreeze()
+        child = moved[0]
+        hs.associations.associate("contacts", child, "companies", newco, [1])
+        waits = await run_sync(world.connected, world.settings, tenant, CONTACTS, SyncMode.INCREMENTAL)
+        assert waits.status is SyncStatus.COMPLETED
+        assert (child, parent[child]) not in _pairs_at_salesforce(world)
+        assert len(_pairs_at_salesforce(world)) == 499
+        with world.connected.engine.connect() as conn:
+            assert links_store.count_deferred(conn, tenant, CONTACTS) == 1
+        late = await run_sync(world.connected, world.settings, tenant, COMPANIES, SyncMode.INCREMENTAL)
+    assert late.status is SyncStatus.COMPLETED and late.counts.pushed == 1
+    parent[child] = newco
+    assert _pairs_at_salesforce(world) == set(parent.items())
+    assert _counts(world, tenant, late.run_id, EventKind.PUSH)["released"] == 1
 
 
 async def test_a_relationship_the_instruction_does_not_allow_refuses_the_plan(world: World) -> None:
