@@ -80,7 +80,8 @@ async def _tenant(world: World, tenant: str, contact_fields: list[str]) -> None:
         instruction_store.add_instruction(conn, tenant=tenant, version=1, content=ins.model_dump(mode="json"),
                                           content_hash=ins.content_hash, now=now)  # fmt: skip
         sync_store.create_sync(conn, spec(COMPANIES, "companies", "Account", {"name": "Name"}), now=now)
-        contacts = {"email": "Email", "firstname": "FirstName", "lastname": "LastName", "@companies": "AccountId"}
+        contacts = {"email": "Email", "firstname": "FirstName", "lastname": "LastName"}
+        contacts["@companies"] = "AccountId"  # the relationship, read at HubSpot
         sync_store.create_sync(conn, spec(CONTACTS, "contacts", "Contact", contacts), now=now)
 
 
