@@ -20,6 +20,11 @@ The queue holds at most :data:`DEFERRAL_LIMIT` children per sync; a child that f
 dead-lettered ``PARENT_NOT_SYNCED`` naming the parent sync to run first. A link the vendor refuses
 is dead-lettered with the vendor's code. The push event counts ``linked``, ``unlinked``,
 ``deferred``, ``released`` and ``link_failed`` (lineage).
+
+**Read at the source** (the other way): ``{"@companies": "AccountId"}`` — the pull reads each
+record's parent (:mod:`workflows.reverse_links`), :meth:`Linking.prefill` writes the resolved parent
+into the lookup field of the upsert itself, and the same queue, release and re-parenting apply
+(the destination's :meth:`~connectors.base.Connector.write_links` sets the lookup field).
 """
 
 from __future__ import annotations

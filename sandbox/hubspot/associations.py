@@ -34,8 +34,9 @@ Rules emulated:
 * guess: batch create/archive take at most 2,000 inputs (Workato's HubSpot batch-associate action
   documents 2,000 as the request maximum; HubSpot's guide names no figure).
 * an association change does not move the records' ``lastmodifieddate``/``hs_lastmodifieddate``
-  (guess, from integrators' reports: association-only changes are not found by a search on the
-  modification date, which is why crmhub reads associations of mapped records itself).
+  (guess, from integrators' reports — airbytehq/airbyte#27199 "Engagement Associations not updated"
+  and #14390: incremental syncs miss association-only changes; HubSpot's docs say neither way —
+  which is why crmhub re-reads associations itself: :mod:`workflows.reverse_links`).
 """
 
 from __future__ import annotations

@@ -13,23 +13,17 @@ allow ``@companies`` refuses the plan.
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from api.demo import _workers, connect_crm
-from governance.lineage import Ledger
-from governance.policy import ProcessingInstruction
+from api.demo import _workers
 from sandbox.fake import BASE_EPOCH_MS
 from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
-from store import instructions as instruction_store
-from store import syncs as sync_store
-from store import tenants as tenant_store
-from tests.sync_support import ENDPOINT, World, run_sync
+from tests.e2e.links_support import event_counts, instruction, linked_tenant
+from tests.sync_support import World, run_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,46 +37,16 @@ def worker_options() -> dict[str, Any]:
     return {"pages_per_activity": 10, "continue_as_new_after_batches": 3}
 
 
-def _instruction(tenant: str, contact_fields: list[str]) -> ProcessingInstruction:
-    return ProcessingInstruction.model_validate(
-        {
-            "tenant": tenant, "version": 1, "purpose": "crm-sync",
-            "data_categories": ["contact_details", "business_contact"],
-            "allowed_fields": {"companies": ["hs_object_id", "name", "hs_lastmodifieddate"],
-                               "contacts": contact_fields},
-            "retention_days": 7, "permitted_regions": ["eea"],
-            "permitted_subprocessors": ["salesforce", "hubspot"], "valid_from": "2025-01-01T00:00:00Z",
-        }
-    )  # fmt: skip
-
-
 async def _tenant(world: World, tenant: str, contact_fields: list[str]) -> None:
     """Tenant, both CRMs connected, the instruction, the companies and the contacts syncs."""
-    conns = {
-        crm: await asyncio.to_thread(connect_crm, world.oauth, tenant, crm, world.ca)
-        for crm in ("salesforce", "hubspot")
-    }
-    ins = _instruction(tenant, contact_fields)
-    now = datetime.now(UTC)
-
-    def spec(id: str, src: str, dst: str, mapping: dict[str, str]) -> sync_store.SyncSpec:
-        return sync_store.SyncSpec(
-            tenant=tenant, id=id, source_connection_id=conns["hubspot"], source_stream=src,
-            source_endpoint=ENDPOINT["hubspot"], destination_connection_id=conns["salesforce"],
-            destination_stream=dst, destination_endpoint=ENDPOINT["salesforce"], mapping=mapping,
-            destination_id_property="External_Id__c", source_key_property="hs_object_id",
-            instruction_version=1,
-        )  # fmt: skip
-
-    with world.connected.engine.begin() as conn:
-        tenant_store.create_tenant(conn, id=tenant, name=f"{tenant} GmbH", home_region="eea",
-                                   authorised_subprocessors=["salesforce", "hubspot"], now=now)  # fmt: skip
-        instruction_store.add_instruction(conn, tenant=tenant, version=1, content=ins.model_dump(mode="json"),
-                                          content_hash=ins.content_hash, now=now)  # fmt: skip
-        sync_store.create_sync(conn, spec(COMPANIES, "companies", "Account", {"name": "Name"}), now=now)
-        contacts = {"email": "Email", "firstname": "FirstName", "lastname": "LastName"}
-        contacts["@companies"] = "AccountId"  # the relationship, read at HubSpot
-        sync_store.create_sync(conn, spec(CONTACTS, "contacts", "Contact", contacts), now=now)
+    allowed = {"companies": ["hs_object_id", "name", "hs_lastmodifieddate"], "contacts": contact_fields}
+    contacts = {"email": "Email", "firstname": "FirstName", "lastname": "LastName"}
+    contacts["@companies"] = "AccountId"  # the relationship, read at HubSpot
+    await linked_tenant(
+        world, instruction(tenant, allowed), "hubspot",
+        [(COMPANIES, "companies", "Account", {"name": "Name"}, "hs_object_id", "External_Id__c"),
+         (CONTACTS, "contacts", "Contact", contacts, "hs_object_id", "External_Id__c")],
+    )  # fmt: skip
 
 
 def _seed(world: World, companies: int, contacts: int) -> dict[str, str]:
@@ -112,15 +76,6 @@ def _pairs_at_salesforce(world: World) -> set[tuple[str, str]]:
     }
 
 
-def _counts(world: World, tenant: str, run_id: str | None, kind: EventKind) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for e in Ledger(world.connected.engine, tenant).read_events(run_id=run_id):
-        if e.kind is kind:
-            for k, v in e.counts.items():
-                out[k] = out.get(k, 0) + v
-    return out
-
-
 def _calls(world: World) -> dict[str, int]:
     counts = {**world.hs.calls.counts(), **world.sf.calls.counts()}
     world.hs.calls.clear()
@@ -143,10 +98,10 @@ async def test_contacts_get_their_account_from_hubspot_associations_and_follow_a
         assert len(sf.live_records("Contact")) == 500 and _pairs_at_salesforce(world) == set()
         with world.connected.engine.connect() as conn:
             assert links_store.count_deferred(conn, tenant, CONTACTS) == 500  # none dropped
-        pulled = _counts(world, tenant, first.run_id, EventKind.PULL)
+        pulled = event_counts(world, tenant, first.run_id, EventKind.PULL)
         assert (pulled["links_read"], pulled["link_calls"]) == (500, 1)  # one batch read for 500
         assert _calls(world)["hs.associations.read"] == 1
-        assert _counts(world, tenant, first.run_id, EventKind.PUSH)["deferred"] == 500
+        assert event_counts(world, tenant, first.run_id, EventKind.PUSH)["deferred"] == 500
 
         parents = await run_sync(world.connected, world.settings, tenant, COMPANIES)
         assert parents.status is SyncStatus.COMPLETED and parents.counts.pushed == 30
@@ -155,7 +110,7 @@ async def test_contacts_get_their_account_from_hubspot_associations_and_follow_a
         assert _pairs_at_salesforce(world) == expected
         with world.connected.engine.connect() as conn:
             assert links_store.count_deferred(conn, tenant, CONTACTS) == 0
-        released = _counts(world, tenant, parents.run_id, EventKind.PUSH)
+        released = event_counts(world, tenant, parents.run_id, EventKind.PUSH)
         # 1 Accounts upsert (30 ≤ 200) + 3 Contact updates setting AccountId (500 / 200)
         assert (released["released"], released["link_calls"], released["calls"]) == (500, 3, 4)
         calls = _calls(world)
@@ -170,9 +125,9 @@ async def test_contacts_get_their_account_from_hubspot_associations_and_follow_a
         inc = await run_sync(world.connected, world.settings, tenant, CONTACTS, SyncMode.INCREMENTAL)
         assert inc.status is SyncStatus.COMPLETED and inc.counts.pushed == 0  # no contact was modified
         assert _pairs_at_salesforce(world) == set(parent.items())  # moved, each contact one account
-        swept = _counts(world, tenant, inc.run_id, EventKind.PULL)
+        swept = event_counts(world, tenant, inc.run_id, EventKind.PULL)
         assert (swept["links_checked"], swept["links_changed"], swept["link_calls"]) == (500, 10, 1)
-        relinked = _counts(world, tenant, inc.run_id, EventKind.PUSH)
+        relinked = event_counts(world, tenant, inc.run_id, EventKind.PUSH)
         assert (relinked["linked"], relinked["link_calls"], relinked["calls"]) == (10, 1, 1)
         calls = _calls(world)
         assert (calls["hs.associations.read"], calls["sf.collections"]) == (1, 1)
@@ -197,7 +152,7 @@ async def test_contacts_get_their_account_from_hubspot_associations_and_follow_a
     assert late.status is SyncStatus.COMPLETED and late.counts.pushed == 1
     parent[child] = newco
     assert _pairs_at_salesforce(world) == set(parent.items())
-    assert _counts(world, tenant, late.run_id, EventKind.PUSH)["released"] == 1
+    assert event_counts(world, tenant, late.run_id, EventKind.PUSH)["released"] == 1
 
 
 async def test_a_relationship_the_instruction_does_not_allow_refuses_the_plan(world: World) -> None:
