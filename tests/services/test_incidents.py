@@ -5,8 +5,7 @@ other tenant, the auditor's view citing ledger indexes, and a tampered ledger op
 
 from __future__ import annotations
 
-import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,12 @@ from sqlalchemy.engine import Engine
 
 from api.audit.incidents import incident_history
 from api.audit.reports import tenant_events
-from api.demo import demo_instruction
 from governance.keys import LocalKeyringProvider
-from governance.lineage import CheckpointSigner, Ledger, RunRef
+from governance.lineage import CheckpointSigner, Ledger
 from governance.registry import Registry, load_registry
 from governance.vault import Vault
 from schemas.errors import ConfigError
-from schemas.lineage import DatasetRef, EventKind, LineageEvent
+from schemas.lineage import EventKind
 from services import notices
 from services.incident_scope import Scope
 from services.incident_signals import credential_window, ledger_failures, open_ledger_incidents
@@ -35,38 +33,11 @@ from services.incidents import (
     update_incident,
 )
 from services.wiring import default_subprocessors_file
-from store import connections as connection_store
-from store import instructions as instruction_store
 from store import lineage as lineage_store
 from store import notices as notice_store
-from store import syncs as sync_store
-from store import tenants as tenant_store
+from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, hashes, pull_event, seed
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
-HOUR = timedelta(hours=1)
-ACME, GLOBEX, INITECH = "acme", "globex", "initech"
-
-
-def _hashes(tenant: str, n: int, first: int = 0) -> list[str]:
-    return [hashlib.sha256(f"{tenant}-{i}".encode()).hexdigest() for i in range(first, first + n)]
-
-
-def _pull(tenant: str, at: datetime, hashes: list[str], *, records: int | None = None) -> LineageEvent:
-    ins = demo_instruction(tenant)
-    return RunRef.of(tenant, f"run-{at:%H%M}", sync_id="contacts", instruction=ins).event(
-        EventKind.PULL, at=at, source=DatasetRef(namespace="salesforce://sandbox", name="Contact"),
-        destination=DatasetRef(namespace="crmhub-staging", name="contacts"), record_id_hashes=hashes,
-        counts={"records": len(hashes) if records is None else records}, subprocessor="salesforce",
-    )  # fmt: skip
-
-
-def _push(tenant: str, at: datetime, hashes: list[str]) -> LineageEvent:
-    ins = demo_instruction(tenant)
-    return RunRef.of(tenant, f"run-{at:%H%M}", sync_id="contacts", instruction=ins).event(
-        EventKind.PUSH, at=at, source=DatasetRef(namespace="crmhub-staging", name="contacts"),
-        destination=DatasetRef(namespace="hubspot://sandbox", name="contacts"), record_id_hashes=hashes,
-        counts={"pushed": len(hashes)}, subprocessor="hubspot",
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -76,46 +47,7 @@ def registry() -> Registry:
 
 @pytest.fixture
 def vault(db_engine: Engine, tmp_path: Path) -> Vault:
-    with db_engine.begin() as conn:
-        for tenant in (ACME, GLOBEX, INITECH):
-            tenant_store.create_tenant(
-                conn, id=tenant, name=tenant, home_region="eea",
-                authorised_subprocessors=["salesforce", "hubspot"], now=T0 - 10 * HOUR,
-            )  # fmt: skip
-            ins = demo_instruction(tenant)
-            instruction_store.add_instruction(
-                conn, tenant=tenant, version=1, content=ins.model_dump(mode="json"),
-                content_hash=ins.content_hash, now=T0,
-            )  # fmt: skip
-            for provider in ("salesforce", "hubspot"):
-                connection_store.insert_connection(
-                    conn, id=f"{provider[:2]}-{tenant}", tenant=tenant, provider=provider, instance_url=None,
-                    scopes=[], access_token_sealed=b"x", refresh_token_sealed=b"x", access_expires_at=None,
-                    now=T0 - 5 * HOUR,
-                )  # fmt: skip
-            sync_store.create_sync(
-                conn,
-                sync_store.SyncSpec(
-                    tenant=tenant, id="contacts", source_connection_id=f"sa-{tenant}",
-                    source_stream="Contact", destination_connection_id=f"hu-{tenant}",
-                    destination_stream="contacts",
-                    mapping={"Email": "email"}, destination_id_property="email", source_key_property="Email",
-                    instruction_version=1,
-                ),
-                now=T0,
-            )  # fmt: skip
-    # acme: 5 records read and written in the window; globex: 3, then 2 more of which 1 again
-    # (4 subjects, 5 records), read only; initech: read two days before the window.
-    Ledger(db_engine, ACME).append(
-        [_pull(ACME, T0 + HOUR, _hashes(ACME, 5)), _push(ACME, T0 + HOUR, _hashes(ACME, 5))]
-    )
-    Ledger(db_engine, GLOBEX).append(
-        [
-            _pull(GLOBEX, T0 + 2 * HOUR, _hashes(GLOBEX, 3)),
-            _pull(GLOBEX, T0 + 3 * HOUR, _hashes(GLOBEX, 2, 2)),
-        ]
-    )
-    Ledger(db_engine, INITECH).append([_pull(INITECH, T0 - 48 * HOUR, _hashes(INITECH, 7))])
+    seed(db_engine, T0)
     return Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
 
 
@@ -266,7 +198,7 @@ def test_a_tampered_ledger_opens_one_incident(
     for tenant in (ACME, GLOBEX):
         Ledger(db_engine, tenant).checkpoint(signer)
     assert ledger_failures(db_engine, signer) == []
-    forged = _pull(GLOBEX, T0 + 2 * HOUR, _hashes(GLOBEX, 1)).canonical_bytes()
+    forged = pull_event(GLOBEX, T0 + 2 * HOUR, hashes(GLOBEX, 1)).canonical_bytes()
     with db_engine.begin() as conn:
         conn.execute(
             update(lineage_store.events)
