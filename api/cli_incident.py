@@ -41,16 +41,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _when(value: str | None, name: str, default: datetime | None = None) -> datetime:
-    """An ISO 8601 date/datetime (naive: UTC) or ``now``; :class:`ConfigError` naming the option."""
-    if value is None or value == "now":
-        if default is None:
-            raise ConfigError(f"--{name} is required (ISO 8601, e.g. 2026-12-07T09:00:00Z)")
-        return default
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"--{name}: {value[:40]!r} is not ISO 8601 (e.g. 2026-12-07T09:00:00Z)") from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    """An ISO 8601 date/datetime (naive: UTC), or ``default`` when absent or ``now``."""
+    from api.audit.reports import parse_when
+
+    when = None if value == "now" else parse_when(value, f"--{name}")
+    if when is not None:
+        return when
+    if default is None:
+        raise ConfigError(f"--{name} is required (ISO 8601, e.g. 2026-12-07T09:00:00Z)")
+    return default
 
 
 @incident_app.command("open")
@@ -331,10 +330,10 @@ def report_cmd(
             f"    controller's 72 h (from being notified) end: {p['controller_deadline'] or '-'}",
         ]
     lines += [
-        f"(c) likely consequences: {doc['likely_consequences'] or 'not stated yet (crmhub incident update)'}",
-        f"(d) measures taken or proposed: {doc['measures'] or 'not stated yet (crmhub incident update)'}",
         "(b) contact point: the processor's contact in the records of processing "
         "(crmhub audit report --kind art30)",
+        f"(c) likely consequences: {doc['likely_consequences'] or 'not stated yet (crmhub incident update)'}",
+        f"(d) measures taken or proposed: {doc['measures'] or 'not stated yet (crmhub incident update)'}",
     ]
     out.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)
 

@@ -362,7 +362,8 @@ def incident_report(
                 "syncs": list(t.syncs), "notice_id": t.notice_id, "notified": _ts(t.notified),
                 "clock": {"state": c.state, "hours": round(c.hours, 2), "late": c.late, "overdue": c.overdue,
                           "flag": c.flag},
-                # The controller is aware once its processor told it: its own 72 h start then.
+                # The controller is aware once its processor told it, so its 72 h start then (EDPB Guidelines
+                # 9/2022 II.A.4 "Processor obligations", wording recalled, not verified: a guess).
                 "controller_deadline": _ts(t.notified + CONTROLLER_WINDOW) if t.notified else None,
             }
         )  # fmt: skip
