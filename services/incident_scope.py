@@ -186,9 +186,12 @@ def _categories(
     return sorted(categories), sorted(fields), versions
 
 
-def affected_tenants(engine: Engine, registry: Registry, scope: Scope) -> list[TenantImpact]:
+def affected_tenants(
+    engine: Engine, registry: Registry, scope: Scope, *, always: tuple[str, ...] = ()
+) -> list[TenantImpact]:
     """The tenants whose data the scope's window and filters touch (see the module docstring), by
-    tenant id; :class:`ConfigError` for an unknown tenant, connection or subprocessor."""
+    tenant id, and those in ``always`` even without such an event (a breach of the tenant's ledger
+    itself); :class:`ConfigError` for an unknown tenant, connection or subprocessor."""
     with engine.connect() as conn:
         tenants, owners = _check_filters(conn, registry, scope)
         allowed = {t: _in_syncs(conn, t, scope, owners) for t in tenants}
@@ -199,7 +202,7 @@ def affected_tenants(engine: Engine, registry: Registry, scope: Scope) -> list[T
     out: list[TenantImpact] = []
     for tenant in sorted(tenants):
         events = _events(engine, tenant, scope, allowed[tenant], vendor)
-        if not events:
+        if not events and tenant not in always:
             continue
         hashes = {h for e in events for h in e.record_id_hashes}
         records = _records(events)

@@ -86,7 +86,7 @@ def open_ledger_incidents(
             engine, registry, Scope(_EPOCH, now, tenants=(failure.tenant,)), nature=Nature.ALTERATION,
             signal=Signal.LEDGER_VERIFICATION_FAILED, summary=summary,
             measures="ledger writes under investigation; the signed checkpoints and journal are preserved",
-            now=now,
+            now=now, always=(failure.tenant,),
         )  # fmt: skip
         out.append((failure, opened, True))
     return out

@@ -183,10 +183,12 @@ def open_incident(
     measures: str = "",
     became_aware: datetime | None = None,
     now: datetime | None = None,
+    always: tuple[str, ...] = (),
 ) -> Incident:
     """Open an incident over ``scope``; the affected tenants come from lineage. ``became_aware``
     (default ``now``) may not lie in the future. Every affected tenant's ledger gets
-    ``step=became_aware``. An incident that touches no tenant's data is still recorded."""
+    ``step=became_aware``. An incident that touches no tenant's data is still recorded; ``always``
+    names tenants concerned even without a data event in scope (their ledger is what broke)."""
     at = now or _now()
     aware = became_aware or at
     if aware.tzinfo is None:
@@ -205,7 +207,7 @@ def open_incident(
     summary = _text(summary, "summary")
     if not summary:
         raise ConfigError("--summary must say what happened (1 to 255 characters, no data)")
-    impacts = affected_tenants(engine, registry, scope)
+    impacts = affected_tenants(engine, registry, scope, always=always)
     row = store.IncidentRow(
         id=f"inc-{at:%Y%m%d}-{uuid.uuid4().hex[:8]}", signal=how.value, summary=summary,
         became_aware=aware, opened=at, nature=kind.value, window_from=scope.start, window_to=scope.end,

@@ -35,6 +35,7 @@ from services.incidents import (
 from services.wiring import default_subprocessors_file
 from store import lineage as lineage_store
 from store import notices as notice_store
+from store import tenants as tenant_store
 from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, hashes, pull_event, seed
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -212,3 +213,29 @@ def test_a_tampered_ledger_opens_one_incident(
     assert [t.tenant for t in incident.tenants] == [GLOBEX] and incident.row.nature == "alteration"
     ((_, again, new_again),) = open_ledger_incidents(db_engine, registry, [failure], now=T0 + 7 * HOUR)
     assert not new_again and again.row.id == incident.row.id
+
+
+def test_a_tampered_ledger_without_data_events_still_names_its_tenant(
+    db_engine: Engine, registry: Registry, vault: Vault, tmp_path: Path
+) -> None:
+    with db_engine.begin() as conn:
+        tenant_store.create_tenant(
+            conn, id="hooli", name="hooli", home_region="eea", authorised_subprocessors=[], now=T0
+        )
+    notices.enqueue_notice(db_engine, tenant="hooli", kind="run_failed", facts={"sync_id": "s1"}, now=T0)
+    signer = CheckpointSigner.load_or_create(tmp_path / "signing.key")
+    Ledger(db_engine, "hooli").checkpoint(signer)
+    (notice,) = Ledger(db_engine, "hooli").read_events()
+    forged = notice.model_copy(update={"details": {**notice.details, "contacts": 3}})
+    with db_engine.begin() as conn:
+        conn.execute(
+            update(lineage_store.events)
+            .where(lineage_store.events.c.tenant == "hooli")
+            .values(event=forged.canonical_bytes())
+        )
+    (failure,) = ledger_failures(db_engine, signer)
+    ((_, incident, _),) = open_ledger_incidents(db_engine, registry, [failure], now=T0 + HOUR)
+    (part,) = incident.tenants
+    assert (part.tenant, part.subjects, part.subjects_basis) == ("hooli", 0, "record_counts")
+    ((_, again, new),) = open_ledger_incidents(db_engine, registry, [failure], now=T0 + 2 * HOUR)
+    assert not new and again.row.id == incident.row.id
