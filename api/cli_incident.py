@@ -137,27 +137,37 @@ def update_cmd(
     out.print(f"incident {incident.row.id} updated")
 
 
-async def _start_delivery(settings: Settings, notice_ids: list[str]) -> None:
-    """Start (or join) each notice's ``NoticeDeliveryWorkflow`` on the control queue."""
-    from temporalio.common import WorkflowIDConflictPolicy
+async def _start_delivery(settings: Settings, notice_ids: list[str]) -> int:
+    """Start each notice's ``NoticeDeliveryWorkflow`` on the control queue now, with the id and reuse
+    policy the dispatch schedule uses (``notice:<id>``; a running one is joined, a completed one is
+    not run again); returns how many were started or joined."""
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
 
     from schemas.notices import NoticeDeliveryInput, notice_workflow_id
     from workers.client import connect
     from workflows.notices import NoticeDeliveryWorkflow
 
     connected = await connect(settings)
+    started = 0
     try:
         for notice_id in notice_ids:
-            await connected.client.start_workflow(
-                NoticeDeliveryWorkflow.run,
-                NoticeDeliveryInput(notice_id=notice_id),
-                id=notice_workflow_id(notice_id),
-                task_queue=settings.temporal.control_task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                static_summary=f"breach notice {notice_id}",
-            )
+            try:
+                await connected.client.start_workflow(
+                    NoticeDeliveryWorkflow.run,
+                    NoticeDeliveryInput(notice_id=notice_id),
+                    id=notice_workflow_id(notice_id),
+                    task_queue=settings.temporal.control_task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                    static_summary=f"breach notice {notice_id}",
+                )
+                started += 1
+            except WorkflowAlreadyStartedError:
+                pass  # its delivery completed (a contact removed since is no longer owed it)
     finally:
         connected.engine.dispose()
+    return started
 
 
 @incident_app.command("notify")
@@ -202,13 +212,13 @@ def notify_cmd(
             out.print(f"  [red]{c.flag}[/]")
     if pending:
         try:
-            asyncio.run(_start_delivery(settings, pending))
+            started = asyncio.run(_start_delivery(settings, pending))
         except ConfigError as exc:
             raise ConfigError(
                 f"{exc}. The notices are recorded and pending; run crmhub incident notify {incident_id} "
                 "again once Temporal is up to start their delivery"
             ) from None
-        out.print(f"delivery started for {len(pending)} notice(s) (workflows notice:<notice id>)")
+        out.print(f"delivery started for {started} notice(s) (workflows notice:<notice id>)")
     if missing:
         raise typer.Exit(1)
 

@@ -30,7 +30,10 @@ from sqlalchemy import (
     LargeBinary,
     PrimaryKeyConstraint,
     String,
+    and_,
     delete,
+    exists,
+    or_,
     select,
     update,
 )
@@ -63,6 +66,7 @@ __all__ = [
     "list_incidents",
     "mark_incident_notified",
     "notices",
+    "pending_notice_ids",
     "record_attempt",
     "remove_contact",
     "update_incident",
@@ -320,6 +324,23 @@ def list_deliveries(conn: Connection, notice_id: str) -> list[DeliveryRow]:
         )
         for m in conn.execute(q).mappings()
     ]
+
+
+def pending_notice_ids(conn: Connection, *, after: str = "", limit: int) -> list[str]:
+    """Up to ``limit`` ids of notices with a delivery not yet made to a contact that still exists,
+    oldest first (by creation, then id), strictly after the notice ``after`` in that order."""
+    undelivered = exists().where(
+        deliveries.c.notice_id == notices.c.id,
+        deliveries.c.status != "delivered",
+        contacts.c.tenant == notices.c.tenant,
+        contacts.c.id == deliveries.c.contact_id,
+    )
+    q = select(notices.c.id).where(undelivered)
+    if after:
+        since = select(notices.c.created).where(notices.c.id == after).scalar_subquery()
+        q = q.where(or_(notices.c.created > since, and_(notices.c.created == since, notices.c.id > after)))
+    q = q.order_by(notices.c.created, notices.c.id).limit(limit)
+    return [str(i) for i in conn.execute(q).scalars()]
 
 
 def record_attempt(
