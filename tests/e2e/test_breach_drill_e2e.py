@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +76,14 @@ async def test_breach_drill(
     smtp = SmtpServer()
     smtp.start()
     hooks = {ALPHA: WebhookReceiver(), GAMMA: WebhookReceiver()}
+    # The dispatch schedule's slots an hour apart: a delivery within the test is notify's own start.
     drill = settings.model_copy(
-        update={"notices": settings.notices.model_copy(update={"smtp_port": smtp.port, "timeout_s": 5})}
+        update={
+            "notices": settings.notices.model_copy(update={"smtp_port": smtp.port, "timeout_s": 5}),
+            "schedules": settings.schedules.model_copy(
+                update={"notice_dispatch_interval": timedelta(hours=1)}
+            ),
+        }
     )
     for key, value in worker_env(drill).items():
         if key.startswith("CRMHUB_"):
@@ -145,7 +151,9 @@ async def test_breach_drill(
                 and "tenant beta: notified at" in notified.output
             )
             assert "delivery started for 2 notice(s)" in notified.output
-            await _until(lambda: len(smtp.handler.messages) >= 2 and len(hooks[ALPHA].accepted) >= 1)
+            await _until(
+                lambda: len(smtp.handler.messages) >= 2 and len(hooks[ALPHA].accepted) >= 1, seconds=30
+            )
             again = await crmhub("incident", "notify", incident_id)
             assert again.exit_code == 0, again.output
             assert again.output.count("already notified") == 2 and "nothing sent again" in again.output
