@@ -426,25 +426,38 @@ def _lead_fields() -> list[dict[str, Any]]:
     ]
 
 
-_LABELS = {"Contact": ("Contact", "Contacts"), "Account": ("Account", "Accounts"), "Lead": ("Lead", "Leads")}
+_LABELS = {
+    "Contact": ("Contact", "Contacts"),
+    "Account": ("Account", "Accounts"),
+    "Lead": ("Lead", "Leads"),
+    "Opportunity": ("Opportunity", "Opportunities"),
+}
 _SCOPES = {
     "Contact": [("All contacts", "everything"), ("My contacts", "mine"), ("My team's contacts", "team")],
     "Account": [("All accounts", "everything"), ("My accounts", "mine"), ("My team's accounts", "team")],
     "Lead": [("All leads", "everything"), ("My leads", "mine"), ("My team's leads", "team")],
 }
 # Fields the API requires on create (beyond what the describe's nillable/defaultedOnCreate says).
-REQUIRED_ON_CREATE = {"Contact": ("LastName",), "Account": ("Name",), "Lead": ("LastName", "Company")}
+REQUIRED_ON_CREATE = {
+    "Contact": ("LastName",),
+    "Account": ("Name",),
+    "Lead": ("LastName", "Company"),
+    "Opportunity": ("Name", "StageName", "CloseDate"),  # sandbox.salesforce.opportunity
+}
 
 
 class Schema:
     """Per-org sObject schema; thread-safe. Changes show up in the next describe and query."""
 
     def __init__(self) -> None:
+        from sandbox.salesforce.opportunity import opportunity_fields  # it builds on make_field
+
         self._lock = threading.Lock()
         self._fields: dict[str, list[dict[str, Any]]] = {
             "Contact": _contact_fields(),
             "Account": _account_fields(),
             "Lead": _lead_fields(),
+            "Opportunity": opportunity_fields(),
         }
         self._version = 0
         self._prefixes: dict[str, str] = {}  # custom object → key prefix

@@ -21,7 +21,14 @@ __all__ = ["CHECKSUM_ALPHABET", "KEY_PREFIXES", "is_valid_id", "make_id", "to_18
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 CHECKSUM_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 # Standard key prefixes: https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_concepts.htm
-KEY_PREFIXES = {"Account": "001", "Contact": "003", "Lead": "00Q", "User": "005", "Organization": "00D"}
+KEY_PREFIXES = {
+    "Account": "001",
+    "Contact": "003",
+    "Lead": "00Q",
+    "User": "005",
+    "Organization": "00D",
+    "Opportunity": "006",
+}
 _POD = "5d"
 _SERIAL_WIDTH = 10
 

@@ -216,5 +216,5 @@ def test_a_token_that_stays_refused_is_an_auth_error_after_one_refresh(org: Org)
 
 def test_an_unknown_object_is_a_config_error(org: Org) -> None:
     conn = org.connector()
-    err = _raises(CrmhubError, lambda: conn.read_page("Opportunity", StreamState(), 7, ["Name"]))
+    err = _raises(CrmhubError, lambda: conn.read_page("Campaign", StreamState(), 7, ["Name"]))
     assert err.kind is ErrorKind.CONFIG and err.code == "NOT_FOUND"
