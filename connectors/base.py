@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from typing import ClassVar, Protocol
 
 from pydantic import BaseModel
@@ -98,6 +99,13 @@ class Connector(ABC):
         Salesforce ``na``/``eu``/``uk``), read from the vendor; ``None`` (the default): the connector
         cannot tell, so a sync must name its endpoint instance."""
         return None
+
+    def retrying_since(self, began: datetime) -> None:  # noqa: B027 - optional hook
+        """Optional: the writes that follow redo a write first attempted at ``began`` (a retried
+        activity whose earlier attempt's answers were lost), so a record the vendor now reports as
+        existing may have been created by that attempt. A connector whose vendor answers when each
+        record was created counts one created at or after ``began`` as created (HubSpot: its
+        ``createdAt``); the default does nothing (the vendor's created/updated answer stands)."""
 
     lists_ids: ClassVar[bool] = False
     """Whether :meth:`list_ids` is implemented (id reconciliation is possible)."""

@@ -8,7 +8,9 @@ records never block good ones. Staged deletes are looked up in the id map and de
 destination (``DELETE``) when its stream supports it, else dead-lettered ``DELETE_NOT_SUPPORTED`` —
 except a destination record another live source key still maps (the merge guard,
 :mod:`workflows.merges`): its mapping is dropped, the record kept.
-Each written part is heartbeated as :class:`PushProgress`; a retry skips it. The database, per
+Each written part is heartbeated as :class:`PushProgress`; a retry skips it, and tells the
+connector when the first attempt began (``Connector.retrying_since``), so records that attempt
+created — their answers lost with it — are still counted created. The database, per
 attempt: one read (the run's context — cached per worker —, the batch's parts and the first one to
 write), a read of each further part, one write per part (its id map rows and dead letters), one
 lineage append, the staging's deletion.
@@ -120,6 +122,9 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     kept: list[str] = []  # issue 13 merge guard: see workflows.merges
     merged: dict[str, str] = {}
     connector = deps.connector_factory(ctx.spec.destination_connection_id)
+    info = activity.info()
+    if info.attempt > 1:  # an earlier attempt may have written records whose answers were lost
+        connector.retrying_since(info.scheduled_time)
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
         spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 from connectors.base import Connector, TokenSource
@@ -122,6 +123,11 @@ class HubSpotConnector(Connector):
         """See :mod:`connectors.hubspot.writer`: one outcome per record, bad records isolated."""
         self.client.refresh_token_view()
         return self._writer.write_batch(self._stream(stream), records, mode, external_id=external_id)
+
+    def retrying_since(self, began: datetime) -> None:
+        """A contact (or other record) HubSpot created at or after ``began`` is counted created even
+        when the redone upsert answers ``new: false`` (see :mod:`connectors.hubspot.writer`)."""
+        self._writer.created_since = began
 
     links: ClassVar[bool] = True
 

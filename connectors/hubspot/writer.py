@@ -35,7 +35,11 @@ answers ``new: false`` for the records that lost send created. Those results are
 when HubSpot's own ``createdAt`` is no earlier than its ``completedAt`` for the batch minus the
 time the whole request took here (from the first send to the answer) — i.e. they were created
 during this request; a record the portal held before is older. (A record created by someone else
-during those seconds would count as created by us: a window of seconds, accepted.)
+during those seconds would count as created by us: a window of seconds, accepted.) The same holds
+across attempts: a push activity retried after its earlier attempt's answers were lost says when
+that attempt began (:meth:`HubSpotConnector.retrying_since`, the activity's first scheduled time on
+Temporal's clock — compared with HubSpot's, so a clock skew of a second or two blurs the edge:
+a guess, not measured against production HubSpot).
 """
 
 from __future__ import annotations
@@ -117,6 +121,8 @@ class BatchWriter:
     def __init__(self, client: HubSpotClient, config: HubSpotConfig) -> None:
         self.client = client
         self.config = config
+        # Set when these writes redo an earlier attempt begun then (Connector.retrying_since).
+        self.created_since: dt.datetime | None = None
         self._types: dict[str, dict[str, str]] = {}
 
     def know_types(self, stream: str, types: Mapping[str, str]) -> None:
@@ -327,7 +333,9 @@ class _Op:
         results = [r for r in (body or {}).get("results") or [] if isinstance(r, dict)]
         matched = self._match(entries, results)
         errors = [x for x in (body or {}).get("errors") or [] if isinstance(x, dict)]
-        since = _request_began(body, resent_after) if self.mode is WriteMode.UPSERT else None
+        since = _earliest(self.writer.created_since, _request_began(body, resent_after))
+        if self.mode is not WriteMode.UPSERT:
+            since = None
         out: list[RecordOutcome] = []
         for e in entries:
             r = matched.get(e.index)
@@ -446,3 +454,8 @@ def _created_since(result: Mapping[str, Any], since: dt.datetime | None) -> bool
         return False
     created = parse_instant(result.get("createdAt"))
     return isinstance(created, dt.datetime) and created >= since
+
+
+def _earliest(*instants: dt.datetime | None) -> dt.datetime | None:
+    known = [i for i in instants if i is not None]
+    return min(known) if known else None
