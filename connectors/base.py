@@ -40,6 +40,7 @@ from schemas.connector import (
     LinkResult,
     Page,
     Record,
+    RecordsById,
     SchemaDrift,
     StreamSchema,
     StreamSpec,
@@ -112,6 +113,19 @@ class Connector(ABC):
         raise ConfigError(
             f"the {self.name} connector cannot list the ids of {stream!r} (no id reconciliation)",
             code="LIST_IDS_UNSUPPORTED",
+        )
+
+    reads_by_ids: ClassVar[bool] = False
+    """Whether :meth:`read_by_ids` is implemented (dead letters can be re-read and retried)."""
+
+    def read_by_ids(self, stream: str, ids: Sequence[str], fields: Sequence[str]) -> RecordsById:
+        """Optional: the live records of ``stream`` with these ids (only ``fields`` plus key and
+        cursor, the shape ``read_page`` gives), through the vendor's batch reads at the fewest calls;
+        ids the source no longer has are ``missing``. The default refuses with
+        :class:`~schemas.errors.ConfigError` code ``READ_BY_IDS_UNSUPPORTED`` (see ``reads_by_ids``)."""
+        raise ConfigError(
+            f"the {self.name} connector cannot read {stream!r} records by id (no retry of rejected records)",
+            code="READ_BY_IDS_UNSUPPORTED",
         )
 
     links: ClassVar[bool] = False
