@@ -24,6 +24,7 @@ parts written by the last attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
@@ -47,7 +48,7 @@ from workflows.metrics import count_push
 from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
 from workflows.write_modes import NOT_AT_DESTINATION, plan_writes, refused_as_skip
 
-__all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "destination_record", "push_batch"]
+__all__ = ["WRITE_CHUNK", "PartRef", "PushProgress", "delete_staging", "destination_record", "push_batch"]
 
 WRITE_CHUNK = 500
 """Records per ``write_batch`` call; the activity heartbeats between calls (connectors split further
@@ -184,6 +185,17 @@ def destination_record(spec: SyncSpec, rec: Record) -> Record | None:
     return out
 
 
+class PartRef(Protocol):
+    """Where written records came from, for their dead letters' ids: a staged part, or the records
+    a retry re-read (:mod:`workflows.retry`)."""
+
+    @property
+    def batch_id(self) -> str: ...
+
+    @property
+    def part(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Writer:
     """Writes the parts of one batch to one destination connector."""
@@ -197,7 +209,7 @@ class _Writer:
     linking: Linking | None = None
 
     def upsert(
-        self, part: staging_store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
+        self, part: PartRef, keys: list[str], records: list[Record], progress: PushProgress
     ) -> tuple[PushProgress, list[str]]:
         """Write one part's records as the sync's write mode says (:mod:`workflows.write_modes`);
         returns the progress and the keys the destination accepted."""
@@ -285,7 +297,7 @@ class _Writer:
 
     def _links(
         self,
-        part: staging_store.StagedPart,
+        part: PartRef,
         children: list[tuple[int, str, str, Record]],
         waiting: list[Deferred],
         landed: dict[str, str],
@@ -379,7 +391,7 @@ class _Writer:
 
     def letter(
         self,
-        part: staging_store.StagedPart,
+        part: PartRef,
         kind: str,
         index: int,
         key: str,
