@@ -2,13 +2,14 @@
 changes, and on demand with ``crmhub sync retry-rejected`` — through the real stack (dev server,
 sandbox CRMs over HTTPS, in-process region workers, ``db_url``).
 
-HubSpot contacts → Salesforce with ``jobtitle → Department``: a job title longer than Department's
+Mapping: HubSpot contacts → Salesforce with ``jobtitle → Department``: a job title longer than Department's
 80 characters is refused (``STRING_TOO_LONG``). Mapped to ``Title`` (128) instead, the next run —
 with nothing changed at the source — reads exactly the refused records again (one ``batch/read``),
 writes them, resolves their letters and links its lineage to the refusing run; the run after it
 retries nothing. On demand: Department widened at Salesforce (no change at the source, none to the
 sync), ``crmhub sync retry-rejected`` writes them too, and a refused record deleted at the source
-meanwhile resolves its letter as gone.
+meanwhile resolves its letter as gone. Instruction: v1 pseudonymizes e-mail addresses, which
+Salesforce refuses in Email; under v2 (no pseudonym) the next run writes exactly the refused ones.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from governance.lineage import Ledger
 from schemas.lineage import EventKind, LineageEvent
 from schemas.sync import SyncMode, SyncStatus
 from store import dead_letters as dead_letter_store
+from store import instructions as instruction_store
 from store import syncs as sync_store
 from store.syncs import mapping_hash
 from tests.sync_support import HS_CONTACTS_TO_SF, World, check_ledger, create_sync, worker_env
@@ -162,3 +164,54 @@ async def test_retry_rejected_on_demand_after_a_fix_at_the_destination(
     )
     assert push.details["retry_of_runs"] == ",".join(sorted({x.run_id for x in letters}))
     check_ledger(world, d)
+
+
+PSEUDONYMIZED = dataclasses.replace(HS_CONTACTS_TO_SF, tenant="hs-retry-ins", pseudonymize=("email",))
+
+
+async def test_an_instruction_change_retries_exactly_the_refused_records_on_the_next_run(
+    world: World,
+) -> None:
+    """Instruction v1 pseudonymizes e-mail addresses: Salesforce refuses a pseudonym in Email
+    (``INVALID_EMAIL_ADDRESS``) for the three contacts that have one. The controller's v2 no longer
+    pseudonymizes them; the sync cites v2 and the next run writes exactly those three."""
+    p = PSEUDONYMIZED
+    hs = world.hs
+    hs.seed({"contacts": 20})
+    for c in hs.live_records("contacts"):
+        hs.update_record("contacts", c["id"], {"email": ""})  # no address: nothing to refuse
+    bad = [
+        hs.create_record("contacts", {"email": f"p{i}@retry.test", "lastname": f"P{i}"}) for i in range(BAD)
+    ]
+    await create_sync(world, p)
+    async with _workers(world.settings):
+        full = await world.run(p, SyncMode.FULL)
+        assert (full.counts.pushed, full.counts.failed) == (20, BAD)
+        with world.connected.engine.connect() as conn:
+            letters = dead_letter_store.list_dead_letters(conn, p.tenant, p.sync_id)
+        assert {x.error_code for x in letters} == {"INVALID_EMAIL_ADDRESS"} and len(letters) == BAD
+        assert {x.instruction_version for x in letters} == {1}
+        v2 = dataclasses.replace(p, pseudonymize=()).instruction(2)
+        now = datetime.now(UTC)
+        with world.connected.engine.begin() as conn:
+            instruction_store.add_instruction(
+                conn, tenant=p.tenant, version=2, content=v2.model_dump(mode="json"),
+                content_hash=v2.content_hash, now=now,
+            )  # fmt: skip
+            sync_store.set_sync_instruction(conn, p.tenant, p.sync_id, 2, now=now)
+        world.hs.calls.clear()
+        retried = await world.run(p, SyncMode.INCREMENTAL)
+        c = retried.counts
+        assert (c.retried, c.retry_resolved, c.failed) == (BAD, BAD, 0)
+        assert world.hs.calls.counts().get("hs.batch.read.contacts") == 1
+    emails = {r["External_Id__c"]: r.get("Email") for r in world.sf.live_records("Contact")}
+    assert {emails[b] for b in bad} == {f"p{i}@retry.test" for i in range(BAD)}
+    with world.connected.engine.connect() as conn:
+        assert dead_letter_store.count_dead_letters(conn, p.tenant, p.sync_id) == 0
+    push = [
+        e
+        for e in Ledger(world.connected.engine, p.tenant).read_events(run_id=retried.run_id)
+        if e.kind is EventKind.PUSH and e.details.get("step") == "retry"
+    ]
+    assert [(e.instruction_version, e.details["retry_of_runs"]) for e in push] == [(2, full.run_id)]
+    check_ledger(world, p)
