@@ -31,7 +31,7 @@ from store import dead_letters as dead_letter_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store.syncs import mapping_hash
-from tests.sync_support import HS_CONTACTS_TO_SF, World, check_ledger, create_sync, worker_env
+from tests.sync_support import HS_CONTACTS_TO_SF, World, check_ledger, create_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -123,13 +123,7 @@ def _crmhub(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
-async def test_retry_rejected_on_demand_after_a_fix_at_the_destination(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for key, value in worker_env(world.settings).items():
-        if key.startswith("CRMHUB_"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("COLUMNS", "250")
+async def test_retry_rejected_on_demand_after_a_fix_at_the_destination(world: World, cli_env: None) -> None:
     bad = _seed(world)
     await create_sync(world, d)
     async with _workers(world.settings):
