@@ -215,8 +215,14 @@ class ScheduleSettings(_Model):
     sync_interval: timedelta = timedelta(hours=1)
     retention_purge_interval: timedelta = timedelta(days=1)
     key_rotation_check_interval: timedelta = timedelta(days=1)
+    notice_dispatch_interval: timedelta = Field(
+        timedelta(minutes=1),
+        description="how often the notice dispatch pass starts delivery of every pending controller notice",
+    )
 
-    @field_validator("sync_interval", "retention_purge_interval", "key_rotation_check_interval")
+    @field_validator(
+        "sync_interval", "retention_purge_interval", "key_rotation_check_interval", "notice_dispatch_interval"
+    )
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:
         if v < timedelta(minutes=1):

@@ -52,6 +52,7 @@ __all__ = [
     "count_quarantined",
     "dead_letter_key_hashes",
     "dead_letters",
+    "held_key_hashes",
     "list_dead_letters",
     "list_quarantined",
     "mark_retried",
@@ -300,4 +301,18 @@ def resolve_dead_letters(
         if rows:
             found += [(str(r[0]), str(r[1])) for r in rows]
             conn.execute(delete(dead_letters).where(*where))
+    return found
+
+
+def held_key_hashes(conn: Connection, tenant: str, sync_id: str, key_hashes: Sequence[str]) -> set[str]:
+    """Those of ``key_hashes`` whose record has a dead letter in the sync (refused or quarantined:
+    not at the destination as the source has it)."""
+    found: set[str] = set()
+    for chunk in chunks(list(dict.fromkeys(key_hashes))):
+        stmt = select(dead_letters.c.record_key_hash).where(
+            dead_letters.c.tenant == tenant,
+            dead_letters.c.sync_id == sync_id,
+            dead_letters.c.record_key_hash.in_(chunk),
+        )
+        found.update(str(h) for h in conn.execute(stmt).scalars())
     return found

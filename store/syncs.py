@@ -47,6 +47,7 @@ __all__ = [
     "set_sync_mapping",
     "set_sync_status",
     "set_sync_write_mode",
+    "sync_connections",
     "syncs",
     "update_cursor",
 ]
@@ -179,6 +180,14 @@ def get_sync(conn: Connection, tenant: str, id: str) -> SyncRow | None:
         required_aware(m["created"]),
         required_aware(m["updated"]),
     )
+
+
+def sync_connections(conn: Connection, tenant: str) -> dict[str, tuple[str, str]]:
+    """{sync id: (source connection id, destination connection id)} of the tenant's syncs."""
+    q = select(syncs.c.id, syncs.c.source_connection_id, syncs.c.destination_connection_id).where(
+        syncs.c.tenant == tenant
+    )
+    return {r.id: (r.source_connection_id, r.destination_connection_id) for r in conn.execute(q)}
 
 
 def update_cursor(

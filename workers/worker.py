@@ -25,7 +25,7 @@ from workflows.dsr_activities import DsrActivities
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
 from workflows.notice_activities import NoticeActivities
-from workflows.notices import NoticeDeliveryWorkflow
+from workflows.notices import NoticeDeliveryWorkflow, NoticeDispatchWorkflow
 from workflows.reconcile import ReconcileTriggerWorkflow, ReconcileWorkflow
 from workflows.reconcile_activities import ReconcileActivities
 from workflows.sync import SyncWorkflow
@@ -59,6 +59,7 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
             ReconcileWorkflow,
             ReconcileTriggerWorkflow,
             NoticeDeliveryWorkflow,
+            NoticeDispatchWorkflow,
         ],
         activities=[
             activities.plan_sync,

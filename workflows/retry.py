@@ -70,6 +70,7 @@ class RetryProgress(BaseModel):
     batch_id: str
     push: PushProgress
     accepted: list[str] = []
+    released: list[str] = []  # merge losers deleted at the destination once their winner landed
     asked: list[str] = []  # keyed hashes of every letter taken up
     letters: list[str] = []
     runs: list[str] = []
@@ -206,6 +207,7 @@ def _retry(
         spec = kit.stream_spec(destination, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
         writer = _Writer(kit, ctx, run_id, destination, spec, keepalive, Linking.of(kit, ctx, destination))
         pushed, accepted = writer.upsert(_Part(batch_id), governed.keys, governed.records, progress.push)
+        pushed, released, _ = writer.release_held(_Part(batch_id), pushed)  # merge losers of landed winners
     finally:
         source.close()
         destination.close()
@@ -215,6 +217,7 @@ def _retry(
         update={
             "push": pushed,
             "accepted": accepted,
+            "released": released,
             "read": len(got.records),
             "gone": len(resolved_gone),
             "gone_runs": sorted({run for _, run in resolved_gone}),
@@ -281,7 +284,7 @@ def _lineage(kit: ActivityKit, ctx: SyncContext, run_id: str, done: RetryProgres
         events.append(inbound)
     runs = sorted({*done.push.resolved_runs, *done.gone_runs})
     push = done.push.model_copy(update={"resolved": done.push.resolved + done.gone, "resolved_runs": runs})
-    out = _events(ev, ctx, push, done.accepted, [])
+    out = _events(ev, ctx, push, done.accepted, done.released)
     first = out[0]
     counts_push = {**first.counts, "gone_at_source": done.gone, "retried": len(done.letters)}
     out[0] = first.model_copy(update={"counts": counts_push, "details": {**first.details, **links}})

@@ -1,5 +1,6 @@
 """Fixtures of the end-to-end tests: the stack's (``tests/sync_support.py``), with workers that pull two
-pages per activity and continue as new after three batches."""
+pages per activity and continue as new after three batches, and the notice receivers
+(``tests/notice_support.py``: a started SMTP server, a webhook receiver)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.notice_support import receiver, smtp
 from tests.sync_support import World, demo, demo_tenant, sandbox, seed_counts, settings, worker_env, world
 
-__all__ = ["demo", "demo_tenant", "sandbox", "seed_counts", "settings", "world"]
+__all__ = ["demo", "demo_tenant", "receiver", "sandbox", "seed_counts", "settings", "smtp", "world"]
 
 
 @pytest.fixture
