@@ -141,6 +141,18 @@ class Connector(ABC):
             code="LINKS_UNSUPPORTED",
         )
 
+    reads_links: ClassVar[bool] = False
+    """Whether :meth:`read_links` is implemented (relationships can be read at the source)."""
+
+    def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Optional: the parents (in ``parent_stream``) of each ``stream`` record (source ids; the
+        primary parent first; children without a parent absent), through the vendor's batch read.
+        The default refuses with :class:`~schemas.errors.ConfigError` code ``LINKS_UNSUPPORTED``."""
+        raise ConfigError(
+            f"the {self.name} connector cannot read the {parent_stream!r} of {stream!r} records",
+            code="LINKS_UNSUPPORTED",
+        )
+
     def close(self) -> None:  # noqa: B027 - optional hook: release HTTP sessions
         """Release resources (HTTP sessions). Optional."""
 

@@ -54,6 +54,7 @@ from workflows.merges import (
     spare_shared,
 )
 from workflows.metrics import count_push
+from workflows.reverse_links import is_relink
 from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
 from workflows.write_modes import NOT_AT_DESTINATION, plan_writes, refused_as_skip
 
@@ -232,7 +233,11 @@ class _Writer:
         mapped: list[Record] = []
         positions: list[int] = []
         letters: list[dead_letter_store.DeadLetter] = []
+        relinks: list[int] = []  # relationships only (an association change: workflows.reverse_links)
         for i, rec in enumerate(records):
+            if is_relink(rec):
+                relinks.append(i)
+                continue
             out = destination_record(spec, rec)
             if out is None:
                 letters.append(self.letter(part, "upsert", i, keys[i], rec, "MISSING_EXTERNAL_ID", None))
@@ -245,6 +250,11 @@ class _Writer:
                 known = id_map_store.lookup_id_map(
                     conn, self.ctx.tenant.id, spec.id, [keys[p] for p in positions]
                 )
+        prefilled = (
+            self.linking.prefill([keys[p] for p in positions], [records[p] for p in positions], mapped)
+            if self.linking
+            else {}
+        )
         plan = plan_writes(spec, self.stream, [keys[p] for p in positions], mapped, known)
         outcomes: dict[int, RecordOutcome] = {}
         calls = 0
@@ -297,7 +307,15 @@ class _Writer:
             waiting = waiting_children(conn, self.ctx, [k for k, _ in pairs])
             if self.ctx.spec.write_mode.propagates_deletes:  # merge losers these winners free
                 self.to_release[:] = releasable(conn, self.kit.deps.vault, self.ctx, ok)
-        links = self._links(part, children, waiting, dict(pairs))
+            at_destination = (
+                id_map_store.lookup_id_map(conn, self.ctx.tenant.id, spec.id, [keys[i] for i in relinks])
+                if relinks
+                else {}
+            )
+        children += [
+            (i, keys[i], at_destination[keys[i]], records[i]) for i in relinks if keys[i] in at_destination
+        ]
+        links = self._links(part, children, waiting, dict(pairs), prefilled)
         progress = progress.model_copy(
             update={
                 "created": progress.created + created,
@@ -318,6 +336,7 @@ class _Writer:
         children: list[tuple[int, str, str, Record]],
         waiting: list[Deferred],
         landed: dict[str, str],
+        prefilled: dict[str, dict[str, str | None]],
     ) -> LinkCounts:
         """This part's relationships: its children linked to their parents, and the children that
         waited for the parents it landed released (:mod:`workflows.associations`)."""
@@ -327,7 +346,7 @@ class _Writer:
         ) -> dead_letter_store.DeadLetter:
             return self.letter(part, kind, index, key, record, code, message)
 
-        links = self.linking.link(children, letter) if self.linking and children else LinkCounts()
+        links = self.linking.link(children, letter, prefilled) if self.linking and children else LinkCounts()
         if waiting:
             links = links.plus(release(self.kit, self.ctx, self.connector, waiting, landed, letter))
         return links

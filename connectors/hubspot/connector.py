@@ -145,6 +145,13 @@ class HubSpotConnector(Connector):
         self.client.refresh_token_view()
         return self._linker.write_links(self._stream(stream), self._stream(parent_stream), links)
 
+    @property
+    def calls(self) -> int:
+        """HTTP calls made so far (every endpoint)."""
+        return self.client.calls
+
+    reads_links: ClassVar[bool] = True
+
     def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
         """Each child's associated parents, primary first (associations v4 batch read)."""
         self.client.refresh_token_view()
