@@ -268,7 +268,7 @@ def audit_report(
     end: Annotated[str | None, typer.Option("--to", help="ISO 8601 date/datetime, exclusive")] = None,
     fmt: Annotated[str, typer.Option("--format", help="json | csv | html")] = "json",
     kind: Annotated[
-        str, typer.Option("--kind", help="lineage | subprocessors | transfers | art30 | ledger")
+        str, typer.Option("--kind", help="lineage | subprocessors | transfers | incidents | art30 | ledger")
     ] = "lineage",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: stdout)")] = None,
 ) -> None:
@@ -282,8 +282,8 @@ def audit_report(
 
     if fmt not in ("json", "csv", "html"):
         raise ConfigError("--format must be json, csv or html")
-    if kind not in ("lineage", "subprocessors", "transfers", "art30", "ledger"):
-        raise ConfigError("--kind must be lineage, subprocessors, transfers, art30 or ledger")
+    if kind not in ("lineage", "subprocessors", "transfers", "incidents", "art30", "ledger"):
+        raise ConfigError("--kind must be lineage, subprocessors, transfers, incidents, art30 or ledger")
     if fmt != "json" and kind != "lineage":
         raise ConfigError("csv and html are available for --kind lineage; the others are JSON")
     settings = load_settings()
@@ -316,6 +316,13 @@ def audit_report(
             data = reports.subprocessor_report(engine, registry, tenant, period)
         elif kind == "transfers":
             data = reports.transfer_report(engine, registry, tenant, period)
+        elif kind == "incidents":
+            from datetime import UTC, datetime
+
+            from api.audit.incidents import incident_history
+
+            now = datetime.now(UTC)
+            data = incident_history(engine, tenant, reports.tenant_events(engine, tenant), now=now)
         else:
             data = reports.records_of_processing(engine, registry, tenant)
     finally:

@@ -372,11 +372,22 @@ def keys_rotate(tenant: Tenant, as_json: AsJson = False) -> None:
 
 @keys_app.command("rewrap")
 def keys_rewrap(as_json: AsJson = False) -> None:
-    """Create a new key-encryption key (local keyring) and rewrap every live tenant key under it."""
-    engine, vault, provider = _vault(load_settings())
+    """Create a new key-encryption key (local keyring) and rewrap every live tenant key under it
+    (a ``key_rewrap`` access event in each tenant's ledger)."""
+    from services.access_ledger import record_cli_access
+    from workers.converter import CODEC_TENANT
+
+    settings = load_settings()
+    engine, vault, provider = _vault(settings)
     try:
         provider.rotate_kek()
         report = vault.rewrap(provider)
+        target = f"KEK {', '.join(report.from_kek_ids) or '-'} → {report.to_kek_id}"
+        for tenant, keys in sorted(report.per_tenant.items()):
+            if tenant != CODEC_TENANT:  # the Temporal payload key is no controller's
+                record_cli_access(
+                    settings, engine, vault, tenant, "key_rewrap", target=target, counts={"keys": keys}
+                )
     finally:
         engine.dispose()
     if as_json:

@@ -1,6 +1,7 @@
 """``crmhub schedules install|list``: crmhub's maintenance Temporal Schedules (retention purge,
-key-rotation check) at the intervals in settings (``schedules.retention_purge_interval``,
-``schedules.key_rotation_check_interval``). Wired by ``register(app)`` from :mod:`api.cli`.
+key-rotation check, notice dispatch) at the intervals in settings
+(``schedules.retention_purge_interval``, ``schedules.key_rotation_check_interval``,
+``schedules.notice_dispatch_interval``). Wired by ``register(app)`` from :mod:`api.cli`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ __all__ = ["register"]
 out = Console()
 
 schedules_app = typer.Typer(
-    help="Maintenance schedules: retention purge and key-rotation check (Temporal Schedules).",
+    help="Maintenance schedules: retention purge, key-rotation check, notice dispatch (Temporal Schedules).",
     no_args_is_help=True,
 )
 
@@ -84,7 +85,8 @@ def _show(rows: list[MaintenanceSchedule], *, as_json: bool) -> None:
 def schedules_install(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
 ) -> None:
-    """Create or update the retention-purge and key-rotation-check schedules (overlaps skipped)."""
+    """Create or update the retention-purge, key-rotation-check and notice-dispatch schedules
+    (overlaps skipped)."""
     settings = load_settings()
     _show(asyncio.run(_run(settings, install=True)), as_json=as_json)
 

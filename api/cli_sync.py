@@ -588,4 +588,7 @@ def worker_cmd(
         f"worker for region [bold]{region}[/]: queues {settings.temporal.control_task_queue} "
         f"and {settings.task_queue(region)}"
     )
+    from api.maintenance import start_notice_dispatch
+
+    out.print(asyncio.run(start_notice_dispatch(settings)), soft_wrap=True)
     asyncio.run(run_worker(settings, region))

@@ -234,9 +234,12 @@ class DemoResult:
 
 @contextlib.asynccontextmanager
 async def _workers(settings: Settings) -> AsyncIterator[None]:
-    """One worker per configured region, in this process, until the block ends."""
+    """One worker per configured region, in this process, until the block ends; the notice-dispatch
+    schedule installed first, so notices are delivered as in a deployment."""
+    from api.maintenance import start_notice_dispatch
     from workers.worker import run_worker
 
+    await start_notice_dispatch(settings)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(run_worker(settings, region, stop=stop)) for region in settings.regions]
     try:

@@ -41,6 +41,7 @@ from schemas.connector import (
     LinkResult,
     Page,
     Record,
+    RecordsById,
     SchemaDrift,
     StreamSchema,
     StreamSpec,
@@ -122,6 +123,19 @@ class Connector(ABC):
             code="LIST_IDS_UNSUPPORTED",
         )
 
+    reads_by_ids: ClassVar[bool] = False
+    """Whether :meth:`read_by_ids` is implemented (dead letters can be re-read and retried)."""
+
+    def read_by_ids(self, stream: str, ids: Sequence[str], fields: Sequence[str]) -> RecordsById:
+        """Optional: the live records of ``stream`` with these ids (only ``fields`` plus key and
+        cursor, the shape ``read_page`` gives), through the vendor's batch reads at the fewest calls;
+        ids the source no longer has are ``missing``. The default refuses with
+        :class:`~schemas.errors.ConfigError` code ``READ_BY_IDS_UNSUPPORTED`` (see ``reads_by_ids``)."""
+        raise ConfigError(
+            f"the {self.name} connector cannot read {stream!r} records by id (no retry of rejected records)",
+            code="READ_BY_IDS_UNSUPPORTED",
+        )
+
     links: ClassVar[bool] = False
     """Whether :meth:`write_links` is implemented (relationships can be written)."""
 
@@ -132,6 +146,18 @@ class Connector(ABC):
         :class:`~schemas.errors.ConfigError` code ``LINKS_UNSUPPORTED`` (see ``links``)."""
         raise ConfigError(
             f"the {self.name} connector cannot link {stream!r} records to {parent_stream!r}",
+            code="LINKS_UNSUPPORTED",
+        )
+
+    reads_links: ClassVar[bool] = False
+    """Whether :meth:`read_links` is implemented (relationships can be read at the source)."""
+
+    def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Optional: the parents (in ``parent_stream``) of each ``stream`` record (source ids; the
+        primary parent first; children without a parent absent), through the vendor's batch read.
+        The default refuses with :class:`~schemas.errors.ConfigError` code ``LINKS_UNSUPPORTED``."""
+        raise ConfigError(
+            f"the {self.name} connector cannot read the {parent_stream!r} of {stream!r} records",
             code="LINKS_UNSUPPORTED",
         )
 

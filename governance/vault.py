@@ -136,6 +136,8 @@ class RewrapReport(BaseModel):
     keys_rewrapped: int
     from_kek_ids: list[str]
     to_kek_id: str
+    per_tenant: dict[str, int] = {}
+    """Tenant → how many of its keys were rewrapped (each one's ``key_rewrap`` access event)."""
 
 
 class DeletionCertificate(BaseModel):
@@ -506,6 +508,7 @@ class Vault:
         to_kek = new_provider.current_kek_id
         from_ids: set[str] = set()
         count = 0
+        per_tenant: dict[str, int] = {}
         with self.engine.begin() as conn:
             for row in keystore.list_keys(conn):
                 if row.status == KeyStatus.DESTROYED.value or row.wrapped_key is None:
@@ -524,8 +527,11 @@ class Vault:
                 )
                 from_ids.add(row.kek_id)
                 count += 1
+                per_tenant[row.tenant] = per_tenant.get(row.tenant, 0) + 1
         self.provider = new_provider
-        return RewrapReport(keys_rewrapped=count, from_kek_ids=sorted(from_ids), to_kek_id=to_kek)
+        return RewrapReport(
+            keys_rewrapped=count, from_kek_ids=sorted(from_ids), to_kek_id=to_kek, per_tenant=per_tenant
+        )
 
     def shred(self, tenant: str) -> DeletionCertificate:
         """Destroy every key of ``tenant`` (data and pseudonym) and certify it.

@@ -20,10 +20,12 @@ log, an exception or Temporal history (workflows pass notice and contact ids onl
 from __future__ import annotations
 
 import json
+import logging
 import re
 import smtplib
 import uuid
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -55,6 +57,7 @@ __all__ = [
     "list_contacts",
     "notice_payload",
     "pending_deliveries",
+    "pending_notices",
     "remove_contact",
 ]
 
@@ -236,9 +239,28 @@ def enqueue_notice(
 
 
 def pending_deliveries(engine: Engine, notice_id: str) -> list[str]:
-    """Contact ids the notice has not reached yet."""
+    """Contact ids the notice has not reached yet, of contacts that still exist (a removed contact
+    cannot be reached; the tenant's other contacts still are)."""
     with engine.connect() as conn:
-        return [d.contact_id for d in store.list_deliveries(conn, notice_id) if d.status != "delivered"]
+        row = store.get_notice(conn, notice_id)
+        if row is None:
+            raise ConfigError(f"no notice {notice_id!r}")
+        live = {c.id for c in store.list_contacts(conn, row.tenant)}
+        return [
+            d.contact_id
+            for d in store.list_deliveries(conn, notice_id)
+            if d.status != "delivered" and d.contact_id in live
+        ]
+
+
+def pending_notices(engine: Engine, *, after: str = "", limit: int = 50) -> list[str]:
+    """Ids of notices some existing contact has not received yet, oldest first, at most ``limit``,
+    after the notice ``after`` (a cursor: the last id of the previous page). Ids only: what the
+    dispatch workflow (:mod:`workflows.notices`) starts a delivery for."""
+    if not 1 <= limit <= 1000:
+        raise ConfigError(f"pending notices limit {limit} must be 1-1000")
+    with engine.connect() as conn:
+        return store.pending_notice_ids(conn, after=after, limit=limit)
 
 
 def notice_payload(row: store.NoticeRow) -> bytes:
@@ -268,12 +290,31 @@ def _send_email(config: NoticeSettings, to: str, row: store.NoticeRow, body: byt
         smtp.send_message(msg)
 
 
+_POSTING_NOTICE: ContextVar[bool] = ContextVar("crmhub_posting_notice", default=False)
+
+
+class _WithholdNoticeUrl(logging.Filter):
+    """httpx logs every request's URL at INFO; a notice webhook's URL is a sealed contact target."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _POSTING_NOTICE.get():
+            record.msg, record.args = "HTTP request to a notice webhook (URL withheld)", None
+        return True
+
+
 def _post_webhook(
     config: NoticeSettings, url: str, secret: str, row: store.NoticeRow, body: bytes, now: datetime
 ) -> None:
     headers = webhook_signing.signed_headers(secret, row.id, int(now.timestamp()), body)
-    with httpx.Client(timeout=config.timeout_s) as client:
-        answer = client.post(url, content=body, headers=headers)
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, _WithholdNoticeUrl) for f in httpx_log.filters):
+        httpx_log.addFilter(_WithholdNoticeUrl())
+    posting = _POSTING_NOTICE.set(True)  # the filter runs in this thread, within this context
+    try:
+        with httpx.Client(timeout=config.timeout_s) as client:
+            answer = client.post(url, content=body, headers=headers)
+    finally:
+        _POSTING_NOTICE.reset(posting)
     if not answer.is_success:
         raise TransientError(f"webhook answered HTTP {answer.status_code}", code="notice_webhook_status")
 

@@ -457,7 +457,7 @@ class SyncSetup:
         names = schema.names()
         for field, wanted in (
             ("source_key_property", [spec.source_key_property]),
-            ("mapping", list(spec.mapping)),
+            ("mapping", [s for s in spec.mapping if not is_relationship(s)]),  # @companies: read apart
         ):
             for name in wanted:
                 if name not in names:

@@ -36,6 +36,8 @@ __all__ = [
     "is_relationship",
     "links_of",
     "set_links",
+    "stalest_links",
+    "syncs_reading",
     "syncs_writing",
     "waiting_on",
 ]
@@ -118,6 +120,34 @@ def syncs_writing(conn: Connection, tenant: str, connection_id: str, stream: str
         syncs.c.destination_stream == stream,
     )
     return sorted(str(r[0]) for r in conn.execute(stmt))
+
+
+def syncs_reading(
+    conn: Connection, tenant: str, source_connection_id: str, stream: str, destination_connection_id: str
+) -> list[tuple[str, str]]:
+    """(id, destination stream) of the tenant's syncs that read ``stream`` through source connection
+    ``source_connection_id`` into destination connection ``destination_connection_id``."""
+    stmt = select(syncs.c.id, syncs.c.destination_stream).where(
+        syncs.c.tenant == tenant,
+        syncs.c.source_connection_id == source_connection_id,
+        syncs.c.source_stream == stream,
+        syncs.c.destination_connection_id == destination_connection_id,
+    )
+    return sorted((str(r[0]), str(r[1])) for r in conn.execute(stmt))
+
+
+def stalest_links(
+    conn: Connection, tenant: str, sync_id: str, field: str, limit: int
+) -> list[tuple[str, str, str]]:
+    """The ``limit`` (child key hash, child id, parent id) rows of a field updated longest ago."""
+    t = association_links.c
+    stmt = (
+        select(t.child_key_hash, t.child_id, t.parent_id)
+        .where(t.tenant == tenant, t.sync_id == sync_id, t.field == field)
+        .order_by(t.updated, t.child_key_hash)
+        .limit(limit)
+    )
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in conn.execute(stmt)]
 
 
 def links_of(

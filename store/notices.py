@@ -8,7 +8,9 @@ each delivery's state, and breach incidents with the tenants they concern.
   :mod:`services.notices`); ``throttle_key`` groups repeats of one subject.
 - ``notice_deliveries``: one row per notice and contact; ``attempts`` counts sends.
 - ``incidents`` / ``incident_tenants``: an Art. 33 breach, when crmhub became aware, and per affected
-  tenant the scope computed from lineage and the notice that told it.
+  tenant the scope computed from lineage and the notice that told it. Migration ``0021_incidents``
+  added the nature, window and requested scope, the free-text consequences and measures, and per
+  tenant the record count, how subjects were counted, the fields (names) and syncs concerned.
 
 Every function takes a SQLAlchemy ``Connection`` and leaves the transaction to the caller.
 """
@@ -28,7 +30,10 @@ from sqlalchemy import (
     LargeBinary,
     PrimaryKeyConstraint,
     String,
+    and_,
     delete,
+    exists,
+    or_,
     select,
     update,
 )
@@ -61,8 +66,10 @@ __all__ = [
     "list_incidents",
     "mark_incident_notified",
     "notices",
+    "pending_notice_ids",
     "record_attempt",
     "remove_contact",
+    "update_incident",
 ]
 
 
@@ -123,6 +130,14 @@ class IncidentTable(SQLModel, table=True):
     summary: str = Field(sa_type=String(255))
     became_aware: datetime = Field(sa_type=DateTime(timezone=True))
     opened: datetime = Field(sa_type=DateTime(timezone=True))
+    # 0021_incidents: nature, window and scope opened over, the controller's Art. 33(3) free text
+    nature: str = Field(default="", sa_type=String(32), sa_column_kwargs={"server_default": ""})
+    window_from: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), nullable=True)
+    window_to: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), nullable=True)
+    scope: dict[str, Any] | None = Field(default=None, sa_type=JSON, nullable=True)
+    consequences: str = Field(default="", sa_type=String(2000), sa_column_kwargs={"server_default": ""})
+    measures: str = Field(default="", sa_type=String(2000), sa_column_kwargs={"server_default": ""})
+    updated: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), nullable=True)
 
 
 class IncidentTenantTable(SQLModel, table=True):
@@ -137,6 +152,13 @@ class IncidentTenantTable(SQLModel, table=True):
     categories: list[str] = Field(sa_type=JSON)
     notice_id: str | None = Field(default=None, sa_type=String(64), nullable=True)
     notified: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), nullable=True)
+    # 0021_incidents: records, how subjects were counted, fields (names) and syncs concerned
+    records: int = Field(default=0, sa_type=Integer, sa_column_kwargs={"server_default": "0"})
+    subjects_basis: str = Field(
+        default="keyed_hashes", sa_type=String(16), sa_column_kwargs={"server_default": "keyed_hashes"}
+    )
+    fields: list[str] | None = Field(default=None, sa_type=JSON, nullable=True)
+    syncs: list[str] | None = Field(default=None, sa_type=JSON, nullable=True)
 
 
 contacts = table_of(NoticeContactTable)
@@ -184,6 +206,13 @@ class IncidentRow:
     summary: str
     became_aware: datetime
     opened: datetime
+    nature: str = ""
+    window_from: datetime | None = None
+    window_to: datetime | None = None
+    scope: dict[str, Any] | None = None
+    consequences: str = ""
+    measures: str = ""
+    updated: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +223,10 @@ class IncidentTenantRow:
     categories: tuple[str, ...]
     notice_id: str | None
     notified: datetime | None
+    records: int = 0
+    subjects_basis: str = "keyed_hashes"
+    fields: tuple[str, ...] = ()
+    syncs: tuple[str, ...] = ()
 
 
 def _contact(m: Any) -> ContactRow:
@@ -293,6 +326,23 @@ def list_deliveries(conn: Connection, notice_id: str) -> list[DeliveryRow]:
     ]
 
 
+def pending_notice_ids(conn: Connection, *, after: str = "", limit: int) -> list[str]:
+    """Up to ``limit`` ids of notices with a delivery not yet made to a contact that still exists,
+    oldest first (by creation, then id), strictly after the notice ``after`` in that order."""
+    undelivered = exists().where(
+        deliveries.c.notice_id == notices.c.id,
+        deliveries.c.status != "delivered",
+        contacts.c.tenant == notices.c.tenant,
+        contacts.c.id == deliveries.c.contact_id,
+    )
+    q = select(notices.c.id).where(undelivered)
+    if after:
+        since = select(notices.c.created).where(notices.c.id == after).scalar_subquery()
+        q = q.where(or_(notices.c.created > since, and_(notices.c.created == since, notices.c.id > after)))
+    q = q.order_by(notices.c.created, notices.c.id).limit(limit)
+    return [str(i) for i in conn.execute(q).scalars()]
+
+
 def record_attempt(
     conn: Connection, notice_id: str, contact_id: str, *, ok: bool, error: str, now: datetime
 ) -> int:
@@ -323,19 +373,31 @@ def record_attempt(
 def add_incident(conn: Connection, row: IncidentRow) -> None:
     conn.execute(
         incidents.insert().values(
-            id=row.id,
-            signal=row.signal,
-            summary=row.summary,
-            became_aware=row.became_aware,
-            opened=row.opened,
+            id=row.id, signal=row.signal, summary=row.summary, became_aware=row.became_aware,
+            opened=row.opened, nature=row.nature, window_from=row.window_from, window_to=row.window_to,
+            scope=row.scope, consequences=row.consequences, measures=row.measures, updated=row.updated,
         )
+    )  # fmt: skip
+
+
+def update_incident(
+    conn: Connection, incident_id: str, *, summary: str, consequences: str, measures: str, now: datetime
+) -> None:
+    """Replace the incident's free text (what the controller's Art. 33(3) report quotes)."""
+    conn.execute(
+        update(incidents)
+        .where(incidents.c.id == incident_id)
+        .values(summary=summary, consequences=consequences, measures=measures, updated=now)
     )
 
 
 def _incident(m: Any) -> IncidentRow:
     return IncidentRow(
-        m["id"], m["signal"], m["summary"], required_aware(m["became_aware"]), required_aware(m["opened"])
-    )
+        m["id"], m["signal"], m["summary"], required_aware(m["became_aware"]), required_aware(m["opened"]),
+        m["nature"], aware(m["window_from"]), aware(m["window_to"]),
+        None if m["scope"] is None else dict(m["scope"]), m["consequences"], m["measures"],
+        aware(m["updated"]),
+    )  # fmt: skip
 
 
 def get_incident(conn: Connection, incident_id: str) -> IncidentRow | None:
@@ -343,8 +405,12 @@ def get_incident(conn: Connection, incident_id: str) -> IncidentRow | None:
     return None if m is None else _incident(m)
 
 
-def list_incidents(conn: Connection) -> list[IncidentRow]:
+def list_incidents(conn: Connection, *, tenant: str | None = None) -> list[IncidentRow]:
+    """Every incident, oldest first; with ``tenant``, only those that concern it."""
     q = select(incidents).order_by(incidents.c.opened, incidents.c.id)
+    if tenant is not None:
+        concerned = select(incident_tenants.c.incident_id).where(incident_tenants.c.tenant == tenant)
+        q = q.where(incidents.c.id.in_(concerned))
     return [_incident(m) for m in conn.execute(q).mappings()]
 
 
@@ -353,6 +419,8 @@ def add_incident_tenant(conn: Connection, row: IncidentTenantRow) -> None:
         incident_tenants.insert().values(
             incident_id=row.incident_id, tenant=row.tenant, subjects=row.subjects,
             categories=list(row.categories), notice_id=row.notice_id, notified=row.notified,
+            records=row.records, subjects_basis=row.subjects_basis, fields=list(row.fields),
+            syncs=list(row.syncs),
         )
     )  # fmt: skip
 
@@ -366,7 +434,8 @@ def list_incident_tenants(conn: Connection, incident_id: str) -> list[IncidentTe
     return [
         IncidentTenantRow(
             m["incident_id"], m["tenant"], m["subjects"], tuple(m["categories"]), m["notice_id"],
-            aware(m["notified"]),
+            aware(m["notified"]), m["records"], m["subjects_basis"], tuple(m["fields"] or ()),
+            tuple(m["syncs"] or ()),
         )
         for m in conn.execute(q).mappings()
     ]  # fmt: skip

@@ -14,6 +14,8 @@ Every function takes a SQLAlchemy ``Connection`` and leaves the transaction to t
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,12 +40,14 @@ __all__ = [
     "accepted_types",
     "create_sync",
     "get_sync",
+    "mapping_hash",
     "set_accepted_types",
     "set_sync_connections",
     "set_sync_instruction",
     "set_sync_mapping",
     "set_sync_status",
     "set_sync_write_mode",
+    "sync_connections",
     "syncs",
     "update_cursor",
 ]
@@ -115,6 +119,18 @@ class SyncSpec(pydantic.BaseModel):
     write_mode: SyncWriteMode = SyncWriteMode.UPSERT
 
 
+def mapping_hash(spec: SyncSpec) -> str:
+    """A digest of what shapes the record a sync sends — mapping, id properties, transforms and
+    destination stream — recorded on each dead letter (a change of it retries the letters refused
+    under another one: :mod:`store.dead_letters`). 32 hex digits of SHA-256."""
+    shape = {
+        "mapping": dict(sorted(spec.mapping.items())), "key": spec.source_key_property,
+        "id": spec.destination_id_property, "transforms": list(spec.transforms),
+        "destination": spec.destination_stream,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:32]
+
+
 @dataclass(frozen=True, slots=True)
 class SyncRow:
     """A stored sync with its state (cursor, last run, status)."""
@@ -164,6 +180,14 @@ def get_sync(conn: Connection, tenant: str, id: str) -> SyncRow | None:
         required_aware(m["created"]),
         required_aware(m["updated"]),
     )
+
+
+def sync_connections(conn: Connection, tenant: str) -> dict[str, tuple[str, str]]:
+    """{sync id: (source connection id, destination connection id)} of the tenant's syncs."""
+    q = select(syncs.c.id, syncs.c.source_connection_id, syncs.c.destination_connection_id).where(
+        syncs.c.tenant == tenant
+    )
+    return {r.id: (r.source_connection_id, r.destination_connection_id) for r in conn.execute(q)}
 
 
 def update_cursor(

@@ -1,16 +1,19 @@
 """Real receivers for controller notices: a local aiosmtpd SMTP server and a loopback webhook
-receiver that verifies Standard Webhooks signatures (services.webhook_signing) with a replay guard."""
+receiver that verifies Standard Webhooks signatures (services.webhook_signing) with a replay guard;
+the fixtures ``smtp`` (started) and ``receiver`` for a test module to import."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 
 from services import webhook_signing
@@ -52,6 +55,7 @@ class WebhookReceiver:
 
     secret: str = ""
     accepted: list[tuple[str, bytes]] = field(default_factory=list)
+    accepted_headers: list[dict[str, str]] = field(default_factory=list)  # of each accepted delivery
     rejected: list[str] = field(default_factory=list)
     guard: webhook_signing.ReplayGuard = field(default_factory=webhook_signing.ReplayGuard)
 
@@ -71,6 +75,7 @@ class WebhookReceiver:
                     self.send_response(401)
                 else:
                     receiver.accepted.append((msg_id, body))
+                    receiver.accepted_headers.append(dict(self.headers.items()))
                     self.send_response(204)
                 self.end_headers()
 
@@ -89,3 +94,20 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A started local SMTP server, stopped at the end of the test."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook receiver on loopback (set ``.secret`` to the contact's), closed at the end."""
+    r = WebhookReceiver()
+    yield r
+    r.close()

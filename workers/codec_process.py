@@ -149,8 +149,10 @@ def codec_server_in_thread(settings: Settings) -> Iterator[str]:
     yields its URL (the demo)."""
     import uvicorn
 
+    from services.access_ledger import settings_signer
     from services.wiring import make_vault
     from store.engine import make_engine
+    from workers.codec_access import DecodeLedger
     from workers.codec_server import create_codec_app
 
     _check_loopback(settings)
@@ -162,9 +164,11 @@ def codec_server_in_thread(settings: Settings) -> Iterator[str]:
         )
     engine = make_engine(settings.effective_database_url)
     try:
+        ledger = DecodeLedger(engine, signer=settings_signer(settings))
         app = create_codec_app(
-            dev_codec_settings(settings), make_vault(settings, engine), bind_host=codec.host
-        )
+            dev_codec_settings(settings), make_vault(settings, engine), bind_host=codec.host,
+            decode_ledger=ledger,
+        )  # fmt: skip
         server = uvicorn.Server(
             uvicorn.Config(app, host=codec.host, port=codec.port, log_level="warning", lifespan="off")
         )

@@ -61,10 +61,12 @@ from temporalio.api.common.v1 import Payloads
 from governance.vault import Vault
 from schemas.errors import ConfigError, IntegrityError
 from schemas.settings import Settings
+from services.access_ledger import settings_signer
 from services.wiring import make_vault
 from store import codec_audit
 from store.codec_audit import AuditOutcome, CodecAuditRow
 from store.engine import make_engine
+from workers.codec_access import DecodeLedger
 from workers.converter import VaultPayloadCodec
 
 __all__ = [
@@ -216,13 +218,16 @@ def create_codec_app(
     *,
     audit_engine: Engine | None = None,
     bind_host: str | None = None,
+    decode_ledger: DecodeLedger | None = None,
 ) -> FastAPI:
     """The codec server app: one :class:`VaultPayloadCodec` per namespace named by a token (or by
     ``loopback_namespace``).
 
     Builds (and warms) those codecs now, so it does database I/O: call it at startup. Audit rows
     go to ``audit_engine`` (default: the vault's engine). Loopback-dev mode needs ``bind_host`` to
-    be a loopback address (:class:`ConfigError` otherwise).
+    be a loopback address (:class:`ConfigError` otherwise). Decodes of a tenant's payloads are
+    ``access`` events in its ledger through ``decode_ledger`` (default: one on the audit engine
+    that signs no checkpoint; :mod:`workers.codec_access`).
     """
     _require_tokens(settings)
     loopback_ns = settings.loopback_namespace
@@ -232,6 +237,7 @@ def create_codec_app(
             "bind it to 127.0.0.1, or turn loopback-dev off and give the UI a token through a proxy"
         )
     engine = audit_engine if audit_engine is not None else vault.engine
+    ledger = decode_ledger if decode_ledger is not None else DecodeLedger(engine)
     namespaces = {t.namespace for t in settings.tokens} | ({loopback_ns} if loopback_ns else set())
     codecs = {ns: VaultPayloadCodec(vault, ns) for ns in sorted(namespaces)}
     tokens = [(t, t.token.get_secret_value().encode()) for t in settings.tokens]
@@ -321,6 +327,13 @@ def create_codec_app(
         except IntegrityError as exc:
             await audit(request, actor, namespace, op, len(payloads), AuditOutcome.FAILED)
             raise HTTPException(400, f"payloads could not be {op}d: {exc}") from None
+        if op == "decode":
+            try:
+                await asyncio.to_thread(ledger.record, actor.id, namespace, result)
+            except Exception:
+                _log.exception("codec decode: the access ledger could not be written; refusing to answer")
+                await audit(request, actor, namespace, op, len(payloads), AuditOutcome.FAILED)
+                raise HTTPException(503, "access ledger unavailable; nothing was decoded") from None
         await audit(request, actor, namespace, op, len(payloads), AuditOutcome.OK)
         return Response(json_format.MessageToJson(Payloads(payloads=result)), media_type="application/json")
 
@@ -393,7 +406,8 @@ def serve_codec_server(
     engine = make_engine(settings.effective_database_url)
     try:
         vault = make_vault(settings, engine)
-        app = create_codec_app(codec_settings, vault, bind_host=host)
+        ledger = DecodeLedger(engine, signer=settings_signer(settings))
+        app = create_codec_app(codec_settings, vault, bind_host=host, decode_ledger=ledger)
         _log.info(
             "codec server on http://%s:%d for namespaces %s, origins %s, loopback-dev %s",
             host,

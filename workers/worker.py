@@ -25,7 +25,7 @@ from workflows.dsr_activities import DsrActivities
 from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
 from workflows.notice_activities import NoticeActivities
-from workflows.notices import NoticeDeliveryWorkflow
+from workflows.notices import NoticeDeliveryWorkflow, NoticeDispatchWorkflow
 from workflows.reconcile import ReconcileTriggerWorkflow, ReconcileWorkflow
 from workflows.reconcile_activities import ReconcileActivities
 from workflows.sync import SyncWorkflow
@@ -59,6 +59,7 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
             ReconcileWorkflow,
             ReconcileTriggerWorkflow,
             NoticeDeliveryWorkflow,
+            NoticeDispatchWorkflow,
         ],
         activities=[
             activities.plan_sync,
@@ -75,8 +76,8 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
     regional = Worker(
         client,
         task_queue=settings.task_queue(region),
-        activities=[activities.pull_batch, activities.push_batch, activities.discard_batch,
-                    activities.discard_run_staging, *dsr.region_activities(),
+        activities=[activities.pull_batch, activities.push_batch, activities.retry_rejected,
+                    activities.discard_batch, activities.discard_run_staging, *dsr.region_activities(),
                     reconcile.list_source_ids, reconcile.apply_reconcile],
         activity_executor=executor,
         max_concurrent_activities=w.max_concurrent_activities,

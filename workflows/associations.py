@@ -20,6 +20,11 @@ The queue holds at most :data:`DEFERRAL_LIMIT` children per sync; a child that f
 dead-lettered ``PARENT_NOT_SYNCED`` naming the parent sync to run first. A link the vendor refuses
 is dead-lettered with the vendor's code. The push event counts ``linked``, ``unlinked``,
 ``deferred``, ``released`` and ``link_failed`` (lineage).
+
+**Read at the source** (the other way): ``{"@companies": "AccountId"}`` — the pull reads each
+record's parent (:mod:`workflows.reverse_links`), :meth:`Linking.prefill` writes the resolved parent
+into the lookup field of the upsert itself, and the same queue, release and re-parenting apply
+(the destination's :meth:`~connectors.base.Connector.write_links` sets the lookup field).
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ __all__ = [
     "LinkCounts",
     "Linking",
     "Relationship",
+    "any_declared",
     "check_relationships",
     "declared",
     "is_relationship",
     "release",
+    "reverse_declared",
     "waiting_children",
 ]
 
@@ -66,11 +73,23 @@ def declared(mapping: dict[str, str]) -> list[tuple[str, str]]:
     return [(src, dst[1:]) for src, dst in mapping.items() if is_relationship(dst)]
 
 
+def reverse_declared(mapping: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(``@<parent source stream>``, parent source stream, destination lookup field) of each
+    relationship read at the source (``{"@companies": "AccountId"}``: :mod:`workflows.reverse_links`)."""
+    return [(src, src[1:], dst) for src, dst in mapping.items() if is_relationship(src)]
+
+
+def any_declared(mapping: dict[str, str]) -> bool:
+    """Does the mapping declare a relationship, either way?"""
+    return bool(declared(mapping) or reverse_declared(mapping))
+
+
 @dataclass(frozen=True, slots=True)
 class Relationship:
-    field: str  # the source lookup field (Contact.AccountId)
-    parent_stream: str  # the destination stream of the parent (companies)
+    field: str  # the source lookup field (Contact.AccountId; "@companies" read at the source)
+    parent_stream: str  # the destination stream of the parent (companies; Account)
     parent_sync_id: str  # the sync whose id map resolves the parent
+    target: str | None = None  # read at the source: the destination lookup field (AccountId)
 
 
 class LinkCounts(BaseModel):
@@ -116,14 +135,41 @@ def relationships(conn: Connection, ctx: SyncContext) -> list[Relationship]:
                 code="RELATIONSHIP_PARENT",
             )
         out.append(Relationship(field, parent, ids[0]))
+    for field, parent, target in reverse_declared(spec.mapping):
+        readers = [
+            (s, stream)
+            for s, stream in links_store.syncs_reading(
+                conn, ctx.tenant.id, spec.source_connection_id, parent, spec.destination_connection_id
+            )
+            if s != spec.id
+        ]
+        if len(readers) != 1:
+            named = (
+                f"syncs {[s for s, _ in readers]} read it" if readers else "no sync of the tenant reads it"
+            )
+            raise ConfigError(
+                f"sync {spec.id!r} links {target} to {parent}, but {named} from the same source into the "
+                f"same destination connection; keep exactly one sync of {parent} (the parent sync) and "
+                "run it first",
+                code="RELATIONSHIP_PARENT",
+            )
+        out.append(Relationship(field, readers[0][1], readers[0][0], target))
     return out
 
 
-def check_relationships(conn: Connection, ctx: SyncContext, connector: Connector) -> None:
-    """Plan-time: every declared relationship can be resolved and written (module docstring)."""
-    pairs = declared(ctx.spec.mapping)
+def check_relationships(
+    conn: Connection, ctx: SyncContext, connector: Connector, source: Connector | None = None
+) -> None:
+    """Plan-time: every declared relationship can be resolved, read (``source``, for those read at
+    the source) and written (module docstring)."""
+    pairs = [*declared(ctx.spec.mapping), *((f, p) for f, p, _ in reverse_declared(ctx.spec.mapping))]
     if not pairs:
         return
+    if reverse_declared(ctx.spec.mapping) and source is not None and not source.reads_links:
+        raise ConfigError(
+            f"the {source.name} connector cannot read relationships; drop the @ sources of the mapping",
+            code="LINKS_UNSUPPORTED",
+        )
     hidden = set(ctx.instruction.pseudonymize.get(ctx.spec.source_stream, ()))
     for field, _ in pairs:
         if field in hidden:
@@ -157,17 +203,65 @@ class Linking:
 
     @classmethod
     def of(cls, kit: ActivityKit, ctx: SyncContext, connector: Connector) -> Linking | None:
-        if not declared(ctx.spec.mapping):
+        if not any_declared(ctx.spec.mapping):
             return None
         with kit.deps.engine.connect() as conn:
             return cls(kit, ctx, connector, tuple(relationships(conn, ctx)))
 
-    def link(self, accepted: Sequence[tuple[int, str, str, Record]], letter: LetterFn) -> LinkCounts:
-        """``accepted``: (index in the part, child key hash, child destination id, source record)."""
+    def prefill(
+        self, keys: Sequence[str], records: Sequence[Record], mapped: Sequence[Record]
+    ) -> dict[str, dict[str, str | None]]:
+        """Relationships read at the source ride on the upsert: each mapped record's lookup field is
+        set to its parent's destination id, or ``None`` (cleared, or the parent not synced yet — the
+        child then waits, see :meth:`link`). ``records[j]`` (key ``keys[j]``) is the source of
+        ``mapped[j]``; returns, per relationship field, child key → the parent written."""
+        out: dict[str, dict[str, str | None]] = {}
+        tenant = self.ctx.tenant.id
+        keyed_hash = self.kit.deps.pseudonymizer.keyed_hash
+        for rel in (r for r in self.rels if r.target):
+            assert rel.target is not None
+            wanted = {
+                j: _parent_hash(keyed_hash, tenant, rec.get(rel.field)) for j, rec in enumerate(records)
+            }
+            with self.kit.deps.engine.connect() as conn:
+                parents = id_map_store.lookup_id_map(
+                    conn, tenant, rel.parent_sync_id, [h for h in wanted.values() if h]
+                )
+            written = out.setdefault(rel.field, {})
+            for j, h in wanted.items():
+                written[keys[j]] = mapped[j][rel.target] = parents.get(h) if h else None
+        return out
+
+    def link(
+        self,
+        accepted: Sequence[tuple[int, str, str, Record]],
+        letter: LetterFn,
+        prefilled: dict[str, dict[str, str | None]] | None = None,
+    ) -> LinkCounts:
+        """``accepted``: (index in the part, child key hash, child destination id, source record);
+        ``prefilled``: per relationship field, child key hash → the parent its upsert wrote."""
         counts = LinkCounts()
         for rel in self.rels:
+            written = (prefilled or {}).get(rel.field)
+            if written:
+                self._record(rel, accepted, written)
             counts = counts.plus(self._link(rel, accepted, letter))
         return counts
+
+    def _record(
+        self,
+        rel: Relationship,
+        accepted: Sequence[tuple[int, str, str, Record]],
+        written: dict[str, str | None],
+    ) -> None:
+        """Note the links the upsert wrote, so :meth:`_link` writes none of them again."""
+        tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
+        done = [(k, cid, written[k]) for _, k, cid, _ in accepted if written.get(k)]
+        gone = [k for _, k, _, _ in accepted if k in written and not written[k]]
+        with self.kit.deps.engine.begin() as conn:
+            links_store.set_links(conn, tenant, sync_id, rel.field, [(k, c, p) for k, c, p in done if p],
+                                  now=self.kit.deps.clock())  # fmt: skip
+            links_store.drop_links(conn, tenant, sync_id, rel.field, gone)
 
     def _link(
         self, rel: Relationship, accepted: Sequence[tuple[int, str, str, Record]], letter: LetterFn
@@ -178,8 +272,7 @@ class Linking:
         wanted: dict[str, str | None] = {}  # child key → parent key hash (None: unlink)
         rows = [(i, k, cid, rec) for i, k, cid, rec in accepted if rel.field in rec]
         for _, k, _, rec in rows:
-            value = rec[rel.field]
-            wanted[k] = None if value is None or str(value).strip() == "" else keyed_hash(tenant, str(value))
+            wanted[k] = _parent_hash(keyed_hash, tenant, rec[rel.field])
         with self.kit.deps.engine.connect() as conn:
             current = links_store.links_of(conn, tenant, spec.id, rel.field, list(wanted))
             parents = id_map_store.lookup_id_map(
@@ -244,6 +337,11 @@ class Linking:
             rel.parent_stream, list(zip(keys, links, strict=True)), letters,
             _refuser(letter, f"link {rel.field}", accepted_index),
         )  # fmt: skip
+
+
+def _parent_hash(keyed_hash: Callable[[str, str], str], tenant: str, value: object) -> str | None:
+    """The keyed hash a lookup value resolves through (None: no parent)."""
+    return None if value is None or str(value).strip() == "" else keyed_hash(tenant, str(value))
 
 
 def write(

@@ -18,21 +18,50 @@ Lineage: one ``merge`` event per pushed batch that carried merges — counts ``m
 ``deleted`` (their destination records deleted), ``kept`` (re-pointed to the winner's record), the
 losers' keyed hashes as ``record_id_hashes`` and the winners' in ``details["winners"]`` (same order).
 The deletes are in the batch's ``delete`` event too.
+
+**A loser whose winner the destination refused** (issue 13): deleting the loser's destination record
+then would leave the destination with neither — the merged person gone until the winner's dead
+letter is fixed. So the loser's delete is held instead: a dead letter (code :data:`HELD`, its
+destination id and its winner's keyed hash sealed), the mapping kept, counted ``held`` in the merge
+event and as a failed delete. When a later push has the winner accepted, :func:`releasable` finds
+the held losers and the push deletes them (through the same merge guard: a winner upserted into the
+loser's record keeps it), resolving their letters, linked to the run that held them. Any dead
+letter of the winner holds the loser, a quarantined one too (the winner is not at the destination
+as the source has it).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
+from governance.vault import Vault
 from schemas.connector import Page
+from schemas.errors import IntegrityError
 from schemas.lineage import EventKind, LineageEvent
+from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import reconcile as reconcile_store
 from store.engine import Connection
 from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.staging import PendingPart
 
-__all__ = ["Target", "fold_page", "merge_event", "spare_shared"]
+__all__ = [
+    "HELD",
+    "HOLD_MESSAGE",
+    "Target",
+    "fold_page",
+    "hold_for_winners",
+    "merge_event",
+    "releasable",
+    "spare_shared",
+]
+
+HELD = "MERGE_WINNER_REFUSED"
+"""Dead-letter code of a merge loser's delete held while its winner is not at the destination."""
+HOLD_MESSAGE = "held until the record it was merged into reaches the destination"
+RELEASE_SCAN = 1000
+"""Held letters a push part looks at, oldest first (more wait for a later part)."""
 
 Target = tuple[int, str, str]
 """(position in the part's deletes, source key hash, destination id) of one delete to propagate."""
@@ -78,6 +107,51 @@ def spare_shared(
     return delete, keep
 
 
+def hold_for_winners(
+    conn: Connection, tenant: str, sync_id: str, targets: Sequence[Target], merges: Mapping[str, str]
+) -> tuple[list[Target], list[tuple[Target, str]]]:
+    """Split ``targets`` into those to delete now and the merge losers to hold, each with its winner's
+    key: those whose winner has a dead letter in the sync (see the module docstring)."""
+    winners = {merges[k] for _, k, _ in targets if k in merges}
+    refused = dead_letter_store.held_key_hashes(conn, tenant, sync_id, sorted(winners)) if winners else set()
+    now: list[Target] = []
+    held: list[tuple[Target, str]] = []
+    for target in targets:
+        winner = merges.get(target[1])
+        if winner is not None and winner in refused:
+            held.append((target, winner))
+        else:
+            now.append(target)
+    return now, held
+
+
+def releasable(
+    conn: Connection, vault: Vault, ctx: SyncContext, accepted: Sequence[str]
+) -> list[tuple[str, str]]:
+    """``(loser key, destination id)`` of the held merge losers whose winner is among ``accepted``
+    (the keys the destination just took). A letter that no longer opens under the instruction's
+    purpose stays held (and listed with the sync's dead letters)."""
+    if not accepted:
+        return []
+    tenant, sync_id = ctx.tenant.id, ctx.spec.id
+    letters = dead_letter_store.list_dead_letters(conn, tenant, sync_id, code=HELD, limit=RELEASE_SCAN)
+    took = set(accepted)
+    out: list[tuple[str, str]] = []
+    for letter in letters:
+        try:
+            sealed = vault.open(
+                tenant, letter.sealed_record, dataset="dead-letter", object_id=letter.id,
+                purpose=ctx.instruction.purpose,
+            )  # fmt: skip
+        except IntegrityError:
+            continue
+        body = json.loads(sealed)
+        record = body.get("record") or {}
+        if record.get("merged_into") in took and record.get("destination_id"):
+            out.append((letter.record_key_hash, str(record["destination_id"])))
+    return out
+
+
 def merge_event(
     ev: BatchEvents,
     ctx: SyncContext,
@@ -85,16 +159,18 @@ def merge_event(
     *,
     deleted: Sequence[str],
     kept: Sequence[str],
+    held: Sequence[str] = (),
 ) -> list[LineageEvent]:
     """The batch's ``merge`` event (none without merges): see the module docstring."""
     if not merged:
         return []
     losers = sorted(merged)
-    gone, spared = set(deleted), set(kept)
+    gone, spared, waiting = set(deleted), set(kept), set(held)
     counts = {
         "merged": len(losers),
         "deleted": sum(1 for k in losers if k in gone),
         "kept": sum(1 for k in losers if k in spared),
+        "held": sum(1 for k in losers if k in waiting),
     }
     winners = ",".join(merged[k] for k in losers)
     return [ev(EventKind.MERGE, ctx.outbound(ctx.source_dataset()), counts, losers, winners=winners)]

@@ -1,4 +1,5 @@
-"""The notice-delivery activities (control queue; they read no record content):
+"""The notice activities (control queue; they read no record content): ``list_pending_notices``
+(a page of notice ids some contact has not received, for the dispatch pass),
 ``pending_notice_contacts`` (contact ids a notice has not reached) and ``deliver_notice`` (one send,
 :func:`services.notices.deliver`; a failure is a retryable error naming only its class)."""
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from temporalio import activity
 
-from schemas.notices import DeliverInput, NoticeDeliveryInput
+from schemas.notices import DeliverInput, NoticeDeliveryInput, PendingNoticesInput
 from services import notices
 from services.wiring import ActivityDeps
 from workflows.context import ActivityKit
@@ -25,7 +26,14 @@ class NoticeActivities:
         self.kit = ActivityKit(deps)
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.pending_notice_contacts, self.deliver_notice]
+        return [self.list_pending_notices, self.pending_notice_contacts, self.deliver_notice]
+
+    @activity.defn(name="list_pending_notices")
+    def list_pending_notices(self, inp: PendingNoticesInput) -> list[str]:
+        return self.kit.guarded(
+            "list_pending_notices",
+            lambda: notices.pending_notices(self.deps.engine, after=inp.after, limit=inp.limit),
+        )
 
     @activity.defn(name="pending_notice_contacts")
     def pending_notice_contacts(self, inp: NoticeDeliveryInput) -> list[str]:

@@ -36,7 +36,7 @@ from schemas.sync import PlanInput, SyncMode, SyncPlanRef, SyncStatus
 from store import runs as run_store
 from store import syncs as sync_store
 from store.subprocessor_versions import ObjectionChoice
-from workflows.associations import check_relationships, declared
+from workflows.associations import any_declared, check_relationships, is_relationship
 from workflows.context import ActivityKit, SyncContext
 
 __all__ = ["plan_sync"]
@@ -77,11 +77,11 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
     # A refusal before a config error:
     types = _check_types(kit, ctx, inp.run_id, result, live_types, accepted)
     _check_fields_exist(kit, ctx, result, live)
-    if declared(ctx.spec.mapping):  # relationships: resolvable and writable (workflows.associations)
+    if any_declared(ctx.spec.mapping):  # relationships: resolvable, readable and writable
         destination = deps.connector_factory(ctx.spec.destination_connection_id)
         try:
             with deps.engine.connect() as conn:
-                check_relationships(conn, ctx, destination)
+                check_relationships(conn, ctx, destination, source=connector)
         finally:
             destination.close()
     _check_route(kit, ctx, inp.run_id)
@@ -139,6 +139,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
         continue_as_new_after_batches=worker.continue_as_new_after_batches,
         heartbeat_timeout_s=worker.heartbeat_timeout_s,
         region_wait_s=worker.region_wait_s,
+        retry_rejected_per_run=worker.retry_rejected_per_run,
     )
 
 
@@ -148,7 +149,8 @@ def _check_fields_exist(kit: ActivityKit, ctx: SyncContext, result: CheckResult,
     for ref in result.transforms:
         t = kit.deps.transforms.get(ref)
         produced |= t.writes if t is not None else frozenset()
-    missing = sorted(set(result.fields_read) - live - produced)
+    # a relationship read at the source (``@companies``) is no field of its schema
+    missing = sorted(f for f in set(result.fields_read) - live - produced if not is_relationship(f))
     if missing:
         raise ConfigError(
             f"sync {ctx.spec.id!r} reads {missing} which {ctx.spec.source_stream} does not have at the "

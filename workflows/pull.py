@@ -44,7 +44,7 @@ from temporalio.exceptions import CancelledError
 from connectors.base import Connector
 from governance.policy import PageProcessor, PlanRefused, Quarantined, Transform, check
 from governance.vault import key_version_of
-from schemas.connector import StreamState
+from schemas.connector import Page, ReadMode, StreamState
 from schemas.lineage import DatasetRef, EventKind, LineageEvent
 from schemas.sync import BatchRef, PullInput
 from store import dead_letters as dead_letter_store
@@ -55,6 +55,7 @@ from workflows.context import ActivityKit, BatchEvents, Route, SyncContext
 from workflows.liveness import Keepalive
 from workflows.merges import fold_page
 from workflows.metrics import count_pull
+from workflows.reverse_links import SourceLinks
 from workflows.staging import PendingPart, open_part, resume, seal_letter, seal_part
 
 __all__ = ["QUARANTINE_NAMESPACE", "PullProgress", "batch_id_of", "drift_lines", "pull_batch"]
@@ -82,6 +83,7 @@ class PullProgress(BaseModel):
     pseudonymized: int = 0
     quarantined: int = 0
     suppressed: int = 0  # records of suppressed data subjects dropped at read time (store.suppressions)
+    links: dict[str, int] = {}  # relationships read at the source (workflows.reverse_links)
     reasons: dict[str, int] = {}  # quarantine reason → records (field and type names only)
     drift: list[str] = []  # drift first reported by this batch
     reconcile: str | None = None  # a page's Page.reconcile (persisted on the sync: workflows.merges)
@@ -178,37 +180,61 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         if progress.drift:  # an earlier attempt of this batch saw it first (and may have reported it)
             new_drift = list(dict.fromkeys([*progress.drift, *new_drift]))
         progress = progress.model_copy(update={"drift": new_drift})
+        links = SourceLinks.of(kit, ctx, connector, pk)  # relationships read at the source
+        if links is not None:
+            fields = links.vendor_fields(fields)
+            if inp.batch_seq == 0 and not kept and inp.state.mode is ReadMode.INCREMENTAL:
+                relinked = links.sweep(suppressed)  # association changes move no modification date
+                pending.keys += relinked[0]
+                pending.records += relinked[1]
         governance = PageProcessor.for_check(
             checked, ctx.instruction, deps.transforms, key_field=pk, pseudonymizer=deps.pseudonymizer,
             planned_types=dict(plan.source_types), live_types=live_types, suppressed=suppressed,
         )  # fmt: skip
-        while (
-            has_more
-            and progress.pages + pending.pages < inp.max_pages
-            and progress.records + progress.quarantined + pending.read < inp.max_records
-            and time.monotonic() - started < inp.time_budget_s
-        ):
+        ahead: list[Page] = []  # read, not yet governed: relationships are read for many pages at once
+        reading, more = state, has_more
+
+        def room() -> bool:
+            assert progress is not None
+            return (
+                more
+                and progress.pages + pending.pages + len(ahead) < inp.max_pages
+                and progress.records + progress.quarantined + pending.read + _read(ahead) < inp.max_records
+                and time.monotonic() - started < inp.time_budget_s
+            )
+
+        while room():
             if activity.is_cancelled():
                 raise CancelledError("pull cancelled")
-            size = min(page_size, inp.max_records - progress.records - progress.quarantined - pending.read)
-            page = connector.read_page(ctx.spec.source_stream, state, size, fields)
-            governed = governance.process(page.records, page.deleted_ids)
-            pending.add(governed, calls=page.calls)
-            withheld.update(governed.withheld_fields)
-            reconcile = fold_page(kit, ctx, pending, page)  # merges, reconcile (issue 13)
-            if reconcile and not progress.reconcile:
-                progress = progress.model_copy(update={"reconcile": reconcile})
-            state, has_more = page.next_state, page.has_more
-            if pending.read >= part_records or len(pending.deleted) >= part_records:
-                progress = stager.stage(progress, pending).fold(pending, state, has_more, withheld)
-                keys += pending.keys
-                pending = PendingPart()
+            left = inp.max_records - progress.records - progress.quarantined - pending.read - _read(ahead)
+            page = connector.read_page(ctx.spec.source_stream, reading, min(page_size, left), fields)
+            reading, more = page.next_state, page.has_more
+            ahead.append(page)
+            if links is not None and links.wants_more(ahead) and room():
+                continue
+            for page in links.enrich(ahead) if links is not None else ahead:
+                governed = governance.process(page.records, page.deleted_ids)
+                pending.add(governed, calls=page.calls)
+                withheld.update(governed.withheld_fields)
+                reconcile = fold_page(kit, ctx, pending, page)  # merges, reconcile (issue 13)
+                if reconcile and not progress.reconcile:
+                    progress = progress.model_copy(update={"reconcile": reconcile})
+                state, has_more = page.next_state, page.has_more
+                if pending.read >= part_records or len(pending.deleted) >= part_records:
+                    progress = stager.stage(progress, pending).fold(pending, state, has_more, withheld)
+                    keys += pending.keys
+                    pending = PendingPart()
+            ahead = []
             # Liveness; the details are the resume point of the last staged part, never unstaged pages.
             keepalive.beat(progress)
         if pending:
             progress = stager.stage(progress, pending)
             keys += pending.keys
         progress = progress.fold(pending, state, has_more, withheld)  # pages with nothing to stage too
+        if links is not None:
+            links.settle(deps.clock())
+            counts = {k: progress.links.get(k, 0) + v for k, v in links.counts().items()}
+            progress = progress.model_copy(update={"links": {**progress.links, **counts}})
         keepalive.beat(progress)
     finally:
         connector.close()
@@ -303,6 +329,7 @@ class _Lineage:
             "pseudonymized": progress.pseudonymized, "pages": progress.pages, "calls": progress.calls,
             # records of restricted, objecting or erased subjects dropped at read time: a count only
             **({"suppressed": progress.suppressed} if progress.suppressed else {}),
+            **progress.links,  # relationships read at the source (workflows.reverse_links)
         }  # fmt: skip
         withheld, pseudonymized = ",".join(progress.withheld_fields), ",".join(self.pseudonymized_fields)
         events = [ev(EventKind.PULL, ctx.inbound(), counts, keys, withheld=withheld,
@@ -345,6 +372,10 @@ class _Lineage:
             source = Route(source=ctx.source_dataset())
             events.append(ev(EventKind.DRIFT, source, counts, changes=" | ".join(progress.drift)))
         return events
+
+
+def _read(pages: Sequence[Page]) -> int:
+    return sum(len(p.records) for p in pages)
 
 
 def drift_lines(planned: dict[str, str], live: dict[str, str]) -> list[str]:

@@ -25,7 +25,9 @@ parts written by the last attempt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
@@ -44,12 +46,21 @@ from store.syncs import SyncSpec
 from workflows.associations import LinkCounts, Linking, is_relationship, release, waiting_children
 from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.liveness import Keepalive
-from workflows.merges import merge_event, spare_shared
+from workflows.merges import (
+    HELD,
+    HOLD_MESSAGE,
+    Target,
+    hold_for_winners,
+    merge_event,
+    releasable,
+    spare_shared,
+)
 from workflows.metrics import count_push
+from workflows.reverse_links import is_relink
 from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
 from workflows.write_modes import NOT_AT_DESTINATION, plan_writes, refused_as_skip
 
-__all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "destination_record", "push_batch"]
+__all__ = ["WRITE_CHUNK", "PartRef", "PushProgress", "delete_staging", "destination_record", "push_batch"]
 
 WRITE_CHUNK = 500
 """Records per ``write_batch`` call; the activity heartbeats between calls (connectors split further
@@ -120,6 +131,7 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     accepted: list[str] = []
     gone: list[str] = []
     kept: list[str] = []  # issue 13 merge guard: see workflows.merges
+    held: list[str] = []  # merge losers whose winner was refused: their delete waits
     merged: dict[str, str] = {}
     connector = deps.connector_factory(ctx.spec.destination_connection_id)
     info = activity.info()
@@ -142,9 +154,13 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
             merged.update(merges)
             progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
-            progress, removed, spared = writer.delete(part, deleted, progress)
+            progress, removed, spared = writer.release_held(part, progress)
             gone += removed
             kept += spared
+            progress, removed, spared, waiting = writer.delete(part, deleted, progress, merges)
+            gone += removed
+            kept += spared
+            held += waiting
             progress = progress.model_copy(update={"done_parts": [*progress.done_parts, number]})
             keepalive.beat(progress)
     finally:
@@ -154,7 +170,7 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
         accepted = _accepted_earlier(kit, ctx, batch.batch_id, done_before) + accepted
     ev = BatchEvents(ctx.run(plan.run_id), batch.batch_id, deps.clock())
     events = _events(ev, ctx, progress, accepted, gone)
-    events += merge_event(ev, ctx, merged, deleted=gone, kept=kept)
+    events += merge_event(ev, ctx, merged, deleted=gone, kept=kept, held=held)
     kit.append_once(tenant, plan.run_id, batch.batch_id, events)
     count_push(
         plan,
@@ -189,6 +205,17 @@ def destination_record(spec: SyncSpec, rec: Record) -> Record | None:
     return out
 
 
+class PartRef(Protocol):
+    """Where written records came from, for their dead letters' ids: a staged part, or the records
+    a retry re-read (:mod:`workflows.retry`)."""
+
+    @property
+    def batch_id(self) -> str: ...
+
+    @property
+    def part(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Writer:
     """Writes the parts of one batch to one destination connector."""
@@ -200,9 +227,10 @@ class _Writer:
     stream: StreamSpec
     keepalive: Keepalive
     linking: Linking | None = None
+    to_release: list[tuple[str, str]] = field(default_factory=list)  # held losers the last upsert freed
 
     def upsert(
-        self, part: staging_store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
+        self, part: PartRef, keys: list[str], records: list[Record], progress: PushProgress
     ) -> tuple[PushProgress, list[str]]:
         """Write one part's records as the sync's write mode says (:mod:`workflows.write_modes`);
         returns the progress and the keys the destination accepted."""
@@ -210,7 +238,11 @@ class _Writer:
         mapped: list[Record] = []
         positions: list[int] = []
         letters: list[dead_letter_store.DeadLetter] = []
+        relinks: list[int] = []  # relationships only (an association change: workflows.reverse_links)
         for i, rec in enumerate(records):
+            if is_relink(rec):
+                relinks.append(i)
+                continue
             out = destination_record(spec, rec)
             if out is None:
                 letters.append(self.letter(part, "upsert", i, keys[i], rec, "MISSING_EXTERNAL_ID", None))
@@ -223,6 +255,11 @@ class _Writer:
                 known = id_map_store.lookup_id_map(
                     conn, self.ctx.tenant.id, spec.id, [keys[p] for p in positions]
                 )
+        prefilled = (
+            self.linking.prefill([keys[p] for p in positions], [records[p] for p in positions], mapped)
+            if self.linking
+            else {}
+        )
         plan = plan_writes(spec, self.stream, [keys[p] for p in positions], mapped, known)
         outcomes: dict[int, RecordOutcome] = {}
         calls = 0
@@ -273,7 +310,17 @@ class _Writer:
             resolved = dead_letter_store.resolve_dead_letters(conn, self.ctx.tenant.id, spec.id, ok)
             dead_letter_store.add_dead_letters(conn, letters)
             waiting = waiting_children(conn, self.ctx, [k for k, _ in pairs])
-        links = self._links(part, children, waiting, dict(pairs))
+            if self.ctx.spec.write_mode.propagates_deletes:  # merge losers these winners free
+                self.to_release[:] = releasable(conn, self.kit.deps.vault, self.ctx, ok)
+            at_destination = (
+                id_map_store.lookup_id_map(conn, self.ctx.tenant.id, spec.id, [keys[i] for i in relinks])
+                if relinks
+                else {}
+            )
+        children += [
+            (i, keys[i], at_destination[keys[i]], records[i]) for i in relinks if keys[i] in at_destination
+        ]
+        links = self._links(part, children, waiting, dict(pairs), prefilled)
         progress = progress.model_copy(
             update={
                 "created": progress.created + created,
@@ -290,10 +337,11 @@ class _Writer:
 
     def _links(
         self,
-        part: staging_store.StagedPart,
+        part: PartRef,
         children: list[tuple[int, str, str, Record]],
         waiting: list[Deferred],
         landed: dict[str, str],
+        prefilled: dict[str, dict[str, str | None]],
     ) -> LinkCounts:
         """This part's relationships: its children linked to their parents, and the children that
         waited for the parents it landed released (:mod:`workflows.associations`)."""
@@ -303,18 +351,23 @@ class _Writer:
         ) -> dead_letter_store.DeadLetter:
             return self.letter(part, kind, index, key, record, code, message)
 
-        links = self.linking.link(children, letter) if self.linking and children else LinkCounts()
+        links = self.linking.link(children, letter, prefilled) if self.linking and children else LinkCounts()
         if waiting:
             links = links.plus(release(self.kit, self.ctx, self.connector, waiting, landed, letter))
         return links
 
     def delete(
-        self, part: staging_store.StagedPart, deleted: list[str], progress: PushProgress
-    ) -> tuple[PushProgress, list[str], list[str]]:
-        """Propagate one part's source deletes through the id map; returns progress, deleted keys and
-        the keys whose mapping was dropped while their destination record stays (merge guard)."""
+        self,
+        part: staging_store.StagedPart,
+        deleted: list[str],
+        progress: PushProgress,
+        merges: Mapping[str, str] | None = None,
+    ) -> tuple[PushProgress, list[str], list[str], list[str]]:
+        """Propagate one part's source deletes through the id map; returns progress, deleted keys,
+        the keys whose mapping was dropped while their destination record stays (merge guard) and
+        the merge losers held because their winner was refused (:mod:`workflows.merges`)."""
         if not deleted:
-            return progress, [], []
+            return progress, [], [], []
         tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
         if not self.ctx.spec.write_mode.propagates_deletes:  # upsert / update-only / create-only keep them
             with self.kit.deps.engine.connect() as conn:
@@ -327,53 +380,97 @@ class _Writer:
                 ),
                 [],
                 [],
+                [],
             )
-        stream = self.stream
         with self.kit.deps.engine.connect() as conn:
             found = id_map_store.lookup_id_map(conn, tenant, sync_id, deleted)
             targets = [(i, k, found[k]) for i, k in enumerate(deleted) if k in found]
             targets, spared = spare_shared(conn, tenant, sync_id, targets, leaving=deleted)
+            targets, held = hold_for_winners(conn, tenant, sync_id, targets, merges or {})
         kept = [k for _, k, _ in spared]
-        letters: list[dead_letter_store.DeadLetter] = []
-        gone: list[str] = []
-        calls = 0
-        if targets and not stream.supports_deletes:
-            why = f"{self.connector.name} stream {stream.name} does not support deletes"
-            for i, k, dest_id in targets:
-                letters.append(
-                    self.letter(
-                        part, "delete", i, k, {"destination_id": dest_id}, "DELETE_NOT_SUPPORTED", why
-                    )
-                )
-        elif targets:
-            result = self.connector.write_batch(
-                stream.name,
-                [{stream.primary_key: dest_id} for _, _, dest_id in targets],
-                WriteMode.DELETE,
-                external_id=stream.primary_key,
-            )
-            self._check_outcomes(result, len(targets))
-            calls = result.calls
-            for (i, k, dest_id), outcome in zip(targets, result.outcomes, strict=True):
-                if outcome.ok:
-                    gone.append(k)
-                else:
-                    letters.append(
-                        self.letter(part, "delete", i, k, {"destination_id": dest_id}, *_why(outcome))
-                    )
+        holds = [
+            self.letter(part, "delete", i, k, {"destination_id": d, "merged_into": w}, HELD, HOLD_MESSAGE)
+            for (i, k, d), w in held
+        ]
+        gone, letters, calls = self._delete_at_destination(part, "delete", targets)
         with self.kit.deps.engine.begin() as conn:
             id_map_store.delete_id_map(conn, tenant, sync_id, [*gone, *kept])
+            dead_letter_store.add_dead_letters(conn, [*letters, *holds])
+        progress = progress.model_copy(
+            update={
+                "deletes_propagated": progress.deletes_propagated + len(gone),
+                "deletes_failed": progress.deletes_failed + len(letters) + len(holds),
+                "deletes_unmapped": progress.deletes_unmapped + len(deleted) - len(found),
+                "deletes_kept": progress.deletes_kept + len(kept),
+                "calls": progress.calls + calls,
+            }
+        )
+        return progress, gone, kept, [k for (_, k, _), _ in held]
+
+    def release_held(
+        self, part: PartRef, progress: PushProgress
+    ) -> tuple[PushProgress, list[str], list[str]]:
+        """Delete the held merge losers whose winner the last :meth:`upsert` landed (found in its
+        transaction: :func:`workflows.merges.releasable`) through the merge guard, and resolve their
+        letters; returns progress, deleted keys and kept keys."""
+        found = list(self.to_release)
+        self.to_release.clear()
+        if not found:
+            return progress, [], []
+        tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
+        with self.kit.deps.engine.connect() as conn:
+            losers = [k for k, _ in found]
+            targets, spared = spare_shared(
+                conn, tenant, sync_id, [(i, k, d) for i, (k, d) in enumerate(found)], leaving=losers
+            )
+        kept = [k for _, k, _ in spared]
+        gone, letters, calls = self._delete_at_destination(part, "release", targets)
+        with self.kit.deps.engine.begin() as conn:
+            id_map_store.delete_id_map(conn, tenant, sync_id, [*gone, *kept])
+            resolved = dead_letter_store.resolve_dead_letters(conn, tenant, sync_id, [*gone, *kept])
             dead_letter_store.add_dead_letters(conn, letters)
         progress = progress.model_copy(
             update={
                 "deletes_propagated": progress.deletes_propagated + len(gone),
                 "deletes_failed": progress.deletes_failed + len(letters),
-                "deletes_unmapped": progress.deletes_unmapped + len(deleted) - len(targets) - len(kept),
                 "deletes_kept": progress.deletes_kept + len(kept),
                 "calls": progress.calls + calls,
+                "resolved": progress.resolved + len(resolved),
+                "resolved_runs": sorted({*progress.resolved_runs, *(run for _, run in resolved)}),
             }
         )
         return progress, gone, kept
+
+    def _delete_at_destination(
+        self, part: PartRef, kind: str, targets: list[Target]
+    ) -> tuple[list[str], list[dead_letter_store.DeadLetter], int]:
+        """Delete ``targets`` at the destination in one batch call; returns the keys deleted, the
+        dead letters of the refused ones and the calls made."""
+        stream = self.stream
+        letters: list[dead_letter_store.DeadLetter] = []
+        gone: list[str] = []
+        if not targets:
+            return gone, letters, 0
+        if not stream.supports_deletes:
+            why = f"{self.connector.name} stream {stream.name} does not support deletes"
+            for i, k, dest_id in targets:
+                letters.append(
+                    self.letter(part, kind, i, k, {"destination_id": dest_id}, "DELETE_NOT_SUPPORTED", why)
+                )
+            return gone, letters, 0
+        result = self.connector.write_batch(
+            stream.name,
+            [{stream.primary_key: dest_id} for _, _, dest_id in targets],
+            WriteMode.DELETE,
+            external_id=stream.primary_key,
+        )
+        self._check_outcomes(result, len(targets))
+        for (i, k, dest_id), outcome in zip(targets, result.outcomes, strict=True):
+            if outcome.ok:
+                gone.append(k)
+            else:
+                letters.append(self.letter(part, kind, i, k, {"destination_id": dest_id}, *_why(outcome)))
+        return gone, letters, result.calls
 
     def _check_outcomes(self, result: WriteResult, sent: int) -> None:
         if len(result.outcomes) != sent:
@@ -384,7 +481,7 @@ class _Writer:
 
     def letter(
         self,
-        part: staging_store.StagedPart,
+        part: PartRef,
         kind: str,
         index: int,
         key: str,

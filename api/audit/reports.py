@@ -47,6 +47,7 @@ __all__ = [
     "lineage_csv",
     "lineage_html",
     "lineage_report",
+    "parse_when",
     "records_of_processing",
     "subprocessor_report",
     "tenant_events",
@@ -105,10 +106,12 @@ class Period:
     @staticmethod
     def parse(start: str | None, end: str | None) -> Period:
         """From ISO 8601 dates or datetimes (a date means midnight UTC; naive means UTC)."""
-        return Period(_parse_when(start, "from"), _parse_when(end, "to"))
+        return Period(parse_when(start, "from"), parse_when(end, "to"))
 
 
-def _parse_when(value: str | None, name: str) -> datetime | None:
+def parse_when(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 date (midnight UTC) or datetime (naive: UTC) in UTC; None when empty;
+    :class:`ConfigError` naming ``name`` when it is neither."""
     if not value:
         return None
     try:

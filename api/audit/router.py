@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 
 from api.audit import reports
 from api.audit.cover import cover_page
+from api.audit.incidents import incident_history
 from governance.lineage import CheckpointJournal, Ledger, report_to_json
 from governance.openlineage import run_events_json
 from governance.pseudonym import Pseudonymizer
@@ -225,6 +226,15 @@ def human_access(who: Auditor, services: Services, start: From = None, end: To =
     """The human access ledger: every person's touch of the tenant's personal data or its protection
     (action, actor as a keyed or opaque id, target, ledger index — verifiable in the ledger report)."""
     return reports.access_report(services.engine, who.tenant, _period(start, end))
+
+
+@router.get("/incidents")
+def incidents(who: Auditor, services: Services) -> dict[str, Any]:
+    """The tenant's personal-data breaches (Art. 33(2)): nature, counts, categories, when crmhub became
+    aware and when it notified, each time cited by its ledger index (the tenant's part only)."""
+    return incident_history(
+        services.engine, who.tenant, reports.tenant_events(services.engine, who.tenant), now=services.clock()
+    )
 
 
 @router.get("/records-of-processing")

@@ -5,7 +5,9 @@
 (``.../batch/create``), :data:`BATCH` pairs a call: ``ceil(archived / BATCH) + ceil(linked / BATCH)``
 calls for a batch of links. :meth:`Linker.read_links` reads children's parents
 (``.../batch/read``, at most 1,000 ids a call: developer changelog "Bug Fix: Batch Read Limit for
-HubSpot Associations API", 2025-02-10).
+HubSpot Associations API", 2025-02-10), following each child's ``paging.next.after`` (present only
+when more associations follow): ``ceil(children / BATCH)`` calls, plus one per 1,000 children that
+have more than a page of parents.
 
 The association type is the *primary* one where HubSpot has it (a Salesforce ``Contact.AccountId``
 is the contact's one account): contact→company ``1``, deal→company ``5``; else the unlabeled type
@@ -76,18 +78,25 @@ class Linker:
     def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
         """Parent ids of each child (children without a parent are absent), primary first."""
         kind = _type_of(stream, parent_stream)
+        found: dict[str, list[dict[str, Any]]] = {}
+        todo: list[dict[str, str]] = [{"id": cid} for cid in dict.fromkeys(child_ids)]
+        while todo:  # a child with more associations than a page is asked again with its ``after``
+            more: list[dict[str, str]] = []
+            for start in range(0, len(todo), BATCH):
+                _, body = self.client.associations(stream, parent_stream, "read", todo[start : start + BATCH])
+                for result in (body or {}).get("results") or []:
+                    child = str((result.get("from") or {}).get("id", ""))
+                    found.setdefault(child, []).extend(
+                        t for t in result.get("to") or [] if isinstance(t, dict)
+                    )
+                    after = ((result.get("paging") or {}).get("next") or {}).get("after")
+                    if after:
+                        more.append({"id": child, "after": str(after)})
+            todo = more
         out: dict[str, list[str]] = {}
-        ids = list(dict.fromkeys(child_ids))
-        for start in range(0, len(ids), BATCH):
-            inputs = [{"id": cid} for cid in ids[start : start + BATCH]]
-            _, body = self.client.associations(stream, parent_stream, "read", inputs)
-            for result in (body or {}).get("results") or []:
-                child = str((result.get("from") or {}).get("id", ""))
-                to = [t for t in result.get("to") or [] if isinstance(t, dict)]
-                to.sort(
-                    key=lambda t: not any(x.get("typeId") == kind for x in t.get("associationTypes") or [])
-                )
-                out[child] = [str(t.get("toObjectId")) for t in to]
+        for child, to in found.items():
+            to.sort(key=lambda t: not any(x.get("typeId") == kind for x in t.get("associationTypes") or []))
+            out[child] = [str(t.get("toObjectId")) for t in to]
         return out
 
 

@@ -9,10 +9,11 @@ from typing import Any, ClassVar
 
 from connectors.base import Connector, TokenSource
 from connectors.hubspot.associations import Linker
+from connectors.hubspot.byids import read_by_ids as read_records_by_ids
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.objects import ObjectCatalog
-from connectors.hubspot.reader import ID_PROPERTY, StreamReader
+from connectors.hubspot.reader import CUSTOM_MODIFIED, ID_PROPERTY, MODIFIED_PROPERTY, StreamReader
 from connectors.hubspot.writer import BatchWriter
 from schemas.connector import (
     CheckResult,
@@ -22,6 +23,7 @@ from schemas.connector import (
     LinkResult,
     Page,
     Record,
+    RecordsById,
     StreamSchema,
     StreamSpec,
     StreamState,
@@ -129,12 +131,32 @@ class HubSpotConnector(Connector):
         when the redone upsert answers ``new: false`` (see :mod:`connectors.hubspot.writer`)."""
         self._writer.created_since = began
 
+    reads_by_ids: ClassVar[bool] = True
+
+    def read_by_ids(self, stream: str, ids: Sequence[str], fields: Sequence[str]) -> RecordsById:
+        """``batch/read`` 100 ids a call (:mod:`connectors.hubspot.byids`), ``fields`` plus the id
+        and modification properties."""
+        self.client.refresh_token_view()
+        api_type = self._stream(stream)
+        modified = MODIFIED_PROPERTY.get(api_type, CUSTOM_MODIFIED)
+        calls = self.client.calls
+        props = list(dict.fromkeys([*fields, ID_PROPERTY, modified]))
+        records, missing = read_records_by_ids(self.client, api_type, ids, props) if ids else ([], [])
+        return RecordsById(records, missing, calls=self.client.calls - calls)
+
     links: ClassVar[bool] = True
 
     def write_links(self, stream: str, parent_stream: str, links: Sequence[Link]) -> LinkResult:
         """Associations v4 batch archive + create (see :mod:`connectors.hubspot.associations`)."""
         self.client.refresh_token_view()
         return self._linker.write_links(self._stream(stream), self._stream(parent_stream), links)
+
+    @property
+    def calls(self) -> int:
+        """HTTP calls made so far (every endpoint)."""
+        return self.client.calls
+
+    reads_links: ClassVar[bool] = True
 
     def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
         """Each child's associated parents, primary first (associations v4 batch read)."""

@@ -30,9 +30,11 @@ from pydantic import BaseModel
 
 from connectors.base import Connector, TokenSource, diff_schema
 from connectors.salesforce.bulkread import OrderedJobFailed, bulk_page
+from connectors.salesforce.byids import read_by_ids as read_records_by_ids
 from connectors.salesforce.client import InvalidField, SalesforceClient
 from connectors.salesforce.config import SalesforceConfig
 from connectors.salesforce.idlist import list_ids
+from connectors.salesforce.lookups import write_lookups
 from connectors.salesforce.overlap import FLOOR_KEY, SEEN_KEY
 from connectors.salesforce.reading import BULK_KEYS, Overlap, counted_page, rest_page
 from connectors.salesforce.runs import COVERED_KEY, end_page, start_run
@@ -42,9 +44,12 @@ from connectors.salesforce.writing import write_records
 from schemas.connector import (
     CheckResult,
     IdPage,
+    Link,
+    LinkResult,
     Page,
     ReadMode,
     Record,
+    RecordsById,
     SchemaDrift,
     StreamSchema,
     StreamSpec,
@@ -418,6 +423,18 @@ class SalesforceConnector(Connector):
         )
         return dataclasses.replace(page, calls=self._client.calls - calls)
 
+    reads_by_ids: ClassVar[bool] = True
+
+    def read_by_ids(self, stream: str, ids: Sequence[str], fields: Sequence[str]) -> RecordsById:
+        """``WHERE Id IN (…)`` queries, ≤ 200 ids each within the URI limit
+        (:mod:`connectors.salesforce.byids`): n ids cost ceil(n / 200) calls."""
+        sobject = self._object(stream)
+        calls = self._client.calls
+        self._client.ensure_budget()
+        plan = self._plan(sobject, fields, with_deleted=False, fresh=False)
+        records, missing = read_records_by_ids(self._client, sobject, plan, ids) if ids else ([], [])
+        return RecordsById(records, missing, calls=self._client.calls - calls)
+
     # -- writing ----------------------------------------------------------------------------------
 
     def write_batch(
@@ -436,6 +453,13 @@ class SalesforceConnector(Connector):
         types = {str(f.get("name")): str(f.get("type")) for f in described[1]} if described else None
         result = write_records(self._client, sobject, records, mode, ext, field_types=types)
         return WriteResult(result.outcomes, calls=self._client.calls - calls)
+
+    links: ClassVar[bool] = True
+
+    def write_links(self, stream: str, parent_stream: str, links: Sequence[Link]) -> LinkResult:
+        """Set each child's lookup field to its parent (see :mod:`connectors.salesforce.lookups`)."""
+        self._client.ensure_budget()
+        return write_lookups(self._client, self._object(stream), self._object(parent_stream), links)
 
 
 def instance_region(instance_name: str) -> str | None:

@@ -25,11 +25,18 @@ Rules emulated:
   listed with the unlabeled type beside the label).
 * batch read takes at most 1,000 inputs (developer changelog "Bug Fix: Batch Read Limit for HubSpot
   Associations API", effective 2025-02-10: larger requests are rejected).
+* batch read answers, per input, one page of its associations; ``paging.next.after`` is present
+  only when more follow, and the input sent again with that ``after`` reads the next page
+  (https://developers.hubspot.com/docs/api-reference/legacy/crm/associations/associate-records/batch/get-associations:
+  "The 'paging' field will only be present if there are more pages and absent otherwise"). Guess: a
+  page holds :data:`READ_PAGE` (500) associations — the reference names no figure; 500 is the
+  ``limit`` maximum of the single-record v4 list endpoint.
 * guess: batch create/archive take at most 2,000 inputs (Workato's HubSpot batch-associate action
   documents 2,000 as the request maximum; HubSpot's guide names no figure).
 * an association change does not move the records' ``lastmodifieddate``/``hs_lastmodifieddate``
-  (guess, from integrators' reports: association-only changes are not found by a search on the
-  modification date, which is why crmhub reads associations of mapped records itself).
+  (guess, from integrators' reports — airbytehq/airbyte#27199 "Engagement Associations not updated"
+  and #14390: incremental syncs miss association-only changes; HubSpot's docs say neither way —
+  which is why crmhub re-reads associations itself: :mod:`workflows.reverse_links`).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from sandbox.records import RecordStore
 __all__ = ["ASSOCIATION_TYPES", "PRIMARY", "Associations"]
 
 READ_LIMIT = 1_000
+READ_PAGE = 500  # guess: see the module docstring
 WRITE_LIMIT = 2_000  # guess: see the module docstring
 
 # (from, to) → {type id: label}; the first id of each pair is the unlabeled type.
@@ -252,6 +260,9 @@ class Associations:
                                "message": f"No {t.name} is associated with {f.name} {fid}.",
                                "context": {"fromObjectId": [fid]}})  # fmt: skip
                 continue
+            after = str(item.get("after") or "0")
+            start = int(after) if after.isdigit() else 0
+            ordered = sorted(found.items(), key=lambda kv: int(kv[0]))
             to = [
                 {
                     "toObjectId": int(tid),
@@ -260,9 +271,12 @@ class Associations:
                         for x in sorted(types)
                     ],
                 }
-                for tid, types in sorted(found.items(), key=lambda kv: int(kv[0]))
+                for tid, types in ordered[start : start + READ_PAGE]
             ]
-            results.append({"from": {"id": fid}, "to": to})
+            result: dict[str, Any] = {"from": {"id": fid}, "to": to}
+            if start + READ_PAGE < len(ordered):
+                result["paging"] = {"next": {"after": str(start + READ_PAGE), "link": None}}
+            results.append(result)
         body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started,
                                 "completedAt": _now_iso()}  # fmt: skip
         if errors:

@@ -93,3 +93,24 @@ def test_an_unknown_relationship_is_refused_without_a_call(served: Served, conne
     with pytest.raises(ConfigError, match="cannot link companies to contacts"):
         hs.write_links("companies", "contacts", [Link("1", "2")])
     assert hs.client.calls == 0
+
+
+@pytest.fixture
+def crowded(hs_ca: SandboxCA) -> Iterator[Served]:
+    yield from portal(hs_ca, {"contacts": 2, "companies": 600})
+
+
+def test_a_child_with_more_parents_than_a_page_is_read_to_its_last_page(
+    crowded: Served, connect: Connect
+) -> None:
+    contacts, companies = _ids(crowded, "contacts"), _ids(crowded, "companies")
+    for co in companies:  # 600 companies of the first contact (the sandbox pages at 500)
+        crowded.hs.associations.associate("contacts", contacts[0], "companies", co, [279])
+    crowded.hs.associations.associate("contacts", contacts[0], "companies", companies[-1], [1])
+    crowded.hs.associations.associate("contacts", contacts[1], "companies", companies[0], [1])
+    hs = connect(crowded)
+    read = hs.read_links("contacts", "companies", contacts)
+    assert hs.client.calls == 2  # one batch read, then the first contact's second page
+    assert read[contacts[0]][0] == companies[-1]  # the primary first, wherever its page
+    assert sorted(read[contacts[0]], key=int) == companies
+    assert read[contacts[1]] == [companies[0]]

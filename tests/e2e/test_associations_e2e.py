@@ -12,24 +12,18 @@ the next incremental run (one batch archive + one batch create). An instruction 
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from api.demo import _workers, connect_crm
-from governance.lineage import Ledger
-from governance.policy import ProcessingInstruction
+from api.demo import _workers
 from governance.pseudonym import Pseudonymizer
 from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
-from store import instructions as instruction_store
-from store import syncs as sync_store
-from store import tenants as tenant_store
-from tests.sync_support import ENDPOINT, Direction, World, check_ledger, run_sync
+from tests.e2e.links_support import event_counts, instruction, linked_tenant
+from tests.sync_support import Direction, World, check_ledger, run_sync
 from workflows import associations
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,54 +31,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ACCOUNTS, CONTACTS = "accounts", "contacts"
 
 
-def _instruction(tenant: str, contact_fields: list[str]) -> ProcessingInstruction:
-    return ProcessingInstruction.model_validate(
-        {
-            "tenant": tenant, "version": 1, "purpose": "crm-sync",
-            "data_categories": ["contact_details", "business_contact"],
-            "allowed_fields": {"Account": ["Id", "Name", "SystemModstamp"], "Contact": contact_fields},
-            "pseudonymize": {"Account": ["Id"]},
-            "retention_days": 7, "permitted_regions": ["eea"],
-            "permitted_subprocessors": ["salesforce", "hubspot"], "valid_from": "2025-01-01T00:00:00Z",
-        }
-    )  # fmt: skip
-
-
 async def _tenant(world: World, tenant: str, contact_fields: list[str]) -> None:
     """Tenant, both CRMs connected, the instruction, the accounts and the contacts syncs."""
-    conns = {
-        crm: await asyncio.to_thread(connect_crm, world.oauth, tenant, crm, world.ca)
-        for crm in ("salesforce", "hubspot")
-    }
-    ins = _instruction(tenant, contact_fields)
-    now = datetime.now(UTC)
-
-    def spec(
-        id: str, src: str, dst: str, mapping: dict[str, str], key: str, dst_id: str
-    ) -> sync_store.SyncSpec:
-        return sync_store.SyncSpec(
-            tenant=tenant, id=id, source_connection_id=conns["salesforce"], source_stream=src,
-            source_endpoint=ENDPOINT["salesforce"], destination_connection_id=conns["hubspot"],
-            destination_stream=dst, destination_endpoint=ENDPOINT["hubspot"], mapping=mapping,
-            destination_id_property=dst_id, source_key_property=key, instruction_version=1,
-        )  # fmt: skip
-
-    with world.connected.engine.begin() as conn:
-        tenant_store.create_tenant(conn, id=tenant, name=f"{tenant} GmbH", home_region="eea",
-                                   authorised_subprocessors=["salesforce", "hubspot"], now=now)  # fmt: skip
-        instruction_store.add_instruction(conn, tenant=tenant, version=1, content=ins.model_dump(mode="json"),
-                                          content_hash=ins.content_hash, now=now)  # fmt: skip
-        accounts = spec(ACCOUNTS, "Account", "companies", {"Name": "name"}, "Id", "external_id")
-        sync_store.create_sync(conn, accounts, now=now)
-        contacts = {
-            "Email": "email",
-            "FirstName": "firstname",
-            "LastName": "lastname",
-            "AccountId": "@companies",
-        }
-        sync_store.create_sync(
-            conn, spec(CONTACTS, "Contact", "contacts", contacts, "Email", "email"), now=now
-        )
+    allowed = {"Account": ["Id", "Name", "SystemModstamp"], "Contact": contact_fields}
+    ins = instruction(tenant, allowed, pseudonymize={"Account": ["Id"]})
+    contacts = {"Email": "email", "FirstName": "firstname", "LastName": "lastname", "AccountId": "@companies"}
+    await linked_tenant(
+        world, ins, "salesforce",
+        [(ACCOUNTS, "Account", "companies", {"Name": "name"}, "Id", "external_id"),
+         (CONTACTS, "Contact", "contacts", contacts, "Email", "email")],
+    )  # fmt: skip
 
 
 def _expected_pairs(world: World, tenant: str) -> set[tuple[str, str]]:
@@ -100,12 +56,7 @@ def _expected_pairs(world: World, tenant: str) -> set[tuple[str, str]]:
 
 def _push_counts(world: World, tenant: str, run_id: str | None) -> dict[str, int]:
     """The push events' counts of one run, summed."""
-    out: dict[str, int] = {}
-    for e in Ledger(world.connected.engine, tenant).read_events(run_id=run_id):
-        if e.kind is EventKind.PUSH:
-            for k, v in e.counts.items():
-                out[k] = out.get(k, 0) + v
-    return out
+    return event_counts(world, tenant, run_id, EventKind.PUSH)
 
 
 async def test_contacts_wait_for_their_companies_then_follow_a_reparenting(world: World) -> None:

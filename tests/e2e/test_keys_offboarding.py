@@ -1,5 +1,6 @@
-"""``crmhub keys list|rotate`` and ``crmhub tenant offboard`` on a tenant that really synced:
-export → delete → crypto-shred → deletion certificate, and nothing of the tenant opens afterwards."""
+"""``crmhub keys list|rotate|rewrap`` (each an access event in the ledger) and ``crmhub tenant
+offboard`` on a tenant that really synced: export → delete → crypto-shred → deletion certificate,
+and nothing of the tenant opens afterwards."""
 
 from __future__ import annotations
 
@@ -85,6 +86,20 @@ async def test_rotate_then_offboard(settings: Settings, synced: Connected, tmp_p
         if k["kind"] == "data" and k["status"] == "active"
     ]
     assert [k["version"] for k in active] == [2]
+    # a new KEK: every live key of every tenant rewrapped, each tenant's ledger says so
+    live = [k for k in _crmhub(settings, "keys", "list", "--tenant", TENANT) if k["status"] != "destroyed"]
+    rewrapped = _crmhub(settings, "keys", "rewrap")
+    assert rewrapped["per_tenant"][TENANT] == len(live)
+    assert {k["kek_id"] for k in _crmhub(settings, "keys", "list", "--tenant", TENANT)} == {
+        rewrapped["to_kek_id"]
+    }
+    touches = [
+        (e.details["action"], e.details["target"], dict(e.counts))
+        for e in Ledger(synced.engine, TENANT).read_events()
+        if e.kind is EventKind.ACCESS
+    ]
+    target = f"KEK {', '.join(rewrapped['from_kek_ids'])} → {rewrapped['to_kek_id']}"
+    assert touches[-2:] == [("key_rotate", "data key v2", {}), ("key_rewrap", target, {"keys": len(live)})]
 
     with synced.engine.connect() as conn:
         letters = dead_letter_store.list_dead_letters(conn, TENANT, SYNC)

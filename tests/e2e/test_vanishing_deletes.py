@@ -33,6 +33,7 @@ from schemas.lineage import EventKind
 from schemas.reconcile import ReconcileOutcome, ReconcileResult, reconcile_workflow_id
 from schemas.sync import SyncMode, SyncStatus
 from services.syncconfig import sync_health
+from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from store import reconcile as reconcile_store
 from tests.e2e.test_sync_directions import _stamped_after
@@ -47,6 +48,7 @@ from tests.sync_support import (
     source_records,
     worker_env,
 )
+from workflows.merges import HELD
 from workflows.reconcile import ReconcileWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -131,7 +133,7 @@ async def test_a_hubspot_merge_deletes_the_losers_at_salesforce_and_keeps_the_wi
     assert len(at_sf) == 60 - 2 + 1
     check_destination(world, d, source_records(world, d))  # nothing lost: the winner holds the merge
     (merge,) = _events(world, d, EventKind.MERGE)
-    assert merge.counts == {"merged": 2, "deleted": 2, "kept": 0}
+    assert merge.counts == {"merged": 2, "deleted": 2, "kept": 0, "held": 0}
     assert len(merge.record_id_hashes) == 2 and merge.details["winners"].count(",") == 1
     counts = check_ledger(world, d)
     assert counts["delete.deleted"] == 2
@@ -162,9 +164,46 @@ async def test_a_salesforce_merge_reaches_hubspot_and_the_guard_keeps_a_shared_c
     assert len(emails) == 59
     check_destination(world, d, source_records(world, d))
     (merge,) = _events(world, d, EventKind.MERGE)
-    assert merge.counts == {"merged": 2, "deleted": 1, "kept": 1}  # dup's contact is A's: kept
+    assert merge.counts == {"merged": 2, "deleted": 1, "kept": 1, "held": 0}  # dup's contact is A's: kept
     with world.connected.engine.connect() as conn:  # the loser's mapping dropped, the master's kept
         assert id_map_store.lookup_id_map(conn, d.tenant, d.sync_id, merge.record_id_hashes) == {}
+    check_ledger(world, d)
+
+
+async def test_a_loser_whose_winner_is_refused_waits_and_goes_when_the_winner_lands(world: World) -> None:
+    d = SF_CONTACTS_TO_HS
+    sf, hs = world.sf, world.hs
+    sf.seed({"Contact": 30})
+    await create_sync(world, d)
+    async with _workers(world.settings):
+        full = await world.run(d, SyncMode.FULL)
+        assert full.counts.pushed == 30
+        b, c = sorted(r["id"] for r in sf.live_records("Contact"))[:2]
+        email_b, email_c = (sf.store.get("Contact", i).data["Email"] for i in (b, c))
+        # the merge leaves the master with an address HubSpot refuses (INVALID_EMAIL)
+        sf.merge_records("Contact", b, [c], {"Email": "not-an-email"})
+        await _incremental(world, d)
+        emails = {r["email"] for r in hs.live_records("contacts")}
+        # deleting C's contact now would leave HubSpot with neither B's merged record nor C's
+        assert {email_b, email_c} <= emails and len(emails) == 30
+        with world.connected.engine.connect() as conn:
+            letters = dead_letter_store.list_dead_letters(conn, d.tenant, d.sync_id)
+        assert sorted(x.error_code for x in letters) == ["INVALID_EMAIL", HELD]
+        (merge,) = _events(world, d, EventKind.MERGE)
+        assert merge.counts == {"merged": 1, "deleted": 0, "kept": 0, "held": 1}
+        before = _calls(hs, "hs.batch.archive")
+
+        sf.update_record("Contact", b, {"Email": email_b})  # fixed at the source
+        await _incremental(world, d)
+    emails = {r["email"] for r in hs.live_records("contacts")}
+    assert email_b in emails and email_c not in emails and len(emails) == 29
+    assert _calls(hs, "hs.batch.archive") == before + 1  # the release: one batch call
+    check_destination(world, d, source_records(world, d))
+    with world.connected.engine.connect() as conn:
+        assert dead_letter_store.count_dead_letters(conn, d.tenant, d.sync_id) == 0
+        assert id_map_store.lookup_id_map(conn, d.tenant, d.sync_id, merge.record_id_hashes) == {}
+    (delete,) = [e for e in _events(world, d, EventKind.DELETE) if e.counts.get("deleted")]
+    assert delete.record_id_hashes == merge.record_id_hashes  # the held loser, deleted at last
     check_ledger(world, d)
 
 

@@ -58,6 +58,7 @@ SF_CONTACT = StreamSchema(
         _f("MailingCountry", "string", "Mailing Country"),
         _f("Rating", "picklist", "Rating"),
         _f("Birthdate", "date", "Birthdate"),
+        _f("AccountId", "reference", "Account ID"),
         _f("SystemModstamp", "datetime", "System Modstamp", nullable=False, writable=False),
     ),
 )
@@ -462,3 +463,28 @@ def test_a_relationship_is_no_destination_field(setup: SyncSetup) -> None:
     row = setup.create(spec_of(mapping={"Email": "email", "FirstName": "@companies"}))
     assert row.spec.mapping["FirstName"] == "@companies"
     assert syncs_of(setup.engine) == 1
+
+
+def test_a_relationship_read_at_the_source_is_no_source_field(setup: SyncSetup) -> None:
+    """``{"@companies": lookup}`` reads a relationship at the source (workflows.reverse_links): the
+    source check does not look for a property ``@companies``, the instruction must allow it like any
+    field, and the destination lookup field is checked like any mapped destination field."""
+    data = both_ways("acme", 3).model_dump(mode="json")
+    data["allowed_fields"]["contacts"] = ["email", "firstname", "lastname"]
+    add_instruction(setup.engine, ProcessingInstruction.model_validate({**data, "version": 3}))
+    data["allowed_fields"]["contacts"] += ["@companies"]
+    add_instruction(setup.engine, ProcessingInstruction.model_validate({**data, "version": 4}))
+    mapping = {"email": "Email", "firstname": "FirstName", "lastname": "LastName", "@companies": "AccountId"}
+    to_sf = {
+        "source_connection_id": "acme-hs", "source_stream": "contacts",
+        "destination_connection_id": "acme-sf", "destination_stream": "Contact", "mapping": mapping,
+        "source_key_property": "email",
+        "destination_id_property": "Email",
+    }  # fmt: skip
+    err = refusal(setup, spec_of(**to_sf, instruction_version=3))
+    assert err.field == "mapping" and "@companies" in err.message
+    typo = {**to_sf, "mapping": {**mapping, "@companies": "AccountIdd"}}
+    err = refusal(setup, spec_of(**typo, instruction_version=4))
+    assert err.message.startswith("mapping: the salesforce object Contact has no field 'AccountIdd'")
+    row = setup.create(spec_of(**to_sf, instruction_version=4))
+    assert row.spec.mapping["@companies"] == "AccountId"

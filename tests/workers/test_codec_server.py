@@ -27,6 +27,7 @@ from schemas.settings import Settings
 from store.codec_audit import list_audit
 from store.engine import make_engine
 from tests.ports import free_port
+from workers.codec_access import DecodeLedger
 from workers.codec_server import (
     DEFAULT_ALLOWED_ORIGINS,
     CodecServerSettings,
@@ -150,10 +151,17 @@ def test_the_server_decodes_with_the_configured_key_provider(
     vaults: list[Vault] = []
     served: list[object] = []
 
-    def build(codec_settings: CodecServerSettings, vault: Vault, *, bind_host: str | None) -> object:
+    def build(
+        codec_settings: CodecServerSettings,
+        vault: Vault,
+        *,
+        bind_host: str | None,
+        decode_ledger: DecodeLedger,
+    ) -> object:
         vaults.append(vault)
         assert bind_host == "127.0.0.1"  # the default bind, which loopback-dev checks
-        return create_codec_app(codec_settings, vault, bind_host=bind_host)
+        assert decode_ledger.signer is not None  # decodes are ledgered under the deployment's signer
+        return create_codec_app(codec_settings, vault, bind_host=bind_host, decode_ledger=decode_ledger)
 
     monkeypatch.setattr(codec_server, "create_codec_app", build)
     monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))

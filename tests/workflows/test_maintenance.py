@@ -24,13 +24,13 @@ from temporalio.client import (
     ScheduleActionStartWorkflow,
     ScheduleOverlapPolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from api.maintenance import (
     KEY_ROTATION_SCHEDULE_ID,
     MAINTENANCE_SCHEDULE_IDS,
+    NOTICE_DISPATCH_SCHEDULE_ID,
     RETENTION_SCHEDULE_ID,
     describe_maintenance_schedules,
     install_maintenance_schedules,
@@ -48,6 +48,7 @@ from schemas.maintenance import (
     key_rotation_workflow_id,
     retention_purge_workflow_id,
 )
+from schemas.notices import notice_dispatch_workflow_id
 from schemas.settings import Settings, load_settings
 from services.wiring import ActivityDeps, deps_from_settings
 from store import dead_letters as dead_letter_store
@@ -95,7 +96,11 @@ def settings(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
             "control_task_queue": f"control-{suffix}",
         },
         regions={"eu": {"task_queue": f"eu-{suffix}", "jurisdiction": "EEA"}},
-        schedules={"retention_purge_interval": "PT6H", "key_rotation_check_interval": "P2D"},
+        schedules={
+            "retention_purge_interval": "PT6H",
+            "key_rotation_check_interval": "P2D",
+            "notice_dispatch_interval": "PT2M",
+        },
     )
 
 
@@ -115,15 +120,6 @@ def vault(engine: Engine, tmp_path: Path) -> Vault:
 @pytest.fixture
 def deps(settings: Settings, engine: Engine, vault: Vault) -> ActivityDeps:
     return deps_from_settings(settings, engine=engine, vault=vault, oauth_configs=[])
-
-
-@pytest.fixture
-def client(temporal_env: Any) -> Client:
-    return Client(
-        temporal_env.client.service_client,
-        namespace=temporal_env.client.namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 @pytest.fixture
@@ -364,17 +360,19 @@ async def crmhub_workers(client: Client, settings: Settings, deps: ActivityDeps)
 async def test_schedules_are_installed_with_the_settings_intervals_and_skip_overlaps(
     client: Client, settings: Settings, engine: Engine, crmhub_workers: None, clean_schedules: None
 ) -> None:
-    assert [s.installed for s in await describe_maintenance_schedules(client)] == [False, False]
+    assert [s.installed for s in await describe_maintenance_schedules(client)] == [False, False, False]
 
     installed = await install_maintenance_schedules(client, settings)
 
     assert [(s.id, s.every, s.overlap, s.paused) for s in installed] == [
         (RETENTION_SCHEDULE_ID, timedelta(hours=6), "SKIP", False),
         (KEY_ROTATION_SCHEDULE_ID, timedelta(days=2), "SKIP", False),
+        (NOTICE_DISPATCH_SCHEDULE_ID, timedelta(minutes=2), "SKIP", False),
     ]
     for sid, workflow_type, workflow_id in (
         (RETENTION_SCHEDULE_ID, "RetentionPurgeWorkflow", retention_purge_workflow_id()),
         (KEY_ROTATION_SCHEDULE_ID, "KeyRotationCheckWorkflow", key_rotation_workflow_id()),
+        (NOTICE_DISPATCH_SCHEDULE_ID, "NoticeDispatchWorkflow", notice_dispatch_workflow_id()),
     ):
         desc = await client.get_schedule_handle(sid).describe()
         action = desc.schedule.action
@@ -394,7 +392,11 @@ async def test_schedules_are_installed_with_the_settings_intervals_and_skip_over
         }
     )
     again = await install_maintenance_schedules(client, changed)
-    assert [(s.every, s.paused) for s in again] == [(timedelta(hours=1), False), (timedelta(days=2), True)]
+    assert [(s.every, s.paused) for s in again] == [
+        (timedelta(hours=1), False),
+        (timedelta(days=2), True),
+        (timedelta(minutes=2), False),
+    ]
 
     # A trigger runs the workflow on the control queue, served by the worker process's control poller.
     add_tenant(engine, "acme", retention_days=7)
@@ -434,7 +436,7 @@ def test_cli_installs_and_lists_the_schedules(cli_env: None, client: Client, cle
     runner = CliRunner()
     listed = runner.invoke(app, ["schedules", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    assert [s["installed"] for s in json.loads(listed.output)] == [False, False]
+    assert [s["installed"] for s in json.loads(listed.output)] == [False, False, False]
 
     installed = runner.invoke(app, ["schedules", "install", "--json"])
     assert installed.exit_code == 0, installed.output
@@ -442,6 +444,7 @@ def test_cli_installs_and_lists_the_schedules(cli_env: None, client: Client, cle
     assert set(rows) == set(MAINTENANCE_SCHEDULE_IDS)
     assert rows[RETENTION_SCHEDULE_ID]["every_s"] == 12 * 3600
     assert rows[KEY_ROTATION_SCHEDULE_ID]["every_s"] == 24 * 3600  # the default
+    assert rows[NOTICE_DISPATCH_SCHEDULE_ID]["every_s"] == 60  # the default
     assert {s["overlap"] for s in rows.values()} == {"SKIP"}
 
     table = runner.invoke(app, ["schedules", "list"])

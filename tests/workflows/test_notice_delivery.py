@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from governance.keys import LocalKeyringProvider
@@ -66,15 +65,6 @@ def deps(settings: Settings, db_engine: Engine, tmp_path: Path) -> ActivityDeps:
         )
     vault = Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
     return deps_from_settings(settings, engine=db_engine, vault=vault, oauth_configs=[])
-
-
-@pytest.fixture
-async def client(temporal_env: Any) -> Client:
-    return Client(
-        temporal_env.client.service_client,
-        namespace=temporal_env.client.namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from temporalio.worker import Worker
 
 from schemas import reconcile as rc
 from schemas.connector import StreamState
-from tests.workflows import test_maintenance
 from tests.workflows.test_sync_workflow import keep_history
 from workflows.reconcile import ReconcileWorkflow
 
@@ -61,9 +60,6 @@ class Stubs:
         self.applied.append(inp)
         outcome = rc.ReconcileOutcome.COMPLETED if inp.complete else rc.ReconcileOutcome.INCOMPLETE
         return rc.ReconcileResult(outcome=outcome, list_pages=inp.list_pages, list_calls=inp.list_calls)
-
-
-client = test_maintenance.client  # the dev server client with the pydantic converter
 
 
 async def _run(client: Client, stubs: Stubs, record: str | None = None) -> rc.ReconcileResult:

@@ -1,0 +1,73 @@
+"""Shared set-up of the relationship end-to-end tests (issue 14): a tenant with both CRMs connected
+over OAuth, one instruction, and syncs of one direction; the summed counts of a run's events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from api.demo import connect_crm
+from governance.lineage import Ledger
+from governance.policy import ProcessingInstruction
+from schemas.lineage import EventKind
+from store import instructions as instruction_store
+from store import syncs as sync_store
+from store import tenants as tenant_store
+from tests.sync_support import ENDPOINT, World
+
+__all__ = ["event_counts", "instruction", "linked_tenant"]
+
+# (sync id, source stream, destination stream, mapping, source key property, destination id property)
+SyncRow = tuple[str, str, str, dict[str, str], str, str]
+
+
+def instruction(tenant: str, allowed: dict[str, list[str]], **extra: Any) -> ProcessingInstruction:
+    """Version 1 of the tenant's instruction: purpose crm-sync, EEA, both vendors, ``allowed``."""
+    return ProcessingInstruction.model_validate(
+        {
+            "tenant": tenant, "version": 1, "purpose": "crm-sync",
+            "data_categories": ["contact_details", "business_contact"], "allowed_fields": allowed,
+            "retention_days": 7, "permitted_regions": ["eea"],
+            "permitted_subprocessors": ["salesforce", "hubspot"], "valid_from": "2025-01-01T00:00:00Z",
+            **extra,
+        }
+    )  # fmt: skip
+
+
+async def linked_tenant(
+    world: World, ins: ProcessingInstruction, source: str, syncs: Sequence[SyncRow]
+) -> None:
+    """Tenant ``ins.tenant`` with both CRMs connected, ``ins`` and ``syncs`` from ``source`` to the
+    other CRM."""
+    tenant = ins.tenant
+    conns = {
+        crm: await asyncio.to_thread(connect_crm, world.oauth, tenant, crm, world.ca)
+        for crm in ("salesforce", "hubspot")
+    }
+    destination = "hubspot" if source == "salesforce" else "salesforce"
+    now = datetime.now(UTC)
+    with world.connected.engine.begin() as conn:
+        tenant_store.create_tenant(conn, id=tenant, name=f"{tenant} GmbH", home_region="eea",
+                                   authorised_subprocessors=["salesforce", "hubspot"], now=now)  # fmt: skip
+        instruction_store.add_instruction(conn, tenant=tenant, version=1, content=ins.model_dump(mode="json"),
+                                          content_hash=ins.content_hash, now=now)  # fmt: skip
+        for id, src, dst, mapping, key, dst_id in syncs:
+            spec = sync_store.SyncSpec(
+                tenant=tenant, id=id, source_connection_id=conns[source], source_stream=src,
+                source_endpoint=ENDPOINT[source], destination_connection_id=conns[destination],
+                destination_stream=dst, destination_endpoint=ENDPOINT[destination], mapping=mapping,
+                destination_id_property=dst_id, source_key_property=key, instruction_version=1,
+            )  # fmt: skip
+            sync_store.create_sync(conn, spec, now=now)
+
+
+def event_counts(world: World, tenant: str, run_id: str | None, kind: EventKind) -> dict[str, int]:
+    """The counts of one run's events of ``kind``, summed."""
+    out: dict[str, int] = {}
+    for e in Ledger(world.connected.engine, tenant).read_events(run_id=run_id):
+        if e.kind is kind:
+            for k, v in e.counts.items():
+                out[k] = out.get(k, 0) + v
+    return out

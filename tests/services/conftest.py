@@ -1,0 +1,8 @@
+"""Fixtures of the service tests: the notice receivers of ``tests/notice_support.py`` (a started
+local SMTP server, a loopback webhook receiver)."""
+
+from __future__ import annotations
+
+from tests.notice_support import receiver, smtp
+
+__all__ = ["receiver", "smtp"]
