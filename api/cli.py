@@ -23,6 +23,7 @@ from api.cli_incident import register as register_incident
 from api.cli_maintenance import register as register_maintenance
 from api.cli_notices import register as register_notices
 from api.cli_reconcile import register as register_reconcile
+from api.cli_retry import register as register_retry
 from api.cli_subprocessors import register as register_subprocessors
 from api.cli_sync import register as register_sync
 from api.cli_web import register as register_web
@@ -56,6 +57,7 @@ register_audit(app)
 register_sync(app)
 register_subprocessors(app)
 register_reconcile()
+register_retry()
 register_maintenance(app)
 register_dsr(app)
 register_notices()

@@ -42,8 +42,10 @@ from schemas.errors import TransientError
 from schemas.lineage import LineageEvent, VerificationResult
 from schemas.settings import OAuthSettings, Settings
 from schemas.sync import Progress, SyncMode, SyncStatus, SyncWriteMode
+from services.connectors import ConnectionConnectors
 from services.credentials import OAuthService
 from services.wiring import credentials
+from store import connections as connection_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
@@ -55,6 +57,7 @@ __all__ = [
     "connect_crm",
     "create_demo_sync",
     "demo_instruction",
+    "hosted_at",
     "lineage_summary",
     "run_demo",
     "verify_ledger",
@@ -104,17 +107,25 @@ def demo_instruction(tenant: str = DEMO_TENANT, version: int = 1) -> ProcessingI
 def connect_crm(
     oauth: OAuthService, tenant: str, provider: str, ca: SandboxCA, *, extra_scopes: Sequence[str] = ()
 ) -> str:
-    """Connect a sandbox CRM through the authorization-code flow with PKCE; returns the connection id."""
+    """Connect a sandbox CRM as ``crmhub connect`` and the web callback do: the authorization-code
+    flow with PKCE, then ask the vendor where the connection's data lives
+    (:meth:`ConnectionConnectors.locate`: HubSpot's account details, Salesforce's organization
+    instance), stored with the connection for the syncs that name no endpoint; returns its id."""
     req = oauth.begin_authorization(tenant, provider, extra_scopes=extra_scopes)
     params = press_consent(req.url, ca.client_context())
-    return complete_from_redirect(oauth, provider, tenant, params, req.redirect_uri).id
+    connection_id = complete_from_redirect(oauth, provider, tenant, params, req.redirect_uri).id
+    vendors = ConnectionConnectors(oauth.engine, oauth.token_source, ca_files={provider: ca.ca_path})
+    vendors.locate(connection_id)
+    return connection_id
 
 
 def create_demo_sync(
     engine: Engine, *, tenant: str, sf_connection: str, hs_connection: str, sync_id: str = DEMO_SYNC
 ) -> sync_store.SyncSpec:
     """Tenant (EEA), instruction v1 and the Salesforce → HubSpot contacts sync (idempotent: run
-    again, the sync is pointed at this run's connections — the sandbox CRMs are new each time)."""
+    again, the sync is pointed at this run's connections — the sandbox CRMs are new each time). The
+    sync names no endpoint: each side's region is the one its vendor reported at connect
+    (:func:`connect_crm`), as for a sync a customer makes."""
     ins = demo_instruction(tenant)
     now = datetime.now(UTC)
     spec = sync_store.SyncSpec(
@@ -123,10 +134,8 @@ def create_demo_sync(
         name="Salesforce contacts to HubSpot",
         source_connection_id=sf_connection,
         source_stream="Contact",
-        source_endpoint="eu",
         destination_connection_id=hs_connection,
         destination_stream="contacts",
-        destination_endpoint="eu1",
         mapping=DEMO_MAPPING,
         destination_id_property="email",
         source_key_property="Email",
@@ -158,6 +167,13 @@ def create_demo_sync(
                 conn, tenant, sync_id, source=sf_connection, destination=hs_connection, now=now
             )
     return spec
+
+
+def hosted_at(engine: Engine, *connection_ids: str) -> dict[str, str]:
+    """Where each connection's data lives, as its vendor said at connect (``unknown``: it did not)."""
+    with engine.connect() as conn:
+        rows = {c: connection_store.get_connection(conn, c) for c in connection_ids}
+    return {c: (row.region_instance if row and row.region_instance else "unknown") for c, row in rows.items()}
 
 
 def lineage_summary(engine: Engine, tenant: str) -> dict[str, Any]:
@@ -340,7 +356,11 @@ async def _run(
         with console.status("connecting Salesforce and HubSpot through OAuth (PKCE)"):
             sf = await asyncio.to_thread(connect_crm, oauth, DEMO_TENANT, "salesforce", ca)
             hs = await asyncio.to_thread(connect_crm, oauth, DEMO_TENANT, "hubspot", ca)
-        console.print(f"connected: Salesforce ({sf}), HubSpot ({hs}); tokens sealed by the vault")
+        where = hosted_at(engine, sf, hs)
+        console.print(
+            f"connected: Salesforce ({sf}, data hosted at {where[sf]}), HubSpot ({hs}, data hosted at "
+            f"{where[hs]}), as each vendor reported it; tokens sealed by the vault"
+        )
         create_demo_sync(engine, tenant=DEMO_TENANT, sf_connection=sf, hs_connection=hs)
         ins = demo_instruction()
         withheld = tuple(sorted(set(_contact_fields(sandbox)) - set(ins.allowed_fields["Contact"])))

@@ -15,6 +15,7 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schedules import install_schedule, interval_schedule, next_runs
@@ -31,6 +32,7 @@ __all__ = [
     "pause",
     "progress",
     "resume",
+    "retry_rejected",
     "schedule",
     "schedule_id",
     "start",
@@ -60,6 +62,27 @@ async def start(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"sync {sync_id} of tenant {tenant}",
     )
+
+
+async def retry_rejected(
+    client: Client, tenant: str, sync_id: str, *, trigger: str = "manual", task_queue: str = CONTROL_QUEUE
+) -> WorkflowHandle[SyncWorkflow, RunCounts]:
+    """Start a run that, after its incremental pull, retries every rejected record of the sync
+    (at most ``worker.retry_rejected_per_run``; the rest with the next runs), changed or not. A run
+    in progress is not joined — it would not retry them all: a :class:`ConfigError` says to wait."""
+    try:
+        return await client.start_workflow(
+            SyncWorkflow.run,
+            SyncInput(tenant=tenant, sync_id=sync_id, trigger=trigger, retry_rejected=True),
+            id=sync_workflow_id(tenant, sync_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            static_summary=f"sync {sync_id} of tenant {tenant}: retry rejected records",
+        )
+    except WorkflowAlreadyStartedError:
+        raise ConfigError(
+            f"a run of sync {sync_id!r} is in progress; retry its rejected records once it has ended"
+        ) from None
 
 
 def handle(client: Client, tenant: str, sync_id: str) -> WorkflowHandle[SyncWorkflow, RunCounts]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from typing import ClassVar, Protocol
 
 from pydantic import BaseModel
@@ -40,6 +41,7 @@ from schemas.connector import (
     LinkResult,
     Page,
     Record,
+    RecordsById,
     SchemaDrift,
     StreamSchema,
     StreamSpec,
@@ -99,6 +101,13 @@ class Connector(ABC):
         cannot tell, so a sync must name its endpoint instance."""
         return None
 
+    def retrying_since(self, began: datetime) -> None:  # noqa: B027 - optional hook
+        """Optional: the writes that follow redo a write first attempted at ``began`` (a retried
+        activity whose earlier attempt's answers were lost), so a record the vendor now reports as
+        existing may have been created by that attempt. A connector whose vendor answers when each
+        record was created counts one created at or after ``began`` as created (HubSpot: its
+        ``createdAt``); the default does nothing (the vendor's created/updated answer stands)."""
+
     lists_ids: ClassVar[bool] = False
     """Whether :meth:`list_ids` is implemented (id reconciliation is possible)."""
 
@@ -112,6 +121,19 @@ class Connector(ABC):
         raise ConfigError(
             f"the {self.name} connector cannot list the ids of {stream!r} (no id reconciliation)",
             code="LIST_IDS_UNSUPPORTED",
+        )
+
+    reads_by_ids: ClassVar[bool] = False
+    """Whether :meth:`read_by_ids` is implemented (dead letters can be re-read and retried)."""
+
+    def read_by_ids(self, stream: str, ids: Sequence[str], fields: Sequence[str]) -> RecordsById:
+        """Optional: the live records of ``stream`` with these ids (only ``fields`` plus key and
+        cursor, the shape ``read_page`` gives), through the vendor's batch reads at the fewest calls;
+        ids the source no longer has are ``missing``. The default refuses with
+        :class:`~schemas.errors.ConfigError` code ``READ_BY_IDS_UNSUPPORTED`` (see ``reads_by_ids``)."""
+        raise ConfigError(
+            f"the {self.name} connector cannot read {stream!r} records by id (no retry of rejected records)",
+            code="READ_BY_IDS_UNSUPPORTED",
         )
 
     links: ClassVar[bool] = False

@@ -188,6 +188,8 @@ class VendorSandbox(ABC):
             if response is None:
                 sandbox.oauth.note_call(name)  # an armed "expire at the k-th call" trigger fires here
                 response = await handler(request)
+                if decision.kind is FaultKind.LOST and response.status_code < 400:
+                    response = DroppedConnection()  # carried out; the client never hears so
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             sandbox.calls.add(CallRecord(arrived, name, response.status_code, _token_tag(request), target))
             return response
@@ -195,8 +197,8 @@ class VendorSandbox(ABC):
         return Route(route.path, faulted, methods=list(route.methods or ()), name=route.name)
 
     async def _faulted(self, decision: FaultDecision, name: str, request: Request) -> Response | None:
-        if decision.kind is None:
-            return None
+        if decision.kind is None or decision.kind is FaultKind.LOST:
+            return None  # answered by the handler (a lost answer is cut after it)
         if decision.kind is FaultKind.TIMEOUT:
             await asyncio.sleep(decision.timeout_s)
             return DroppedConnection()

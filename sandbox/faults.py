@@ -7,8 +7,10 @@ in its vendor's documented shape. Decisions come from one seeded RNG, so a run w
 and the same request sequence injects the same faults.
 
 Faults: latency (+ jitter), 429 with Retry-After, 5xx, dropped connection (response cut short),
-timeout (the server sleeps past the client's read timeout, then drops), malformed body, and
-access-token expiry after N calls. Quotas and burst windows are vendor rules: see
+timeout (the server sleeps past the client's read timeout, then drops), malformed body, a lost
+answer (the request is carried out — a write is applied — and the response cut short: what a
+gateway timeout after the vendor committed looks like to the client), and access-token expiry after
+N calls. Quotas and burst windows are vendor rules: see
 :class:`SlidingWindow` and the vendor apps.
 """
 
@@ -42,6 +44,7 @@ class FaultKind(StrEnum):
     DROP = "drop"  # connection cut mid-response
     TIMEOUT = "timeout"  # no answer within the client's timeout, then dropped
     MALFORMED = "malformed"  # 200 with a truncated/invalid body
+    LOST = "lost"  # carried out (a write applied), then the connection cut before the answer
 
 
 class FaultRule(BaseModel):
@@ -60,6 +63,7 @@ class FaultRule(BaseModel):
     timeout: float = Field(0.0, ge=0, le=1, description="probability of a hang then drop")
     timeout_s: float = Field(5.0, ge=0)
     malformed: float = Field(0.0, ge=0, le=1, description="probability of a malformed body")
+    lost: float = Field(0.0, ge=0, le=1, description="probability of an applied request's lost answer")
 
 
 class FaultPlan(BaseModel):
@@ -121,6 +125,7 @@ class FaultInjector:
                     (FaultKind.TIMEOUT, rule.timeout),
                     (FaultKind.DROP, rule.drop),
                     (FaultKind.MALFORMED, rule.malformed),
+                    (FaultKind.LOST, rule.lost),  # last: earlier plans' seeded rolls are unchanged
                 ):
                     if roll < p:
                         return FaultDecision(

@@ -24,6 +24,7 @@ __all__ = [
     "ReadMode",
     "Record",
     "RecordOutcome",
+    "RecordsById",
     "SchemaDrift",
     "StreamSchema",
     "StreamSpec",
@@ -230,3 +231,14 @@ class CheckResult(BaseModel):
     ok: bool
     message: str
     api_usage: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsById:
+    """The answer of :meth:`connectors.base.Connector.read_by_ids`: the live records found (each
+    with its id field; in no promised order), the requested ids the source no longer has (deleted,
+    merged away or never there) and the vendor calls the read cost."""
+
+    records: list[Record]
+    missing: list[str]
+    calls: int

@@ -199,6 +199,13 @@ class WorkerSettings(_Model):
         "mapped at the destination deletes nothing and says so (a truncated listing looks like mass "
         "deletion); --force overrides it",
     )
+    retry_rejected_per_run: int = Field(
+        500,
+        ge=0,
+        le=100_000,
+        description="dead letters one run retries at most after their sync's mapping or instruction "
+        "changed (or on demand); the rest wait for the next run; 0 turns automatic retries off",
+    )
     reconcile_list_attempts: int = Field(
         5, ge=1, le=100, description="tries of one id-listing activity before the listing counts as truncated"
     )

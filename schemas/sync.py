@@ -22,6 +22,8 @@ __all__ = [
     "PullInput",
     "PushInput",
     "PushResult",
+    "RetryInput",
+    "RetryResult",
     "RunCounts",
     "SyncCarry",
     "SyncInput",
@@ -117,6 +119,9 @@ class RunCounts(_Model):
     pages: int = 0
     source_calls: int = 0
     destination_calls: int = 0
+    retried: int = 0  # dead letters retried: re-read at the source and pushed again (workflows.retry)
+    retry_resolved: int = 0  # of those, resolved: accepted at last, or gone at the source
+    retry_gone: int = 0  # of those resolved, gone at the source meanwhile
 
     def plus(self, **more: int) -> RunCounts:
         data = self.model_dump()
@@ -131,6 +136,8 @@ class SyncInput(_Model):
     mode: SyncMode | None = None  # None: incremental if the sync has a cursor, else full
     trigger: str = "manual"  # manual | schedule | api
     carry: SyncCarry | None = None  # set by continue-as-new only
+    # On demand (``crmhub sync retry-rejected``): retry every rejected record, changed or not.
+    retry_rejected: bool = False
 
 
 class SyncCarry(_Model):
@@ -180,6 +187,7 @@ class SyncPlanRef(_Model):
     activity_time_budget_s: float = 60.0
     continue_as_new_after_batches: int = 200
     region_wait_s: float = 60.0  # how long a region-queue activity waits for a worker before saying so
+    retry_rejected_per_run: int = 0  # dead letters a run retries at most (settings.worker; 0: none)
     heartbeat_timeout_s: float = 60.0  # a worker silent this long is presumed dead: the activity retries
 
 
@@ -225,6 +233,30 @@ class PushResult(_Model):
     failed: int = 0  # dead-lettered with the vendor error
     calls: int = 0
     skipped: int = 0  # refused by the sync's write mode, with a reason in the push event
+
+
+class RetryInput(_Model):
+    """Retry at most ``limit`` dead letters of the run's sync: those a change of mapping or
+    instruction affects, or, with ``everything``, every rejected record (on demand)."""
+
+    plan: SyncPlanRef
+    limit: int = Field(ge=0)
+    everything: bool = False
+
+
+class RetryResult(_Model):
+    """What a retry of dead letters did (counted into the run's :class:`RunCounts`)."""
+
+    retried: int = 0  # letters taken up
+    pushed: int = 0
+    created: int = 0
+    updated: int = 0
+    failed: int = 0  # refused again: a new letter under the current versions
+    skipped: int = 0  # refused by the write mode
+    resolved: int = 0  # letters resolved: accepted at last, or gone at the source
+    gone: int = 0  # the source no longer has the record: its letter resolved as gone
+    source_calls: int = 0
+    destination_calls: int = 0
 
 
 class FinishInput(_Model):

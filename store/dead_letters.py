@@ -8,6 +8,12 @@ records a pull held back because a value no longer fit its planned type (error c
 like every other held record. A sync holds one letter per refused record, its latest refusal.
 A letter ends when the destination accepts its record (a later run after a fix at the source):
 :func:`resolve_dead_letters` deletes it and the push lineage names the refusal's run.
+Each letter records the instruction version and the sync's mapping hash
+(:func:`store.syncs.mapping_hash`) it was refused under (migration ``0022_dead_letter_retry``;
+NULL on letters written before it: unknown). :func:`retry_candidates` picks the letters a change of
+either affects — an unknown counts as changed, so an old letter is retried once and its next letter,
+if refused again, records the versions — and :func:`mark_retried` stamps the current versions on
+letters a retry could not settle, so a change retries each letter once (workflows/retry.py).
 Every function takes a SQLAlchemy ``Connection`` and leaves the transaction to the caller.
 """
 
@@ -16,8 +22,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, Index, LargeBinary, PrimaryKeyConstraint, String, delete, func, select
+from sqlalchemy import (
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    Select,
+    String,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
@@ -35,8 +55,10 @@ __all__ = [
     "held_key_hashes",
     "list_dead_letters",
     "list_quarantined",
+    "mark_retried",
     "purge_dead_letters",
     "resolve_dead_letters",
+    "retry_candidates",
 ]
 
 QUARANTINED = "QUARANTINED_TYPE_MISMATCH"
@@ -64,6 +86,9 @@ class DeadLetterTable(SQLModel, table=True):
     error_code: str = Field(sa_type=String(_CODE))
     error_message: str = Field(sa_type=String(_MESSAGE))
     created: datetime = Field(sa_type=DateTime(timezone=True))
+    # 0022_dead_letter_retry: what the record was refused under (NULL: before 0022, unknown).
+    instruction_version: int | None = Field(default=None, sa_type=Integer)
+    mapping_hash: str | None = Field(default=None, sa_type=String(64))
 
 
 dead_letters = table_of(DeadLetterTable)
@@ -84,6 +109,8 @@ class DeadLetter:
     error_code: str
     error_message: str
     created: datetime
+    instruction_version: int | None = None  # the instruction version the record was refused under
+    mapping_hash: str | None = None  # the sync's mapping hash then (store.syncs.mapping_hash)
 
 
 def add_dead_letters(conn: Connection, letters: Sequence[DeadLetter]) -> int:
@@ -139,26 +166,69 @@ def list_dead_letters(
         stmt = stmt.where(dead_letters.c.batch_id == batch_id)
     if code is not None:
         stmt = stmt.where(dead_letters.c.error_code == code)
-    stmt = stmt.order_by(dead_letters.c.created, dead_letters.c.id).limit(limit)
+    return _letters(conn, stmt.order_by(dead_letters.c.created, dead_letters.c.id).limit(limit))
+
+
+def _letters(conn: Connection, stmt: Select[Any]) -> list[DeadLetter]:
     out = []
     for m in conn.execute(stmt).mappings():
         sealed = as_bytes(m["sealed_record"])
         assert sealed is not None
-        out.append(
-            DeadLetter(
-                m["id"],
-                m["tenant"],
-                m["sync_id"],
-                m["run_id"],
-                m["batch_id"],
-                m["record_key_hash"],
-                sealed,
-                m["error_code"],
-                m["error_message"],
-                required_aware(m["created"]),
+        values = {k: m[k] for k in DeadLetter.__dataclass_fields__}
+        out.append(DeadLetter(**{**values, "sealed_record": sealed, "created": required_aware(m["created"])}))
+    return out
+
+
+RETRYABLE_PREFIX = "upsert refused:"
+"""How the message of a letter of a refused upsert begins (workflows.push): only those are retried
+(quarantined records, refused deletes and links settle their own way)."""
+
+
+def retry_candidates(
+    conn: Connection,
+    tenant: str,
+    sync_id: str,
+    *,
+    instruction_version: int,
+    mapping_hash: str,
+    everything: bool = False,
+    limit: int,
+) -> list[DeadLetter]:
+    """At most ``limit`` letters of refused upserts to retry, oldest first: those refused under
+    another instruction version or mapping hash than the given ones (or unknown: NULL), or, with
+    ``everything`` (an on-demand retry), every one."""
+    stmt = select(dead_letters).where(
+        dead_letters.c.tenant == tenant,
+        dead_letters.c.sync_id == sync_id,
+        dead_letters.c.error_code != QUARANTINED,
+        dead_letters.c.error_message.startswith(RETRYABLE_PREFIX, autoescape=True),
+    )
+    if not everything:
+        stmt = stmt.where(
+            or_(
+                dead_letters.c.instruction_version.is_(None),
+                dead_letters.c.mapping_hash.is_(None),
+                dead_letters.c.instruction_version != instruction_version,
+                dead_letters.c.mapping_hash != mapping_hash,
             )
         )
-    return out
+    return _letters(conn, stmt.order_by(dead_letters.c.created, dead_letters.c.id).limit(max(0, limit)))
+
+
+def mark_retried(
+    conn: Connection, tenant: str, ids: Sequence[str], *, instruction_version: int, mapping_hash: str
+) -> int:
+    """Stamp the current versions on letters a retry tried but could not settle (their record was
+    skipped or could not be re-read): the next run retries them only after another change."""
+    done = 0
+    for chunk in chunks(list(ids)):
+        stmt = (
+            update(dead_letters)
+            .where(dead_letters.c.tenant == tenant, dead_letters.c.id.in_(chunk))
+            .values(instruction_version=instruction_version, mapping_hash=mapping_hash)
+        )
+        done += int(conn.execute(stmt).rowcount)
+    return done
 
 
 def list_quarantined(

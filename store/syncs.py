@@ -14,6 +14,8 @@ Every function takes a SQLAlchemy ``Connection`` and leaves the transaction to t
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +40,7 @@ __all__ = [
     "accepted_types",
     "create_sync",
     "get_sync",
+    "mapping_hash",
     "set_accepted_types",
     "set_sync_connections",
     "set_sync_instruction",
@@ -114,6 +117,18 @@ class SyncSpec(pydantic.BaseModel):
     instruction_version: int = pydantic.Field(ge=1)
     default_mode: str | None = None
     write_mode: SyncWriteMode = SyncWriteMode.UPSERT
+
+
+def mapping_hash(spec: SyncSpec) -> str:
+    """A digest of what shapes the record a sync sends — mapping, id properties, transforms and
+    destination stream — recorded on each dead letter (a change of it retries the letters refused
+    under another one: :mod:`store.dead_letters`). 32 hex digits of SHA-256."""
+    shape = {
+        "mapping": dict(sorted(spec.mapping.items())), "key": spec.source_key_property,
+        "id": spec.destination_id_property, "transforms": list(spec.transforms),
+        "destination": spec.destination_stream,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,8 +76,8 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
     regional = Worker(
         client,
         task_queue=settings.task_queue(region),
-        activities=[activities.pull_batch, activities.push_batch, activities.discard_batch,
-                    activities.discard_run_staging, *dsr.region_activities(),
+        activities=[activities.pull_batch, activities.push_batch, activities.retry_rejected,
+                    activities.discard_batch, activities.discard_run_staging, *dsr.region_activities(),
                     reconcile.list_source_ids, reconcile.apply_reconcile],
         activity_executor=executor,
         max_concurrent_activities=w.max_concurrent_activities,

@@ -1,6 +1,6 @@
 """The sync activities, registered under stable names: ``plan_sync``, ``pull_batch``, ``push_batch``,
-``finish_run``, ``discard_batch``, ``discard_run_staging`` (the workflow calls them by method
-reference, ``workflow.execute_activity_method(SyncActivities.pull_batch, …)``; the names keep
+``retry_rejected``, ``finish_run``, ``discard_batch``, ``discard_run_staging`` (the workflow calls
+them by method reference, ``workflow.execute_activity_method(SyncActivities.pull_batch, …)``; the names keep
 recorded histories replayable). DESIGN.md §1 is the walk they implement::
 
     plan_sync    (control queue) instruction + transfer checks → SyncPlanRef        workflows/plan.py
@@ -8,6 +8,7 @@ recorded histories replayable). DESIGN.md §1 is the walk they implement::
                                  → stage; heartbeats its resume point
     push_batch   (region queue)  staged batch → upsert by external id → id map,     workflows/push.py
                                  dead letters, deletes → lineage → staging deleted
+    retry_rejected (region queue) dead letters → read again by id → govern → push   workflows/retry.py
     finish_run   (control queue) cursor (completed runs only), run row, retention purge, ledger checkpoint
     discard_*    (region queue)  cancellation cleanup of staged batches
 
@@ -33,6 +34,8 @@ from schemas.sync import (
     PullInput,
     PushInput,
     PushResult,
+    RetryInput,
+    RetryResult,
     SyncPlanRef,
     SyncStatus,
 )
@@ -45,6 +48,7 @@ from workflows.context import ActivityKit
 from workflows.plan import plan_sync
 from workflows.pull import pull_batch
 from workflows.push import delete_staging, push_batch
+from workflows.retry import retry_rejected
 
 __all__ = ["PAGE_SIZE", "PART_RECORDS", "SyncActivities"]
 
@@ -94,6 +98,12 @@ class SyncActivities:
         """Upsert a staged batch at the destination (a retry duplicates nothing), dead-letter what it
         refuses, propagate deletes, record lineage, then delete the staged batch."""
         return self.kit.guarded("push_batch", lambda: push_batch(self.kit, inp))
+
+    @activity.defn(name="retry_rejected")
+    def retry_rejected(self, inp: RetryInput) -> RetryResult:
+        """Retry dead letters: read their records again at the source, govern them under the current
+        instruction and mapping, and push them; resolved, refused again, or gone (workflows/retry.py)."""
+        return self.kit.guarded("retry_rejected", lambda: retry_rejected(self.kit, inp))
 
     @activity.defn(name="finish_run")
     def finish_run(self, inp: FinishInput) -> None:

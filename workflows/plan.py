@@ -139,6 +139,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
         continue_as_new_after_batches=worker.continue_as_new_after_batches,
         heartbeat_timeout_s=worker.heartbeat_timeout_s,
         region_wait_s=worker.region_wait_s,
+        retry_rejected_per_run=worker.retry_rejected_per_run,
     )
 
 

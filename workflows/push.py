@@ -8,7 +8,9 @@ records never block good ones. Staged deletes are looked up in the id map and de
 destination (``DELETE``) when its stream supports it, else dead-lettered ``DELETE_NOT_SUPPORTED`` —
 except a destination record another live source key still maps (the merge guard,
 :mod:`workflows.merges`): its mapping is dropped, the record kept.
-Each written part is heartbeated as :class:`PushProgress`; a retry skips it. The database, per
+Each written part is heartbeated as :class:`PushProgress`; a retry skips it, and tells the
+connector when the first attempt began (``Connector.retrying_since``), so records that attempt
+created — their answers lost with it — are still counted created. The database, per
 attempt: one read (the run's context — cached per worker —, the batch's parts and the first one to
 write), a read of each further part, one write per part (its id map rows and dead letters), one
 lineage append, the staging's deletion.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
@@ -57,7 +60,7 @@ from workflows.reverse_links import is_relink
 from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
 from workflows.write_modes import NOT_AT_DESTINATION, plan_writes, refused_as_skip
 
-__all__ = ["WRITE_CHUNK", "PushProgress", "delete_staging", "destination_record", "push_batch"]
+__all__ = ["WRITE_CHUNK", "PartRef", "PushProgress", "delete_staging", "destination_record", "push_batch"]
 
 WRITE_CHUNK = 500
 """Records per ``write_batch`` call; the activity heartbeats between calls (connectors split further
@@ -131,6 +134,9 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
     held: list[str] = []  # merge losers whose winner was refused: their delete waits
     merged: dict[str, str] = {}
     connector = deps.connector_factory(ctx.spec.destination_connection_id)
+    info = activity.info()
+    if info.attempt > 1:  # an earlier attempt may have written records whose answers were lost
+        connector.retrying_since(info.scheduled_time)
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
         spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
@@ -199,6 +205,17 @@ def destination_record(spec: SyncSpec, rec: Record) -> Record | None:
     return out
 
 
+class PartRef(Protocol):
+    """Where written records came from, for their dead letters' ids: a staged part, or the records
+    a retry re-read (:mod:`workflows.retry`)."""
+
+    @property
+    def batch_id(self) -> str: ...
+
+    @property
+    def part(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Writer:
     """Writes the parts of one batch to one destination connector."""
@@ -213,7 +230,7 @@ class _Writer:
     to_release: list[tuple[str, str]] = field(default_factory=list)  # held losers the last upsert freed
 
     def upsert(
-        self, part: staging_store.StagedPart, keys: list[str], records: list[Record], progress: PushProgress
+        self, part: PartRef, keys: list[str], records: list[Record], progress: PushProgress
     ) -> tuple[PushProgress, list[str]]:
         """Write one part's records as the sync's write mode says (:mod:`workflows.write_modes`);
         returns the progress and the keys the destination accepted."""
@@ -320,7 +337,7 @@ class _Writer:
 
     def _links(
         self,
-        part: staging_store.StagedPart,
+        part: PartRef,
         children: list[tuple[int, str, str, Record]],
         waiting: list[Deferred],
         landed: dict[str, str],
@@ -391,7 +408,7 @@ class _Writer:
         return progress, gone, kept, [k for (_, k, _), _ in held]
 
     def release_held(
-        self, part: staging_store.StagedPart, progress: PushProgress
+        self, part: PartRef, progress: PushProgress
     ) -> tuple[PushProgress, list[str], list[str]]:
         """Delete the held merge losers whose winner the last :meth:`upsert` landed (found in its
         transaction: :func:`workflows.merges.releasable`) through the merge guard, and resolve their
@@ -425,7 +442,7 @@ class _Writer:
         return progress, gone, kept
 
     def _delete_at_destination(
-        self, part: staging_store.StagedPart, kind: str, targets: list[Target]
+        self, part: PartRef, kind: str, targets: list[Target]
     ) -> tuple[list[str], list[dead_letter_store.DeadLetter], int]:
         """Delete ``targets`` at the destination in one batch call; returns the keys deleted, the
         dead letters of the refused ones and the calls made."""
@@ -464,7 +481,7 @@ class _Writer:
 
     def letter(
         self,
-        part: staging_store.StagedPart,
+        part: PartRef,
         kind: str,
         index: int,
         key: str,

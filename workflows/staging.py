@@ -26,6 +26,7 @@ from schemas.connector import Record
 from schemas.errors import DataError, IntegrityError
 from store import dead_letters as dead_letter_store
 from store import staging as staging_store
+from store.syncs import mapping_hash
 from workflows.context import SyncContext
 
 __all__ = [
@@ -175,7 +176,8 @@ def seal_letter(
 ) -> dead_letter_store.DeadLetter:
     """The dead letter of one record, ``where`` = (batch, part, kind, index in the part): ``body``
     (the record and what was said about it) sealed like staging, ``code`` and ``message`` (names and
-    codes, never values) in clear, under a deterministic id (:func:`dead_letter_id`)."""
+    codes, never values) in clear, under a deterministic id (:func:`dead_letter_id`), with the
+    instruction version and mapping hash it was refused under."""
     tenant, sync_id = ctx.tenant.id, ctx.spec.id
     batch_id, part, kind, index = where
     letter_id = dead_letter_id(tenant, sync_id, batch_id, part, kind, index)
@@ -189,6 +191,7 @@ def seal_letter(
     return dead_letter_store.DeadLetter(
         id=letter_id, tenant=tenant, sync_id=sync_id, run_id=run_id, batch_id=batch_id,
         record_key_hash=key, sealed_record=sealed, error_code=code, error_message=message, created=created,
+        instruction_version=ctx.instruction.version, mapping_hash=mapping_hash(ctx.spec),
     )  # fmt: skip
 
 

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         PullInput,
         PushInput,
         PushResult,
+        RetryInput,
         RunCounts,
         SyncCarry,
         SyncInput,
@@ -53,12 +54,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.activities import SyncActivities
     from workflows.reconcile import start_reconciliation
 
-__all__ = ["CONTROL_QUEUE", "SyncWorkflow"]
+__all__ = ["CONTROL_QUEUE", "RETRY_PATCH", "SyncWorkflow"]
 
 _A = TypeVar("_A")
 _T = TypeVar("_T")
 
 CONTROL_QUEUE = "crmhub-control"
+RETRY_PATCH = "retry-rejected-records"
+"""Patch id of the retry step after the last push (issue 14 item 4): histories recorded before it
+replay without the step."""
 
 # Errors that no retry can fix: the activity layer marks them non-retryable too (ErrorKind).
 _NON_RETRYABLE = ["ConfigError", "AuthError", "ReauthorizationRequired", "DataError", "PolicyError",
@@ -170,12 +174,15 @@ class SyncWorkflow:
                         paused=self._paused, drift=tuple(self._drift), reconcile=self._reconcile,
                     )  # fmt: skip
                     workflow.continue_as_new(SyncInput(tenant=inp.tenant, sync_id=inp.sync_id, mode=plan.mode,
-                                                       trigger=inp.trigger, carry=carry))  # fmt: skip
+                                                       trigger=inp.trigger, carry=carry,
+                                                       retry_rejected=inp.retry_rejected))  # fmt: skip
             if pending is not None:
                 self._phase = SyncPhase.PUSHING
                 self._publish()
                 self._account(await pending)
                 pending = None
+            if workflow.patched(RETRY_PATCH):  # issue 14: dead letters a change (or the caller) retries
+                await self._retry_rejected(plan, inp.retry_rejected)
         except (asyncio.CancelledError, CancelledError):
             await self._cleanup_after_cancel(plan, pending, state)
             raise
@@ -281,6 +288,27 @@ class SyncWorkflow:
                 self._status, self._waiting = SyncStatus.RUNNING, None
                 self._publish()
             return result
+
+    async def _retry_rejected(self, plan: SyncPlanRef, everything: bool) -> None:
+        """Retry dead letters after the last push (at most ``plan.retry_rejected_per_run``)."""
+        if plan.retry_rejected_per_run < 1:
+            return
+        self._phase = SyncPhase.PUSHING
+        self._publish()
+        result = await self._region_activity(
+            SyncActivities.retry_rejected,
+            RetryInput(plan=plan, limit=plan.retry_rejected_per_run, everything=everything),
+            plan,
+            summary=f"retry {'every' if everything else 'changed'} rejected record (at most "
+            f"{plan.retry_rejected_per_run}) to {plan.destination}/{plan.destination_stream}",
+            start_to_close=timedelta(minutes=30),
+        )
+        self._counts = self._counts.plus(
+            retried=result.retried, retry_resolved=result.resolved, retry_gone=result.gone,
+            pushed=result.pushed, created=result.created, updated=result.updated, failed=result.failed,
+            skipped=result.skipped, source_calls=result.source_calls,
+            destination_calls=result.destination_calls,
+        )  # fmt: skip
 
     def _account(self, result: PushResult) -> None:
         self._counts = self._counts.plus(

@@ -418,13 +418,24 @@ def transfer_report(
     engine: Engine, registry: Registry, tenant: str, period: Period | None = None
 ) -> dict[str, Any]:
     """Every move of the tenant's data between two different regions in ``period``: ledger index,
-    time, run, kind, route, subprocessor, mechanism and the reference the route relies on."""
+    time, run, kind, route, subprocessor, mechanism and the reference the route relies on.
+
+    ``routes`` sums the moves per route and mechanism. A move is recorded by a ``transfer`` event
+    (the mechanism it relied on); a ``push`` or ``pull`` across regions appended with its batch's
+    ``transfer`` event (same run, route, subprocessor and time) is that transfer, not another one.
+    A cross-region move no ``transfer`` event covers is summed as ``(none recorded)``."""
     period = period or Period()
     routes = _route_index(registry)
     moves = []
     summary: dict[str, dict[str, Any]] = {}
     within = 0
-    for idx, e in tenant_events(engine, tenant, period):
+    events = list(tenant_events(engine, tenant, period))
+    recorded = {
+        (e.run_id, e.region_from, e.region_to, e.subprocessor, e.timestamp)
+        for _, e in events
+        if e.kind is EventKind.TRANSFER and e.transfer_mechanism is not None
+    }
+    for idx, e in events:
         if not (e.region_from and e.region_to):
             continue
         if e.region_from == e.region_to:
@@ -441,6 +452,9 @@ def transfer_report(
                 "reference": route.reference if route else None, "records": records,
             }
         )  # fmt: skip
+        batch = (e.run_id, e.region_from, e.region_to, e.subprocessor, e.timestamp)
+        if mechanism is None and batch in recorded:
+            continue  # summed with the transfer event of its batch
         key = f"{e.region_from}->{e.region_to} {e.subprocessor or '-'} ({mechanism or 'none recorded'})"
         s = summary.setdefault(key, {"route": key, "events": 0, "records": 0})
         s["events"] += 1

@@ -1,8 +1,10 @@
 """A sync's schedule, edited from the syncs pages (``POST /syncs/{id}/schedule``, CSRF-checked,
 tenant-scoped), and one run's page (``/syncs/{id}/runs/{run_id}``): its counts and its dead letters
 — the vendor's code and crmhub's redacted reason, never a value (the refused record stays sealed) —
-with the retry the product has: a full run re-reads every source record and upserts it again, so a
-record the destination refused is tried once more (a quarantined one only once fixed at the source)."""
+with the retries the product has: "Retry rejected" (``POST /syncs/{id}/retry-rejected``, admin or
+editor, CSRF-checked) starts a run that reads each refused record again at the source and pushes
+it under the current instruction and mapping (:mod:`workflows.retry`); a full run re-reads every
+source record and upserts it again (a quarantined one flows only once fixed at the source)."""
 
 from __future__ import annotations
 
@@ -71,6 +73,30 @@ async def set_schedule(
         "web sync schedule: tenant=%s sync=%s every=%s paused=%s", scope.tenant, sync_id, info.every, paused
     )
     return RedirectResponse("/syncs" if back == "list" else f"/syncs/{sync_id}", status_code=303)
+
+
+@router.post(
+    "/syncs/{sync_id}/retry-rejected",
+    response_class=RedirectResponse,
+    status_code=303,
+    responses=POST_RESPONSES,
+)
+async def retry_rejected(sync_id: str, scope: EditorScope, _csrf: CsrfChecked) -> RedirectResponse:
+    """Start a run that retries every rejected record of the sync (``crmhub sync retry-rejected``);
+    400 while a run is in progress, 503 when Temporal is unreachable."""
+    await run_in_threadpool(scope.sync, sync_id)  # 404 for another tenant's or an unknown sync
+    client, down = await temporal_client(scope)
+    if client is None:
+        raise HTTPException(status_code=503, detail=f"{down}; nothing was retried")
+    try:
+        queue = scope.ctx.settings.temporal.control_task_queue
+        await syncops.retry_rejected(client, scope.tenant, sync_id, task_queue=queue)
+    except ConfigError as exc:
+        raise HTTPException(status_code=400, detail=exc.message) from None
+    except RPCError:
+        raise HTTPException(status_code=503, detail="Temporal refused to start the retry") from None
+    log.info("web sync retry-rejected: tenant=%s sync=%s", scope.tenant, sync_id)
+    return RedirectResponse(f"/syncs/{sync_id}", status_code=303)
 
 
 def _run_and_letters(scope: TenantScope, sync_id: str, run_id: str) -> tuple[RunRow, list[DeadLetter], int]:

@@ -219,19 +219,16 @@ class HubSpotClient:
             search=True,
         ).body
 
-    def batch(self, object_type: str, verb: str, inputs: Sequence[Mapping[str, Any]]) -> tuple[int, JSON]:
-        """``POST /crm/v3/objects/{t}/batch/{verb}`` (upsert, create, update, archive).
-
-        Returns (status, body): 200/201 for a complete batch, 207 with ``errors`` for a partial one,
-        204 (body None) for archive. A batch HubSpot rejects as a whole raises :class:`VendorRejected`.
-        """
-        api = {
-            "upsert": self._batch.upsert,
-            "create": self._batch.create,
-            "update": self._batch.update,
-            "archive": self._batch.archive,
-        }[verb]
-        payload = {"inputs": list(inputs)}
+    def batch(
+        self, object_type: str, verb: str, inputs: Sequence[Mapping[str, Any]], **body: Any
+    ) -> tuple[int, JSON]:
+        """``POST /crm/v3/objects/{t}/batch/{verb}`` (upsert, create, update, archive, read: ``body``
+        adds its ``properties``). Returns (status, body): 200/201 for a complete batch, 207 with
+        ``errors`` for a partial one (read: OBJECT_NOT_FOUND ``context.ids``), 204 (body None) for
+        archive. A batch HubSpot rejects as a whole raises :class:`VendorRejected`."""
+        api = {"upsert": self._batch.upsert, "create": self._batch.create, "update": self._batch.update,
+               "archive": self._batch.archive, "read": self._batch.read}[verb]  # fmt: skip
+        payload = {"inputs": list(inputs), **body}
         answer = self._call(
             f"batch {verb}",
             lambda: api(object_type, payload, **self._raw()),

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 from connectors.base import Connector, TokenSource
 from connectors.hubspot.associations import Linker
+from connectors.hubspot.byids import read_by_ids as read_records_by_ids
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.objects import ObjectCatalog
-from connectors.hubspot.reader import ID_PROPERTY, StreamReader
+from connectors.hubspot.reader import CUSTOM_MODIFIED, ID_PROPERTY, MODIFIED_PROPERTY, StreamReader
 from connectors.hubspot.writer import BatchWriter
 from schemas.connector import (
     CheckResult,
@@ -21,6 +23,7 @@ from schemas.connector import (
     LinkResult,
     Page,
     Record,
+    RecordsById,
     StreamSchema,
     StreamSpec,
     StreamState,
@@ -122,6 +125,24 @@ class HubSpotConnector(Connector):
         """See :mod:`connectors.hubspot.writer`: one outcome per record, bad records isolated."""
         self.client.refresh_token_view()
         return self._writer.write_batch(self._stream(stream), records, mode, external_id=external_id)
+
+    def retrying_since(self, began: datetime) -> None:
+        """A contact (or other record) HubSpot created at or after ``began`` is counted created even
+        when the redone upsert answers ``new: false`` (see :mod:`connectors.hubspot.writer`)."""
+        self._writer.created_since = began
+
+    reads_by_ids: ClassVar[bool] = True
+
+    def read_by_ids(self, stream: str, ids: Sequence[str], fields: Sequence[str]) -> RecordsById:
+        """``batch/read`` 100 ids a call (:mod:`connectors.hubspot.byids`), ``fields`` plus the id
+        and modification properties."""
+        self.client.refresh_token_view()
+        api_type = self._stream(stream)
+        modified = MODIFIED_PROPERTY.get(api_type, CUSTOM_MODIFIED)
+        calls = self.client.calls
+        props = list(dict.fromkeys([*fields, ID_PROPERTY, modified]))
+        records, missing = read_records_by_ids(self.client, api_type, ids, props) if ids else ([], [])
+        return RecordsById(records, missing, calls=self.client.calls - calls)
 
     links: ClassVar[bool] = True
 

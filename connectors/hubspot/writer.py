@@ -27,6 +27,19 @@ midnight!"), a ``datetime`` any epoch-ms instant. The types come from the portal
 once per stream and writer (or handed over by :meth:`BatchWriter.know_types` after a describe): up
 front when a record carries a date/time value, else only after a batch was refused with
 ``INVALID_DATE`` — then the batch is converted and resent once, so dates never cost a bisection.
+
+Created or updated is HubSpot's answer: an upsert result's ``new`` (spec SimplePublicUpsertObject).
+One exception: an upsert the client had to *resend* (a timeout, a dropped connection or a 5xx after
+it was sent) may have been carried out by the send whose answer was lost, and then the resend
+answers ``new: false`` for the records that lost send created. Those results are counted created
+when HubSpot's own ``createdAt`` is no earlier than its ``completedAt`` for the batch minus the
+time the whole request took here (from the first send to the answer) — i.e. they were created
+during this request; a record the portal held before is older. (A record created by someone else
+during those seconds would count as created by us: a window of seconds, accepted.) The same holds
+across attempts: a push activity retried after its earlier attempt's answers were lost says when
+that attempt began (:meth:`HubSpotConnector.retrying_since`, the activity's first scheduled time on
+Temporal's clock — compared with HubSpot's, so a clock skew of a second or two blurs the edge:
+a guess, not measured against production HubSpot).
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -41,7 +55,7 @@ from typing import Any
 
 from connectors.hubspot.client import HubSpotClient, PropertyProblem, VendorRejected
 from connectors.hubspot.config import HubSpotConfig
-from connectors.values import DATE_TYPES, for_hubspot, is_utf8
+from connectors.values import DATE_TYPES, for_hubspot, is_utf8, parse_instant
 from schemas.connector import OutcomeStatus, Record, RecordOutcome, WriteMode, WriteResult
 from schemas.errors import ConfigError
 
@@ -107,6 +121,8 @@ class BatchWriter:
     def __init__(self, client: HubSpotClient, config: HubSpotConfig) -> None:
         self.client = client
         self.config = config
+        # Set when these writes redo an earlier attempt begun then (Connector.retrying_since).
+        self.created_since: dt.datetime | None = None
         self._types: dict[str, dict[str, str]] = {}
 
     def know_types(self, stream: str, types: Mapping[str, str]) -> None:
@@ -247,12 +263,14 @@ class _Op:
     def send(self, entries: list[_Entry]) -> list[RecordOutcome]:
         if not entries:
             return []
+        resends, began = self.client.resends, time.monotonic()
         try:
             status, body = self.client.batch(self.stream, self.verb, [e.payload for e in entries])
         except VendorRejected as exc:
             rejected = exc
         else:
-            return self.outcomes(entries, status, body)
+            took = time.monotonic() - began if self.client.resends > resends else None
+            return self.outcomes(entries, status, body, resent_after=took)
         if self.types is None and any(p.code == "INVALID_DATE" for p in rejected.problems):
             # Refused for a date before the property types were known: learn them, convert, resend once.
             self.types = self.writer.property_types(self.stream)
@@ -305,19 +323,28 @@ class _Op:
 
     # -- map answers ------------------------------------------------------------------------------
 
-    def outcomes(self, entries: list[_Entry], status: int, body: Any) -> list[RecordOutcome]:
+    def outcomes(
+        self, entries: list[_Entry], status: int, body: Any, *, resent_after: float | None = None
+    ) -> list[RecordOutcome]:
+        """One outcome per entry from HubSpot's answer; ``resent_after``: the request was resent
+        and took that many seconds from its first send (see the module docstring)."""
         if self.mode is WriteMode.DELETE:
             return [RecordOutcome(e.index, e.key, OutcomeStatus.DELETED, id=e.match_key) for e in entries]
         results = [r for r in (body or {}).get("results") or [] if isinstance(r, dict)]
         matched = self._match(entries, results)
         errors = [x for x in (body or {}).get("errors") or [] if isinstance(x, dict)]
+        since = _earliest(self.writer.created_since, _request_began(body, resent_after))
+        if self.mode is not WriteMode.UPSERT:
+            since = None
         out: list[RecordOutcome] = []
         for e in entries:
             r = matched.get(e.index)
             if r is None:
                 out.append(self._missing(e, errors, status))
                 continue
-            created = self.mode is WriteMode.CREATE or (self.mode is WriteMode.UPSERT and bool(r.get("new")))
+            created = self.mode is WriteMode.CREATE or (
+                self.mode is WriteMode.UPSERT and (bool(r.get("new")) or _created_since(r, since))
+            )
             out.append(
                 RecordOutcome(
                     e.index,
@@ -408,3 +435,27 @@ def _describe(exc: VendorRejected, problem: PropertyProblem | None) -> tuple[str
         return problem.code, f"{problem.name}: {problem.code}"
     code = exc.category or str(exc.status)
     return code, f"HubSpot rejected this record (HTTP {exc.status} {code})"
+
+
+def _request_began(body: Any, resent_after: float | None) -> dt.datetime | None:
+    """When a resent request's first send reached HubSpot, on HubSpot's clock: the batch's
+    ``completedAt`` less the request's whole duration here (None: not resent, or no timestamp)."""
+    if resent_after is None or not isinstance(body, dict):
+        return None
+    completed = parse_instant(body.get("completedAt"))
+    if not isinstance(completed, dt.datetime):
+        return None
+    return completed - dt.timedelta(seconds=resent_after)
+
+
+def _created_since(result: Mapping[str, Any], since: dt.datetime | None) -> bool:
+    """Whether HubSpot created the result's record at or after ``since`` (None: never)."""
+    if since is None:
+        return False
+    created = parse_instant(result.get("createdAt"))
+    return isinstance(created, dt.datetime) and created >= since
+
+
+def _earliest(*instants: dt.datetime | None) -> dt.datetime | None:
+    known = [i for i in instants if i is not None]
+    return min(known) if known else None

@@ -147,6 +147,10 @@ def release_label(major: int) -> str:
     return f"{season} '{24 + (major - 59) // 3}"
 
 
+URI_LIMIT = 16_384
+"""Bytes a REST call's URI and headers may take together (Salesforce Help article 000386264)."""
+
+
 class SalesforceSandbox(VendorSandbox):
     """One emulated Salesforce org (Developer/Enterprise-like) with Contact, Account and Lead.
 
@@ -540,6 +544,13 @@ class SalesforceSandbox(VendorSandbox):
         return self.query_batch_size
 
     async def _run_query(self, request: Request, *, include_deleted: bool) -> Response:
+        # A REST call's URI and headers may not exceed 16,384 bytes together: 414 when the URI
+        # alone does, else 431 (Salesforce Help article 000386264). The error body is a guess.
+        uri = len(request.scope.get("raw_path") or b"") + len(request.scope.get("query_string") or b"") + 1
+        heads = sum(len(k) + len(v) + 4 for k, v in request.scope.get("headers") or [])
+        if uri > URI_LIMIT or uri + heads > URI_LIMIT:
+            status, what = (414, "URI Too Long") if uri > URI_LIMIT else (431, "Header Fields Too Large")
+            raise ApiError(status, "REQUEST_TOO_LARGE", f"{what}: URI and headers exceed {URI_LIMIT} bytes")
         soql = request.query_params.get("q")
         if soql is None or not soql.strip():
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")

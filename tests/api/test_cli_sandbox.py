@@ -100,6 +100,9 @@ def test_demo_runs_the_walk_and_shuts_down(tmp_path: Path) -> None:
     out = " ".join(res.stdout.split())
     assert "HubSpot now holds 980 contacts" in out  # 1,000 synced, then 20 deleted at the source
     assert "ledger: verified" in out
+    # where each CRM's data lives is read from the vendor at connect, not written into the sync
+    assert re.search(r"Salesforce \(\S+, data hosted at eu\), HubSpot \(\S+, data hosted at eu1\), as each "
+                     r"vendor reported it", out), out  # fmt: skip
     assert "Title" in out  # named among the fields the instruction withholds
     # the dev server's UI decodes through the codec server the demo served in-process
     assert f"codec server http://127.0.0.1:{codec_port}: the UI decodes inputs and results" in out

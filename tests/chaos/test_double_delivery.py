@@ -163,3 +163,20 @@ async def test_every_push_delivered_twice_leaves_the_destination_unchanged(setti
     batches = sorted(set(deliveries))
     assert batches and all(deliveries.count(b) == 2 for b in batches), "a push was not delivered twice"
     assert _snapshot(sandbox) == (RECORDS, once), "a redelivered push changed the destination"
+
+
+async def test_a_first_sync_delivered_twice_still_counts_every_contact_created(
+    settings, sandbox, demo
+) -> None:
+    """Issue 17's "created 0, updated 9,980": into an empty HubSpot, every push's first attempt
+    creates its contacts and loses its answers; the retry's upserts answer ``new: false``. The retry
+    knows when the first attempt began (``Connector.retrying_since``), and HubSpot's ``createdAt``
+    says those contacts were created since: the run counts them created."""
+    deliveries: list[str] = []
+    async with _worker(settings, demo.client, demo.engine, twice=deliveries):
+        p = await run_sync(demo, settings, TENANT, SYNC, SyncMode.FULL)
+    assert p.status is SyncStatus.COMPLETED
+    assert deliveries and all(deliveries.count(b) == 2 for b in set(deliveries))
+    c = p.counts
+    assert (c.pulled, c.pushed, c.created, c.updated, c.failed) == (RECORDS, RECORDS, RECORDS, 0, 0)
+    assert _snapshot(sandbox)[0] == RECORDS

@@ -6,11 +6,13 @@ asserts the stored values and the calls: dates never cost a bisection (2n - 1 ca
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from connectors.hubspot import HubSpotConnector
+from sandbox.faults import FaultPlan, FaultRule
 from sandbox.hubspot.quirks import Quirks
 from sandbox.tls import SandboxCA
 from schemas.connector import OutcomeStatus, WriteMode
@@ -117,3 +119,41 @@ def test_a_batch_create_answered_200_is_a_success(create_200: Served, connect: C
     assert [o.status for o in res.outcomes] == [OutcomeStatus.CREATED] * 20 and res.calls == 1
     assert [c.status for c in create_200.hs.calls.all()] == [200]
     assert len({o.id for o in res.outcomes}) == 20
+
+
+@pytest.fixture
+def empty(hs_ca: SandboxCA) -> Iterator[Served]:
+    yield from portal(hs_ca, {})
+
+
+def test_an_upsert_resent_after_its_applied_answer_was_lost_still_counts_what_it_created(
+    empty: Served, connect: Connect
+) -> None:
+    """The first send of a batch upsert is carried out but its answer is lost (a gateway timeout
+    after HubSpot committed); the connector resends it, and HubSpot now answers ``new: false`` for
+    every contact the lost send created. They are still created by this write: their ``createdAt``
+    falls inside the write's own window (HubSpot's clock: ``updatedAt - createdAt`` is no longer than
+    the write took), while a contact the portal held before keeps an older ``createdAt``."""
+    before = connect(empty).write_batch(
+        "contacts", [{"email": "old@example.com", "firstname": "Old"}], WriteMode.UPSERT, external_id="email"
+    )
+    assert [o.status for o in before.outcomes] == [OutcomeStatus.CREATED]
+    time.sleep(0.2)  # the portal held it a while before this write
+    lose = FaultRule(endpoint="hs.batch.upsert.contacts", lost=1.0)
+    empty.hs.faults.set_plan(FaultPlan(seed=1, rules=[lose]))
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the client's backoff before its resend: HubSpot answers again
+        pauses.append(seconds)
+        empty.hs.faults.clear()
+
+    conn = connect(empty, sleep=pause)
+    empty.hs.calls.clear()
+    records = [{"email": "old@example.com", "firstname": "Again"}] + [
+        {"email": f"n{k}@example.com", "firstname": "N"} for k in range(99)
+    ]
+    res = conn.write_batch("contacts", records, WriteMode.UPSERT, external_id="email")
+    upserts = [c.endpoint for c in empty.hs.calls.all()]
+    assert upserts == ["hs.batch.upsert.contacts"] * 2 and len(pauses) == 1  # lost, then resent
+    assert [o.status for o in res.outcomes] == [OutcomeStatus.UPDATED] + [OutcomeStatus.CREATED] * 99
+    assert len(empty.hs.live_records("contacts")) == 100

@@ -98,6 +98,7 @@ class _Portal:
 
     def __init__(self, extra: tuple[PropertyProblem, ...] = ()) -> None:
         self.calls = 0
+        self.resends = 0  # HubSpotClient's count of resends after a lost answer: never here
         self.extra = extra
         self.stored: dict[str, dict[str, Any]] = {}
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.notice_support import receiver, smtp
-from tests.sync_support import demo, demo_tenant, sandbox, seed_counts, settings, world
+from tests.sync_support import World, demo, demo_tenant, sandbox, seed_counts, settings, worker_env, world
 
 __all__ = ["demo", "demo_tenant", "receiver", "sandbox", "seed_counts", "settings", "smtp", "world"]
 
@@ -17,3 +17,12 @@ __all__ = ["demo", "demo_tenant", "receiver", "sandbox", "seed_counts", "setting
 @pytest.fixture
 def worker_options() -> dict[str, Any]:
     return {"pages_per_activity": 2, "continue_as_new_after_batches": 3}
+
+
+@pytest.fixture
+def cli_env(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``crmhub`` run in-process reads this test's stack from the environment."""
+    for key, value in worker_env(world.settings).items():
+        if key.startswith("CRMHUB_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COLUMNS", "250")

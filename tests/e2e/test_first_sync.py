@@ -1,9 +1,9 @@
 """End to end (issue 17): a customer's first sync with every optional field left at its default runs
 to completion — the real dev server, the sandbox CRMs over HTTPS, in-process region workers, OAuth
 connections, ``db_url``. The connections learn where their data lives at connect (as ``crmhub
-connect`` and the web callback do: :meth:`ConnectionConnectors.locate`), the sync is created through
-the new-sync check with the mapping editor's suggestion (no endpoint, no name, the suggested keys),
-and its run is not refused for want of a region: it pushes every contact."""
+connect``, the web callback and the demo's ``connect_crm`` do: :meth:`ConnectionConnectors.locate`),
+the sync is created through the new-sync check with the mapping editor's suggestion (no endpoint, no
+name, the suggested keys), and its run is not refused for want of a region: it pushes every contact."""
 
 from __future__ import annotations
 
@@ -40,8 +40,7 @@ async def test_a_sync_left_at_its_defaults_runs_to_completion(settings: Any, wor
     connectors = connector_factory(settings, engine, world.oauth)
     ids = {}
     for crm in ("salesforce", "hubspot"):
-        ids[crm] = await asyncio.to_thread(connect_crm, world.oauth, TENANT, crm, world.ca)
-        await asyncio.to_thread(connectors.locate, ids[crm])  # what the connect callers do
+        ids[crm] = await asyncio.to_thread(connect_crm, world.oauth, TENANT, crm, world.ca)  # + locate
     with engine.connect() as conn:
         stored = {
             c.provider: c.region_instance for c in connection_store.list_connections(conn, tenant=TENANT)

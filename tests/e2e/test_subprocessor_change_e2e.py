@@ -2,7 +2,9 @@
 in-process workers, the database of ``db_url``): a subprocessor change (the Temporal provider moves
 to Temporal Cloud) is proposed with ``crmhub subprocessors propose``; the three tenants are
 notified; ``keeper`` objects and keeps the old set, ``stopper`` objects and stops; the window
-closes; a sync run of each proves which registry version its plan check used (``accepter`` v2,
+closes; each controller's contact gets the notice through the notice-dispatch schedule (e-mail to
+a local SMTP server; ``keeper``'s webhook too, signature verified), with the window's end; a sync
+run of each proves which registry version its plan check used (``accepter`` v2,
 ``keeper`` v1, ``stopper`` refused); every step is a ledger event that verifies offline from the
 signed report (``crmhub audit verify``); ``/audit/subprocessors`` lists versions, notices and
 objections.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,15 @@ from governance.lineage import Ledger
 from governance.registry import load_registry
 from sandbox.runtime import RunningSandbox
 from schemas.lineage import EventKind, LineageEvent
+from schemas.notices import notice_workflow_id
 from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
+from services import notices
 from services.wiring import default_subprocessors_file
 from store import auditors
 from store import notices as notice_store
+from tests.e2e.test_notice_dispatch_e2e import dispatch_pass
+from tests.notice_support import SmtpServer, WebhookReceiver
 from tests.stack import connect_demo_tenant
 from tests.sync_support import run_sync, worker_env
 
@@ -42,6 +49,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ACCEPTER, KEEPER, STOPPER = "accepter", "keeper", "stopper"
 SYNC = "contacts"
 CONTACTS = 12
+WINDOW_S = 15  # long enough for the workers to start and deliver the notices before it closes
 
 
 @pytest.fixture
@@ -66,11 +74,20 @@ def _new_registry(path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def settings(settings: Settings, smtp: SmtpServer) -> Settings:
+    return settings.model_copy(
+        update={"notices": settings.notices.model_copy(update={"smtp_port": smtp.port})}
+    )
+
+
 async def test_a_change_with_objections_applies_to_the_others_only(
     settings: Settings,
     sandbox: RunningSandbox,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    smtp: SmtpServer,
+    receiver: WebhookReceiver,
 ) -> None:
     for key, value in worker_env(settings).items():
         if key.startswith("CRMHUB_"):
@@ -78,11 +95,18 @@ async def test_a_change_with_objections_applies_to_the_others_only(
     monkeypatch.setenv("COLUMNS", "250")
     connected = [await connect_demo_tenant(settings, sandbox, t, SYNC) for t in (ACCEPTER, KEEPER, STOPPER)]
     engine = connected[0].engine
+    vault = connected[0].vault
+    for tenant in (ACCEPTER, KEEPER, STOPPER):
+        notices.add_contact(engine, vault, tenant, label="dpo", email=f"dpo@{tenant}.example")
+    _, secret = notices.add_contact(engine, vault, KEEPER, label="hook", webhook_url=receiver.url)
+    assert secret is not None
+    receiver.secret = secret
     try:
         # -- propose: every tenant is notified (the Temporal provider concerns everyone) ----------
+        proposed_at = time.monotonic()
         proposed = await crmhub(
             "subprocessors", "propose", str(_new_registry(tmp_path / "v2.yaml")),
-            "--summary", "Temporal moves to Temporal Cloud", "--window", "4s",
+            "--summary", "Temporal moves to Temporal Cloud", "--window", f"{WINDOW_S}s",
         )  # fmt: skip
         assert proposed.exit_code == 0, proposed.output
         assert "version 2 (changed temporal)" in proposed.output
@@ -99,6 +123,25 @@ async def test_a_change_with_objections_applies_to_the_others_only(
                 assert notice is not None and notice.facts["version"] == 2
                 assert notice.facts["changed"] == "temporal"
 
+        # -- delivered by the dispatch schedule the workers install, nobody starting it by hand -----
+        async with _workers(settings):
+            _, dispatched = await dispatch_pass(connected[0].client)
+            assert len(dispatched.started) == 3
+            for notice_id in dispatched.started:
+                handle = connected[0].client.get_workflow_handle(notice_workflow_id(notice_id))
+                await asyncio.wait_for(handle.result(), timeout=30)
+        assert sorted(smtp.handler.recipients) == sorted(
+            f"dpo@{t}.example" for t in (ACCEPTER, KEEPER, STOPPER)
+        )
+        for message in smtp.handler.messages:
+            assert "subprocessor_change" in message["Subject"]
+            raw = message.get_payload(decode=True)
+            assert isinstance(raw, bytes)
+            text = raw.decode()
+            assert "window_closes: " in text and "changed: temporal" in text
+        ((_, body),) = receiver.accepted
+        assert json.loads(body)["facts"]["version"] == 2 and receiver.rejected == []
+
         # -- objections (keep / stop); the window is still open, so closing is refused -------------
         kept = await crmhub("subprocessors", "object", "2", "--tenant", KEEPER, "--choice", "keep")
         assert kept.exit_code == 0, kept.output
@@ -106,7 +149,7 @@ async def test_a_change_with_objections_applies_to_the_others_only(
         assert stopped.exit_code == 0, stopped.output
         early = await crmhub("subprocessors", "close", "2")
         assert early.exit_code != 0 and "is open until" in str(early.exception)
-        await asyncio.sleep(4.2)
+        await asyncio.sleep(max(0.0, proposed_at + WINDOW_S + 0.2 - time.monotonic()))
         late = await crmhub("subprocessors", "object", "2", "--tenant", ACCEPTER)
         assert late.exit_code != 0 and "no longer accepted" in str(late.exception)
         closed = await crmhub("subprocessors", "close", "2")

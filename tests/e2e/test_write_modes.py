@@ -24,18 +24,9 @@ from schemas.lineage import EventKind, LineageEvent
 from schemas.sync import SyncMode, SyncStatus, SyncWriteMode
 from store import dead_letters as dead_letter_store
 from store import syncs as sync_store
-from tests.sync_support import HS_CONTACTS_TO_SF, SF_CONTACTS_TO_HS, Direction, World, create_sync, worker_env
+from tests.sync_support import HS_CONTACTS_TO_SF, SF_CONTACTS_TO_HS, Direction, World, create_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def cli_env(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``crmhub`` run in-process reads this test's stack from the environment."""
-    for key, value in worker_env(world.settings).items():
-        if key.startswith("CRMHUB_"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("COLUMNS", "250")
 
 
 def _writes(hs: Any) -> dict[str, int]:

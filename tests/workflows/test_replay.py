@@ -27,7 +27,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 def test_histories_are_recorded() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"sync_completed", "sync_last_run_after_continue_as_new", "sync_paused_resumed", "sync_refused",
-            "sync_cancelled", "sync_waited_for_region", "reconcile_completed",
+            "sync_cancelled", "sync_waited_for_region", "sync_retried_rejected", "reconcile_completed",
             "reconcile_listing_truncated", "notice_dispatch"} <= names  # fmt: skip
 
 

@@ -30,6 +30,8 @@ from schemas.sync import (
     PullInput,
     PushInput,
     PushResult,
+    RetryInput,
+    RetryResult,
     RunCounts,
     SyncInput,
     SyncMode,
@@ -65,6 +67,8 @@ class Fake:
 
     continue_as_new_after: int = 200
     region_wait_s: float = 60.0
+    retry_limit: int = 0
+    retries: list[RetryInput] = field(default_factory=list)
 
     def plan(self) -> SyncPlanRef:
         return SyncPlanRef(
@@ -73,6 +77,7 @@ class Fake:
             destination="hubspot", destination_stream="contacts", purpose="crm-sync",
             instruction_version=1, instruction_hash="h", start_state=StreamState(),
             continue_as_new_after_batches=self.continue_as_new_after, region_wait_s=self.region_wait_s,
+            retry_rejected_per_run=self.retry_limit,
         )  # fmt: skip
 
     def activities(self) -> tuple[list[Callable[..., Any]], list[Callable[..., Any]]]:
@@ -110,11 +115,17 @@ class Fake:
         async def finish_run(inp: FinishInput) -> None:
             self.finished.append(inp)
 
+        @activity.defn(name="retry_rejected")
+        async def retry_rejected(inp: RetryInput) -> RetryResult:
+            self.retries.append(inp)
+            return RetryResult(retried=3, pushed=2, updated=2, failed=1, resolved=2, gone=0, source_calls=1,
+                               destination_calls=1)  # fmt: skip
+
         @activity.defn(name="discard_run_staging")
         async def discard_run_staging(plan: SyncPlanRef) -> None:
             self.discarded.append(plan.run_id)
 
-        return [plan_sync, finish_run], [pull_batch, push_batch, discard_run_staging]
+        return [plan_sync, finish_run], [pull_batch, push_batch, discard_run_staging, retry_rejected]
 
 
 @pytest.fixture
@@ -161,6 +172,31 @@ async def test_runs_every_batch_and_overlaps_push_with_pull(running) -> None:
     progress = await handle.query(SyncWorkflow.progress)
     assert progress.status is SyncStatus.COMPLETED and progress.counts.pulled == 50
     await keep_history(handle, "sync_completed")
+
+
+async def test_after_the_last_push_a_run_retries_rejected_records_and_counts_them(running) -> None:
+    """Issue 14 item 4: the retry step runs once, after every push, bounded by the plan's setting,
+    on the region queue; on demand (``retry_rejected``) it asks for every letter."""
+    client, fake, control = running
+    fake.retry_limit = 7
+    counts = await (await _start(client, control)).result()
+    (auto,) = fake.retries
+    assert (auto.limit, auto.everything) == (7, False) and len(fake.pushes) == 5
+    assert (counts.retried, counts.retry_resolved, counts.pushed, counts.failed) == (3, 2, 45 + 2, 5 + 1)
+    sync_id = f"s-{uuid.uuid4().hex[:8]}"
+    handle = await client.start_workflow(
+        SyncWorkflow.run, SyncInput(tenant="acme", sync_id=sync_id, retry_rejected=True),
+        id=sync_workflow_id("acme", sync_id), task_queue=control, execution_timeout=timedelta(minutes=2),
+    )  # fmt: skip
+    await handle.result()
+    assert fake.retries[-1].everything is True
+    await keep_history(handle, "sync_retried_rejected")
+
+
+async def test_a_plan_without_a_retry_budget_skips_the_step(running) -> None:
+    client, fake, control = running
+    counts = await (await _start(client, control)).result()
+    assert fake.retries == [] and counts.retried == 0
 
 
 async def test_continue_as_new_keeps_counts_and_cursor(running) -> None:

@@ -188,6 +188,8 @@ def test_subprocessor_transfer_and_art30_reports(world) -> None:
     move = transfers["transfers"][1]
     assert (move["from"], move["to"], move["mechanism"]) == ("eea", "us", "scc")
     assert "SCCs" in move["reference"]
+    # each push is the move its batch's transfer event records: summed once, under its mechanism
+    assert transfers["routes"] == [{"route": "eea->us hubspot (scc)", "events": 2, "records": 6}]
     art30 = _get(world, "/audit/records-of-processing", "alpha").json()
     assert art30["controller"]["tenant"] == "alpha"
     assert art30["processor"]["id"] == "crmhub"
@@ -218,3 +220,15 @@ def test_proofs_and_the_ledger_report_verify_offline(world) -> None:
     result = verify(report, report.checkpoints[-1], signer.public_key_pem())
     assert result.ok, result.reason
     assert len(report.checkpoints) == 2 and result.checkpoints_verified == 2
+
+
+def test_a_move_across_regions_no_transfer_event_records_is_summed_as_none_recorded(world) -> None:
+    (_, push, transfer) = _events("alpha", "run-alpha-bare", 3, "c")
+    later = push.model_copy(update={"timestamp": T0 + timedelta(minutes=5)})  # not its transfer's batch
+    other = transfer.model_copy(update={"run_id": "run-alpha-other"})  # another run's transfer
+    Ledger(world["engine"], "alpha").append([later, other])
+    routes = _get(world, "/audit/transfers", "alpha").json()["routes"]
+    assert routes == [
+        {"route": "eea->us hubspot (scc)", "events": 3, "records": 8},
+        {"route": "eea->us hubspot (none recorded)", "events": 1, "records": 2},
+    ]

@@ -61,7 +61,7 @@ def test_first_page_says_who_why_what_where_and_whether_it_adds_up(world: dict[s
     subprocessors = first[first.index('id="subprocessors"') : first.index('id="transfers"')]
     assert "HubSpot, Inc." in subprocessors and "Salesforce" in subprocessors and "NO" not in subprocessors
     transfers = first[first.index('id="transfers"') : first.index('id="reconciliation"')]
-    assert "eea-&gt;us hubspot (scc)" in transfers
+    assert "eea-&gt;us hubspot (scc)" in transfers and "none recorded" not in transfers
     assert '<span class="verdict pass">all 2 run(s) reconcile</span>' in first
     assert first.count(">passes: every pulled record is accounted for<") == 2
     assert "4 (3 / 0)" not in first and "3 (3 / 0)" in first  # pushed (created / updated)

@@ -40,6 +40,7 @@ EDITOR = [
     ("POST", "/syncs/nosuch/pause", {}),
     ("POST", "/syncs/nosuch/resume", {}),
     ("POST", "/syncs/nosuch/schedule", {"every": "1h"}),
+    ("POST", "/syncs/nosuch/retry-rejected", {}),
 ]
 EVERYONE = [
     ("GET", "/", None),
