@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -58,8 +59,8 @@ def _incident_steps(engine: Engine, tenant: str) -> list[str]:
     ]
 
 
-def _open(engine: Engine, registry: Registry, **filters: tuple[str, ...] | str) -> str:
-    scope = Scope(T0, T0 + 24 * HOUR, **filters)  # type: ignore[arg-type]
+def _open(engine: Engine, registry: Registry, **filters: Any) -> str:
+    scope = Scope(T0, T0 + 24 * HOUR, **filters)
     opened = open_incident(
         engine, registry, scope, nature="unauthorized_access", summary="staging bucket readable",
         became_aware=T0 + 5 * HOUR, now=T0 + 6 * HOUR,
