@@ -33,6 +33,7 @@ __all__ = [
     "defer",
     "drop_deferred",
     "drop_links",
+    "is_junction",
     "is_relationship",
     "links_of",
     "links_to",
@@ -51,6 +52,16 @@ def is_relationship(destination: str) -> bool:
     """Is a mapping destination a relationship (``@<parent stream>``, see
     :mod:`workflows.associations`) rather than a destination field?"""
     return destination.startswith(RELATIONSHIP_MARK) and len(destination) > 1
+
+
+JUNCTION_SEPARATOR = "/"
+
+
+def is_junction(stream: str) -> bool:
+    """Is a destination stream an association stream (``deals/contacts``: a sync whose rows are
+    associations between two parents' records, see :mod:`workflows.junctions`)?"""
+    owner, _, other = stream.partition(JUNCTION_SEPARATOR)
+    return bool(owner and other)
 
 
 class AssociationLinkTable(SQLModel, table=True):

@@ -53,18 +53,14 @@ from workflows.context import ActivityKit, SyncContext
 
 __all__ = ["PAIR", "SEPARATOR", "WANTED", "Junction", "check_junction", "is_junction", "release_all"]
 
-SEPARATOR = "/"
+SEPARATOR = links_store.JUNCTION_SEPARATOR
+is_junction = links_store.is_junction
 PAIR = "@pair"
 """``association_links`` field of a junction row's written pair (deal id, contact id)."""
 WANTED = "@wanted"
 """``association_links`` field of the keyed hashes of the ends a junction row points at."""
 
 LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.DeadLetter]
-
-
-def is_junction(stream: str) -> bool:
-    """Is a destination stream an association stream (``deals/contacts``)?"""
-    return SEPARATOR in stream
 
 
 def _ends(spec_stream: str, rels: Sequence[Relationship]) -> tuple[Relationship, Relationship]:

@@ -37,8 +37,8 @@ from store import runs as run_store
 from store import syncs as sync_store
 from store.subprocessor_versions import ObjectionChoice
 from workflows.associations import any_declared, check_relationships, is_relationship
-from workflows.junctions import check_junction
 from workflows.context import ActivityKit, SyncContext
+from workflows.junctions import check_junction
 
 __all__ = ["plan_sync"]
 

@@ -37,10 +37,11 @@ async def _tenant(world: World, tenant: str, role_fields: list[str]) -> None:
         "OpportunityContactRole": role_fields,
     }
     ins = instruction(tenant, allowed, pseudonymize={"Opportunity": ["Id"], "OpportunityContactRole": ["Id"]})
+    deals = {"Name": "dealname", "StageName": "dealstage"}
     await linked_tenant(
         world, ins, "salesforce",
         [("contacts", "Contact", "contacts", {"Email": "email", "LastName": "lastname"}, "Email", "email"),
-         ("deals", "Opportunity", "deals", {"Name": "dealname", "StageName": "dealstage"}, "Id", "external_id"),
+         ("deals", "Opportunity", "deals", deals, "Id", "external_id"),
          ("roles", "OpportunityContactRole", "deals/contacts",
           {"OpportunityId": "@deals", "ContactId": "@contacts"}, "Id", "external_id")],
     )  # fmt: skip
@@ -124,7 +125,7 @@ async def test_contact_roles_become_deal_contact_associations_and_follow_changes
     assert len(pairs) == 117 and pairs == _expected(world, tenant)  # the twin's pair stays: roles[0] holds it
     counts = event_counts(world, tenant, moved.run_id, EventKind.PUSH)
     assert (counts["linked"], counts["unlinked"]) == (5, 4)
-    # 1 associations batch archive (5 moved + 3 deleted pairs) + 1 batch create (5): the role change costs none
+    # 1 batch archive (5 moved + 3 deleted pairs) + 1 batch create (5); the role change costs none
     assert (counts["link_calls"], counts["calls"]) == (2, 2)
     assert world.hs.calls.counts().get("hs.associations.archive") == 1
 
