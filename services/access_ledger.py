@@ -4,7 +4,8 @@ and ``GET /audit/access`` lists it).
 
 Actions (:data:`ACTIONS`): decoding Temporal payloads in the codec server, data-subject exports and
 other requests, offboarding exports, key rotation, rewrap and shred, instruction edits and which
-instruction a sync runs under, connects and disconnects, web user and auditor token changes (a user's sessions ended included).
+instruction a sync runs under, connects and disconnects, web user and auditor token changes (a
+user's sessions ended included).
 
 **The actor is never an e-mail or a name in clear**: a web user is ``web:<user id>`` (an opaque
 uuid the tenant's admin can resolve with ``crmhub web user list``); an operator at the CLI is
