@@ -18,6 +18,7 @@ from api.cli import app as cli
 from api.cli_web import add_user
 from schemas.settings import Settings
 from tests.api.web.conftest import PASSWORD, asgi_client, login, make_tenant, page_csrf
+from tests.api.web.test_web_users import run  # noqa: F401 (the CLI fixture)
 
 USERS = {"admin": "ada@acme.example", "editor": "eddie@acme.example", "viewer": "vera@acme.example"}
 
@@ -108,16 +109,11 @@ async def test_the_cli_logout_is_recorded(
     app: FastAPI,
     ids: dict[str, str],
     db_engine: Engine,
-    web_settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
+    run: CliRunner,  # noqa: F811
 ) -> None:
-    monkeypatch.setenv("CRMHUB_DATA_DIR", str(web_settings.data_dir))
-    monkeypatch.setenv("CRMHUB_DATABASE_URL", web_settings.database_url)
     async with asgi_client(app) as viewer:
         assert (await login(viewer, "acme", USERS["viewer"])).status_code == 303
-        done = CliRunner().invoke(
-            cli, ["web", "user", "logout", "--tenant", "acme", "--email", USERS["viewer"]]
-        )
+        done = run.invoke(cli, ["web", "user", "logout", "--tenant", "acme", "--email", USERS["viewer"]])
         assert done.exit_code == 0, done.output
         assert (await viewer.get("/")).status_code == 303
     (event,) = [e for e in access_report(db_engine, "acme")["events"] if e["action"] == "user_logout"]
