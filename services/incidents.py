@@ -16,6 +16,9 @@ without undue delay, and proves when it became aware and when it told.
   controller's own Art. 33(1) deadline would be gone had it been aware itself — and **overdue** when
   an incident is still not notified :data:`NOTIFY_TARGET` (24 h) after: crmhub's internal reading of
   "without undue delay", leaving the controller most of its 72 h.
+- Every ``incident`` ledger event is owed in the same transaction as the rows it records and then
+  appended once (:mod:`services.incident_ledger`): an append that fails partway is finished by
+  ``crmhub incident repair`` (or the next incident command), never doubled.
 - :func:`incident_report`: what the controller needs for its own Art. 33(3) notification — nature,
   categories and approximate numbers of subjects and records, likely consequences and measures (free
   text given at open / :func:`update_incident`), the times.
@@ -35,10 +38,11 @@ from typing import Any, Final
 
 from sqlalchemy.engine import Engine
 
-from governance.lineage import Ledger, RunRef
+from governance.lineage import RunRef
 from governance.registry import Registry
 from schemas.errors import ConfigError
 from schemas.lineage import DetailValue, EventKind, LineageEvent, format_timestamp
+from services.incident_ledger import append_owed, owe
 from services.incident_scope import Scope, TenantImpact, affected_tenants
 from services.notices import NoticeKind, enqueue_notice, list_contacts
 from store import notices as store
@@ -225,8 +229,8 @@ def open_incident(
         store.add_incident(conn, row)
         for t in tenants:
             store.add_incident_tenant(conn, t)
-    for impact in impacts:
-        Ledger(engine, impact.tenant).append([_aware_event(row, impact)])
+        owe(conn, "became_aware", [_aware_event(row, i) for i in impacts], now=at)
+    append_owed(engine, incident_id=row.id, now=at)
     return Incident(row, tuple(tenants))
 
 
@@ -273,10 +277,12 @@ def update_incident(
             consequences=changed.get("consequences", r.consequences),
             measures=changed.get("measures", r.measures), now=at,
         )  # fmt: skip
-    for t in current.tenants:
-        Ledger(engine, t.tenant).append(
-            [incident_event(t.tenant, incident_id, "updated", at=at, changed=",".join(sorted(changed)))]
-        )
+        events = [
+            incident_event(t.tenant, incident_id, "updated", at=at, changed=",".join(sorted(changed)))
+            for t in current.tenants
+        ]
+        owe(conn, f"updated@{format_timestamp(at)}", events, now=at)
+    append_owed(engine, incident_id=incident_id, now=at)
     return get_incident(engine, incident_id)
 
 
@@ -317,25 +323,16 @@ def notify(engine: Engine, incident_id: str, *, now: datetime | None = None) -> 
             engine, tenant=t.tenant, kind=NoticeKind.BREACH, facts=_facts(incident.row, t),
             subject=incident_id, throttle=_REPEAT, now=at,
         )  # fmt: skip
+        c = clock(incident.row.became_aware, at, at)
+        event = incident_event(
+            t.tenant, incident_id, "notified", at=at, notice_id=sent.notice_id,
+            became_aware=format_timestamp(incident.row.became_aware), notified=format_timestamp(at),
+            minutes_to_notify=int(c.hours * 60), late=c.late, contacts=sent.contacts,
+        )  # fmt: skip
         with engine.begin() as conn:
             store.mark_incident_notified(conn, incident_id, t.tenant, notice_id=sent.notice_id, now=at)
-        c = clock(incident.row.became_aware, at, at)
-        Ledger(engine, t.tenant).append(
-            [
-                incident_event(
-                    t.tenant,
-                    incident_id,
-                    "notified",
-                    at=at,
-                    notice_id=sent.notice_id,
-                    became_aware=format_timestamp(incident.row.became_aware),
-                    notified=format_timestamp(at),
-                    minutes_to_notify=int(c.hours * 60),
-                    late=c.late,
-                    contacts=sent.contacts,
-                )
-            ]
-        )
+            owe(conn, "notified", [event], now=at)
+        append_owed(engine, incident_id=incident_id, now=at)
         out.append(Notified(t.tenant, sent.notice_id, sent.contacts, False, at))
     return out
 
