@@ -102,7 +102,8 @@ def open_cmd(
     )
     if how is None:
         raise ConfigError(
-            "--signal must be manual or leaked-credential (ledger failures: crmhub incident check-ledger)"
+            "--signal must be manual or leaked-credential (ledger failures: crmhub incident check-ledger; "
+            "codec-token misuse: crmhub incident check-codec)"
         )
     engine = migrated_engine(settings)
     try:

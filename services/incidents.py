@@ -90,6 +90,7 @@ class Signal(StrEnum):
     MANUAL = "manual"
     LEAKED_CREDENTIAL = "leaked_credential"
     LEDGER_VERIFICATION_FAILED = "ledger_verification_failed"
+    CODEC_TOKEN_MISUSE = "codec_token_misuse"  # noqa: S105 (a signal's name, not a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +189,14 @@ def open_incident(
     became_aware: datetime | None = None,
     now: datetime | None = None,
     always: tuple[str, ...] = (),
+    finding: dict[str, str] | None = None,
 ) -> Incident:
     """Open an incident over ``scope``; the affected tenants come from lineage. ``became_aware``
     (default ``now``) may not lie in the future. Every affected tenant's ledger gets
     ``step=became_aware``. An incident that touches no tenant's data is still recorded; ``always``
-    names tenants concerned even without a data event in scope (their ledger is what broke)."""
+    names tenants concerned even without a data event in scope (their ledger is what broke);
+    ``finding`` (ids and a rule name, no secret) is kept in the scope so a detection signal finds the
+    incident it already opened."""
     at = now or _now()
     aware = became_aware or at
     if aware.tzinfo is None:
@@ -215,7 +219,8 @@ def open_incident(
     row = store.IncidentRow(
         id=f"inc-{at:%Y%m%d}-{uuid.uuid4().hex[:8]}", signal=how.value, summary=summary,
         became_aware=aware, opened=at, nature=kind.value, window_from=scope.start, window_to=scope.end,
-        scope=scope.as_dict(), consequences=_text(consequences, "consequences"),
+        scope={**scope.as_dict(), **({"finding": finding} if finding else {})},
+        consequences=_text(consequences, "consequences"),
         measures=_text(measures, "measures"),
     )  # fmt: skip
     tenants = [
