@@ -33,8 +33,10 @@ __all__ = [
     "defer",
     "drop_deferred",
     "drop_links",
+    "is_junction",
     "is_relationship",
     "links_of",
+    "links_to",
     "set_links",
     "stalest_links",
     "syncs_reading",
@@ -50,6 +52,16 @@ def is_relationship(destination: str) -> bool:
     """Is a mapping destination a relationship (``@<parent stream>``, see
     :mod:`workflows.associations`) rather than a destination field?"""
     return destination.startswith(RELATIONSHIP_MARK) and len(destination) > 1
+
+
+JUNCTION_SEPARATOR = "/"
+
+
+def is_junction(stream: str) -> bool:
+    """Is a destination stream an association stream (``deals/contacts``: a sync whose rows are
+    associations between two parents' records, see :mod:`workflows.junctions`)?"""
+    owner, _, other = stream.partition(JUNCTION_SEPARATOR)
+    return bool(owner and other)
 
 
 class AssociationLinkTable(SQLModel, table=True):
@@ -161,6 +173,20 @@ def links_of(
             t.tenant == tenant, t.sync_id == sync_id, t.field == field, t.child_key_hash.in_(chunk)
         )
         out.update({str(r[0]): (str(r[1]), str(r[2])) for r in conn.execute(stmt)})
+    return out
+
+
+def links_to(
+    conn: Connection, tenant: str, sync_id: str, field: str, child_ids: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """(child key hash, child id, parent id) of the links written from these destination child ids."""
+    t = association_links.c
+    out: list[tuple[str, str, str]] = []
+    for chunk in chunks(list(dict.fromkeys(child_ids))):
+        stmt = select(t.child_key_hash, t.child_id, t.parent_id).where(
+            t.tenant == tenant, t.sync_id == sync_id, t.field == field, t.child_id.in_(chunk)
+        )
+        out += [(str(r[0]), str(r[1]), str(r[2])) for r in conn.execute(stmt)]
     return out
 
 

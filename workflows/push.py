@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -43,8 +44,9 @@ from store import id_map as id_map_store
 from store import staging as staging_store
 from store.associations import Deferred
 from store.syncs import SyncSpec
-from workflows.associations import LinkCounts, Linking, is_relationship, release, waiting_children
+from workflows.associations import LinkCounts, Linking, is_relationship, waiting_children
 from workflows.context import ActivityKit, BatchEvents, SyncContext
+from workflows.junctions import Junction, is_junction, release_all
 from workflows.liveness import Keepalive
 from workflows.merges import (
     HELD,
@@ -88,6 +90,13 @@ class PushProgress(BaseModel):
     calls: int = 0
     links: LinkCounts = LinkCounts()  # relationships (workflows.associations)
     finished: bool = False  # lineage appended: a retry only deletes the staging
+
+    def paired(self, links: LinkCounts, pairs: int) -> PushProgress:
+        """After a junction part: ``pairs`` rows at the destination, ``links.linked`` of them new."""
+        new, calls = self.created + links.linked, self.calls + links.calls
+        kept, failed = self.updated + pairs - links.linked, self.failed + links.failed
+        update = {"created": new, "updated": kept, "failed": failed, "calls": calls}
+        return self.model_copy(update={**update, "links": self.links.plus(links)})
 
     def result(self) -> PushResult:
         return PushResult(
@@ -139,8 +148,10 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
         connector.retrying_since(info.scheduled_time)
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
-        spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
-        linking = Linking.of(kit, ctx, connector)
+        junction = Junction.of(kit, ctx, connector) if is_junction(ctx.spec.destination_stream) else None
+        stream = junction.owner.parent_stream if junction else ctx.spec.destination_stream  # (its letters')
+        spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, stream)
+        linking = None if junction else Linking.of(kit, ctx, connector)
         writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive, linking)
         for number in todo:
             if activity.is_cancelled():
@@ -151,8 +162,12 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
                 with deps.engine.connect() as conn:
                     (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
             keys, records, deleted, merges = open_part_and_merges(deps.vault, ctx, part)
+            if junction is not None:  # rows are associations (workflows.junctions), not records
+                links, paired, waiting = junction.push(keys, records, deleted, partial(writer.letter, part))
+                progress, ok, deleted = progress.paired(links, len(paired)), paired + waiting, []
+            else:
+                progress, ok = writer.upsert(part, keys, records, progress)
             merged.update(merges)
-            progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
             progress, removed, spared = writer.release_held(part, progress)
             gone += removed
@@ -353,7 +368,7 @@ class _Writer:
 
         links = self.linking.link(children, letter, prefilled) if self.linking and children else LinkCounts()
         if waiting:
-            links = links.plus(release(self.kit, self.ctx, self.connector, waiting, landed, letter))
+            links = links.plus(release_all(self.kit, self.ctx, self.connector, waiting, landed, letter))
         return links
 
     def delete(
