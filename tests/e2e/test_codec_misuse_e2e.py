@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,9 @@ from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
 from services import notices
 from services.access_ledger import settings_signer
-from tests.notice_support import SmtpServer
+from tests.notice_support import SmtpServer, drill_settings
 from tests.stack import connect_demo_tenant
-from tests.sync_support import run_sync, worker_env
+from tests.sync_support import run_sync
 from workers.client import Connected
 from workers.codec_access import DecodeLedger
 from workers.codec_server import CodecServerSettings, create_codec_app, parse_tokens
@@ -75,19 +74,7 @@ async def test_a_misused_codec_token_opens_one_incident_over_the_tenant_it_decod
 ) -> None:
     smtp = SmtpServer()
     smtp.start()
-    drill = settings.model_copy(
-        update={
-            "notices": settings.notices.model_copy(update={"smtp_port": smtp.port, "timeout_s": 5}),
-            "schedules": settings.schedules.model_copy(
-                update={"notice_dispatch_interval": timedelta(hours=1)}
-            ),
-        }
-    )
-    for key, value in worker_env(drill).items():
-        if key.startswith("CRMHUB_"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("CRMHUB_NOTICES__SMTP_PORT", str(smtp.port))
-    monkeypatch.setenv("COLUMNS", "250")
+    drill = drill_settings(settings, smtp, monkeypatch)
     connected: dict[str, Connected] = {}
     try:
         for tenant in (ALPHA, BETA):

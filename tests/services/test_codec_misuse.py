@@ -20,18 +20,16 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from temporalio.api.common.v1 import Payloads
 
-from governance.keys import LocalKeyringProvider
 from governance.lineage import Ledger
-from governance.registry import Registry, load_registry
+from governance.registry import Registry
 from governance.vault import Vault
 from schemas.codec_misuse import CodecMisuseSettings
 from schemas.lineage import EventKind
 from services.codec_misuse import Rule, codec_findings, open_codec_incidents
 from services.incidents import Signal, get_incident
-from services.wiring import default_subprocessors_file
 from store import codec_audit as audit_store
 from store import incident_outbox, notices
-from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, seed
+from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, seeded_vault
 from workers.codec_access import DecodeLedger
 from workers.codec_server import CodecServerSettings, create_codec_app, parse_tokens
 from workers.converter import VaultPayloadCodec, make_data_converter
@@ -43,14 +41,8 @@ RULES = CodecMisuseSettings(volume_floor=20)
 
 
 @pytest.fixture
-def registry() -> Registry:
-    return load_registry(default_subprocessors_file())
-
-
-@pytest.fixture
 def vault(db_engine: Engine, tmp_path: Path) -> Vault:
-    seed(db_engine, datetime.now(UTC) - 24 * HOUR)
-    return Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
+    return seeded_vault(db_engine, tmp_path, datetime.now(UTC) - 24 * HOUR)
 
 
 @pytest.fixture

@@ -14,17 +14,15 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from governance.keys import LocalKeyringProvider
 from governance.lineage import CheckpointSigner, Ledger, verify
-from governance.registry import Registry, load_registry
+from governance.registry import Registry
 from governance.vault import Vault
 from schemas.lineage import EventKind, LineageEvent
 from services import notices
 from services.incident_ledger import append_owed, owed
 from services.incident_scope import Scope
 from services.incidents import list_incidents, notify, open_incident, update_incident
-from services.wiring import default_subprocessors_file
-from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, seed
+from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, seeded_vault
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 TENANTS = (ACME, GLOBEX, INITECH)
@@ -35,14 +33,8 @@ class InjectedCrash(RuntimeError):
 
 
 @pytest.fixture
-def registry() -> Registry:
-    return load_registry(default_subprocessors_file())
-
-
-@pytest.fixture
 def vault(db_engine: Engine, tmp_path: Path) -> Vault:
-    seed(db_engine, T0)
-    return Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
+    return seeded_vault(db_engine, tmp_path, T0)
 
 
 def _fail_for(monkeypatch: pytest.MonkeyPatch, tenant: str) -> list[str]:
