@@ -40,6 +40,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from schemas.codec_misuse import CodecMisuseSettings
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -164,6 +165,7 @@ class CodecSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=1, le=65535)
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8233", "http://localhost:8233")
+    misuse: CodecMisuseSettings = CodecMisuseSettings()
 
     @property
     def url(self) -> str:
