@@ -237,15 +237,19 @@ def drop_links(conn: Connection, tenant: str, sync_id: str, field: str, child_ha
     return _drop(conn, association_links, tenant, sync_id, field, child_hashes)
 
 
-def count_deferred(conn: Connection, tenant: str, sync_id: str) -> int:
-    """How many children of the sync wait for their parent."""
+def count_deferred(conn: Connection, tenant: str, sync_id: str, excluding: Sequence[str] = ()) -> int:
+    """How many children of the sync wait for their parent (those keyed ``excluding`` not counted:
+    they are being settled again)."""
     t = association_deferrals.c
     stmt = (
         select(func.count())
         .select_from(association_deferrals)
         .where(t.tenant == tenant, t.sync_id == sync_id)
     )
-    return int(conn.execute(stmt).scalar_one())
+    n = int(conn.execute(stmt).scalar_one())
+    for chunk in chunks(list(dict.fromkeys(excluding))):
+        n -= int(conn.execute(stmt.where(t.child_key_hash.in_(chunk))).scalar_one())
+    return n
 
 
 def defer(conn: Connection, tenant: str, rows: Sequence[Deferred], *, now: datetime) -> None:

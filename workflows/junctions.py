@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.engine import Connection
 
@@ -51,7 +52,16 @@ from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, rel
 from workflows.associations import release as release_children
 from workflows.context import ActivityKit, SyncContext
 
-__all__ = ["PAIR", "SEPARATOR", "WANTED", "Junction", "check_junction", "is_junction", "release_all"]
+__all__ = [
+    "PAIR",
+    "SEPARATOR",
+    "WANTED",
+    "Junction",
+    "PartResult",
+    "check_junction",
+    "is_junction",
+    "release_all",
+]
 
 SEPARATOR = links_store.JUNCTION_SEPARATOR
 is_junction = links_store.is_junction
@@ -60,6 +70,9 @@ PAIR = "@pair"
 WANTED = "@wanted"
 """``association_links`` field of the keyed hashes of the ends a junction row points at."""
 
+UPSERT = "upsert"
+"""The kind of a refused row's letter: it stands for the record's upsert, so
+:mod:`workflows.retry` takes it up like a refused upsert (``retry-rejected``, a changed row)."""
 LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.DeadLetter]
 
 
@@ -93,6 +106,47 @@ class _Row:
     key: str  # keyed hash of the row's source id
     owner: str | None  # keyed hash of the owner end's source id (OpportunityId); None: cleared
     other: str | None  # ... of the other end's (ContactId)
+    record: Record | None = None  # as staged (in its letter, so a retry can read it again)
+
+
+class PushLike(Protocol):
+    """The push progress fields a junction part adds to (:class:`workflows.push.PushProgress`)."""
+
+    created: int
+    updated: int
+    failed: int
+    calls: int
+    resolved: int
+    resolved_runs: list[str]
+    links: LinkCounts
+
+
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    """What one junction part did: ``paired`` rows' pairs are at the destination (``links.linked``
+    of them new), ``waiting`` rows are queued; ``resolved``: (letter, run) of their refusals ended."""
+
+    links: LinkCounts
+    paired: list[str]
+    waiting: list[str]
+    resolved: list[tuple[str, str]]
+
+    @property
+    def accepted(self) -> list[str]:
+        return self.paired + self.waiting
+
+    def progress(self, p: PushLike) -> dict[str, object]:
+        """``p``'s fields with this part added (a ``model_copy`` update)."""
+        links = self.links
+        return {
+            "created": p.created + links.linked,
+            "updated": p.updated + len(self.paired) - links.linked,
+            "failed": p.failed + links.failed,
+            "calls": p.calls + links.calls,
+            "resolved": p.resolved + len(self.resolved),
+            "resolved_runs": sorted({*p.resolved_runs, *(run for _, run in self.resolved)}),
+            "links": p.links.plus(links),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +167,12 @@ class Junction:
 
     def push(
         self, keys: Sequence[str], records: Sequence[Record], deleted: Sequence[str], letter: LetterFn
-    ) -> tuple[LinkCounts, list[str], list[str]]:
-        """Link one part's rows and unlink its deleted ones; returns the counts, the keys of the rows
-        whose pair is at the destination (linked now or unchanged) and of those waiting."""
+    ) -> PartResult:
+        """Link one part's rows and unlink its deleted ones."""
         tenant, keyed_hash = self.ctx.tenant.id, self.kit.deps.pseudonymizer.keyed_hash
         rows = [
             _Row(i, k, _hash(keyed_hash, tenant, r.get(self.owner.field)),
-                 _hash(keyed_hash, tenant, r.get(self.other.field)))
+                 _hash(keyed_hash, tenant, r.get(self.other.field)), r)
             for i, (k, r) in enumerate(zip(keys, records, strict=True))
         ]  # fmt: skip
         rows += [_Row(-1 - n, k, None, None) for n, k in enumerate(deleted)]
@@ -131,7 +184,12 @@ class Junction:
             )
         counts, linked, waiting = self.settle(rows, letter)
         live = set(keys)
-        return counts, [k for k in linked if k in live], waiting
+        linked = [k for k in linked if k in live]
+        with self.kit.deps.engine.begin() as conn:  # accepted at last: the earlier refusals end
+            resolved = dead_letter_store.resolve_dead_letters(
+                conn, tenant, self.ctx.spec.id, linked + waiting
+            )
+        return PartResult(counts, linked, waiting, resolved)
 
     def settle(self, rows: Sequence[_Row], letter: LetterFn) -> tuple[LinkCounts, list[str], list[str]]:
         """Resolve ``rows``' ends through the parent syncs' id maps, write what changed against the
@@ -146,7 +204,8 @@ class Junction:
             others = id_map_store.lookup_id_map(
                 conn, tenant, self.other.parent_sync_id, [r.other for r in rows if r.other]
             )
-            room = DEFERRAL_LIMIT - links_store.count_deferred(conn, tenant, sync_id)
+            waiting = links_store.count_deferred(conn, tenant, sync_id, excluding=[r.key for r in rows])
+            room = DEFERRAL_LIMIT - waiting
             leaving = {have[r.key] for r in rows if r.key in have}
             shared = _held_elsewhere(conn, tenant, sync_id, leaving, {r.key for r in rows})
         archive: list[tuple[str, tuple[str, str]]] = []  # (key, pair) to unlink
@@ -175,7 +234,7 @@ class Junction:
                     f"{end.field}: its {end.parent_stream} record is not synced yet and {DEFERRAL_LIMIT} "
                     f"rows of this sync already wait; run sync {end.parent_sync_id!r} first"
                 )
-                letters.append(letter(f"link {end.field}", r.index, r.key, {}, "PARENT_NOT_SYNCED", why))
+                letters.append(letter(UPSERT, r.index, r.key, r.record or {}, "PARENT_NOT_SYNCED", why))
                 continue
             room -= 1
             deferred.append(
@@ -184,7 +243,7 @@ class Junction:
             )  # fmt: skip
         # A pair another row of the sync still holds stays at the destination.
         archive_calls = [(k, p) for k, p in archive if p not in shared and p not in {q for _, q in create}]
-        counts, written = self._write(archive_calls, create, {r.key: r.index for r in rows}, letter, letters)
+        counts, written = self._write(archive_calls, create, {r.key: r for r in rows}, letter, letters)
         done = {k for k, _ in create} & written
         with self.kit.deps.engine.begin() as conn:
             links_store.drop_links(conn, tenant, sync_id, PAIR, [k for k, _ in archive if k not in done])
@@ -201,7 +260,7 @@ class Junction:
         self,
         archive: list[tuple[str, tuple[str, str]]],
         create: list[tuple[str, tuple[str, str]]],
-        index: dict[str, int],
+        rows: dict[str, _Row],
         letter: LetterFn,
         letters: list[dead_letter_store.DeadLetter],
     ) -> tuple[LinkCounts, set[str]]:
@@ -217,7 +276,8 @@ class Junction:
         for n, key in enumerate(keyed):
             if n in result.failed:
                 code, message = result.failed[n]
-                letters.append(letter(f"link {self.other.field}", index[key], key, {}, code, message))
+                r = rows[key]
+                letters.append(letter(UPSERT, r.index, key, r.record or {}, code, message))
             elif n >= len(archive):
                 written.add(key)
         return LinkCounts(linked=len(written), failed=len(result.failed), calls=result.calls), written

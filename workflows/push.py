@@ -10,10 +10,10 @@ except a destination record another live source key still maps (the merge guard,
 :mod:`workflows.merges`): its mapping is dropped, the record kept.
 Each written part is heartbeated as :class:`PushProgress`; a retry skips it, and tells the
 connector when the first attempt began (``Connector.retrying_since``), so records that attempt
-created — their answers lost with it — are still counted created. The database, per
-attempt: one read (the run's context — cached per worker —, the batch's parts and the first one to
-write), a read of each further part, one write per part (its id map rows and dead letters), one
-lineage append, the staging's deletion.
+created — their answers lost with it — are still counted created. The database, per attempt: one
+read (the run's context — cached per worker —, the batch's parts and the first one to write), a read
+of each further part, one write per part (its id map rows and dead letters), one lineage append, the
+staging's deletion. A junction sync's parts are associations (:mod:`workflows.junctions`).
 
 The move to the destination's region is checked before anything is written (fail closed). After
 the last part: a ``push`` event (counts, keyed hashes of accepted records), a ``transfer`` event when
@@ -91,13 +91,6 @@ class PushProgress(BaseModel):
     links: LinkCounts = LinkCounts()  # relationships (workflows.associations)
     finished: bool = False  # lineage appended: a retry only deletes the staging
 
-    def paired(self, links: LinkCounts, pairs: int) -> PushProgress:
-        """After a junction part: ``pairs`` rows at the destination, ``links.linked`` of them new."""
-        new, calls = self.created + links.linked, self.calls + links.calls
-        kept, failed = self.updated + pairs - links.linked, self.failed + links.failed
-        update = {"created": new, "updated": kept, "failed": failed, "calls": calls}
-        return self.model_copy(update={**update, "links": self.links.plus(links)})
-
     def result(self) -> PushResult:
         return PushResult(
             batch_id=self.batch_id,
@@ -163,8 +156,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
                     (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
             keys, records, deleted, merges = open_part_and_merges(deps.vault, ctx, part)
             if junction is not None:  # rows are associations (workflows.junctions), not records
-                links, paired, waiting = junction.push(keys, records, deleted, partial(writer.letter, part))
-                progress, ok, deleted = progress.paired(links, len(paired)), paired + waiting, []
+                done = junction.push(keys, records, deleted, partial(writer.letter, part))
+                progress, ok, deleted = progress.model_copy(update=done.progress(progress)), done.accepted, []
             else:
                 progress, ok = writer.upsert(part, keys, records, progress)
             merged.update(merges)

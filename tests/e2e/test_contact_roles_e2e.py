@@ -17,26 +17,33 @@ from typing import Any
 
 import pytest
 
+from api import syncops
 from api.demo import _workers
 from governance.pseudonym import Pseudonymizer
 from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
+from store import dead_letters as dead_letter_store
 from tests.e2e.links_support import event_counts, instruction, linked_tenant
 from tests.sync_support import World, run_sync
+from workflows import junctions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROLE_FIELDS = ["Id", "OpportunityId", "ContactId", "Role", "SystemModstamp"]
 
 
-async def _tenant(world: World, tenant: str, role_fields: list[str]) -> None:
+async def _tenant(
+    world: World, tenant: str, role_fields: list[str], *, hidden: tuple[str, ...] = ("Id",)
+) -> None:
     allowed = {
         "Contact": ["Id", "Email", "LastName", "SystemModstamp"],
         "Opportunity": ["Id", "Name", "StageName", "SystemModstamp"],
         "OpportunityContactRole": role_fields,
     }
-    ins = instruction(tenant, allowed, pseudonymize={"Opportunity": ["Id"], "OpportunityContactRole": ["Id"]})
+    ins = instruction(
+        tenant, allowed, pseudonymize={"Opportunity": ["Id"], "OpportunityContactRole": list(hidden)}
+    )
     deals = {"Name": "dealname", "StageName": "dealstage"}
     await linked_tenant(
         world, ins, "salesforce",
@@ -143,3 +150,47 @@ async def test_a_role_lookup_the_instruction_does_not_allow_refuses_the_plan(wor
         refused: Any = await run_sync(world.connected, world.settings, tenant, "roles", may_fail=True)
     assert refused.status is SyncStatus.REFUSED
     assert "ContactId" in refused.message and "allowed_fields.OpportunityContactRole" in refused.message
+
+
+async def test_a_full_queue_dead_letters_the_rest_and_the_retry_links_them(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 rows may wait; the other 6 are dead-lettered ``PARENT_NOT_SYNCED`` naming the sync to run
+    first. The parents' runs link the 4; ``retry-rejected`` reads the 6 again (one query) and links
+    them in one batch create, resolving their letters."""
+    tenant = "sf-roles-bound"
+    monkeypatch.setattr(junctions, "DEFERRAL_LIMIT", 4)
+    sf, hs = world.sf, world.hs
+    sf.seed({"Contact": 10})
+    contacts = sorted(r["id"] for r in sf.live_records("Contact"))
+    for i in range(5):
+        opp = sf.create_record(
+            "Opportunity", {"Name": f"Deal {i}", "StageName": "qualifiedtobuy", "CloseDate": "2027-03-01"}
+        )
+        for c in contacts[2 * i : 2 * i + 2]:
+            sf.create_record("OpportunityContactRole", {"OpportunityId": opp, "ContactId": c})
+    await _tenant(world, tenant, ROLE_FIELDS, hidden=())  # a retry reads a role again by its Id
+    async with _workers(world.settings):
+        first = await run_sync(world.connected, world.settings, tenant, "roles")
+        assert (first.counts.pushed, first.counts.failed) == (0, 6)
+        with world.connected.engine.connect() as conn:
+            assert links_store.count_deferred(conn, tenant, "roles") == 4
+            letters = dead_letter_store.list_dead_letters(conn, tenant, "roles")
+        assert [dl.error_code for dl in letters] == ["PARENT_NOT_SYNCED"] * 6
+        assert all("run sync 'deals' first" in dl.error_message for dl in letters)
+        for parent in ("deals", "contacts"):
+            await run_sync(world.connected, world.settings, tenant, parent)
+        assert len(hs.associations.pairs("deals", "contacts")) == 4  # the waiting ones, released
+        world.hs.calls.clear()
+        world.sf.calls.clear()
+        handle = await syncops.retry_rejected(
+            world.connected.client, tenant, "roles", task_queue=world.settings.temporal.control_task_queue
+        )
+        done = await handle.result()
+    assert done.retried == 6
+    pairs = hs.associations.pairs("deals", "contacts")
+    assert len(pairs) == 10 and pairs == _expected(world, tenant)
+    with world.connected.engine.connect() as conn:
+        assert dead_letter_store.list_dead_letters(conn, tenant, "roles") == []
+    assert world.hs.calls.counts().get("hs.associations.create") == 1
+    assert world.sf.calls.counts().get("sf.query") == 1  # the 6 roles read again in one query
