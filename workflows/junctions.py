@@ -27,8 +27,10 @@ no record a write mode keeps) — unless another live row of the sync holds the 
 accepts two roles of one contact on one opportunity). Written pairs live in ``association_links``
 (field :data:`PAIR`: deal id, contact id) and the keyed hashes of the ends each row wants under
 :data:`WANTED`. A row with an end not synced yet waits in the deferral queue on that end; the push
-of the parent sync that lands it resolves the row again (:func:`release`) and links it or queues it
-on the other end. All writes go through the connector's batch association endpoints
+of the parent sync that lands it resolves the row again (:func:`release_all`) and links it or queues
+it on the other end. A reconciliation (:mod:`workflows.reconcile_activities`) compares the source's
+live ids with the :data:`WANTED` rows and unlinks the vanished ones (purged deletes). All writes go
+through the connector's batch association endpoints
 (:meth:`~connectors.base.Connector.write_links`); counted as ``linked``/``unlinked``/``deferred``/
 ``released``/``link_failed``/``link_calls``.
 """

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from api import syncops
+from api import reconcileops, syncops
 from api.demo import _workers
 from governance.pseudonym import Pseudonymizer
 from schemas.lineage import EventKind
@@ -194,3 +194,39 @@ async def test_a_full_queue_dead_letters_the_rest_and_the_retry_links_them(
         assert dead_letter_store.list_dead_letters(conn, tenant, "roles") == []
     assert world.hs.calls.counts().get("hs.associations.create") == 1
     assert world.sf.calls.counts().get("sf.query") == 1  # the 6 roles read again in one query
+
+
+async def test_roles_purged_from_the_recycle_bin_are_unlinked_by_a_reconciliation(world: World) -> None:
+    """Roles deleted and purged (the recycle bin emptied) never show as deletes; ``crmhub sync
+    reconcile`` lists the live role ids (one query), finds the rows that vanished and archives their
+    pairs in one associations batch archive."""
+    tenant = "sf-roles-purged"
+    sf, hs = world.sf, world.hs
+    sf.seed({"Contact": 6})
+    contacts = sorted(r["id"] for r in sf.live_records("Contact"))
+    roles = []
+    for i in range(3):
+        opp = sf.create_record(
+            "Opportunity", {"Name": f"Deal {i}", "StageName": "qualifiedtobuy", "CloseDate": "2027-03-01"}
+        )
+        roles += [
+            sf.create_record("OpportunityContactRole", {"OpportunityId": opp, "ContactId": c})
+            for c in contacts[2 * i : 2 * i + 2]
+        ]
+    await _tenant(world, tenant, ROLE_FIELDS)
+    async with _workers(world.settings):
+        for sync_id in ("deals", "contacts", "roles"):
+            await run_sync(world.connected, world.settings, tenant, sync_id)
+        assert len(hs.associations.pairs("deals", "contacts")) == 6
+        for role in roles[:2]:
+            sf.delete_record("OpportunityContactRole", role)
+        sf.empty_recycle_bin("OpportunityContactRole")
+        world.hs.calls.clear()
+        handle = await reconcileops.start(
+            world.connected.client, tenant, "roles", task_queue=world.settings.temporal.control_task_queue
+        )
+        result = await handle.result()
+    assert (result.listed, result.mapped, result.vanished, result.deleted) == (4, 6, 2, 2)
+    pairs = hs.associations.pairs("deals", "contacts")
+    assert len(pairs) == 4 and pairs == _expected(world, tenant)
+    assert world.hs.calls.counts().get("hs.associations.archive") == 1
