@@ -221,10 +221,15 @@ class ScheduleSettings(_Model):
         timedelta(minutes=1),
         description="how often the notice dispatch pass starts delivery of every pending controller notice",
     )
+    incident_watch_interval: timedelta = Field(
+        timedelta(minutes=15),
+        description="how often the incident watch appends owed incident events and checks codec tokens",
+    )
 
     @field_validator(
-        "sync_interval", "retention_purge_interval", "key_rotation_check_interval", "notice_dispatch_interval"
-    )
+        "sync_interval", "retention_purge_interval", "key_rotation_check_interval",
+        "notice_dispatch_interval", "incident_watch_interval",
+    )  # fmt: skip
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:
         if v < timedelta(minutes=1):
