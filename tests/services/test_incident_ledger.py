@@ -1,12 +1,15 @@
 """Crash-safe incident ledger events on the database of ``db_url`` (SQLite and PostgreSQL): a failure
 injected after the incident's commit, on tenant 2 of 3, leaves tenants 2 and 3 owed; the repair
 appends exactly what is missing, a second repair appends nothing, and each tenant's ledger then has
-one event per step and verifies offline against a signed checkpoint."""
+one event per step and verifies offline against a signed checkpoint; four repairs at once append
+each owed event once."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -134,3 +137,23 @@ def test_a_failure_on_tenant_2_of_3_is_repaired_once(
         if e.kind is EventKind.INCIDENT and e.details["step"] == "notified"
     ]  # fmt: skip
     assert notified.timestamp == T0 + 10 * HOUR  # the event built at notify time, appended by the repair
+
+
+def test_repairs_at_once_append_each_owed_event_once(
+    db_engine: Engine, registry: Registry, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_for(monkeypatch, ACME)  # the first tenant: all three events stay owed
+    with pytest.raises(InjectedCrash):
+        _open(db_engine, registry)
+    monkeypatch.undo()
+    assert len(owed(db_engine)) == 3
+    start = threading.Barrier(4)
+
+    def repair() -> int:
+        start.wait()
+        return len(append_owed(db_engine).appended)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        appended = list(pool.map(lambda _: repair(), range(4)))
+    assert sum(appended) == 3 and owed(db_engine) == []
+    assert [_steps(db_engine, t)["became_aware"] for t in TENANTS] == [1, 1, 1]
