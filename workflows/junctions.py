@@ -53,6 +53,8 @@ from store import id_map as id_map_store
 from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
 from workflows.associations import release as release_children
 from workflows.context import ActivityKit, SyncContext
+from workflows.pair_records import RECORD as PAIR_RECORD
+from workflows.pair_records import release as release_pairs
 
 __all__ = [
     "PAIR",
@@ -300,11 +302,13 @@ def release_all(
     landed: dict[str, str], letter: LetterFn,
 ) -> LinkCounts:  # fmt: skip
     """Link what waited for the records the parent sync ``ctx`` just landed (``landed``: key hash →
-    destination id): children (:func:`workflows.associations.release`) and junction rows
-    (:func:`_release`)."""
-    rows = [d for d in waiting if is_junction(d.child_stream)]
-    children = [d for d in waiting if not is_junction(d.child_stream)]
+    destination id): children (:func:`workflows.associations.release`), junction rows
+    (:func:`_release`) and pairs as records (:func:`workflows.pair_records.release`)."""
+    pairs = [d for d in waiting if d.field == PAIR_RECORD]
+    rows = [d for d in waiting if is_junction(d.child_stream) and d.field != PAIR_RECORD]
+    children = [d for d in waiting if not is_junction(d.child_stream) and d.field != PAIR_RECORD]
     counts = release_children(kit, ctx, connector, children, landed, letter) if children else LinkCounts()
+    counts = counts.plus(release_pairs(kit, ctx, connector, pairs, letter)) if pairs else counts
     return counts.plus(_release(kit, ctx, connector, rows, letter)) if rows else counts
 
 
