@@ -69,7 +69,7 @@ class HubSpotConnector(Connector):
         """The standard objects, the portal's custom objects (one schemas call, see
         :mod:`connectors.hubspot.objects`) and the association streams (:mod:`connectors.hubspot.pairs`)."""
         self.client.refresh_token_view()
-        return [*pair_specs(), *self._object_specs()]
+        return [*self._object_specs(), *pair_specs()]
 
     def _object_specs(self) -> list[StreamSpec]:
         return [

@@ -98,7 +98,8 @@ def test_a_custom_object_is_discovered_and_described(served: Served, type_id: st
     calls = conn.client.calls
     streams = {s.name: s for s in conn.streams()}
     assert conn.client.calls - calls == 1  # one schemas call lists every custom object
-    assert set(streams) == {"contacts", "companies", "deals", "projects"}
+    assert set(streams) == {"contacts", "companies", "deals", "projects", "deals/contacts"}
+    assert not streams["deals/contacts"].writable  # the association stream: read as pairs only
     projects = streams["projects"]
     assert projects.custom and projects.default_external_id == "project_code"
     assert projects.aliases == (type_id, f"p{served.hs.portal_id}_projects")

@@ -31,7 +31,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PAIR_FIELDS = ["id", "@deals", "@contacts"]
 
 
-async def _tenant(world: World, tenant: str, pair_fields: list[str]) -> None:
+async def _tenant(
+    world: World, tenant: str, pair_fields: list[str], *, extra: dict[str, str] | None = None
+) -> None:
     allowed = {
         "contacts": ["hs_object_id", "email", "firstname", "lastname", "lastmodifieddate"],
         "deals": ["hs_object_id", "dealname", "dealstage", "closedate", "hs_lastmodifieddate"],
@@ -44,7 +46,7 @@ async def _tenant(world: World, tenant: str, pair_fields: list[str]) -> None:
         [("contacts", "contacts", "Contact", contacts, "hs_object_id", "External_Id__c"),
          ("deals", "deals", "Opportunity", deals, "hs_object_id", "External_Id__c"),
          ("roles", "deals/contacts", "OpportunityContactRole",
-          {"@deals": "OpportunityId", "@contacts": "ContactId"}, "id", "Id")],
+          {"@deals": "OpportunityId", "@contacts": "ContactId", **(extra or {})}, "id", "Id")],
     )  # fmt: skip
 
 
@@ -162,4 +164,15 @@ async def test_a_pair_end_the_instruction_does_not_allow_refuses_the_plan(world:
         refused: Any = await run_sync(world.connected, world.settings, tenant, "roles", may_fail=True)
     assert refused.status is SyncStatus.REFUSED
     assert "@contacts" in refused.message and "allowed_fields.deals/contacts" in refused.message
+    assert world.sf.live_records("OpportunityContactRole") == []
+
+
+async def test_a_pair_sync_maps_its_two_ends_and_nothing_else(world: World) -> None:
+    tenant = "hs-roles-extra"
+    _seed(world, 2, 3, 1)
+    await _tenant(world, tenant, PAIR_FIELDS, extra={"id": "Role"})  # a pair has no field to write
+    async with _workers(world.settings):
+        failed: Any = await run_sync(world.connected, world.settings, tenant, "roles", may_fail=True)
+    assert failed.status is SyncStatus.FAILED
+    assert "map @deals and @contacts" in failed.message and "nothing else" in failed.message
     assert world.sf.live_records("OpportunityContactRole") == []
