@@ -149,6 +149,8 @@ class PairRecords:
             for i, (k, r) in enumerate(zip(keys, records, strict=True))
             if r.get(self.owner.field) and r.get(self.other.field)
         ]  # fmt: skip
+        rows = list({r.key: r for r in reversed(rows)}.values())  # a pair swept and read again: once
+        deleted = list(dict.fromkeys(deleted))
         with self.kit.deps.engine.begin() as conn:
             wanted = [(r.key, r.owner, r.other) for r in rows]
             links_store.set_links(conn, tenant, self.ctx.spec.id, WANTED, wanted, now=self.kit.deps.clock())

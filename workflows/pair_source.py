@@ -39,6 +39,7 @@ PAIRS = "@pairs/source"
 OWNERS = "@owners/source"
 """``association_links`` field of the deals checked: (deal key hash, sealed deal id, "")."""
 KEY = "id"
+Row = tuple[str, str, str]
 
 
 def pair_record(owner: str, other: str, owner_id: str, other_id: str) -> Record:
@@ -58,6 +59,8 @@ class PairSource:
     calls: int = 0
     checked: int = 0
     changed: int = 0
+    # snapshot writes of pages tracked, not yet staged: (new pairs, vanished pairs, deals checked)
+    unsettled: list[tuple[list[Row], list[str], list[Row]]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(cls, kit: ActivityKit, ctx: SyncContext, connector: Connector) -> PairSource | None:
@@ -82,8 +85,8 @@ class PairSource:
 
     def track(self, page: Page, *, only_changes: bool = False) -> Page:
         """``page`` with the vanished pairs of its owners as deletes (``only_changes``: and only its
-        new pairs as records); the snapshot is brought up to date."""
-        tenant, sync_id, now = self.ctx.tenant.id, self.ctx.spec.id, self.kit.deps.clock()
+        new pairs as records); the snapshot is brought up to date by :meth:`settle`."""
+        tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
         owners = {self._hash(o): o for o in page.owners}
         current = {self._hash(str(r.get(KEY))): r for r in page.records if r.get(KEY)}
         with self.kit.deps.engine.connect() as conn:
@@ -92,17 +95,25 @@ class PairSource:
         vanished = [(k, self._open(k, sealed)) for k, _, sealed in had if k not in current]
         fresh = [(k, r) for k, r in current.items() if k not in known]
         rows = [(k, self._hash(str(r[f"@{self.owner}"])), self._seal(k, str(r[KEY]))) for k, r in fresh]
-        with self.kit.deps.engine.begin() as conn:
-            links_store.set_links(conn, tenant, sync_id, PAIRS, rows, now=now)
-            links_store.drop_links(conn, tenant, sync_id, PAIRS, [k for k, _ in vanished])
-            links_store.set_links(
-                conn, tenant, sync_id, OWNERS, [(h, self._seal(h, o), "") for h, o in owners.items()], now=now
-            )
+        self.unsettled.append(
+            (rows, [k for k, _ in vanished], [(h, self._seal(h, o), "") for h, o in owners.items()])
+        )
         records = [r for _, r in fresh] if only_changes else page.records
         deleted = [*page.deleted_ids, *(i for _, i in vanished)]
         if only_changes:
             self.changed += len(records) + len(vanished)
         return dataclasses.replace(page, records=records, deleted_ids=deleted)
+
+    def settle(self) -> None:
+        """Write the snapshot of the pages tracked, once their pairs and deletes are staged (a retry
+        reads unstaged pages again and must find the same vanished pairs)."""
+        tenant, sync_id, now = self.ctx.tenant.id, self.ctx.spec.id, self.kit.deps.clock()
+        with self.kit.deps.engine.begin() as conn:
+            for rows, vanished, owners in self.unsettled:
+                links_store.set_links(conn, tenant, sync_id, PAIRS, rows, now=now)
+                links_store.drop_links(conn, tenant, sync_id, PAIRS, vanished)
+                links_store.set_links(conn, tenant, sync_id, OWNERS, owners, now=now)
+        self.unsettled = []
 
     def sweep(self, state: StreamState) -> Page | None:
         """Re-read the pairs of the deals checked longest ago; a page of the new pairs and the

@@ -229,6 +229,8 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
                 state, has_more = page.next_state, page.has_more
                 if pending.read >= part_records or len(pending.deleted) >= part_records:
                     progress = stager.stage(progress, pending).fold(pending, state, has_more, withheld)
+                    if pairs is not None:  # staged: the snapshot follows
+                        pairs.settle()
                     keys += pending.keys
                     pending = PendingPart()
             ahead = []
@@ -237,6 +239,8 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         if pending:
             progress = stager.stage(progress, pending)
             keys += pending.keys
+        if pairs is not None:
+            pairs.settle()
         progress = progress.fold(pending, state, has_more, withheld)  # pages with nothing to stage too
         if links is not None:
             links.settle(deps.clock())
