@@ -6,12 +6,13 @@ that did work (every call minus the injected faults) are at most 1.5 x those of 
 every 429 was an injected one (crmhub never overran the burst window) and no window of the call log
 holds more calls than the limit.
 
-Then, with the storm over, a second phase under Salesforce's late commits (issue 13): every third
-write of a batch of updates commits 1.5 s late with its original SystemModstamp, and two contacts
-are merged into two others (``MasterRecordId``); two incremental runs follow, the first while writes
-are still held. Checked: destination = source with the updated values (0 lost), every changed
-record pushed once over both runs (0 duplicated), the merged losers gone from HubSpot and their
-masters updated, and the calls bounded by the pages and batches the changes need.
+Then, with the storm over, a second phase under Salesforce's late commits (issue 13,
+:mod:`tests.chaos.late_phase`): every third write of a batch of updates is committed after the first
+incremental run has passed it, with its original SystemModstamp, and two contacts are merged into
+two others (``MasterRecordId``); a second incremental run must find the late ones. Checked:
+destination = source with the updated values (0 lost), every changed record pushed once over both
+runs (0 duplicated), the merged losers gone from HubSpot and their masters updated, and the calls
+bounded by the pages and batches the changes need.
 
 Every chaos suite runs with HubSpot's production faults on (tests/chaos/conftest.py).
 
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
-import time
 from collections import Counter
 from typing import Any
 
@@ -34,7 +33,8 @@ from sandbox import faithful
 from sandbox.faults import CallRecord, FaultDecision, FaultInjector, FaultKind, FaultPlan, FaultRule
 from sandbox.runtime import RunningSandbox
 from schemas.settings import Settings
-from schemas.sync import Progress, SyncMode, SyncStatus
+from schemas.sync import SyncMode, SyncStatus
+from tests.chaos.late_phase import late_commits_and_merges
 from tests.chaos.support import size
 from tests.sync_support import DEMO_SYNC as SYNC
 from tests.sync_support import run_sync
@@ -45,7 +45,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 TENANT = "storm"
 RECORDS = size(2_000, 10_000)
 UPDATES = size(300, 1_500)  # phase 2: contacts updated under late commits
-LATE_EVERY, LATE_DELAY_MS = 3, 1_500
 RETRY_AFTER_S = 1.0
 # The vendors' rate-limit answers: HubSpot 429; Salesforce throttles REST with 403 REQUEST_LIMIT_EXCEEDED.
 RATE_LIMIT_STATUS = {"hubspot": 429, "salesforce": 403}
@@ -126,69 +125,6 @@ def _window(calls: list[CallRecord], limited: int) -> str:
     return "\n".join(lines[:400])
 
 
-async def _incremental(demo: Connected, settings: Settings) -> Progress:
-    p = await run_sync(demo, settings, TENANT, SYNC, SyncMode.INCREMENTAL)
-    assert p.status is SyncStatus.COMPLETED, p
-    assert p.counts.failed == 0 and p.counts.quarantined == 0, p.counts
-    return p
-
-
-async def _late_commits_and_merges(demo: Connected, settings: Settings, sandbox: RunningSandbox) -> None:
-    """Phase 2: updates of which every third commits late, two merges, two incremental runs."""
-    sf: Any = sandbox.salesforce
-    hs: Any = sandbox.hubspot
-    ids = sorted(r["id"] for r in sf.live_records("Contact"))
-    updated, (m1, l1, m2, l2) = ids[:UPDATES], ids[UPDATES : UPDATES + 4]
-    loser_emails = {sf.store.get("Contact", i).data["Email"] for i in (l1, l2)}
-    sf.calls.clear()
-    hs.calls.clear()
-    started = time.monotonic()
-    runs: list[Progress] = []
-    with sf.late.mode(every=LATE_EVERY, delay_ms=LATE_DELAY_MS):
-        for n, i in enumerate(updated):
-            sf.update_record("Contact", i, {"FirstName": f"Late{n}"})
-        sf.merge_records("Contact", m1, [l1], {"LastName": "Merged"})
-        sf.merge_records("Contact", m2, [l2], {"LastName": "Merged"})
-        assert sf.late.open_since() is not None  # writes are held as the first run starts
-        runs.append(await _incremental(demo, settings))
-    runs.append(await _incremental(demo, settings))  # the mode's end committed what was still held
-    elapsed = time.monotonic() - started
-
-    source = {r["Email"]: r for r in sf.live_records("Contact")}
-    at_hs = hs.live_records("contacts")
-    emails = [r["email"] for r in at_hs]
-    assert len(emails) == len(set(emails)), "a contact was duplicated at HubSpot"
-    assert set(emails) == set(source), (
-        f"lost {len(set(source) - set(emails))}, extra {len(set(emails) - set(source))}"
-    )
-    assert not loser_emails & set(emails), "a merged loser is still at HubSpot"
-    stale = [r["email"] for r in at_hs if r.get("firstname") != source[r["email"]].get("FirstName")]
-    assert not stale, f"{len(stale)} contacts miss a late-committed update: {stale[:5]}"
-    assert all(
-        r.get("lastname") == "Merged"
-        for r in at_hs
-        if r["email"] in {sf.store.get("Contact", m).data["Email"] for m in (m1, m2)}
-    ), "a merge's master values did not reach HubSpot"
-    pushed = sum(p.counts.pushed for p in runs)
-    deleted = sum(p.counts.deleted for p in runs)
-    assert pushed == UPDATES + 2, f"{pushed} pushes for {UPDATES + 2} changed contacts (a duplicate push)"
-    assert deleted == 2, deleted
-
-    sf_calls, hs_calls = sf.calls.counts(), hs.calls.counts()
-    reads = sf_calls.get("sf.queryAll", 0) + sf_calls.get("sf.query", 0) + sf_calls.get("sf.query_more", 0)
-    upserts = sum(n for e, n in hs_calls.items() if e.startswith("hs.batch.upsert"))
-    # Bounds: a run reads its changes in pages of 2,000 (+1 to learn there is no more) and writes
-    # them 100 to an upsert call; the deletes are one archive call per run that has any.
-    assert reads <= sum(math.ceil(p.counts.pulled / 2_000) + 1 for p in runs), sf_calls
-    assert upserts <= sum(math.ceil(p.counts.pushed / 100) for p in runs), hs_calls
-    print(  # the figures of docs/RELIABILITY.md row 3, phase 2 (pytest -s)
-        f"late commits + merges: {UPDATES} updates (every {LATE_EVERY}rd {LATE_DELAY_MS} ms late), 2 merges; "
-        f"runs pulled {[p.counts.pulled for p in runs]} pushed {[p.counts.pushed for p in runs]} "
-        f"deleted {[p.counts.deleted for p in runs]}; Salesforce {dict(sf_calls)}; HubSpot {dict(hs_calls)}; "
-        f"{elapsed:.1f} s"
-    )
-
-
 async def test_sync_completes_through_a_fault_storm_within_budget(settings, sandbox, demo) -> None:
     sf: Any = sandbox.salesforce
     hs: Any = sandbox.hubspot
@@ -248,4 +184,5 @@ async def test_sync_completes_through_a_fault_storm_within_budget(settings, sand
 
     # Phase 2 (issue 13): late commits and merges after the full runs, the storm over.
     async with _workers(settings):
-        await _late_commits_and_merges(demo, settings, sandbox)
+        line = await late_commits_and_merges(demo, settings, sandbox, TENANT, UPDATES)
+    print(f"fault storm, {line}")  # the figures of docs/RELIABILITY.md row 3, phase 2 (pytest -s)
