@@ -1,4 +1,5 @@
-"""``crmhub incident open|update|notify|list|show|report|check-ledger``: personal-data breaches
+"""``crmhub incident open|update|notify|list|show|report|check-ledger`` (and ``repair``,
+``check-codec``: :mod:`api.cli_incident_checks`): personal-data breaches
 (GDPR Art. 33(2), :mod:`services.incidents`). ``open`` computes the affected tenants, counts and
 categories from lineage; ``notify`` enqueues one breach notice per affected controller and starts
 its ``NoticeDeliveryWorkflow`` at once (a breach does not wait for a schedule); ``report`` is what a
@@ -21,6 +22,8 @@ from schemas.lineage import format_timestamp
 from schemas.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from services.incidents import Incident
 
 __all__ = ["incident_app", "register"]
@@ -36,8 +39,17 @@ AsJson = Annotated[bool, typer.Option("--json", help="machine-readable")]
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``crmhub incident`` to ``app``."""
+    """Add ``crmhub incident`` to ``app`` (with ``repair`` and ``check-codec``)."""
+    import api.cli_incident_checks  # noqa: F401  (attaches its commands to incident_app)
+
     app.add_typer(incident_app, name="incident")
+
+
+def _repair(engine: Engine) -> None:
+    """Finish the ledger events an earlier incident command owed (best effort, said when it fails)."""
+    from api.cli_incident_checks import repair_owed
+
+    repair_owed(engine)
 
 
 def _when(value: str | None, name: str, default: datetime | None = None) -> datetime:
@@ -90,10 +102,12 @@ def open_cmd(
     )
     if how is None:
         raise ConfigError(
-            "--signal must be manual or leaked-credential (ledger failures: crmhub incident check-ledger)"
+            "--signal must be manual or leaked-credential (ledger failures: crmhub incident check-ledger; "
+            "codec-token misuse: crmhub incident check-codec)"
         )
     engine = migrated_engine(settings)
     try:
+        _repair(engine)
         if how is Signal.LEAKED_CREDENTIAL:
             default_start = credential_window(engine, connection or [])
         else:
@@ -129,6 +143,7 @@ def update_cmd(
 
     engine = migrated_engine(load_settings())
     try:
+        _repair(engine)
         incident = update_incident(
             engine, incident_id, summary=summary, consequences=consequences, measures=measures
         )
@@ -182,6 +197,7 @@ def notify_cmd(
     settings = load_settings()
     engine = migrated_engine(settings)
     try:
+        _repair(engine)
         outcomes = notify(engine, incident_id)
         aware = get_incident(engine, incident_id).row.became_aware
         pending = [o.notice_id for o in outcomes if o.notice_id and pending_deliveries(engine, o.notice_id)]
@@ -369,6 +385,7 @@ def check_ledger_cmd(
         )
     engine = migrated_engine(settings)
     try:
+        _repair(engine)
         failures = ledger_failures(engine, CheckpointSigner.load_or_create(key_file))
         opened = (
             open_ledger_incidents(engine, subprocessor_registry(settings), failures, now=datetime.now(UTC))

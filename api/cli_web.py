@@ -287,12 +287,23 @@ def change_password(settings: Settings, tenant: str, email: str, password: str) 
 
 def web_user_logout(settings: Settings, tenant: str, email: str) -> int:
     """End all the user's sessions; returns how many."""
+    from services.access_ledger import record_cli_access
+    from services.wiring import make_vault
     from store import users as user_store
 
     with _engine(settings, tenant) as engine:
         user = find_web_user(settings, engine, tenant, email)
         with engine.begin() as conn:
-            return user_store.end_sessions(conn, user.id)
+            ended = user_store.end_sessions(conn, user.id)
+        record_cli_access(
+            settings,
+            engine,
+            make_vault(settings, engine),
+            tenant,
+            "user_logout",
+            target=f"web user {user.id}: {ended} session(s) ended",
+        )
+    return ended
 
 
 _Tenant = Annotated[str, typer.Option(help="the tenant the user acts for")]

@@ -1,5 +1,5 @@
-"""crmhub's maintenance Temporal Schedules: the retention purge, the key-rotation check and the
-notice dispatch.
+"""crmhub's maintenance Temporal Schedules: the retention purge, the key-rotation check, the
+notice dispatch and the incident watch (owed incident ledger events, codec-token misuse).
 
 ``install_maintenance_schedules`` creates them, or updates them in place when they exist (a changed
 interval in settings takes effect on the next install), on the control queue with overlap policy
@@ -24,17 +24,20 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.schedules import install_schedule, interval_schedule, next_runs
 from schemas.maintenance import (
+    IncidentWatchInput,
     KeyRotationInput,
     RetentionPurgeInput,
+    incident_watch_workflow_id,
     key_rotation_workflow_id,
     retention_purge_workflow_id,
 )
 from schemas.notices import NoticeDispatchInput, notice_dispatch_workflow_id
 from schemas.settings import Settings
-from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
+from workflows.maintenance import IncidentWatchWorkflow, KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.notices import NoticeDispatchWorkflow
 
 __all__ = [
+    "INCIDENT_WATCH_SCHEDULE_ID",
     "KEY_ROTATION_SCHEDULE_ID",
     "MAINTENANCE_SCHEDULE_IDS",
     "NOTICE_DISPATCH_SCHEDULE_ID",
@@ -51,7 +54,10 @@ log = logging.getLogger("crmhub.maintenance")
 RETENTION_SCHEDULE_ID = "crmhub-retention-purge"
 KEY_ROTATION_SCHEDULE_ID = "crmhub-key-rotation-check"
 NOTICE_DISPATCH_SCHEDULE_ID = "crmhub-notice-dispatch"
-MAINTENANCE_SCHEDULE_IDS = (RETENTION_SCHEDULE_ID, KEY_ROTATION_SCHEDULE_ID, NOTICE_DISPATCH_SCHEDULE_ID)
+INCIDENT_WATCH_SCHEDULE_ID = "crmhub-incident-watch"
+MAINTENANCE_SCHEDULE_IDS = (
+    RETENTION_SCHEDULE_ID, KEY_ROTATION_SCHEDULE_ID, NOTICE_DISPATCH_SCHEDULE_ID, INCIDENT_WATCH_SCHEDULE_ID,
+)  # fmt: skip
 # A dispatch pass that cannot finish in this time (no worker polls its queue) gives way to the next slot.
 _DISPATCH_TIMEOUT = timedelta(minutes=10)
 
@@ -100,6 +106,11 @@ def _schedules(settings: Settings) -> dict[str, Schedule]:
             NoticeDispatchWorkflow.run, NoticeDispatchInput(), notice_dispatch_workflow_id(), queue,
             every.notice_dispatch_interval, "notice dispatch", "start delivery of pending controller notices",
             _DISPATCH_TIMEOUT,
+        ),
+        INCIDENT_WATCH_SCHEDULE_ID: _maintenance(
+            IncidentWatchWorkflow.run, IncidentWatchInput(), incident_watch_workflow_id(), queue,
+            every.incident_watch_interval, "incident watch",
+            "append owed incident ledger events, check codec tokens for misuse",
         ),
     }  # fmt: skip
 

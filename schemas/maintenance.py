@@ -1,4 +1,5 @@
-"""What crosses Temporal for the maintenance workflows (retention purge, key-rotation check).
+"""What crosses Temporal for the maintenance workflows (retention purge, key-rotation check, incident
+watch).
 
 Only ids, counts and key versions: never record content, never key material. Add fields only with
 defaults so recorded histories stay replayable (STYLE habit 1).
@@ -9,12 +10,15 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "IncidentWatchInput",
+    "IncidentWatchResult",
     "KeyRotationInput",
     "KeyRotationResult",
     "RetentionPurgeInput",
     "RetentionPurgeResult",
     "RotatedKey",
     "TenantPurge",
+    "incident_watch_workflow_id",
     "key_rotation_workflow_id",
     "retention_purge_workflow_id",
 ]
@@ -28,6 +32,11 @@ def retention_purge_workflow_id() -> str:
 def key_rotation_workflow_id() -> str:
     """Readable, stable id of the key-rotation check."""
     return "maintenance:key-rotation-check"
+
+
+def incident_watch_workflow_id() -> str:
+    """Readable, stable id of the incident watch."""
+    return "maintenance:incident-watch"
 
 
 class _Model(BaseModel):
@@ -106,3 +115,22 @@ class KeyRotationResult(_Model):
     checked: int = 0  # active data keys examined
     rotated: list[RotatedKey] = []
     skipped: list[str] = []  # tenants whose key could not be rotated (e.g. shredded meanwhile)
+
+
+class IncidentWatchInput(_Model):
+    """Input of the incident watch: whether a codec-token misuse finding opens an incident (the
+    thresholds are the worker's ``codec.misuse`` settings)."""
+
+    open_incidents: bool = True
+
+
+class IncidentWatchResult(_Model):
+    """What one watch did: incident ledger events appended that an earlier command owed, and per
+    misused codec token id the incident opened, the one already covering it, or none (it decoded no
+    tenant's payload). Ids and counts only."""
+
+    appended: int = 0
+    still_owed: int = 0
+    opened: dict[str, str] = {}  # token id -> incident id
+    covered: dict[str, str] = {}  # token id -> incident id
+    no_breach: list[str] = []  # token ids

@@ -40,6 +40,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from schemas.codec_misuse import CodecMisuseSettings
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -164,6 +165,7 @@ class CodecSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=1, le=65535)
     allowed_origins: tuple[str, ...] = ("http://127.0.0.1:8233", "http://localhost:8233")
+    misuse: CodecMisuseSettings = CodecMisuseSettings()
 
     @property
     def url(self) -> str:
@@ -219,10 +221,15 @@ class ScheduleSettings(_Model):
         timedelta(minutes=1),
         description="how often the notice dispatch pass starts delivery of every pending controller notice",
     )
+    incident_watch_interval: timedelta = Field(
+        timedelta(minutes=15),
+        description="how often the incident watch appends owed incident events and checks codec tokens",
+    )
 
     @field_validator(
-        "sync_interval", "retention_purge_interval", "key_rotation_check_interval", "notice_dispatch_interval"
-    )
+        "sync_interval", "retention_purge_interval", "key_rotation_check_interval",
+        "notice_dispatch_interval", "incident_watch_interval",
+    )  # fmt: skip
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:
         if v < timedelta(minutes=1):

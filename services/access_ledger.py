@@ -4,7 +4,8 @@ and ``GET /audit/access`` lists it).
 
 Actions (:data:`ACTIONS`): decoding Temporal payloads in the codec server, data-subject exports and
 other requests, offboarding exports, key rotation, rewrap and shred, instruction edits and which
-instruction a sync runs under, connects and disconnects, web user and auditor token changes.
+instruction a sync runs under, connects and disconnects, web user and auditor token changes (a
+user's sessions ended included).
 
 **The actor is never an e-mail or a name in clear**: a web user is ``web:<user id>`` (an opaque
 uuid the tenant's admin can resolve with ``crmhub web user list``); an operator at the CLI is
@@ -44,7 +45,7 @@ ACTIONS = frozenset(
         "codec_decode", "dsr_export", "dsr_erase", "dsr_restrict", "dsr_object", "dsr_rectify",
         "offboarding_export", "key_rotate", "key_rewrap", "key_shred", "instruction_edit",
         "sync_instruction", "connect", "disconnect", "user_add", "user_remove", "user_role",
-        "auditor_token_create",
+        "user_logout", "auditor_token_create",
     }
 )  # fmt: skip
 

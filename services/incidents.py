@@ -16,6 +16,9 @@ without undue delay, and proves when it became aware and when it told.
   controller's own Art. 33(1) deadline would be gone had it been aware itself — and **overdue** when
   an incident is still not notified :data:`NOTIFY_TARGET` (24 h) after: crmhub's internal reading of
   "without undue delay", leaving the controller most of its 72 h.
+- Every ``incident`` ledger event is owed in the same transaction as the rows it records and then
+  appended once (:mod:`services.incident_ledger`): an append that fails partway is finished by
+  ``crmhub incident repair`` (or the next incident command), never doubled.
 - :func:`incident_report`: what the controller needs for its own Art. 33(3) notification — nature,
   categories and approximate numbers of subjects and records, likely consequences and measures (free
   text given at open / :func:`update_incident`), the times.
@@ -35,10 +38,11 @@ from typing import Any, Final
 
 from sqlalchemy.engine import Engine
 
-from governance.lineage import Ledger, RunRef
+from governance.lineage import RunRef
 from governance.registry import Registry
 from schemas.errors import ConfigError
 from schemas.lineage import DetailValue, EventKind, LineageEvent, format_timestamp
+from services.incident_ledger import append_owed, owe
 from services.incident_scope import Scope, TenantImpact, affected_tenants
 from services.notices import NoticeKind, enqueue_notice, list_contacts
 from store import notices as store
@@ -86,6 +90,7 @@ class Signal(StrEnum):
     MANUAL = "manual"
     LEAKED_CREDENTIAL = "leaked_credential"
     LEDGER_VERIFICATION_FAILED = "ledger_verification_failed"
+    CODEC_TOKEN_MISUSE = "codec_token_misuse"  # noqa: S105 (a signal's name, not a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +189,14 @@ def open_incident(
     became_aware: datetime | None = None,
     now: datetime | None = None,
     always: tuple[str, ...] = (),
+    finding: dict[str, str] | None = None,
 ) -> Incident:
     """Open an incident over ``scope``; the affected tenants come from lineage. ``became_aware``
     (default ``now``) may not lie in the future. Every affected tenant's ledger gets
     ``step=became_aware``. An incident that touches no tenant's data is still recorded; ``always``
-    names tenants concerned even without a data event in scope (their ledger is what broke)."""
+    names tenants concerned even without a data event in scope (their ledger is what broke);
+    ``finding`` (ids and a rule name, no secret) is kept in the scope so a detection signal finds the
+    incident it already opened."""
     at = now or _now()
     aware = became_aware or at
     if aware.tzinfo is None:
@@ -211,7 +219,8 @@ def open_incident(
     row = store.IncidentRow(
         id=f"inc-{at:%Y%m%d}-{uuid.uuid4().hex[:8]}", signal=how.value, summary=summary,
         became_aware=aware, opened=at, nature=kind.value, window_from=scope.start, window_to=scope.end,
-        scope=scope.as_dict(), consequences=_text(consequences, "consequences"),
+        scope={**scope.as_dict(), **({"finding": finding} if finding else {})},
+        consequences=_text(consequences, "consequences"),
         measures=_text(measures, "measures"),
     )  # fmt: skip
     tenants = [
@@ -225,8 +234,8 @@ def open_incident(
         store.add_incident(conn, row)
         for t in tenants:
             store.add_incident_tenant(conn, t)
-    for impact in impacts:
-        Ledger(engine, impact.tenant).append([_aware_event(row, impact)])
+        owe(conn, "became_aware", [_aware_event(row, i) for i in impacts], now=at)
+    append_owed(engine, incident_id=row.id, now=at)
     return Incident(row, tuple(tenants))
 
 
@@ -273,10 +282,12 @@ def update_incident(
             consequences=changed.get("consequences", r.consequences),
             measures=changed.get("measures", r.measures), now=at,
         )  # fmt: skip
-    for t in current.tenants:
-        Ledger(engine, t.tenant).append(
-            [incident_event(t.tenant, incident_id, "updated", at=at, changed=",".join(sorted(changed)))]
-        )
+        events = [
+            incident_event(t.tenant, incident_id, "updated", at=at, changed=",".join(sorted(changed)))
+            for t in current.tenants
+        ]
+        owe(conn, f"updated@{format_timestamp(at)}", events, now=at)
+    append_owed(engine, incident_id=incident_id, now=at)
     return get_incident(engine, incident_id)
 
 
@@ -317,25 +328,16 @@ def notify(engine: Engine, incident_id: str, *, now: datetime | None = None) -> 
             engine, tenant=t.tenant, kind=NoticeKind.BREACH, facts=_facts(incident.row, t),
             subject=incident_id, throttle=_REPEAT, now=at,
         )  # fmt: skip
+        c = clock(incident.row.became_aware, at, at)
+        event = incident_event(
+            t.tenant, incident_id, "notified", at=at, notice_id=sent.notice_id,
+            became_aware=format_timestamp(incident.row.became_aware), notified=format_timestamp(at),
+            minutes_to_notify=int(c.hours * 60), late=c.late, contacts=sent.contacts,
+        )  # fmt: skip
         with engine.begin() as conn:
             store.mark_incident_notified(conn, incident_id, t.tenant, notice_id=sent.notice_id, now=at)
-        c = clock(incident.row.became_aware, at, at)
-        Ledger(engine, t.tenant).append(
-            [
-                incident_event(
-                    t.tenant,
-                    incident_id,
-                    "notified",
-                    at=at,
-                    notice_id=sent.notice_id,
-                    became_aware=format_timestamp(incident.row.became_aware),
-                    notified=format_timestamp(at),
-                    minutes_to_notify=int(c.hours * 60),
-                    late=c.late,
-                    contacts=sent.contacts,
-                )
-            ]
-        )
+            owe(conn, "notified", [event], now=at)
+        append_owed(engine, incident_id=incident_id, now=at)
         out.append(Notified(t.tenant, sent.notice_id, sent.contacts, False, at))
     return out
 

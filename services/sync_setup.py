@@ -55,7 +55,7 @@ from store import connections as connection_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
-from store.associations import is_relationship
+from store.associations import JUNCTION_SEPARATOR, is_junction, is_relationship
 from store.connections import ConnectionRow
 from store.syncs import SyncRow, SyncSpec
 
@@ -440,15 +440,28 @@ class SyncSetup:
             raise NewSyncRefused(refusal, field="write_mode", unknown=False)
         ins = self.instruction(spec.tenant, spec.instruction_version)
         self.stream(spec.tenant, source.id, spec.source_stream, "source_stream")
-        self.stream(spec.tenant, dest.id, spec.destination_stream, "destination_stream")
+        junction = is_junction(spec.destination_stream)
+        for stream in (
+            spec.destination_stream.split(JUNCTION_SEPARATOR) if junction else [spec.destination_stream]
+        ):
+            self.stream(spec.tenant, dest.id, stream, "destination_stream")
         self._check_source_fields(spec, source, self.describe(source.id, spec.source_stream))
         try:
             check_covers(spec, ins, at=now or datetime.now(UTC), registry=default_registry)
         except NotCovered as exc:
             field = "source_key_property" if exc.field == spec.source_key_property else "mapping"
             raise NewSyncRefused(exc.message, field=field, unknown=False) from None
-        dest_schema = self.describe(dest.id, spec.destination_stream)
-        self._check_destination_fields(spec, dest, dest_schema)
+        if junction:  # rows become associations between the two ends' records: no field is written
+            fields = [d for d in spec.mapping.values() if not is_relationship(d)]
+            if fields:
+                raise NewSyncRefused(
+                    f"{spec.destination_stream} is an association stream: it has no field {fields[0]!r}; map "
+                    "only its two ends (@<stream>) and leave the other fields out",
+                    field="mapping",
+                    unknown=False,
+                )
+        else:
+            self._check_destination_fields(spec, dest, self.describe(dest.id, spec.destination_stream))
         self.region(source, spec.source_endpoint, "source_endpoint")
         self.region(dest, spec.destination_endpoint, "destination_endpoint")
 

@@ -8,7 +8,8 @@ Modules (each holds one concept's table, its row type and the functions on it):
 :mod:`~store.connections` (and OAuth states), :mod:`~store.keys` (the vault's wrapped keys),
 :mod:`~store.lineage` (the ledger), :mod:`~store.users` (web users and sessions),
 :mod:`~store.login_limits` (the web login rate limit's counters),
-:mod:`~store.auditors` (auditor tokens, access log, DSR exports), :mod:`~store.codec_audit`;
+:mod:`~store.auditors` (auditor tokens, access log, DSR exports), :mod:`~store.codec_audit`,
+:mod:`~store.incident_outbox` (incident ledger events owed to tenants);
 :mod:`~store.dsr` queries across them for data-subject requests and offboarding;
 :mod:`~store.engine` makes engines and :mod:`~store.migrate` applies the migrations.
 
@@ -43,6 +44,7 @@ from store import (
     connections,
     dead_letters,
     id_map,
+    incident_outbox,
     instructions,
     keys,
     lineage,
@@ -65,6 +67,7 @@ __all__ = [
     "connections",
     "dead_letters",
     "id_map",
+    "incident_outbox",
     "instructions",
     "keys",
     "lineage",

@@ -33,8 +33,10 @@ __all__ = [
     "defer",
     "drop_deferred",
     "drop_links",
+    "is_junction",
     "is_relationship",
     "links_of",
+    "links_to",
     "set_links",
     "stalest_links",
     "syncs_reading",
@@ -50,6 +52,16 @@ def is_relationship(destination: str) -> bool:
     """Is a mapping destination a relationship (``@<parent stream>``, see
     :mod:`workflows.associations`) rather than a destination field?"""
     return destination.startswith(RELATIONSHIP_MARK) and len(destination) > 1
+
+
+JUNCTION_SEPARATOR = "/"
+
+
+def is_junction(stream: str) -> bool:
+    """Is a destination stream an association stream (``deals/contacts``: a sync whose rows are
+    associations between two parents' records, see :mod:`workflows.junctions`)?"""
+    owner, _, other = stream.partition(JUNCTION_SEPARATOR)
+    return bool(owner and other)
 
 
 class AssociationLinkTable(SQLModel, table=True):
@@ -164,6 +176,20 @@ def links_of(
     return out
 
 
+def links_to(
+    conn: Connection, tenant: str, sync_id: str, field: str, child_ids: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """(child key hash, child id, parent id) of the links written from these destination child ids."""
+    t = association_links.c
+    out: list[tuple[str, str, str]] = []
+    for chunk in chunks(list(dict.fromkeys(child_ids))):
+        stmt = select(t.child_key_hash, t.child_id, t.parent_id).where(
+            t.tenant == tenant, t.sync_id == sync_id, t.field == field, t.child_id.in_(chunk)
+        )
+        out += [(str(r[0]), str(r[1]), str(r[2])) for r in conn.execute(stmt)]
+    return out
+
+
 def set_links(
     conn: Connection,
     tenant: str,
@@ -211,15 +237,19 @@ def drop_links(conn: Connection, tenant: str, sync_id: str, field: str, child_ha
     return _drop(conn, association_links, tenant, sync_id, field, child_hashes)
 
 
-def count_deferred(conn: Connection, tenant: str, sync_id: str) -> int:
-    """How many children of the sync wait for their parent."""
+def count_deferred(conn: Connection, tenant: str, sync_id: str, excluding: Sequence[str] = ()) -> int:
+    """How many children of the sync wait for their parent (those keyed ``excluding`` not counted:
+    they are being settled again)."""
     t = association_deferrals.c
     stmt = (
         select(func.count())
         .select_from(association_deferrals)
         .where(t.tenant == tenant, t.sync_id == sync_id)
     )
-    return int(conn.execute(stmt).scalar_one())
+    n = int(conn.execute(stmt).scalar_one())
+    for chunk in chunks(list(dict.fromkeys(excluding))):
+        n -= int(conn.execute(stmt.where(t.child_key_hash.in_(chunk))).scalar_one())
+    return n
 
 
 def defer(conn: Connection, tenant: str, rows: Sequence[Deferred], *, now: datetime) -> None:

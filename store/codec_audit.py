@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, PrimaryKeyConstraint, String, select
+from sqlalchemy import BigInteger, DateTime, Index, Integer, PrimaryKeyConstraint, String, func, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
@@ -19,11 +19,15 @@ from store._sql import required_aware, table_of
 
 __all__ = [
     "AuditOutcome",
+    "ClientUse",
     "CodecAuditRow",
     "CodecAuditTable",
+    "TokenUse",
     "codec_audit",
     "insert_audit",
     "list_audit",
+    "token_clients",
+    "token_use",
 ]
 
 
@@ -94,3 +98,65 @@ def list_audit(conn: Connection, *, namespace: str | None = None, limit: int = 1
         )
         for _id, at, token_id, ns, operation, payloads, outcome, client in reversed(rows)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUse:
+    """One token's requests of one operation and outcome in a window: how many, payloads, first, last."""
+
+    token_id: str
+    operation: str
+    outcome: str
+    requests: int
+    payloads: int
+    first: datetime
+    last: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClientUse:
+    """A client address a token decoded from in a window, and when first."""
+
+    token_id: str
+    client: str
+    first: datetime
+
+
+def _namespaces(conn: Connection, limit: int) -> list[str]:
+    # Through ix_codec_audit_namespace_at: the window queries below then range-scan that index.
+    query = select(codec_audit.c.namespace).distinct().order_by(codec_audit.c.namespace).limit(limit)
+    return list(conn.execute(query).scalars())
+
+
+def token_use(conn: Connection, start: datetime, end: datetime, *, limit: int) -> list[TokenUse]:
+    """Per token, operation and outcome, the requests in ``[start, end)`` (at most ``limit`` groups)."""
+    c = codec_audit.c
+    namespaces = _namespaces(conn, limit)
+    counted = (func.count(), func.sum(c.payloads), func.min(c.at), func.max(c.at))
+    query = (
+        select(c.token_id, c.operation, c.outcome, *counted)
+        .where(c.namespace.in_(namespaces), c.at >= start, c.at < end)
+        .group_by(c.token_id, c.operation, c.outcome)
+        .order_by(c.token_id, c.operation, c.outcome)
+        .limit(limit)
+    )
+    return [
+        TokenUse(t, op, out, int(n), int(p or 0), required_aware(lo), required_aware(hi))
+        for t, op, out, n, p, lo, hi in conn.execute(query).all()
+    ]
+
+
+def token_clients(conn: Connection, start: datetime, end: datetime, *, limit: int) -> list[ClientUse]:
+    """The (token, client) pairs of successful decodes in ``[start, end)`` (at most ``limit``)."""
+    c = codec_audit.c
+    namespaces = _namespaces(conn, limit)
+    query = (
+        select(c.token_id, c.client, func.min(c.at))
+        .where(c.namespace.in_(namespaces), c.at >= start, c.at < end)
+        .where(c.operation == "decode", c.outcome == AuditOutcome.OK.value)
+        .where(c.client.is_not(None))
+        .group_by(c.token_id, c.client)
+        .order_by(c.token_id, c.client)
+        .limit(limit)
+    )
+    return [ClientUse(t, client, required_aware(lo)) for t, client, lo in conn.execute(query).all()]

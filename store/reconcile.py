@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import PrimaryKeyConstraint, String, delete, func, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from store._sql import aware, dialect_insert, table_of
+from store.associations import association_links
 from store.id_map import id_map
 from store.syncs import syncs
 
@@ -135,33 +137,55 @@ def clear_listing(conn: Connection, tenant: str, sync_id: str, *, keep_run: str 
     return int(conn.execute(stmt).rowcount)
 
 
-def mapped_before(conn: Connection, tenant: str, sync_id: str, when: datetime) -> int:
-    """Id-map entries of the sync last written before ``when`` (what a listing begun then can judge)."""
-    stmt = select(func.count()).where(
-        id_map.c.tenant == tenant, id_map.c.sync_id == sync_id, id_map.c.updated < when
+def _mapped(links_field: str | None) -> tuple[Any, Any, Any, list[Any]]:
+    """(key, destination id, updated) columns and the extra filter of what a sync maps: its id map,
+    or — a junction sync's rows (``links_field``) — its ``association_links`` rows of that field."""
+    if links_field is None:
+        return id_map.c.source_key_hash, id_map.c.destination_id, id_map.c.updated, [id_map.c.sync_id]
+    t = association_links.c
+    return t.child_key_hash, t.child_id, t.updated, [t.sync_id, t.field == links_field]
+
+
+def mapped_before(
+    conn: Connection, tenant: str, sync_id: str, when: datetime, *, links_field: str | None = None
+) -> int:
+    """Id-map entries (or a junction's rows, ``links_field``) of the sync last written before ``when``
+    (what a listing begun then can judge)."""
+    key, _, updated, (sync_col, *more) = _mapped(links_field)
+    table = key.table
+    stmt = (
+        select(func.count())
+        .select_from(table)
+        .where(table.c.tenant == tenant, sync_col == sync_id, updated < when, *more)
     )
     return int(conn.execute(stmt).scalar_one())
 
 
 def vanished(
-    conn: Connection, tenant: str, sync_id: str, run_id: str, *, mapped_before: datetime
+    conn: Connection,
+    tenant: str,
+    sync_id: str,
+    run_id: str,
+    *,
+    mapped_before: datetime,
+    links_field: str | None = None,
 ) -> list[tuple[str, str]]:
-    """(source key hash, destination id) of the id-map entries written before ``mapped_before`` whose
-    key the listing ``run_id`` lacks, ordered by key hash: the records gone from the source."""
+    """(source key hash, destination id) of the id-map entries (or junction rows) written before
+    ``mapped_before`` whose key the listing ``run_id`` lacks, ordered by key hash: the records gone
+    from the source."""
+    key, destination, updated, (sync_col, *more) = _mapped(links_field)
+    table = key.table
     listed = select(reconcile_listing.c.source_key_hash).where(
         reconcile_listing.c.tenant == tenant,
         reconcile_listing.c.sync_id == sync_id,
         reconcile_listing.c.run_id == run_id,
-        reconcile_listing.c.source_key_hash == id_map.c.source_key_hash,
+        reconcile_listing.c.source_key_hash == key,
     )
     stmt = (
-        select(id_map.c.source_key_hash, id_map.c.destination_id)
+        select(key, destination)
         .where(
-            id_map.c.tenant == tenant,
-            id_map.c.sync_id == sync_id,
-            id_map.c.updated < mapped_before,
-            ~listed.exists(),
+            table.c.tenant == tenant, sync_col == sync_id, updated < mapped_before, ~listed.exists(), *more
         )
-        .order_by(id_map.c.source_key_hash)
+        .order_by(key)
     )
     return [(str(r[0]), str(r[1])) for r in conn.execute(stmt)]

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 
 from api.demo import demo_instruction
+from governance.keys import LocalKeyringProvider
 from governance.lineage import Ledger, RunRef
+from governance.registry import Registry, load_registry
+from governance.vault import Vault
 from schemas.lineage import DatasetRef, EventKind, LineageEvent
+from services.wiring import default_subprocessors_file
 from store import connections as connection_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
 
-__all__ = ["ACME", "GLOBEX", "HOUR", "INITECH", "hashes", "pull_event", "seed"]
+__all__ = ["ACME", "GLOBEX", "HOUR", "INITECH", "hashes", "pull_event", "registry", "seed", "seeded_vault"]
 
 HOUR = timedelta(hours=1)
 ACME, GLOBEX, INITECH = "acme", "globex", "initech"
@@ -88,3 +94,15 @@ def seed(engine: Engine, t0: datetime) -> None:
         ]
     )
     Ledger(engine, INITECH).append([pull_event(INITECH, t0 - 48 * HOUR, hashes(INITECH, 7))])
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """The subprocessor registry crmhub ships."""
+    return load_registry(default_subprocessors_file())
+
+
+def seeded_vault(engine: Engine, tmp_path: Path, t0: datetime) -> Vault:
+    """:func:`seed` at ``t0``, and a vault over a keyring in ``tmp_path``."""
+    seed(engine, t0)
+    return Vault(engine, LocalKeyringProvider(tmp_path / "keyring.json"))

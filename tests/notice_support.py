@@ -1,6 +1,7 @@
 """Real receivers for controller notices: a local aiosmtpd SMTP server and a loopback webhook
 receiver that verifies Standard Webhooks signatures (services.webhook_signing) with a replay guard;
-the fixtures ``smtp`` (started) and ``receiver`` for a test module to import."""
+the fixtures ``smtp`` (started) and ``receiver`` for a test module to import; :func:`drill_settings`
+for an end-to-end breach drill."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from schemas.settings import Settings
 from services import webhook_signing
 from tests.ports import free_port
 
@@ -111,3 +114,25 @@ def receiver() -> Iterator[WebhookReceiver]:
     r = WebhookReceiver()
     yield r
     r.close()
+
+
+def drill_settings(settings: Settings, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """``settings`` sending notices through ``smtp``, with the dispatch schedule's slots an hour apart
+    (a delivery within a test is ``incident notify``'s own start), and this process's ``CRMHUB_*``
+    environment set to match, so the in-process ``crmhub`` CLI sees the same stack."""
+    from tests.sync_support import worker_env
+
+    drill = settings.model_copy(
+        update={
+            "notices": settings.notices.model_copy(update={"smtp_port": smtp.port, "timeout_s": 5}),
+            "schedules": settings.schedules.model_copy(
+                update={"notice_dispatch_interval": timedelta(hours=1)}
+            ),
+        }
+    )
+    for key, value in worker_env(drill).items():
+        if key.startswith("CRMHUB_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CRMHUB_NOTICES__SMTP_PORT", str(smtp.port))
+    monkeypatch.setenv("COLUMNS", "250")
+    return drill

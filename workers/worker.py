@@ -22,7 +22,7 @@ from workers.logfilter import install_log_redaction
 from workflows.activities import SyncActivities
 from workflows.dsr import DataSubjectRequestWorkflow
 from workflows.dsr_activities import DsrActivities
-from workflows.maintenance import KeyRotationCheckWorkflow, RetentionPurgeWorkflow
+from workflows.maintenance import IncidentWatchWorkflow, KeyRotationCheckWorkflow, RetentionPurgeWorkflow
 from workflows.maintenance_activities import MaintenanceActivities
 from workflows.notice_activities import NoticeActivities
 from workflows.notices import NoticeDeliveryWorkflow, NoticeDispatchWorkflow
@@ -55,6 +55,7 @@ def build_workers(client: object, settings: Settings, region: str, activities: S
             SyncTriggerWorkflow,
             RetentionPurgeWorkflow,
             KeyRotationCheckWorkflow,
+            IncidentWatchWorkflow,
             DataSubjectRequestWorkflow,
             ReconcileWorkflow,
             ReconcileTriggerWorkflow,

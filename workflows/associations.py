@@ -278,7 +278,9 @@ class Linking:
             parents = id_map_store.lookup_id_map(
                 conn, tenant, rel.parent_sync_id, [h for h in wanted.values() if h]
             )
-            room = DEFERRAL_LIMIT - links_store.count_deferred(conn, tenant, spec.id)
+            # (this relationship's children pushed again keep their place: not counted against it)
+            queued = links_store.count_deferred(conn, tenant, spec.id, excluding=list(wanted))
+            room = DEFERRAL_LIMIT - queued
         links: list[Link] = []
         keys: list[str] = []
         deferred: list[links_store.Deferred] = []

@@ -2,6 +2,7 @@
 
     RetentionPurgeWorkflow    activity purge_retention     workflow id maintenance:retention-purge
     KeyRotationCheckWorkflow  activity check_key_rotation  workflow id maintenance:key-rotation-check
+    IncidentWatchWorkflow     activity watch_incidents     workflow id maintenance:incident-watch
 
 Each is one activity call by method reference (the activities live in :mod:`workflows.maintenance_activities`,
 registered on the control worker), deterministic and without I/O. The activities are idempotent,
@@ -18,6 +19,8 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from schemas.maintenance import (
+        IncidentWatchInput,
+        IncidentWatchResult,
         KeyRotationInput,
         KeyRotationResult,
         RetentionPurgeInput,
@@ -25,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.maintenance_activities import MaintenanceActivities
 
-__all__ = ["MAINTENANCE_RETRY", "KeyRotationCheckWorkflow", "RetentionPurgeWorkflow"]
+__all__ = ["MAINTENANCE_RETRY", "IncidentWatchWorkflow", "KeyRotationCheckWorkflow", "RetentionPurgeWorkflow"]
 
 MAINTENANCE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),
@@ -80,4 +83,26 @@ class KeyRotationCheckWorkflow:
             summary=f"rotate data keys past {inp.use_share:.0%} of their uses or {inp.max_age_days} days",
         )
         workflow.set_current_details(f"{result.checked} keys checked, {len(result.rotated)} rotated")
+        return result
+
+
+@workflow.defn(name="IncidentWatchWorkflow")
+class IncidentWatchWorkflow:
+    """Append the incident ledger events earlier commands owed, then check codec tokens for misuse;
+    the result names the incidents opened (or already covering a token)."""
+
+    @workflow.run
+    async def run(self, inp: IncidentWatchInput) -> IncidentWatchResult:
+        result = await workflow.execute_activity_method(
+            MaintenanceActivities.watch_incidents,
+            inp,
+            start_to_close_timeout=_START_TO_CLOSE,
+            heartbeat_timeout=_HEARTBEAT,
+            retry_policy=MAINTENANCE_RETRY,
+            summary="append owed incident ledger events; check codec tokens for misuse",
+        )
+        workflow.set_current_details(
+            f"{result.appended} owed incident events appended; codec tokens misused: {len(result.opened)} "
+            f"opened, {len(result.covered)} already open, {len(result.no_breach)} no breach"
+        )
         return result

@@ -1,6 +1,7 @@
-"""The maintenance activities, registered under stable names: ``purge_retention`` and
-``check_key_rotation``. Both run on the control queue: they read no record content, they only delete
-sealed rows past their retention and look at key metadata.
+"""The maintenance activities, registered under stable names: ``purge_retention``,
+``check_key_rotation`` and ``watch_incidents``. All run on the control queue: they read no record
+content, they only delete sealed rows past their retention, look at key metadata, and read the codec
+audit and the ledgers' incident and access events.
 
 ``purge_retention``
     per tenant, one transaction: staged parts past their ``expires_at``; dead letters and id-map rows
@@ -16,8 +17,12 @@ sealed rows past their retention and look at key metadata.
 
 A tenant's deletion commits before its lineage event is appended: a worker that dies in between
 leaves that one deletion unrecorded (the rows are gone either way, and the retry finds nothing to
-record). Both activities are idempotent and heartbeat after each tenant. Sync defs: the worker runs
-them on its thread pool. Errors leave through :meth:`~workflows.context.ActivityKit.guarded`
+record). ``watch_incidents`` appends the incident ledger events an earlier incident command owed
+(:func:`services.incident_ledger.append_owed`) and runs the codec-token misuse check
+(:mod:`services.codec_misuse`, thresholds from the worker's ``codec.misuse`` settings), opening an
+incident per misused token unless one covers it. The activities are idempotent and heartbeat (after
+each tenant; the watch after its repair). Sync defs: the worker runs them on its thread pool.
+Errors leave through :meth:`~workflows.context.ActivityKit.guarded`
 (ConfigError/IntegrityError non-retryable, anything else retryable naming only its type).
 """
 
@@ -35,6 +40,8 @@ from governance.vault import KeyInfo, TenantKeysDestroyed
 from schemas.errors import IntegrityError
 from schemas.lineage import EventKind, LineageEvent
 from schemas.maintenance import (
+    IncidentWatchInput,
+    IncidentWatchResult,
     KeyRotationInput,
     KeyRotationResult,
     RetentionPurgeInput,
@@ -66,7 +73,36 @@ class MaintenanceActivities:
 
     def activities(self) -> list[Callable[..., Any]]:
         """The activities to hand to a control-queue ``Worker``."""
-        return [self.purge_retention, self.check_key_rotation]
+        return [self.purge_retention, self.check_key_rotation, self.watch_incidents]
+
+    # ---- incident watch --------------------------------------------------------------------------
+
+    @activity.defn(name="watch_incidents")
+    def watch_incidents(self, inp: IncidentWatchInput) -> IncidentWatchResult:
+        """Finish owed incident ledger events, then check codec tokens (see the module docstring)."""
+        return self.kit.guarded("watch_incidents", lambda: self._watch(inp))
+
+    def _watch(self, inp: IncidentWatchInput) -> IncidentWatchResult:
+        from services.codec_misuse import codec_findings, open_codec_incidents
+        from services.incident_ledger import append_owed
+
+        deps, now = self.deps, self.deps.clock()
+        repaired = append_owed(deps.engine, now=now)
+        activity.heartbeat("owed incident events appended")
+        rules = deps.settings.codec.misuse
+        found = codec_findings(deps.engine, rules, now=now)
+        if not inp.open_incidents:
+            return IncidentWatchResult(
+                appended=len(repaired.appended), still_owed=repaired.remaining,
+                no_breach=[f.token_id for f in found],
+            )  # fmt: skip
+        outcomes = open_codec_incidents(deps.engine, deps.subprocessors, found, rules, now=now)
+        return IncidentWatchResult(
+            appended=len(repaired.appended), still_owed=repaired.remaining,
+            opened={f.token_id: i.row.id for f, i, new in outcomes if i is not None and new},
+            covered={f.token_id: i.row.id for f, i, new in outcomes if i is not None and not new},
+            no_breach=[f.token_id for f, i, _ in outcomes if i is None],
+        )  # fmt: skip
 
     # ---- retention -------------------------------------------------------------------------------
 

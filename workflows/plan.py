@@ -38,6 +38,7 @@ from store import syncs as sync_store
 from store.subprocessor_versions import ObjectionChoice
 from workflows.associations import any_declared, check_relationships, is_relationship
 from workflows.context import ActivityKit, SyncContext
+from workflows.junctions import check_junction
 
 __all__ = ["plan_sync"]
 
@@ -82,6 +83,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
         try:
             with deps.engine.connect() as conn:
                 check_relationships(conn, ctx, destination, source=connector)
+                check_junction(conn, ctx)
         finally:
             destination.close()
     _check_route(kit, ctx, inp.run_id)

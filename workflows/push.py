@@ -10,10 +10,10 @@ except a destination record another live source key still maps (the merge guard,
 :mod:`workflows.merges`): its mapping is dropped, the record kept.
 Each written part is heartbeated as :class:`PushProgress`; a retry skips it, and tells the
 connector when the first attempt began (``Connector.retrying_since``), so records that attempt
-created — their answers lost with it — are still counted created. The database, per
-attempt: one read (the run's context — cached per worker —, the batch's parts and the first one to
-write), a read of each further part, one write per part (its id map rows and dead letters), one
-lineage append, the staging's deletion.
+created — their answers lost with it — are still counted created. The database, per attempt: one
+read (the run's context — cached per worker —, the batch's parts and the first one to write), a read
+of each further part, one write per part (its id map rows and dead letters), one lineage append, the
+staging's deletion. A junction sync's parts are associations (:mod:`workflows.junctions`).
 
 The move to the destination's region is checked before anything is written (fail closed). After
 the last part: a ``push`` event (counts, keyed hashes of accepted records), a ``transfer`` event when
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -43,8 +44,9 @@ from store import id_map as id_map_store
 from store import staging as staging_store
 from store.associations import Deferred
 from store.syncs import SyncSpec
-from workflows.associations import LinkCounts, Linking, is_relationship, release, waiting_children
+from workflows.associations import LinkCounts, Linking, is_relationship, waiting_children
 from workflows.context import ActivityKit, BatchEvents, SyncContext
+from workflows.junctions import Junction, is_junction, release_all
 from workflows.liveness import Keepalive
 from workflows.merges import (
     HELD,
@@ -139,8 +141,10 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
         connector.retrying_since(info.scheduled_time)
     keepalive = Keepalive.start()  # a slow vendor call must not look like a dead worker
     try:
-        spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
-        linking = Linking.of(kit, ctx, connector)
+        junction = Junction.of(kit, ctx, connector) if is_junction(ctx.spec.destination_stream) else None
+        stream = junction.owner.parent_stream if junction else ctx.spec.destination_stream  # (its letters')
+        spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, stream)
+        linking = None if junction else Linking.of(kit, ctx, connector)
         writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive, linking)
         for number in todo:
             if activity.is_cancelled():
@@ -151,8 +155,12 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
                 with deps.engine.connect() as conn:
                     (part,) = staging_store.get_staged(conn, tenant, batch.batch_id, part=number)
             keys, records, deleted, merges = open_part_and_merges(deps.vault, ctx, part)
+            if junction is not None:  # rows are associations (workflows.junctions), not records
+                done = junction.push(keys, records, deleted, partial(writer.letter, part))
+                progress, ok, deleted = progress.model_copy(update=done.progress(progress)), done.accepted, []
+            else:
+                progress, ok = writer.upsert(part, keys, records, progress)
             merged.update(merges)
-            progress, ok = writer.upsert(part, keys, records, progress)
             accepted += ok
             progress, removed, spared = writer.release_held(part, progress)
             gone += removed
@@ -353,7 +361,7 @@ class _Writer:
 
         links = self.linking.link(children, letter, prefilled) if self.linking and children else LinkCounts()
         if waiting:
-            links = links.plus(release(self.kit, self.ctx, self.connector, waiting, landed, letter))
+            links = links.plus(release_all(self.kit, self.ctx, self.connector, waiting, landed, letter))
         return links
 
     def delete(

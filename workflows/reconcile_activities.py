@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from schemas.connector import WriteMode
+from schemas.connector import Record, WriteMode
 from schemas.errors import DataError
 from schemas.lineage import EventKind, LineageEvent
 from schemas.reconcile import (
@@ -42,7 +42,9 @@ from services.wiring import ActivityDeps
 from store import id_map as id_map_store
 from store import reconcile as reconcile_store
 from store import runs as run_store
+from store.dead_letters import DeadLetter
 from workflows.context import ActivityKit, BatchEvents, SyncContext
+from workflows.junctions import WANTED, Junction, is_junction
 from workflows.liveness import Keepalive
 from workflows.merges import spare_shared
 from workflows.staging import resume
@@ -193,8 +195,11 @@ class ReconcileActivities:
         progress = resume(_ApplyProgress, batch_id)
         with deps.engine.connect() as conn:
             listed = reconcile_store.count_listed(conn, tenant, sync_id, plan.run_id)
-            mapped = reconcile_store.mapped_before(conn, tenant, sync_id, plan.started_at)
-            gone = reconcile_store.vanished(conn, tenant, sync_id, plan.run_id, mapped_before=plan.started_at)
+            rows = WANTED if is_junction(ctx.spec.destination_stream) else None  # a junction's: its rows
+            mapped = reconcile_store.mapped_before(conn, tenant, sync_id, plan.started_at, links_field=rows)
+            gone = reconcile_store.vanished(
+                conn, tenant, sync_id, plan.run_id, mapped_before=plan.started_at, links_field=rows
+            )
         if progress is None:
             first = ReconcileResult(
                 outcome=ReconcileOutcome.RUNNING,
@@ -220,6 +225,8 @@ class ReconcileActivities:
     ) -> tuple[ReconcileResult, list[str]]:
         """Delete the vanished records at the destination, :data:`DELETE_CHUNK` a call; the keys deleted."""
         deps, kit = self.deps, self.kit
+        if is_junction(ctx.spec.destination_stream):  # a vanished row unlinks, whatever the write mode
+            return self._unlink(ctx, [k for k, _ in gone], progress.result)
         if not ctx.spec.write_mode.propagates_deletes:  # upsert / update-only / create-only keep them
             return progress.result, []
         tenant, sync_id = ctx.tenant.id, plan.sync_id
@@ -277,6 +284,27 @@ class ReconcileActivities:
             connector.close()
             keepalive.stop()
         return result, deleted
+
+    def _unlink(
+        self, ctx: SyncContext, keys: list[str], result: ReconcileResult
+    ) -> tuple[ReconcileResult, list[str]]:
+        """A junction sync's vanished rows: their pairs archived in batch calls (workflows.junctions)."""
+        if not keys:
+            return result, []
+        dst = ctx.destination_endpoint()
+        ctx.registry.check_transfer(ctx.home, ctx.home, dst.region, dst.subprocessor, tenant=ctx.tenant.id)
+        connector = self.deps.connector_factory(ctx.spec.destination_connection_id)
+        try:
+            done = Junction.of(self.kit, ctx, connector).push([], [], keys, _no_letter)
+        finally:
+            connector.close()
+        links = done.links
+        update = {
+            "deleted": result.deleted + links.unlinked,
+            "delete_calls": result.delete_calls + links.calls,
+            "delete_batches": result.delete_batches + (1 if links.calls else 0),
+        }
+        return result.model_copy(update=update), keys
 
     def _events(
         self, ctx: SyncContext, plan: ReconcilePlan, result: ReconcileResult, deleted: list[str]
@@ -383,3 +411,8 @@ def _completed_message(plan: ReconcilePlan, r: ReconcileResult) -> str:
     if r.failed:
         text += f", {r.failed:,} refused by {dest} (kept mapped: the next reconciliation retries)"
     return text
+
+
+def _no_letter(kind: str, index: int, key: str, record: Record, code: str, message: str | None) -> DeadLetter:
+    """A reconciliation only unlinks vanished rows, which write no letter (none waits, none is created)."""
+    raise DataError(f"unexpected dead letter {code} while unlinking a vanished junction row")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
@@ -44,6 +45,7 @@ from store.dead_letters import DeadLetter
 from store.syncs import mapping_hash
 from workflows.associations import Linking
 from workflows.context import ActivityKit, BatchEvents, SyncContext
+from workflows.junctions import Junction, is_junction
 from workflows.liveness import Keepalive
 from workflows.push import PushProgress, _events, _Writer
 from workflows.staging import resume, seal_letter
@@ -204,9 +206,17 @@ def _retry(
                 conn, tenant, ctx.spec.id, [d.record_key_hash for d in gone]
             )
             dead_letter_store.add_dead_letters(conn, held)
-        spec = kit.stream_spec(destination, ctx.spec.destination_connection_id, ctx.spec.destination_stream)
-        writer = _Writer(kit, ctx, run_id, destination, spec, keepalive, Linking.of(kit, ctx, destination))
-        pushed, accepted = writer.upsert(_Part(batch_id), governed.keys, governed.records, progress.push)
+        junction = Junction.of(kit, ctx, destination) if is_junction(ctx.spec.destination_stream) else None
+        stream = junction.owner.parent_stream if junction else ctx.spec.destination_stream
+        spec = kit.stream_spec(destination, ctx.spec.destination_connection_id, stream)
+        linking = None if junction else Linking.of(kit, ctx, destination)
+        writer = _Writer(kit, ctx, run_id, destination, spec, keepalive, linking)
+        if junction is not None:  # the rows are associations (workflows.junctions)
+            letter = partial(writer.letter, _Part(batch_id))
+            done = junction.push(governed.keys, governed.records, [], letter)
+            pushed, accepted = progress.push.model_copy(update=done.progress(progress.push)), done.accepted
+        else:
+            pushed, accepted = writer.upsert(_Part(batch_id), governed.keys, governed.records, progress.push)
         pushed, released, _ = writer.release_held(_Part(batch_id), pushed)  # merge losers of landed winners
     finally:
         source.close()

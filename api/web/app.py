@@ -38,10 +38,12 @@ from api.web import (
     routes_runs,
     routes_subprocessors,
     routes_syncs,
+    routes_users,
 )
 from api.web.context import STATIC_DIR, TEMPLATES_DIR, LazyTemporal, Metrics, TemporalGetter, WebContext
 from api.web.guards import BodyTimeout
 from api.web.login_limit import LoginLimiter
+from api.web.permissions import RoutePermissions
 from api.web.render import render
 from api.web.security import PasswordHashing, RejectNulBytes, SecurityHeaders
 from api.web.session import NotLoggedIn
@@ -138,6 +140,7 @@ def create_app(
         routes_runs,
         routes_instructions,
         routes_subprocessors,
+        routes_users,
     ):
         app.include_router(module.router)
     # the auditors' read-only API (bearer tokens of their own, see api.audit.router)
@@ -145,6 +148,8 @@ def create_app(
         settings, engine=engine, pseudonymizer=pseudonymizer
     )
     app.include_router(audit_router, prefix="/audit", responses=AUDIT_RESPONSES)
+    # what each role may reach, read from the routes' guards: the pages show only those actions
+    app.state.permissions = RoutePermissions.of(app.routes)
     return app
 
 

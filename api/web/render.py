@@ -1,4 +1,6 @@
-"""Render a page: the template plus what every page needs (CSRF token, who is logged in)."""
+"""Render a page: the template plus what every page needs (CSRF token, who is logged in, and what
+their role may do: ``can(method, url)`` and ``only(method, url)`` from :mod:`api.web.permissions`,
+which reads the routes' own role guards)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from api.web.context import WebContext
+from api.web.permissions import RoutePermissions
 from api.web.session import LOGIN_CSRF_COOKIE, csrf_token, optional_session, set_cookie
 
 __all__ = ["HTML", "PAGE_RESPONSES", "POST_RESPONSES", "render"]
@@ -35,11 +38,22 @@ def render(
 ) -> HTMLResponse:
     ctx: WebContext = request.app.state.web
     session = optional_session(request)
+    role = session.role if session else None
+    permissions: RoutePermissions = request.app.state.permissions
+
+    def can(method: str, url: str) -> bool:
+        """Whether the server accepts ``method url`` from this user's role (a template shows the
+        button, form or link only then)."""
+        return permissions.allows(role, method, url)
+
     values: dict[str, Any] = {
         "request": request,
         "csrf_token": csrf_token(request),
         "tenant": session.tenant if session else None,
         "logged_in": session is not None,
+        "role": role,
+        "can": can,
+        "only": permissions.who,
     }
     values.update(context or {})
     response = ctx.templates.TemplateResponse(request, template, values, status_code=status)

@@ -34,7 +34,7 @@ from store.runs import RunRow
 from store.syncs import SyncRow, SyncSpec
 from store.tenants import TenantRow
 
-__all__ = ["AdminScope", "EditorScope", "Scope", "TenantScope", "tenant_scope"]
+__all__ = ["GUARD_ROLES", "AdminScope", "EditorScope", "Scope", "TenantScope", "tenant_scope"]
 
 
 def _not_found(what: str) -> HTTPException:
@@ -175,6 +175,11 @@ Scope = Annotated[TenantScope, Depends(tenant_scope)]
 """Any logged-in user of the tenant (a viewer too): reading pages, their own password."""
 
 
+GUARD_ROLES: dict[Callable[..., TenantScope], tuple[str, ...]] = {}
+"""Each role guard → the roles it admits: what :mod:`api.web.permissions` reads to show a page's
+buttons only to the roles the route behind them admits (the one table, kept by the guards)."""
+
+
 def _role_scope(*allowed: str) -> Callable[[TenantScope], TenantScope]:
     def scope_of_role(scope: Scope) -> TenantScope:
         role = scope.session.role
@@ -186,11 +191,12 @@ def _role_scope(*allowed: str) -> Callable[[TenantScope], TenantScope]:
             )
         return scope
 
+    GUARD_ROLES[scope_of_role] = allowed
     return scope_of_role
 
 
 AdminScope = Annotated[TenantScope, Depends(_role_scope("admin"))]
-"""Only admins: processing instructions (and which one a sync runs under), connections, users and
-notification settings."""
+"""Only admins: processing instructions (and which one a sync runs under), connections, users (and
+their sessions) and notification settings."""
 EditorScope = Annotated[TenantScope, Depends(_role_scope("admin", "editor"))]
 """Admins and editors: create, run, pause, resume and schedule syncs."""

@@ -19,7 +19,7 @@ import base64
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from governance.lineage._journal import CheckpointJournal
 from governance.lineage._report import assemble_report
@@ -67,10 +67,15 @@ class Ledger:
         self._sqlite = is_sqlite(engine)
         self._tree = MerkleTree()
 
-    def append(self, events: Sequence[LineageEvent]) -> list[int]:
+    def append(
+        self, events: Sequence[LineageEvent], *, claim: Callable[[Connection], bool] | None = None
+    ) -> list[int]:
         """Append ``events`` in order in one transaction; returns their contiguous indexes.
 
-        Raises :class:`PolicyError` if an event belongs to another tenant (nothing is written).
+        ``claim`` runs first in that transaction (e.g. marking an outbox row done): when it returns
+        False nothing is written and ``[]`` is returned, so an append paired with a claim happens at
+        most once however often it is retried. Raises :class:`PolicyError` if an event belongs to
+        another tenant (nothing is written).
         """
         if not events:
             return []
@@ -85,6 +90,9 @@ class Ledger:
             if self._sqlite:
                 # Take the write lock up front: no read-then-upgrade deadlock between writers.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if claim is not None and not claim(conn):
+                conn.rollback()
+                return []
             first = repo.reserve_indexes(conn, self.tenant, len(rows))
             repo.insert_events(conn, self.tenant, first, rows, now)
             conn.commit()

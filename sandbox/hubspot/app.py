@@ -830,6 +830,7 @@ class HubSpotSandbox(VendorSandbox):
             props = body.get("properties") or {}
             if not isinstance(props, Mapping):
                 raise ApiError(400, "VALIDATION_ERROR", "Invalid input JSON: properties must be an object")
+            self.schemas.require(ot, [props])
             row = self.objects.create_checked(ot, props, self.store.clock.now_ms())
             names = self.objects.output_properties(ot, list(props) or None)
             return json_response(self.objects.render(ot, row, names), 201)
@@ -915,6 +916,7 @@ class HubSpotSandbox(VendorSandbox):
             started = _now_iso()
             inputs = _inputs(await _json_body(request))
             values = self.objects.validate_all(ot, inputs)
+            self.schemas.require(ot, values)
             now = self.store.clock.now_ms()
             with self.objects.write_lock:
                 for v in values:
@@ -1000,6 +1002,7 @@ class HubSpotSandbox(VendorSandbox):
             results = []
             with self.objects.write_lock:
                 existing = [self.objects.find(ot, key, id_prop) for id_prop, key in plans]
+                self.schemas.require(ot, [v for row, v in zip(existing, values, strict=True) if row is None])
                 for row, v in zip(existing, values, strict=True):
                     if (conflict := self.objects.conflicts(ot, v, row.id if row else None)) is not None:
                         raise conflict

@@ -431,6 +431,7 @@ _LABELS = {
     "Account": ("Account", "Accounts"),
     "Lead": ("Lead", "Leads"),
     "Opportunity": ("Opportunity", "Opportunities"),
+    "OpportunityContactRole": ("Opportunity Contact Role", "Opportunity Contact Role"),
 }
 _SCOPES = {
     "Contact": [("All contacts", "everything"), ("My contacts", "mine"), ("My team's contacts", "team")],
@@ -443,6 +444,7 @@ REQUIRED_ON_CREATE = {
     "Account": ("Name",),
     "Lead": ("LastName", "Company"),
     "Opportunity": ("Name", "StageName", "CloseDate"),  # sandbox.salesforce.opportunity
+    "OpportunityContactRole": ("OpportunityId", "ContactId"),  # (ContactId: a guess, see there)
 }
 
 
@@ -450,7 +452,7 @@ class Schema:
     """Per-org sObject schema; thread-safe. Changes show up in the next describe and query."""
 
     def __init__(self) -> None:
-        from sandbox.salesforce.opportunity import opportunity_fields  # it builds on make_field
+        from sandbox.salesforce.opportunity import contact_role_fields, opportunity_fields
 
         self._lock = threading.Lock()
         self._fields: dict[str, list[dict[str, Any]]] = {
@@ -458,6 +460,7 @@ class Schema:
             "Account": _account_fields(),
             "Lead": _lead_fields(),
             "Opportunity": opportunity_fields(),
+            "OpportunityContactRole": contact_role_fields(),
         }
         self._version = 0
         self._prefixes: dict[str, str] = {}  # custom object → key prefix

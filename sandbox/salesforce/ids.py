@@ -28,6 +28,7 @@ KEY_PREFIXES = {
     "User": "005",
     "Organization": "00D",
     "Opportunity": "006",
+    "OpportunityContactRole": "00K",
 }
 _POD = "5d"
 _SERIAL_WIDTH = 10

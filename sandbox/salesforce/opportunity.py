@@ -1,5 +1,5 @@
-"""The Opportunity object of the emulated org (issue 14: deals ↔ Opportunity with
-``Opportunity.AccountId``).
+"""The Opportunity and OpportunityContactRole objects of the emulated org (issue 14: deals ↔
+Opportunity with ``Opportunity.AccountId``; deal ↔ contact associations ↔ OpportunityContactRole).
 
 Fields from the object reference
 (https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_opportunity.htm):
@@ -8,6 +8,17 @@ Fields from the object reference
 ``IsWon`` are read-only. Key prefix ``006``. Guess: ``StageName`` is an unrestricted picklist here
 (an org's stages are its own; the emulator checks no picklist values), so HubSpot deal stages are
 accepted as they are.
+
+OpportunityContactRole (the junction of Opportunity and Contact), from its object reference
+(https://developer.salesforce.com/docs/platform/object-reference/references/standard-objects/object-opportunitycontactrole.html;
+supported calls create, delete, describeSObjects, getDeleted, getUpdated, query, retrieve, update,
+upsert): ``OpportunityId`` is required, non-nullable and cannot be updated ("You must provide a
+value ... when you create"); ``ContactId`` is a lookup that can be updated; ``Role`` an optional
+picklist (255); ``IsPrimary`` a boolean defaulted to false. No owner, no name field, key prefix
+``00K``. Guess: ``ContactId`` is required on create too (the reference does not say "Required"
+for it, but Setup offers no contact role without a contact; the emulator refuses one with
+REQUIRED_FIELD_MISSING). Not emulated: "each Opportunity has only one primary contact" (a second
+``IsPrimary`` is accepted as it is).
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from typing import Any
 
 from sandbox.salesforce.describe import make_field, system_fields
 
-__all__ = ["STAGES", "opportunity_fields"]
+__all__ = ["CONTACT_ROLES", "STAGES", "contact_role_fields", "opportunity_fields"]
 
 STAGES = [
     "Prospecting",
@@ -26,6 +37,39 @@ STAGES = [
     "Closed Won",
     "Closed Lost",
 ]
+
+
+CONTACT_ROLES = [
+    "Business User",
+    "Decision Maker",
+    "Economic Buyer",
+    "Economic Decision Maker",
+    "Evaluator",
+    "Executive Sponsor",
+    "Influencer",
+    "Technical Buyer",
+    "Other",
+]
+"""The ``Role`` picklist of a new org (the object reference's examples: business user, decision maker)."""
+
+
+def contact_role_fields() -> list[dict[str, Any]]:
+    head, tail = system_fields("Contact Role")
+    return [
+        *head,
+        make_field(
+            "OpportunityId", "reference", "Opportunity ID", nillable=False, updateable=False,
+            reference_to=["Opportunity"], relationship_name="Opportunity",
+        ),
+        make_field(
+            "ContactId", "reference", "Contact ID", reference_to=["Contact"], relationship_name="Contact"
+        ),
+        make_field("Role", "picklist", "Role", picklist=CONTACT_ROLES),
+        make_field(
+            "IsPrimary", "boolean", "Primary", nillable=False, defaulted=True, default_value=False
+        ),
+        *tail[1:],  # no OwnerId: a contact role is owned through its opportunity
+    ]  # fmt: skip
 
 
 def opportunity_fields() -> list[dict[str, Any]]:

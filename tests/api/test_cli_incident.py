@@ -1,12 +1,15 @@
 """``crmhub incident`` against a real database (typer's CliRunner): a leaked-credential report on a
 connection opens an incident over the connection's lifetime, a tenant without contact is not marked
-notified (exit 1, naming the fix), and ``check-ledger`` opens one incident for a tampered ledger."""
+notified (exit 1, naming the fix), ``check-ledger`` opens one incident for a tampered ledger, and
+``repair`` appends, once, the ledger event an open that failed partway owed."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -15,6 +18,7 @@ from typer.testing import CliRunner, Result
 
 from api.cli import app as cli
 from governance.lineage import CheckpointSigner, Ledger
+from schemas.lineage import EventKind, LineageEvent
 from schemas.settings import load_settings
 from store import lineage as lineage_store
 from tests.incident_support import GLOBEX, HOUR, hashes, pull_event, seed
@@ -80,3 +84,27 @@ def test_check_ledger_opens_one_incident_for_a_tampered_ledger(world: Engine) ->
     assert second.exit_code == 1 and "already open: incident inc-" in second.output
     listed = crmhub("incident", "list", "--json")
     assert [i["signal"] for i in json.loads(listed.output)] == ["ledger_verification_failed"]
+
+
+def test_repair_appends_what_a_failed_open_owed_once(world: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Ledger.append
+
+    def append(self: Ledger, events: Sequence[LineageEvent], **kw: Any) -> list[int]:
+        if self.tenant == GLOBEX and any(e.kind is EventKind.INCIDENT for e in events):
+            raise OSError("disk full")
+        return real(self, events, **kw)
+
+    with monkeypatch.context() as patched:  # (monkeypatch.undo would drop the world's settings too)
+        patched.setattr(Ledger, "append", append)
+        failed = crmhub(
+            "incident", "open", "--summary", "laptop with a database dump stolen", "--from", "2000-01-01"
+        )
+        assert isinstance(failed.exception, OSError), failed.output
+    repaired = crmhub("incident", "repair")
+    assert repaired.exit_code == 0, repaired.output
+    assert "appended became_aware to tenant globex's ledger" in repaired.output
+    assert "2 incident ledger event(s) appended" in repaired.output  # globex, then initech
+    again = crmhub("incident", "repair")
+    assert "0 incident ledger event(s) appended" in again.output
+    steps = [e.details["step"] for e in Ledger(world, GLOBEX).read_events() if e.kind is EventKind.INCIDENT]
+    assert steps == ["became_aware"]

@@ -129,6 +129,7 @@ class Tenants:
     a_token: str
     b_token: str
     b_runs: set[str]
+    b_users: set[str]
     stored_by_a: set[str] = field(default_factory=set)
 
 
@@ -169,7 +170,7 @@ async def _seed(settings: Settings, sandbox: RunningSandbox, engine: Engine) -> 
     for tenant in (A, B):
         Ledger(engine, tenant).checkpoint(signer)
     add_user(settings, A, A_USER, PASSWORD)
-    add_user(settings, B, B_USER, PASSWORD)
+    b_user_id = add_user(settings, B, B_USER, PASSWORD)
     now = datetime.now(UTC)
     with engine.begin() as conn:
         _, a_token = auditors.create_token(conn, tenant=A, name="auditor of acme", now=now)
@@ -196,7 +197,7 @@ async def _seed(settings: Settings, sandbox: RunningSandbox, engine: Engine) -> 
     b_cps = Ledger(engine, B).checkpoints()
     hashes = [h for e in events for h in e.record_id_hashes][:5]
     b_ids = sorted(
-        {B, B_SYNC, "dsr-zebra-0001", b_token_row.id, *hashes}
+        {B, B_SYNC, "dsr-zebra-0001", b_token_row.id, b_user_id, *hashes}
         | {c.id for c in b_conns}
         | {r.run_id for r in runs}
         | {d.id for d in letters}
@@ -208,7 +209,7 @@ async def _seed(settings: Settings, sandbox: RunningSandbox, engine: Engine) -> 
     b_secret = b_token.removeprefix(f"{auditors.TOKEN_PREFIX}{b_token_row.id}_")
     assert len(b_secret) >= 40
     markers = (
-        {B, B_SYNC, B_USER, b_token_row.id, b_secret, b_ins.content_hash}
+        {B, B_SYNC, B_USER, b_user_id, b_token_row.id, b_secret, b_ins.content_hash}
         | {c.id for c in b_conns}
         | {r.run_id for r in runs}
         | {d.id for d in letters}
@@ -242,9 +243,12 @@ async def _seed(settings: Settings, sandbox: RunningSandbox, engine: Engine) -> 
         "first": "1",
         "run_id": "run-acme-1",  # A's run page
         "every": "1h",  # a schedule form (on A's "nosuchsync" when swept with POST)
+        "user_id": "nosuchuser",  # ending A's own user's sessions would end the sweep
     }
     b_runs = {r.run_id for r in runs}
-    return Tenants(a_values, b_ids, {B_SYNC}, {c.id for c in b_conns}, markers, a_token, b_token, b_runs)
+    return Tenants(
+        a_values, b_ids, {B_SYNC}, {c.id for c in b_conns}, markers, a_token, b_token, b_runs, {b_user_id}
+    )
 
 
 @dataclass
@@ -329,8 +333,10 @@ async def _sweep_route(s: Sweep, method: str, path: str, route: Any) -> int:
             r = await s.call(client, method, _fill(path, pv), qv, fv)
             n += 1
             assert r.status_code < 500, (method, path, where, name, value, r.status_code, r.text[:300])
-            b_id = (name == "sync_id" and value in s.t.b_syncs) or (
-                name.endswith("connection_id") and value in s.t.b_connections
+            b_id = (
+                (name == "sync_id" and value in s.t.b_syncs)
+                or (name.endswith("connection_id") and value in s.t.b_connections)
+                or (name == "user_id" and value in s.t.b_users)
             )
             creates_own = path == "/syncs" and method == "POST" and name == "sync_id"  # A's id space
             if b_id and not creates_own and not is_audit:

@@ -183,3 +183,37 @@ def test_custom_records_need_the_custom_object_scopes(served: Served, type_id: s
     assert schemas.status_code == 403 and schemas.json()["category"] == "MISSING_SCOPES"
     assert listed.status_code == 403 and read.status_code == 200 and write.status_code == 403
     assert write.json()["errors"][0]["context"]["requiredGranularScopes"] == ["crm.objects.custom.write"]
+
+
+def test_a_record_without_a_required_property_is_refused_with_the_vendor_code(
+    served: Served, type_id: str, connect: Connect
+) -> None:
+    """The schema's ``requiredProperties`` hold on create: HubSpot fails the whole batch (400
+    "Property values were not valid", one problem per record and property: the sandbox's guess of
+    the shape) and the writer isolates the records without a value in one resend; an update does
+    not need them."""
+    with httpx.Client(verify=served.ca.client_context()) as http:
+        answer = http.post(
+            f"{served.srv.url}/crm/v3/objects/{type_id}/batch/create",
+            json={"inputs": [{"properties": {"project_code": "X-1"}}]},
+            headers={"Authorization": f"Bearer {served.token}"},
+        )
+    assert answer.status_code == 400 and answer.json()["category"] == "VALIDATION_ERROR"
+    assert '"error":"REQUIRED_PROPERTY_MISSING","name":"project_name"' in answer.json()["message"]
+    conn = connect(served, _full_scopes(served.hs), granted_scopes=CUSTOM_SCOPES)
+    conn.streams()
+    records: list[dict[str, Any]] = [
+        {"project_code": f"P-{i:02d}", "project_name": None if i % 4 == 0 else f"Project {i}"}
+        for i in range(20)
+    ]
+    calls = conn.client.calls
+    result = conn.write_batch("projects", records, WriteMode.UPSERT, external_id="project_code")
+    refused = {o.index: o.error_code for o in result.outcomes if not o.ok}
+    assert refused == {i: "REQUIRED_PROPERTY_MISSING" for i in range(0, 20, 4)}
+    assert conn.client.calls - calls == 2  # the rejected batch + the resend of the 15 others
+    stored = {r["project_code"] for r in served.hs.live_records("projects")}
+    assert stored == {f"P-{i:02d}" for i in range(20) if i % 4}
+    update = conn.write_batch(  # an existing record: no required property needed
+        "projects", [{"project_code": "P-01", "budget": 5}], WriteMode.UPSERT, external_id="project_code"
+    )
+    assert [o.status.value for o in update.outcomes] == ["updated"]

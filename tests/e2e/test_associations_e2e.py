@@ -140,5 +140,9 @@ async def test_a_full_deferral_queue_dead_letters_the_rest_naming_the_parent_syn
         assert all(f"run sync {ACCOUNTS!r} first" in dl.error_message for dl in letters)
         pushed = _push_counts(world, tenant, first.run_id)
         assert (pushed["deferred"], pushed["link_failed"]) == (5, 15)  # none silently dropped
+        again = await run_sync(world.connected, world.settings, tenant, CONTACTS)  # pushed again, full
+        with world.connected.engine.connect() as conn:  # the waiting ones keep their place
+            assert links_store.count_deferred(conn, tenant, CONTACTS) == 5
+        assert event_counts(world, tenant, again.run_id, EventKind.PUSH)["deferred"] == 5
         await run_sync(world.connected, world.settings, tenant, ACCOUNTS)
     assert len(world.hs.associations.pairs("contacts", "companies")) == 5  # the waiting ones, released

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,9 @@ from schemas.sync import SyncMode, SyncStatus
 from services import notices
 from services.wiring import default_subprocessors_file
 from store import auditors
-from tests.notice_support import SmtpServer, WebhookReceiver
+from tests.notice_support import SmtpServer, WebhookReceiver, drill_settings
 from tests.stack import connect_demo_tenant
-from tests.sync_support import run_sync, worker_env
+from tests.sync_support import run_sync
 from workers.client import Connected
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,20 +76,7 @@ async def test_breach_drill(
     smtp = SmtpServer()
     smtp.start()
     hooks = {ALPHA: WebhookReceiver(), GAMMA: WebhookReceiver()}
-    # The dispatch schedule's slots an hour apart: a delivery within the test is notify's own start.
-    drill = settings.model_copy(
-        update={
-            "notices": settings.notices.model_copy(update={"smtp_port": smtp.port, "timeout_s": 5}),
-            "schedules": settings.schedules.model_copy(
-                update={"notice_dispatch_interval": timedelta(hours=1)}
-            ),
-        }
-    )
-    for key, value in worker_env(drill).items():
-        if key.startswith("CRMHUB_"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("CRMHUB_NOTICES__SMTP_PORT", str(smtp.port))
-    monkeypatch.setenv("COLUMNS", "250")
+    drill = drill_settings(settings, smtp, monkeypatch)
     connected: dict[str, Connected] = {}
     try:
         for tenant in (GAMMA, ALPHA, BETA):

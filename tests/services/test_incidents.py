@@ -15,9 +15,8 @@ from sqlalchemy.engine import Engine
 
 from api.audit.incidents import incident_history
 from api.audit.reports import tenant_events
-from governance.keys import LocalKeyringProvider
 from governance.lineage import CheckpointSigner, Ledger
-from governance.registry import Registry, load_registry
+from governance.registry import Registry
 from governance.vault import Vault
 from schemas.errors import ConfigError
 from schemas.lineage import EventKind
@@ -33,24 +32,17 @@ from services.incidents import (
     open_incident,
     update_incident,
 )
-from services.wiring import default_subprocessors_file
 from store import lineage as lineage_store
 from store import notices as notice_store
 from store import tenants as tenant_store
-from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, hashes, pull_event, seed
+from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, hashes, pull_event, seeded_vault
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def registry() -> Registry:
-    return load_registry(default_subprocessors_file())
-
-
-@pytest.fixture
 def vault(db_engine: Engine, tmp_path: Path) -> Vault:
-    seed(db_engine, T0)
-    return Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
+    return seeded_vault(db_engine, tmp_path, T0)
 
 
 def _incident_steps(engine: Engine, tenant: str) -> list[str]:

@@ -488,3 +488,18 @@ def test_a_relationship_read_at_the_source_is_no_source_field(setup: SyncSetup) 
     assert err.message.startswith("mapping: the salesforce object Contact has no field 'AccountIdd'")
     row = setup.create(spec_of(**to_sf, instruction_version=4))
     assert row.spec.mapping["@companies"] == "AccountId"
+
+
+def test_an_association_stream_takes_its_two_ends_and_no_field(setup: SyncSetup) -> None:
+    """``companies/contacts`` is an association stream (workflows.junctions): both ends must be
+    writable objects of the destination, the lookups are checked like any mapped source field, and a
+    mapped field that is no end is refused (an association has no properties to write it to)."""
+    junction = {"destination_stream": "companies/contacts", "destination_id_property": "external_id"}
+    err = refusal(setup, spec_of(**junction, mapping={"Email": "@contacts", "FirstName": "lastname"}))
+    assert err.field == "mapping" and "companies/contacts is an association stream" in err.message
+    err = refusal(setup, spec_of(**{**junction, "destination_stream": "companies/contact"}))
+    assert err.field == "destination_stream" and "did you mean contacts?" in err.message
+    err = refusal(setup, spec_of(**junction, mapping={"Email": "@contacts", "Emial": "@companies"}))
+    assert err.message == "mapping: the salesforce object Contact has no field 'Emial'; did you mean Email?"
+    row = setup.create(spec_of(**junction, mapping={"Email": "@contacts", "FirstName": "@companies"}))
+    assert row.spec.destination_stream == "companies/contacts" and syncs_of(setup.engine) == 1

@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from api.maintenance import (
+    INCIDENT_WATCH_SCHEDULE_ID,
     KEY_ROTATION_SCHEDULE_ID,
     MAINTENANCE_SCHEDULE_IDS,
     NOTICE_DISPATCH_SCHEDULE_ID,
@@ -45,6 +46,7 @@ from schemas.maintenance import (
     KeyRotationResult,
     RetentionPurgeInput,
     RetentionPurgeResult,
+    incident_watch_workflow_id,
     key_rotation_workflow_id,
     retention_purge_workflow_id,
 )
@@ -360,7 +362,7 @@ async def crmhub_workers(client: Client, settings: Settings, deps: ActivityDeps)
 async def test_schedules_are_installed_with_the_settings_intervals_and_skip_overlaps(
     client: Client, settings: Settings, engine: Engine, crmhub_workers: None, clean_schedules: None
 ) -> None:
-    assert [s.installed for s in await describe_maintenance_schedules(client)] == [False, False, False]
+    assert [s.installed for s in await describe_maintenance_schedules(client)] == [False, False, False, False]
 
     installed = await install_maintenance_schedules(client, settings)
 
@@ -368,11 +370,13 @@ async def test_schedules_are_installed_with_the_settings_intervals_and_skip_over
         (RETENTION_SCHEDULE_ID, timedelta(hours=6), "SKIP", False),
         (KEY_ROTATION_SCHEDULE_ID, timedelta(days=2), "SKIP", False),
         (NOTICE_DISPATCH_SCHEDULE_ID, timedelta(minutes=2), "SKIP", False),
+        (INCIDENT_WATCH_SCHEDULE_ID, timedelta(minutes=15), "SKIP", False),  # the default
     ]
     for sid, workflow_type, workflow_id in (
         (RETENTION_SCHEDULE_ID, "RetentionPurgeWorkflow", retention_purge_workflow_id()),
         (KEY_ROTATION_SCHEDULE_ID, "KeyRotationCheckWorkflow", key_rotation_workflow_id()),
         (NOTICE_DISPATCH_SCHEDULE_ID, "NoticeDispatchWorkflow", notice_dispatch_workflow_id()),
+        (INCIDENT_WATCH_SCHEDULE_ID, "IncidentWatchWorkflow", incident_watch_workflow_id()),
     ):
         desc = await client.get_schedule_handle(sid).describe()
         action = desc.schedule.action
@@ -396,6 +400,7 @@ async def test_schedules_are_installed_with_the_settings_intervals_and_skip_over
         (timedelta(hours=1), False),
         (timedelta(days=2), True),
         (timedelta(minutes=2), False),
+        (timedelta(minutes=15), False),
     ]
 
     # A trigger runs the workflow on the control queue, served by the worker process's control poller.
@@ -436,7 +441,7 @@ def test_cli_installs_and_lists_the_schedules(cli_env: None, client: Client, cle
     runner = CliRunner()
     listed = runner.invoke(app, ["schedules", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    assert [s["installed"] for s in json.loads(listed.output)] == [False, False, False]
+    assert [s["installed"] for s in json.loads(listed.output)] == [False, False, False, False]
 
     installed = runner.invoke(app, ["schedules", "install", "--json"])
     assert installed.exit_code == 0, installed.output
@@ -445,6 +450,7 @@ def test_cli_installs_and_lists_the_schedules(cli_env: None, client: Client, cle
     assert rows[RETENTION_SCHEDULE_ID]["every_s"] == 12 * 3600
     assert rows[KEY_ROTATION_SCHEDULE_ID]["every_s"] == 24 * 3600  # the default
     assert rows[NOTICE_DISPATCH_SCHEDULE_ID]["every_s"] == 60  # the default
+    assert rows[INCIDENT_WATCH_SCHEDULE_ID]["every_s"] == 15 * 60  # the default
     assert {s["overlap"] for s in rows.values()} == {"SKIP"}
 
     table = runner.invoke(app, ["schedules", "list"])

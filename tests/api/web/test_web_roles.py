@@ -1,8 +1,8 @@
 """Roles (issue 18): admin · editor · viewer. Only admins change instructions (and which one a sync
-runs under) and connections; editors and admins create, run, pause, resume and schedule syncs;
-every role reads. A refused request is 403 with a page naming the role it needs and the user's own.
-Each route below is asked by each role; ``crmhub web user role`` changes a role for the next
-request of a live session."""
+runs under), connections and users (their sessions, their removal); editors and admins create, run,
+pause, resume and schedule syncs; every role reads. A refused request is 403 with a page naming the
+role it needs and the user's own. Each route below is asked by each role; ``crmhub web user role``
+changes a role for the next request of a live session."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ ADMIN_ONLY = [
     ("POST", "/instructions/move-syncs", {"version": "1"}),
     ("POST", "/syncs/nosuch/instruction", {"version": "1"}),
     ("POST", "/subprocessors/object", {"version": "2", "choice": "keep"}),
+    ("GET", "/users", None),
+    ("POST", "/users/nosuch/logout", {}),
+    ("POST", "/users/nosuch/remove", {}),
 ]
 EDITOR = [
     ("GET", "/syncs/new", None),

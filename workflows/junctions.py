@@ -1,0 +1,332 @@
+"""Junction rows as associations (issue 14): Salesforce ``OpportunityContactRole`` → HubSpot
+deal↔contact associations.
+
+**Declared** by a sync whose destination stream is an *association stream* ``<owner>/<other>``
+(``deals/contacts``: HubSpot's ``/crm/v4/associations/deals/contacts`` pair) and whose mapping
+names both sides as relationships::
+
+    source_stream: OpportunityContactRole
+    destination_stream: deals/contacts
+    mapping: {OpportunityId: "@deals", ContactId: "@contacts"}
+
+Each source row is one association, not a record: the deal its ``OpportunityId`` became, linked
+to the contact its ``ContactId`` became (HubSpot deal→contact type 3). Both lookups are read like
+any mapped field, so the instruction must allow them (``allowed_fields.OpportunityContactRole``) or
+the plan is refused (rule ``mapping``); neither may be pseudonymized, and each side needs exactly
+one parent sync writing it through the same connection (Opportunity → deals, Contact → contacts:
+:func:`workflows.associations.check_relationships`, the same check as any relationship). Other
+mapped fields (``Role``, ``IsPrimary``) are not written: HubSpot's deal→contact pair has no
+HubSpot-defined label for them, and a custom association label per role is not emulated — a role
+change moves the row's ``SystemModstamp`` and re-reads it, but writes nothing.
+
+**Pushed** (:class:`Junction`, in place of the upsert): both ends are resolved through their parent
+syncs' id maps; a new pair is created, a changed one (``ContactId`` edited) archives the old pair and
+creates the new, an unchanged one costs nothing; a row deleted at the source (or whose lookup was
+cleared) archives its pair — in every write mode, as a cleared lookup unlinks (an association is
+no record a write mode keeps) — unless another live row of the sync holds the same pair (Salesforce
+accepts two roles of one contact on one opportunity). Written pairs live in ``association_links``
+(field :data:`PAIR`: deal id, contact id) and the keyed hashes of the ends each row wants under
+:data:`WANTED`. A row with an end not synced yet waits in the deferral queue on that end; the push
+of the parent sync that lands it resolves the row again (:func:`release_all`) and links it or queues
+it on the other end. A reconciliation (:mod:`workflows.reconcile_activities`) compares the source's
+live ids with the :data:`WANTED` rows and unlinks the vanished ones (purged deletes). All writes go
+through the connector's batch association endpoints
+(:meth:`~connectors.base.Connector.write_links`); counted as ``linked``/``unlinked``/``deferred``/
+``released``/``link_failed``/``link_calls``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.engine import Connection
+
+from connectors.base import Connector
+from schemas.connector import Link, Record
+from schemas.errors import ConfigError
+from store import associations as links_store
+from store import dead_letters as dead_letter_store
+from store import id_map as id_map_store
+from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
+from workflows.associations import release as release_children
+from workflows.context import ActivityKit, SyncContext
+
+__all__ = [
+    "PAIR",
+    "SEPARATOR",
+    "WANTED",
+    "Junction",
+    "PartResult",
+    "check_junction",
+    "is_junction",
+    "release_all",
+]
+
+SEPARATOR = links_store.JUNCTION_SEPARATOR
+is_junction = links_store.is_junction
+PAIR = "@pair"
+"""``association_links`` field of a junction row's written pair (deal id, contact id)."""
+WANTED = "@wanted"
+"""``association_links`` field of the keyed hashes of the ends a junction row points at."""
+
+UPSERT = "upsert"
+"""The kind of a refused row's letter: it stands for the record's upsert, so
+:mod:`workflows.retry` takes it up like a refused upsert (``retry-rejected``, a changed row)."""
+LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.DeadLetter]
+
+
+def _ends(spec_stream: str, rels: Sequence[Relationship]) -> tuple[Relationship, Relationship]:
+    """(owner, other) relationships of a junction sync writing ``spec_stream``."""
+    owner, _, other = spec_stream.partition(SEPARATOR)
+    by_parent = {r.parent_stream: r for r in rels}
+    if owner not in by_parent or other not in by_parent or len(rels) != 2:
+        raise ConfigError(
+            f"a sync into {spec_stream} links rows to both ends: map one field to @{owner} and one to "
+            f"@{other} (e.g. OpportunityId: '@{owner}', ContactId: '@{other}'), and no other relationship",
+            code="JUNCTION_ENDS",
+        )
+    return by_parent[owner], by_parent[other]
+
+
+def check_junction(conn: Connection, ctx: SyncContext) -> None:
+    """Plan-time: a junction sync declares exactly its two ends (the ends' parent syncs are checked
+    by :func:`workflows.associations.check_relationships`)."""
+    if is_junction(ctx.spec.destination_stream):
+        _ends(ctx.spec.destination_stream, relationships(conn, ctx))
+
+
+def _hash(keyed_hash: Callable[[str, str], str], tenant: str, value: object) -> str | None:
+    return None if value is None or str(value).strip() == "" else keyed_hash(tenant, str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    index: int  # in its part (a deleted row: -1 - its position among the deletes)
+    key: str  # keyed hash of the row's source id
+    owner: str | None  # keyed hash of the owner end's source id (OpportunityId); None: cleared
+    other: str | None  # ... of the other end's (ContactId)
+    record: Record | None = None  # as staged (in its letter, so a retry can read it again)
+
+
+class PushLike(Protocol):
+    """The push progress fields a junction part adds to (:class:`workflows.push.PushProgress`)."""
+
+    created: int
+    updated: int
+    failed: int
+    calls: int
+    resolved: int
+    resolved_runs: list[str]
+    links: LinkCounts
+
+
+@dataclass(frozen=True, slots=True)
+class PartResult:
+    """What one junction part did: ``paired`` rows' pairs are at the destination (``links.linked``
+    of them new), ``waiting`` rows are queued; ``resolved``: (letter, run) of their refusals ended."""
+
+    links: LinkCounts
+    paired: list[str]
+    waiting: list[str]
+    resolved: list[tuple[str, str]]
+
+    @property
+    def accepted(self) -> list[str]:
+        return self.paired + self.waiting
+
+    def progress(self, p: PushLike) -> dict[str, object]:
+        """``p``'s fields with this part added (a ``model_copy`` update)."""
+        links = self.links
+        return {
+            "created": p.created + links.linked,
+            "updated": p.updated + len(self.paired) - links.linked,
+            "failed": p.failed + links.failed,
+            "calls": p.calls + links.calls,
+            "resolved": p.resolved + len(self.resolved),
+            "resolved_runs": sorted({*p.resolved_runs, *(run for _, run in self.resolved)}),
+            "links": p.links.plus(links),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Junction:
+    """Pushes one junction sync's rows as associations (see the module docstring)."""
+
+    kit: ActivityKit
+    ctx: SyncContext
+    connector: Connector
+    owner: Relationship
+    other: Relationship
+
+    @classmethod
+    def of(cls, kit: ActivityKit, ctx: SyncContext, connector: Connector) -> Junction:
+        with kit.deps.engine.connect() as conn:
+            owner, other = _ends(ctx.spec.destination_stream, relationships(conn, ctx))
+        return cls(kit, ctx, connector, owner, other)
+
+    def push(
+        self, keys: Sequence[str], records: Sequence[Record], deleted: Sequence[str], letter: LetterFn
+    ) -> PartResult:
+        """Link one part's rows and unlink its deleted ones."""
+        tenant, keyed_hash = self.ctx.tenant.id, self.kit.deps.pseudonymizer.keyed_hash
+        rows = [
+            _Row(i, k, _hash(keyed_hash, tenant, r.get(self.owner.field)),
+                 _hash(keyed_hash, tenant, r.get(self.other.field)), r)
+            for i, (k, r) in enumerate(zip(keys, records, strict=True))
+        ]  # fmt: skip
+        rows += [_Row(-1 - n, k, None, None) for n, k in enumerate(deleted)]
+        wanted = [(r.key, r.owner or "", r.other or "") for r in rows if r.owner and r.other]
+        with self.kit.deps.engine.begin() as conn:
+            links_store.set_links(conn, tenant, self.ctx.spec.id, WANTED, wanted, now=self.kit.deps.clock())
+            links_store.drop_links(
+                conn, tenant, self.ctx.spec.id, WANTED, [r.key for r in rows if not (r.owner and r.other)]
+            )
+        counts, linked, waiting = self.settle(rows, letter)
+        live = set(keys)
+        linked = [k for k in linked if k in live]
+        with self.kit.deps.engine.begin() as conn:  # accepted at last: the earlier refusals end
+            resolved = dead_letter_store.resolve_dead_letters(
+                conn, tenant, self.ctx.spec.id, linked + waiting
+            )
+        return PartResult(counts, linked, waiting, resolved)
+
+    def settle(self, rows: Sequence[_Row], letter: LetterFn) -> tuple[LinkCounts, list[str], list[str]]:
+        """Resolve ``rows``' ends through the parent syncs' id maps, write what changed against the
+        pairs they have, queue those with an end not synced yet; returns the counts, the keys whose
+        pair is at the destination and the keys queued."""
+        tenant, sync_id, now = self.ctx.tenant.id, self.ctx.spec.id, self.kit.deps.clock()
+        with self.kit.deps.engine.connect() as conn:
+            have = links_store.links_of(conn, tenant, sync_id, PAIR, [r.key for r in rows])
+            owners = id_map_store.lookup_id_map(
+                conn, tenant, self.owner.parent_sync_id, [r.owner for r in rows if r.owner]
+            )
+            others = id_map_store.lookup_id_map(
+                conn, tenant, self.other.parent_sync_id, [r.other for r in rows if r.other]
+            )
+            waiting = links_store.count_deferred(conn, tenant, sync_id, excluding=[r.key for r in rows])
+            room = DEFERRAL_LIMIT - waiting
+            leaving = {have[r.key] for r in rows if r.key in have}
+            shared = _held_elsewhere(conn, tenant, sync_id, leaving, {r.key for r in rows})
+        archive: list[tuple[str, tuple[str, str]]] = []  # (key, pair) to unlink
+        create: list[tuple[str, tuple[str, str]]] = []
+        deferred: list[links_store.Deferred] = []
+        letters: list[dead_letter_store.DeadLetter] = []
+        ok: list[str] = []
+        for r in rows:
+            old = have.get(r.key)
+            deal = owners.get(r.owner) if r.owner else None
+            contact = others.get(r.other) if r.other else None
+            new = (deal, contact) if deal and contact else None
+            if new is not None and new == old:
+                ok.append(r.key)
+                continue
+            if old is not None:
+                archive.append((r.key, old))
+            if new is not None:
+                create.append((r.key, new))
+                continue
+            if not (r.owner and r.other):  # deleted or cleared: unlinked, nothing waits
+                continue
+            end, missing = (self.owner, r.owner) if deal is None else (self.other, r.other)
+            if room <= 0:
+                why = (
+                    f"{end.field}: its {end.parent_stream} record is not synced yet and {DEFERRAL_LIMIT} "
+                    f"rows of this sync already wait; run sync {end.parent_sync_id!r} first"
+                )
+                letters.append(letter(UPSERT, r.index, r.key, r.record or {}, "PARENT_NOT_SYNCED", why))
+                continue
+            room -= 1
+            deferred.append(
+                links_store.Deferred(sync_id, PAIR, r.key, "", self.ctx.spec.destination_stream,
+                                     end.parent_stream, end.parent_sync_id, missing, 1, now)
+            )  # fmt: skip
+        # A pair another row of the sync still holds stays at the destination.
+        archive_calls = [(k, p) for k, p in archive if p not in shared and p not in {q for _, q in create}]
+        counts, written = self._write(archive_calls, create, {r.key: r for r in rows}, letter, letters)
+        done = {k for k, _ in create} & written
+        with self.kit.deps.engine.begin() as conn:
+            links_store.drop_links(conn, tenant, sync_id, PAIR, [k for k, _ in archive if k not in done])
+            links_store.set_links(conn, tenant, sync_id, PAIR,
+                                  [(k, d, c) for k, (d, c) in create if k in done], now=now)  # fmt: skip
+            links_store.drop_deferred(conn, tenant, sync_id, PAIR, [r.key for r in rows])
+            links_store.defer(conn, tenant, deferred, now=now)
+            dead_letter_store.add_dead_letters(conn, letters)
+        unlinked = len([k for k, _ in archive if k not in done])
+        more = LinkCounts(unlinked=unlinked, deferred=len(deferred), failed=len(letters) - counts.failed)
+        return counts.plus(more), ok + sorted(done), [d.child_key_hash for d in deferred]
+
+    def _write(
+        self,
+        archive: list[tuple[str, tuple[str, str]]],
+        create: list[tuple[str, tuple[str, str]]],
+        rows: dict[str, _Row],
+        letter: LetterFn,
+        letters: list[dead_letter_store.DeadLetter],
+    ) -> tuple[LinkCounts, set[str]]:
+        """One write_links call for the pairs to archive (``parent_id`` None) and create; returns
+        the counts and the keys whose new pair was created."""
+        links = [Link(d, None, c) for _, (d, c) in archive] + [Link(d, c) for _, (d, c) in create]
+        if not links:
+            return LinkCounts(), set()
+        owner, _, other = self.ctx.spec.destination_stream.partition(SEPARATOR)
+        result = self.connector.write_links(owner, other, links)
+        keyed = [k for k, _ in archive] + [k for k, _ in create]
+        written: set[str] = set()
+        for n, key in enumerate(keyed):
+            if n in result.failed:
+                code, message = result.failed[n]
+                r = rows[key]
+                letters.append(letter(UPSERT, r.index, key, r.record or {}, code, message))
+            elif n >= len(archive):
+                written.add(key)
+        return LinkCounts(linked=len(written), failed=len(result.failed), calls=result.calls), written
+
+
+def _held_elsewhere(
+    conn: Connection, tenant: str, sync_id: str, pairs: set[tuple[str, str]], moving: set[str]
+) -> set[tuple[str, str]]:
+    """Of ``pairs``, those another row of the sync (not among ``moving``) is linked by."""
+    if not pairs:
+        return set()
+    rows = links_store.links_to(conn, tenant, sync_id, PAIR, sorted({d for d, _ in pairs}))
+    return {(d, c) for k, d, c in rows if k not in moving and (d, c) in pairs}
+
+
+def release_all(
+    kit: ActivityKit, ctx: SyncContext, connector: Connector, waiting: Sequence[links_store.Deferred],
+    landed: dict[str, str], letter: LetterFn,
+) -> LinkCounts:  # fmt: skip
+    """Link what waited for the records the parent sync ``ctx`` just landed (``landed``: key hash →
+    destination id): children (:func:`workflows.associations.release`) and junction rows
+    (:func:`_release`)."""
+    rows = [d for d in waiting if is_junction(d.child_stream)]
+    children = [d for d in waiting if not is_junction(d.child_stream)]
+    counts = release_children(kit, ctx, connector, children, landed, letter) if children else LinkCounts()
+    return counts.plus(_release(kit, ctx, connector, rows, letter)) if rows else counts
+
+
+def _release(
+    kit: ActivityKit, ctx: SyncContext, connector: Connector, waiting: Sequence[links_store.Deferred],
+    letter: LetterFn,
+) -> LinkCounts:  # fmt: skip
+    """Resolve again the junction rows waiting for records the parent sync ``ctx`` just landed:
+    linked when both ends are synced now, else queued on the other end."""
+    by_sync: dict[str, list[str]] = defaultdict(list)
+    for d in waiting:
+        by_sync[d.sync_id].append(d.child_key_hash)
+    counts = LinkCounts()
+    for sync_id, keys in by_sync.items():
+        junction = Junction.of(kit, kit.context(ctx.tenant.id, sync_id), connector)
+        with kit.deps.engine.connect() as conn:
+            wanted = links_store.links_of(conn, ctx.tenant.id, sync_id, WANTED, keys)
+        rows = [_Row(n, k, *wanted[k]) for n, k in enumerate(keys) if k in wanted]
+        if len(rows) < len(keys):  # rows deleted meanwhile wait no more
+            with kit.deps.engine.begin() as conn:
+                gone = [k for k in keys if k not in wanted]
+                links_store.drop_deferred(conn, ctx.tenant.id, sync_id, PAIR, gone)
+        done, _, _ = junction.settle(rows, letter)
+        counts = counts.plus(done.model_copy(update={"released": done.linked, "linked": 0}))
+    return counts
