@@ -29,15 +29,9 @@ import pytest
 from api.demo import _workers
 from sandbox import faithful
 from schemas.sync import SyncMode, SyncStatus
+from tests import sync_support as stack
 from tests.chaos.support import size
-from tests.sync_support import (
-    HS_CONTACTS_TO_SF,
-    World,
-    check_destination,
-    check_ledger,
-    create_sync,
-    source_records,
-)
+from tests.sync_support import HS_CONTACTS_TO_SF, World, create_sync
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 
@@ -84,7 +78,7 @@ async def test_short_and_empty_search_pages_lose_and_duplicate_nothing(world: Wo
     assert inc.status is SyncStatus.COMPLETED, inc
     assert inc.counts.failed == 0 and inc.counts.quarantined == 0, inc.counts
 
-    check_destination(world, D, source_records(world, D))  # 0 lost, 0 duplicated, values current
+    stack.check_destination(world, D, stack.source_records(world, D))  # 0 lost, 0 duplicated, values current
     at_sf = {r["External_Id__c"] for r in sf.live_records("Contact")}
     assert not set(archived) & at_sf and len(at_sf) == RECORDS - ARCHIVED
     assert (inc.counts.pulled, inc.counts.pushed) == (2 * UPDATES, 2 * UPDATES), (
@@ -111,5 +105,5 @@ async def test_short_and_empty_search_pages_lose_and_duplicate_nothing(world: Wo
         f"{searches} search calls (bound {bound}); HubSpot {hs.calls.counts()}; "
         f"Salesforce {sf.calls.counts()}; {elapsed:.1f} s"
     )
-    counts = check_ledger(world, D)
+    counts = stack.check_ledger(world, D)
     assert counts["push.pushed"] == RECORDS + 2 * UPDATES
