@@ -30,9 +30,9 @@ links (``deferred``, ``released``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Self
 
 from sqlalchemy.engine import Connection
 
@@ -45,7 +45,7 @@ from store import id_map as id_map_store
 from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
 from workflows.context import ActivityKit, SyncContext
 
-__all__ = ["RECORD", "PairRecords", "check_pairs", "release"]
+__all__ = ["RECORD", "WANTED", "PairRecords", "TwoEnds", "check_pairs", "release", "waiting_rows"]
 
 RECORD = "@pair-record"
 """Deferral queue field of a pair waiting for an end."""
@@ -123,8 +123,9 @@ class PairResult:
 
 
 @dataclass(frozen=True, slots=True)
-class PairRecords:
-    """Pushes one pair sync's rows as destination records (see the module docstring)."""
+class TwoEnds:
+    """The push of a sync whose rows point at two parents' records (pairs here, junction rows in
+    :mod:`workflows.junctions`): its connector and the two ends' relationships."""
 
     kit: ActivityKit
     ctx: SyncContext
@@ -132,11 +133,45 @@ class PairRecords:
     owner: Relationship
     other: Relationship
 
+    @staticmethod
+    def ends(conn: Connection, ctx: SyncContext) -> tuple[Relationship, Relationship]:
+        """The (owner, other) ends of the sync ``ctx``."""
+        raise NotImplementedError
+
     @classmethod
-    def of(cls, kit: ActivityKit, ctx: SyncContext, connector: Connector) -> PairRecords:
+    def of(cls, kit: ActivityKit, ctx: SyncContext, connector: Connector) -> Self:
         with kit.deps.engine.connect() as conn:
-            owner, other = _ends(conn, ctx)
+            owner, other = cls.ends(conn, ctx)
         return cls(kit, ctx, connector, owner, other)
+
+    def wait(
+        self, queue: str, row: tuple[int, str, str, str], owner_synced: bool, record: Record, room: int,
+        letter: LetterFn,
+    ) -> links_store.Deferred | dead_letter_store.DeadLetter:  # fmt: skip
+        """A row (position, key, owner end hash, other end hash) with an end not synced yet: queued
+        on that end under ``queue``, or dead-lettered ``PARENT_NOT_SYNCED`` when the queue has no
+        ``room``."""
+        index, key, owner, other = row
+        end, missing = (self.other, other) if owner_synced else (self.owner, owner)
+        if room <= 0:
+            why = (
+                f"{end.target or end.field}: its {end.parent_stream} record is not synced yet and "
+                f"{DEFERRAL_LIMIT} rows of this sync already wait; run sync {end.parent_sync_id!r} first"
+            )
+            return letter("upsert", index, key, record, "PARENT_NOT_SYNCED", why)
+        return links_store.Deferred(
+            self.ctx.spec.id, queue, key, "", self.ctx.spec.destination_stream, end.parent_stream,
+            end.parent_sync_id, missing, 1, self.kit.deps.clock(),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PairRecords(TwoEnds):
+    """Pushes one pair sync's rows as destination records (see the module docstring)."""
+
+    @staticmethod
+    def ends(conn: Connection, ctx: SyncContext) -> tuple[Relationship, Relationship]:
+        return _ends(conn, ctx)
 
     def push(
         self, keys: Sequence[str], records: Sequence[Record], deleted: Sequence[str], letter: LetterFn
@@ -188,19 +223,12 @@ class PairRecords:
                 assert self.owner.target is not None and self.other.target is not None
                 create.append((r, {self.owner.target: deal, self.other.target: contact}))
                 continue
-            end, missing = (self.owner, r.owner) if deal is None else (self.other, r.other)
-            if room <= 0:
-                why = (
-                    f"{end.target}: its {end.parent_stream} record is not synced yet and {DEFERRAL_LIMIT} "
-                    f"pairs of this sync already wait; run sync {end.parent_sync_id!r} first"
-                )
-                letters.append(letter("upsert", r.index, r.key, {}, "PARENT_NOT_SYNCED", why))
-                continue
-            room -= 1
-            deferred.append(
-                links_store.Deferred(sync_id, RECORD, r.key, "", self.ctx.spec.destination_stream,
-                                     end.parent_stream, end.parent_sync_id, missing, 1, now)
-            )  # fmt: skip
+            waits = self.wait(RECORD, (r.index, r.key, r.owner, r.other), deal is not None, {}, room, letter)
+            if isinstance(waits, links_store.Deferred):
+                room -= 1
+                deferred.append(waits)
+            else:
+                letters.append(waits)
         calls, mapped = 0, []
         if create:
             stream, new = self.ctx.spec.destination_stream, [rec for _, rec in create]
@@ -250,25 +278,34 @@ class PairRecords:
         return len(gone), len(letters), answer.calls
 
 
+def waiting_rows(
+    kit: ActivityKit, tenant: str, waiting: Sequence[links_store.Deferred], field: str
+) -> Iterator[tuple[str, list[tuple[int, str, str, str]]]]:
+    """Per sync, (position, key, owner end hash, other end hash) of the rows waiting in the queue
+    ``field`` (pairs here, junction rows in :mod:`workflows.junctions`); rows gone meanwhile (their
+    ends under :data:`WANTED` dropped) are dropped from the queue."""
+    by_sync: dict[str, list[str]] = defaultdict(list)
+    for d in waiting:
+        by_sync[d.sync_id].append(d.child_key_hash)
+    for sync_id, keys in by_sync.items():
+        with kit.deps.engine.connect() as conn:
+            wanted = links_store.links_of(conn, tenant, sync_id, WANTED, keys)
+        if len(wanted) < len(keys):
+            with kit.deps.engine.begin() as conn:
+                gone = [k for k in keys if k not in wanted]
+                links_store.drop_deferred(conn, tenant, sync_id, field, gone)
+        yield sync_id, [(n, k, *wanted[k]) for n, k in enumerate(keys) if k in wanted]
+
+
 def release(
     kit: ActivityKit, ctx: SyncContext, connector: Connector, waiting: Sequence[links_store.Deferred],
     letter: LetterFn,
 ) -> LinkCounts:  # fmt: skip
     """Resolve again the pairs waiting for records the parent sync ``ctx`` just landed: created when
     both ends are synced now, else queued on the other end."""
-    by_sync: dict[str, list[str]] = defaultdict(list)
-    for d in waiting:
-        by_sync[d.sync_id].append(d.child_key_hash)
     counts = LinkCounts()
-    for sync_id, keys in by_sync.items():
+    for sync_id, rows in waiting_rows(kit, ctx.tenant.id, waiting, RECORD):
         pairs = PairRecords.of(kit, kit.context(ctx.tenant.id, sync_id), connector)
-        with kit.deps.engine.connect() as conn:
-            wanted = links_store.links_of(conn, ctx.tenant.id, sync_id, WANTED, keys)
-        rows = [_Pair(n, k, *wanted[k]) for n, k in enumerate(keys) if k in wanted]
-        if len(rows) < len(keys):  # pairs vanished meanwhile wait no more
-            with kit.deps.engine.begin() as conn:
-                gone = [k for k in keys if k not in wanted]
-                links_store.drop_deferred(conn, ctx.tenant.id, sync_id, RECORD, gone)
-        done, created, _, _ = pairs.settle(rows, letter)
+        done, created, _, _ = pairs.settle([_Pair(*r) for r in rows], letter)
         counts = counts.plus(done.model_copy(update={"released": created}))
     return counts

@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 
 from api.demo import _workers
-from sandbox.fake import BASE_EPOCH_MS
 from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
-from tests.e2e.links_support import event_counts, instruction, linked_tenant
+from tests.e2e.links_support import event_counts, instruction, linked_tenant, seed_hubspot_long_ago
 from tests.sync_support import World, run_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,17 +52,12 @@ async def _tenant(
 def _seed(world: World, deals: int, contacts: int, per_deal: int) -> tuple[list[str], list[str]]:
     """HubSpot deals and contacts created long ago, deal i associated with ``per_deal`` contacts
     (i·per_deal + j mod contacts); returns (deal ids, contact ids)."""
-    hs = world.hs
-    hs.store.clock.freeze(BASE_EPOCH_MS + 86_400_000)
-    try:
-        hs.seed({"contacts": contacts, "deals": deals})
-    finally:
-        hs.store.clock.unfreeze()
-    deal_ids = sorted((r["id"] for r in hs.live_records("deals")), key=int)
-    contact_ids = sorted((r["id"] for r in hs.live_records("contacts")), key=int)
+    ids = seed_hubspot_long_ago(world, {"contacts": contacts, "deals": deals})
+    deal_ids, contact_ids = ids["deals"], ids["contacts"]
     for i, d in enumerate(deal_ids):
         for j in range(per_deal):
-            hs.associations.associate("deals", d, "contacts", contact_ids[(i * per_deal + j) % contacts], [3])
+            contact = contact_ids[(i * per_deal + j) % contacts]
+            world.hs.associations.associate("deals", d, "contacts", contact, [3])
     return deal_ids, contact_ids
 
 
@@ -129,7 +123,7 @@ async def test_deal_contact_associations_become_contact_roles_and_follow_changes
             held = sorted(hs.associations.of("deals", d, "contacts"), key=int)
             assert hs.associations.remove("deals", d, "contacts", held[0])
             new = next(x for x in contacts if x not in held)
-            hs.associations.associate("deals", d, "contacts", new, [3])
+            world.hs.associations.associate("deals", d, "contacts", new, [3])
         for d in deals[-3:]:
             held = sorted(hs.associations.of("deals", d, "contacts"), key=int)
             assert hs.associations.remove("deals", d, "contacts", held[0])
