@@ -24,9 +24,9 @@ from schemas.lineage import EventKind, LineageEvent
 from schemas.maintenance import IncidentWatchInput, IncidentWatchResult, incident_watch_workflow_id
 from schemas.settings import Settings, load_settings
 from services.access_ledger import codec_actor, record_access
-from services.incident_ledger import owed
 from services.incident_scope import Scope
 from services.incidents import list_incidents, open_incident
+from services.ledger_outbox import owed
 from services.wiring import deps_from_settings
 from store import codec_audit as audit_store
 from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, seeded_vault
