@@ -23,7 +23,11 @@ benchmark measures software, not the vendor's pacing; ``--hubspot-burst-limit 19
 
     python -m bench sync-overhead [--contacts 100000] [--runs 3] [--latency-ms 0,50]
         [--worker-setting pages_per_activity=50 ...] [--only crmhub|floor] [--db-url URL]
-        [--hubspot-burst-limit 190] [--floor-module bench.sync_floor]
+        [--hubspot-burst-limit 190] [--floor-module bench.sync_floor] [--faithful [--faithful-updates K]]
+
+``--faithful`` runs everything with the vendors' production faults on (:mod:`sandbox.faithful`) and,
+after the last crmhub run, :mod:`bench.faithful_phase`: K contacts updated with Salesforce's late
+commits on and two merges, then two incremental runs, timed and counted.
 
 Peers (issue 8, item 6) plug in through ``--floor-module``: a module run as ``python -m MODULE JSON``
 that copies the sandbox's contacts to HubSpot and prints ``{"seconds", "records", "peak_rss"}``.
@@ -43,8 +47,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +63,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from api import syncops
 from api.demo import connect_crm, create_demo_sync
+from bench import faithful_phase
 from bench.sync_floor import peak_rss_bytes
+from sandbox import faithful
 from sandbox.faults import FaultPlan, FaultRule
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings, load_settings
@@ -70,7 +76,7 @@ from workers.client import Connected, connect
 from workers.devserver import temporal_binary
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
-__all__ = ["Session", "footprint", "main", "minimum_calls", "record_emails"]
+__all__ = ["Session", "footprint", "main", "minimum_calls", "record_emails", "running_worker"]
 
 TENANT = "bench"
 REPO = Path(__file__).resolve().parent.parent
@@ -254,23 +260,19 @@ async def _wait_for_pollers(client: Client, settings: Settings, proc: subprocess
     raise SystemExit("the worker did not start polling within 120 s")
 
 
-async def _crmhub_run(s: Session, sync_id: str, worker_settings: dict[str, str]) -> dict[str, Any]:
-    client = s.connected.client
-    log = (s.tmp / f"worker-{sync_id}.log").open("wb")
+@asynccontextmanager
+async def running_worker(
+    s: Session, name: str, worker_settings: dict[str, str]
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A fresh ``python -m api worker --region eu`` process, polling both its queues, stopped at exit."""
+    log = (s.tmp / f"worker-{name}.log").open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - this interpreter; returns at once
         [sys.executable, "-m", "api", "worker", "--region", "eu"],
         cwd=s.tmp, env=_worker_env(s, worker_settings), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        await _wait_for_pollers(client, s.settings, proc)
-        idle_rss = peak_rss_bytes(proc.pid)
-        t0 = time.perf_counter()
-        handle = await syncops.start(
-            client, TENANT, sync_id, mode=SyncMode.FULL, task_queue=s.settings.temporal.control_task_queue
-        )
-        counts = await handle.result()
-        seconds = time.perf_counter() - t0
-        peak = peak_rss_bytes(proc.pid)
+        await _wait_for_pollers(s.connected.client, s.settings, proc)
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -279,6 +281,19 @@ async def _crmhub_run(s: Session, sync_id: str, worker_settings: dict[str, str])
             proc.kill()
             proc.wait()
         log.close()
+
+
+async def _crmhub_run(s: Session, sync_id: str, worker_settings: dict[str, str]) -> dict[str, Any]:
+    client = s.connected.client
+    async with running_worker(s, sync_id, worker_settings) as proc:
+        idle_rss = peak_rss_bytes(proc.pid)
+        t0 = time.perf_counter()
+        handle = await syncops.start(
+            client, TENANT, sync_id, mode=SyncMode.FULL, task_queue=s.settings.temporal.control_task_queue
+        )
+        counts = await handle.result()
+        seconds = time.perf_counter() - t0
+        peak = peak_rss_bytes(proc.pid)
     run_id = handle.first_execution_run_id or handle.result_run_id
     assert run_id is not None
     return {
@@ -463,6 +478,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hubspot-burst-limit", type=int, default=0, help="requests per 10 s; 0 = off")
     ap.add_argument("--crmhub-first", action="store_true", help="crmhub before the floor in the first run")
     ap.add_argument("--db-url", default=None)
+    ap.add_argument("--faithful", action="store_true",
+                    help="every vendor fault rule on (sandbox.faithful), then an incremental phase with "
+                    "late commits and merges after the last crmhub run (bench.faithful_phase)")  # fmt: skip
+    ap.add_argument("--faithful-updates", type=int, default=0, help="contacts updated (default N/100)")
     args = ap.parse_args(argv)
     n = args.contacts
     worker_settings = dict(kv.split("=", 1) for kv in args.worker_setting)
@@ -471,10 +490,14 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "sync-overhead", "contacts": n, "worker_settings": worker_settings,
         "hubspot_burst_limit": args.hubspot_burst_limit or None, "minimum_calls": minimum_calls(n),
         "limits": {"history_events": HISTORY_EVENT_LIMIT, "payload_bytes": PAYLOAD_LIMIT}, "latencies": [],
+        "faithful": args.faithful,
     }  # fmt: skip
     t0 = time.perf_counter()
     with open_session(n, args.db_url, args.hubspot_burst_limit or None) as s:
         report["setup_s"] = round(time.perf_counter() - t0, 1)
+        if args.faithful:
+            faithful.turn_on(s.sandbox)  # Salesforce's late commits: the phase below turns them on
+        last_sync: str | None = None
         emails = {str(r["Email"]).lower().encode() for r in s.sf.live_records("Contact")}
         for latency in latencies:
             s.set_latency(latency)
@@ -485,11 +508,24 @@ def main(argv: list[str] | None = None) -> None:
                 for side in sides:
                     if side == "floor" and args.only != "crmhub":
                         floor.append(run_floor(s, args.floor_module))
+                        last_sync = None  # the floor's copy is at HubSpot now, not crmhub's
                     if side == "crmhub" and args.only != "floor":
-                        crm.append(run_crmhub(s, f"overhead-{int(latency)}ms-{i}", worker_settings, emails))
+                        last_sync = f"overhead-{int(latency)}ms-{i}"
+                        crm.append(run_crmhub(s, last_sync, worker_settings, emails))
             report["latencies"].append(summarize(n, latency, floor, crm))
             print(json.dumps(report["latencies"][-1]), file=sys.stderr, flush=True)
         s.set_latency(0)
+        if args.faithful:  # last: its merges change the source for good
+            updates = args.faithful_updates or max(n // 100, 10)
+            sync = last_sync
+            report["faithful_incremental"] = (
+                "skipped: the last run was not crmhub's"
+                if sync is None
+                else faithful_phase.run(
+                    s, TENANT, sync, lambda: running_worker(s, f"{sync}-faithful", worker_settings), updates
+                )
+            )
+            print(json.dumps(report["faithful_incremental"]), file=sys.stderr, flush=True)
     print(json.dumps(report))
 
 

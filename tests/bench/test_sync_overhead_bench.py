@@ -50,3 +50,18 @@ def test_payloads_are_found_inside_events() -> None:
     assert [p.data for p in _payloads(event)] == [b'{"email": "a@b.io"}', b"x"]
     assert record_emails(b'{"email": "A@b.io", "x": "c@d.io"}', {b"a@b.io"}) == {b"a@b.io"}
     assert minimum_calls(100_000) == {"salesforce_query_pages": 50, "hubspot_batch_upserts": 1000}
+
+
+def test_the_faithful_phase_counts_late_commits_and_merges(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--contacts", "1000", "--runs", "1", "--latency-ms", "0", "--only", "crmhub", "--faithful",
+          "--faithful-updates", "30"])  # fmt: skip
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # main exits on a mismatch
+    assert out["faithful"] is True
+    phase = out["faithful_incremental"]
+    assert phase["held_when_the_first_run_started"] is True
+    assert (phase["lost"], phase["extra"], phase["duplicated"], phase["stale_values"]) == (0, 0, 0, 0)
+    assert phase["losers_at_destination"] == 0
+    first, second = phase["runs"]
+    assert first["pushed"] + second["pushed"] == 30 + 2  # every change once, late ones included
+    assert first["deleted"] + second["deleted"] == 2
+    assert phase["calls"]["hubspot"].get("hs.batch.archive.contacts", 0) <= 2

@@ -7,7 +7,13 @@ contacts landed at HubSpot; pulls overlap pushes, so kills land in both and betw
 the run completes; destination = source (0 lost, 0 duplicated by external id); lineage push/pull
 counts = destination; the cursor seen in progress never moves backwards; the ledger verifies.
 
-Reduced (CI): 5 kills over 10,000 records. Full (``CRMHUB_CHAOS_FULL=1``): 50 kills over 100,000.
+Then, in a fresh worker, the late-commit phase of issue 13 (:mod:`tests.chaos.late_phase`): contacts
+updated with every third write committed after the first incremental run passed it, two merges,
+two incremental runs — 0 lost, every change pushed once, the losers gone, calls bounded. HubSpot's
+production faults are on throughout (tests/chaos/conftest.py).
+
+Reduced (CI): 5 kills over 10,000 records, 300 late-phase updates. Full (``CRMHUB_CHAOS_FULL=1``):
+50 kills over 100,000, 3,000 updates.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from temporalio.service import RPCError
 from api import syncops
 from api.demo import lineage_summary, verify_ledger
 from governance.lineage import CheckpointSigner
+from sandbox import faithful
 from sandbox.runtime import RunningSandbox
 from schemas.errors import TransientError
 from schemas.settings import Settings, load_settings
 from schemas.sync import SyncMode, SyncStatus
+from tests.chaos.late_phase import late_commits_and_merges
 from tests.chaos.support import size
 from tests.ports import free_port
 from tests.sync_support import DEMO_SYNC as SYNC
@@ -44,6 +52,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 TENANT = "chaos"
 RECORDS = size(10_000, 100_000)
 KILLS = size(5, 50)
+UPDATES = size(300, 3_000)  # the late-commit phase
 SEED = 7
 
 
@@ -94,6 +103,7 @@ def _landed(sandbox: RunningSandbox) -> int:
 async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
     settings, sandbox, demo, tmp_path
 ) -> None:
+    assert faithful.is_on(sandbox)
     env = worker_env(
         settings, pages_per_activity="1", continue_as_new_after_batches="3", heartbeat_timeout_s="3"
     )
@@ -184,3 +194,14 @@ async def test_kill_9_at_seeded_points_loses_and_duplicates_nothing(
     signer = CheckpointSigner.load_or_create(settings.data_dir / "ledger.pem")
     result = verify_ledger(demo.engine, TENANT, signer, settings.data_dir / "report.json")
     assert result.ok, result.reason
+    print(f"crash: {RECORDS} records, {kills} kills, {time.monotonic() - started:.1f} s")
+
+    log = (tmp_path / "worker.log").open("ab")  # the late-commit phase, in a fresh worker
+    worker = start_worker()
+    try:
+        line = await late_commits_and_merges(demo, settings, sandbox, TENANT, UPDATES)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        log.close()
+    print(f"crash, {line}")  # the figures of docs/RELIABILITY.md row 1 (pytest -s)

@@ -41,6 +41,7 @@ from api.demo import _workers
 from api.web import create_app
 from api.web.context import LazyTemporal
 from governance.lineage import CheckpointSigner, Ledger
+from sandbox import faithful
 from sandbox.runtime import RunningSandbox, start_sandbox
 from schemas.settings import Settings
 from schemas.sync import SyncMode, SyncStatus
@@ -139,7 +140,10 @@ def stack(tmp_path: Path, db_url: str, temporal_env: Any) -> Settings:
 
 @pytest.fixture
 def crms(stack: Settings) -> Iterator[RunningSandbox]:
-    with start_sandbox(stack.data_dir, seed_counts={"salesforce": {"Contact": CONTACTS}}) as sb:
+    with (
+        start_sandbox(stack.data_dir, seed_counts={"salesforce": {"Contact": CONTACTS}}) as sb,
+        faithful.faithful(sb),  # the vendors' production faults, as every chaos suite (conftest)
+    ):
         yield sb
 
 
