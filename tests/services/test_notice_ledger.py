@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from governance.keys import LocalKeyringProvider
 from governance.lineage import CheckpointSigner, Ledger, verify
 from governance.vault import Vault
 from schemas.errors import TransientError
@@ -23,8 +22,7 @@ from schemas.lineage import EventKind, LineageEvent
 from schemas.settings import NoticeSettings
 from services import notices
 from services.ledger_outbox import append_owed, owed
-from store import tenants as tenant_store
-from tests.notice_support import SmtpServer
+from tests.notice_support import SmtpServer, acme_vault
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 ADDRESS = "dpo@controller.example"
@@ -36,11 +34,7 @@ class InjectedCrash(RuntimeError):
 
 @pytest.fixture
 def vault(db_engine: Engine, tmp_path: Path) -> Vault:
-    with db_engine.begin() as conn:
-        tenant_store.create_tenant(
-            conn, id="acme", name="Acme", home_region="eea", authorised_subprocessors=[], now=T0
-        )
-    return Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
+    return acme_vault(db_engine, tmp_path, T0)
 
 
 def _fail_on(monkeypatch: pytest.MonkeyPatch, phase: str) -> None:

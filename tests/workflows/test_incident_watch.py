@@ -10,8 +10,9 @@ after it was notified) instead of opening another."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from services.incident_scope import Scope
 from services.incidents import list_incidents, notify, open_incident
 from services.ledger_outbox import owed
 from services.notices import add_contact, enqueue_notice
-from services.wiring import deps_from_settings
+from services.wiring import ActivityDeps, deps_from_settings
 from store import codec_audit as audit_store
 from store import lineage as lineage_store
 from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, hashes, pull_event, seeded_vault
@@ -65,6 +66,17 @@ def _misuse(engine: Engine) -> None:
                 at, "night", "crmhub-payroll", "decode", 1, "forbidden", "10.0.0.7:1"
             )
             audit_store.insert_audit(conn, row)
+
+
+@asynccontextmanager
+async def _watch_worker(client: Client, queue: str, deps: ActivityDeps) -> AsyncIterator[None]:
+    """A control-queue worker with the watch workflow and the real maintenance activities."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        async with Worker(
+            client, task_queue=queue, workflows=[IncidentWatchWorkflow],
+            activities=MaintenanceActivities(deps).activities(), activity_executor=pool,
+        ):  # fmt: skip
+            yield
 
 
 async def _pass(client: Client, queue: str, n: int) -> IncidentWatchResult:
@@ -102,12 +114,8 @@ async def test_a_watch_pass_repairs_owed_events_and_opens_the_codec_incident(
     assert [r.tenant for r in owed(db_engine)] == [GLOBEX, INITECH]
     _misuse(db_engine)
     queue = settings.temporal.control_task_queue
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        async with Worker(
-            client, task_queue=queue, workflows=[IncidentWatchWorkflow],
-            activities=MaintenanceActivities(deps).activities(), activity_executor=pool,
-        ):  # fmt: skip
-            first, second = [await _pass(client, queue, n) for n in (1, 2)]
+    async with _watch_worker(client, queue, deps):
+        first, second = [await _pass(client, queue, n) for n in (1, 2)]
     assert (first.appended, first.still_owed, list(first.opened), first.covered) == (2, 0, ["night"], {})
     assert (second.appended, second.opened, second.covered) == (0, {}, first.opened)
     assert owed(db_engine) == []
@@ -149,16 +157,12 @@ async def test_a_watch_pass_appends_owed_notice_events_and_opens_one_incident_pe
             .values(event=pull_event(GLOBEX, NOW, hashes(GLOBEX, 1)).canonical_bytes())
         )
     queue = settings.temporal.control_task_queue
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        async with Worker(
-            client, task_queue=queue, workflows=[IncidentWatchWorkflow],
-            activities=MaintenanceActivities(deps).activities(), activity_executor=pool,
-        ):  # fmt: skip
-            first, second = [await _pass(client, queue, n) for n in (1, 2)]
-            (incident,) = list_incidents(db_engine)
-            add_contact(db_engine, vault, GLOBEX, label="dpo", email="dpo@globex.example", now=NOW)
-            (told,) = notify(db_engine, incident.row.id)
-            third = await _pass(client, queue, 3)
+    async with _watch_worker(client, queue, deps):
+        first, second = [await _pass(client, queue, n) for n in (1, 2)]
+        (incident,) = list_incidents(db_engine)
+        add_contact(db_engine, vault, GLOBEX, label="dpo", email="dpo@globex.example", now=NOW)
+        (told,) = notify(db_engine, incident.row.id)
+        third = await _pass(client, queue, 3)
     assert (first.appended, first.still_owed, first.ledger_failed) == (1, 0, [GLOBEX])
     assert first.ledger_opened == {GLOBEX: incident.row.id} and first.ledger_covered == {}
     assert incident.row.signal == "ledger_verification_failed" and [t.tenant for t in incident.tenants] == [

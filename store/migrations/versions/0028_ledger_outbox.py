@@ -19,20 +19,28 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def _create_outbox(name: str, *about: sa.Column[str]) -> None:
+    """An outbox table as 0023 made it, with ``about`` (what the events are about) after the key."""
     op.create_table(
-        "ledger_outbox",
+        name,
         sa.Column("key", sa.String(255), nullable=False),
-        sa.Column("kind", sa.String(32), nullable=False),
-        sa.Column("ref", sa.String(64), nullable=False),
+        *about,
         sa.Column("tenant", sa.String(128), nullable=False),
         sa.Column("step", sa.String(64), nullable=False),
         sa.Column("event", sa.LargeBinary(), nullable=False),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
         sa.Column("appended", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("key", name="pk_ledger_outbox"),
+        sa.PrimaryKeyConstraint("key", name=f"pk_{name}"),
     )
-    op.create_index("ix_ledger_outbox_appended", "ledger_outbox", ["appended"])
+    op.create_index(f"ix_{name}_appended", name, ["appended"])
+
+
+def upgrade() -> None:
+    _create_outbox(
+        "ledger_outbox",
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("ref", sa.String(64), nullable=False),
+    )
     op.create_index("ix_ledger_outbox_ref", "ledger_outbox", ["ref"])
     op.execute(
         "INSERT INTO ledger_outbox (key, kind, ref, tenant, step, event, created, appended) "
@@ -44,18 +52,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.create_table(
-        "incident_ledger_outbox",
-        sa.Column("key", sa.String(255), nullable=False),
-        sa.Column("incident_id", sa.String(64), nullable=False),
-        sa.Column("tenant", sa.String(128), nullable=False),
-        sa.Column("step", sa.String(64), nullable=False),
-        sa.Column("event", sa.LargeBinary(), nullable=False),
-        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("appended", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("key", name="pk_incident_ledger_outbox"),
-    )
-    op.create_index("ix_incident_ledger_outbox_appended", "incident_ledger_outbox", ["appended"])
+    _create_outbox("incident_ledger_outbox", sa.Column("incident_id", sa.String(64), nullable=False))
     op.execute(
         "INSERT INTO incident_ledger_outbox (key, incident_id, tenant, step, event, created, appended) "
         "SELECT substr(key, 10), ref, tenant, step, event, created, appended "  # past "incident|"
