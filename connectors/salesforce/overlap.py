@@ -55,8 +55,6 @@ class Seen:
     """The ``(Id, SystemModstamp)`` pairs handed out within the overlap window (see module docstring)."""
 
     groups: dict[int, set[str]] = field(default_factory=dict)
-    forgotten: int = 0
-    """Pairs dropped beyond the bound by the last :meth:`prune` (the next re-read repeats them)."""
 
     @classmethod
     def load(cls, extra: Mapping[str, str]) -> Seen | None:
@@ -105,7 +103,6 @@ class Seen:
         for stamp in [s for s in self.groups if s < high_water_ms - window_ms]:
             del self.groups[stamp]
         excess = len(self) - limit
-        self.forgotten = max(excess, 0)
         if excess <= 0:
             return
         for stamp, rid in list(self._pairs())[:excess]:
