@@ -110,7 +110,7 @@ def _schedules(settings: Settings) -> dict[str, Schedule]:
         INCIDENT_WATCH_SCHEDULE_ID: _maintenance(
             IncidentWatchWorkflow.run, IncidentWatchInput(), incident_watch_workflow_id(), queue,
             every.incident_watch_interval, "incident watch",
-            "append owed incident ledger events, check codec tokens for misuse",
+            "append owed incident and notice ledger events, verify the ledgers, check codec tokens",
         ),
     }  # fmt: skip
 

@@ -118,19 +118,25 @@ class KeyRotationResult(_Model):
 
 
 class IncidentWatchInput(_Model):
-    """Input of the incident watch: whether a codec-token misuse finding opens an incident (the
-    thresholds are the worker's ``codec.misuse`` settings)."""
+    """Input of the incident watch: whether a finding (a codec token misused, a ledger failing
+    verification) opens an incident (the codec thresholds are the worker's ``codec.misuse``
+    settings), and whether the ledgers are verified at all."""
 
     open_incidents: bool = True
+    check_ledgers: bool = True
 
 
 class IncidentWatchResult(_Model):
-    """What one watch did: incident ledger events appended that an earlier command owed, and per
-    misused codec token id the incident opened, the one already covering it, or none (it decoded no
-    tenant's payload). Ids and counts only."""
+    """What one watch did: ledger events (``incident`` and ``notice``) appended that an earlier
+    command owed; per misused codec token id the incident opened, the one already covering it, or
+    none (it decoded no tenant's payload); per tenant whose ledger fails verification the incident
+    opened or the one already covering that failure. Ids and counts only."""
 
     appended: int = 0
     still_owed: int = 0
     opened: dict[str, str] = {}  # token id -> incident id
     covered: dict[str, str] = {}  # token id -> incident id
     no_breach: list[str] = []  # token ids
+    ledger_failed: list[str] = []  # tenants whose ledger does not verify
+    ledger_opened: dict[str, str] = {}  # tenant -> incident id
+    ledger_covered: dict[str, str] = {}  # tenant -> incident id

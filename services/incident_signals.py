@@ -6,13 +6,16 @@
   report up to that checkpoint verifies (:func:`governance.lineage.verify`: every leaf recomputed from
   its event bytes, signatures, consistency proofs). A failure means someone altered what crmhub
   recorded: :func:`open_ledger_incidents` opens one ``ledger_verification_failed`` incident per
-  failing tenant (nature ``alteration``) unless an open one of that signal already concerns it.
+  failing tenant (nature ``alteration``) unless one of that signal already covers it: still open
+  (not notified) for the tenant, or opened for this very failure (same tenant and reason), so the
+  ``crmhub-incident-watch`` schedule, which runs this check every pass, opens one incident a failure.
 - :func:`credential_window` is the default window of a ``leaked_credential`` report on connections:
   from the oldest connection's creation (a leaked token could have been used since) to now.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +41,13 @@ class LedgerFailure:
 
     tenant: str
     reason: str
+
+    def finding(self) -> dict[str, str]:
+        """What the incident keeps to know this failure again (the tenant and a digest of the reason),
+        so the same failure seen by a later check — after its incident was notified, too — is that
+        incident."""
+        digest = hashlib.sha256(self.reason.encode()).hexdigest()[:16]
+        return {"rule": Signal.LEDGER_VERIFICATION_FAILED.value, "tenant": self.tenant, "failure": digest}
 
 
 def _failure(ledger: Ledger, signer: CheckpointSigner) -> str | None:
@@ -73,10 +83,12 @@ def open_ledger_incidents(
     opened now, ``False`` with the open (not yet notified) one that already covers the tenant."""
     out = []
     for failure in failures:
+        finding = failure.finding()
         earlier = [
             i for i in list_incidents(engine, tenant=failure.tenant)
             if i.row.signal == Signal.LEDGER_VERIFICATION_FAILED.value
-            and any(t.tenant == failure.tenant and t.notified is None for t in i.tenants)
+            and ((i.row.scope or {}).get("finding") == finding
+                 or any(t.tenant == failure.tenant and t.notified is None for t in i.tenants))
         ]  # fmt: skip
         if earlier:
             out.append((failure, earlier[-1], False))
@@ -86,7 +98,7 @@ def open_ledger_incidents(
             engine, registry, Scope(_EPOCH, now, tenants=(failure.tenant,)), nature=Nature.ALTERATION,
             signal=Signal.LEDGER_VERIFICATION_FAILED, summary=summary,
             measures="ledger writes under investigation; the signed checkpoints and journal are preserved",
-            now=now, always=(failure.tenant,),
+            now=now, always=(failure.tenant,), finding=finding,
         )  # fmt: skip
         out.append((failure, opened, True))
     return out

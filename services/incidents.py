@@ -17,7 +17,7 @@ without undue delay, and proves when it became aware and when it told.
   an incident is still not notified :data:`NOTIFY_TARGET` (24 h) after: crmhub's internal reading of
   "without undue delay", leaving the controller most of its 72 h.
 - Every ``incident`` ledger event is owed in the same transaction as the rows it records and then
-  appended once (:mod:`services.incident_ledger`): an append that fails partway is finished by
+  appended once (:mod:`services.ledger_outbox`): an append that fails partway is finished by
   ``crmhub incident repair`` (or the next incident command), never doubled.
 - :func:`incident_report`: what the controller needs for its own Art. 33(3) notification — nature,
   categories and approximate numbers of subjects and records, likely consequences and measures (free
@@ -42,8 +42,8 @@ from governance.lineage import RunRef
 from governance.registry import Registry
 from schemas.errors import ConfigError
 from schemas.lineage import DetailValue, EventKind, LineageEvent, format_timestamp
-from services.incident_ledger import append_owed, owe
 from services.incident_scope import Scope, TenantImpact, affected_tenants
+from services.ledger_outbox import append_owed, owe
 from services.notices import NoticeKind, enqueue_notice, list_contacts
 from store import notices as store
 
@@ -234,8 +234,8 @@ def open_incident(
         store.add_incident(conn, row)
         for t in tenants:
             store.add_incident_tenant(conn, t)
-        owe(conn, "became_aware", [_aware_event(row, i) for i in impacts], now=at)
-    append_owed(engine, incident_id=row.id, now=at)
+        owe(conn, row.id, "became_aware", [_aware_event(row, i) for i in impacts], now=at)
+    append_owed(engine, ref=row.id, now=at)
     return Incident(row, tuple(tenants))
 
 
@@ -286,8 +286,8 @@ def update_incident(
             incident_event(t.tenant, incident_id, "updated", at=at, changed=",".join(sorted(changed)))
             for t in current.tenants
         ]
-        owe(conn, f"updated@{format_timestamp(at)}", events, now=at)
-    append_owed(engine, incident_id=incident_id, now=at)
+        owe(conn, incident_id, f"updated@{format_timestamp(at)}", events, now=at)
+    append_owed(engine, ref=incident_id, now=at)
     return get_incident(engine, incident_id)
 
 
@@ -336,8 +336,8 @@ def notify(engine: Engine, incident_id: str, *, now: datetime | None = None) -> 
         )  # fmt: skip
         with engine.begin() as conn:
             store.mark_incident_notified(conn, incident_id, t.tenant, notice_id=sent.notice_id, now=at)
-            owe(conn, "notified", [event], now=at)
-        append_owed(engine, incident_id=incident_id, now=at)
+            owe(conn, incident_id, "notified", [event], now=at)
+        append_owed(engine, ref=incident_id, now=at)
         out.append(Notified(t.tenant, sent.notice_id, sent.contacts, False, at))
     return out
 

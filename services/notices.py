@@ -10,6 +10,10 @@ The reusable surface (other features call it; keep these signatures):
   :mod:`smtplib`, or a Standard Webhooks signed POST, :mod:`services.webhook_signing`) and appends a
   ``notice`` event per attempt (``phase=delivered`` or ``delivery_failed``); a failure raises
   :class:`~schemas.errors.TransientError` so the delivery workflow retries it.
+- Every ``notice`` ledger event is owed in the transaction that records the notice or the attempt
+  and then appended once (:mod:`services.ledger_outbox`): one left owed by a crash in between is
+  appended by the notice's next delivery, the dispatch pass, ``crmhub incident repair`` or the
+  ``crmhub-incident-watch`` schedule, never doubled.
 
 What a notice may say: ``facts`` of ids, counts and categories only — an int, a bool, or a short
 token of ``[A-Za-z0-9_.:,-]`` (no spaces, no ``@``), so a name or an e-mail address cannot slip in.
@@ -36,12 +40,12 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy.engine import Engine
 
-from governance.lineage import Ledger
 from governance.vault import Vault
 from schemas.errors import ConfigError, TransientError
 from schemas.lineage import DetailValue, EventKind, LineageEvent
 from schemas.settings import NoticeSettings
 from services import webhook_signing
+from services.ledger_outbox import append_owed, owe
 from store import notices as store
 
 __all__ = [
@@ -231,10 +235,12 @@ def enqueue_notice(
         store.insert_notice(
             conn, store.NoticeRow(notice_id, tenant, notice_kind, subject, checked, at), contact_ids
         )
-    facts_detail = {f"fact_{k}": v for k, v in checked.items()}
-    Ledger(engine, tenant).append(
-        [_event(tenant, notice_id, notice_kind, "enqueued", at, contacts=len(contact_ids), **facts_detail)]
-    )
+        facts_detail = {f"fact_{k}": v for k, v in checked.items()}
+        event = _event(
+            tenant, notice_id, notice_kind, "enqueued", at, contacts=len(contact_ids), **facts_detail
+        )
+        owe(conn, notice_id, "enqueued", [event], now=at)
+    append_owed(engine, ref=notice_id, now=at)
     return Enqueued(notice_id, False, len(contact_ids))
 
 
@@ -332,6 +338,7 @@ def deliver(
     and sends nothing. A failure is recorded (ledger ``delivery_failed``) and raised as
     :class:`TransientError` (no address or secret in its message)."""
     at = now or _now()
+    append_owed(engine, ref=notice_id, now=at)  # what an earlier attempt committed but did not append
     with engine.connect() as conn:
         row = store.get_notice(conn, notice_id)
         if row is None:
@@ -357,17 +364,19 @@ def deliver(
     except (OSError, smtplib.SMTPException, httpx.HTTPError) as exc:
         # The class only: smtplib's messages can quote the recipient address.
         error = type(exc).__name__
+    phase = "delivery_failed" if error else "delivered"
     with engine.begin() as conn:
         attempt = store.record_attempt(conn, notice_id, contact_id, ok=not error, error=error, now=at)
-    phase = "delivery_failed" if error else "delivered"
-    details: dict[str, DetailValue] = {
-        "contact_id": contact_id,
-        "channel": contact.channel,
-        "attempt": attempt,
-    }
-    if error:
-        details["error"] = error
-    Ledger(engine, row.tenant).append([_event(row.tenant, notice_id, row.kind, phase, at, **details)])
+        details: dict[str, DetailValue] = {
+            "contact_id": contact_id,
+            "channel": contact.channel,
+            "attempt": attempt,
+        }
+        if error:
+            details["error"] = error
+        event = _event(row.tenant, notice_id, row.kind, phase, at, **details)
+        owe(conn, notice_id, f"{phase}:{contact_id}:{attempt}", [event], now=at)
+    append_owed(engine, ref=notice_id, now=at)
     if error:
         raise TransientError(f"notice {notice_id} to {contact_id}: {error}", code="notice_delivery_failed")
     return attempt

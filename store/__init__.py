@@ -9,7 +9,7 @@ Modules (each holds one concept's table, its row type and the functions on it):
 :mod:`~store.lineage` (the ledger), :mod:`~store.users` (web users and sessions),
 :mod:`~store.login_limits` (the web login rate limit's counters),
 :mod:`~store.auditors` (auditor tokens, access log, DSR exports), :mod:`~store.codec_audit`,
-:mod:`~store.incident_outbox` (incident ledger events owed to tenants);
+:mod:`~store.ledger_outbox` (incident and notice ledger events owed to tenants);
 :mod:`~store.dsr` queries across them for data-subject requests and offboarding;
 :mod:`~store.engine` makes engines and :mod:`~store.migrate` applies the migrations.
 
@@ -44,9 +44,9 @@ from store import (
     connections,
     dead_letters,
     id_map,
-    incident_outbox,
     instructions,
     keys,
+    ledger_outbox,
     lineage,
     login_limits,
     notices,
@@ -67,9 +67,9 @@ __all__ = [
     "connections",
     "dead_letters",
     "id_map",
-    "incident_outbox",
     "instructions",
     "keys",
+    "ledger_outbox",
     "lineage",
     "login_limits",
     "metadata",

@@ -1,7 +1,7 @@
 """Real receivers for controller notices: a local aiosmtpd SMTP server and a loopback webhook
 receiver that verifies Standard Webhooks signatures (services.webhook_signing) with a replay guard;
 the fixtures ``smtp`` (started) and ``receiver`` for a test module to import; :func:`drill_settings`
-for an end-to-end breach drill."""
+for an end-to-end breach drill; :func:`acme_vault` (tenant ``acme`` and a vault) for service tests."""
 
 from __future__ import annotations
 
@@ -9,18 +9,32 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy.engine import Engine
 
+from governance.keys import LocalKeyringProvider
+from governance.vault import Vault
 from schemas.settings import Settings
 from services import webhook_signing
+from store import tenants as tenant_store
 from tests.ports import free_port
+
+
+def acme_vault(engine: Engine, tmp_path: Path, now: datetime) -> Vault:
+    """Tenant ``acme`` (EEA, no subprocessors) created at ``now``, and a vault on a local keyring."""
+    with engine.begin() as conn:
+        tenant_store.create_tenant(
+            conn, id="acme", name="Acme", home_region="eea", authorised_subprocessors=[], now=now
+        )
+    return Vault(engine, LocalKeyringProvider(tmp_path / "keyring.json"))
 
 
 class _Collect:

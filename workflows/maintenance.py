@@ -88,8 +88,8 @@ class KeyRotationCheckWorkflow:
 
 @workflow.defn(name="IncidentWatchWorkflow")
 class IncidentWatchWorkflow:
-    """Append the incident ledger events earlier commands owed, then check codec tokens for misuse;
-    the result names the incidents opened (or already covering a token)."""
+    """Append the ledger events earlier commands owed, verify every tenant's ledger, then check codec
+    tokens for misuse; the result names the incidents opened (or already covering a finding)."""
 
     @workflow.run
     async def run(self, inp: IncidentWatchInput) -> IncidentWatchResult:
@@ -99,10 +99,11 @@ class IncidentWatchWorkflow:
             start_to_close_timeout=_START_TO_CLOSE,
             heartbeat_timeout=_HEARTBEAT,
             retry_policy=MAINTENANCE_RETRY,
-            summary="append owed incident ledger events; check codec tokens for misuse",
+            summary="append owed ledger events; verify the ledgers; check codec tokens for misuse",
         )
         workflow.set_current_details(
-            f"{result.appended} owed incident events appended; codec tokens misused: {len(result.opened)} "
+            f"{result.appended} owed ledger events appended; ledgers failing: {len(result.ledger_failed)} "
+            f"({len(result.ledger_opened)} incidents opened); codec tokens misused: {len(result.opened)} "
             f"opened, {len(result.covered)} already open, {len(result.no_breach)} no breach"
         )
         return result

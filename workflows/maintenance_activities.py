@@ -17,11 +17,14 @@ audit and the ledgers' incident and access events.
 
 A tenant's deletion commits before its lineage event is appended: a worker that dies in between
 leaves that one deletion unrecorded (the rows are gone either way, and the retry finds nothing to
-record). ``watch_incidents`` appends the incident ledger events an earlier incident command owed
-(:func:`services.incident_ledger.append_owed`) and runs the codec-token misuse check
-(:mod:`services.codec_misuse`, thresholds from the worker's ``codec.misuse`` settings), opening an
-incident per misused token unless one covers it. The activities are idempotent and heartbeat (after
-each tenant; the watch after its repair). Sync defs: the worker runs them on its thread pool.
+record). ``watch_incidents`` appends the incident and notice ledger events an earlier command owed
+(:func:`services.ledger_outbox.append_owed`), verifies every tenant's ledger
+(:func:`services.incident_signals.ledger_failures`, what ``crmhub incident check-ledger`` does),
+opening a ``ledger_verification_failed`` incident per failing tenant unless one covers that failure,
+and runs the codec-token misuse check (:mod:`services.codec_misuse`, thresholds from the worker's
+``codec.misuse`` settings), opening an incident per misused token unless one covers it. The
+activities are idempotent and heartbeat (after each tenant; the watch after its repair and its
+ledger check). Sync defs: the worker runs them on its thread pool.
 Errors leave through :meth:`~workflows.context.ActivityKit.guarded`
 (ConfigError/IntegrityError non-retryable, anything else retryable naming only its type).
 """
@@ -79,30 +82,40 @@ class MaintenanceActivities:
 
     @activity.defn(name="watch_incidents")
     def watch_incidents(self, inp: IncidentWatchInput) -> IncidentWatchResult:
-        """Finish owed incident ledger events, then check codec tokens (see the module docstring)."""
+        """Finish owed ledger events, verify the ledgers, check codec tokens (see the module docstring)."""
         return self.kit.guarded("watch_incidents", lambda: self._watch(inp))
 
     def _watch(self, inp: IncidentWatchInput) -> IncidentWatchResult:
         from services.codec_misuse import codec_findings, open_codec_incidents
-        from services.incident_ledger import append_owed
+        from services.incident_signals import ledger_failures, open_ledger_incidents
+        from services.ledger_outbox import append_owed
 
         deps, now = self.deps, self.deps.clock()
         repaired = append_owed(deps.engine, now=now)
-        activity.heartbeat("owed incident events appended")
+        activity.heartbeat("owed ledger events appended")
+        result = IncidentWatchResult(appended=len(repaired.appended), still_owed=repaired.remaining)
+        if inp.check_ledgers:
+            failures = ledger_failures(deps.engine, deps.signer)
+            activity.heartbeat("ledgers verified")
+            opened = (
+                open_ledger_incidents(deps.engine, deps.subprocessors, failures, now=now)
+                if inp.open_incidents else []
+            )  # fmt: skip
+            result = result.model_copy(update={
+                "ledger_failed": [f.tenant for f in failures],
+                "ledger_opened": {f.tenant: i.row.id for f, i, new in opened if new},
+                "ledger_covered": {f.tenant: i.row.id for f, i, new in opened if not new},
+            })  # fmt: skip
         rules = deps.settings.codec.misuse
         found = codec_findings(deps.engine, rules, now=now)
         if not inp.open_incidents:
-            return IncidentWatchResult(
-                appended=len(repaired.appended), still_owed=repaired.remaining,
-                no_breach=[f.token_id for f in found],
-            )  # fmt: skip
+            return result.model_copy(update={"no_breach": [f.token_id for f in found]})
         outcomes = open_codec_incidents(deps.engine, deps.subprocessors, found, rules, now=now)
-        return IncidentWatchResult(
-            appended=len(repaired.appended), still_owed=repaired.remaining,
-            opened={f.token_id: i.row.id for f, i, new in outcomes if i is not None and new},
-            covered={f.token_id: i.row.id for f, i, new in outcomes if i is not None and not new},
-            no_breach=[f.token_id for f, i, _ in outcomes if i is None],
-        )  # fmt: skip
+        return result.model_copy(update={
+            "opened": {f.token_id: i.row.id for f, i, new in outcomes if i is not None and new},
+            "covered": {f.token_id: i.row.id for f, i, new in outcomes if i is not None and not new},
+            "no_breach": [f.token_id for f, i, _ in outcomes if i is None],
+        })  # fmt: skip
 
     # ---- retention -------------------------------------------------------------------------------
 

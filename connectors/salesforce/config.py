@@ -88,7 +88,10 @@ class SalesforceConfig(RetryConfig):
         2000,
         ge=1,
         le=20_000,
-        description="most pairs the overlap window keeps (15-20 bytes each in the state); beyond, it shrinks",
+        description=(
+            "most pairs the overlap window keeps (15-20 bytes each in the state); beyond, the oldest "
+            "are handed out again by the next re-read (at-least-once), never skipped"
+        ),
     )
     delete_log_check: bool = Field(
         True,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.salesforce.client import InvalidLocator, SalesforceClient
-from connectors.salesforce.overlap import Key, Seen
+from connectors.salesforce.overlap import FLOOR_KEY, Key, Seen
 from connectors.salesforce.schema import CURSOR_FIELD, FieldPlan, rest_datetime
 from connectors.salesforce.soql import ident, literal, parse_datetime, quote
 from schemas.connector import Page, ReadMode, Record, StreamState
@@ -236,9 +236,7 @@ def _after_page(
         if high_water is not None:
             seen.prune(high_water[0], overlap.window_ms, overlap.max_ids)
         extra.update(seen.dump())
-        scan = parse_key(extra.get(SCAN_KEY))
-        if scan is not None and seen.floor is not None and scan < seen.floor:
-            extra[SCAN_KEY] = f"{seen.floor[0]}|{seen.floor[1]}"  # forgotten pairs are not re-read
+        extra.pop(FLOOR_KEY, None)  # an older state's floor: no longer honoured (overlap docstring)
     changes["extra"] = extra
     return changes
 

@@ -4,7 +4,7 @@ page do beyond reading.
 ``extra["run"]`` marks a run in progress (the workflow resumes a run from its checkpoint; a state
 without the mark starts a new one). The first page of a run
 
-* sets ``extra["scan"]`` to ``cursor - overlap_s`` (or just after the overlap floor), where the
+* sets ``extra["scan"]`` to ``cursor - overlap_s``, where the
   re-read of the overlap window begins (:mod:`.reading`, :mod:`.overlap`) — only if the state
   carries the pairs to skip, so a state from before the window re-reads nothing twice;
 * asks :func:`.deletelog.check_delete_log` whether deletes may have been purged unseen since
@@ -51,8 +51,6 @@ def start_run(
     seen = Seen.load(extra) if SEEN_KEY in extra else None
     if overlap is not None and high_water is not None and seen is not None:
         start = (high_water[0] - overlap.window_ms, "")
-        if seen.floor is not None and seen.floor > start:
-            start = seen.floor
         if start < high_water:
             extra[SCAN_KEY] = f"{start[0]}|{start[1]}"
     reason = None

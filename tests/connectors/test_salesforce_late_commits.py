@@ -115,21 +115,54 @@ def test_the_late_commit_mode_loses_rows_without_the_window_and_none_with_it(org
     assert calls["sf.queryAll"] + calls.get("sf.query_more", 0) <= 2 * 2 * runs
 
 
-def test_the_remembered_pairs_are_bounded_and_the_window_shrinks_rather_than_repeat(org: Org) -> None:
+def test_beyond_the_bound_the_window_repeats_the_oldest_rather_than_lose_a_late_commit(org: Org) -> None:
+    """More changes in one window than ``overlap_max_ids``: the oldest pairs are forgotten and handed
+    out again once per re-read — and a row a long transaction commits late *among them* still
+    arrives (the floor this replaced skipped it: the full-N crash suite's lost late commit)."""
     conn = org.connector(overlap_max_ids=500)
     state = read_all(conn, "Contact", StreamState(), page_size=2000, fields=FIELDS).final_state
     clock, base = org.sb.store.clock, int(time.time() * 1000)
+    clock.freeze(base + 50_000)
+    tx = org.sb.long_transaction()  # stamped among the 1,500 below, committed after they are read
+    slow = tx.create_record("Contact", _new(org))
     created = []
     for i in range(1500):  # 1,500 changes within one overlap window
         clock.freeze(base + i * 100)
         created.append(org.sb.create_record("Contact", _new(org)))
-    clock.unfreeze()
+    clock.freeze(base + 200_000)
     res = read_all(conn, "Contact", state, page_size=2000, fields=FIELDS)
-    assert sorted(r["Id"] for r in res.records) == sorted(created)
+    assert sorted(r["Id"] for r in res.records) == sorted(created)  # the held row is not visible yet
     seen = Seen.load(res.final_state.extra)
-    assert seen is not None and len(seen) == 500 and seen.floor is not None
+    assert seen is not None and len(seen) == 500
+    assert "seen_floor" not in res.final_state.extra
     assert len(res.final_state.model_dump_json()) < 500 * 20 + 1024  # 15-20 bytes a pair
+    tx.commit()
     org.sb.calls.clear()
     after = read_all(conn, "Contact", res.final_state, page_size=2000, fields=FIELDS)
-    assert after.records == []  # the re-read starts after the floor: nothing handed out twice
+    got = [str(r["Id"]) for r in after.records]
+    oldest = created[:1000]  # the pairs beyond the bound, forgotten: handed out again, each once
+    assert sorted(got) == sorted([*oldest, slow]) and len(got) == len(set(got))
+    assert set(got).isdisjoint(created[1000:])  # the 500 remembered are skipped
     assert org.sb.calls.counts() == {"sf.deleted": 1, "sf.queryAll": 1}
+    clock.unfreeze()
+
+
+def test_an_older_state_with_a_floor_re_reads_below_it_once(org: Org) -> None:
+    """A state written by the floor version (``seen_floor``) is read as if the floor were absent."""
+    conn = org.connector(overlap_max_ids=500)
+    state = read_all(conn, "Contact", StreamState(), page_size=2000, fields=FIELDS).final_state
+    clock, base = org.sb.store.clock, int(time.time() * 1000)
+    created = []
+    for i in range(20):
+        clock.freeze(base + i * 100)
+        created.append(org.sb.create_record("Contact", _new(org)))
+    clock.freeze(base + 10_000)
+    res = read_all(conn, "Contact", state, page_size=2000, fields=FIELDS)
+    assert sorted(r["Id"] for r in res.records) == sorted(created)
+    old = res.final_state.model_copy(
+        update={"extra": {**res.final_state.extra, "seen_floor": f"{base + 1900}|{created[-1]}"}}
+    )
+    after = read_all(conn, "Contact", old, page_size=2000, fields=FIELDS)
+    assert after.records == []  # every pair is still remembered: nothing repeats, nothing skipped
+    assert "seen_floor" not in after.final_state.extra
+    clock.unfreeze()

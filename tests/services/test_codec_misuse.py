@@ -28,7 +28,7 @@ from schemas.lineage import EventKind
 from services.codec_misuse import Rule, codec_findings, open_codec_incidents
 from services.incidents import Signal, get_incident
 from store import codec_audit as audit_store
-from store import incident_outbox, notices
+from store import ledger_outbox, notices
 from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, seeded_vault
 from workers.codec_access import DecodeLedger
 from workers.codec_server import CodecServerSettings, create_codec_app, parse_tokens
@@ -80,7 +80,7 @@ def _stored_text(engine: Engine) -> str:
     with engine.connect() as conn:
         rows = [
             *conn.execute(select(notices.incidents)).all(),
-            *conn.execute(select(incident_outbox.incident_outbox)).all(),
+            *conn.execute(select(ledger_outbox.ledger_outbox)).all(),
         ]
     ledgers = [e.model_dump_json() for t in (ACME, GLOBEX, INITECH) for e in Ledger(engine, t).read_events()]
     return repr(rows) + "".join(ledgers)

@@ -22,9 +22,9 @@ from governance.registry import Registry
 from governance.vault import Vault
 from schemas.lineage import EventKind, LineageEvent
 from services import notices
-from services.incident_ledger import append_owed, owed
 from services.incident_scope import Scope
 from services.incidents import list_incidents, notify, open_incident, update_incident
+from services.ledger_outbox import append_owed, owed
 from tests.incident_support import ACME, GLOBEX, HOUR, INITECH, seeded_vault
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from governance.keys import LocalKeyringProvider
 from governance.lineage import Ledger
 from governance.vault import Vault
 from schemas.errors import ConfigError, TransientError
@@ -21,8 +20,7 @@ from schemas.lineage import EventKind, LineageEvent
 from schemas.settings import NoticeSettings
 from services import notices, webhook_signing
 from store import notices as notice_store
-from store import tenants as tenant_store
-from tests.notice_support import SmtpServer, WebhookReceiver
+from tests.notice_support import SmtpServer, WebhookReceiver, acme_vault
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 ADDRESS = "dpo@controller.example"
@@ -30,11 +28,7 @@ ADDRESS = "dpo@controller.example"
 
 @pytest.fixture
 def vault(db_engine: Engine, tmp_path: Path) -> Vault:
-    with db_engine.begin() as conn:
-        tenant_store.create_tenant(
-            conn, id="acme", name="Acme", home_region="eea", authorised_subprocessors=[], now=T0
-        )
-    return Vault(db_engine, LocalKeyringProvider(tmp_path / "keyring.json"))
+    return acme_vault(db_engine, tmp_path, T0)
 
 
 def _notice_events(engine: Engine, tenant: str = "acme") -> list[LineageEvent]:
