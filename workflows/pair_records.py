@@ -23,8 +23,9 @@ pair with an end not synced yet waits in the deferral queue on that end (:data:`
 sync's push that lands it resolves the pair again (:func:`release`) and creates it or queues it on
 the other end. A vanished pair (:mod:`workflows.pair_source`) deletes its role —
 ``DELETE /composite/sobjects?ids=``, 200 a call — in every write mode, as a cleared lookup unlinks (the
-role *is* the association). Counted in the ``push`` event like records (``created``, ``deleted``) and
-links (``deferred``, ``released``).
+role *is* the association) and ends the pair's letters. A refused pair's letter (kind
+:data:`UPSERT`: a refused create, a full queue) is retried by :mod:`workflows.retry`. Counted in the
+``push`` event like records (``created``, ``deleted``) and links (``deferred``, ``released``).
 """
 
 from __future__ import annotations
@@ -42,15 +43,22 @@ from schemas.errors import ConfigError
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
+from store.dead_letters import DeadLetter
 from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
 from workflows.context import ActivityKit, SyncContext
+from workflows.staging import seal_letter
 
-__all__ = ["RECORD", "WANTED", "PairRecords", "TwoEnds", "check_pairs", "release", "waiting_rows"]
+__all__ = ["RECORD", "UPSERT", "WANTED", "PairRecords", "TwoEnds", "check_pairs", "release", "waiting_rows"]
 
 RECORD = "@pair-record"
 """Deferral queue field of a pair waiting for an end."""
 WANTED = "@wanted"
 """``association_links`` field of the keyed hashes of the ends a pair points at."""
+UPSERT = "upsert"
+"""The kind of a refused pair's or row's letter: it stands for the record's upsert, so
+:mod:`workflows.retry` takes it up like a refused upsert (``retry-rejected``, the automatic retry):
+the letter holds the pair as staged (its id), or the pair id is had from the snapshot
+(:meth:`workflows.pair_source.PairSource.pair_ids`)."""
 LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.DeadLetter]
 
 
@@ -79,6 +87,7 @@ class _Pair:
     key: str  # keyed hash of the pair id
     owner: str  # keyed hash of the deal id
     other: str  # ... of the contact id
+    record: Record | None = None  # as staged (in its letter, so a retry can read the pair again)
 
 
 class PushLike(Protocol):
@@ -158,7 +167,7 @@ class TwoEnds:
                 f"{end.target or end.field}: its {end.parent_stream} record is not synced yet and "
                 f"{DEFERRAL_LIMIT} rows of this sync already wait; run sync {end.parent_sync_id!r} first"
             )
-            return letter("upsert", index, key, record, "PARENT_NOT_SYNCED", why)
+            return letter(UPSERT, index, key, record, "PARENT_NOT_SYNCED", why)
         return links_store.Deferred(
             self.ctx.spec.id, queue, key, "", self.ctx.spec.destination_stream, end.parent_stream,
             end.parent_sync_id, missing, 1, self.kit.deps.clock(),
@@ -180,7 +189,7 @@ class PairRecords(TwoEnds):
         tenant, keyed_hash = self.ctx.tenant.id, self.kit.deps.pseudonymizer.keyed_hash
         rows = [
             _Pair(i, k, keyed_hash(tenant, str(r.get(self.owner.field))),
-                  keyed_hash(tenant, str(r.get(self.other.field))))
+                  keyed_hash(tenant, str(r.get(self.other.field))), r)
             for i, (k, r) in enumerate(zip(keys, records, strict=True))
             if r.get(self.owner.field) and r.get(self.other.field)
         ]  # fmt: skip
@@ -190,10 +199,12 @@ class PairRecords(TwoEnds):
             wanted = [(r.key, r.owner, r.other) for r in rows]
             links_store.set_links(conn, tenant, self.ctx.spec.id, WANTED, wanted, now=self.kit.deps.clock())
         counts, created, ok, waiting = self.settle(rows, letter)
+        with self.kit.deps.engine.begin() as conn:  # a vanished pair's refusals end with it
+            ended = dead_letter_store.resolve_dead_letters(conn, tenant, self.ctx.spec.id, deleted)
         gone, refused, calls = self.delete(deleted, letter)
         with self.kit.deps.engine.begin() as conn:  # accepted at last: the earlier refusals end
             resolved = dead_letter_store.resolve_dead_letters(conn, tenant, self.ctx.spec.id, ok + waiting)
-        return PairResult(counts, created, gone, refused, calls, ok + waiting, resolved)
+        return PairResult(counts, created, gone, refused, calls, ok + waiting, ended + resolved)
 
     def settle(self, rows: Sequence[_Pair], letter: LetterFn) -> tuple[LinkCounts, int, list[str], list[str]]:
         """Resolve ``rows``' ends, create the pairs not at the destination, queue those with an end
@@ -223,7 +234,8 @@ class PairRecords(TwoEnds):
                 assert self.owner.target is not None and self.other.target is not None
                 create.append((r, {self.owner.target: deal, self.other.target: contact}))
                 continue
-            waits = self.wait(RECORD, (r.index, r.key, r.owner, r.other), deal is not None, {}, room, letter)
+            row = (r.index, r.key, r.owner, r.other)
+            waits = self.wait(RECORD, row, deal is not None, r.record or {}, room, letter)
             if isinstance(waits, links_store.Deferred):
                 room -= 1
                 deferred.append(waits)
@@ -239,7 +251,9 @@ class PairRecords(TwoEnds):
                     mapped.append((r.key, outcome.id))
                 else:
                     code = outcome.error_code or "VENDOR_REFUSED"
-                    letters.append(letter("upsert", r.index, r.key, {}, code, outcome.error_message))
+                    letters.append(
+                        letter(UPSERT, r.index, r.key, r.record or {}, code, outcome.error_message)
+                    )
         with self.kit.deps.engine.begin() as conn:
             id_map_store.upsert_id_map(conn, tenant, sync_id, mapped, now=now)
             links_store.drop_deferred(conn, tenant, sync_id, RECORD, [r.key for r in rows])
@@ -306,6 +320,21 @@ def release(
     counts = LinkCounts()
     for sync_id, rows in waiting_rows(kit, ctx.tenant.id, waiting, RECORD):
         pairs = PairRecords.of(kit, kit.context(ctx.tenant.id, sync_id), connector)
-        done, created, _, _ = pairs.settle([_Pair(*r) for r in rows], letter)
+        done, created, _, _ = pairs.settle([_Pair(*r) for r in rows], _rehomed(kit, pairs.ctx, letter))
         counts = counts.plus(done.model_copy(update={"released": created}))
     return counts
+
+
+def _rehomed(kit: ActivityKit, ctx: SyncContext, letter: LetterFn) -> LetterFn:
+    """``letter`` (the parent sync's push) writing the pair sync ``ctx``'s letter instead, so its
+    ``retry-rejected`` takes it up (the pair id is had from the snapshot: the letter holds none)."""
+
+    def make(kind: str, index: int, key: str, record: Record, code: str, message: str | None) -> DeadLetter:
+        made = letter(kind, index, key, record, code, message)  # its run, batch, id and wording
+        body = {"record": record, "vendor_message": message, "kind": kind}
+        return seal_letter(
+            kit.deps.vault, ctx, made.run_id, (made.batch_id, 0, f"{kind}.{made.id}", index), key, body,
+            code=code, message=made.error_message or f"{kind} refused: {code}", created=made.created,
+        )  # fmt: skip
+
+    return make

@@ -115,6 +115,13 @@ class PairSource:
                 links_store.set_links(conn, tenant, sync_id, OWNERS, owners, now=now)
         self.unsettled = []
 
+    def pair_ids(self, keys: list[str]) -> dict[str, str]:
+        """Pair key hash → pair id of those of ``keys`` in the snapshot (a letter written without its
+        pair — released from the queue — is retried by this id: :mod:`workflows.retry`)."""
+        with self.kit.deps.engine.connect() as conn:
+            rows = links_store.links_of(conn, self.ctx.tenant.id, self.ctx.spec.id, PAIRS, keys)
+        return {k: self._open(k, sealed) for k, (_, sealed) in rows.items()}
+
     def sweep(self, state: StreamState) -> Page | None:
         """Re-read the pairs of the deals checked longest ago; a page of the new pairs and the
         vanished ones (None when nothing was checked)."""

@@ -14,7 +14,10 @@ the source connector cannot list ids), a dry run, or more vanished records than
 ``max_delete_fraction`` of those mapped before T without ``force`` — a truncated listing looks like
 mass deletion. A vanished key whose destination record another live key still maps loses its mapping
 only (the merge guard, :func:`workflows.merges.spare_shared`). A delete the destination refuses keeps
-its mapping and the sync's request, so the next reconciliation tries again. ``apply_reconcile`` is
+its mapping and the sync's request, so the next reconciliation tries again. A sync from an
+association stream (:mod:`workflows.pair_records`) lists the live pairs (the deals' associations) and
+deletes the roles of the vanished ones in every write mode, as its push does: the role *is* the
+association. ``apply_reconcile`` is
 resumable: deleted keys leave the id map, so a retry recomputes what is left.
 """
 
@@ -39,6 +42,7 @@ from schemas.reconcile import (
     ReconcileResult,
 )
 from services.wiring import ActivityDeps
+from store import associations as links_store
 from store import id_map as id_map_store
 from store import reconcile as reconcile_store
 from store import runs as run_store
@@ -227,7 +231,8 @@ class ReconcileActivities:
         deps, kit = self.deps, self.kit
         if is_junction(ctx.spec.destination_stream):  # a vanished row unlinks, whatever the write mode
             return self._unlink(ctx, [k for k, _ in gone], progress.result)
-        if not ctx.spec.write_mode.propagates_deletes:  # upsert / update-only / create-only keep them
+        pairs = is_junction(ctx.spec.source_stream)  # a pair's record is the association (pair_records)
+        if not pairs and not ctx.spec.write_mode.propagates_deletes:  # upsert / ... keep them
             return progress.result, []
         tenant, sync_id = ctx.tenant.id, plan.sync_id
         dst = ctx.destination_endpoint()
@@ -269,6 +274,8 @@ class ReconcileActivities:
                     calls = answer.calls
                 with deps.engine.begin() as conn:
                     id_map_store.delete_id_map(conn, tenant, sync_id, [*ok, *(k for _, k, _ in spared)])
+                    if pairs:  # as a vanished pair's delete does (workflows.pair_records)
+                        links_store.drop_links(conn, tenant, sync_id, WANTED, ok)
                 deleted += ok
                 result = result.model_copy(
                     update={

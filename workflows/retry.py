@@ -14,6 +14,11 @@ write mode, id map, links). Each letter ends one of four ways:
   record's id withheld by the instruction, a record of a suppressed data subject, or one the write
   mode skips → the letter stays, stamped with the current versions (:func:`store.dead_letters.mark_retried`).
 
+A pair's letter (a sync from an association stream, :mod:`workflows.pair_records`) is read again
+by its pair id ``<deal>:<contact>`` — from the letter, or the pull's snapshot when the letter holds
+none — through the deals' associations batch read, and its role created like a push does; a pair
+the deal no longer has is gone.
+
 Which letters: those refused under another instruction version or mapping hash than the run's, or
 under unknown ones (letters from before migration 0022: each retried once), oldest first and at
 most ``limit`` a run (``settings.worker.retry_rejected_per_run``) — the rest wait for the next run;
@@ -47,6 +52,8 @@ from workflows.associations import Linking
 from workflows.context import ActivityKit, BatchEvents, SyncContext
 from workflows.junctions import Junction, is_junction
 from workflows.liveness import Keepalive
+from workflows.pair_records import PairRecords
+from workflows.pair_source import PairSource
 from workflows.push import PushProgress, _events, _Writer
 from workflows.staging import resume, seal_letter
 
@@ -173,6 +180,12 @@ def _retry(
             sid = _source_id(kit, ctx, d, pk)
             if sid is not None:
                 by_id[sid] = d
+        source_pairs = PairSource.of(kit, ctx, source)  # a pair's letter may hold no record
+        opened = {d.id for d in by_id.values()}
+        unopened = [d for d in letters if d.id not in opened]
+        if source_pairs is not None and unopened:
+            found = source_pairs.pair_ids([d.record_key_hash for d in unopened])
+            by_id |= {found[d.record_key_hash]: d for d in unopened if d.record_key_hash in found}
         if not by_id or not source.reads_by_ids:
             return progress.model_copy(update={"not_retryable": len(letters)})
         got = source.read_by_ids(ctx.spec.source_stream, list(by_id), sorted(checked.fields_read))
@@ -209,12 +222,16 @@ def _retry(
         junction = Junction.of(kit, ctx, destination) if is_junction(ctx.spec.destination_stream) else None
         stream = junction.owner.parent_stream if junction else ctx.spec.destination_stream
         spec = kit.stream_spec(destination, ctx.spec.destination_connection_id, stream)
-        linking = None if junction else Linking.of(kit, ctx, destination)
+        pairs = PairRecords.of(kit, ctx, destination) if source_pairs is not None else None
+        linking = None if junction or pairs else Linking.of(kit, ctx, destination)
         writer = _Writer(kit, ctx, run_id, destination, spec, keepalive, linking)
+        letter = partial(writer.letter, _Part(batch_id))
         if junction is not None:  # the rows are associations (workflows.junctions)
-            letter = partial(writer.letter, _Part(batch_id))
             done = junction.push(governed.keys, governed.records, [], letter)
             pushed, accepted = progress.push.model_copy(update=done.progress(progress.push)), done.accepted
+        elif pairs is not None:  # the rows are pairs, each one record (workflows.pair_records)
+            made = pairs.push(governed.keys, governed.records, [], letter)
+            pushed, accepted = progress.push.model_copy(update=made.progress(progress.push)), made.accepted
         else:
             pushed, accepted = writer.upsert(_Part(batch_id), governed.keys, governed.records, progress.push)
         pushed, released, _ = writer.release_held(_Part(batch_id), pushed)  # merge losers of landed winners

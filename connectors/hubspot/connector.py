@@ -13,7 +13,14 @@ from connectors.hubspot.byids import read_by_ids as read_records_by_ids
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.objects import ObjectCatalog
-from connectors.hubspot.pairs import PAIR_STREAMS, pair_schema, pair_specs, read_pairs
+from connectors.hubspot.pairs import (
+    PAIR_STREAMS,
+    list_pair_ids,
+    pair_schema,
+    pair_specs,
+    read_pairs,
+    read_pairs_by_ids,
+)
 from connectors.hubspot.reader import CUSTOM_MODIFIED, ID_PROPERTY, MODIFIED_PROPERTY, StreamReader
 from connectors.hubspot.writer import BatchWriter
 from schemas.connector import (
@@ -146,6 +153,8 @@ class HubSpotConnector(Connector):
         """``batch/read`` 100 ids a call (:mod:`connectors.hubspot.byids`), ``fields`` plus the id
         and modification properties."""
         self.client.refresh_token_view()
+        if stream in PAIR_STREAMS:  # pairs <deal>:<contact>: the deals' associations batch read
+            return read_pairs_by_ids(self._linker, stream, ids)
         api_type = self._stream(stream)
         modified = MODIFIED_PROPERTY.get(api_type, CUSTOM_MODIFIED)
         calls = self.client.calls
@@ -182,6 +191,8 @@ class HubSpotConnector(Connector):
         if page_size < 1:
             raise ConfigError("page_size must be at least 1")
         self.client.refresh_token_view()
+        if stream in PAIR_STREAMS:  # a page of live deals, then their pairs (one associations read)
+            return list_pair_ids(self._reader, self._linker, stream, state, page_size)
         calls = self.client.calls
         ids, after = self._reader.id_page(self._stream(stream), state.page_token, page_size)
         nxt = state.model_copy(update={"page_token": after})

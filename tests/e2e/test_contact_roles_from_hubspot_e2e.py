@@ -9,7 +9,10 @@ lands the Opportunities and queues the pairs again on their contacts; the contac
 and creates every role in one Collections create. Re-associations and removals at HubSpot move no
 modification date: the next incremental run of the pairs finds them by the sweep
 (:mod:`workflows.pair_source`) and creates / deletes exactly those roles. Counts and
-(OpportunityId, ContactId) pairs are checked at Salesforce and in lineage.
+(OpportunityId, ContactId) pairs are checked at Salesforce and in lineage. Pairs refused for a full
+deferral queue are created by ``crmhub sync retry-rejected`` (read again by pair id in one
+associations batch read); the roles of a deal purged at HubSpot are deleted by ``crmhub sync
+reconcile``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from typing import Any
 
 import pytest
 
+from api import reconcileops, syncops
 from api.demo import _workers
+from governance.lineage import Ledger
 from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
+from store import dead_letters as dead_letter_store
 from tests.e2e.links_support import event_counts, instruction, linked_tenant, seed_hubspot_long_ago
 from tests.sync_support import World, run_sync
+from workflows import pair_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -170,3 +177,100 @@ async def test_a_pair_sync_maps_its_two_ends_and_nothing_else(world: World) -> N
     assert failed.status is SyncStatus.FAILED
     assert "map @deals and @contacts" in failed.message and "nothing else" in failed.message
     assert world.sf.live_records("OpportunityContactRole") == []
+
+
+async def test_pairs_a_full_queue_refused_are_created_by_retry_rejected(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 pairs may wait; the other 6 are dead-lettered ``PARENT_NOT_SYNCED``. The bound drops to 2
+    before the deals run: of the 4 released, 2 queue on their contacts and 2 are dead-lettered (their
+    letters hold no pair: the retry finds it in the snapshot). The contacts run creates 2 roles; two
+    lettered pairs are removed at HubSpot — the retry run's incremental sweep finds them vanished and
+    ends their letters; ``retry-rejected`` reads the other 6 again (one associations batch read) and
+    creates them in one Collections create."""
+    tenant = "hs-roles-bound"
+    monkeypatch.setattr(pair_records, "DEFERRAL_LIMIT", 4)
+    hs = world.hs
+    _seed(world, 5, 10, 2)
+    await _tenant(world, tenant, PAIR_FIELDS)
+    async with _workers(world.settings):
+        first = await run_sync(world.connected, world.settings, tenant, "roles")
+        assert (first.counts.pushed, first.counts.failed) == (0, 6)
+        with world.connected.engine.connect() as conn:
+            assert links_store.count_deferred(conn, tenant, "roles") == 4
+            letters = dead_letter_store.list_dead_letters(conn, tenant, "roles")
+        assert [dl.error_code for dl in letters] == ["PARENT_NOT_SYNCED"] * 6
+        assert all("run sync 'deals' first" in (dl.error_message or "") for dl in letters)
+        monkeypatch.setattr(pair_records, "DEFERRAL_LIMIT", 2)
+        await run_sync(world.connected, world.settings, tenant, "deals")
+        with world.connected.engine.connect() as conn:
+            assert links_store.count_deferred(conn, tenant, "roles") == 2
+            letters = dead_letter_store.list_dead_letters(conn, tenant, "roles")
+        released = [dl for dl in letters if "run sync 'contacts' first" in (dl.error_message or "")]
+        assert (len(letters), len(released)) == (8, 2)
+        await run_sync(world.connected, world.settings, tenant, "contacts")
+        created = _roles_at_salesforce(world)
+        assert len(created) == 2  # the ones still waiting, released
+        lettered = sorted(hs.associations.pairs("deals", "contacts") - set(created))
+        assert len(lettered) == 8
+        for d, c in (lettered[0], lettered[-1]):
+            assert hs.associations.remove("deals", d, "contacts", c)
+        expected = hs.associations.pairs("deals", "contacts")
+        _calls(world)
+        handle = await syncops.retry_rejected(
+            world.connected.client, tenant, "roles", task_queue=world.settings.temporal.control_task_queue
+        )
+        done = await handle.result()
+    assert (done.retried, done.retry_resolved, done.retry_gone) == (6, 6, 0)
+    assert (done.created, done.failed) == (6, 0)
+    assert _roles_at_salesforce(world) == sorted(expected)  # 8 roles
+    with world.connected.engine.connect() as conn:
+        assert dead_letter_store.list_dead_letters(conn, tenant, "roles") == []
+        assert links_store.count_deferred(conn, tenant, "roles") == 0
+    calls = _calls(world)
+    # 1 associations read of the sweep (5 deals) + 1 of the retry; 1 Collections create of the 6
+    assert (calls["hs.associations.read"], calls["sf.collections"]) == (2, 1)
+    assert "sf.collections_upsert" not in calls
+    events = Ledger(world.connected.engine, tenant).read_events()
+    swept = next(e for e in events if e.kind is EventKind.PUSH and e.counts.get("resolved") == 2)
+    assert swept.details.get("step") != "retry"  # the run's own push: the 2 vanished pairs' letters
+    retry = [e for e in events if e.details.get("step") == "retry"]
+    pulled = next(e for e in retry if e.kind is EventKind.PULL)
+    assert (pulled.counts["letters"], pulled.counts["records"], pulled.counts["not_retryable"]) == (6, 6, 0)
+    pushed = next(e for e in retry if e.kind is EventKind.PUSH)
+    assert (pushed.counts["created"], pushed.counts["retried"], pushed.counts["resolved"]) == (6, 6, 6)
+
+
+async def test_the_roles_of_a_deal_purged_at_hubspot_are_deleted_by_a_reconciliation(world: World) -> None:
+    """A GDPR (permanent) delete of a deal never shows as a delete; ``crmhub sync reconcile`` lists
+    the live pairs (a page of deals + one associations batch read) and deletes the vanished pairs'
+    roles in one Collections delete — in the default ``upsert`` mode, as the push does."""
+    tenant = "hs-roles-purged"
+    hs = world.hs
+    deals, _ = _seed(world, 6, 12, 2)
+    await _tenant(world, tenant, PAIR_FIELDS)
+    async with _workers(world.settings):
+        for sync_id in ("deals", "contacts", "roles"):
+            await run_sync(world.connected, world.settings, tenant, sync_id)
+        assert len(_roles_at_salesforce(world)) == 12
+        purged = deals[2]
+        hs.gdpr_delete("deals", purged)
+        _calls(world)
+        handle = await reconcileops.start(
+            world.connected.client, tenant, "roles", task_queue=world.settings.temporal.control_task_queue
+        )
+        result = await handle.result()
+        assert (result.listed, result.mapped, result.vanished, result.deleted) == (10, 12, 2, 2)
+        assert (result.list_calls, result.delete_calls, result.failed) == (2, 1, 0)
+        roles = _roles_at_salesforce(world)
+        assert len(roles) == 10 and purged not in {d for d, _ in roles}
+        calls = _calls(world)
+        assert (calls["hs.list.deals"], calls["hs.associations.read"], calls["sf.collections"]) == (1, 1, 1)
+        (deletes,) = [
+            e.counts for e in Ledger(world.connected.engine, tenant).read_events()
+            if e.kind is EventKind.DELETE and e.details.get("reconcile")
+        ]  # fmt: skip
+        assert (deletes["deleted"], deletes["vanished"], deletes["listed"]) == (2, 2, 10)
+        again = await run_sync(world.connected, world.settings, tenant, "roles", SyncMode.INCREMENTAL)
+    assert again.status is SyncStatus.COMPLETED
+    assert _roles_at_salesforce(world) == roles  # nothing created again
