@@ -84,6 +84,9 @@ class Page:
     delete since ``next_state``'s predecessor — e.g. its delete log was purged past the cursor — so
     the caller should compare :meth:`connectors.base.Connector.list_ids` with what it holds.
     ``calls`` counts the vendor API calls this page cost (for budgets and benchmarks).
+    ``owners`` (an association stream such as HubSpot ``deals/contacts``, whose records are pairs)
+    lists the owner records the page read in full — each with all its pairs, or deleted: an owner
+    listed with no pair on the page has none left.
     """
 
     records: list[Record]
@@ -93,6 +96,7 @@ class Page:
     calls: int = 1
     merged_into: dict[str, str] = field(default_factory=dict)
     reconcile: str | None = None
+    owners: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

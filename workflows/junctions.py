@@ -37,7 +37,6 @@ through the connector's batch association endpoints
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,6 +52,10 @@ from store import id_map as id_map_store
 from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
 from workflows.associations import release as release_children
 from workflows.context import ActivityKit, SyncContext
+from workflows.pair_records import RECORD as PAIR_RECORD
+from workflows.pair_records import WANTED as PAIR_WANTED
+from workflows.pair_records import TwoEnds, waiting_rows
+from workflows.pair_records import release as release_pairs
 
 __all__ = [
     "PAIR",
@@ -69,7 +72,7 @@ SEPARATOR = links_store.JUNCTION_SEPARATOR
 is_junction = links_store.is_junction
 PAIR = "@pair"
 """``association_links`` field of a junction row's written pair (deal id, contact id)."""
-WANTED = "@wanted"
+WANTED = PAIR_WANTED
 """``association_links`` field of the keyed hashes of the ends a junction row points at."""
 
 UPSERT = "upsert"
@@ -152,20 +155,12 @@ class PartResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Junction:
+class Junction(TwoEnds):
     """Pushes one junction sync's rows as associations (see the module docstring)."""
 
-    kit: ActivityKit
-    ctx: SyncContext
-    connector: Connector
-    owner: Relationship
-    other: Relationship
-
-    @classmethod
-    def of(cls, kit: ActivityKit, ctx: SyncContext, connector: Connector) -> Junction:
-        with kit.deps.engine.connect() as conn:
-            owner, other = _ends(ctx.spec.destination_stream, relationships(conn, ctx))
-        return cls(kit, ctx, connector, owner, other)
+    @staticmethod
+    def ends(conn: Connection, ctx: SyncContext) -> tuple[Relationship, Relationship]:
+        return _ends(ctx.spec.destination_stream, relationships(conn, ctx))
 
     def push(
         self, keys: Sequence[str], records: Sequence[Record], deleted: Sequence[str], letter: LetterFn
@@ -230,19 +225,13 @@ class Junction:
                 continue
             if not (r.owner and r.other):  # deleted or cleared: unlinked, nothing waits
                 continue
-            end, missing = (self.owner, r.owner) if deal is None else (self.other, r.other)
-            if room <= 0:
-                why = (
-                    f"{end.field}: its {end.parent_stream} record is not synced yet and {DEFERRAL_LIMIT} "
-                    f"rows of this sync already wait; run sync {end.parent_sync_id!r} first"
-                )
-                letters.append(letter(UPSERT, r.index, r.key, r.record or {}, "PARENT_NOT_SYNCED", why))
-                continue
-            room -= 1
-            deferred.append(
-                links_store.Deferred(sync_id, PAIR, r.key, "", self.ctx.spec.destination_stream,
-                                     end.parent_stream, end.parent_sync_id, missing, 1, now)
-            )  # fmt: skip
+            row = (r.index, r.key, r.owner, r.other)
+            waits = self.wait(PAIR, row, deal is not None, r.record or {}, room, letter)
+            if isinstance(waits, links_store.Deferred):
+                room -= 1
+                deferred.append(waits)
+            else:
+                letters.append(waits)
         # A pair another row of the sync still holds stays at the destination.
         archive_calls = [(k, p) for k, p in archive if p not in shared and p not in {q for _, q in create}]
         counts, written = self._write(archive_calls, create, {r.key: r for r in rows}, letter, letters)
@@ -300,11 +289,13 @@ def release_all(
     landed: dict[str, str], letter: LetterFn,
 ) -> LinkCounts:  # fmt: skip
     """Link what waited for the records the parent sync ``ctx`` just landed (``landed``: key hash →
-    destination id): children (:func:`workflows.associations.release`) and junction rows
-    (:func:`_release`)."""
-    rows = [d for d in waiting if is_junction(d.child_stream)]
-    children = [d for d in waiting if not is_junction(d.child_stream)]
+    destination id): children (:func:`workflows.associations.release`), junction rows
+    (:func:`_release`) and pairs as records (:func:`workflows.pair_records.release`)."""
+    pairs = [d for d in waiting if d.field == PAIR_RECORD]
+    rows = [d for d in waiting if is_junction(d.child_stream) and d.field != PAIR_RECORD]
+    children = [d for d in waiting if not is_junction(d.child_stream) and d.field != PAIR_RECORD]
     counts = release_children(kit, ctx, connector, children, landed, letter) if children else LinkCounts()
+    counts = counts.plus(release_pairs(kit, ctx, connector, pairs, letter)) if pairs else counts
     return counts.plus(_release(kit, ctx, connector, rows, letter)) if rows else counts
 
 
@@ -314,19 +305,9 @@ def _release(
 ) -> LinkCounts:  # fmt: skip
     """Resolve again the junction rows waiting for records the parent sync ``ctx`` just landed:
     linked when both ends are synced now, else queued on the other end."""
-    by_sync: dict[str, list[str]] = defaultdict(list)
-    for d in waiting:
-        by_sync[d.sync_id].append(d.child_key_hash)
     counts = LinkCounts()
-    for sync_id, keys in by_sync.items():
+    for sync_id, rows in waiting_rows(kit, ctx.tenant.id, waiting, PAIR):
         junction = Junction.of(kit, kit.context(ctx.tenant.id, sync_id), connector)
-        with kit.deps.engine.connect() as conn:
-            wanted = links_store.links_of(conn, ctx.tenant.id, sync_id, WANTED, keys)
-        rows = [_Row(n, k, *wanted[k]) for n, k in enumerate(keys) if k in wanted]
-        if len(rows) < len(keys):  # rows deleted meanwhile wait no more
-            with kit.deps.engine.begin() as conn:
-                gone = [k for k in keys if k not in wanted]
-                links_store.drop_deferred(conn, ctx.tenant.id, sync_id, PAIR, gone)
-        done, _, _ = junction.settle(rows, letter)
+        done, _, _ = junction.settle([_Row(*r) for r in rows], letter)
         counts = counts.plus(done.model_copy(update={"released": done.linked, "linked": 0}))
     return counts

@@ -39,6 +39,7 @@ from store.subprocessor_versions import ObjectionChoice
 from workflows.associations import any_declared, check_relationships, is_relationship
 from workflows.context import ActivityKit, SyncContext
 from workflows.junctions import check_junction
+from workflows.pair_records import check_pairs
 
 __all__ = ["plan_sync"]
 
@@ -84,6 +85,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
             with deps.engine.connect() as conn:
                 check_relationships(conn, ctx, destination, source=connector)
                 check_junction(conn, ctx)
+                check_pairs(conn, ctx)
         finally:
             destination.close()
     _check_route(kit, ctx, inp.run_id)

@@ -55,6 +55,7 @@ from workflows.context import ActivityKit, BatchEvents, Route, SyncContext
 from workflows.liveness import Keepalive
 from workflows.merges import fold_page
 from workflows.metrics import count_pull
+from workflows.pair_source import PairSource
 from workflows.reverse_links import SourceLinks
 from workflows.staging import PendingPart, open_part, resume, seal_letter, seal_part
 
@@ -191,6 +192,11 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
             checked, ctx.instruction, deps.transforms, key_field=pk, pseudonymizer=deps.pseudonymizer,
             planned_types=dict(plan.source_types), live_types=live_types, suppressed=suppressed,
         )  # fmt: skip
+        pairs = PairSource.of(kit, ctx, connector)  # an association stream: vanished pairs are deletes
+        if pairs is not None and inp.batch_seq == 0 and not kept and inp.state.mode is ReadMode.INCREMENTAL:
+            swept = pairs.sweep(state)  # association changes move no modification date
+            if swept is not None:
+                pending.add(governance.process(swept.records, swept.deleted_ids), calls=swept.calls)
         ahead: list[Page] = []  # read, not yet governed: relationships are read for many pages at once
         reading, more = state, has_more
 
@@ -208,6 +214,7 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
                 raise CancelledError("pull cancelled")
             left = inp.max_records - progress.records - progress.quarantined - pending.read - _read(ahead)
             page = connector.read_page(ctx.spec.source_stream, reading, min(page_size, left), fields)
+            page = pairs.track(page) if pairs is not None else page
             reading, more = page.next_state, page.has_more
             ahead.append(page)
             if links is not None and links.wants_more(ahead) and room():
@@ -222,6 +229,8 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
                 state, has_more = page.next_state, page.has_more
                 if pending.read >= part_records or len(pending.deleted) >= part_records:
                     progress = stager.stage(progress, pending).fold(pending, state, has_more, withheld)
+                    if pairs is not None:  # staged: the snapshot follows
+                        pairs.settle()
                     keys += pending.keys
                     pending = PendingPart()
             ahead = []
@@ -230,10 +239,15 @@ def pull_batch(kit: ActivityKit, inp: PullInput, *, page_size: int, part_records
         if pending:
             progress = stager.stage(progress, pending)
             keys += pending.keys
+        if pairs is not None:
+            pairs.settle()
         progress = progress.fold(pending, state, has_more, withheld)  # pages with nothing to stage too
         if links is not None:
             links.settle(deps.clock())
             counts = {k: progress.links.get(k, 0) + v for k, v in links.counts().items()}
+            progress = progress.model_copy(update={"links": {**progress.links, **counts}})
+        if pairs is not None:
+            counts = {k: progress.links.get(k, 0) + v for k, v in pairs.counts().items()}
             progress = progress.model_copy(update={"links": {**progress.links, **counts}})
         keepalive.beat(progress)
     finally:

@@ -13,7 +13,8 @@ connector when the first attempt began (``Connector.retrying_since``), so record
 created — their answers lost with it — are still counted created. The database, per attempt: one
 read (the run's context — cached per worker —, the batch's parts and the first one to write), a read
 of each further part, one write per part (its id map rows and dead letters), one lineage append, the
-staging's deletion. A junction sync's parts are associations (:mod:`workflows.junctions`).
+staging's deletion. A junction sync's parts are associations (:mod:`workflows.junctions`), a sync
+from an association stream's are pairs, each one record (:mod:`workflows.pair_records`).
 
 The move to the destination's region is checked before anything is written (fail closed). After
 the last part: a ``push`` event (counts, keyed hashes of accepted records), a ``transfer`` event when
@@ -58,6 +59,7 @@ from workflows.merges import (
     spare_shared,
 )
 from workflows.metrics import count_push
+from workflows.pair_records import PairRecords
 from workflows.reverse_links import is_relink
 from workflows.staging import open_part, open_part_and_merges, redact, resume, seal_letter
 from workflows.write_modes import NOT_AT_DESTINATION, plan_writes, refused_as_skip
@@ -144,7 +146,8 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
         junction = Junction.of(kit, ctx, connector) if is_junction(ctx.spec.destination_stream) else None
         stream = junction.owner.parent_stream if junction else ctx.spec.destination_stream  # (its letters')
         spec = kit.stream_spec(connector, ctx.spec.destination_connection_id, stream)
-        linking = None if junction else Linking.of(kit, ctx, connector)
+        pairs = PairRecords.of(kit, ctx, connector) if is_junction(ctx.spec.source_stream) else None
+        linking = None if junction or pairs else Linking.of(kit, ctx, connector)
         writer = _Writer(kit, ctx, plan.run_id, connector, spec, keepalive, linking)
         for number in todo:
             if activity.is_cancelled():
@@ -158,6 +161,9 @@ def push_batch(kit: ActivityKit, inp: PushInput) -> PushResult:
             if junction is not None:  # rows are associations (workflows.junctions), not records
                 done = junction.push(keys, records, deleted, partial(writer.letter, part))
                 progress, ok, deleted = progress.model_copy(update=done.progress(progress)), done.accepted, []
+            elif pairs is not None:  # rows are pairs, each one record (workflows.pair_records)
+                made = pairs.push(keys, records, deleted, partial(writer.letter, part))
+                progress, ok, deleted = progress.model_copy(update=made.progress(progress)), made.accepted, []
             else:
                 progress, ok = writer.upsert(part, keys, records, progress)
             merged.update(merges)

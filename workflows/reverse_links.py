@@ -89,6 +89,8 @@ class SourceLinks:
     def of(
         cls, kit: ActivityKit, ctx: SyncContext, connector: Connector, key_field: str
     ) -> SourceLinks | None:
+        if links_store.is_junction(ctx.spec.source_stream):  # pairs: workflows.pair_source
+            return None
         rels = tuple(_Rel(f, p) for f, p, _ in reverse_declared(ctx.spec.mapping))
         return cls(kit, ctx, connector, key_field, rels) if rels else None
 

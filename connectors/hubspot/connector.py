@@ -13,6 +13,7 @@ from connectors.hubspot.byids import read_by_ids as read_records_by_ids
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.objects import ObjectCatalog
+from connectors.hubspot.pairs import PAIR_STREAMS, pair_schema, pair_specs, read_pairs
 from connectors.hubspot.reader import CUSTOM_MODIFIED, ID_PROPERTY, MODIFIED_PROPERTY, StreamReader
 from connectors.hubspot.writer import BatchWriter
 from schemas.connector import (
@@ -65,9 +66,12 @@ class HubSpotConnector(Connector):
         return CheckResult(ok=True, message="HubSpot portal reachable; token accepted")
 
     def streams(self) -> list[StreamSpec]:
-        """The standard objects and the portal's custom objects (one schemas call, see
-        :mod:`connectors.hubspot.objects`)."""
+        """The standard objects, the portal's custom objects (one schemas call, see
+        :mod:`connectors.hubspot.objects`) and the association streams (:mod:`connectors.hubspot.pairs`)."""
         self.client.refresh_token_view()
+        return [*self._object_specs(), *pair_specs()]
+
+    def _object_specs(self) -> list[StreamSpec]:
         return [
             StreamSpec(
                 name=obj.stream,
@@ -85,6 +89,8 @@ class HubSpotConnector(Connector):
         """Live properties: HubSpot type, writable unless calculated/read-only, unique if hasUniqueValue;
         required if a custom object's schema lists it in ``requiredProperties``."""
         self.client.refresh_token_view()
+        if stream in PAIR_STREAMS:
+            return pair_schema(stream)
         obj = self.catalog.resolve(stream)
         fields = []
         for p in self.client.properties(obj.api_type):
@@ -115,8 +121,11 @@ class HubSpotConnector(Connector):
 
     def read_page(self, stream: str, state: StreamState, page_size: int, fields: Sequence[str]) -> Page:
         """See :mod:`connectors.hubspot.reader`: full via the list API (or an export, see
-        :mod:`connectors.hubspot.exports`), incremental via keyset search."""
+        :mod:`connectors.hubspot.exports`), incremental via keyset search; an association stream's
+        pairs: :mod:`connectors.hubspot.pairs`."""
         self.client.refresh_token_view()
+        if stream in PAIR_STREAMS:
+            return read_pairs(self._reader, self._linker, stream, state, page_size)
         return self._reader.read_page(self._stream(stream), state, page_size, fields)
 
     def write_batch(

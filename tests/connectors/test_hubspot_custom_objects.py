@@ -98,7 +98,8 @@ def test_a_custom_object_is_discovered_and_described(served: Served, type_id: st
     calls = conn.client.calls
     streams = {s.name: s for s in conn.streams()}
     assert conn.client.calls - calls == 1  # one schemas call lists every custom object
-    assert set(streams) == {"contacts", "companies", "deals", "projects"}
+    assert set(streams) == {"contacts", "companies", "deals", "projects", "deals/contacts"}
+    assert not streams["deals/contacts"].writable  # the association stream: read as pairs only
     projects = streams["projects"]
     assert projects.custom and projects.default_external_id == "project_code"
     assert projects.aliases == (type_id, f"p{served.hs.portal_id}_projects")
@@ -158,10 +159,11 @@ def test_without_the_schemas_scope_only_standard_objects(
 ) -> None:
     narrow = connect(served, SandboxTokens(served.hs), granted_scopes=("crm.objects.contacts.read",))
     calls = narrow.client.calls
-    assert [s.name for s in narrow.streams()] == ["contacts", "companies", "deals"]
+    standard = ["contacts", "companies", "deals", "deals/contacts"]  # (and the association stream)
+    assert [s.name for s in narrow.streams()] == standard
     assert narrow.client.calls == calls  # not even asked
     unknown = connect(served, SandboxTokens(served.hs))  # scopes unknown: asked, refused (403)
-    assert [s.name for s in unknown.streams()] == ["contacts", "companies", "deals"]
+    assert [s.name for s in unknown.streams()] == standard
     with pytest.raises(ConfigError, match="unknown HubSpot stream"):
         unknown.read_page("projects", StreamState(), 10, ["project_code"])
 

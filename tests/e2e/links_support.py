@@ -11,13 +11,14 @@ from typing import Any
 from api.demo import connect_crm
 from governance.lineage import Ledger
 from governance.policy import ProcessingInstruction
+from sandbox.fake import BASE_EPOCH_MS
 from schemas.lineage import EventKind
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
 from tests.sync_support import ENDPOINT, World
 
-__all__ = ["event_counts", "instruction", "linked_tenant"]
+__all__ = ["event_counts", "instruction", "linked_tenant", "seed_hubspot_long_ago"]
 
 # (sync id, source stream, destination stream, mapping, source key property, destination id property)
 SyncRow = tuple[str, str, str, dict[str, str], str, str]
@@ -71,3 +72,15 @@ def event_counts(world: World, tenant: str, run_id: str | None, kind: EventKind)
             for k, v in e.counts.items():
                 out[k] = out.get(k, 0) + v
     return out
+
+
+def seed_hubspot_long_ago(world: World, counts: dict[str, int]) -> dict[str, list[str]]:
+    """HubSpot records created a day after the sandbox's epoch (before any run's cursor); returns
+    each stream's ids in creation order."""
+    hs = world.hs
+    hs.store.clock.freeze(BASE_EPOCH_MS + 86_400_000)
+    try:
+        hs.seed(counts)
+    finally:
+        hs.store.clock.unfreeze()
+    return {stream: sorted((r["id"] for r in hs.live_records(stream)), key=int) for stream in counts}

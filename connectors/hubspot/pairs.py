@@ -1,0 +1,70 @@
+"""Association streams read at HubSpot (issue 14): ``deals/contacts`` — one record per deal↔contact
+pair, the source of a HubSpot → Salesforce ``OpportunityContactRole`` sync.
+
+A page is a page of deals (read like the ``deals`` stream: full through the list API, incremental
+through keyset search on ``hs_lastmodifieddate``; only the id and the modification date are asked
+for), then **one** associations v4 batch read (deal→contact, type 3) for the page's deals
+(:meth:`connectors.hubspot.associations.Linker.read_links`: ≤ 1,000 ids a call, so one call a page).
+Each pair becomes a record ``{"id": "<deal>:<contact>", "@deals": deal, "@contacts": contact}``
+keyed by the pair; :attr:`schemas.connector.Page.owners` lists every deal read (and every deal
+archived since the cursor), so the caller sees the deals whose pairs all vanished. HubSpot moves no
+modification date when only an association changes (see :mod:`workflows.reverse_links`), so an
+incremental page alone never carries a re-association: the caller sweeps
+(:mod:`workflows.pair_source`). Labels are not read: a deal→contact pair carries no HubSpot-defined
+role.
+"""
+
+from __future__ import annotations
+
+from connectors.hubspot.associations import Linker
+from connectors.hubspot.reader import ID_PROPERTY, MODIFIED_PROPERTY, StreamReader
+from schemas.connector import FieldSpec, Page, StreamSchema, StreamSpec, StreamState
+
+__all__ = ["PAIR_KEY", "PAIR_STREAMS", "pair_schema", "pair_specs", "read_pairs"]
+
+PAIR_KEY = "id"
+"""The key field of a pair record: ``<owner id>:<other id>``."""
+PAIR_STREAMS: dict[str, tuple[str, str]] = {"deals/contacts": ("deals", "contacts")}
+"""Association streams readable at HubSpot: stream → (owner object, other object)."""
+
+
+def pair_specs() -> list[StreamSpec]:
+    """The association streams (read-only: written as associations by :mod:`workflows.junctions`)."""
+    out = []
+    for name, (owner, other) in PAIR_STREAMS.items():
+        label = f"{owner.capitalize()} ↔ {other} associations"
+        out.append(
+            StreamSpec(name=name, primary_key=PAIR_KEY, cursor_field=MODIFIED_PROPERTY[owner],
+                       writable=False, supports_deletes=False, label=label)
+        )  # fmt: skip
+    return out
+
+
+def pair_schema(stream: str) -> StreamSchema:
+    """The fields of a pair record (no vendor call: they are the pair's two ends)."""
+    owner, other = PAIR_STREAMS[stream]
+    fields = [
+        FieldSpec(name=PAIR_KEY, type="string", label="Pair", nullable=False),
+        FieldSpec(name=f"@{owner}", type="string", label=f"{owner} id", nullable=False),
+        FieldSpec(name=f"@{other}", type="string", label=f"{other} id", nullable=False),
+    ]
+    return StreamSchema(stream=stream, fields=tuple(sorted(fields, key=lambda f: f.name)))
+
+
+def read_pairs(reader: StreamReader, linker: Linker, stream: str, state: StreamState, page_size: int) -> Page:
+    """One page of owners and their pairs (module docstring)."""
+    owner, other = PAIR_STREAMS[stream]
+    page = reader.read_page(owner, state, page_size, [ID_PROPERTY])
+    ids = [str(r.get(ID_PROPERTY) or r.get("id") or "") for r in page.records]
+    ids = [i for i in ids if i]
+    calls = linker.client.calls
+    found = linker.read_links(owner, other, ids) if ids else {}
+    records = [
+        {PAIR_KEY: f"{o}:{c}", f"@{owner}": o, f"@{other}": c}
+        for o in ids
+        for c in dict.fromkeys(found.get(o) or [])
+    ]
+    return Page(
+        records, page.next_state, page.has_more, [], page.calls + linker.client.calls - calls,
+        reconcile=page.reconcile, owners=list(dict.fromkeys([*ids, *page.deleted_ids])),
+    )  # fmt: skip
