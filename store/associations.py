@@ -24,6 +24,7 @@ from store._sql import chunks, dialect_insert, required_aware, table_of
 from store.syncs import syncs
 
 __all__ = [
+    "LABEL_MARK",
     "AssociationDeferralTable",
     "AssociationLinkTable",
     "Deferred",
@@ -46,6 +47,9 @@ __all__ = [
 
 
 RELATIONSHIP_MARK = "@"
+LABEL_MARK = "@label"
+"""The mapping destination labelling a junction row's pair (:mod:`workflows.junction_labels`): no
+parent stream, though it reads as a relationship."""
 
 
 def is_relationship(destination: str) -> bool:
