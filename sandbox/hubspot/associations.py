@@ -33,11 +33,12 @@ Rules emulated:
 * a labeled association also carries the unlabeled type (guess: the guide shows labeled pairs
   listed with the unlabeled type beside the label).
 * a custom (USER_DEFINED) label is one type per direction: creating it answers both type ids, the
-  asked direction's first (guess: the v4 guide's "Create and manage association types" example
-  answers two USER_DEFINED results for one label; the reference shows one result, of unspecified
-  order). Guess: new type ids count up from :data:`FIRST_USER_TYPE`; a second label with a name the
-  pair already has is refused 400 VALIDATION_ERROR (the reference says ``name`` is "the unique
-  identifier for the association definition"; the error shape is not documented).
+  asked direction's first (guess: the v4 guide's "Create and manage association types" example,
+  not re-checked here, answers two USER_DEFINED results for one label; the reference shows one
+  result, of unspecified order). Guess: new type ids count up from :data:`FIRST_USER_TYPE`; a
+  second label with a name the pair already has is refused 400 VALIDATION_ERROR (the reference
+  says ``name`` is "the unique identifier for the association definition"; the error shape is not
+  documented).
 * a pair associated with a label carries the unlabeled type too (the rule below), so removing the
   label (``batch/labels/archive``) leaves it associated, unlabeled; removing the unlabeled type
   removes every label too (guess: the labels-archive reference, as quoted by integrators: "Deleting
