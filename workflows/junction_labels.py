@@ -27,7 +27,6 @@ like any other, not HubSpot's primary).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy.engine import Connection
@@ -36,6 +35,7 @@ from schemas.connector import Record
 from schemas.errors import ConfigError
 from store import associations as links_store
 from workflows.context import ActivityKit, SyncContext
+from workflows.sealed_text import open_text, seal_text
 
 __all__ = ["LABEL", "LABELED", "ROLE", "ROLE_LIMIT", "Roles", "check_labels", "label_field"]
 
@@ -99,7 +99,12 @@ class Roles:
     def keep(self, conn: Connection, wanted: Sequence[tuple[str, str | None]]) -> None:
         """Record the role each row (key, role) wants; rows without one are forgotten."""
         tenant, sync_id = self.ctx.tenant.id, self.ctx.spec.id
-        rows = [(k, self._seal(k, role), self.hash(role) or "") for k, role in wanted if role]
+        dataset = self._dataset()
+        rows = [
+            (k, seal_text(self.kit, self.ctx, dataset, k, role), self.hash(role) or "")
+            for k, role in wanted
+            if role
+        ]
         links_store.set_links(conn, tenant, sync_id, ROLE, rows, now=self.kit.deps.clock())
         links_store.drop_links(conn, tenant, sync_id, ROLE, [k for k, role in wanted if not role])
 
@@ -109,20 +114,8 @@ class Roles:
             return {}
         with self.kit.deps.engine.connect() as conn:
             kept = links_store.links_of(conn, self.ctx.tenant.id, self.ctx.spec.id, ROLE, keys)
-        return {k: self._open(k, sealed) for k, (sealed, _) in kept.items()}
-
-    def _seal(self, key: str, role: str) -> str:
-        sealed = self.kit.deps.vault.seal(
-            self.ctx.tenant.id, role.encode(), dataset=self._dataset(), object_id=key,
-            purpose=self.ctx.instruction.purpose,
-        )  # fmt: skip
-        return base64.b64encode(sealed).decode()
-
-    def _open(self, key: str, sealed: str) -> str:
-        return self.kit.deps.vault.open(
-            self.ctx.tenant.id, base64.b64decode(sealed), dataset=self._dataset(), object_id=key,
-            purpose=self.ctx.instruction.purpose,
-        ).decode()  # fmt: skip
+        dataset = self._dataset()
+        return {k: open_text(self.kit, self.ctx, dataset, k, sealed) for k, (sealed, _) in kept.items()}
 
     def _dataset(self) -> str:
         return f"{self.ctx.spec.id}{ROLE}"

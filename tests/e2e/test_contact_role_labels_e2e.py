@@ -19,33 +19,29 @@ from api.demo import _workers
 from governance.pseudonym import Pseudonymizer
 from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
-from tests.e2e.links_support import event_counts, instruction, linked_tenant
+from tests.e2e.links_support import event_counts, roles_tenant
 from tests.sync_support import World, run_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROLE_FIELDS = ["Id", "OpportunityId", "ContactId", "Role", "SystemModstamp"]
-DEALS = {"Name": "dealname", "StageName": "dealstage"}
 LABELED = {"OpportunityId": "@deals", "ContactId": "@contacts", "Role": "@label"}
 
 
 async def _tenant(
     world: World, tenant: str, role_fields: list[str], hidden: tuple[str, ...] = ("Id",)
 ) -> None:
-    allowed = {
-        "Contact": ["Id", "Email", "LastName", "SystemModstamp"],
-        "Opportunity": ["Id", "Name", "StageName", "SystemModstamp"],
-        "OpportunityContactRole": role_fields,
-    }
-    ins = instruction(
-        tenant, allowed, pseudonymize={"Opportunity": ["Id"], "OpportunityContactRole": list(hidden)}
+    await roles_tenant(world, tenant, role_fields, LABELED, hidden=hidden)
+
+
+def _one_role(world: World) -> None:
+    """One Opportunity, one Contact, one role ``Evaluator``."""
+    world.sf.seed({"Contact": 1})
+    opp = world.sf.create_record("Opportunity", {"Name": "D", "StageName": "x", "CloseDate": "2027-03-01"})
+    world.sf.create_record(
+        "OpportunityContactRole",
+        {"OpportunityId": opp, "ContactId": world.sf.live_records("Contact")[0]["id"], "Role": "Evaluator"},
     )
-    await linked_tenant(
-        world, ins, "salesforce",
-        [("contacts", "Contact", "contacts", {"Email": "email", "LastName": "lastname"}, "Email", "email"),
-         ("deals", "Opportunity", "deals", DEALS, "Id", "external_id"),
-         ("roles", "OpportunityContactRole", "deals/contacts", LABELED, "Id", "external_id")],
-    )  # fmt: skip
 
 
 def _wanted(world: World, tenant: str) -> dict[tuple[str, str], set[str | None]]:
@@ -148,12 +144,7 @@ async def test_roles_become_labels_made_once_and_a_changed_role_moves_its_label(
 
 async def test_a_label_the_instruction_does_not_allow_refuses_the_plan(world: World) -> None:
     tenant = "sf-role-labels-refused"
-    world.sf.seed({"Contact": 1})
-    opp = world.sf.create_record("Opportunity", {"Name": "D", "StageName": "x", "CloseDate": "2027-03-01"})
-    world.sf.create_record(
-        "OpportunityContactRole",
-        {"OpportunityId": opp, "ContactId": world.sf.live_records("Contact")[0]["id"], "Role": "Evaluator"},
-    )
+    _one_role(world)
     await _tenant(world, tenant, ["Id", "OpportunityId", "ContactId", "SystemModstamp"])  # no Role
     async with _workers(world.settings):
         refused: Any = await run_sync(world.connected, world.settings, tenant, "roles", may_fail=True)
@@ -165,12 +156,7 @@ async def test_a_label_the_instruction_does_not_allow_refuses_the_plan(world: Wo
 async def test_a_pseudonymized_role_refuses_the_plan(world: World) -> None:
     """A pseudonym is no role: the plan fails naming the fix, and no label is made."""
     tenant = "sf-role-labels-hidden"
-    world.sf.seed({"Contact": 1})
-    opp = world.sf.create_record("Opportunity", {"Name": "D", "StageName": "x", "CloseDate": "2027-03-01"})
-    world.sf.create_record(
-        "OpportunityContactRole",
-        {"OpportunityId": opp, "ContactId": world.sf.live_records("Contact")[0]["id"], "Role": "Evaluator"},
-    )
+    _one_role(world)
     await _tenant(world, tenant, ROLE_FIELDS, hidden=("Id", "Role"))
     async with _workers(world.settings):
         for parent in ("deals", "contacts"):
