@@ -45,9 +45,10 @@ ROLE = "@role"
 """``association_links`` field of a row's wanted role: (sealed role, keyed hash of the role)."""
 LABELED = "@labeled"
 """``association_links`` field of the label a row's pair carries: (label id, keyed hash of the role)."""
-ROLE_LIMIT = 100
-"""Longest role (characters) kept: its sealed form fits the store's 255-character column. Guess:
-HubSpot documents no maximum label length; Salesforce role picklist values are shorter in practice."""
+ROLE_LIMIT = 150
+"""Longest role kept, in UTF-8 bytes: sealed (33 bytes more) and in base64 it fits the store's
+255-character column. A longer one is dead-lettered ``LABEL_TOO_LONG`` (guess: HubSpot documents
+no maximum label length; Salesforce role picklist values are far shorter in practice)."""
 
 
 def label_field(mapping: Mapping[str, str]) -> str | None:

@@ -177,12 +177,14 @@ class Junction(TwoEnds):
             for i, (k, r) in enumerate(zip(keys, records, strict=True))
         ]  # fmt: skip
         rows += [_Row(-1 - n, k, None, None) for n, k in enumerate(deleted)]
-        why = f"its {roles.field} is longer than {ROLE_LIMIT} characters, the longest label crmhub keeps"
+        why = f"its {roles.field} is longer than {ROLE_LIMIT} bytes, the longest label crmhub keeps"
+        long = {r.key for r in rows if r.role and len(r.role.encode()) > ROLE_LIMIT}
         refused = [
             letter(UPSERT, r.index, r.key, r.record or {}, "LABEL_TOO_LONG", why)
-            for r in rows if r.role and len(r.role) > ROLE_LIMIT
-        ]  # fmt: skip
-        rows = [r for r in rows if not (r.role and len(r.role) > ROLE_LIMIT)]  # refused: left as they are
+            for r in rows
+            if r.key in long
+        ]
+        rows = [r for r in rows if r.key not in long]  # refused: left as they are
         wanted = [(r.key, r.owner or "", r.other or "") for r in rows if r.owner and r.other]
         with self.kit.deps.engine.begin() as conn:
             links_store.set_links(conn, tenant, self.ctx.spec.id, WANTED, wanted, now=self.kit.deps.clock())

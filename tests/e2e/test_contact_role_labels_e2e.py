@@ -19,6 +19,7 @@ from api.demo import _workers
 from governance.pseudonym import Pseudonymizer
 from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
+from store import dead_letters as dead_letter_store
 from tests.e2e.links_support import event_counts, roles_tenant
 from tests.sync_support import World, run_sync
 
@@ -34,13 +35,15 @@ async def _tenant(
     await roles_tenant(world, tenant, role_fields, LABELED, hidden=hidden)
 
 
-def _one_role(world: World) -> None:
-    """One Opportunity, one Contact, one role ``Evaluator``."""
+def _one_role(world: World, role: str = "Evaluator") -> None:
+    """One Opportunity, one Contact, one role."""
     world.sf.seed({"Contact": 1})
-    opp = world.sf.create_record("Opportunity", {"Name": "D", "StageName": "x", "CloseDate": "2027-03-01"})
+    opp = world.sf.create_record(
+        "Opportunity", {"Name": "D", "StageName": "qualifiedtobuy", "CloseDate": "2027-03-01"}
+    )
     world.sf.create_record(
         "OpportunityContactRole",
-        {"OpportunityId": opp, "ContactId": world.sf.live_records("Contact")[0]["id"], "Role": "Evaluator"},
+        {"OpportunityId": opp, "ContactId": world.sf.live_records("Contact")[0]["id"], "Role": role},
     )
 
 
@@ -167,3 +170,28 @@ async def test_a_pseudonymized_role_refuses_the_plan(world: World) -> None:
         "pseudonymize.OpportunityContactRole" in failed.message and "a pseudonym is no role" in failed.message
     )
     assert world.hs.associations.types("deals", "contacts") == {3: None}
+
+
+async def test_a_role_too_long_to_keep_is_dead_lettered(world: World) -> None:
+    """A role of more than ROLE_LIMIT (150) UTF-8 bytes (20 two-byte and 51 three-byte characters:
+    193) is refused ``LABEL_TOO_LONG``; one of exactly 150 (50 three-byte characters) is kept —
+    sealed, it fits the store's column on PostgreSQL too — and labels its pair."""
+    tenant = "sf-role-labels-long"
+    _one_role(world, "é" * 20 + "日" * 51)
+    first = world.sf.live_records("OpportunityContactRole")[0]
+    fits = "日" * 50
+    world.sf.create_record(
+        "OpportunityContactRole",
+        {"OpportunityId": first["OpportunityId"], "ContactId": first["ContactId"], "Role": fits},
+    )
+    await _tenant(world, tenant, ROLE_FIELDS)
+    async with _workers(world.settings):
+        early = await run_sync(world.connected, world.settings, tenant, "roles")  # waits: roles kept sealed
+        assert (early.counts.pushed, early.counts.failed) == (0, 1)
+        for parent in ("deals", "contacts"):
+            await run_sync(world.connected, world.settings, tenant, parent)
+    with world.connected.engine.connect() as conn:
+        letters = dead_letter_store.list_dead_letters(conn, tenant, "roles")
+    assert [dl.error_code for dl in letters] == ["LABEL_TOO_LONG"]
+    assert {lb for lb in world.hs.associations.types("deals", "contacts").values() if lb} == {fits}
+    assert _at_hubspot(world) == {next(iter(world.hs.associations.pairs("deals", "contacts"))): {None, fits}}
