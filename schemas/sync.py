@@ -86,6 +86,31 @@ def write_mode_refusal(mode: SyncWriteMode, destination_provider: str) -> str | 
     return None
 
 
+JUNCTION_SEPARATOR = "/"
+
+
+def is_junction(stream: str) -> bool:
+    """Is a stream an association stream (``deals/contacts``: a sync whose rows are associations
+    between two parents' records, see :mod:`workflows.junctions` and :mod:`workflows.pair_records`)?"""
+    owner, _, other = stream.partition(JUNCTION_SEPARATOR)
+    return bool(owner and other)
+
+
+def relationship_mode_refusal(mode: SyncWriteMode, stream: str) -> str | None:
+    """Why a sync carrying only relationships (an association stream such as ``deals/contacts``, on
+    either side) cannot run in ``mode``, or None. Its writes are links — created when a pair appears,
+    removed when it goes (an association, or a Salesforce junction record such as
+    OpportunityContactRole) — so ``update-only`` (never create) and ``create-only`` (never remove)
+    would leave it unable to follow the source; they are refused rather than half-honoured."""
+    if mode in (SyncWriteMode.UPDATE_ONLY, SyncWriteMode.CREATE_ONLY):
+        return (
+            f"write_mode '{mode.value}' does not apply to {stream}: a relationship sync creates a link "
+            "when a pair appears at the source and removes it when the pair goes; choose 'upsert' "
+            "(the default) or 'mirror'"
+        )
+    return None
+
+
 class SyncStatus(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"

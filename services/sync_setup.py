@@ -49,7 +49,7 @@ from governance.policy import ProcessingInstruction, default_registry
 from governance.registry import Endpoint, Registry
 from schemas.connector import FieldSpec, StreamSchema, StreamSpec
 from schemas.errors import ConfigError, PolicyError
-from schemas.sync import write_mode_refusal
+from schemas.sync import relationship_mode_refusal, write_mode_refusal
 from services.syncconfig import NotCovered, check_covers
 from store import connections as connection_store
 from store import instructions as instruction_store
@@ -436,6 +436,9 @@ class SyncSetup:
             spec.tenant, spec.source_connection_id, spec.destination_connection_id, same_connection
         )
         refusal = write_mode_refusal(spec.write_mode, dest.provider)
+        for stream in (spec.source_stream, spec.destination_stream):
+            if refusal is None and is_junction(stream):
+                refusal = relationship_mode_refusal(spec.write_mode, stream)
         if refusal is not None:
             raise NewSyncRefused(refusal, field="write_mode", unknown=False)
         ins = self.instruction(spec.tenant, spec.instruction_version)

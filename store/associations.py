@@ -20,10 +20,12 @@ from sqlalchemy import DateTime, Index, Integer, PrimaryKeyConstraint, String, T
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
+from schemas.sync import JUNCTION_SEPARATOR, is_junction
 from store._sql import chunks, dialect_insert, required_aware, table_of
 from store.syncs import syncs
 
 __all__ = [
+    "JUNCTION_SEPARATOR",
     "LABEL_MARK",
     "AssociationDeferralTable",
     "AssociationLinkTable",
@@ -56,16 +58,6 @@ def is_relationship(destination: str) -> bool:
     """Is a mapping destination a relationship (``@<parent stream>``, see
     :mod:`workflows.associations`) rather than a destination field?"""
     return destination.startswith(RELATIONSHIP_MARK) and len(destination) > 1
-
-
-JUNCTION_SEPARATOR = "/"
-
-
-def is_junction(stream: str) -> bool:
-    """Is a destination stream an association stream (``deals/contacts``: a sync whose rows are
-    associations between two parents' records, see :mod:`workflows.junctions`)?"""
-    owner, _, other = stream.partition(JUNCTION_SEPARATOR)
-    return bool(owner and other)
 
 
 class AssociationLinkTable(SQLModel, table=True):

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from schemas.connector import ReadMode, StreamState
 from schemas.errors import ConfigError
+from schemas.sync import SyncWriteMode
 from store import connections
 from store import instructions as instruction_store
 from store import syncs as sync_store
@@ -161,3 +162,49 @@ def test_a_sync_follows_new_connections_of_its_tenant_only(db_engine: Engine) ->
             point("c-sf2", "c-hs2", sync="nope")
         unchanged = sync_store.get_sync(conn, "acme", "contacts")
         assert unchanged is not None and unchanged.spec.destination_connection_id == "c-hs2"
+
+
+def test_a_relationship_sync_takes_only_the_write_modes_that_follow_its_pairs(db_engine: Engine) -> None:
+    """A sync carrying only links (an association stream on either side) creates a link when a pair
+    appears and removes it when it goes: update-only and create-only are refused naming the fix; a
+    record sync takes every mode its destination can honour."""
+    roles = spec(
+        id="roles",
+        source_stream="OpportunityContactRole",
+        destination_stream="deals/contacts",
+        mapping={"OpportunityId": "@deals", "ContactId": "@contacts"},
+        destination_id_property="hs_object_id",
+        source_key_property="Id",
+        transforms=(),
+    )
+    back = spec(
+        id="roles-back",
+        source_connection_id="c-hs",
+        destination_connection_id="c-sf",
+        source_stream="deals/contacts",
+        destination_stream="OpportunityContactRole",
+        mapping={"@deals": "OpportunityId", "@contacts": "ContactId"},
+        destination_id_property="Id",
+        source_key_property="id",
+        transforms=(),
+    )
+    with db_engine.begin() as conn:
+        _connection(conn, "c-sf", "acme", "salesforce")
+        _connection(conn, "c-hs", "acme", "hubspot")
+        for s in (spec(), roles, back):
+            sync_store.create_sync(conn, s, now=NOW)
+        for sync, stream in (("roles", "deals/contacts"), ("roles-back", "deals/contacts")):
+            for mode in (SyncWriteMode.UPDATE_ONLY, SyncWriteMode.CREATE_ONLY):
+                with pytest.raises(
+                    ConfigError, match=rf"'{mode.value}' does not apply to {stream}.*'upsert'"
+                ):
+                    sync_store.set_sync_write_mode(conn, "acme", sync, mode, now=NOW)
+            sync_store.set_sync_write_mode(conn, "acme", sync, SyncWriteMode.MIRROR, now=NOW)
+        sync_store.set_sync_write_mode(conn, "acme", "contacts", SyncWriteMode.UPDATE_ONLY, now=NOW)
+    with db_engine.connect() as conn:
+        modes = {s: sync_store.get_sync(conn, "acme", s) for s in ("contacts", "roles", "roles-back")}
+    assert {s: r.spec.write_mode for s, r in modes.items() if r is not None} == {
+        "contacts": SyncWriteMode.UPDATE_ONLY,
+        "roles": SyncWriteMode.MIRROR,
+        "roles-back": SyncWriteMode.MIRROR,
+    }
