@@ -117,20 +117,29 @@ class IdPage:
 class Link:
     """One relationship of a destination record: child ``child_id`` → parent ``parent_id`` (both
     destination record ids). ``previous_id`` is the parent it was linked to before (unlinked
-    first: a re-parented child); ``parent_id`` ``None`` only unlinks (the source cleared its lookup)."""
+    first: a re-parented child); ``parent_id`` ``None`` only unlinks (the source cleared its lookup).
+
+    Labels (a vendor that has them: HubSpot's association labels): ``label`` names the label the
+    pair ``child_id`` → ``parent_id`` is created with (made at the destination when it has none of
+    that name); ``unlabel`` is the destination's id of a label to take off that pair first (as a
+    :class:`LinkResult` reported it), the association staying — with no ``label`` it only unlabels."""
 
     child_id: str
     parent_id: str | None
     previous_id: str | None = None
+    label: str | None = None
+    unlabel: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LinkResult:
     """What a :meth:`~connectors.base.Connector.write_links` call did: ``failed`` maps the index of a
-    link the vendor refused to (vendor code, message without values); ``calls`` API calls."""
+    link the vendor refused to (vendor code, message without values); ``calls`` API calls;
+    ``labels``: the destination's id of each label name the call wrote."""
 
     failed: dict[int, tuple[str, str]] = field(default_factory=dict)
     calls: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class OutcomeStatus(StrEnum):

@@ -55,7 +55,7 @@ from store import connections as connection_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
-from store.associations import JUNCTION_SEPARATOR, is_junction, is_relationship
+from store.associations import JUNCTION_SEPARATOR, LABEL_MARK, is_junction, is_relationship
 from store.connections import ConnectionRow
 from store.syncs import SyncRow, SyncSpec
 
@@ -463,6 +463,13 @@ class SyncSetup:
                     field="mapping",
                     unknown=False,
                 )
+        elif LABEL_MARK in spec.mapping.values():
+            raise NewSyncRefused(
+                f"{LABEL_MARK} labels association pairs: map it on a sync into an association stream "
+                f"(e.g. deals/contacts), not {spec.destination_stream}",
+                field="mapping",
+                unknown=False,
+            )
         else:
             self._check_destination_fields(spec, dest, self.describe(dest.id, spec.destination_stream))
         self.region(source, spec.source_endpoint, "source_endpoint")

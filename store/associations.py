@@ -26,6 +26,7 @@ from store.syncs import syncs
 
 __all__ = [
     "JUNCTION_SEPARATOR",
+    "LABEL_MARK",
     "AssociationDeferralTable",
     "AssociationLinkTable",
     "Deferred",
@@ -48,6 +49,9 @@ __all__ = [
 
 
 RELATIONSHIP_MARK = "@"
+LABEL_MARK = "@label"
+"""The mapping destination labelling a junction row's pair (:mod:`workflows.junction_labels`): no
+parent stream, though it reads as a relationship."""
 
 
 def is_relationship(destination: str) -> bool:

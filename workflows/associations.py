@@ -70,7 +70,11 @@ LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.
 
 def declared(mapping: dict[str, str]) -> list[tuple[str, str]]:
     """(source lookup field, parent stream) of each relationship the mapping declares."""
-    return [(src, dst[1:]) for src, dst in mapping.items() if is_relationship(dst)]
+    return [
+        (src, dst[1:])
+        for src, dst in mapping.items()
+        if is_relationship(dst) and dst != links_store.LABEL_MARK
+    ]
 
 
 def reverse_declared(mapping: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -80,8 +84,8 @@ def reverse_declared(mapping: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 def any_declared(mapping: dict[str, str]) -> bool:
-    """Does the mapping declare a relationship, either way?"""
-    return bool(declared(mapping) or reverse_declared(mapping))
+    """Does the mapping declare a relationship, either way (or a junction's label)?"""
+    return bool(declared(mapping) or reverse_declared(mapping) or links_store.LABEL_MARK in mapping.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class LinkCounts(BaseModel):
     released: int = 0
     failed: int = 0
     calls: int = 0
+    relabeled: int = 0  # junction pairs whose label moved (workflows.junction_labels)
 
     def plus(self, other: LinkCounts) -> LinkCounts:
         return LinkCounts(**{k: getattr(self, k) + getattr(other, k) for k in LinkCounts.model_fields})
@@ -113,6 +118,7 @@ class LinkCounts(BaseModel):
             "linked": self.linked, "unlinked": self.unlinked, "deferred": self.deferred,
             "released": self.released, "link_failed": self.failed, "link_calls": self.calls,
         }  # fmt: skip
+        counts |= {"relabeled": self.relabeled} if self.relabeled else {}
         return counts if any(counts.values()) else {}
 
 

@@ -14,10 +14,11 @@ to the contact its ``ContactId`` became (HubSpot deal→contact type 3). Both lo
 any mapped field, so the instruction must allow them (``allowed_fields.OpportunityContactRole``) or
 the plan is refused (rule ``mapping``); neither may be pseudonymized, and each side needs exactly
 one parent sync writing it through the same connection (Opportunity → deals, Contact → contacts:
-:func:`workflows.associations.check_relationships`, the same check as any relationship). Other
-mapped fields (``Role``, ``IsPrimary``) are not written: HubSpot's deal→contact pair has no
-HubSpot-defined label for them, and a custom association label per role is not emulated — a role
-change moves the row's ``SystemModstamp`` and re-reads it, but writes nothing.
+:func:`workflows.associations.check_relationships`, the same check as any relationship). A
+``Role: "@label"`` entry labels each pair with the row's role (a HubSpot USER_DEFINED association
+label, made when missing; a role change moves the label; an empty role leaves the pair unlabeled:
+:mod:`workflows.junction_labels`). ``IsPrimary`` is not written: HubSpot's deal→contact pair has no
+primary type.
 
 **Pushed** (:class:`Junction`, in place of the upsert): both ends are resolved through their parent
 syncs' id maps; a new pair is created, a changed one (``ContactId`` edited) archives the old pair and
@@ -38,7 +39,7 @@ through the connector's batch association endpoints
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy.engine import Connection
@@ -52,6 +53,7 @@ from store import id_map as id_map_store
 from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
 from workflows.associations import release as release_children
 from workflows.context import ActivityKit, SyncContext
+from workflows.junction_labels import LABELED, ROLE_LIMIT, Roles
 from workflows.pair_records import RECORD as PAIR_RECORD
 from workflows.pair_records import WANTED as PAIR_WANTED
 from workflows.pair_records import TwoEnds, waiting_rows
@@ -112,6 +114,7 @@ class _Row:
     owner: str | None  # keyed hash of the owner end's source id (OpportunityId); None: cleared
     other: str | None  # ... of the other end's (ContactId)
     record: Record | None = None  # as staged (in its letter, so a retry can read it again)
+    role: str | None = None  # the label its pair carries (workflows.junction_labels); None: unlabeled
 
 
 class PushLike(Protocol):
@@ -167,18 +170,30 @@ class Junction(TwoEnds):
     ) -> PartResult:
         """Link one part's rows and unlink its deleted ones."""
         tenant, keyed_hash = self.ctx.tenant.id, self.kit.deps.pseudonymizer.keyed_hash
+        roles = Roles(self.kit, self.ctx)
         rows = [
             _Row(i, k, _hash(keyed_hash, tenant, r.get(self.owner.field)),
-                 _hash(keyed_hash, tenant, r.get(self.other.field)), r)
+                 _hash(keyed_hash, tenant, r.get(self.other.field)), r, roles.of(r))
             for i, (k, r) in enumerate(zip(keys, records, strict=True))
         ]  # fmt: skip
         rows += [_Row(-1 - n, k, None, None) for n, k in enumerate(deleted)]
+        why = f"its {roles.field} is longer than {ROLE_LIMIT} bytes, the longest label crmhub keeps"
+        long = {r.key for r in rows if r.role and len(r.role.encode()) > ROLE_LIMIT}
+        refused = [
+            letter(UPSERT, r.index, r.key, r.record or {}, "LABEL_TOO_LONG", why)
+            for r in rows
+            if r.key in long
+        ]
+        rows = [r for r in rows if r.key not in long]  # refused: left as they are
         wanted = [(r.key, r.owner or "", r.other or "") for r in rows if r.owner and r.other]
         with self.kit.deps.engine.begin() as conn:
             links_store.set_links(conn, tenant, self.ctx.spec.id, WANTED, wanted, now=self.kit.deps.clock())
             links_store.drop_links(
                 conn, tenant, self.ctx.spec.id, WANTED, [r.key for r in rows if not (r.owner and r.other)]
             )
+            if roles.field:
+                roles.keep(conn, [(r.key, r.role if r.owner and r.other else None) for r in rows])
+            dead_letter_store.add_dead_letters(conn, refused)
         counts, linked, waiting = self.settle(rows, letter)
         live = set(keys)
         linked = [k for k in linked if k in live]
@@ -186,42 +201,45 @@ class Junction(TwoEnds):
             resolved = dead_letter_store.resolve_dead_letters(
                 conn, tenant, self.ctx.spec.id, linked + waiting
             )
-        return PartResult(counts, linked, waiting, resolved)
+        return PartResult(counts.plus(LinkCounts(failed=len(refused))), linked, waiting, resolved)
 
     def settle(self, rows: Sequence[_Row], letter: LetterFn) -> tuple[LinkCounts, list[str], list[str]]:
         """Resolve ``rows``' ends through the parent syncs' id maps, write what changed against the
-        pairs they have, queue those with an end not synced yet; returns the counts, the keys whose
-        pair is at the destination and the keys queued."""
+        pairs (and labels) they have, queue those with an end not synced yet; returns the counts, the
+        keys whose pair is at the destination and the keys queued."""
         tenant, sync_id, now = self.ctx.tenant.id, self.ctx.spec.id, self.kit.deps.clock()
+        roles = Roles(self.kit, self.ctx)
+        keys = [r.key for r in rows]
         with self.kit.deps.engine.connect() as conn:
-            have = links_store.links_of(conn, tenant, sync_id, PAIR, [r.key for r in rows])
+            have = links_store.links_of(conn, tenant, sync_id, PAIR, keys)
+            labeled = links_store.links_of(conn, tenant, sync_id, LABELED, keys) if roles.field else {}
             owners = id_map_store.lookup_id_map(
                 conn, tenant, self.owner.parent_sync_id, [r.owner for r in rows if r.owner]
             )
             others = id_map_store.lookup_id_map(
                 conn, tenant, self.other.parent_sync_id, [r.other for r in rows if r.other]
             )
-            waiting = links_store.count_deferred(conn, tenant, sync_id, excluding=[r.key for r in rows])
-            room = DEFERRAL_LIMIT - waiting
-            leaving = {have[r.key] for r in rows if r.key in have}
-            shared = _held_elsewhere(conn, tenant, sync_id, leaving, {r.key for r in rows})
-        archive: list[tuple[str, tuple[str, str]]] = []  # (key, pair) to unlink
-        create: list[tuple[str, tuple[str, str]]] = []
+            waiting = links_store.count_deferred(conn, tenant, sync_id, excluding=keys)
+        room = DEFERRAL_LIMIT - waiting
+        plan = _Plan()
         deferred: list[links_store.Deferred] = []
         letters: list[dead_letter_store.DeadLetter] = []
-        ok: list[str] = []
         for r in rows:
             old = have.get(r.key)
             deal = owners.get(r.owner) if r.owner else None
             contact = others.get(r.other) if r.other else None
             new = (deal, contact) if deal and contact else None
             if new is not None and new == old:
-                ok.append(r.key)
+                had = labeled.get(r.key)
+                if (had[1] if had else None) == roles.hash(r.role):
+                    plan.ok.append(r.key)
+                else:  # the role changed: the pair's label moves
+                    plan.relabel.append((r.key, new, had[0] if had else None))
                 continue
             if old is not None:
-                archive.append((r.key, old))
+                plan.archive.append((r.key, old))
             if new is not None:
-                create.append((r.key, new))
+                plan.create.append((r.key, new))
                 continue
             if not (r.owner and r.other):  # deleted or cleared: unlinked, nothing waits
                 continue
@@ -232,56 +250,110 @@ class Junction(TwoEnds):
                 deferred.append(waits)
             else:
                 letters.append(waits)
-        # A pair another row of the sync still holds stays at the destination.
-        archive_calls = [(k, p) for k, p in archive if p not in shared and p not in {q for _, q in create}]
-        counts, written = self._write(archive_calls, create, {r.key: r for r in rows}, letter, letters)
-        done = {k for k, _ in create} & written
+        with self.kit.deps.engine.connect() as conn:  # a pair (label) another row still holds stays
+            pairs = {p for _, p in plan.archive} | {p for _, p, _ in plan.relabel}
+            moving = {k for k, _ in plan.archive}
+            holders = _holders(conn, tenant, sync_id, pairs, moving, {k for k, _, _ in plan.relabel})
+        by_key = {r.key: r for r in rows}
+        counts, done, relabeled, ids = self._write(plan, holders, labeled, by_key, letter, letters)
+        gone = [k for k, _ in plan.archive if k not in done]
+        quiet = [k for k, _, _ in plan.relabel if k not in relabeled and not by_key[k].role]
+        carried = [(k, ids[role], roles.hash(role) or "")
+                   for k in (*done, *relabeled) if (role := by_key[k].role) and role in ids]  # fmt: skip
         with self.kit.deps.engine.begin() as conn:
-            links_store.drop_links(conn, tenant, sync_id, PAIR, [k for k, _ in archive if k not in done])
+            links_store.drop_links(conn, tenant, sync_id, PAIR, gone)
             links_store.set_links(conn, tenant, sync_id, PAIR,
-                                  [(k, d, c) for k, (d, c) in create if k in done], now=now)  # fmt: skip
-            links_store.drop_deferred(conn, tenant, sync_id, PAIR, [r.key for r in rows])
+                                  [(k, d, c) for k, (d, c) in plan.create if k in done], now=now)  # fmt: skip
+            if roles.field:
+                unlabeled = [*gone, *quiet, *(k for k in (*done, *relabeled) if not by_key[k].role)]
+                links_store.drop_links(conn, tenant, sync_id, LABELED, unlabeled)
+                links_store.set_links(conn, tenant, sync_id, LABELED, carried, now=now)
+            links_store.drop_deferred(conn, tenant, sync_id, PAIR, keys)
             links_store.defer(conn, tenant, deferred, now=now)
             dead_letter_store.add_dead_letters(conn, letters)
-        unlinked = len([k for k, _ in archive if k not in done])
-        more = LinkCounts(unlinked=unlinked, deferred=len(deferred), failed=len(letters) - counts.failed)
-        return counts.plus(more), ok + sorted(done), [d.child_key_hash for d in deferred]
+        more = LinkCounts(unlinked=len(gone), deferred=len(deferred), failed=len(letters) - counts.failed)
+        ok = plan.ok + sorted(done) + sorted(relabeled) + quiet
+        return counts.plus(more), ok, [d.child_key_hash for d in deferred]
 
     def _write(
         self,
-        archive: list[tuple[str, tuple[str, str]]],
-        create: list[tuple[str, tuple[str, str]]],
+        plan: _Plan,
+        holders: dict[tuple[str, str], set[str]],
+        labeled: dict[str, tuple[str, str]],
         rows: dict[str, _Row],
         letter: LetterFn,
         letters: list[dead_letter_store.DeadLetter],
-    ) -> tuple[LinkCounts, set[str]]:
-        """One write_links call for the pairs to archive (``parent_id`` None) and create; returns
-        the counts and the keys whose new pair was created."""
-        links = [Link(d, None, c) for _, (d, c) in archive] + [Link(d, c) for _, (d, c) in create]
+    ) -> tuple[LinkCounts, set[str], set[str], dict[str, str]]:
+        """One write_links call: the pairs to archive (``parent_id`` None; a pair another row holds
+        stays, only its leaving row's label goes), to create (with their label) and to relabel.
+        Returns the counts, the keys whose new pair was created, those whose label moved, and the
+        destination's id of each label name written."""
+        made = {p for _, p in plan.create}
+        links: list[Link] = []
+        keyed: list[tuple[str, str]] = []  # (kind, key) of each link
+        for k, (d, c) in plan.archive:
+            if (d, c) not in holders and (d, c) not in made:
+                links.append(Link(d, None, c))
+                keyed.append(("archive", k))
+            elif (tid := labeled.get(k, ("", ""))[0]) and tid not in holders.get((d, c), set()):
+                links.append(Link(d, c, unlabel=tid))
+                keyed.append(("unlabel", k))
+        for k, (d, c) in plan.create:
+            links.append(Link(d, c, label=rows[k].role))
+            keyed.append(("create", k))
+        for k, (d, c), old in plan.relabel:
+            off = old if old and old not in holders.get((d, c), set()) else None
+            if rows[k].role or off:
+                links.append(Link(d, c, label=rows[k].role, unlabel=off))
+                keyed.append(("relabel", k))
         if not links:
-            return LinkCounts(), set()
+            return LinkCounts(), set(), set(), {}
         owner, _, other = self.ctx.spec.destination_stream.partition(SEPARATOR)
         result = self.connector.write_links(owner, other, links)
-        keyed = [k for k, _ in archive] + [k for k, _ in create]
-        written: set[str] = set()
-        for n, key in enumerate(keyed):
+        written: dict[str, set[str]] = {"create": set(), "relabel": set()}
+        for n, (kind, key) in enumerate(keyed):
             if n in result.failed:
                 code, message = result.failed[n]
                 r = rows[key]
                 letters.append(letter(UPSERT, r.index, key, r.record or {}, code, message))
-            elif n >= len(archive):
-                written.add(key)
-        return LinkCounts(linked=len(written), failed=len(result.failed), calls=result.calls), written
+            elif kind in written:
+                written[kind].add(key)
+        done, moved = written["create"], written["relabel"]
+        counts = LinkCounts(
+            linked=len(done), failed=len(result.failed), calls=result.calls, relabeled=len(moved)
+        )
+        return counts, done, moved, result.labels
 
 
-def _held_elsewhere(
-    conn: Connection, tenant: str, sync_id: str, pairs: set[tuple[str, str]], moving: set[str]
-) -> set[tuple[str, str]]:
-    """Of ``pairs``, those another row of the sync (not among ``moving``) is linked by."""
+@dataclass(slots=True)
+class _Plan:
+    """What a settle writes: keys unchanged, (key, pair) to archive and to create, (key, pair, label
+    id it carried) whose label moves."""
+
+    ok: list[str] = field(default_factory=list)
+    archive: list[tuple[str, tuple[str, str]]] = field(default_factory=list)
+    create: list[tuple[str, tuple[str, str]]] = field(default_factory=list)
+    relabel: list[tuple[str, tuple[str, str], str | None]] = field(default_factory=list)
+
+
+def _holders(
+    conn: Connection, tenant: str, sync_id: str, pairs: set[tuple[str, str]], leaving: set[str],
+    relabeled: set[str],
+) -> dict[tuple[str, str], set[str]]:  # fmt: skip
+    """Of ``pairs``, those a row of the sync that stays on it (not among ``leaving``) holds, with the
+    label ids such rows' pairs keep (a ``relabeled`` row's old label leaves with it)."""
     if not pairs:
-        return set()
-    rows = links_store.links_to(conn, tenant, sync_id, PAIR, sorted({d for d, _ in pairs}))
-    return {(d, c) for k, d, c in rows if k not in moving and (d, c) in pairs}
+        return {}
+    rows = [
+        (k, (d, c))
+        for k, d, c in links_store.links_to(conn, tenant, sync_id, PAIR, sorted({d for d, _ in pairs}))
+        if k not in leaving and (d, c) in pairs
+    ]
+    kept = links_store.links_of(conn, tenant, sync_id, LABELED, [k for k, _ in rows if k not in relabeled])
+    out: dict[tuple[str, str], set[str]] = {}
+    for k, pair in rows:
+        out.setdefault(pair, set()).update([kept[k][0]] if k in kept else [])
+    return out
 
 
 def release_all(
@@ -307,7 +379,9 @@ def _release(
     linked when both ends are synced now, else queued on the other end."""
     counts = LinkCounts()
     for sync_id, rows in waiting_rows(kit, ctx.tenant.id, waiting, PAIR):
-        junction = Junction.of(kit, kit.context(ctx.tenant.id, sync_id), connector)
-        done, _, _ = junction.settle([_Row(*r) for r in rows], letter)
+        sync = kit.context(ctx.tenant.id, sync_id)
+        junction = Junction.of(kit, sync, connector)
+        roles = Roles(kit, sync).wanted([r[1] for r in rows])  # kept sealed: no record here
+        done, _, _ = junction.settle([_Row(*r, role=roles.get(r[1])) for r in rows], letter)
         counts = counts.plus(done.model_copy(update={"released": done.linked, "linked": 0}))
     return counts

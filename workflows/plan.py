@@ -38,6 +38,7 @@ from store import syncs as sync_store
 from store.subprocessor_versions import ObjectionChoice
 from workflows.associations import any_declared, check_relationships, is_relationship
 from workflows.context import ActivityKit, SyncContext
+from workflows.junction_labels import check_labels
 from workflows.junctions import check_junction
 from workflows.pair_records import check_pairs
 
@@ -85,6 +86,7 @@ def plan_sync(kit: ActivityKit, inp: PlanInput) -> SyncPlanRef:
             with deps.engine.connect() as conn:
                 check_relationships(conn, ctx, destination, source=connector)
                 check_junction(conn, ctx)
+                check_labels(ctx)
                 check_pairs(conn, ctx)
         finally:
             destination.close()

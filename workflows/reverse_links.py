@@ -34,7 +34,6 @@ Children read by the run's own pages are fresh and rotate to the back.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from store import associations as links_store
 from store import id_map as id_map_store
 from workflows.associations import reverse_declared
 from workflows.context import ActivityKit, SyncContext
+from workflows.sealed_text import open_text, seal_text
 
 __all__ = ["RELINK", "SNAPSHOT", "SWEEP_LIMIT", "SourceLinks", "is_relink"]
 
@@ -106,17 +106,10 @@ class SourceLinks:
         return {i: next(iter(found.get(i) or []), None) for i in ids}
 
     def _seal(self, child_key: str, source_id: str) -> str:
-        sealed = self.kit.deps.vault.seal(
-            self.ctx.tenant.id, source_id.encode(), dataset=self._dataset(), object_id=child_key,
-            purpose=self.ctx.instruction.purpose,
-        )  # fmt: skip
-        return base64.b64encode(sealed).decode()
+        return seal_text(self.kit, self.ctx, self._dataset(), child_key, source_id)
 
     def _open(self, child_key: str, sealed: str) -> str:
-        return self.kit.deps.vault.open(
-            self.ctx.tenant.id, base64.b64decode(sealed), dataset=self._dataset(), object_id=child_key,
-            purpose=self.ctx.instruction.purpose,
-        ).decode()  # fmt: skip
+        return open_text(self.kit, self.ctx, self._dataset(), child_key, sealed)
 
     def _dataset(self) -> str:
         return f"{self.ctx.spec.id}{SNAPSHOT}"

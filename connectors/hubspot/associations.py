@@ -9,6 +9,11 @@ HubSpot Associations API", 2025-02-10), following each child's ``paging.next.aft
 when more associations follow): ``ceil(children / BATCH)`` calls, plus one per 1,000 children that
 have more than a page of parents.
 
+A link with a ``label`` is created with that USER_DEFINED label's type id beside the HubSpot-defined
+type (:class:`~connectors.hubspot.labels.Labels` makes a missing label first); a link's ``unlabel``
+(a label type id) is taken off its pair with ``.../batch/labels/archive``, the association staying:
+``+ ceil(unlabeled / BATCH)`` calls, plus the labels calls.
+
 The association type is the *primary* one where HubSpot has it (a Salesforce ``Contact.AccountId``
 is the contact's one account): contact→company ``1``, deal→company ``5``; else the unlabeled type
 (deal→contact ``3``). Type ids: https://developers.hubspot.com/docs/api-reference/crm-associations-v4/guide
@@ -21,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors.hubspot.client import HubSpotClient
+from connectors.hubspot.labels import Labels
 from schemas.connector import Link, LinkResult
 from schemas.errors import ConfigError
 
@@ -50,30 +56,40 @@ class Linker:
 
     def __init__(self, client: HubSpotClient) -> None:
         self.client = client
+        self.labels = Labels(client)
 
     def write_links(self, stream: str, parent_stream: str, links: Sequence[Link]) -> LinkResult:
         kind = _type_of(stream, parent_stream)
         calls = self.client.calls
         failed: dict[int, tuple[str, str]] = {}
+        labels = self.labels.type_ids(stream, parent_stream, (lk.label for lk in links if lk.label))
         unlink = [(i, lk) for i, lk in enumerate(links) if lk.previous_id and lk.previous_id != lk.parent_id]
         for start in range(0, len(unlink), BATCH):
             chunk = unlink[start : start + BATCH]
             inputs = [{"from": {"id": lk.child_id}, "to": [{"id": lk.previous_id}]} for _, lk in chunk]
             self.client.associations(stream, parent_stream, "archive", inputs)
-        link = [(i, lk) for i, lk in enumerate(links) if lk.parent_id]
+        off = [lk for lk in links if lk.parent_id and lk.unlabel]
+        for start in range(0, len(off), BATCH):
+            inputs = [
+                {"from": {"id": lk.child_id}, "to": {"id": lk.parent_id}, "types": [_user(lk.unlabel or "")]}
+                for lk in off[start : start + BATCH]
+            ]
+            self.client.associations(stream, parent_stream, "archive_labels", inputs)
+        link = [(i, lk) for i, lk in enumerate(links) if lk.parent_id and (lk.label or not lk.unlabel)]
         for start in range(0, len(link), BATCH):
             chunk = link[start : start + BATCH]
             inputs = [
                 {
                     "from": {"id": lk.child_id},
                     "to": {"id": lk.parent_id},
-                    "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": kind}],
+                    "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": kind}]
+                    + ([_user(str(labels[lk.label]))] if lk.label else []),
                 }
                 for _, lk in chunk
             ]
             _, body = self.client.associations(stream, parent_stream, "create", inputs)
             failed |= _refused(chunk, body)
-        return LinkResult(failed, self.client.calls - calls)
+        return LinkResult(failed, self.client.calls - calls, {lb: str(x) for lb, x in labels.items()})
 
     def read_links(self, stream: str, parent_stream: str, child_ids: Sequence[str]) -> dict[str, list[str]]:
         """Parent ids of each child (children without a parent are absent), primary first."""
@@ -98,6 +114,10 @@ class Linker:
             to.sort(key=lambda t: not any(x.get("typeId") == kind for x in t.get("associationTypes") or []))
             out[child] = [str(t.get("toObjectId")) for t in to]
         return out
+
+
+def _user(type_id: str) -> dict[str, Any]:
+    return {"associationCategory": "USER_DEFINED", "associationTypeId": int(type_id)}
 
 
 def _refused(chunk: Sequence[tuple[int, Link]], body: Any) -> dict[int, tuple[str, str]]:

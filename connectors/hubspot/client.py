@@ -43,6 +43,7 @@ from hubspot.crm import objects as hs_objects
 from hubspot.crm import properties as hs_properties
 from hubspot.crm import schemas as hs_schemas
 from hubspot.crm.associations import v4 as hs_associations
+from hubspot.crm.associations.v4 import schema as hs_labels
 from urllib3.util.retry import Retry
 
 from connectors.base import TokenSource
@@ -56,6 +57,8 @@ __all__ = ["ExportFile", "ExportLinkExpired", "HubSpotClient", "PropertyProblem"
 
 JSON = Any
 _EMPTY = object()
+_API_EXCEPTIONS = tuple(m.ApiException for m in (hs_objects, hs_properties, hs_exports, hs_associations,
+                                                 hs_labels, hs_schemas))  # fmt: skip
 _PROBLEMS = re.compile(r"Property values were not valid: (\[.*\])\s*$", re.DOTALL)
 
 
@@ -148,6 +151,8 @@ class HubSpotClient:
         self._exports_client = hs_exports.ApiClient(self._configuration(hs_exports.Configuration()))
         self._assoc_client = hs_associations.ApiClient(self._configuration(hs_associations.Configuration()))
         self._assoc = hs_associations.BatchApi(self._assoc_client)
+        self._labels_client = hs_labels.ApiClient(self._configuration(hs_labels.Configuration()))
+        self._labels = hs_labels.DefinitionsApi(self._labels_client)
         self._schemas_client = hs_schemas.ApiClient(self._configuration(hs_schemas.Configuration()))
         self._basic = hs_objects.BasicApi(self._objects_client)
         self._search = hs_objects.SearchApi(self._objects_client)
@@ -181,11 +186,12 @@ class HubSpotClient:
 
     def _set_token(self, token: str) -> None:
         self._token = token
-        self._objects_client.configuration.access_token = token
-        self._properties_client.configuration.access_token = token
-        self._exports_client.configuration.access_token = token
-        self._assoc_client.configuration.access_token = token
-        self._schemas_client.configuration.access_token = token
+        for client in self._clients():
+            client.configuration.access_token = token
+
+    def _clients(self) -> tuple[Any, ...]:
+        return (self._objects_client, self._properties_client, self._exports_client, self._assoc_client,
+                self._labels_client, self._schemas_client)  # fmt: skip
 
     # -- endpoints --------------------------------------------------------------------------------
 
@@ -237,21 +243,22 @@ class HubSpotClient:
         )
         return answer.status, answer.body
 
-    def associations(
-        self, from_type: str, to_type: str, verb: str, inputs: Sequence[Mapping[str, Any]]
-    ) -> tuple[int, JSON]:
-        """``POST /crm/v4/associations/{from}/{to}/batch/{verb}`` (create, archive, read) through the
-        SDK's associations v4 ``BatchApi``: (status, body) — 201/200, 207 with ``errors``, 204 for
-        archive. Each is idempotent (a pair associated twice is one association), so all resend."""
-        api = {"create": self._assoc.create, "archive": self._assoc.archive, "read": self._assoc.get_page}[
+    def associations(self, from_type: str, to_type: str, verb: str, inputs: Any = ()) -> tuple[int, JSON]:
+        """``POST /crm/v4/associations/{from}/{to}/batch/{verb}`` (create, archive, read; archive_labels:
+        ``batch/labels/archive``) through the SDK's associations v4 ``BatchApi``; ``labels``/``label``:
+        ``GET``/``POST .../labels`` (schema ``DefinitionsApi``; ``inputs``: the new label's body).
+        (status, body): 201/200, 207 with ``errors``, 204 for the archives. All but ``label`` are
+        idempotent (a pair associated twice is one association), so they resend."""
+        a, d = self._assoc, self._labels
+        api = {"create": a.create, "archive": a.archive, "read": a.get_page, "label": d.create,
+               "archive_labels": a.archive_labels, "labels": lambda f, t, _, **kw: d.get_all(f, t, **kw)}[
             verb
-        ]
-        payload = {"inputs": list(inputs)}
+        ]  # fmt: skip
+        payload = inputs if verb in ("label", "labels") else {"inputs": list(inputs)}
         answer = self._call(
-            f"associations {verb}",
-            lambda: api(from_type, to_type, payload, **self._raw()),
-            expect=dict if verb != "archive" else None,
-        )
+            f"associations {verb}", lambda: api(from_type, to_type, payload, **self._raw()),
+            expect=None if "archive" in verb else dict, idempotent=verb != "label",
+        )  # fmt: skip
         return answer.status, answer.body
 
     def properties(self, object_type: str) -> list[dict[str, Any]]:
@@ -349,13 +356,7 @@ class HubSpotClient:
 
     def close(self) -> None:
         """Close pooled connections."""
-        for client in (
-            self._objects_client,
-            self._properties_client,
-            self._exports_client,
-            self._assoc_client,
-            self._schemas_client,
-        ):
+        for client in self._clients():
             manager = client.rest_client.pool_manager
             # urllib3 2.x's PoolManager.clear() forgets its pools without closing their sockets.
             for key in list(manager.pools.keys()):
@@ -424,15 +425,7 @@ class HubSpotClient:
             try:
                 resp = send()
                 status, data, headers = resp.status, resp.data, resp.headers
-            except hs_objects.ApiException as exc:  # same class hierarchy shape in both packages
-                status, data, headers = exc.status, exc.body, exc.headers
-            except hs_properties.ApiException as exc:
-                status, data, headers = exc.status, exc.body, exc.headers
-            except hs_exports.ApiException as exc:
-                status, data, headers = exc.status, exc.body, exc.headers
-            except hs_associations.ApiException as exc:
-                status, data, headers = exc.status, exc.body, exc.headers
-            except hs_schemas.ApiException as exc:
+            except _API_EXCEPTIONS as exc:  # same class hierarchy shape in every package
                 status, data, headers = exc.status, exc.body, exc.headers
         except urllib3.exceptions.HTTPError as exc:
             failure = _connection_error(what, exc)

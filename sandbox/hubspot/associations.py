@@ -12,6 +12,15 @@ records" / "Retrieve associated records" / "Remove associations"; the hubspot-ap
     POST .../batch/read      {"inputs": [{"id"}]} → 200 {"results": [{"from": {"id"}, "to": [{"toObjectId",
            "associationTypes": [{"category", "typeId", "label"}]}]}]}
 
+    GET  /crm/v4/associations/{fromObjectType}/{toObjectType}/labels
+         → 200 {"results": [{"category", "typeId", "label"}]} (every type of the direction, the
+           HUBSPOT_DEFINED ones with it; schema ``DefinitionsApi.get_all`` of hubspot-api-client)
+    POST .../labels   {"label", "name", "inverseLabel"?} → 200 {"results": [{"category": "USER_DEFINED",
+           "typeId", "label"}, ...]} (API reference "Create association label",
+           https://developers.hubspot.com/docs/api-reference/crm-associations-schema-v4/definitions/post-crm-associations-v4-fromObjectType-toObjectType-labels)
+    POST .../batch/labels/archive  {"inputs": [{"from": {"id"}, "to": {"id"}, "types": [...]}]} → 204
+           (removes those types, the association stays; the SDK's ``BatchApi.archive_labels``)
+
 Rules emulated:
 
 * associations are stored once and read from both sides: a contact→company pair is also the
@@ -23,6 +32,17 @@ Rules emulated:
   an unlabeled association").
 * a labeled association also carries the unlabeled type (guess: the guide shows labeled pairs
   listed with the unlabeled type beside the label).
+* a custom (USER_DEFINED) label is one type per direction: creating it answers both type ids, the
+  asked direction's first (guess: the v4 guide's "Create and manage association types" example,
+  not re-checked here, answers two USER_DEFINED results for one label; the reference shows one
+  result, of unspecified order). Guess: new type ids count up from :data:`FIRST_USER_TYPE`; a
+  second label with a name the pair already has is refused 400 VALIDATION_ERROR (the reference
+  says ``name`` is "the unique identifier for the association definition"; the error shape is not
+  documented).
+* a pair associated with a label carries the unlabeled type too (the rule below), so removing the
+  label (``batch/labels/archive``) leaves it associated, unlabeled; removing the unlabeled type
+  removes every label too (guess: the labels-archive reference, as quoted by integrators: "Deleting
+  an unlabeled association will also delete all labeled associations between those two objects").
 * batch read takes at most 1,000 inputs (developer changelog "Bug Fix: Batch Read Limit for HubSpot
   Associations API", effective 2025-02-10: larger requests are rejected).
 * batch read answers, per input, one page of its associations; ``paging.next.after`` is present
@@ -59,6 +79,7 @@ __all__ = ["ASSOCIATION_TYPES", "PRIMARY", "Associations"]
 READ_LIMIT = 1_000
 READ_PAGE = 500  # guess: see the module docstring
 WRITE_LIMIT = 2_000  # guess: see the module docstring
+FIRST_USER_TYPE = 1_000  # guess: see the module docstring
 
 # (from, to) → {type id: label}; the first id of each pair is the unlabeled type.
 ASSOCIATION_TYPES: dict[tuple[str, str], dict[int, str | None]] = {
@@ -89,6 +110,44 @@ class Associations:
         self.store = store
         self.lock = threading.Lock()
         self._pairs: dict[tuple[str, str, str, str], set[int]] = {}
+        # USER_DEFINED labels: (from, to) → {type id: (name, label)}; their inverse type ids.
+        self._labels: dict[tuple[str, str], dict[int, tuple[str, str]]] = {}
+        self._inverse: dict[int, int] = dict(_INVERSE)
+        self._next_type = FIRST_USER_TYPE
+
+    def types(self, f: str, t: str) -> dict[int, str | None]:
+        """Every association type id from ``f`` to ``t`` with its label (the unlabeled one first)."""
+        with self.lock:
+            return ASSOCIATION_TYPES.get((f, t), {}) | {
+                x: lb for x, (_, lb) in self._labels.get((f, t), {}).items()
+            }
+
+    def create_label(
+        self, f: str, t: str, name: str, label: str, inverse: str | None = None
+    ) -> tuple[int, int]:
+        """A USER_DEFINED label between two object types: (type id ``f``→``t``, inverse type id)."""
+        if (f, t) not in ASSOCIATION_TYPES:
+            raise ApiError(400, "VALIDATION_ERROR", f"{f} cannot be associated with {t}")
+        with self.lock:
+            taken = {n for d in ((f, t), (t, f)) for n, _ in self._labels.get(d, {}).values()}
+            if name in taken:
+                raise ApiError(400, "VALIDATION_ERROR", f"an association label named {name!r} already exists")
+            there, back = self._next_type, self._next_type + 1
+            self._next_type += 2
+            self._labels.setdefault((f, t), {})[there] = (name, label)
+            self._labels.setdefault((t, f), {})[back] = (name, inverse or label)
+            self._inverse |= {there: back, back: there}
+        return there, back
+
+    def unlabel(self, f: str, fid: str, t: str, tid: str, type_ids: Sequence[int]) -> None:
+        """Remove types from a pair; the unlabeled type removes the pair (every label with it)."""
+        if next(iter(ASSOCIATION_TYPES.get((f, t), {0: None}))) in type_ids:
+            self.remove(f, fid, t, tid)
+            return
+        key, canon = self._canonical(f, fid, t, tid, set(type_ids))
+        with self.lock:
+            if key in self._pairs:
+                self._pairs[key] -= canon
 
     # -- Python handle ---------------------------------------------------------------------------
 
@@ -98,12 +157,12 @@ class Associations:
         order = list(ASSOCIATION_TYPES)
         if order.index((f, t)) <= order.index((t, f)):
             return (f, fid, t, tid), types
-        return (t, tid, f, fid), {_INVERSE.get(x, x) for x in types}
+        return (t, tid, f, fid), {self._inverse.get(x, x) for x in types}
 
     def associate(self, f: str, fid: str, t: str, tid: str, type_ids: Sequence[int]) -> None:
         """Associate two records with ``type_ids`` (as seen from ``f``); a primary moves here."""
-        allowed = ASSOCIATION_TYPES.get((f, t))
-        if allowed is None:
+        allowed = self.types(f, t)
+        if not allowed:
             raise ApiError(400, "VALIDATION_ERROR", f"{f} cannot be associated with {t}")
         bad = [x for x in type_ids if x not in allowed]
         if bad:
@@ -144,7 +203,7 @@ class Associations:
                 if (a, aid, b) == (f, fid, t):
                     out[bid] = set(types)
                 elif (b, bid, a) == (f, fid, t):
-                    out[aid] = {_INVERSE.get(x, x) for x in types}
+                    out[aid] = {self._inverse.get(x, x) for x in types}
         return out
 
     def pairs(self, f: str, t: str) -> set[tuple[str, str]]:
@@ -162,7 +221,11 @@ class Associations:
 
     def routes(self, api: _Api) -> list[BaseRoute]:
         base = "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch"
+        labels = "/crm/v4/associations/{fromObjectType}/{toObjectType}/labels"
         return [
+            Route(labels, api("hs.associations.labels", self._list_labels), methods=["GET"]),
+            Route(labels, api("hs.associations.label", self._create_label), methods=["POST"]),
+            Route(f"{base}/labels/archive", api("hs.associations.unlabel", self._unlabel), methods=["POST"]),
             Route(f"{base}/create", api("hs.associations.create", self._create), methods=["POST"]),
             Route(f"{base}/archive", api("hs.associations.archive", self._archive), methods=["POST"]),
             Route(f"{base}/read", api("hs.associations.read", self._read), methods=["POST"]),
@@ -204,11 +267,11 @@ class Associations:
         errors: list[dict[str, Any]] = []
         for item in inputs:
             fid, tid = self._id(item.get("from")), self._id(item.get("to"))
-            types = [
-                int(x.get("associationTypeId", 0))
-                for x in item.get("types") or []
-                if isinstance(x, dict) and str(x.get("associationTypeId", "")).isdigit()
-            ]
+            types = _type_ids(item)
+            if any(x.get("associationCategory") != _category(int(str(x.get("associationTypeId"))))
+                   for x in item.get("types") or [] if isinstance(x, dict)
+                   and str(x.get("associationTypeId")).isdigit()):  # fmt: skip
+                types = []  # guess: a type id under the other category is no type of the pair
             missing = [i for ot, i in ((f, fid), (t, tid)) if not self._exists(ot, i)]
             if missing or not types:
                 # guess: the error shape of a batch/create naming a record that does not exist
@@ -222,7 +285,7 @@ class Associations:
                 )
                 continue
             self.associate(f.name, fid, t.name, tid, types)
-            labels = [ASSOCIATION_TYPES[(f.name, t.name)].get(x) for x in types]
+            labels = [self.types(f.name, t.name).get(x) for x in types]
             results.append(
                 {
                     "fromObjectTypeId": f.type_id, "fromObjectId": int(fid),
@@ -244,11 +307,42 @@ class Associations:
                 self.remove(f.name, fid, t.name, self._id(to))
         return Response(status_code=204)
 
+    async def _unlabel(self, request: Request) -> Response:
+        f, t = self._types(request)
+        for item in await self._inputs(request, WRITE_LIMIT):
+            self.unlabel(
+                f.name, self._id(item.get("from")), t.name, self._id(item.get("to")), _type_ids(item)
+            )
+        return Response(status_code=204)
+
+    def _label_results(self, f: str, t: str, ids: Sequence[int]) -> list[dict[str, Any]]:
+        types = self.types(f, t) | self.types(t, f)
+        return [{"category": _category(x), "typeId": x, "label": types.get(x)} for x in ids]
+
+    async def _list_labels(self, request: Request) -> Response:
+        f, t = self._types(request)
+        return JSONResponse(
+            {"results": self._label_results(f.name, t.name, list(self.types(f.name, t.name)))}
+        )
+
+    async def _create_label(self, request: Request) -> Response:
+        f, t = self._types(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "VALIDATION_ERROR", "Invalid input JSON on line 1") from None
+        name, label = (body.get(k) if isinstance(body, dict) else None for k in ("name", "label"))
+        if not (isinstance(name, str) and name.strip() and isinstance(label, str) and label.strip()):
+            raise ApiError(400, "VALIDATION_ERROR", "label and name are required strings")
+        inverse = body.get("inverseLabel")
+        ids = self.create_label(f.name, t.name, name, label, inverse if isinstance(inverse, str) else None)
+        return JSONResponse({"results": self._label_results(f.name, t.name, ids)})
+
     async def _read(self, request: Request) -> Response:
         f, t = self._types(request)
         inputs = await self._inputs(request, READ_LIMIT)
         started = _now_iso()
-        labels = ASSOCIATION_TYPES[(f.name, t.name)]
+        labels = self.types(f.name, t.name)
         results: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for item in inputs:
@@ -267,8 +361,7 @@ class Associations:
                 {
                     "toObjectId": int(tid),
                     "associationTypes": [
-                        {"category": "HUBSPOT_DEFINED", "typeId": x, "label": labels.get(x)}
-                        for x in sorted(types)
+                        {"category": _category(x), "typeId": x, "label": labels.get(x)} for x in sorted(types)
                     ],
                 }
                 for tid, types in ordered[start : start + READ_PAGE]
@@ -282,3 +375,16 @@ class Associations:
         if errors:
             body |= {"errors": errors, "numErrors": len(errors)}
         return JSONResponse(body, status_code=207 if errors else 200)
+
+
+def _category(type_id: int) -> str:
+    return "USER_DEFINED" if type_id >= FIRST_USER_TYPE else "HUBSPOT_DEFINED"
+
+
+def _type_ids(item: Mapping[str, Any]) -> list[int]:
+    """The ``associationTypeId`` of each of an input's ``types``."""
+    return [
+        int(x.get("associationTypeId", 0))
+        for x in item.get("types") or []
+        if isinstance(x, dict) and str(x.get("associationTypeId", "")).isdigit()
+    ]

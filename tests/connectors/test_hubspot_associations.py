@@ -11,7 +11,7 @@ import pytest
 from connectors.hubspot import HubSpotConnector
 from sandbox.tls import SandboxCA
 from schemas.connector import Link
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, DataError
 from tests.connectors import hubspot_harness
 from tests.connectors.hubspot_harness import portal
 from tests.sandbox.hubspot_support import Served
@@ -114,3 +114,75 @@ def test_a_child_with_more_parents_than_a_page_is_read_to_its_last_page(
     assert read[contacts[0]][0] == companies[-1]  # the primary first, wherever its page
     assert sorted(read[contacts[0]], key=int) == companies
     assert read[contacts[1]] == [companies[0]]
+
+
+@pytest.fixture
+def dealt(hs_ca: SandboxCA) -> Iterator[Served]:
+    yield from portal(hs_ca, {"contacts": 4, "deals": 2})
+
+
+def _labels_of(served: Served, deal: str) -> dict[str, set[str | None]]:
+    """contact id → the labels of its pair with ``deal``, as HubSpot's batch read answers them."""
+    names = served.hs.associations.types("deals", "contacts")
+    return {
+        c: {names.get(x) for x in types}
+        for c, types in served.hs.associations.of("deals", deal, "contacts").items()
+    }
+
+
+def test_labels_are_made_once_and_a_label_moves_with_one_archive(dealt: Served, connect: Connect) -> None:
+    """Two labels missing: 1 list + 2 creates + 1 list, then 1 batch create carrying them beside
+    type 3; a second call knows them (no labels call); an unlabel + relabel is 1 labels archive +
+    1 create; an unlabel alone is 1 labels archive and leaves the pair unlabeled."""
+    contacts, deals = _ids(dealt, "contacts"), _ids(dealt, "deals")
+    dealt.hs.associations.create_label("deals", "contacts", "evaluator", "Evaluator")  # made by hand
+    hs = connect(dealt)
+    links = [
+        Link(deals[0], contacts[0], label="Decision Maker"),
+        Link(deals[0], contacts[1], label="Economic Buyer"),
+        Link(deals[0], contacts[2], label="Evaluator"),
+        Link(deals[1], contacts[3]),
+    ]
+    dealt.hs.calls.clear()
+    result = hs.write_links("deals", "contacts", links)
+    assert result.failed == {}
+    assert dealt.hs.calls.counts() == {
+        "hs.associations.create": 1, "hs.associations.label": 2, "hs.associations.labels": 2,
+    }  # fmt: skip
+    assert result.calls == 5 and set(result.labels) == {"Decision Maker", "Economic Buyer", "Evaluator"}
+    assert _labels_of(dealt, deals[0]) == {
+        contacts[0]: {None, "Decision Maker"}, contacts[1]: {None, "Economic Buyer"},
+        contacts[2]: {None, "Evaluator"},
+    }  # fmt: skip
+    assert _labels_of(dealt, deals[1]) == {contacts[3]: {None}}
+    read = hs.client.associations("deals", "contacts", "read", [{"id": deals[0]}])[1]
+    kinds = {(t["category"], t["label"]) for to in read["results"][0]["to"] for t in to["associationTypes"]}
+    assert ("USER_DEFINED", "Decision Maker") in kinds and ("HUBSPOT_DEFINED", None) in kinds
+    # the contact→deal side sees the inverse USER_DEFINED type
+    assert dealt.hs.associations.types("contacts", "deals") != dealt.hs.associations.types(
+        "deals", "contacts"
+    )
+
+    dealt.hs.calls.clear()
+    buyer = result.labels["Decision Maker"]
+    moved = hs.write_links(
+        "deals", "contacts",
+        [Link(deals[0], contacts[0], label="Economic Buyer", unlabel=buyer),
+         Link(deals[0], contacts[1], unlabel=result.labels["Economic Buyer"])],
+    )  # fmt: skip
+    assert (moved.failed, moved.calls) == ({}, 2)
+    assert dealt.hs.calls.counts() == {"hs.associations.create": 1, "hs.associations.unlabel": 1}
+    assert _labels_of(dealt, deals[0])[contacts[0]] == {None, "Economic Buyer"}
+    assert _labels_of(dealt, deals[0])[contacts[1]] == {None}  # unlabeled, still associated
+
+
+def test_a_label_name_the_portal_has_is_refused(dealt: Served, connect: Connect) -> None:
+    hs = connect(dealt)
+    hs.client.associations("deals", "contacts", "label", {"label": "Champion", "name": "champion"})
+    with pytest.raises(DataError):
+        hs.client.associations("deals", "contacts", "label", {"label": "Champion 2", "name": "champion"})
+    listed = hs.client.associations("deals", "contacts", "labels")[1]["results"]
+    assert [(r["category"], r["label"]) for r in listed] == [
+        ("HUBSPOT_DEFINED", None),
+        ("USER_DEFINED", "Champion"),
+    ]

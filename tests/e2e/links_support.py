@@ -18,10 +18,34 @@ from store import syncs as sync_store
 from store import tenants as tenant_store
 from tests.sync_support import ENDPOINT, World
 
-__all__ = ["event_counts", "instruction", "linked_tenant", "seed_hubspot_long_ago"]
+__all__ = ["event_counts", "instruction", "linked_tenant", "roles_tenant", "seed_hubspot_long_ago"]
 
 # (sync id, source stream, destination stream, mapping, source key property, destination id property)
 SyncRow = tuple[str, str, str, dict[str, str], str, str]
+
+
+async def roles_tenant(
+    world: World, tenant: str, role_fields: list[str], roles_mapping: dict[str, str],
+    *, hidden: tuple[str, ...] = ("Id",),
+) -> None:  # fmt: skip
+    """Salesforce → HubSpot: Contact → contacts, Opportunity → deals (by its pseudonymized Id) and
+    ``OpportunityContactRole`` → the association stream ``deals/contacts`` (sync ``roles``) with
+    ``roles_mapping``, the role fields ``role_fields`` allowed and ``hidden`` pseudonymized."""
+    allowed = {
+        "Contact": ["Id", "Email", "LastName", "SystemModstamp"],
+        "Opportunity": ["Id", "Name", "StageName", "SystemModstamp"],
+        "OpportunityContactRole": role_fields,
+    }
+    ins = instruction(
+        tenant, allowed, pseudonymize={"Opportunity": ["Id"], "OpportunityContactRole": list(hidden)}
+    )
+    deals = {"Name": "dealname", "StageName": "dealstage"}
+    await linked_tenant(
+        world, ins, "salesforce",
+        [("contacts", "Contact", "contacts", {"Email": "email", "LastName": "lastname"}, "Email", "email"),
+         ("deals", "Opportunity", "deals", deals, "Id", "external_id"),
+         ("roles", "OpportunityContactRole", "deals/contacts", roles_mapping, "Id", "external_id")],
+    )  # fmt: skip
 
 
 def instruction(tenant: str, allowed: dict[str, list[str]], **extra: Any) -> ProcessingInstruction:

@@ -24,7 +24,7 @@ from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
-from tests.e2e.links_support import event_counts, instruction, linked_tenant
+from tests.e2e.links_support import event_counts, roles_tenant
 from tests.sync_support import World, run_sync
 from workflows import junctions
 
@@ -36,22 +36,8 @@ ROLE_FIELDS = ["Id", "OpportunityId", "ContactId", "Role", "SystemModstamp"]
 async def _tenant(
     world: World, tenant: str, role_fields: list[str], *, hidden: tuple[str, ...] = ("Id",)
 ) -> None:
-    allowed = {
-        "Contact": ["Id", "Email", "LastName", "SystemModstamp"],
-        "Opportunity": ["Id", "Name", "StageName", "SystemModstamp"],
-        "OpportunityContactRole": role_fields,
-    }
-    ins = instruction(
-        tenant, allowed, pseudonymize={"Opportunity": ["Id"], "OpportunityContactRole": list(hidden)}
-    )
-    deals = {"Name": "dealname", "StageName": "dealstage"}
-    await linked_tenant(
-        world, ins, "salesforce",
-        [("contacts", "Contact", "contacts", {"Email": "email", "LastName": "lastname"}, "Email", "email"),
-         ("deals", "Opportunity", "deals", deals, "Id", "external_id"),
-         ("roles", "OpportunityContactRole", "deals/contacts",
-          {"OpportunityId": "@deals", "ContactId": "@contacts"}, "Id", "external_id")],
-    )  # fmt: skip
+    await roles_tenant(world, tenant, role_fields, {"OpportunityId": "@deals", "ContactId": "@contacts"},
+                       hidden=hidden)  # fmt: skip
 
 
 def _expected(world: World, tenant: str) -> set[tuple[str, str]]:

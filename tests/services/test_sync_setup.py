@@ -503,3 +503,17 @@ def test_an_association_stream_takes_its_two_ends_and_no_field(setup: SyncSetup)
     assert err.message == "mapping: the salesforce object Contact has no field 'Emial'; did you mean Email?"
     row = setup.create(spec_of(**junction, mapping={"Email": "@contacts", "FirstName": "@companies"}))
     assert row.spec.destination_stream == "companies/contacts" and syncs_of(setup.engine) == 1
+
+
+def test_a_label_is_taken_on_an_association_stream_only(setup: SyncSetup) -> None:
+    """``@label`` (workflows.junction_labels) labels an association pair: refused on a sync into
+    records, taken on a junction sync (its source field checked like any mapped one)."""
+    err = refusal(setup, spec_of(mapping={"Email": "email", "LastName": "@label"}))
+    assert err.field == "mapping" and "@label labels association pairs" in err.message
+    junction = {"destination_stream": "companies/contacts", "destination_id_property": "external_id"}
+    labeled = {"Email": "@contacts", "FirstName": "@companies", "LastNmae": "@label"}
+    err = refusal(setup, spec_of(**junction, mapping=labeled))
+    assert err.message.startswith("mapping: the salesforce object Contact has no field 'LastNmae'")
+    row = setup.create(spec_of(**junction, mapping={"Email": "@contacts", "FirstName": "@companies",
+                                                    "LastName": "@label"}))  # fmt: skip
+    assert row.spec.mapping["LastName"] == "@label"
