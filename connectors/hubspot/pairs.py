@@ -30,7 +30,6 @@ from schemas.connector import (
     FieldSpec,
     IdPage,
     Page,
-    Record,
     RecordsById,
     StreamSchema,
     StreamSpec,
@@ -91,7 +90,7 @@ def read_pairs(reader: StreamReader, linker: Linker, stream: str, state: StreamS
     )  # fmt: skip
 
 
-def _pairs(linker: Linker, stream: str, owner_ids: Sequence[str]) -> list[Record]:
+def _pairs(linker: Linker, stream: str, owner_ids: Sequence[str]) -> list[dict[str, str]]:
     """The pair records of these owners (one associations batch read per 1,000)."""
     owner, other = PAIR_STREAMS[stream]
     found = linker.read_links(owner, other, owner_ids) if owner_ids else {}

@@ -13,10 +13,12 @@ from governance.lineage import Ledger
 from governance.policy import ProcessingInstruction
 from sandbox.fake import BASE_EPOCH_MS
 from schemas.lineage import EventKind
+from store import associations as links_store
+from store import dead_letters as dead_letter_store
 from store import instructions as instruction_store
 from store import syncs as sync_store
 from store import tenants as tenant_store
-from tests.sync_support import ENDPOINT, World
+from tests.sync_support import ENDPOINT, World, run_sync
 
 __all__ = ["event_counts", "instruction", "linked_tenant", "roles_tenant", "seed_hubspot_long_ago"]
 
@@ -108,3 +110,20 @@ def seed_hubspot_long_ago(world: World, counts: dict[str, int]) -> dict[str, lis
     finally:
         hs.store.clock.unfreeze()
     return {stream: sorted((r["id"] for r in hs.live_records(stream)), key=int) for stream in counts}
+
+
+async def first_run_fills_the_queue(
+    world: World, tenant: str, sync_id: str, waiting: int, lettered: int
+) -> str:
+    """Run the relationship sync ``sync_id`` before its parents with a deferral bound of ``waiting``:
+    nothing pushed, ``waiting`` rows queued and ``lettered`` dead-lettered ``PARENT_NOT_SYNCED``
+    naming the deals sync to run first; returns the run id."""
+    first = await run_sync(world.connected, world.settings, tenant, sync_id)
+    assert (first.counts.pushed, first.counts.failed) == (0, lettered)
+    with world.connected.engine.connect() as conn:
+        assert links_store.count_deferred(conn, tenant, sync_id) == waiting
+        letters = dead_letter_store.list_dead_letters(conn, tenant, sync_id)
+    assert [dl.error_code for dl in letters] == ["PARENT_NOT_SYNCED"] * lettered
+    assert all("run sync 'deals' first" in (dl.error_message or "") for dl in letters)
+    assert first.run_id is not None
+    return first.run_id

@@ -24,7 +24,7 @@ from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
-from tests.e2e.links_support import event_counts, roles_tenant
+from tests.e2e.links_support import event_counts, first_run_fills_the_queue, roles_tenant
 from tests.sync_support import World, run_sync
 from workflows import junctions
 
@@ -157,13 +157,7 @@ async def test_a_full_queue_dead_letters_the_rest_and_the_retry_links_them(
             sf.create_record("OpportunityContactRole", {"OpportunityId": opp, "ContactId": c})
     await _tenant(world, tenant, ROLE_FIELDS, hidden=())  # a retry reads a role again by its Id
     async with _workers(world.settings):
-        first = await run_sync(world.connected, world.settings, tenant, "roles")
-        assert (first.counts.pushed, first.counts.failed) == (0, 6)
-        with world.connected.engine.connect() as conn:
-            assert links_store.count_deferred(conn, tenant, "roles") == 4
-            letters = dead_letter_store.list_dead_letters(conn, tenant, "roles")
-        assert [dl.error_code for dl in letters] == ["PARENT_NOT_SYNCED"] * 6
-        assert all("run sync 'deals' first" in dl.error_message for dl in letters)
+        await first_run_fills_the_queue(world, tenant, "roles", 4, 6)
         for parent in ("deals", "contacts"):
             await run_sync(world.connected, world.settings, tenant, parent)
         assert len(hs.associations.pairs("deals", "contacts")) == 4  # the waiting ones, released

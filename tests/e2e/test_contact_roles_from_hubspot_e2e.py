@@ -28,7 +28,13 @@ from schemas.lineage import EventKind
 from schemas.sync import SyncMode, SyncStatus
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
-from tests.e2e.links_support import event_counts, instruction, linked_tenant, seed_hubspot_long_ago
+from tests.e2e.links_support import (
+    event_counts,
+    first_run_fills_the_queue,
+    instruction,
+    linked_tenant,
+    seed_hubspot_long_ago,
+)
 from tests.sync_support import World, run_sync
 from workflows import pair_records
 
@@ -194,13 +200,7 @@ async def test_pairs_a_full_queue_refused_are_created_by_retry_rejected(
     _seed(world, 5, 10, 2)
     await _tenant(world, tenant, PAIR_FIELDS)
     async with _workers(world.settings):
-        first = await run_sync(world.connected, world.settings, tenant, "roles")
-        assert (first.counts.pushed, first.counts.failed) == (0, 6)
-        with world.connected.engine.connect() as conn:
-            assert links_store.count_deferred(conn, tenant, "roles") == 4
-            letters = dead_letter_store.list_dead_letters(conn, tenant, "roles")
-        assert [dl.error_code for dl in letters] == ["PARENT_NOT_SYNCED"] * 6
-        assert all("run sync 'deals' first" in (dl.error_message or "") for dl in letters)
+        first_run = await first_run_fills_the_queue(world, tenant, "roles", 4, 6)
         monkeypatch.setattr(pair_records, "DEFERRAL_LIMIT", 2)
         await run_sync(world.connected, world.settings, tenant, "deals")
         with world.connected.engine.connect() as conn:
@@ -239,6 +239,7 @@ async def test_pairs_a_full_queue_refused_are_created_by_retry_rejected(
     assert (pulled.counts["letters"], pulled.counts["records"], pulled.counts["not_retryable"]) == (6, 6, 0)
     pushed = next(e for e in retry if e.kind is EventKind.PUSH)
     assert (pushed.counts["created"], pushed.counts["retried"], pushed.counts["resolved"]) == (6, 6, 6)
+    assert first_run in str(pushed.details["retry_of_runs"]).split(",")  # and the deals run's release
 
 
 async def test_the_roles_of_a_deal_purged_at_hubspot_are_deleted_by_a_reconciliation(world: World) -> None:
