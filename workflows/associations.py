@@ -43,6 +43,7 @@ from store import associations as links_store
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
 from workflows.context import ActivityKit, SyncContext
+from workflows.released_letters import forget, keep, rehomed, waiting_ids
 
 __all__ = [
     "DEFERRAL_LIMIT",
@@ -327,6 +328,9 @@ class Linking:
         with self.kit.deps.engine.begin() as conn:
             links_store.drop_deferred(conn, tenant, spec.id, rel.field, settled)
             links_store.defer(conn, tenant, deferred, now=now)
+            waits = {d.child_key_hash for d in deferred}  # a waiting child's source id, for its letter
+            keep(self.kit, self.ctx, conn, rel.field, [(k, rec) for _, k, _, rec in rows if k in waits])
+            forget(self.ctx, conn, rel.field, settled)
             dead_letter_store.add_dead_letters(conn, letters)
         return counts.plus(LinkCounts(deferred=len(deferred), failed=len(letters) - counts.failed))
 
@@ -396,7 +400,9 @@ def release(
     letter: LetterFn,
 ) -> LinkCounts:
     """Link the children waiting for parents this push just landed (``parents``: key hash →
-    destination id); the parent sync's destination connection is the children's (by construction)."""
+    destination id); the parent sync's destination connection is the children's (by construction).
+    A refused child's letter is its own sync's, holding its kept source id
+    (:mod:`workflows.released_letters`), so that sync's retry links it."""
     groups: dict[tuple[str, str, str, str], list[links_store.Deferred]] = defaultdict(list)
     for d in waiting:
         if d.parent_key_hash in parents:
@@ -413,12 +419,15 @@ def release(
             previous = have[1] if have and have[0] == d.child_id else None
             keyed.append((d.child_key_hash, Link(d.child_id, parents[d.parent_key_hash], previous)))
         letters: list[dead_letter_store.DeadLetter] = []
+        child = kit.context(tenant, sync_id)  # a refused child's letter is its own sync's
+        ids = waiting_ids(kit, child, field, list(position))
         done = write(
             kit, ctx, connector, sync_id, field, stream, parent_stream, keyed, letters,
-            _refuser(letter, f"release {sync_id} {field}", position),
+            _refuser(rehomed(kit, child, letter, ids), f"release {field}", position),
         )  # fmt: skip
         with kit.deps.engine.begin() as conn:
             links_store.drop_deferred(conn, tenant, sync_id, field, [d.child_key_hash for d in items])
+            forget(child, conn, field, list(position))
             dead_letter_store.add_dead_letters(conn, letters)
         counts = counts.plus(done.model_copy(update={"released": done.linked, "linked": 0}))
     return counts

@@ -58,6 +58,7 @@ from workflows.pair_records import RECORD as PAIR_RECORD
 from workflows.pair_records import WANTED as PAIR_WANTED
 from workflows.pair_records import TwoEnds, waiting_rows
 from workflows.pair_records import release as release_pairs
+from workflows.released_letters import UPSERT, forget, keep, rehomed, waiting_ids
 
 __all__ = [
     "PAIR",
@@ -77,9 +78,6 @@ PAIR = "@pair"
 WANTED = PAIR_WANTED
 """``association_links`` field of the keyed hashes of the ends a junction row points at."""
 
-UPSERT = "upsert"
-"""The kind of a refused row's letter: it stands for the record's upsert, so
-:mod:`workflows.retry` takes it up like a refused upsert (``retry-rejected``, a changed row)."""
 LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.DeadLetter]
 
 
@@ -270,6 +268,9 @@ class Junction(TwoEnds):
                 links_store.set_links(conn, tenant, sync_id, LABELED, carried, now=now)
             links_store.drop_deferred(conn, tenant, sync_id, PAIR, keys)
             links_store.defer(conn, tenant, deferred, now=now)
+            queued = {d.child_key_hash for d in deferred}  # a waiting row's source id, for its letter
+            keep(self.kit, self.ctx, conn, PAIR, [(k, by_key[k].record or {}) for k in queued])
+            forget(self.ctx, conn, PAIR, [k for k in keys if k not in queued])
             dead_letter_store.add_dead_letters(conn, letters)
         more = LinkCounts(unlinked=len(gone), deferred=len(deferred), failed=len(letters) - counts.failed)
         ok = plan.ok + sorted(done) + sorted(relabeled) + quiet
@@ -376,12 +377,15 @@ def _release(
     letter: LetterFn,
 ) -> LinkCounts:  # fmt: skip
     """Resolve again the junction rows waiting for records the parent sync ``ctx`` just landed:
-    linked when both ends are synced now, else queued on the other end."""
+    linked when both ends are synced now, else queued on the other end; a refused row's letter is
+    its own sync's, holding its kept source id (:mod:`workflows.released_letters`)."""
     counts = LinkCounts()
     for sync_id, rows in waiting_rows(kit, ctx.tenant.id, waiting, PAIR):
         sync = kit.context(ctx.tenant.id, sync_id)
         junction = Junction.of(kit, sync, connector)
-        roles = Roles(kit, sync).wanted([r[1] for r in rows])  # kept sealed: no record here
-        done, _, _ = junction.settle([_Row(*r, role=roles.get(r[1])) for r in rows], letter)
+        keys = [r[1] for r in rows]
+        roles, ids = Roles(kit, sync).wanted(keys), waiting_ids(kit, sync, PAIR, keys)  # kept sealed
+        released = [_Row(*r, record=ids.get(r[1]), role=roles.get(r[1])) for r in rows]
+        done, _, _ = junction.settle(released, rehomed(kit, sync, letter))
         counts = counts.plus(done.model_copy(update={"released": done.linked, "linked": 0}))
     return counts

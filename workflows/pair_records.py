@@ -43,10 +43,9 @@ from schemas.errors import ConfigError
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
-from store.dead_letters import DeadLetter
 from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
 from workflows.context import ActivityKit, SyncContext
-from workflows.staging import seal_letter
+from workflows.released_letters import UPSERT, rehomed
 
 __all__ = ["RECORD", "UPSERT", "WANTED", "PairRecords", "TwoEnds", "check_pairs", "release", "waiting_rows"]
 
@@ -54,11 +53,6 @@ RECORD = "@pair-record"
 """Deferral queue field of a pair waiting for an end."""
 WANTED = "@wanted"
 """``association_links`` field of the keyed hashes of the ends a pair points at."""
-UPSERT = "upsert"
-"""The kind of a refused pair's or row's letter: it stands for the record's upsert, so
-:mod:`workflows.retry` takes it up like a refused upsert (``retry-rejected``, the automatic retry):
-the letter holds the pair as staged (its id), or the pair id is had from the snapshot
-(:meth:`workflows.pair_source.PairSource.pair_ids`)."""
 LetterFn = Callable[[str, int, str, Record, str, str | None], dead_letter_store.DeadLetter]
 
 
@@ -320,21 +314,6 @@ def release(
     counts = LinkCounts()
     for sync_id, rows in waiting_rows(kit, ctx.tenant.id, waiting, RECORD):
         pairs = PairRecords.of(kit, kit.context(ctx.tenant.id, sync_id), connector)
-        done, created, _, _ = pairs.settle([_Pair(*r) for r in rows], _rehomed(kit, pairs.ctx, letter))
+        done, created, _, _ = pairs.settle([_Pair(*r) for r in rows], rehomed(kit, pairs.ctx, letter))
         counts = counts.plus(done.model_copy(update={"released": created}))
     return counts
-
-
-def _rehomed(kit: ActivityKit, ctx: SyncContext, letter: LetterFn) -> LetterFn:
-    """``letter`` (the parent sync's push) writing the pair sync ``ctx``'s letter instead, so its
-    ``retry-rejected`` takes it up (the pair id is had from the snapshot: the letter holds none)."""
-
-    def make(kind: str, index: int, key: str, record: Record, code: str, message: str | None) -> DeadLetter:
-        made = letter(kind, index, key, record, code, message)  # its run, batch, id and wording
-        body = {"record": record, "vendor_message": message, "kind": kind}
-        return seal_letter(
-            kit.deps.vault, ctx, made.run_id, (made.batch_id, 0, f"{kind}.{made.id}", index), key, body,
-            code=code, message=made.error_message or f"{kind} refused: {code}", created=made.created,
-        )  # fmt: skip
-
-    return make

@@ -176,6 +176,62 @@ async def test_a_full_queue_dead_letters_the_rest_and_the_retry_links_them(
     assert world.sf.calls.counts().get("sf.query") == 1  # the 6 roles read again in one query
 
 
+async def test_a_row_refused_in_its_parents_release_is_lettered_on_its_sync_and_retried(world: World) -> None:
+    """The roles run first and wait; one deal is deleted at HubSpot before the contacts run, whose
+    push releases the 4 rows: 2 link, the 2 on the deleted deal are refused (record does not exist).
+    Their letters are the roles sync's (kind upsert, none on the contacts sync); once the deal is
+    restored, ``retry-rejected`` on the roles sync reads the 2 again (one query), links them in one
+    associations batch create and resolves the letters."""
+    tenant = "sf-roles-released"
+    sf, hs = world.sf, world.hs
+    sf.seed({"Contact": 4})
+    hs.seed({"deals": 10})  # the synced deals' ids differ from the contacts' (a 207 error names ids)
+    contacts = sorted(r["id"] for r in sf.live_records("Contact"))
+    opps = []
+    for i in range(2):
+        opp = sf.create_record(
+            "Opportunity", {"Name": f"Deal {i}", "StageName": "qualifiedtobuy", "CloseDate": "2027-03-01"}
+        )
+        opps.append(opp)
+        for c in contacts[2 * i : 2 * i + 2]:
+            sf.create_record("OpportunityContactRole", {"OpportunityId": opp, "ContactId": c})
+    await _tenant(world, tenant, ROLE_FIELDS, hidden=())  # a retry reads a role again by its Id
+    ps = Pseudonymizer(world.connected.vault)
+    async with _workers(world.settings):
+        for sync_id in ("roles", "deals"):
+            await run_sync(world.connected, world.settings, tenant, sync_id)
+        gone = next(
+            r["id"]
+            for r in hs.live_records("deals")
+            if r["external_id"] == str(ps.pseudonymize(tenant, opps[0]))
+        )
+        assert hs.delete_record("deals", gone)
+        released = await run_sync(world.connected, world.settings, tenant, "contacts")
+        pushed = event_counts(world, tenant, released.run_id, EventKind.PUSH)
+        assert (pushed["released"], pushed["link_failed"]) == (2, 2)
+        assert len(hs.associations.pairs("deals", "contacts")) == 2
+        with world.connected.engine.connect() as conn:
+            letters = dead_letter_store.list_dead_letters(conn, tenant, "roles")
+            assert dead_letter_store.list_dead_letters(conn, tenant, "contacts") == []
+        assert len(letters) == 2
+        assert all((dl.error_message or "").startswith(dead_letter_store.RETRYABLE_PREFIX) for dl in letters)
+        assert {dl.run_id for dl in letters} == {released.run_id}  # refused in the contacts run's push
+        assert hs.store.set_deleted("deals", gone, False)  # restored at HubSpot
+        world.hs.calls.clear()
+        world.sf.calls.clear()
+        handle = await syncops.retry_rejected(
+            world.connected.client, tenant, "roles", task_queue=world.settings.temporal.control_task_queue
+        )
+        done = await handle.result()
+    assert (done.retried, done.retry_resolved, done.retry_gone) == (2, 2, 0)
+    pairs = hs.associations.pairs("deals", "contacts")
+    assert len(pairs) == 4 and pairs == _expected(world, tenant)
+    with world.connected.engine.connect() as conn:
+        assert dead_letter_store.list_dead_letters(conn, tenant, "roles") == []
+    assert world.hs.calls.counts().get("hs.associations.create") == 1
+    assert world.sf.calls.counts().get("sf.query") == 1  # the 2 roles read again in one query
+
+
 async def test_roles_purged_from_the_recycle_bin_are_unlinked_by_a_reconciliation(world: World) -> None:
     """Roles deleted and purged (the recycle bin emptied) never show as deletes; ``crmhub sync
     reconcile`` lists the live role ids (one query), finds the rows that vanished and archives their
