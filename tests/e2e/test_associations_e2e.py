@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from api import syncops
 from api.demo import _workers
 from governance.pseudonym import Pseudonymizer
 from schemas.lineage import EventKind
@@ -146,3 +147,49 @@ async def test_a_full_deferral_queue_dead_letters_the_rest_naming_the_parent_syn
         assert event_counts(world, tenant, again.run_id, EventKind.PUSH)["deferred"] == 5
         await run_sync(world.connected, world.settings, tenant, ACCOUNTS)
     assert len(world.hs.associations.pairs("contacts", "companies")) == 5  # the waiting ones, released
+
+
+async def test_a_child_refused_in_its_parents_release_is_lettered_on_its_sync_and_retried(
+    world: World,
+) -> None:
+    """The contacts run first and wait; one contact is deleted at HubSpot before the accounts run,
+    whose push releases the 4: 3 link, the deleted one is refused (record does not exist). Its
+    letter is the contacts sync's (kind upsert, none on the accounts sync); once the contact is
+    restored, ``retry-rejected`` on the contacts sync reads it again (one query), upserts it and
+    links it (one associations batch create), resolving the letter."""
+    tenant = "sf-assoc-released"
+    sf, hs = world.sf, world.hs
+    sf.seed({"Account": 2, "Contact": 4})
+    hs.seed({"companies": 10})  # the companies' ids differ from the contacts' (a 207 error names ids)
+    accounts = sorted(r["id"] for r in sf.live_records("Account"))
+    people = sorted(sf.live_records("Contact"), key=lambda r: r["id"])
+    for n, c in enumerate(people):  # the refused one alone on its company (an error names both ends)
+        sf.update_record("Contact", c["id"], {"AccountId": accounts[0 if n == 0 else 1]})
+    await _tenant(world, tenant, ["Id", "Email", "FirstName", "LastName", "AccountId", "SystemModstamp"])
+    async with _workers(world.settings):
+        await run_sync(world.connected, world.settings, tenant, CONTACTS)  # children first: all wait
+        email = people[0]["Email"].lower()
+        gone = next(r["id"] for r in hs.live_records("contacts") if r["email"] == email)
+        assert hs.delete_record("contacts", gone)
+        parents = await run_sync(world.connected, world.settings, tenant, ACCOUNTS)
+        released = _push_counts(world, tenant, parents.run_id)
+        assert (released["released"], released["link_failed"]) == (3, 1)
+        with world.connected.engine.connect() as conn:
+            letters = dead_letter_store.list_dead_letters(conn, tenant, CONTACTS)
+            assert dead_letter_store.list_dead_letters(conn, tenant, ACCOUNTS) == []
+        assert len(letters) == 1 and letters[0].run_id == parents.run_id
+        assert (letters[0].error_message or "").startswith(dead_letter_store.RETRYABLE_PREFIX)
+        assert hs.store.set_deleted("contacts", gone, False)  # restored at HubSpot
+        hs.calls.clear()
+        sf.calls.clear()
+        handle = await syncops.retry_rejected(
+            world.connected.client, tenant, CONTACTS, task_queue=world.settings.temporal.control_task_queue
+        )
+        done = await handle.result()
+    assert (done.retried, done.retry_resolved, done.retry_gone) == (1, 1, 0)
+    pairs = hs.associations.pairs("contacts", "companies")
+    assert len(pairs) == 4 and pairs == _expected_pairs(world, tenant)
+    with world.connected.engine.connect() as conn:
+        assert dead_letter_store.list_dead_letters(conn, tenant, CONTACTS) == []
+    assert hs.calls.counts().get("hs.associations.create") == 1
+    assert sf.calls.counts().get("sf.query") == 1  # the contact read again in one query
