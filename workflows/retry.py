@@ -17,7 +17,8 @@ write mode, id map, links). Each letter ends one of four ways:
 A pair's letter (a sync from an association stream, :mod:`workflows.pair_records`) is read again
 by its pair id ``<deal>:<contact>`` — from the letter, or the pull's snapshot when the letter holds
 none — through the deals' associations batch read, and its role created like a push does; a pair
-the deal no longer has is gone.
+the deal no longer has is gone. A child or junction row refused in its parent sync's release is its
+own sync's letter, holding the source id it kept while it waited (:mod:`workflows.released_letters`).
 
 Which letters: those refused under another instruction version or mapping hash than the run's, or
 under unknown ones (letters from before migration 0022: each retried once), oldest first and at

@@ -52,6 +52,27 @@ def _expected(world: World, tenant: str) -> set[tuple[str, str]]:
     }
 
 
+async def _retry_roles(world: World, tenant: str) -> Any:
+    """``crmhub sync retry-rejected`` on the roles sync, the CRMs' call counts cleared first."""
+    world.hs.calls.clear()
+    world.sf.calls.clear()
+    handle = await syncops.retry_rejected(
+        world.connected.client, tenant, "roles", task_queue=world.settings.temporal.control_task_queue
+    )
+    return await handle.result()
+
+
+def _linked_by_one_retry(world: World, tenant: str, pairs: int) -> None:
+    """Every role's pair is at HubSpot, no letter is left, the retry read the roles again in one
+    query and linked them in one associations batch create."""
+    have = world.hs.associations.pairs("deals", "contacts")
+    assert len(have) == pairs and have == _expected(world, tenant)
+    with world.connected.engine.connect() as conn:
+        assert dead_letter_store.list_dead_letters(conn, tenant, "roles") == []
+    assert world.hs.calls.counts().get("hs.associations.create") == 1
+    assert world.sf.calls.counts().get("sf.query") == 1
+
+
 async def test_contact_roles_become_deal_contact_associations_and_follow_changes(world: World) -> None:
     tenant = "sf-roles"
     sf, hs = world.sf, world.hs
@@ -161,19 +182,9 @@ async def test_a_full_queue_dead_letters_the_rest_and_the_retry_links_them(
         for parent in ("deals", "contacts"):
             await run_sync(world.connected, world.settings, tenant, parent)
         assert len(hs.associations.pairs("deals", "contacts")) == 4  # the waiting ones, released
-        world.hs.calls.clear()
-        world.sf.calls.clear()
-        handle = await syncops.retry_rejected(
-            world.connected.client, tenant, "roles", task_queue=world.settings.temporal.control_task_queue
-        )
-        done = await handle.result()
+        done = await _retry_roles(world, tenant)
     assert done.retried == 6
-    pairs = hs.associations.pairs("deals", "contacts")
-    assert len(pairs) == 10 and pairs == _expected(world, tenant)
-    with world.connected.engine.connect() as conn:
-        assert dead_letter_store.list_dead_letters(conn, tenant, "roles") == []
-    assert world.hs.calls.counts().get("hs.associations.create") == 1
-    assert world.sf.calls.counts().get("sf.query") == 1  # the 6 roles read again in one query
+    _linked_by_one_retry(world, tenant, 10)  # the 6 roles read again in one query
 
 
 async def test_a_row_refused_in_its_parents_release_is_lettered_on_its_sync_and_retried(world: World) -> None:
@@ -217,19 +228,9 @@ async def test_a_row_refused_in_its_parents_release_is_lettered_on_its_sync_and_
         assert all((dl.error_message or "").startswith(dead_letter_store.RETRYABLE_PREFIX) for dl in letters)
         assert {dl.run_id for dl in letters} == {released.run_id}  # refused in the contacts run's push
         assert hs.store.set_deleted("deals", gone, False)  # restored at HubSpot
-        world.hs.calls.clear()
-        world.sf.calls.clear()
-        handle = await syncops.retry_rejected(
-            world.connected.client, tenant, "roles", task_queue=world.settings.temporal.control_task_queue
-        )
-        done = await handle.result()
+        done = await _retry_roles(world, tenant)
     assert (done.retried, done.retry_resolved, done.retry_gone) == (2, 2, 0)
-    pairs = hs.associations.pairs("deals", "contacts")
-    assert len(pairs) == 4 and pairs == _expected(world, tenant)
-    with world.connected.engine.connect() as conn:
-        assert dead_letter_store.list_dead_letters(conn, tenant, "roles") == []
-    assert world.hs.calls.counts().get("hs.associations.create") == 1
-    assert world.sf.calls.counts().get("sf.query") == 1  # the 2 roles read again in one query
+    _linked_by_one_retry(world, tenant, 4)  # the 2 roles read again in one query
 
 
 async def test_roles_purged_from_the_recycle_bin_are_unlinked_by_a_reconciliation(world: World) -> None:
