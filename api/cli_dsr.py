@@ -163,6 +163,11 @@ def _summary(result: DsrResult) -> None:
         )
     for note in result.notes:
         out.print(f"  [yellow]note:[/] {note}", soft_wrap=True)
+    if result.kind is DsrKind.ERASE:
+        out.print(
+            f"relationship state erased: {result.association_links} association-link rows, "
+            f"{result.association_deferrals} deferral-queue rows"
+        )
     if result.suppressed:
         out.print(f"suppressed: {result.suppressed} source records are never pulled again")
     if result.ledger_index is not None:

@@ -87,6 +87,8 @@ class DsrResult(_Model):
     staging_records: int = 0
     dead_letters: int = 0
     id_map_rows: int = 0
+    association_links: int = 0  # relationship rows erased: links, sealed snapshots / ids / roles
+    association_deferrals: int = 0  # deferral-queue rows erased (the subject's, or waiting on them)
     source_records: int = 0
     lineage_events: int = 0
     destinations: list[DsrDestination] = []

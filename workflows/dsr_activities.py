@@ -18,10 +18,12 @@ vault-sealed, the id map and the ledger hold keyed hashes (``kh_…``) of *sourc
 ``dsr_export`` seals the JSON export (records found in crmhub's stores, source ids, destinations,
 lineage trace) into ``dsr_exports`` for the CLI and records an ``export`` lineage event.
 ``dsr_erase`` removes the subject from staging (parts are resealed without their records), dead
-letters and the id map, optionally deletes the destination records first (``--propagate``,
-``WriteMode.DELETE`` through the sync's destination connector), and records an ``erase`` event
-naming the destinations. The source CRM is the controller's: crmhub reports what it found there
-and leaves it (a later sync would bring the subject back unless the controller erases it there).
+letters, the id map and the relationship state (``association_links``, ``association_deferrals``:
+:func:`store.dsr.delete_subject_links`), optionally deletes the destination records first
+(``--propagate``, ``WriteMode.DELETE`` through the sync's destination connector), and records an
+``erase`` event naming the destinations. The source CRM is the controller's: crmhub reports what
+it found there and leaves it (a later sync would bring the subject back unless the controller erases
+it there).
 
 Both are idempotent (a retry finds less or nothing) and heartbeat as they go. Errors leave through
 :meth:`~workflows.context.ActivityKit.guarded`.
@@ -30,6 +32,7 @@ Both are idempotent (a retry finds less or nothing) and heartbeat as they go. Er
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -225,11 +228,15 @@ class DsrActivities:
             destinations = [self._propagate(s) for s in found.syncs if s.id_map]
         erase = inp.kind is DsrKind.ERASE
         staged = letters = ids = 0
+        links: Counter[str] = Counter()
         for s in found.syncs:
             with self.deps.engine.begin() as conn:
                 staged += self._reseal(conn, s)
                 if erase:
                     letters += dsr_store.delete_dead_letters(conn, inp.tenant, [x["id"] for x in s.letters])
+                    links.update(
+                        dsr_store.delete_subject_links(conn, inp.tenant, s.ctx.spec.id, sorted(s.keys))
+                    )
                 if erase or inp.propagate:
                     ids += id_map_store.delete_id_map(conn, inp.tenant, s.ctx.spec.id, sorted(s.id_map))
             activity.heartbeat(f"{inp.kind.value}: done in {s.ctx.spec.id}")
@@ -243,6 +250,7 @@ class DsrActivities:
                 "staging_records": staged,
                 "dead_letters": letters if erase else len([x for s in found.syncs for x in s.letters]),
                 "id_map_rows": ids,
+                **links,
                 "propagated": inp.propagate,
                 "suppressed": suppressed,
             }
@@ -392,6 +400,14 @@ class DsrActivities:
                 "destination_deleted": sum(d.deleted for d in result.destinations),
                 "destination_failed": sum(d.failed for d in result.destinations),
                 **({"suppressed": result.suppressed} if result.suppressed else {}),
+                **(
+                    {
+                        "association_links": result.association_links,
+                        "association_deferrals": result.association_deferrals,
+                    }
+                    if kind is EventKind.ERASE
+                    else {}
+                ),
                 **({"destination_rectified": n} if (n := sum(d.rectified for d in dests)) else {}),
             },
             record_id_hashes=tuple(sorted(found.keys)),
