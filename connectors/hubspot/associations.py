@@ -120,16 +120,31 @@ def _user(type_id: str) -> dict[str, Any]:
     return {"associationCategory": "USER_DEFINED", "associationTypeId": int(type_id)}
 
 
+def _ids(context: Any, key: str) -> set[str] | None:
+    values = context.get(key) if isinstance(context, dict) else None
+    return {str(v) for v in values} if isinstance(values, list) else None
+
+
 def _refused(chunk: Sequence[tuple[int, Link]], body: Any) -> dict[int, tuple[str, str]]:
-    """Links a 207 answer lists in ``errors`` (by the child or parent id in their context)."""
+    """Links a 207 answer lists in ``errors``. An error names the inputs it refuses by their ids in
+    its ``context`` (guess: ``fromObjectId`` / ``toObjectId`` lists, as the sandbox answers); a link
+    is refused when its child is among the ``from`` ids *and* its parent among the ``to`` ids, so one
+    refused pair fails neither the other children of its parent nor a record of the other object
+    that happens to share a number. An error naming one side only refuses the links on that side;
+    one naming neither (another shape) refuses the links whose child or parent it names anywhere."""
     out: dict[int, tuple[str, str]] = {}
     for err in (body or {}).get("errors") or []:
         if not isinstance(err, dict):
             continue
         context = err.get("context") or {}
+        froms, tos = _ids(context, "fromObjectId"), _ids(context, "toObjectId")
         named = {str(v) for vs in context.values() if isinstance(vs, list) for v in vs}
         code = str(err.get("category") or "ERROR")
         for i, lk in chunk:
-            if lk.child_id in named or (lk.parent_id or "") in named:
+            if froms is None and tos is None:
+                hit = lk.child_id in named or (lk.parent_id or "") in named
+            else:
+                hit = (froms is None or lk.child_id in froms) and (tos is None or (lk.parent_id or "") in tos)
+            if hit:
                 out.setdefault(i, (code, f"HubSpot refused this association ({code})"))
     return out

@@ -88,6 +88,25 @@ def test_a_missing_parent_fails_its_link_only(served: Served, connect: Connect) 
     }
 
 
+def test_a_refused_pair_fails_neither_its_parents_other_children_nor_a_same_numbered_record(
+    served: Served, connect: Connect
+) -> None:
+    """The 207's error names the refused pair by ``fromObjectId`` *and* ``toObjectId``: another
+    contact of the same company, and a contact whose id is the number of the refused pair's
+    company (the sandbox numbers each object type on its own, so such ids collide), still link."""
+    contacts, companies = _ids(served, "contacts"), _ids(served, "companies")
+    gone = contacts[5]
+    assert served.hs.delete_record("contacts", gone)
+    assert contacts[1] == companies[1]  # object types are numbered apart: ids collide across them
+    links = [Link(gone, companies[1]), Link(contacts[0], companies[1]), Link(contacts[1], companies[0])]
+    result = connect(served).write_links("contacts", "companies", links)
+    assert (list(result.failed), result.calls) == ([0], 1)
+    assert served.hs.associations.pairs("contacts", "companies") == {
+        (contacts[0], companies[1]),
+        (contacts[1], companies[0]),
+    }
+
+
 def test_an_unknown_relationship_is_refused_without_a_call(served: Served, connect: Connect) -> None:
     hs = connect(served)
     with pytest.raises(ConfigError, match="cannot link companies to contacts"):
