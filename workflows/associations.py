@@ -276,6 +276,9 @@ class Linking:
         tenant, spec = self.ctx.tenant.id, self.ctx.spec
         keyed_hash = self.kit.deps.pseudonymizer.keyed_hash
         now = self.kit.deps.clock()
+        # A link refused or left without a parent is lettered as the record's upsert, holding the
+        # staged record, so this sync's retry reads the record again and links it.
+        letter = rehomed(self.kit, self.ctx, letter)
         wanted: dict[str, str | None] = {}  # child key → parent key hash (None: unlink)
         rows = [(i, k, cid, rec) for i, k, cid, rec in accepted if rel.field in rec]
         for _, k, _, rec in rows:
@@ -293,7 +296,7 @@ class Linking:
         deferred: list[links_store.Deferred] = []
         letters: list[dead_letter_store.DeadLetter] = []
         settled: list[str] = []  # off the queue: linked, unlinked, unchanged or dead-lettered
-        for i, k, child, _ in rows:
+        for i, k, child, rec in rows:
             have = current.get(k)
             previous = have[1] if have and have[0] == child else None
             target = wanted[k]
@@ -319,12 +322,11 @@ class Linking:
                     f"{rel.field}: its parent is not in {rel.parent_stream} yet and {DEFERRAL_LIMIT} "
                     f"children of this sync already wait; run sync {rel.parent_sync_id!r} first"
                 )
-                letters.append(
-                    letter(f"link {rel.field}", i, k, {"destination_id": child}, "PARENT_NOT_SYNCED", why)
-                )
+                letters.append(letter(f"link {rel.field}", i, k, rec, "PARENT_NOT_SYNCED", why))
         counts = self._write(
-            rel, links, keys, letters, accepted_index={k: i for i, k, _, _ in rows}, letter=letter
-        )
+            rel, links, keys, letters, accepted_index={k: i for i, k, _, _ in rows}, letter=letter,
+            records={k: rec for _, k, _, rec in rows},
+        )  # fmt: skip
         with self.kit.deps.engine.begin() as conn:
             links_store.drop_deferred(conn, tenant, spec.id, rel.field, settled)
             links_store.defer(conn, tenant, deferred, now=now)
@@ -343,11 +345,12 @@ class Linking:
         *,
         accepted_index: dict[str, int],
         letter: LetterFn,
+        records: dict[str, Record],
     ) -> LinkCounts:
         return write(
             self.kit, self.ctx, self.connector, self.ctx.spec.id, rel.field, self.ctx.spec.destination_stream,
             rel.parent_stream, list(zip(keys, links, strict=True)), letters,
-            _refuser(letter, f"link {rel.field}", accepted_index),
+            _refuser(letter, f"link {rel.field}", accepted_index, records),
         )  # fmt: skip
 
 
@@ -434,11 +437,12 @@ def release(
 
 
 def _refuser(
-    letter: LetterFn, kind: str, position: dict[str, int]
+    letter: LetterFn, kind: str, position: dict[str, int], records: dict[str, Record] | None = None
 ) -> Callable[[str, str, str], dead_letter_store.DeadLetter]:
-    """A refused link's dead letter: ``kind`` and the child's position, the vendor's code and message."""
+    """A refused link's dead letter: ``kind`` and the child's position, its staged record (when
+    given), the vendor's code and message."""
 
     def refused(key: str, code: str, message: str) -> dead_letter_store.DeadLetter:
-        return letter(kind, position[key], key, {}, code, message)
+        return letter(kind, position[key], key, (records or {}).get(key, {}), code, message)
 
     return refused

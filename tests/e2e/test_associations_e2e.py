@@ -146,7 +146,23 @@ async def test_a_full_deferral_queue_dead_letters_the_rest_naming_the_parent_syn
             assert links_store.count_deferred(conn, tenant, CONTACTS) == 5
         assert event_counts(world, tenant, again.run_id, EventKind.PUSH)["deferred"] == 5
         await run_sync(world.connected, world.settings, tenant, ACCOUNTS)
-    assert len(world.hs.associations.pairs("contacts", "companies")) == 5  # the waiting ones, released
+        assert len(world.hs.associations.pairs("contacts", "companies")) == 5  # the waiting ones, released
+        # The 15 letters stand for their records' upserts: retry-rejected reads them again (one query)
+        # and links them now that their companies are there (one associations batch create).
+        assert all((dl.error_message or "").startswith(dead_letter_store.RETRYABLE_PREFIX) for dl in letters)
+        world.hs.calls.clear()
+        world.sf.calls.clear()
+        handle = await syncops.retry_rejected(
+            world.connected.client, tenant, CONTACTS, task_queue=world.settings.temporal.control_task_queue
+        )
+        done = await handle.result()
+    assert (done.retried, done.retry_resolved, done.retry_gone) == (15, 15, 0)
+    pairs = world.hs.associations.pairs("contacts", "companies")
+    assert len(pairs) == 20 and pairs == _expected_pairs(world, tenant)
+    with world.connected.engine.connect() as conn:
+        assert dead_letter_store.list_dead_letters(conn, tenant, CONTACTS) == []
+    assert world.hs.calls.counts().get("hs.associations.create") == 1
+    assert world.sf.calls.counts().get("sf.query") == 1
 
 
 async def test_a_child_refused_in_its_parents_release_is_lettered_on_its_sync_and_retried(
