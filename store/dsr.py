@@ -91,11 +91,13 @@ _TENANT_TABLES = {
     "dead_letters": dead_letters,
     "id_map_rows": id_map,
     "reconcile_listing_rows": reconcile_listing,  # keyed hashes of listed source ids (transient)
+    "association_link_rows": association_links,  # links, snapshots, sealed waiting ids and roles
+    "association_deferral_rows": association_deferrals,  # children waiting for a parent
 }
 
 
 def count_tenant_rows(conn: Connection, tenant: str) -> dict[str, int]:
-    """Rows the tenant has in the record-bearing stores (staging, dead letters, id map)."""
+    """Rows the tenant has in the record-bearing stores (staging, dead letters, id map, relationships)."""
     return {
         name: int(conn.execute(select(func.count()).select_from(t).where(t.c.tenant == tenant)).scalar_one())
         for name, t in _TENANT_TABLES.items()
