@@ -129,7 +129,8 @@ def test_another_namespace_opens_one_incident_over_the_tenants_decoded(
     stored = _stored_text(db_engine)
     assert not [s for s in SECRETS.values() if s in stored]
     assert "testclient" not in stored  # the client address stays in codec_audit
-    assert get_incident(db_engine, incident.row.id).row.scope["finding"] == {"token_id": "alice"}  # type: ignore[index]
+    scope = get_incident(db_engine, incident.row.id).row.scope
+    assert scope is not None and scope["finding"] == {"token_id": "alice"}
 
 
 def test_undecryptable_payloads_are_a_finding_but_no_breach_without_decodes(
