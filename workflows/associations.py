@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.engine import Connection
 
 from connectors.base import Connector
 from schemas.connector import Link, Record
@@ -42,6 +41,7 @@ from schemas.errors import ConfigError
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
+from store.engine import Connection
 from workflows.context import ActivityKit, SyncContext
 from workflows.released_letters import forget, keep, rehomed, waiting_ids
 

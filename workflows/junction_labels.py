@@ -29,11 +29,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy.engine import Connection
-
 from schemas.connector import Record
 from schemas.errors import ConfigError
 from store import associations as links_store
+from store.engine import Connection
 from workflows.context import ActivityKit, SyncContext
 from workflows.sealed_text import open_text, seal_text
 

@@ -42,14 +42,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy.engine import Connection
-
 from connectors.base import Connector
 from schemas.connector import Link, Record
 from schemas.errors import ConfigError
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
+from store.engine import Connection
 from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
 from workflows.associations import release as release_children
 from workflows.context import ActivityKit, SyncContext

@@ -35,14 +35,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
 
-from sqlalchemy.engine import Connection
-
 from connectors.base import Connector
 from schemas.connector import OutcomeStatus, Record, WriteMode
 from schemas.errors import ConfigError
 from store import associations as links_store
 from store import dead_letters as dead_letter_store
 from store import id_map as id_map_store
+from store.engine import Connection
 from workflows.associations import DEFERRAL_LIMIT, LinkCounts, Relationship, relationships
 from workflows.context import ActivityKit, SyncContext
 from workflows.released_letters import UPSERT, rehomed

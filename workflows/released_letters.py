@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
-from sqlalchemy.engine import Connection
-
 from schemas.connector import Record
 from store import associations as links_store
 from store.dead_letters import DeadLetter
+from store.engine import Connection
 from workflows.context import ActivityKit, SyncContext
 from workflows.sealed_text import open_text, seal_text
 from workflows.staging import seal_letter
