@@ -96,13 +96,14 @@ def is_junction(stream: str) -> bool:
     return bool(owner and other)
 
 
-def relationship_mode_refusal(mode: SyncWriteMode, stream: str) -> str | None:
-    """Why a sync carrying only relationships (an association stream such as ``deals/contacts``, on
-    either side) cannot run in ``mode``, or None. Its writes are links — created when a pair appears,
-    removed when it goes (an association, or a Salesforce junction record such as
-    OpportunityContactRole) — so ``update-only`` (never create) and ``create-only`` (never remove)
+def relationship_mode_refusal(mode: SyncWriteMode, *streams: str) -> str | None:
+    """Why a sync carrying only relationships (an association stream such as ``deals/contacts`` among
+    its ``streams``, on either side) cannot run in ``mode``, or None. Its writes are links — created
+    when a pair appears, removed when it goes (an association, or a Salesforce junction record such
+    as OpportunityContactRole) — so ``update-only`` (never create) and ``create-only`` (never remove)
     would leave it unable to follow the source; they are refused rather than half-honoured."""
-    if mode in (SyncWriteMode.UPDATE_ONLY, SyncWriteMode.CREATE_ONLY):
+    stream = next((s for s in streams if is_junction(s)), None)
+    if stream is not None and mode in (SyncWriteMode.UPDATE_ONLY, SyncWriteMode.CREATE_ONLY):
         return (
             f"write_mode '{mode.value}' does not apply to {stream}: a relationship sync creates a link "
             "when a pair appears at the source and removes it when the pair goes; choose 'upsert' "

@@ -435,10 +435,9 @@ class SyncSetup:
         source, dest = self.pair(
             spec.tenant, spec.source_connection_id, spec.destination_connection_id, same_connection
         )
-        refusal = write_mode_refusal(spec.write_mode, dest.provider)
-        for stream in (spec.source_stream, spec.destination_stream):
-            if refusal is None and is_junction(stream):
-                refusal = relationship_mode_refusal(spec.write_mode, stream)
+        refusal = write_mode_refusal(spec.write_mode, dest.provider) or relationship_mode_refusal(
+            spec.write_mode, spec.source_stream, spec.destination_stream
+        )
         if refusal is not None:
             raise NewSyncRefused(refusal, field="write_mode", unknown=False)
         ins = self.instruction(spec.tenant, spec.instruction_version)

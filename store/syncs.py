@@ -28,7 +28,7 @@ from sqlmodel import Field, SQLModel
 
 from schemas.connector import StreamState
 from schemas.errors import ConfigError
-from schemas.sync import SyncWriteMode, is_junction, relationship_mode_refusal, write_mode_refusal
+from schemas.sync import SyncWriteMode, relationship_mode_refusal, write_mode_refusal
 from store._sql import required_aware, table_of
 from store.connections import get_connection
 from store.instructions import get_instruction
@@ -293,10 +293,9 @@ def set_sync_write_mode(
     if row is None:
         raise ConfigError(f"tenant {tenant!r} has no sync {id!r}")
     dest = get_connection(conn, row.spec.destination_connection_id)
-    refusal = write_mode_refusal(mode, dest.provider if dest is not None else "?")
-    for stream in (row.spec.source_stream, row.spec.destination_stream):
-        if refusal is None and is_junction(stream):
-            refusal = relationship_mode_refusal(mode, stream)
+    refusal = write_mode_refusal(
+        mode, dest.provider if dest is not None else "?"
+    ) or relationship_mode_refusal(mode, row.spec.source_stream, row.spec.destination_stream)
     if refusal is not None:
         raise ConfigError(refusal)
     conn.execute(_update(tenant, id).values(write_mode=mode.value, updated=now))
