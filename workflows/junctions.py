@@ -241,12 +241,16 @@ class Junction(TwoEnds):
             if not (r.owner and r.other):  # deleted or cleared: unlinked, nothing waits
                 continue
             row = (r.index, r.key, r.owner, r.other)
-            waits = self.wait(PAIR, row, deal is not None, r.record or {}, room, letter)
-            if isinstance(waits, links_store.Deferred):
-                room -= 1
-                deferred.append(waits)
-            else:
-                letters.append(waits)
+            room = self.wait(
+                PAIR,
+                row,
+                deal is not None,
+                r.record or {},
+                letter,
+                room=room,
+                deferred=deferred,
+                letters=letters,
+            )
         with self.kit.deps.engine.connect() as conn:  # a pair (label) another row still holds stays
             pairs = {p for _, p in plan.archive} | {p for _, p, _ in plan.relabel}
             moving = {k for k, _ in plan.archive}

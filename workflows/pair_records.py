@@ -147,12 +147,13 @@ class TwoEnds:
         return cls(kit, ctx, connector, owner, other)
 
     def wait(
-        self, queue: str, row: tuple[int, str, str, str], owner_synced: bool, record: Record, room: int,
-        letter: LetterFn,
-    ) -> links_store.Deferred | dead_letter_store.DeadLetter:  # fmt: skip
+        self, queue: str, row: tuple[int, str, str, str], owner_synced: bool, record: Record,
+        letter: LetterFn, *, room: int, deferred: list[links_store.Deferred],
+        letters: list[dead_letter_store.DeadLetter],
+    ) -> int:  # fmt: skip
         """A row (position, key, owner end hash, other end hash) with an end not synced yet: queued
-        on that end under ``queue``, or dead-lettered ``PARENT_NOT_SYNCED`` when the queue has no
-        ``room``."""
+        on that end under ``queue`` (appended to ``deferred``), or dead-lettered ``PARENT_NOT_SYNCED``
+        (to ``letters``) when the queue has no ``room``; returns the room left."""
         index, key, owner, other = row
         end, missing = (self.other, other) if owner_synced else (self.owner, owner)
         if room <= 0:
@@ -160,11 +161,14 @@ class TwoEnds:
                 f"{end.target or end.field}: its {end.parent_stream} record is not synced yet and "
                 f"{DEFERRAL_LIMIT} rows of this sync already wait; run sync {end.parent_sync_id!r} first"
             )
-            return letter(UPSERT, index, key, record, "PARENT_NOT_SYNCED", why)
-        return links_store.Deferred(
+            letters.append(letter(UPSERT, index, key, record, "PARENT_NOT_SYNCED", why))
+            return room
+        waiting = links_store.Deferred(
             self.ctx.spec.id, queue, key, "", self.ctx.spec.destination_stream, end.parent_stream,
             end.parent_sync_id, missing, 1, self.kit.deps.clock(),
         )  # fmt: skip
+        deferred.append(waiting)
+        return room - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,12 +232,16 @@ class PairRecords(TwoEnds):
                 create.append((r, {self.owner.target: deal, self.other.target: contact}))
                 continue
             row = (r.index, r.key, r.owner, r.other)
-            waits = self.wait(RECORD, row, deal is not None, r.record or {}, room, letter)
-            if isinstance(waits, links_store.Deferred):
-                room -= 1
-                deferred.append(waits)
-            else:
-                letters.append(waits)
+            room = self.wait(
+                RECORD,
+                row,
+                deal is not None,
+                r.record or {},
+                letter,
+                room=room,
+                deferred=deferred,
+                letters=letters,
+            )
         calls, mapped = 0, []
         if create:
             stream, new = self.ctx.spec.destination_stream, [rec for _, rec in create]
